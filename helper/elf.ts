@@ -1,0 +1,309 @@
+// A small typed ELF reader: headers, sections, program headers, symbols and relocations,
+// for ELF32 and ELF64 little-endian files. 64-bit fields are BigInt so nothing above 2^53
+// is silently rounded; `num()` converts where a JavaScript number is safe.
+import { readFileSync } from 'node:fs';
+import { SpacerError } from './errors.js';
+
+export const SHT_NULL = 0, SHT_PROGBITS = 1, SHT_SYMTAB = 2, SHT_STRTAB = 3, SHT_RELA = 4,
+  SHT_NOBITS = 8, SHT_REL = 9, SHT_GROUP = 17, SHT_SYMTAB_SHNDX = 18;
+export const SHF_WRITE = 0x1n, SHF_ALLOC = 0x2n, SHF_EXECINSTR = 0x4n, SHF_MERGE = 0x10n,
+  SHF_STRINGS = 0x20n, SHF_TLS = 0x400n;
+export const PT_LOAD = 1, PT_TLS = 7;
+export const ET_REL = 1, ET_EXEC = 2, ET_DYN = 3;
+export const EM_386 = 3, EM_X86_64 = 62;
+export const SHN_UNDEF = 0, SHN_ABS = 0xfff1, SHN_COMMON = 0xfff2, SHN_XINDEX = 0xffff;
+export const STT_SECTION = 3, STT_FILE = 4;
+
+export interface ElfHeader {
+  class: 32 | 64;
+  type: number;
+  machine: number;
+  entry: bigint;
+  phoff: bigint;
+  shoff: bigint;
+  flags: number;
+  ehsize: number;
+  phentsize: number;
+  phnum: number;
+  shentsize: number;
+  shnum: number;
+  shstrndx: number;
+}
+
+export interface Section {
+  index: number;
+  name: string;
+  type: number;
+  flags: bigint;
+  addr: bigint;
+  offset: bigint;
+  size: bigint;
+  link: number;
+  info: number;
+  addralign: bigint;
+  entsize: bigint;
+}
+
+export interface ProgramHeader {
+  type: number;
+  flags: number;
+  offset: bigint;
+  vaddr: bigint;
+  paddr: bigint;
+  filesz: bigint;
+  memsz: bigint;
+  align: bigint;
+}
+
+export interface ElfSymbol {
+  index: number;
+  name: string;
+  value: bigint;
+  size: bigint;
+  bind: number;
+  type: number;
+  other: number;
+  shndx: number;
+}
+
+export interface Relocation {
+  offset: bigint;
+  type: number;
+  sym: number;
+  addend: bigint;
+}
+
+/** Converts a BigInt file quantity to a number, refusing values a double cannot hold exactly. */
+export function num(v: bigint, what = 'value'): number {
+  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`${what} ${v} is out of range`);
+  return Number(v);
+}
+
+export class ElfFile {
+  readonly header: ElfHeader;
+  readonly sections: Section[];
+  readonly segments: ProgramHeader[];
+  private symtabCache?: ElfSymbol[];
+
+  constructor(readonly path: string, readonly data: Buffer) {
+    this.header = this.readHeader();
+    this.sections = this.readSections();
+    this.segments = this.readSegments();
+  }
+
+  static load(path: string): ElfFile {
+    let data: Buffer;
+    try {
+      data = readFileSync(path);
+    } catch (e) {
+      throw new SpacerError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e}); check the path`);
+    }
+    return new ElfFile(path, data);
+  }
+
+  get is64(): boolean { return this.header.class === 64; }
+
+  private fail(msg: string): never {
+    throw new SpacerError(`${this.path}: ${msg}`);
+  }
+
+  private need(off: bigint | number, len: number, what: string): number {
+    const o = typeof off === 'bigint' ? off : BigInt(off);
+    if (o < 0n || o + BigInt(len) > BigInt(this.data.length)) {
+      this.fail(`truncated ELF file (${what} at offset ${o} needs ${len} bytes, file has ${this.data.length}); rebuild it`);
+    }
+    return Number(o);
+  }
+
+  private readHeader(): ElfHeader {
+    const d = this.data;
+    if (d.length < 16 || d.readUInt32BE(0) !== 0x7f454c46) this.fail('not an ELF file; pass a linked image or object');
+    const cls = d[4];
+    if (cls !== 1 && cls !== 2) this.fail(`unknown ELF class ${cls}; not a valid ELF file`);
+    if (d[5] !== 1) this.fail('big-endian ELF is not supported; lib-spacer handles x86-64 (little-endian) images');
+    const is64 = cls === 2;
+    this.need(0, is64 ? 64 : 52, 'ELF header');
+    const u16 = (o: number) => d.readUInt16LE(o);
+    const u32 = (o: number) => d.readUInt32LE(o);
+    const addr = (o: number) => (is64 ? d.readBigUInt64LE(o) : BigInt(u32(o)));
+    const o = is64 ? 12 : 0; // fields after e_entry/e_phoff/e_shoff move by 12 bytes in ELF64
+    const h: ElfHeader = {
+      class: is64 ? 64 : 32,
+      type: u16(16),
+      machine: u16(18),
+      entry: addr(24),
+      phoff: is64 ? d.readBigUInt64LE(32) : BigInt(u32(28)),
+      shoff: is64 ? d.readBigUInt64LE(40) : BigInt(u32(32)),
+      flags: u32(36 + o),
+      ehsize: u16(40 + o),
+      phentsize: u16(42 + o),
+      phnum: u16(44 + o),
+      shentsize: u16(46 + o),
+      shnum: u16(48 + o),
+      shstrndx: u16(50 + o),
+    };
+    if (h.machine !== EM_X86_64 && h.machine !== EM_386) {
+      this.fail(`foreign architecture (e_machine ${h.machine}); lib-spacer handles x86-64 images only`);
+    }
+    const shsz = is64 ? 64 : 40, phsz = is64 ? 56 : 32;
+    if (h.shnum && h.shentsize !== shsz) this.fail(`bad section header size ${h.shentsize}; not a valid ELF file`);
+    if (h.phnum && h.phentsize !== phsz) this.fail(`bad program header size ${h.phentsize}; not a valid ELF file`);
+    return h;
+  }
+
+  private readSections(): Section[] {
+    const h = this.header, d = this.data, is64 = this.is64;
+    if (h.shoff === 0n) return [];
+    let shnum = h.shnum;
+    const entsz = is64 ? 64 : 40;
+    const base = this.need(h.shoff, entsz, 'section header 0');
+    if (shnum === 0) shnum = num(is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)));
+    this.need(h.shoff, shnum * entsz, 'section header table');
+    const raw: Section[] = [];
+    for (let i = 0; i < shnum; i++) {
+      const p = base + i * entsz;
+      raw.push(is64 ? {
+        index: i, name: '', type: d.readUInt32LE(p + 4), flags: d.readBigUInt64LE(p + 8),
+        addr: d.readBigUInt64LE(p + 16), offset: d.readBigUInt64LE(p + 24), size: d.readBigUInt64LE(p + 32),
+        link: d.readUInt32LE(p + 40), info: d.readUInt32LE(p + 44), addralign: d.readBigUInt64LE(p + 48),
+        entsize: d.readBigUInt64LE(p + 56),
+        nameOff: d.readUInt32LE(p),
+      } as Section & { nameOff: number } : {
+        index: i, name: '', type: d.readUInt32LE(p + 4), flags: BigInt(d.readUInt32LE(p + 8)),
+        addr: BigInt(d.readUInt32LE(p + 12)), offset: BigInt(d.readUInt32LE(p + 16)),
+        size: BigInt(d.readUInt32LE(p + 20)), link: d.readUInt32LE(p + 24), info: d.readUInt32LE(p + 28),
+        addralign: BigInt(d.readUInt32LE(p + 32)), entsize: BigInt(d.readUInt32LE(p + 36)),
+        nameOff: d.readUInt32LE(p),
+      } as Section & { nameOff: number });
+    }
+    let shstrndx = h.shstrndx;
+    if (shstrndx === SHN_XINDEX) shstrndx = raw[0].link;
+    const strtab = raw[shstrndx];
+    if (!strtab) this.fail(`section name table index ${shstrndx} out of range; not a valid ELF file`);
+    for (const s of raw) {
+      if (s.type !== SHT_NOBITS && s.type !== SHT_NULL) this.need(s.offset, num(s.size, 'section size'), `section ${s.index}`);
+      const r = s as Section & { nameOff?: number };
+      s.name = this.cstr(strtab, r.nameOff ?? 0);
+      delete r.nameOff;
+    }
+    return raw;
+  }
+
+  private readSegments(): ProgramHeader[] {
+    const h = this.header, d = this.data, is64 = this.is64;
+    if (h.phoff === 0n || h.phnum === 0) return [];
+    const entsz = is64 ? 56 : 32;
+    const base = this.need(h.phoff, h.phnum * entsz, 'program header table');
+    const out: ProgramHeader[] = [];
+    for (let i = 0; i < h.phnum; i++) {
+      const p = base + i * entsz;
+      const ph: ProgramHeader = is64 ? {
+        type: d.readUInt32LE(p), flags: d.readUInt32LE(p + 4), offset: d.readBigUInt64LE(p + 8),
+        vaddr: d.readBigUInt64LE(p + 16), paddr: d.readBigUInt64LE(p + 24), filesz: d.readBigUInt64LE(p + 32),
+        memsz: d.readBigUInt64LE(p + 40), align: d.readBigUInt64LE(p + 48),
+      } : {
+        type: d.readUInt32LE(p), offset: BigInt(d.readUInt32LE(p + 4)), vaddr: BigInt(d.readUInt32LE(p + 8)),
+        paddr: BigInt(d.readUInt32LE(p + 12)), filesz: BigInt(d.readUInt32LE(p + 16)),
+        memsz: BigInt(d.readUInt32LE(p + 20)), flags: d.readUInt32LE(p + 24), align: BigInt(d.readUInt32LE(p + 28)),
+      };
+      if (ph.type === PT_LOAD) {
+        if (ph.filesz > ph.memsz) this.fail(`segment ${i} has filesz > memsz; not a valid image`);
+        this.need(ph.offset, num(ph.filesz, 'segment size'), `segment ${i}`);
+      }
+      out.push(ph);
+    }
+    return out;
+  }
+
+  private cstr(strtab: Section, off: number): string {
+    if (strtab.type === SHT_NOBITS) return '';
+    const start = num(strtab.offset) + off;
+    const end = num(strtab.offset + strtab.size);
+    if (off >= Number(strtab.size)) {
+      if (off === 0) return '';
+      this.fail(`string offset ${off} outside ${strtab.name || 'string table'}; not a valid ELF file`);
+    }
+    let i = start;
+    while (i < end && this.data[i] !== 0) i++;
+    return this.data.toString('latin1', start, i);
+  }
+
+  section(name: string): Section | undefined {
+    return this.sections.find((s) => s.name === name);
+  }
+
+  /** Bytes of a section (empty for NOBITS). */
+  contents(s: Section): Buffer {
+    if (s.type === SHT_NOBITS) return Buffer.alloc(0);
+    const o = num(s.offset);
+    return this.data.subarray(o, o + num(s.size));
+  }
+
+  get loads(): ProgramHeader[] {
+    return this.segments.filter((p) => p.type === PT_LOAD);
+  }
+
+  /** The symbol table (.symtab, else .dynsym), with names resolved. */
+  symbols(): ElfSymbol[] {
+    if (this.symtabCache) return this.symtabCache;
+    const tab = this.sections.find((s) => s.type === SHT_SYMTAB) ?? this.sections.find((s) => s.type === 11);
+    if (!tab) return (this.symtabCache = []);
+    const strtab = this.sections[tab.link];
+    if (!strtab) this.fail(`symbol table links to missing string table ${tab.link}; not a valid ELF file`);
+    const xndxSec = this.sections.find((s) => s.type === SHT_SYMTAB_SHNDX && s.link === tab.index);
+    const entsz = this.is64 ? 24 : 16;
+    const n = num(tab.size) / entsz;
+    if (!Number.isInteger(n)) this.fail(`symbol table size ${tab.size} is not a multiple of ${entsz}; not a valid ELF file`);
+    const d = this.data, base = num(tab.offset);
+    const out: ElfSymbol[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = base + i * entsz;
+      const nameOff = d.readUInt32LE(p);
+      let sym: ElfSymbol;
+      if (this.is64) {
+        const info = d[p + 4];
+        sym = { index: i, name: '', bind: info >> 4, type: info & 15, other: d[p + 5], shndx: d.readUInt16LE(p + 6),
+          value: d.readBigUInt64LE(p + 8), size: d.readBigUInt64LE(p + 16) };
+      } else {
+        const info = d[p + 12];
+        sym = { index: i, name: '', value: BigInt(d.readUInt32LE(p + 4)), size: BigInt(d.readUInt32LE(p + 8)),
+          bind: info >> 4, type: info & 15, other: d[p + 13], shndx: d.readUInt16LE(p + 14) };
+      }
+      if (sym.shndx === SHN_XINDEX && xndxSec) sym.shndx = d.readUInt32LE(num(xndxSec.offset) + 4 * i);
+      sym.name = this.cstr(strtab, nameOff);
+      out.push(sym);
+    }
+    return (this.symtabCache = out);
+  }
+
+  /** Relocations of a SHT_RELA or SHT_REL section. */
+  relocations(s: Section): Relocation[] {
+    if (s.type !== SHT_RELA && s.type !== SHT_REL) return [];
+    const rela = s.type === SHT_RELA;
+    const entsz = this.is64 ? (rela ? 24 : 16) : (rela ? 12 : 8);
+    const n = num(s.size) / entsz;
+    if (!Number.isInteger(n)) this.fail(`relocation section ${s.name} size is not a multiple of ${entsz}; not a valid ELF file`);
+    const d = this.data, base = num(s.offset);
+    const out: Relocation[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = base + i * entsz;
+      if (this.is64) {
+        const info = d.readBigUInt64LE(p + 8);
+        out.push({ offset: d.readBigUInt64LE(p), type: Number(info & 0xffffffffn), sym: Number(info >> 32n),
+          addend: rela ? d.readBigInt64LE(p + 16) : 0n });
+      } else {
+        const info = d.readUInt32LE(p + 4);
+        out.push({ offset: BigInt(d.readUInt32LE(p)), type: info & 0xff, sym: info >>> 8,
+          addend: rela ? BigInt(d.readInt32LE(p + 8)) : 0n });
+      }
+    }
+    return out;
+  }
+
+  /** Relocation sections that apply to section `target`. */
+  relocationsFor(target: Section): Relocation[] {
+    return this.sections
+      .filter((s) => (s.type === SHT_RELA || s.type === SHT_REL) && s.info === target.index)
+      .flatMap((s) => this.relocations(s));
+  }
+}

@@ -1,0 +1,292 @@
+// The workspace map: one JSON file shared by every app built with this checkout of the library.
+// It is the address allocator: each µlib gets a slot (address and size per section kind) that
+// every image respects, so a µlib identical in two images lands on identical pages.
+// Every update runs under an exclusive lock file and lands with an atomic rename.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { SpacerError } from './errors.js';
+
+export const MAP_SCHEMA = 1;
+export const PAGE = 0x1000;
+export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export type OverflowPolicy = 'append' | 'error';
+
+export interface Extent { addr: number; size: number }
+
+export interface Region {
+  /** First address of the region (page-aligned). */
+  base: number;
+  /** One past the last usable address. */
+  end: number;
+  /** Next free address (bump allocation; slots never move). */
+  next: number;
+}
+
+export interface Slot {
+  /** Variants (content hashes) laid out in this slot. */
+  variants: string[];
+  text?: Extent;
+  rodata?: Extent;
+  data?: Extent;
+  bss?: Extent;
+}
+
+export interface UlibEntry {
+  slots: Slot[];
+  /** Per variant: bytes per section kind, as measured from the object. */
+  variants: Record<string, Partial<Record<Kind, number>>>;
+}
+
+export interface ImageEntry {
+  /** µlib name → variant used by the image's last link. */
+  ulibs: Record<string, string>;
+}
+
+export interface SpacerMap {
+  schema: number;
+  page_size: number;
+  /** Address of the platform's first text byte (the default script's `. = ...` before .text). */
+  text_base: number;
+  /** Bytes reserved at text_base for the platform's boot head (.data.boot, .text.boot, ...). */
+  head: number;
+  /** Extra room given to a slot when first allocated, in percent of its size. */
+  headroom_pct: number;
+  regions: Record<Kind, Region>;
+  ulibs: Record<string, UlibEntry>;
+  images: Record<string, ImageEntry>;
+}
+
+// ---- serialisation: addresses are written as hex strings so people can read the file ----
+
+const hex = (n: number) => '0x' + n.toString(16);
+
+function encode(m: SpacerMap): string {
+  const ext = (e?: Extent) => (e ? { addr: hex(e.addr), size: hex(e.size) } : undefined);
+  const sorted = <T>(o: Record<string, T>) => Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+  const out = {
+    schema: m.schema,
+    page_size: m.page_size,
+    text_base: hex(m.text_base),
+    head: hex(m.head),
+    headroom_pct: m.headroom_pct,
+    regions: Object.fromEntries(KINDS.map((k) => [k, { base: hex(m.regions[k].base), end: hex(m.regions[k].end), next: hex(m.regions[k].next) }])),
+    ulibs: sorted(Object.fromEntries(Object.entries(m.ulibs).map(([name, u]) => [name, {
+      slots: u.slots.map((s) => ({ variants: [...s.variants].sort(), ...Object.fromEntries(KINDS.filter((k) => s[k]).map((k) => [k, ext(s[k])])) })),
+      variants: sorted(u.variants),
+    }]))),
+    images: sorted(Object.fromEntries(Object.entries(m.images).map(([n, im]) => [n, { ulibs: sorted(im.ulibs) }]))),
+  };
+  return JSON.stringify(out, null, 2) + '\n';
+}
+
+function decode(path: string, text: string): SpacerMap {
+  let raw: any;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new SpacerError(`${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`);
+  }
+  const bad = (what: string): never => {
+    throw new SpacerError(`${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`);
+  };
+  if (typeof raw !== 'object' || raw === null) bad('not a JSON object');
+  if (typeof raw.schema !== 'number') bad('no schema version');
+  if (raw.schema > MAP_SCHEMA) {
+    throw new SpacerError(`${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`);
+  }
+  if (raw.schema < 1) bad(`schema ${raw.schema}`);
+  const addr = (v: unknown, what: string): number => {
+    if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) bad(`${what} is not a hex address`);
+    const n = parseInt(v as string, 16);
+    if (!Number.isSafeInteger(n)) bad(`${what} out of range`);
+    return n;
+  };
+  const regions = {} as Record<Kind, Region>;
+  for (const k of KINDS) {
+    const r = raw.regions?.[k];
+    if (!r) bad(`missing region ${k}`);
+    regions[k] = { base: addr(r.base, `regions.${k}.base`), end: addr(r.end, `regions.${k}.end`), next: addr(r.next, `regions.${k}.next`) };
+  }
+  const ulibs: Record<string, UlibEntry> = {};
+  for (const [name, u] of Object.entries<any>(raw.ulibs ?? {})) {
+    if (!Array.isArray(u?.slots) || typeof u.variants !== 'object') bad(`ulibs.${name}`);
+    ulibs[name] = {
+      slots: u.slots.map((s: any, i: number) => {
+        if (!Array.isArray(s.variants)) bad(`ulibs.${name}.slots[${i}].variants`);
+        const slot: Slot = { variants: s.variants.map(String) };
+        for (const k of KINDS) if (s[k]) slot[k] = { addr: addr(s[k].addr, `ulibs.${name}.slots[${i}].${k}.addr`), size: addr(s[k].size, `ulibs.${name}.slots[${i}].${k}.size`) };
+        return slot;
+      }),
+      variants: u.variants,
+    };
+  }
+  const images: Record<string, ImageEntry> = {};
+  for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
+    if (typeof im?.ulibs !== 'object') bad(`images.${name}`);
+    images[name] = { ulibs: im.ulibs };
+  }
+  if (typeof raw.headroom_pct !== 'number') bad('headroom_pct');
+  return {
+    schema: raw.schema, page_size: raw.page_size ?? PAGE, text_base: addr(raw.text_base, 'text_base'), head: addr(raw.head, 'head'),
+    headroom_pct: raw.headroom_pct, regions, ulibs, images,
+  };
+}
+
+/** Problems a map can have even when it parses: overlaps, misalignment, slots outside regions. */
+export function checkMap(m: SpacerMap): string[] {
+  const issues: string[] = [];
+  for (const k of KINDS) {
+    const r = m.regions[k];
+    if (r.base % PAGE || r.end % PAGE) issues.push(`region ${k} is not page-aligned`);
+    if (r.next < r.base || r.next > r.end) issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
+    const used: { name: string; e: Extent }[] = [];
+    for (const [name, u] of Object.entries(m.ulibs)) for (const s of u.slots) if (s[k]) used.push({ name, e: s[k]! });
+    used.sort((a, b) => a.e.addr - b.e.addr);
+    let prev: { name: string; e: Extent } | undefined;
+    for (const cur of used) {
+      if (cur.e.addr % PAGE) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)} is not page-aligned`);
+      if (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`);
+      if (prev && prev.e.addr + prev.e.size > cur.e.addr) issues.push(`${cur.name}: ${k} slot overlaps ${prev.name}`);
+      prev = cur;
+    }
+  }
+  for (const k of KINDS.slice(1)) {
+    const before = m.regions[KINDS[KINDS.indexOf(k) - 1]];
+    if (before.end > m.regions[k].base) issues.push(`region ${k} overlaps the region before it`);
+  }
+  if (m.text_base + m.head > m.regions.text.base) issues.push('text head overlaps the text region');
+  for (const [iname, im] of Object.entries(m.images)) {
+    for (const [u, v] of Object.entries(im.ulibs)) {
+      if (!m.ulibs[u]) issues.push(`image ${iname} uses unknown µlib ${u}`);
+      else if (!m.ulibs[u].slots.some((s) => s.variants.includes(v))) issues.push(`image ${iname}: variant ${v} of ${u} has no slot`);
+    }
+  }
+  return issues;
+}
+
+export function readMap(path: string): SpacerMap | undefined {
+  if (!existsSync(path)) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new SpacerError(`${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`);
+  }
+  if (text.trim() === '') throw new SpacerError(`${path}: corrupt map (empty file); delete it and relink every app to start a new map`);
+  const m = decode(path, text);
+  const issues = checkMap(m);
+  if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
+  return m;
+}
+
+/** Writes the whole file to a temporary name, syncs it, then renames it over `path`. */
+export function writeFileAtomic(path: string, data: string | Buffer): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+  try {
+    const dfd = openSync(dirname(path), 'r');
+    fsyncSync(dfd);
+    closeSync(dfd);
+  } catch { /* directory fsync is best effort */ }
+}
+
+export function writeMap(path: string, m: SpacerMap): void {
+  writeFileAtomic(path, encode(m));
+}
+
+export function encodeMap(m: SpacerMap): string {
+  return encode(m);
+}
+
+// ---- locking ----
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `fn` while holding `<map>.lock` (created with O_EXCL). A lock left by a process that
+ * died on this host is taken over; otherwise waits up to `timeoutMs`.
+ */
+export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, timeoutMs = 120_000): Promise<T> {
+  const lock = `${path}.lock`;
+  mkdirSync(dirname(path), { recursive: true });
+  const me = `${process.pid} ${hostname()}\n`;
+  const start = Date.now();
+  let delay = 5;
+  for (;;) {
+    try {
+      const fd = openSync(lock, 'wx');
+      writeSync(fd, me);
+      closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new SpacerError(`${lock}: cannot create the map lock (${(e as NodeJS.ErrnoException).code}); check that the map's folder is writable`);
+      }
+    }
+    let owner = '';
+    try { owner = readFileSync(lock, 'utf8'); } catch { continue; }
+    const [pidText, host] = owner.trim().split(' ');
+    const pid = Number(pidText);
+    if (owner.endsWith('\n') && host === hostname() && Number.isInteger(pid) && pid > 0 && !alive(pid)) {
+      // The holder died: take the lock over by renaming our own claim onto it.
+      const claim = `${lock}.${process.pid}`;
+      try {
+        writeFileAtomic(claim, me);
+        if (readFileSync(lock, 'utf8') === owner) { renameSync(claim, lock); if (readFileSync(lock, 'utf8') === me) break; }
+        else unlinkSync(claim);
+      } catch { /* raced with another waiter; retry */ }
+      continue;
+    }
+    if (Date.now() - start > timeoutMs) {
+      throw new SpacerError(`${lock}: map is locked by process ${pidText || '?'}${host ? ' on ' + host : ''} for over ${Math.round(timeoutMs / 1000)} s; if no build is running, delete the lock file`);
+    }
+    await sleep(delay + Math.random() * delay);
+    delay = Math.min(delay * 2, 100);
+  }
+  try {
+    return await fn();
+  } finally {
+    try {
+      if (readFileSync(lock, 'utf8') === me) unlinkSync(lock);
+    } catch { /* lock already gone */ }
+  }
+}
+
+/** Reads, changes and writes the map under the lock: the read-modify-write is atomic. */
+export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m: SpacerMap) => T): Promise<T> {
+  return withMapLock(path, () => {
+    const m = readMap(path) ?? fresh();
+    const before = encode(m);
+    const result = fn(m);
+    const after = encode(m);
+    if (after !== before || !existsSync(path)) writeFileAtomic(path, after);
+    return result;
+  });
+}
+
+export { hex };

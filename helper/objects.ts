@@ -1,0 +1,67 @@
+// Reads the per-library relocatable objects a Unikraft link uses (libNAME.o, appNAME.o):
+// their allocated input sections, and a content hash that identifies a µlib variant (the
+// same library built in another configuration gets another hash).
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import {
+  ElfFile, ET_REL, EM_X86_64, SHF_ALLOC, SHT_NOBITS, SHT_PROGBITS, SHN_COMMON, num,
+} from './elf.js';
+import { SpacerError } from './errors.js';
+
+export interface InputSection {
+  name: string;
+  size: number;
+  align: number;
+  nobits: boolean;
+  flags: bigint;
+}
+
+export interface UlibObject {
+  /** µlib name: the object's basename without `.o` (libukalloc, apphelloworld). */
+  name: string;
+  path: string;
+  /** Allocated input sections in file order, plus one `COMMON` entry per common symbol. */
+  sections: InputSection[];
+  /** 16 hex digits of SHA-256 over loaded contents and relocations. */
+  variant: string;
+}
+
+export function ulibName(path: string): string {
+  return basename(path).replace(/\.o$/, '');
+}
+
+export function readObject(path: string): UlibObject {
+  const elf = ElfFile.load(path);
+  if (elf.header.type !== ET_REL) {
+    throw new SpacerError(`${path}: not a relocatable object (ELF type ${elf.header.type}); pass the per-library libNAME.o files`);
+  }
+  if (elf.header.machine !== EM_X86_64 || elf.header.class !== 64) {
+    throw new SpacerError(`${path}: not an x86-64 ELF64 object; lib-spacer supports kvm x86_64 builds`);
+  }
+  const h = createHash('sha256');
+  const sections: InputSection[] = [];
+  const syms = elf.symbols();
+  for (const s of elf.sections) {
+    if (!(s.flags & SHF_ALLOC)) continue;
+    const nobits = s.type === SHT_NOBITS;
+    sections.push({ name: s.name, size: num(s.size), align: Math.max(1, num(s.addralign)), nobits, flags: s.flags });
+    h.update(`${s.name}\0${s.type}\0${s.flags}\0${s.addralign}\0${s.size}\0`);
+    if (s.type === SHT_PROGBITS || !nobits) h.update(elf.contents(s));
+    for (const r of elf.relocationsFor(s)) {
+      const sym = syms[r.sym];
+      const target = sym ? (sym.type === 3 ? `§${elf.sections[sym.shndx]?.name ?? sym.shndx}` : sym.name) : '';
+      h.update(`${r.offset}\0${r.type}\0${r.addend}\0${target}\0`);
+    }
+  }
+  for (const sym of syms) {
+    if (sym.shndx === SHN_COMMON) {
+      sections.push({ name: 'COMMON', size: num(sym.size), align: Math.max(1, num(sym.value)), nobits: true, flags: SHF_ALLOC });
+      h.update(`COMMON\0${sym.name}\0${sym.size}\0${sym.value}\0`);
+    }
+  }
+  return { name: ulibName(path), path, sections, variant: h.digest('hex').slice(0, 16) };
+}
+
+export function alignUp(v: number, a: number): number {
+  return a <= 1 ? v : Math.ceil(v / a) * a;
+}

@@ -1,0 +1,245 @@
+// Derives the aligned linker script from the platform's own preprocessed default script.
+// The platform script is kept as it is except for four kinds of edit:
+//   1. its generic input descriptions (`*(.text) *(.text.*)`, ...) exclude the mapped µlib objects;
+//   2. each µlib gets one output section per kind (`.text.<ulib>`, ...) at its slot address, with
+//      the same input patterns restricted to its object, so mergeable strings stay per µlib;
+//   3. the read-only and data regions start at pinned addresses (`. = ADDR;`);
+//   4. µlib .bss slots go to one extra PT_LOAD, so the gap before them costs no memory.
+// Output sections that extension scripts INSERT against (.rodata, .data, .bss) keep their names and
+// come after the µlib slots, so global tables (inittab, libinfo, bootinfo) stay contiguous.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from './paths.js';
+import { SpacerError } from './errors.js';
+import { globMatch, parseScript, renderScript, type Item, type OutputSection, type Script } from './ldscript.js';
+import { KINDS, type Kind, hex } from './map.js';
+import { alignUp, type UlibObject } from './objects.js';
+
+/** Output section of the platform script that holds each kind. */
+export const KIND_SECTION: Record<Kind, string> = { text: '.text', rodata: '.rodata', data: '.data', bss: '.bss' };
+export const BSS_PHDR = 'spacer_bss';
+
+export interface Platform {
+  script: Script;
+  src: string;
+  textBase: number;
+  /** Per kind: index of the platform output section, index of its first generic item. */
+  sections: Record<Kind, { stmt: number; firstGeneric: number; patterns: string[] }>;
+}
+
+interface Claimer {
+  /** Which µlib slot claims (undefined: a platform statement). */
+  ulib?: string;
+  kind?: Kind;
+  head?: boolean;
+  file: string;
+  excludeMapped: boolean;
+  patterns: string[];
+}
+
+export function loadPlatform(path: string): Platform {
+  let src: string;
+  try {
+    src = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new SpacerError(`${path}: cannot read the platform linker script (${(e as NodeJS.ErrnoException).code}); build the platform first`);
+  }
+  try {
+    return analyzePlatform(src);
+  } catch (e) {
+    if (e instanceof SpacerError) throw new SpacerError(`${path}: ${e.message}; pass the platform's preprocessed default script (build/libkvmplat/link64.lds)`);
+    throw e;
+  }
+}
+
+export function analyzePlatform(src: string): Platform {
+  const script = parseScript(src);
+  const sections = {} as Platform['sections'];
+  for (const k of KINDS) {
+    const name = KIND_SECTION[k];
+    const stmt = script.statements.findIndex((s) => s.kind === 'section' && s.name === name);
+    if (stmt < 0) throw new SpacerError(`no ${name} output section in the linker script`);
+    const sec = script.statements[stmt] as OutputSection;
+    const firstGeneric = sec.items.findIndex((it) => it.input && it.input.file === '*' && it.input.sections.some((p) => p === name || p === `${name}.*`));
+    if (firstGeneric < 0) throw new SpacerError(`output section ${name} has no generic '*(${name})' input description`);
+    const patterns = sec.items.slice(firstGeneric).filter((it) => it.input && it.input.file === '*').map((it) => it.input!.inner.trim());
+    sections[k] = { stmt, firstGeneric, patterns };
+  }
+  // The text base: the last `. = <number>;` before .text.
+  let textBase = -1;
+  for (let i = 0; i < sections.text.stmt; i++) {
+    const st = script.statements[i];
+    const m = st.kind === 'other' && /^\s*\.\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;\s*$/.exec(st.text);
+    if (m) textBase = Number(m[1]);
+  }
+  if (textBase < 0) throw new SpacerError("no '. = <address>;' before .text in the linker script");
+  return { script, src, textBase, sections };
+}
+
+/** The input descriptions of the platform script in order, with µlib slots where the aligned script puts them. */
+function claimers(p: Platform, ulibs: UlibObject[]): Claimer[] {
+  const out: Claimer[] = [];
+  const slotsOf = (k: Kind) => ulibs.map((u) => ({ ulib: u.name, kind: k, file: u.path, excludeMapped: false, patterns: p.sections[k].patterns }));
+  p.script.statements.forEach((st, i) => {
+    const kind = KINDS.find((k) => p.sections[k].stmt === i);
+    if (kind === 'rodata' || kind === 'data') out.push(...slotsOf(kind));
+    if (st.kind === 'section') {
+      st.items.forEach((it, j) => {
+        if (!it.input) return;
+        const generic = kind !== undefined && j >= p.sections[kind].firstGeneric && it.input.file === '*';
+        out.push({ file: it.input.file, excludeMapped: generic, patterns: it.input.sections, head: kind === 'text' && j < p.sections.text.firstGeneric });
+      });
+    }
+    if (kind === 'text' || kind === 'bss') out.push(...slotsOf(kind));
+  });
+  return out;
+}
+
+export interface Measured {
+  sizes: Record<string, Partial<Record<Kind, number>>>;
+  /** Bytes the platform's text head (boot sections) takes. */
+  head: number;
+}
+
+/** Sizes of each µlib's slot contents and of the text head, assigning input sections as ld does: first match in script order. */
+export function measure(p: Platform, ulibs: UlibObject[]): Measured {
+  const cl = claimers(p, ulibs);
+  const sizes: Measured['sizes'] = {};
+  let head = 0;
+  // Walk claimers in order; each claims still-unclaimed matching sections of each object in file order.
+  const claimed = ulibs.map((u) => u.sections.map(() => false));
+  const offsets = new Map<string, number>();
+  for (const c of cl) {
+    for (const pat of c.patterns) {
+      ulibs.forEach((u, ui) => {
+        if (c.ulib !== undefined && c.ulib !== u.name) return;
+        if (c.excludeMapped) return; // generic descriptions exclude every mapped object
+        if (c.ulib === undefined && !globMatch(c.file, u.path)) return;
+        u.sections.forEach((s, si) => {
+          if (claimed[ui][si] || !globMatch(pat, s.name)) return;
+          claimed[ui][si] = true;
+          if (c.head) {
+            head = alignUp(head, s.align) + s.size;
+          } else if (c.ulib && c.kind) {
+            const key = `${u.name}\0${c.kind}`;
+            const off = alignUp(offsets.get(key) ?? 0, s.align) + s.size;
+            offsets.set(key, off);
+            (sizes[u.name] ??= {})[c.kind] = off;
+          }
+        });
+      });
+    }
+  }
+  for (const u of ulibs) sizes[u.name] ??= {};
+  return { sizes, head };
+}
+
+export interface SlotPlacement {
+  ulib: string;
+  path: string;
+  kind: Kind;
+  addr: number;
+  size: number;
+}
+
+export interface ScriptPlan {
+  platform: Platform;
+  placements: SlotPlacement[];
+  /** Mapped object paths (excluded from the platform's generic descriptions). */
+  objects: string[];
+  head: number;
+  rodataBase: number;
+  dataBase: number;
+}
+
+const q = (path: string) => {
+  if (/["\n]/.test(path)) throw new SpacerError(`object path ${JSON.stringify(path)} cannot be written in a linker script; rename it`);
+  return `"${path}"`;
+};
+
+export function outputName(kind: Kind, ulib: string): string {
+  return `${KIND_SECTION[kind]}.${ulib}`;
+}
+
+/** Writes the aligned script. Same plan, same bytes. */
+export function generateScript(plan: ScriptPlan): string {
+  const p = plan.platform;
+  const sc: Script = structuredClone(p.script);
+  const exclude = `EXCLUDE_FILE(${plan.objects.map(q).join(' ')})`;
+  const byKind = (k: Kind) => plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
+  const phdrsOf = (k: Kind) => (k === 'bss' ? [BSS_PHDR] : (sc.statements[p.sections[k].stmt] as OutputSection).phdrs);
+  const slotText = (k: Kind) => byKind(k).map((x) => '\n' + fill('ulib-slot', {
+    ULIB: x.ulib, KIND: KIND_SECTION[k], SECTION: outputName(k, x.ulib), ADDR: hex(x.addr), SIZE: hex(x.size),
+    INPUTS: p.sections[k].patterns.map((pat) => `${q(x.path)}(${pat})`).join(' '),
+    PHDRS: phdrsOf(k).map((h) => ` :${h}`).join(''),
+  })).join('');
+
+  // 1. Generic descriptions skip mapped objects.
+  for (const k of KINDS) {
+    const sec = sc.statements[p.sections[k].stmt] as OutputSection;
+    sec.items = sec.items.map((it, j): Item => {
+      if (j < p.sections[k].firstGeneric || !it.input || it.input.file !== '*') return it;
+      const star = it.text.indexOf('*');
+      return { ...it, text: it.text.slice(0, star) + exclude + ' ' + it.text.slice(star) };
+    });
+  }
+  // 2-4. Insert slots (and pins) from the last statement backwards so indices stay valid.
+  const inserts: { at: number; text: string; seq?: number }[] = [];
+  const firstText = byKind('text')[0]?.addr;
+  inserts.push({ at: p.sections.text.stmt + 1, text: (firstText !== undefined ? '\n' + fill('head-guard', { ADDR: hex(firstText) }) : '') + slotText('text') });
+  for (const k of ['rodata', 'data'] as const) {
+    const at = p.sections[k].stmt;
+    // Start symbols (`_rodata = .;`) stay with the region: the pin goes before them.
+    let pinAt = at;
+    while (pinAt > 0) {
+      const st = sc.statements[pinAt - 1];
+      if (st.kind === 'other' && /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(st.text)) pinAt--;
+      else break;
+    }
+    const before = sc.statements[pinAt - 1];
+    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(before.text))) pinAt = at; // no alignment before: pin right at the section
+    const base = k === 'rodata' ? plan.rodataBase : plan.dataBase;
+    inserts.push({ at: pinAt, text: '\n' + fill('region-pin', { REGION: k === 'rodata' ? 'read-only' : 'data', PREV: k === 'rodata' ? 'text' : 'read-only', ADDR: hex(base) }) });
+    inserts.push({ at, text: slotText(k) });
+  }
+  inserts.push({ at: p.sections.bss.stmt + 1, text: slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
+  // Same position: later inserts go first, so the earlier one ends up in front.
+  inserts.forEach((x, i) => (x.seq = i));
+  inserts.sort((a, b) => b.at - a.at || b.seq! - a.seq!);
+  for (const ins of inserts) sc.statements.splice(ins.at, 0, { kind: 'other', text: ins.text });
+
+  let out = renderScript(sc);
+  if (byKind('bss').length) out = addBssPhdr(out);
+  return `/* Generated by lib-spacer from the platform's default script; do not edit. */\n${out}`;
+}
+
+/** Adds the PT_LOAD for µlib .bss slots after the last PT_LOAD of the PHDRS command. */
+function addBssPhdr(src: string): string {
+  const m = /\bPHDRS\s*\{([\s\S]*?)\}/.exec(src);
+  if (!m) throw new SpacerError('linker script has no PHDRS command; lib-spacer needs the platform to name its program headers');
+  const body = m[1];
+  const loads = [...body.matchAll(/[^;]*\bPT_LOAD\b[^;]*;/g)];
+  const last = loads[loads.length - 1];
+  const insertAt = m.index + m[0].indexOf('{') + 1 + last.index! + last[0].length;
+  return src.slice(0, insertAt) + `\n ${BSS_PHDR} PT_LOAD FLAGS(0x6);` + src.slice(insertAt);
+}
+
+const templateCache = new Map<string, string>();
+
+/** Fills a block from linker-templates/ (`@NAME@` placeholders). */
+function fill(name: string, vars: Record<string, string>): string {
+  let t = templateCache.get(name);
+  if (t === undefined) {
+    const path = join(packageRoot(), 'linker-templates', `${name}.lds.in`);
+    try {
+      t = readFileSync(path, 'utf8');
+    } catch {
+      throw new SpacerError(`${path}: linker template missing; reinstall lib-spacer`);
+    }
+    templateCache.set(name, t);
+  }
+  return t.replace(/@([A-Z]+)@/g, (m, k) => {
+    if (!(k in vars)) throw new Error(`template ${name}: no value for ${m}`);
+    return vars[k];
+  });
+}
