@@ -167,7 +167,8 @@ export function checkMap(m: SpacerMap): string[] {
   return issues;
 }
 
-export function readMap(path: string): SpacerMap | undefined {
+/** Parses the map file without the consistency check (undefined when there is no map yet). */
+export function parseMapFile(path: string): SpacerMap | undefined {
   if (!existsSync(path)) return undefined;
   let text: string;
   try {
@@ -176,7 +177,12 @@ export function readMap(path: string): SpacerMap | undefined {
     throw new SpacerError(`${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`);
   }
   if (text.trim() === '') throw new SpacerError(`${path}: corrupt map (empty file); delete it and relink every app to start a new map`);
-  const m = decode(path, text);
+  return decode(path, text);
+}
+
+export function readMap(path: string): SpacerMap | undefined {
+  const m = parseMapFile(path);
+  if (!m) return undefined;
   const issues = checkMap(m);
   if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
   return m;

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// The `spacer` command line. Every user-caused failure prints one line, `spacer: <file>: <what>;
+// <fix>`, and exits 1; anything else is a bug and prints its stack.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { isSpacerError } from './errors.js';
+import { finish } from './finish.js';
+import { link } from './link.js';
+import { checkMapFile, showMap } from './mapcmd.js';
+import { defaultMapPath } from './paths.js';
+
+/** Parsed options, as the handlers read them (yargs' own types are loose here). */
+interface Args {
+  [k: string]: any;
+}
+
+const log = (line: string) => process.stderr.write(line + '\n');
+
+function mapOption(y: any) {
+  return y.option('map', {
+    type: 'string',
+    describe: 'workspace map (default: $SPACER_MAP, else .spacer/map.json in this lib-spacer checkout)',
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName('spacer')
+    .parserConfiguration({ 'populate--': true })
+    .usage('$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every image of a workspace, so KSM can merge their pages.')
+    .command(
+      'link [objects..]',
+      'place every µlib of one image in the workspace map and write the aligned linker script',
+      (y) => mapOption(y)
+        .positional('objects', { type: 'string', array: true, describe: 'the per-library objects of the link (libNAME.o), in link order' })
+        .option('image', { type: 'string', demandOption: true, describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)' })
+        .option('lds', { type: 'string', demandOption: true, describe: "the platform's preprocessed default linker script" })
+        .option('out', { type: 'string', demandOption: true, describe: 'where to write the aligned script (the plan goes to <out>.json)' })
+        .option('policy', {
+          choices: ['append', 'error'] as const, default: (process.env.SPACER_OVERFLOW as 'append' | 'error' | undefined) ?? 'append',
+          describe: 'when a µlib outgrew its slot: give it a new slot (append) or stop (error); env SPACER_OVERFLOW',
+        })
+        .example('$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o', ''),
+      async (a: Args) => {
+        await link({
+          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String), policy: a.policy, log,
+        });
+      },
+    )
+    .command(
+      'finish <image>',
+      'post-link step on the .dbg: check every µlib sits at its slot and record the plan in the image',
+      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the linked ELF64 debug image' })
+        .option('plan', { type: 'string', demandOption: true, describe: "the plan 'spacer link' wrote (<script>.json)" }),
+      async (a: Args) => {
+        const r = await finish(a.image, a.plan);
+        log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`);
+      },
+    )
+    .command('map', 'inspect the workspace map', (y) => y
+      .command('show', 'print the map: regions, slots per µlib, images', (yy) => mapOption(yy), (a: Args) => {
+        process.stdout.write(showMap(a.map ?? defaultMapPath()) + '\n');
+      })
+      .command('check', 'validate the map (exit 1 if it has problems)', (yy) => mapOption(yy), (a: Args) => {
+        const path = a.map ?? defaultMapPath();
+        const problems = checkMapFile(path);
+        if (problems.length) {
+          for (const p of problems) log(`spacer: ${path}: ${p}`);
+          process.exitCode = 1;
+        } else process.stdout.write(`${path}: ok\n`);
+      })
+      .demandCommand(1, 'name a map command: show or check'))
+    .demandCommand(1, 'name a command; see --help')
+    .strict()
+    .help()
+    .version(false)
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`${y.help() && ''}spacer: ${msg}; see 'spacer --help'\n`);
+      process.exit(2);
+    })
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((e: unknown) => {
+  if (isSpacerError(e)) {
+    process.stderr.write(`spacer: ${e.message}\n`);
+    process.exit(e.exitCode);
+  }
+  throw e;
+});

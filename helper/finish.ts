@@ -1,0 +1,82 @@
+// `spacer finish`: the post-link step, run on the linked `.dbg` before it is stripped.
+// It checks the image against the plan (every µlib section at its slot, no empty PT_LOAD at 0)
+// and records the plan inside the image as a non-loaded `.spacer.plan` section, so `spacer
+// report` can attribute pages to µlibs later. The image is replaced atomically (temp + rename):
+// a half-written .dbg would be newer than its inputs and make would never relink it.
+import { readFileSync, renameSync, rmSync } from 'node:fs';
+import { execa } from 'execa';
+import { ElfFile, PT_LOAD } from './elf.js';
+import { SpacerError } from './errors.js';
+import { writeFileAtomic } from './map.js';
+import type { Plan } from './link.js';
+
+export const PLAN_SECTION = '.spacer.plan';
+
+export function readPlan(path: string): Plan {
+  let plan: Plan;
+  try {
+    plan = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new SpacerError(`${path}: cannot read the link plan (${(e as Error).message}); run 'spacer link' again`);
+  }
+  if (plan?.spacer !== 1 || !Array.isArray(plan.ulibs)) throw new SpacerError(`${path}: not a lib-spacer link plan; run 'spacer link' again`);
+  return plan;
+}
+
+/** Problems of a linked image against its plan; empty when the layout is what the map says. */
+export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
+  const problems: string[] = [];
+  for (const u of plan.ulibs) {
+    for (const [kind, s] of Object.entries(u.slots)) {
+      if (!s) continue;
+      const sec = elf.section(s.section);
+      if (!sec) { problems.push(`${u.name}: no ${s.section} section (${kind} slot ${s.addr})`); continue; }
+      if (sec.addr !== BigInt(s.addr)) problems.push(`${u.name}: ${s.section} at 0x${sec.addr.toString(16)}, map says ${s.addr}`);
+      if (sec.size > BigInt(s.size)) problems.push(`${u.name}: ${s.section} is ${sec.size} bytes, its slot ${BigInt(s.size)}`);
+    }
+  }
+  elf.segments.forEach((p, i) => {
+    if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n) problems.push(`program header ${i} is an empty PT_LOAD at address 0 (qemu's multiboot loader hangs on it)`);
+  });
+  return problems;
+}
+
+export interface FinishResult {
+  image: string;
+  ulibs: number;
+  alreadyDone: boolean;
+}
+
+export async function finish(imagePath: string, planPath: string): Promise<FinishResult> {
+  const plan = readPlan(planPath);
+  const elf = ElfFile.load(imagePath);
+  if (elf.header.class !== 64) throw new SpacerError(`${imagePath}: not the ELF64 debug image; run 'spacer finish' on the .dbg before strip`);
+  const embedded = elf.section(PLAN_SECTION);
+  const planText = JSON.stringify(plan);
+  if (embedded) {
+    // Running twice is a no-op when the image already carries this plan.
+    if (elf.contents(embedded).toString('utf8') === planText) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
+    throw new SpacerError(`${imagePath}: already finished with another plan; relink it (make removes the .dbg when its script changes)`);
+  }
+  // Verify before touching the file: a wrong layout stops the build and leaves the image as it is.
+  const problems = verifyLayout(elf, plan);
+  if (problems.length) {
+    throw new SpacerError(`${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`);
+  }
+  // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
+  const tmpPlan = `${imagePath}.spacer-plan.tmp`;
+  const tmpImage = `${imagePath}.spacer.tmp-${process.pid}`;
+  writeFileAtomic(tmpPlan, planText);
+  try {
+    await execa('objcopy', ['--add-section', `${PLAN_SECTION}=${tmpPlan}`, '--set-section-flags', `${PLAN_SECTION}=readonly,contents`, imagePath, tmpImage]);
+    renameSync(tmpImage, imagePath);
+  } catch (e) {
+    rmSync(tmpImage, { force: true });
+    const err = e as { stderr?: string; code?: string };
+    if (err.code === 'ENOENT') throw new SpacerError('objcopy not found; install binutils');
+    throw new SpacerError(`${imagePath}: objcopy failed (${(err.stderr ?? String(e)).trim().split('\n')[0]}); the image was left unchanged`);
+  } finally {
+    rmSync(tmpPlan, { force: true });
+  }
+  return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false };
+}
