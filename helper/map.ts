@@ -285,6 +285,7 @@ export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, tim
 
 /** Reads, changes and writes the map under the lock: the read-modify-write is atomic. */
 export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m: SpacerMap) => T): Promise<T> {
+  const timeout = Number(process.env.SPACER_LOCK_TIMEOUT ?? 120) * 1000;
   return withMapLock(path, () => {
     const m = readMap(path) ?? fresh();
     const before = encode(m);
@@ -292,7 +293,7 @@ export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m:
     const after = encode(m);
     if (after !== before || !existsSync(path)) writeFileAtomic(path, after);
     return result;
-  });
+  }, timeout);
 }
 
 export { hex };

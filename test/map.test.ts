@@ -1,0 +1,129 @@
+// The workspace map under concurrency, corruption, stale locks and overflow; determinism.
+import test from 'ava';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { checkMap, readMap } from '../helper/map.js';
+import { bootSource, buildUlib, linkWith, platformLds, spacer, tempDir, ulibSource } from './_fixtures.js';
+
+const dir = tempDir('map');
+const libs: Record<string, string> = {};
+const apps: string[] = [];
+let bigA = '';
+
+test.before(async () => {
+  libs.libboot = await buildUlib(dir, 'libboot', bootSource());
+  for (const [i, n] of ['liba', 'libb', 'libc', 'libd', 'libe'].entries()) libs[n] = await buildUlib(dir, n, ulibSource(n, { funcs: 2 + i }));
+  for (let i = 0; i < 16; i++) apps.push(await buildUlib(dir, `app${i}`, ulibSource(`app${i}`, { funcs: 1 + (i % 4), calls: ['liba'] })));
+  const big = join(dir, 'big');
+  mkdirSync(big, { recursive: true });
+  bigA = await buildUlib(big, 'liba', ulibSource('liba', { funcs: 80 }));
+});
+
+/** Objects of image i: boot, a subset of the shared µlibs that depends on i, its own app. */
+function objectsOf(i: number): string[] {
+  const shared = ['liba', 'libb', 'libc', 'libd', 'libe'].filter((_, j) => j === 0 || (i >> (j - 1)) & 1);
+  return [libs.libboot, ...shared.map((n) => libs[n]), apps[i]];
+}
+
+const linkArgs = (map: string, image: string, out: string, objects: string[], extra: string[] = []) =>
+  ['link', '--map', map, '--image', image, '--lds', platformLds, '--out', out, ...extra, '--', ...objects];
+
+test('16 builds linking at once lose no allocation and leave a consistent map', async (t) => {
+  const map = join(dir, 'conc', 'map.json');
+  const runs = await Promise.all(Array.from({ length: 16 }, (_, i) =>
+    spacer(linkArgs(map, `img${i}`, join(dir, 'conc', `img${i}.lds`), objectsOf(i)))));
+  for (const r of runs) t.is(r.exitCode, 0, r.stderr);
+  const m = readMap(map)!;
+  t.deepEqual(checkMap(m), []);
+  t.is(Object.keys(m.images).length, 16);
+  t.is(Object.keys(m.ulibs).length, 6 + 16);
+  // Each shared µlib has one slot, and every plan that uses it put it there.
+  const plans = Array.from({ length: 16 }, (_, i) => JSON.parse(readFileSync(join(dir, 'conc', `img${i}.lds.json`), 'utf8')));
+  for (const name of ['libboot', 'liba', 'libb', 'libc', 'libd', 'libe']) {
+    t.is(m.ulibs[name].slots.length, 1, name);
+    const addrs = new Set(plans.flatMap((p) => p.ulibs.filter((u: any) => u.name === name).map((u: any) => JSON.stringify(u.slots))));
+    t.is(addrs.size, 1, name);
+  }
+  t.false(existsSync(`${map}.lock`));
+});
+
+test('a corrupt, truncated or newer-schema map is one error line and is left as it was', async (t) => {
+  const map = join(dir, 'corrupt', 'map.json');
+  const ok = await spacer(linkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)));
+  t.is(ok.exitCode, 0, ok.stderr);
+  const good = readFileSync(map, 'utf8');
+  const cases: [string, RegExp][] = [
+    [good.slice(0, good.length / 2), /corrupt map/],
+    ['', /corrupt map \(empty file\)/],
+    [good.replace('"schema": 1', '"schema": 7'), /map schema 7 is newer/],
+    [good.replace(/"base": "0x[0-9a-f]+"/, '"base": "0x123"'), /inconsistent map|not page-aligned/],
+    ['[1,2,3]', /corrupt map/],
+  ];
+  for (const [text, re] of cases) {
+    writeFileSync(map, text);
+    const r = await spacer(linkArgs(map, 'img1', join(dir, 'corrupt', 'b.lds'), objectsOf(1)));
+    t.is(r.exitCode, 1);
+    t.regex(r.stderr, re);
+    t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+    t.true(r.stderr.startsWith(`spacer: ${map}: `));
+    t.is(readFileSync(map, 'utf8'), text, 'map unchanged');
+    t.false(existsSync(join(dir, 'corrupt', 'b.lds')), 'no script written');
+  }
+  writeFileSync(map, good);
+  const check = await spacer(['map', 'check', '--map', map]);
+  t.is(check.exitCode, 0, check.stderr);
+});
+
+test('a lock left by a dead build is taken over; a live one makes the next build wait, then fail clearly', async (t) => {
+  const map = join(dir, 'lock', 'map.json');
+  mkdirSync(join(dir, 'lock'), { recursive: true });
+  const dead = await execa('sh', ['-c', 'echo $$']);
+  writeFileSync(`${map}.lock`, `${dead.stdout.trim()} ${(await execa('hostname')).stdout.trim()}\n`);
+  const r1 = await spacer(linkArgs(map, 'img0', join(dir, 'lock', 'a.lds'), objectsOf(0)));
+  t.is(r1.exitCode, 0, r1.stderr);
+  t.false(existsSync(`${map}.lock`));
+  // A live holder: this test process.
+  writeFileSync(`${map}.lock`, `${process.pid} ${(await execa('hostname')).stdout.trim()}\n`);
+  const before = readFileSync(map, 'utf8');
+  const r2 = await spacer(linkArgs(map, 'img1', join(dir, 'lock', 'b.lds'), objectsOf(1)), { env: { SPACER_LOCK_TIMEOUT: '1' } });
+  t.is(r2.exitCode, 1);
+  t.regex(r2.stderr, new RegExp(`map is locked by process ${process.pid}`));
+  t.is(readFileSync(map, 'utf8'), before);
+});
+
+test('a µlib that outgrew its slot gets a new one (default) without moving earlier images, or stops the link (error policy)', async (t) => {
+  const map = join(dir, 'grow', 'map.json');
+  const o = (n: string) => join(dir, 'grow', n);
+  t.is((await spacer(linkArgs(map, 'small', o('small.lds'), objectsOf(0)))).exitCode, 0);
+  const scriptBefore = readFileSync(o('small.lds'), 'utf8');
+  const slotBefore = JSON.stringify(readMap(map)!.ulibs.liba.slots[0]);
+  const grown = [libs.libboot, bigA, apps[1]];
+  const mapBefore = readFileSync(map, 'utf8');
+  const e = await spacer(linkArgs(map, 'big', o('big-err.lds'), grown, ['--policy', 'error']));
+  t.is(e.exitCode, 1);
+  t.regex(e.stderr, /liba \(variant [0-9a-f]{16}\) outgrew its slot \(text \d+ > \d+ bytes/);
+  t.is(readFileSync(map, 'utf8'), mapBefore);
+  const r = await spacer(linkArgs(map, 'big', o('big.lds'), grown));
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /warning: liba .* outgrew its slot/);
+  const m = readMap(map)!;
+  t.is(m.ulibs.liba.slots.length, 2);
+  t.is(JSON.stringify(m.ulibs.liba.slots[0]), slotBefore, 'old slot unchanged');
+  // Relinking the first image gives the very same script.
+  t.is((await spacer(linkArgs(map, 'small', o('small.lds'), objectsOf(0)))).exitCode, 0);
+  t.is(readFileSync(o('small.lds'), 'utf8'), scriptBefore);
+});
+
+test('same objects and same map: byte-identical script and image', async (t) => {
+  const map = join(dir, 'det', 'map.json');
+  const o = (n: string) => join(dir, 'det', n);
+  const objs = objectsOf(5);
+  t.is((await spacer(linkArgs(map, 'img', o('a.lds'), objs))).exitCode, 0);
+  t.is((await spacer(linkArgs(map, 'img', o('b.lds'), objs))).exitCode, 0);
+  const a = readFileSync(o('a.lds')), b = readFileSync(o('b.lds'));
+  t.true(a.equals(b));
+  await linkWith(o('a.lds'), objs, o('a.dbg'));
+  await linkWith(o('b.lds'), objs, o('b.dbg'));
+  t.true(readFileSync(o('a.dbg')).equals(readFileSync(o('b.dbg'))));
+});
