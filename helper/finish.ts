@@ -36,7 +36,7 @@ export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
     }
   }
   elf.segments.forEach((p, i) => {
-    if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n) problems.push(`program header ${i} is an empty PT_LOAD at address 0 (qemu's multiboot loader hangs on it)`);
+    if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n) problems.push(`program header ${i} is an empty PT_LOAD at address 0: the platform script names a program header no section uses, and qemu's multiboot loader hangs on it`);
   });
   return problems;
 }

@@ -105,7 +105,10 @@ export function parseScript(src: string): Script {
   let i = bodyStart;
   while (true) {
     const j = skipWs(s, i);
-    if (j >= bodyEnd) break;
+    if (j >= bodyEnd) {
+      if (i < bodyEnd) statements.push({ kind: 'other', text: src.slice(i, bodyEnd) });
+      break;
+    }
     // Find whether a '{' comes before a ';' at paren depth 0.
     let k = j, paren = 0, brace = -1, semi = -1;
     for (; k < bodyEnd; k++) {

@@ -62,7 +62,9 @@ export async function buildUlib(dir: string, name: string, source: string, cflag
 /** A boot µlib: `.data.boot` header and `.text.boot` entry, like a platform library. */
 export function bootSource(): string {
   return `__attribute__((section(".data.boot"), used)) const unsigned int boot_header[4] = {0x1badb002, 0, 0, 0};\n` +
-    `__attribute__((section(".text.boot"))) void _start(void) { for (;;) __asm__ volatile("hlt"); }\n`;
+    `__attribute__((section(".text.boot"))) void _start(void) { for (;;) __asm__ volatile("hlt"); }\n` +
+    // Like Unikraft's platform, a thread-local variable: the TLS program headers are never empty.
+    `__thread int boot_errno;\nint *boot_errno_p(void) { return &boot_errno; }\n`;
 }
 
 /** Links objects like the kvm platform: gcc with -dT <default script> and -T <extension scripts>. */

@@ -1,0 +1,119 @@
+// The aligned script: derived from the platform's own script, linked by the real GNU ld.
+import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { ElfFile, PT_LOAD } from '../helper/elf.js';
+import { parseScript, renderScript, globMatch } from '../helper/ldscript.js';
+import { readMap } from '../helper/map.js';
+import { analyzePlatform } from '../helper/script.js';
+import { bootSource, buildUlib, linkWith, platformLds, root, spacer, tempDir, ulibSource } from './_fixtures.js';
+
+const dir = tempDir('script');
+const objs: Record<string, string> = {};
+
+test.before(async () => {
+  objs.libboot = await buildUlib(dir, 'libboot', bootSource());
+  for (const n of ['liba', 'libb', 'libc']) objs[n] = await buildUlib(dir, n, ulibSource(n, { funcs: 3, calls: n === 'liba' ? [] : ['liba'] }));
+  objs.app1 = await buildUlib(dir, 'app1', ulibSource('app1', { funcs: 1, calls: ['libb'] }));
+  objs.app2 = await buildUlib(dir, 'app2', ulibSource('app2', { funcs: 5, calls: ['libb', 'libc'] }));
+});
+
+async function linkImage(name: string, objects: string[], map = join(dir, 'map.json')) {
+  const lds = join(dir, `${name}.lds`);
+  const r = await spacer(['link', '--map', map, '--image', name, '--lds', platformLds, '--out', lds, '--', ...objects]);
+  if (r.exitCode !== 0) throw new Error(r.stderr);
+  const dbg = await linkWith(lds, objects, join(dir, `${name}.dbg`));
+  return { lds, dbg, elf: ElfFile.load(dbg), plan: JSON.parse(readFileSync(`${lds}.json`, 'utf8')) };
+}
+
+const sym = (elf: ElfFile, name: string) => elf.symbols().find((s) => s.name === name)!.value;
+
+test('the script parser gives back the platform script byte for byte', (t) => {
+  for (const p of [platformLds, join(root, 'example', 'platform', 'link64.lds')]) {
+    let src: string;
+    try { src = readFileSync(p, 'utf8'); } catch { continue; }
+    t.is(renderScript(parseScript(src)), src, p);
+  }
+  const plat = analyzePlatform(readFileSync(platformLds, 'utf8'));
+  t.is(plat.textBase, 0x100000);
+  t.deepEqual(plat.sections.text.patterns, ['.text', '.text.*']);
+  t.deepEqual(plat.sections.bss.patterns, ['.bss', '.bss.*', 'COMMON']);
+  t.true(globMatch('.uk_inittab[1-6][0-9]', '.uk_inittab20'));
+  t.false(globMatch('.uk_inittab[1-6][0-9]', '.uk_inittab70'));
+});
+
+test('every µlib sits at its map slot, in its own sections, and `spacer finish` agrees', async (t) => {
+  const { elf, plan, dbg, lds } = await linkImage('one', [objs.libboot, objs.liba, objs.libb, objs.app1]);
+  const m = readMap(join(dir, 'map.json'))!;
+  for (const u of plan.ulibs) {
+    for (const [kind, s] of Object.entries<any>(u.slots)) {
+      const sec = elf.section(s.section)!;
+      t.truthy(sec, s.section);
+      t.is(sec.addr, BigInt(s.addr));
+      t.is(Number(sec.addr) % 4096, 0, 'page-aligned');
+      const slot = m.ulibs[u.name].slots[0] as any;
+      t.is(slot[kind].addr, Number(BigInt(s.addr)));
+    }
+  }
+  const r = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.truthy(ElfFile.load(dbg).section('.spacer.plan'));
+  // Twice is a no-op.
+  const before = readFileSync(dbg);
+  t.regex((await spacer(['finish', dbg, '--plan', `${lds}.json`])).stderr, /already finished/);
+  t.true(readFileSync(dbg).equals(before));
+});
+
+test('mergeable strings stay in each µlib; tables stay global and contiguous; boundary symbols hold', async (t) => {
+  const { elf, plan } = await linkImage('two', [objs.libboot, objs.liba, objs.libb, objs.libc, objs.app2]);
+  const greeting = Buffer.from('a greeting every µlib has');
+  for (const n of ['liba', 'libb', 'libc', 'app2']) {
+    t.true(elf.contents(elf.section(`.rodata.${n}`)!).includes(greeting), `${n} keeps its own copy`);
+  }
+  // The default layout merges them into one copy: that is what would break sharing.
+  const plain = ElfFile.load(await linkWith(platformLds, [objs.libboot, objs.liba, objs.libb, objs.libc, objs.app2], join(dir, 'plain.dbg')));
+  const ro = plain.contents(plain.section('.rodata')!);
+  t.is(ro.indexOf(greeting), ro.lastIndexOf(greeting));
+  // One init entry per µlib with an init function, in one table, after every read-only slot.
+  const inittab = elf.section('.uk_inittab')!;
+  t.is(Number(inittab.size), 8 * 4); // liba, libb, libc, app2 (libboot has none)
+  const libinfo = elf.section('.uk_libinfo')!;
+  const lastRodata = Math.max(...plan.ulibs.filter((u: any) => u.slots.rodata).map((u: any) => Number(BigInt(u.slots.rodata.addr))));
+  t.true(Number(libinfo.addr) > lastRodata, 'INSERT AFTER .rodata lands after the µlib slots');
+  t.true(elf.contents(libinfo).includes(Buffer.from('libc\0')));
+  // Boundary symbols cover the slots.
+  const m = readMap(join(dir, 'map.json'))!;
+  t.is(sym(elf, '_rodata'), BigInt(m.regions.rodata.base));
+  t.is(sym(elf, '_data'), BigInt(m.regions.data.base));
+  const texts = elf.sections.filter((s) => s.name.startsWith('.text.'));
+  t.true(sym(elf, '_etext') >= texts.reduce((a, s) => (s.addr + s.size > a ? s.addr + s.size : a), 0n));
+  const bss = elf.sections.filter((s) => s.name.startsWith('.bss.'));
+  t.true(sym(elf, '__bss_start') <= bss[0].addr);
+  t.true(sym(elf, '_end') >= bss[bss.length - 1].addr + bss[bss.length - 1].size);
+});
+
+test('program headers: no empty PT_LOAD at 0, at most one more PT_LOAD than the default layout', async (t) => {
+  const objects = [objs.libboot, objs.liba, objs.libb, objs.libc, objs.app2];
+  const { elf } = await linkImage('three', objects);
+  const plain = ElfFile.load(join(dir, 'plain.dbg'));
+  t.false(elf.segments.some((p) => p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n));
+  t.true(elf.loads.length <= plain.loads.length + 1, `${elf.loads.length} vs ${plain.loads.length}`);
+  const { stdout } = await execa('readelf', ['-lW', join(dir, 'three.dbg')]);
+  t.regex(stdout, /LOAD .* RW /);
+});
+
+test('a µlib identical in two images occupies identical bytes at identical addresses', async (t) => {
+  const a = await linkImage('faas1', [objs.libboot, objs.liba, objs.libb, objs.app1]);
+  const b = await linkImage('faas2', [objs.libboot, objs.liba, objs.libb, objs.libc, objs.app2]);
+  for (const n of ['liba', 'libb']) {
+    for (const k of ['text', 'rodata', 'data']) {
+      const sa = a.elf.section(`.${k}.${n}`), sb = b.elf.section(`.${k}.${n}`);
+      if (!sa) continue;
+      t.is(sa.addr, sb!.addr);
+      t.true(a.elf.contents(sa).equals(b.elf.contents(sb!)), `.${k}.${n}`);
+    }
+  }
+  // The app µlibs differ, and so do their bytes.
+  t.false(a.elf.contents(a.elf.section('.text.app1')!).equals(b.elf.contents(b.elf.section('.text.app2')!)));
+});
