@@ -3,7 +3,7 @@
 // <fix>`, and exits 1; anything else is a bug and prints its stack.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { isSpacerError } from './errors.js';
+import { SpacerError, isSpacerError } from './errors.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
 import { checkMapFile, showMap } from './mapcmd.js';
@@ -55,6 +55,34 @@ async function main(argv: string[]): Promise<void> {
       async (a: Args) => {
         const r = await finish(a.image, a.plan);
         log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`);
+      },
+    )
+    .command(
+      'demo',
+      'build the bundled example workspace in the default and Spacer layouts, boot every image under qemu, compare',
+      (y) => y.option('out', { type: 'string', describe: 'output folder (images in <out>/<layout>/<app>.elf, figures in <out>/demo.json)' })
+        .option('boot', { type: 'boolean', default: true, describe: 'boot the images under qemu (--no-boot to skip)' })
+        .option('jobs', { type: 'number', default: 2, describe: 'qemu guests booted at once' }),
+      async (a: Args) => {
+        const { runDemo, formatDemo } = await import('./demo.js');
+        const r = await runDemo({ out: a.out, boot: a.boot, jobs: a.jobs, log });
+        process.stdout.write(formatDemo(r) + '\n');
+        if (Object.values(r.layouts).some((f) => f.outputs_match === false)) {
+          log('spacer: demo: some image did not print what its default build prints; see the table above');
+          process.exitCode = 1;
+        }
+      },
+    )
+    .command(
+      'report [images..]',
+      'page model of a set of images (ELF64 .dbg or ELF32 multiboot): pages, distinct pages, content bound, sharing per µlib',
+      (y) => y.positional('images', { type: 'string', array: true, describe: 'images, each optionally IMAGE@N for N instances' })
+        .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' }),
+      async (a: Args) => {
+        const { reportCommand } = await import('./report.js');
+        const images = [...(a.images ?? []), ...(a['--'] ?? [])].map(String);
+        if (!images.length) throw new SpacerError('spacer report: name at least one image');
+        process.stdout.write(reportCommand(images, { json: a.json }) + '\n');
       },
     )
     .command('map', 'inspect the workspace map', (y) => y

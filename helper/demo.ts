@@ -1,0 +1,148 @@
+// `spacer demo`: the example workspace end to end, without Unikraft. Compiles every µlib once,
+// links every app in the default and the Spacer layout, boots every image under qemu, checks
+// each prints what its default build prints, and compares the layouts with the page model.
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic } from './map.js';
+import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
+import { analyzeImages, contentBound, type Report } from './report.js';
+import { packageRoot } from './paths.js';
+import { bootImage, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type BootResult } from './workspace/index.js';
+
+export const LAYOUTS: Layout[] = ['default', 'spacer'];
+
+export interface DemoOptions {
+  out?: string;
+  /** Boot the images (default true). */
+  boot?: boolean;
+  jobs?: number;
+  log?: (line: string) => void;
+}
+
+export interface LayoutFigures {
+  images: number;
+  pages: number;
+  nonzero_pages: number;
+  zero_pages: number;
+  distinct_pages: number;
+  content_bound_pages: number | null;
+  d_over_l: number | null;
+  elf_bytes: number;
+  outputs_match: boolean | null;
+}
+
+export interface DemoResult {
+  out: string;
+  apps: { name: string; ulibs: number; outputs: Partial<Record<Layout, { ok: boolean; matches_default: boolean | null; boot_ms: number }>> }[];
+  layouts: Record<string, LayoutFigures>;
+  reports: Record<string, Report>;
+}
+
+async function pool<T, R>(items: T[], jobs: number, fn: (x: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, async () => {
+    while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); }
+  }));
+  return out;
+}
+
+export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
+  const log = o.log ?? (() => {});
+  const out = resolve(o.out ?? join(packageRoot(), 'build', 'demo'));
+  const jobs = o.jobs ?? 2;
+  const apps = loadApps();
+  const scripts = platformScripts();
+  log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(' and ')}, output in ${out}`);
+  // Compile every µlib (and variant) once.
+  const compiled = await compileWorkspace(join(out, 'objects'));
+  log(`demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`);
+  // A fresh map for the example workspace keeps the demo reproducible.
+  const map = join(out, 'spacer-map.json');
+  rmSync(map, { force: true });
+  const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
+    linkCommand({ objects, defaultLds, extraLds, out: output }, output);
+  const built: Record<string, BuiltImage[]> = {};
+  for (const layout of LAYOUTS) {
+    built[layout] = [];
+    // Apps link one after another: the order they reach the map is the order slots are given.
+    for (const app of apps) {
+      const img = await buildImage({
+        image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
+        out: join(out, layout, app.name), layout, map, linkArgs,
+      });
+      built[layout].push(img);
+    }
+    log(`demo: linked ${apps.length} images in the ${layout} layout`);
+  }
+  // Boot every image; each Spacer image must print what its default build prints.
+  const outputs: Record<string, BootResult[]> = {};
+  if (o.boot !== false) {
+    for (const layout of LAYOUTS) {
+      outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
+        const r = await bootImage(img.elf, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
+        log(`demo: booted ${layout}/${img.image}: ${r.success ? 'ok' : `FAILED (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})`} in ${(r.durationMs / 1000).toFixed(1)} s`);
+        return r;
+      });
+    }
+  }
+  const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
+  const result: DemoResult = { out, apps: [], layouts: {}, reports: {} };
+  for (const [i, app] of apps.entries()) {
+    const entry: DemoResult['apps'][number] = { name: app.name, ulibs: app.ulibs.length, outputs: {} };
+    for (const layout of LAYOUTS) {
+      const r = outputs[layout]?.[i];
+      if (!r) continue;
+      const def = outputs.default[i];
+      const exp = expected(app);
+      entry.outputs[layout] = {
+        ok: r.success && (exp === null || r.output === exp),
+        matches_default: r.success && def.success && r.output === def.output,
+        boot_ms: Math.round(r.durationMs),
+      };
+    }
+    result.apps.push(entry);
+  }
+  // The page model: the content bound is a property of the workspace, computed from the Spacer
+  // images (which record their µlib variants) and applied to both layouts.
+  const bound = contentBound(built.spacer.map((b) => b.dbg));
+  for (const layout of LAYOUTS) {
+    const rep = analyzeImages(built[layout].map((b) => ({ path: b.elf, name: b.image })), { bound });
+    result.reports[layout] = rep;
+    result.layouts[layout] = {
+      images: rep.images.length,
+      pages: rep.pages,
+      nonzero_pages: rep.nonzero_pages,
+      zero_pages: rep.zero_pages,
+      distinct_pages: rep.distinct_pages,
+      content_bound_pages: rep.content_bound_pages,
+      d_over_l: rep.d_over_l,
+      elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
+      outputs_match: o.boot === false ? null : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
+    };
+  }
+  mkdirSync(out, { recursive: true });
+  writeFileAtomic(join(out, 'demo.json'), JSON.stringify({ out, apps: result.apps, layouts: result.layouts }, null, 2) + '\n');
+  return result;
+}
+
+export function formatDemo(r: DemoResult): string {
+  const lines: string[] = [];
+  lines.push('app            µlibs  ' + LAYOUTS.map((l) => `${l} boot`.padEnd(16)).join(''));
+  for (const a of r.apps) {
+    lines.push(`${a.name.padEnd(14)} ${String(a.ulibs).padStart(5)}  ` + LAYOUTS.map((l) => {
+      const x = a.outputs[l];
+      return (x ? `${x.ok && x.matches_default ? 'same output' : 'DIFFERS'} ${(x.boot_ms / 1000).toFixed(1)}s` : '-').padEnd(16);
+    }).join(''));
+  }
+  lines.push('');
+  lines.push('layout     images  pages P  non-zero  distinct D  bound L  D/L    ELF bytes  outputs');
+  for (const [l, f] of Object.entries(r.layouts)) {
+    lines.push(`${l.padEnd(10)} ${String(f.images).padStart(6)}  ${String(f.pages).padStart(7)}  ${String(f.nonzero_pages).padStart(8)}  ` +
+      `${String(f.distinct_pages).padStart(10)}  ${String(f.content_bound_pages ?? '-').padStart(7)}  ${(f.d_over_l ?? NaN).toFixed(2).padStart(5)}  ` +
+      `${String(f.elf_bytes).padStart(9)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`);
+  }
+  lines.push('');
+  lines.push(`Images in ${r.out}/<layout>/<app>.elf, figures in ${r.out}/demo.json`);
+  return lines.join('\n');
+}

@@ -1,0 +1,88 @@
+// The whole Spacer link of one image, as one list of passes. The Unikraft glue runs the same
+// passes split around make's own link command (`spacer link` before it, `spacer finish` after);
+// the example workspace, the demo and the benchmark run them here in one go.
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { execa } from 'execa';
+import { SpacerError } from './errors.js';
+import { finish } from './finish.js';
+import { link, type Plan } from './link.js';
+
+export type Layout = 'default' | 'spacer';
+
+export interface ImageRequest {
+  image: string;
+  /** Per-library objects in link order. */
+  objects: string[];
+  /** The platform's default script and its extension scripts. */
+  lds: string;
+  extraLds: string[];
+  /** Output prefix: writes <out>.dbg (ELF64) and <out>.elf (ELF32 multiboot). */
+  out: string;
+  layout: Layout;
+  /** Workspace map (spacer layout). */
+  map?: string;
+  /** Link command: gcc arguments for objects, scripts and output (see workspace/link.ts). */
+  linkArgs: (objects: string[], defaultLds: string, extraLds: string[], output: string) => string[];
+  log?: (line: string) => void;
+}
+
+export interface BuiltImage {
+  image: string;
+  dbg: string;
+  elf: string;
+  plan?: Plan;
+  /** Milliseconds per pass. */
+  times: { plan: number; link: number; finish: number; image: number };
+}
+
+const now = () => performance.now();
+
+export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
+  const out = resolve(r.out);
+  mkdirSync(dirname(out), { recursive: true });
+  const dbg = `${out}.dbg`, elf = `${out}.elf`;
+  const times = { plan: 0, link: 0, finish: 0, image: 0 };
+  let t = now();
+  let script = r.lds;
+  let plan: Plan | undefined;
+  if (r.layout === 'spacer') {
+    if (!r.map) throw new SpacerError(`${r.image}: the spacer layout needs a workspace map`);
+    // objects → map → script: every µlib gets its slot; the aligned script is derived from the platform's.
+    plan = await link({ image: r.image, lds: r.lds, out: `${out}.lds`, map: r.map, objects: r.objects, log: r.log });
+    script = plan.script;
+  }
+  times.plan = now() - t; t = now();
+  // link: the real GNU linker, with the platform's extension scripts as they are.
+  const tmp = `${dbg}.tmp-${process.pid}`;
+  try {
+    await execa('gcc', r.linkArgs(r.objects, script, r.extraLds, tmp));
+    renameSync(tmp, dbg);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    const err = e as { stderr?: string };
+    const first = (err.stderr ?? String(e)).split('\n').find((l) => /error|ASSERT|spacer:/.test(l)) ?? String(e);
+    throw new SpacerError(`${r.image}: link failed: ${first.trim()}`);
+  }
+  times.link = now() - t; t = now();
+  // rewrite + verify: every µlib at its slot; the plan is recorded in the image for `spacer report`.
+  if (plan) await finish(dbg, `${out}.lds.json`);
+  times.finish = now() - t; t = now();
+  // image: strip and rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
+  await bootableImage(dbg, elf);
+  times.image = now() - t;
+  return { image: r.image, dbg, elf, plan, times };
+}
+
+/** strip + ELF32 multiboot image, written atomically. */
+export async function bootableImage(dbg: string, elf: string): Promise<void> {
+  const stripped = `${elf}.stripped-${process.pid}`, tmp = `${elf}.tmp-${process.pid}`;
+  try {
+    await execa('strip', ['-s', dbg, '-o', stripped]);
+    await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
+    renameSync(tmp, elf);
+  } finally {
+    rmSync(stripped, { force: true });
+    rmSync(tmp, { force: true });
+  }
+}
