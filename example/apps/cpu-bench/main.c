@@ -9,7 +9,7 @@
 #include <uk/plat.h>
 
 #ifndef CPU_BENCH_ROUNDS
-#define CPU_BENCH_ROUNDS 200000
+#define CPU_BENCH_ROUNDS 600000
 #endif
 
 int main(int argc __unused, char *argv[] __unused)
