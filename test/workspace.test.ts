@@ -145,6 +145,22 @@ test('every image has at most 6 PT_LOADs, none empty or at address 0, and a TLS 
   }
 });
 
+test('outputs do not depend on the layout: objects linked in reverse order give the same output', async (t) => {
+  const dir = mkTmp('reverse');
+  for (const name of ['kvstore', 'faas-parse']) {
+    const app = apps.find((a) => a.name === name) as AppSpec;
+    const img = await linkImage({
+      objects: objectsFor(app, compiled).reverse(),
+      ...platformScripts(),
+      out: path.join(dir, name),
+    });
+    t.not(sha(img.dbg), sha(images[name].dbg));
+    const r = await withQemuSlot(() => bootImage(img.elf, { timeoutMs: 60_000 }));
+    t.is(r.exitCode, 0, name);
+    t.is(r.output, readFileSync(app.expectedOutput, 'utf8'), name);
+  }
+});
+
 test.serial('rebuilds are skipped when up to date and builds are byte-identical across directories', async (t) => {
   const again = await compileWorkspace(buildDir);
   t.deepEqual(again.built, []);

@@ -39,5 +39,7 @@ static inline uint64_t rdtsc(void)
 
 void kvmplat_serial_init(void);
 void kvmplat_tls_init(void);
+/* Takes memory from the start of the heap region (before ukalloc runs). */
+void *kvmplat_reserve(size_t size, size_t align);
 
 #endif

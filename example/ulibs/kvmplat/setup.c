@@ -129,6 +129,27 @@ int ukplat_memregion_heap(uintptr_t *base, size_t *len)
 	return -1;
 }
 
+void *kvmplat_reserve(size_t size, size_t align)
+{
+	uint32_t i;
+
+	for (i = 0; i < bootinfo.nr_regions; i++) {
+		struct ukplat_memregion *r = &bootinfo.regions[i];
+		uint64_t start, end;
+
+		if (!(r->flags & UKPLAT_MEMRF_HEAP))
+			continue;
+		start = ALIGN_UP(r->base, (uint64_t)align);
+		end = ALIGN_UP(start + size, (uint64_t)PAGE_SIZE);
+		if (end > r->base + r->len)
+			return NULL;
+		r->len -= end - r->base;
+		r->base = end;
+		return (void *)(uintptr_t)start;
+	}
+	return NULL;
+}
+
 uint64_t ukplat_tsc(void)
 {
 	return rdtsc();

@@ -5,33 +5,32 @@
  * block size being rounded up to the TLS segment's alignment. This library
  * owns an initialised TLS word aligned to TLS_ALIGN so that every image has a
  * non-empty .tdata (the tls_load segment is never empty) and a known segment
- * alignment.
+ * alignment. The block is carved from the start of the heap region, so any
+ * TLS segment size works (a layout may spread .tdata/.tbss over pages).
  */
 #include <uk/plat.h>
 #include <string.h>
 #include "io.h"
 
 #define TLS_ALIGN       64
-#define TLS_AREA_SIZE   8192
 #define MSR_FS_BASE     0xC0000100
 
 __thread uint64_t kvmplat_tls_marker __align(TLS_ALIGN) = 0x6b766d706c6174ULL;
-
-static uint8_t tls_area[TLS_AREA_SIZE] __align(TLS_ALIGN);
 
 void kvmplat_tls_init(void)
 {
 	size_t tdata = (size_t)(_etdata - _tls_start);
 	size_t memsz = (size_t)(_tls_end - _tls_start);
 	size_t block = ALIGN_UP(memsz, TLS_ALIGN);
+	uint8_t *area = kvmplat_reserve(block + sizeof(uintptr_t), TLS_ALIGN);
 	uintptr_t tp;
 
-	if (block + sizeof(uintptr_t) > TLS_AREA_SIZE)
+	if (!area)
 		ukplat_terminate(0x7e);
 
-	memcpy(tls_area, _tls_start, tdata);
-	memset(tls_area + tdata, 0, block - tdata);
-	tp = (uintptr_t)tls_area + block;
+	memcpy(area, _tls_start, tdata);
+	memset(area + tdata, 0, block - tdata);
+	tp = (uintptr_t)area + block;
 	*(uintptr_t *)tp = tp;
 	wrmsr(MSR_FS_BASE, tp);
 }
