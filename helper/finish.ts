@@ -52,7 +52,12 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   const elf = ElfFile.load(imagePath);
   if (elf.header.class !== 64) throw new SpacerError(`${imagePath}: not the ELF64 debug image; run 'spacer finish' on the .dbg before strip`);
   const embedded = elf.section(PLAN_SECTION);
-  const planText = JSON.stringify(plan);
+  // The image records where each µlib sits, not where the build ran: no paths, so the same
+  // objects give the same image in any build folder.
+  const planText = JSON.stringify({
+    spacer: plan.spacer, image: plan.image,
+    ulibs: plan.ulibs.map((u) => ({ name: u.name, variant: u.variant, slots: u.slots })),
+  });
   if (embedded) {
     // Running twice is a no-op when the image already carries this plan.
     if (elf.contents(embedded).toString('utf8') === planText) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };

@@ -1,0 +1,96 @@
+// The example workspace end to end through the same path the Unikraft glue uses: every app in
+// the default and the Spacer layout, booted under qemu, compared with the page model.
+import test from 'ava';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runDemo, type DemoResult } from '../helper/demo.js';
+import { ElfFile, PT_LOAD } from '../helper/elf.js';
+import { scanPages } from '../helper/pages.js';
+import { spacer, tempDir } from './_fixtures.js';
+
+const out = tempDir('demo');
+let demo: DemoResult;
+
+test.before(async () => {
+  demo = await runDemo({ out });
+});
+
+test('every app boots in both layouts and prints what its default build prints', (t) => {
+  t.true(demo.apps.length >= 6);
+  for (const a of demo.apps) {
+    t.true(a.outputs.default!.ok, `${a.name} default`);
+    t.true(a.outputs.spacer!.ok, `${a.name} spacer`);
+    t.true(a.outputs.spacer!.matches_default, `${a.name} spacer output = default output`);
+  }
+  const json = JSON.parse(readFileSync(join(out, 'demo.json'), 'utf8'));
+  for (const layout of ['default', 'spacer']) {
+    const f = json.layouts[layout];
+    t.true(f.outputs_match, layout);
+    for (const k of ['pages', 'distinct_pages', 'content_bound_pages']) t.true(Number.isInteger(f[k]) && f[k] > 0, `${layout}.${k}`);
+    t.true(f.distinct_pages >= f.content_bound_pages, 'no layout beats the content bound');
+    for (const a of demo.apps) t.true(existsSync(join(out, layout, `${a.name}.elf`)));
+  }
+});
+
+test('a µlib with identical bytes in two Spacer images occupies identical pages in both', (t) => {
+  const images = demo.apps.map((a) => ElfFile.load(join(out, 'spacer', `${a.name}.dbg`)));
+  let compared = 0;
+  for (let i = 0; i < images.length; i++) {
+    for (let j = i + 1; j < images.length; j++) {
+      const a = images[i], b = images[j];
+      const pa = scanPages(a), pb = scanPages(b);
+      for (const sec of a.sections.filter((s) => /^\.(text|rodata|data)\.lib/.test(s.name))) {
+        const other = b.section(sec.name);
+        if (!other || !a.contents(sec).equals(b.contents(other))) continue;
+        // Same bytes: same address, and every page it covers has the same content in both images.
+        t.is(sec.addr, other.addr, sec.name);
+        const first = Number(sec.addr) >> 12, last = (Number(sec.addr + sec.size) - 1) >> 12;
+        for (let p = first; p <= last; p++) t.is(pa.nonzero.get(p) ?? "zero", pb.nonzero.get(p) ?? "zero", `${sec.name} page ${p.toString(16)}`);
+        compared++;
+      }
+    }
+  }
+  t.true(compared > 50, `compared ${compared} sections`);
+});
+
+test('the default layout shares less of the shared µlibs than Spacer: a µlib after the app shifts', (t) => {
+  // In the default layout every library linked after the app moves with the app's size.
+  const sha = ElfFile.load(join(out, 'default', 'faas-sha.dbg'));
+  const sort = ElfFile.load(join(out, 'default', 'faas-sort.dbg'));
+  const addr = (e: ElfFile, s: string) => e.symbols().find((x) => x.name === s)?.value;
+  t.not(addr(sha, 'memcpy'), addr(sort, 'memcpy'));
+  const ssha = ElfFile.load(join(out, 'spacer', 'faas-sha.dbg'));
+  const ssort = ElfFile.load(join(out, 'spacer', 'faas-sort.dbg'));
+  t.is(addr(ssha, 'memcpy'), addr(ssort, 'memcpy'));
+});
+
+test('Spacer images keep few program headers and no empty PT_LOAD at address 0', (t) => {
+  for (const a of demo.apps) {
+    const def = ElfFile.load(join(out, 'default', `${a.name}.elf`));
+    const sp = ElfFile.load(join(out, 'spacer', `${a.name}.elf`));
+    t.true(sp.loads.length <= def.loads.length + 1, a.name);
+    t.false(sp.segments.some((p) => p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n), a.name);
+  }
+});
+
+test('spacer report reads the images and agrees with the demo figures', async (t) => {
+  const imgs = demo.apps.map((a) => join(out, 'spacer', `${a.name}.elf`));
+  const r = await spacer(['report', '--json', ...imgs]);
+  t.is(r.exitCode, 0, r.stderr);
+  const rep = JSON.parse(r.stdout);
+  t.is(rep.distinct_pages, demo.layouts.spacer.distinct_pages);
+  t.is(rep.pages, demo.layouts.spacer.pages);
+  t.is(rep.content_bound_pages, demo.layouts.spacer.content_bound_pages);
+  const text = await spacer(['report', ...imgs.slice(0, 2)]);
+  t.regex(text.stdout, /distinct non-zero pages \(D\)/);
+});
+
+test('same objects, same map: the demo rebuilds byte-identical images', async (t) => {
+  const again = tempDir('demo2');
+  await runDemo({ out: again, boot: false });
+  for (const a of demo.apps) {
+    for (const layout of ['default', 'spacer']) {
+      t.true(readFileSync(join(out, layout, `${a.name}.elf`)).equals(readFileSync(join(again, layout, `${a.name}.elf`))), `${layout}/${a.name}`);
+    }
+  }
+});
