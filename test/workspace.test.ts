@@ -161,13 +161,15 @@ test('outputs do not depend on the layout: objects linked in reverse order give 
   }
 });
 
-test.serial('rebuilds are skipped when up to date and builds are byte-identical across directories', async (t) => {
+test.serial('rebuilds are skipped when up to date; builds are byte-identical across directories and safe to race', async (t) => {
   const again = await compileWorkspace(buildDir);
   t.deepEqual(again.built, []);
   t.is(again.upToDate.length, Object.keys(compiled.objects).length);
 
+  // Two builds racing into one fresh directory both succeed and give the same bytes.
   const other = mkTmp('again');
-  const second = await compileWorkspace(other);
+  const [second, racing] = await Promise.all([compileWorkspace(other), compileWorkspace(other)]);
+  t.deepEqual(racing.objects, second.objects);
   t.deepEqual(Object.keys(second.objects).sort(), Object.keys(compiled.objects).sort());
   for (const [k, p] of Object.entries(compiled.objects)) {
     t.is(sha(second.objects[k]), sha(p), `object ${k} differs between build directories`);

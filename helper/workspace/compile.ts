@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import {
@@ -139,7 +139,7 @@ async function runPool<T>(items: T[], jobs: number, fn: (item: T) => Promise<voi
 }
 
 async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   await writeFile(tmp, data);
   await rename(tmp, file);
 }
@@ -246,35 +246,45 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
       result.upToDate.push(u.key);
       return;
     }
-    await rm(u.dir, { recursive: true, force: true });
     await mkdir(u.dir, { recursive: true });
     opts.log?.(`compile ${u.key}`);
-
-    const objs: string[] = [];
-    const srcs = [...u.sources];
-    for (const g of u.generated) {
-      const p = path.join(u.dir, g.name);
-      await writeFile(p, g.content);
-      srcs.push(p);
+    // Intermediate files go to a private work directory, finished files are renamed into place:
+    // concurrent builds into the same outDir (same inputs, same bytes) cannot see half-written files.
+    const work = await mkdtemp(path.join(u.dir, '.work-'));
+    try {
+      const objs: string[] = [];
+      const srcs = [...u.sources];
+      for (const g of u.generated) {
+        // Generated sources keep a stable path (it is recorded in the debug info).
+        const p = path.join(u.dir, g.name);
+        await writeAtomic(p, g.content);
+        srcs.push(p);
+      }
+      for (const src of srcs) {
+        const obj = path.join(work, path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')));
+        const rel = src.startsWith(root + path.sep) ? path.relative(root, src) : src;
+        await execa('gcc', [...cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj], { cwd: root });
+        objs.push(obj);
+      }
+      const ldoName = objectBasename(u.lib).replace(/\.o$/, '.ld.o');
+      const ldo = path.join(work, ldoName);
+      await execa('gcc', [...UK_LDRFLAGS, ...objs, '-o', ldo], { cwd: root });
+      const tmp = path.join(work, objectBasename(u.lib));
+      if (u.exportsyms !== undefined) {
+        const syms = path.join(work, 'exportsyms.uk');
+        await writeFile(syms, u.exportsyms);
+        await execa('objcopy', [`--keep-global-symbols=${syms}`, ldo, tmp]);
+        await rename(syms, path.join(u.dir, 'exportsyms.uk'));
+      } else {
+        await execa('objcopy', [ldo, tmp]);
+      }
+      for (const o of objs) await rename(o, path.join(u.dir, path.basename(o)));
+      await rename(ldo, path.join(u.dir, ldoName));
+      await rename(tmp, out);
+      await writeAtomic(stampFile, digest);
+    } finally {
+      await rm(work, { recursive: true, force: true });
     }
-    for (const src of srcs) {
-      const obj = path.join(u.dir, path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')));
-      const rel = src.startsWith(root + path.sep) ? path.relative(root, src) : src;
-      await execa('gcc', [...cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj], { cwd: root });
-      objs.push(obj);
-    }
-    const ldo = path.join(u.dir, objectBasename(u.lib).replace(/\.o$/, '.ld.o'));
-    await execa('gcc', [...UK_LDRFLAGS, ...objs, '-o', ldo], { cwd: root });
-    const tmp = `${out}.tmp-${process.pid}`;
-    if (u.exportsyms !== undefined) {
-      const syms = path.join(u.dir, 'exportsyms.uk');
-      await writeFile(syms, u.exportsyms);
-      await execa('objcopy', [`--keep-global-symbols=${syms}`, ldo, tmp]);
-    } else {
-      await execa('objcopy', [ldo, tmp]);
-    }
-    await rename(tmp, out);
-    await writeAtomic(stampFile, digest);
     result.built.push(u.key);
   });
 
