@@ -161,6 +161,18 @@ test('outputs do not depend on the layout: objects linked in reverse order give 
   }
 });
 
+test('bootImage reports a guest that never exits as a failure (timeout kills qemu)', async (t) => {
+  const app = apps[0];
+  const dir = mkTmp('hang');
+  // Entering 64-bit C code from the 32-bit multiboot state runs garbage that never exits.
+  const img = await linkImage({ objects: objectsFor(app, compiled), ...platformScripts(), out: path.join(dir, 'hang'), entry: 'uk_qsort' });
+  const r = await withQemuSlot(() => bootImage(img.elf, { timeoutMs: 1500 }));
+  t.true(r.timedOut);
+  t.is(r.exitCode, -1);
+  t.false(r.success);
+  t.true(r.durationMs < 10_000);
+});
+
 test.serial('rebuilds are skipped when up to date; builds are byte-identical across directories and safe to race', async (t) => {
   const again = await compileWorkspace(buildDir);
   t.deepEqual(again.built, []);
