@@ -8,7 +8,8 @@ import { alignUp, type UlibObject } from './objects.js';
 
 const MiB = 1 << 20;
 /** Smallest capacity a region gets when a map is created (address space only: gaps cost no memory). */
-export const MIN_CAPACITY: Record<Kind, number> = { text: 6 * MiB, rodata: 3 * MiB, data: 2 * MiB, bss: 4 * MiB };
+// Small enough that images stay well inside a 32 MiB guest (every loaded address must be RAM).
+export const MIN_CAPACITY: Record<Kind, number> = { text: 2 * MiB, rodata: 1 * MiB, data: 1 * MiB, bss: 2 * MiB };
 
 export interface AllocRequest {
   image: string;
