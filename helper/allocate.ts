@@ -1,76 +1,84 @@
-// The address allocator: gives each µlib variant a slot in the workspace map. Slots never move.
-// A variant that fits an existing slot of its µlib shares it; one that outgrew every slot gets a
-// new slot at the end of the region (policy `append`, the default: images linked earlier keep
-// their addresses) or stops the link (policy `error`).
+// The address allocator. Placement is per µlib *variant* (exact content), never per name:
+//   - a variant that a single image uses lives in that image's own area, packed after the
+//     shared slots the image uses (its pages are that image's anyway);
+//   - once a second image uses it, it gets a stable slot: every variant promoted by the same
+//     link is packed into one group (no per-µlib page padding), the group starting on a page;
+//   - a slot never moves. A µlib that changed is a new variant: it gets its own place and the
+//     old slot stays for the images that use it (nothing they use moves).
+// `relayout` re-plans every slot from the images recorded in the map: variants used by the
+// same set of images form a group, groups used by most images come first.
 import { SpacerError } from './errors.js';
-import { KINDS, PAGE, type Extent, type Kind, type OverflowPolicy, type Slot, type SpacerMap, hex } from './map.js';
-import { alignUp, type UlibObject } from './objects.js';
+import { AREAS, PAGE, type Area, type Extent, type SpacerMap, type VariantEntry, hex } from './map.js';
+import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
-/** Smallest capacity a region gets when a map is created (address space only: gaps cost no memory). */
-// Small enough that images stay well inside a 32 MiB guest (every loaded address must be RAM).
-export const MIN_CAPACITY: Record<Kind, number> = { text: 2 * MiB, rodata: 1 * MiB, data: 1 * MiB, bss: 2 * MiB };
+/** Smallest capacity a region gets when a map is created; every loaded address must be RAM. */
+export const MIN_CAPACITY: Record<Area, number> = { text: 2 * MiB, ind: MiB, rodata: MiB, data: MiB, bss: 2 * MiB };
+
+export interface UlibRequest {
+  name: string;
+  variant: string;
+  sizes: Partial<Record<Area, number>>;
+  align: Partial<Record<Area, number>>;
+}
 
 export interface AllocRequest {
   image: string;
-  ulibs: UlibObject[];
-  sizes: Record<string, Partial<Record<Kind, number>>>;
+  /** In link order. */
+  ulibs: UlibRequest[];
   head: number;
   textBase: number;
-  policy: OverflowPolicy;
-  headroomPct?: number;
 }
 
-export interface Allocation {
+export interface Placement {
   ulib: string;
   variant: string;
-  slot: Slot;
-  sizes: Partial<Record<Kind, number>>;
+  /** Stable (slot in the map) or placed in the image's own area for this link. */
+  shared: boolean;
+  at: Partial<Record<Area, Extent>>;
 }
 
 export interface AllocResult {
-  allocations: Allocation[];
-  warnings: string[];
-  created: boolean;
+  placements: Placement[];
+  /** One line per event worth telling the user (new variants, promotions). */
+  notes: string[];
 }
 
-export function slotSize(bytes: number, headroomPct: number): number {
-  return alignUp(bytes + Math.ceil((bytes * headroomPct) / 100), PAGE);
-}
-
-/** A new map sized from the first image: every region gets at least MIN_CAPACITY and 4x its first need. */
+/** A new map sized from the first image: each region at least MIN_CAPACITY and 4x the first need. */
 export function freshMap(req: AllocRequest): SpacerMap {
-  const headroom = req.headroomPct ?? 10;
   const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), PAGE), PAGE);
-  const need = Object.fromEntries(KINDS.map((k) => [k, req.ulibs.reduce((a, u) => a + slotSize(req.sizes[u.name]?.[k] ?? 0, headroom), 0)])) as Record<Kind, number>;
   let at = req.textBase + head;
   const regions = {} as SpacerMap['regions'];
-  for (const k of KINDS) {
-    const cap = alignUp(Math.max(MIN_CAPACITY[k], 4 * need[k]), MiB);
+  for (const k of AREAS) {
+    const need = req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
+    const cap = alignUp(Math.max(MIN_CAPACITY[k], 4 * need), MiB);
     regions[k] = { base: at, end: at + cap, next: at };
     at = alignUp(at + cap, MiB);
   }
-  return { schema: 1, page_size: PAGE, text_base: req.textBase, head, headroom_pct: headroom, regions, ulibs: {}, images: {} };
+  return { schema: 1, page_size: PAGE, text_base: req.textBase, head, regions, ulibs: {}, images: {} };
 }
 
-function fits(slot: Slot, sizes: Partial<Record<Kind, number>>): boolean {
-  return KINDS.every((k) => !sizes[k] || !slot[k] || sizes[k]! <= slot[k]!.size);
-}
-
-function place(m: SpacerMap, mapPath: string, kind: Kind, bytes: number, ulib: string): Extent {
-  const r = m.regions[kind];
-  const size = slotSize(bytes, m.headroom_pct);
-  if (r.next + size > r.end) {
-    throw new SpacerError(`${mapPath}: the ${kind} region (${hex(r.base)}..${hex(r.end)}) has no room for ${ulib} (${bytes} bytes); start a new map (move this one away) and relink every app`);
+/** Packs variants one after the other from a page boundary; returns their extents. */
+function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { name: string; v: VariantEntry }[], limit: number): Map<VariantEntry, Extent> {
+  const out = new Map<VariantEntry, Extent>();
+  let next = alignUp(from, PAGE);
+  for (const { name, v } of items) {
+    const size = v.sizes[area] ?? 0;
+    if (!size) continue;
+    const addr = alignUp(next, v.align[area] ?? 1);
+    if (addr + size > limit) {
+      const r = m.regions[area];
+      throw new SpacerError(`${mapPath}: the ${area} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} (${size} bytes); run 'spacer map relayout' (or start a new map) and relink every app`);
+    }
+    out.set(v, { addr, size });
+    next = addr + size;
   }
-  const e = { addr: r.next, size };
-  r.next += size;
-  return e;
+  return out;
 }
 
-/** Updates `m` in place for one image; deterministic for the same map and objects. */
+/** Updates `m` for one image; deterministic for the same map and objects. */
 export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
-  const warnings: string[] = [];
+  const notes: string[] = [];
   if (m.text_base !== req.textBase) {
     throw new SpacerError(`${mapPath}: the map was made for text at ${hex(m.text_base)} but this platform script puts it at ${hex(req.textBase)}; use another map (CONFIG_SPACER_MAP) for this platform`);
   }
@@ -78,39 +86,111 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     throw new SpacerError(`${mapPath}: the platform boot head (${req.head} bytes) outgrew the ${m.head} bytes the map reserves; start a new map (move this one away) and relink every app`);
   }
   const seen = new Set<string>();
-  const allocations: Allocation[] = [];
   for (const u of req.ulibs) {
-    if (seen.has(u.name)) throw new SpacerError(`${u.path}: two objects named ${u.name}.o in one link; µlib names must be unique`);
+    if (seen.has(u.name)) throw new SpacerError(`${mapPath}: two objects named ${u.name}.o in one link; µlib names must be unique`);
     seen.add(u.name);
-    const sizes = req.sizes[u.name] ?? {};
-    const entry = (m.ulibs[u.name] ??= { slots: [], variants: {} });
-    entry.variants[u.variant] = Object.fromEntries(KINDS.filter((k) => sizes[k]).map((k) => [k, sizes[k]!]));
-    let slot = entry.slots.find((s) => s.variants.includes(u.variant));
-    if (slot && !fits(slot, sizes)) {
-      throw new SpacerError(`${mapPath}: ${u.name} variant ${u.variant} no longer fits the slot it had (was the platform script changed?); start a new map and relink every app`);
+  }
+  // The image now uses these variants, and no longer the ones its previous link used.
+  const before = m.images[req.image]?.ulibs ?? {};
+  for (const [name, v] of Object.entries(before)) {
+    const e = m.ulibs[name]?.variants[v];
+    if (e && req.ulibs.every((u) => u.name !== name || u.variant !== v)) e.images = e.images.filter((i) => i !== req.image);
+  }
+  const entries = req.ulibs.map((u) => {
+    const lib = (m.ulibs[u.name] ??= { variants: {} });
+    let e = lib.variants[u.variant];
+    if (!e) {
+      const others = Object.keys(lib.variants).filter((h) => lib.variants[h].images.length);
+      if (others.length) notes.push(`${u.name}: new variant ${u.variant} (other images use ${others.join(', ')}); it shares no pages with those`);
+      e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }
-    if (!slot) {
-      slot = entry.slots.find((s) => fits(s, sizes));
-      if (slot) {
-        slot.variants.push(u.variant);
-      } else if (entry.slots.length === 0) {
-        slot = { variants: [u.variant] };
-        entry.slots.push(slot);
-      } else {
-        const what = KINDS.filter((k) => sizes[k] && entry.slots[0][k] && sizes[k]! > entry.slots[0][k]!.size)
-          .map((k) => `${k} ${sizes[k]} > ${entry.slots[0][k]!.size} bytes`).join(', ');
-        if (req.policy === 'error') {
-          throw new SpacerError(`${mapPath}: ${u.name} (variant ${u.variant}) outgrew its slot (${what}); relink with SPACER_OVERFLOW=append to give it a new slot, or start a new map`);
-        }
-        warnings.push(`${u.name} (variant ${u.variant}) outgrew its slot (${what}): gave it a new slot; images using the old slot keep their addresses, but do not share ${u.name}'s pages with this one`);
-        slot = { variants: [u.variant] };
-        entry.slots.push(slot);
-      }
+    if (!e.images.includes(req.image)) e.images.push(req.image);
+    return { name: u.name, v: e, variant: u.variant };
+  });
+  // Variants that a second image now uses get stable slots, packed together as one group.
+  const promote = entries.filter((x) => !x.v.slot && x.v.images.length >= 2);
+  if (promote.length) {
+    for (const a of AREAS) {
+      const r = m.regions[a];
+      const got = pack(m, mapPath, a, r.next, promote, r.end);
+      for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
+      if (got.size) r.next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
     }
-    // Kinds the slot has no room for yet (a variant with a section the others lack) get space now.
-    for (const k of KINDS) if (sizes[k] && !slot[k]) slot[k] = place(m, mapPath, k, sizes[k]!, u.name);
-    allocations.push({ ulib: u.name, variant: u.variant, slot, sizes });
+    for (const x of promote) x.v.slot ??= {};
+    notes.push(`shared now, given stable slots: ${promote.map((x) => x.name).join(', ')}`);
+  }
+  // The image's own variants go right after the last shared slot it uses, from a page boundary.
+  const own = entries.filter((x) => !x.v.slot);
+  const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
+  for (const a of AREAS) {
+    const r = m.regions[a];
+    const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
+    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end);
+    for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
   }
   m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
-  return { allocations, warnings, created: false };
+  return {
+    placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
+    notes,
+  };
+}
+
+export interface RelayoutResult {
+  /** Images whose µlibs moved: they must be relinked to share pages with the others. */
+  relink: string[];
+  groups: number;
+  shared: number;
+}
+
+/**
+ * Re-plans every slot from the images the map records: variants used by two or more images get
+ * slots, grouped by the exact set of images that use them (so a group's pages are complete in
+ * each of those images), the groups used by most images first.
+ */
+export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
+  const all: { name: string; h: string; v: VariantEntry; key: string; first: number }[] = [];
+  const imageOrder = Object.keys(m.images).sort();
+  for (const name of Object.keys(m.ulibs).sort()) {
+    for (const [h, v] of Object.entries(m.ulibs[name].variants).sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const users = [...v.images].sort();
+      if (users.length < 2) continue;
+      all.push({ name, h, v, key: users.join('\0'), first: Math.min(...users.map((u) => imageOrder.indexOf(u))) });
+    }
+  }
+  const groups = new Map<string, typeof all>();
+  for (const x of all) (groups.get(x.key) ?? groups.set(x.key, []).get(x.key)!).push(x);
+  const ordered = [...groups.values()].sort((a, b) => b[0].key.split('\0').length - a[0].key.split('\0').length || a[0].first - b[0].first || (a[0].key < b[0].key ? -1 : 1));
+  const old = new Map<VariantEntry, string>();
+  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) old.set(v, JSON.stringify(v.slot ?? null));
+  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
+  for (const a of AREAS) {
+    const r = m.regions[a];
+    let next = r.base;
+    for (const g of ordered) {
+      const got = pack(m, mapPath, a, next, g, r.end);
+      for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
+      if (got.size) next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
+    }
+    r.next = next;
+  }
+  for (const x of all) x.v.slot ??= {};
+  const relink = new Set<string>();
+  for (const u of Object.values(m.ulibs)) {
+    for (const v of Object.values(u.variants)) if (old.get(v) !== JSON.stringify(v.slot ?? null)) v.images.forEach((i) => relink.add(i));
+  }
+  return { relink: [...relink].sort(), groups: ordered.length, shared: all.length };
+}
+
+/** Drops variants no image uses any more (and images named in `forget`). */
+export function gc(m: SpacerMap, forget: string[] = []): { dropped: string[] } {
+  for (const i of forget) delete m.images[i];
+  const dropped: string[] = [];
+  for (const [name, u] of Object.entries(m.ulibs)) {
+    for (const [h, v] of Object.entries(u.variants)) {
+      v.images = v.images.filter((i) => m.images[i]?.ulibs[name] === h);
+      if (!v.images.length) { delete u.variants[h]; dropped.push(`${name} ${h}`); }
+    }
+    if (!Object.keys(u.variants).length) delete m.ulibs[name];
+  }
+  return { dropped };
 }

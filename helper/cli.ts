@@ -6,7 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { SpacerError, isSpacerError } from './errors.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
-import { checkMapFile, showMap } from './mapcmd.js';
+import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
 
 /** Parsed options, as the handlers read them (yargs' own types are loose here). */
@@ -36,14 +36,10 @@ async function main(argv: string[]): Promise<void> {
         .option('image', { type: 'string', demandOption: true, describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)' })
         .option('lds', { type: 'string', demandOption: true, describe: "the platform's preprocessed default linker script" })
         .option('out', { type: 'string', demandOption: true, describe: 'where to write the aligned script (the plan goes to <out>.json)' })
-        .option('policy', {
-          choices: ['append', 'error'] as const, default: (process.env.SPACER_OVERFLOW as 'append' | 'error' | undefined) ?? 'append',
-          describe: 'when a µlib outgrew its slot: give it a new slot (append) or stop (error); env SPACER_OVERFLOW',
-        })
         .example('$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o', ''),
       async (a: Args) => {
         await link({
-          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String), policy: a.policy, log,
+          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String), log,
         });
       },
     )
@@ -77,11 +73,19 @@ async function main(argv: string[]): Promise<void> {
       'report [images..]',
       'page model of a set of images (ELF64 .dbg or ELF32 multiboot): pages, distinct pages, content bound, sharing per µlib',
       (y) => y.positional('images', { type: 'string', array: true, describe: 'images, each optionally IMAGE@N for N instances' })
-        .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' }),
+        .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' })
+        .option('explain', { type: 'boolean', default: false, describe: 'with two Spacer images: for each µlib in both whose pages differ, which bytes differ and why' }),
       async (a: Args) => {
         const { reportCommand } = await import('./report.js');
         const images = [...(a.images ?? []), ...(a['--'] ?? [])].map(String);
         if (!images.length) throw new SpacerError('spacer report: name at least one image');
+        if (a.explain) {
+          if (images.length !== 2) throw new SpacerError('spacer report --explain: name exactly two images');
+          const { explain, formatExplain } = await import('./explain.js');
+          const ex = explain(images[0], images[1]);
+          process.stdout.write((a.json ? JSON.stringify(ex, null, 2) : formatExplain(images[0], images[1], ex)) + '\n');
+          return;
+        }
         process.stdout.write(reportCommand(images, { json: a.json }) + '\n');
       },
     )
@@ -97,7 +101,19 @@ async function main(argv: string[]): Promise<void> {
           process.exitCode = 1;
         } else process.stdout.write(`${path}: ok\n`);
       })
-      .demandCommand(1, 'name a map command: show or check'))
+      .command('relayout', 're-plan every slot from the images the map records (variants used by the same images packed together, most used first); lists the apps to relink', (yy) => mapOption(yy), async (a: Args) => {
+        const path = a.map ?? defaultMapPath();
+        const r = await mapRelayout(path);
+        process.stdout.write(`${path}: ${r.shared} shared variants in ${r.groups} groups\n` +
+          (r.relink.length ? `relink these images to use the new layout: ${r.relink.join(' ')}\n` : 'no image needs a relink\n'));
+      })
+      .command('gc [forget..]', 'drop variants that no image uses any more (and the images named)', (yy) => mapOption(yy)
+        .positional('forget', { type: 'string', array: true, describe: 'images to forget first' }), async (a: Args) => {
+        const path = a.map ?? defaultMapPath();
+        const r = await mapGc(path, (a.forget ?? []).map(String));
+        process.stdout.write(`${path}: dropped ${r.dropped.length} unused variants${r.dropped.length ? ': ' + r.dropped.join(', ') : ''}\n`);
+      })
+      .demandCommand(1, 'name a map command: show, check, relayout or gc'))
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()

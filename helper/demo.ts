@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './map.js';
+import { mapRelayout } from './mapcmd.js';
 import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
@@ -63,15 +64,24 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
     linkCommand({ objects, defaultLds, extraLds, out: output }, output);
   const built: Record<string, BuiltImage[]> = {};
-  for (const layout of LAYOUTS) {
+  const linkAll = async (layout: Layout) => {
     built[layout] = [];
     // Apps link one after another: the order they reach the map is the order slots are given.
     for (const app of apps) {
-      const img = await buildImage({
+      built[layout].push(await buildImage({
         image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
         out: join(out, layout, app.name), layout, map, linkArgs,
-      });
-      built[layout].push(img);
+      }));
+    }
+  };
+  for (const layout of LAYOUTS) {
+    await linkAll(layout);
+    if (layout !== 'default') {
+      // A new workspace: once every app has been linked, the map knows which µlibs the apps
+      // share; re-plan it so those sit together, and link every app again.
+      const r = await mapRelayout(map);
+      log(`demo: map relayout: ${r.shared} shared µlib variants in ${r.groups} groups; relinking ${r.relink.length} apps`);
+      await linkAll(layout);
     }
     log(`demo: linked ${apps.length} images in the ${layout} layout`);
   }

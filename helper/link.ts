@@ -1,9 +1,9 @@
 // `spacer link`: objects → map → script. Reads the µlib objects the link really uses, takes the
-// map lock, gives every µlib its slot, and writes the aligned linker script plus a plan (JSON)
-// that the post-link step checks the image against.
-import { allocate, freshMap, type AllocRequest } from './allocate.js';
+// map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
+// that the post-link step checks (and rewrites) the image against.
+import { allocate, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { KINDS, type Kind, type OverflowPolicy, hex, updateMap, writeFileAtomic } from './map.js';
+import { AREAS, type Area, hex, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
@@ -15,7 +15,8 @@ export interface LinkOptions {
   out: string;
   map: string;
   objects: string[];
-  policy?: OverflowPolicy;
+  /** Bytes of indirection table each object needs (the rewrite's first pass); none when absent. */
+  tableBytes?: (objectPath: string) => number;
   log?: (line: string) => void;
 }
 
@@ -23,8 +24,10 @@ export interface PlanUlib {
   name: string;
   path: string;
   variant: string;
-  /** Per kind: the output section, its slot and the bytes measured from the object. */
-  slots: Partial<Record<Kind, { section: string; addr: string; size: string; bytes: number }>>;
+  /** Stable slot (the same in every image) or placed in this image's own area. */
+  shared: boolean;
+  /** Per area: the output section, its address and size, and the bytes measured from the object. */
+  slots: Partial<Record<Area, { section: string; addr: string; size: string; bytes: number }>>;
 }
 
 export interface Plan {
@@ -33,7 +36,7 @@ export interface Plan {
   map: string;
   script: string;
   ulibs: PlanUlib[];
-  warnings: string[];
+  notes: string[];
 }
 
 export async function link(o: LinkOptions): Promise<Plan> {
@@ -45,16 +48,21 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const platform = loadPlatform(o.lds);
   // Measure what each slot will hold, assigning input sections as ld will.
   const measured = measure(platform, ulibs);
-  const req: AllocRequest = {
-    image: o.image, ulibs, sizes: measured.sizes, head: measured.head, textBase: platform.textBase, policy: o.policy ?? 'append',
-  };
-  // Allocate under the map lock; the map lands with an atomic rename.
-  const { allocations, warnings, map } = await updateMap(o.map, () => freshMap(req), (m) => ({ ...allocate(m, o.map, req), map: structuredClone(m) }));
-  for (const w of warnings) log(`spacer: warning: ${w}`);
+  const ulibReqs: UlibRequest[] = ulibs.map((u) => {
+    const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
+    const align: UlibRequest['align'] = { ...measured.align[u.name] };
+    const ind = o.tableBytes?.(u.path) ?? 0;
+    if (ind) { sizes.ind = ind; align.ind = 16; }
+    return { name: u.name, variant: u.variant, sizes, align };
+  });
+  const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
+  // Place every variant under the map lock; the map lands with an atomic rename.
+  const { placements: placed, notes, map } = await updateMap(o.map, () => freshMap(req), (m) => ({ ...allocate(m, o.map, req), map: structuredClone(m) }));
+  for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   const placements: SlotPlacement[] = [];
-  for (const a of allocations) {
+  for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;
-    for (const k of KINDS) if (a.sizes[k]) placements.push({ ulib: a.ulib, path: u.path, kind: k, addr: a.slot[k]!.addr, size: a.slot[k]!.size });
+    for (const k of AREAS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
   }
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({
@@ -63,16 +71,18 @@ export async function link(o: LinkOptions): Promise<Plan> {
   });
   const plan: Plan = {
     spacer: 1, image: o.image, map: o.map, script: o.out,
-    ulibs: allocations.map((a) => ({
-      name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant,
-      slots: Object.fromEntries(KINDS.filter((k) => a.sizes[k]).map((k) => [k, {
-        section: outputName(k, a.ulib), addr: hex(a.slot[k]!.addr), size: hex(a.slot[k]!.size), bytes: a.sizes[k]!,
+    ulibs: placed.map((a) => ({
+      name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared,
+      slots: Object.fromEntries(AREAS.filter((k) => a.at[k]).map((k) => [k, {
+        section: outputName(k, a.ulib), addr: hex(a.at[k]!.addr), size: hex(a.at[k]!.size),
+        bytes: ulibReqs.find((r) => r.name === a.ulib)!.sizes[k]!,
       }])),
     })),
-    warnings,
+    notes,
   };
   writeFileAtomic(o.out, script);
   writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
-  log(`spacer: ${o.image}: ${ulibs.length} µlibs placed (${placements.length} slots) -> ${o.out}`);
+  const shared = placed.filter((p) => p.shared).length;
+  log(`spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${ulibs.length - shared} in the image's own area) -> ${o.out}`);
   return plan;
 }

@@ -9,10 +9,12 @@ import { SpacerError } from './errors.js';
 
 export const MAP_SCHEMA = 1;
 export const PAGE = 0x1000;
+/** Section kinds of the platform script that hold µlib code and data. */
 export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
 export type Kind = (typeof KINDS)[number];
-
-export type OverflowPolicy = 'append' | 'error';
+/** Everything the map places: the section kinds plus each µlib's indirection table (`ind`). */
+export const AREAS = ['text', 'ind', 'rodata', 'data', 'bss'] as const;
+export type Area = (typeof AREAS)[number];
 
 export interface Extent { addr: number; size: number }
 
@@ -25,19 +27,23 @@ export interface Region {
   next: number;
 }
 
-export interface Slot {
-  /** Variants (content hashes) laid out in this slot. */
-  variants: string[];
-  text?: Extent;
-  rodata?: Extent;
-  data?: Extent;
-  bss?: Extent;
+/**
+ * One variant of a µlib: the same library built in one configuration (its content hash).
+ * It gets a stable slot once two images use it; until then it lives in the image's own area.
+ */
+export interface VariantEntry {
+  /** Bytes per area, measured from the object (ind: the indirection table it needs). */
+  sizes: Partial<Record<Area, number>>;
+  /** Start alignment per area (largest input section alignment). */
+  align: Partial<Record<Area, number>>;
+  /** Images whose last link used this variant. */
+  images: string[];
+  /** Stable placement, the same in every image; never moves once given. */
+  slot?: Partial<Record<Area, Extent>>;
 }
 
 export interface UlibEntry {
-  slots: Slot[];
-  /** Per variant: bytes per section kind, as measured from the object. */
-  variants: Record<string, Partial<Record<Kind, number>>>;
+  variants: Record<string, VariantEntry>;
 }
 
 export interface ImageEntry {
@@ -52,9 +58,7 @@ export interface SpacerMap {
   text_base: number;
   /** Bytes reserved at text_base for the platform's boot head (.data.boot, .text.boot, ...). */
   head: number;
-  /** Extra room given to a slot when first allocated, in percent of its size. */
-  headroom_pct: number;
-  regions: Record<Kind, Region>;
+  regions: Record<Area, Region>;
   ulibs: Record<string, UlibEntry>;
   images: Record<string, ImageEntry>;
 }
@@ -64,18 +68,22 @@ export interface SpacerMap {
 const hex = (n: number) => '0x' + n.toString(16);
 
 function encode(m: SpacerMap): string {
-  const ext = (e?: Extent) => (e ? { addr: hex(e.addr), size: hex(e.size) } : undefined);
   const sorted = <T>(o: Record<string, T>) => Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+  const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) =>
+    Object.fromEntries(AREAS.filter((a) => o[a] !== undefined).map((a) => [a, f(o[a]!)]));
   const out = {
     schema: m.schema,
     page_size: m.page_size,
     text_base: hex(m.text_base),
     head: hex(m.head),
-    headroom_pct: m.headroom_pct,
-    regions: Object.fromEntries(KINDS.map((k) => [k, { base: hex(m.regions[k].base), end: hex(m.regions[k].end), next: hex(m.regions[k].next) }])),
+    regions: Object.fromEntries(AREAS.map((k) => [k, { base: hex(m.regions[k].base), end: hex(m.regions[k].end), next: hex(m.regions[k].next) }])),
     ulibs: sorted(Object.fromEntries(Object.entries(m.ulibs).map(([name, u]) => [name, {
-      slots: u.slots.map((s) => ({ variants: [...s.variants].sort(), ...Object.fromEntries(KINDS.filter((k) => s[k]).map((k) => [k, ext(s[k])])) })),
-      variants: sorted(u.variants),
+      variants: sorted(Object.fromEntries(Object.entries(u.variants).map(([h, v]) => [h, {
+        sizes: perArea(v.sizes, (x) => x),
+        align: perArea(v.align, (x) => x),
+        images: [...v.images].sort(),
+        ...(v.slot ? { slot: perArea(v.slot, (e) => ({ addr: hex(e.addr), size: hex(e.size) })) } : {}),
+      }]))),
     }]))),
     images: sorted(Object.fromEntries(Object.entries(m.images).map(([n, im]) => [n, { ulibs: sorted(im.ulibs) }]))),
   };
@@ -92,7 +100,7 @@ function decode(path: string, text: string): SpacerMap {
   const bad = (what: string): never => {
     throw new SpacerError(`${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`);
   };
-  if (typeof raw !== 'object' || raw === null) bad('not a JSON object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad('not a JSON object');
   if (typeof raw.schema !== 'number') bad('no schema version');
   if (raw.schema > MAP_SCHEMA) {
     throw new SpacerError(`${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`);
@@ -104,64 +112,75 @@ function decode(path: string, text: string): SpacerMap {
     if (!Number.isSafeInteger(n)) bad(`${what} out of range`);
     return n;
   };
-  const regions = {} as Record<Kind, Region>;
-  for (const k of KINDS) {
+  const count = (v: unknown, what: string): number => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} is not a byte count`);
+    return v as number;
+  };
+  const regions = {} as Record<Area, Region>;
+  for (const k of AREAS) {
     const r = raw.regions?.[k];
     if (!r) bad(`missing region ${k}`);
     regions[k] = { base: addr(r.base, `regions.${k}.base`), end: addr(r.end, `regions.${k}.end`), next: addr(r.next, `regions.${k}.next`) };
   }
   const ulibs: Record<string, UlibEntry> = {};
   for (const [name, u] of Object.entries<any>(raw.ulibs ?? {})) {
-    if (!Array.isArray(u?.slots) || typeof u.variants !== 'object') bad(`ulibs.${name}`);
-    ulibs[name] = {
-      slots: u.slots.map((s: any, i: number) => {
-        if (!Array.isArray(s.variants)) bad(`ulibs.${name}.slots[${i}].variants`);
-        const slot: Slot = { variants: s.variants.map(String) };
-        for (const k of KINDS) if (s[k]) slot[k] = { addr: addr(s[k].addr, `ulibs.${name}.slots[${i}].${k}.addr`), size: addr(s[k].size, `ulibs.${name}.slots[${i}].${k}.size`) };
-        return slot;
-      }),
-      variants: u.variants,
-    };
+    if (typeof u?.variants !== 'object' || u.variants === null) bad(`ulibs.${name}`);
+    const variants: Record<string, VariantEntry> = {};
+    for (const [h, v] of Object.entries<any>(u.variants)) {
+      const at = `ulibs.${name}.variants.${h}`;
+      if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
+      const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
+      for (const a of AREAS) {
+        if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
+        if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);
+      }
+      if (v.slot) {
+        e.slot = {};
+        for (const a of AREAS) if (v.slot[a]) e.slot[a] = { addr: addr(v.slot[a].addr, `${at}.slot.${a}.addr`), size: addr(v.slot[a].size, `${at}.slot.${a}.size`) };
+      }
+      variants[h] = e;
+    }
+    ulibs[name] = { variants };
   }
   const images: Record<string, ImageEntry> = {};
   for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
-    if (typeof im?.ulibs !== 'object') bad(`images.${name}`);
+    if (typeof im?.ulibs !== 'object' || im.ulibs === null) bad(`images.${name}`);
     images[name] = { ulibs: im.ulibs };
   }
-  if (typeof raw.headroom_pct !== 'number') bad('headroom_pct');
   return {
     schema: raw.schema, page_size: raw.page_size ?? PAGE, text_base: addr(raw.text_base, 'text_base'), head: addr(raw.head, 'head'),
-    headroom_pct: raw.headroom_pct, regions, ulibs, images,
+    regions, ulibs, images,
   };
 }
 
 /** Problems a map can have even when it parses: overlaps, misalignment, slots outside regions. */
 export function checkMap(m: SpacerMap): string[] {
   const issues: string[] = [];
-  for (const k of KINDS) {
+  for (const k of AREAS) {
     const r = m.regions[k];
     if (r.base % PAGE || r.end % PAGE) issues.push(`region ${k} is not page-aligned`);
     if (r.next < r.base || r.next > r.end) issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
     const used: { name: string; e: Extent }[] = [];
-    for (const [name, u] of Object.entries(m.ulibs)) for (const s of u.slots) if (s[k]) used.push({ name, e: s[k]! });
+    for (const [name, u] of Object.entries(m.ulibs)) {
+      for (const [h, v] of Object.entries(u.variants)) if (v.slot?.[k]) used.push({ name: `${name} (${h})`, e: v.slot[k]! });
+    }
     used.sort((a, b) => a.e.addr - b.e.addr);
     let prev: { name: string; e: Extent } | undefined;
     for (const cur of used) {
-      if (cur.e.addr % PAGE) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)} is not page-aligned`);
       if (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`);
       if (prev && prev.e.addr + prev.e.size > cur.e.addr) issues.push(`${cur.name}: ${k} slot overlaps ${prev.name}`);
       prev = cur;
     }
   }
-  for (const k of KINDS.slice(1)) {
-    const before = m.regions[KINDS[KINDS.indexOf(k) - 1]];
-    if (before.end > m.regions[k].base) issues.push(`region ${k} overlaps the region before it`);
+  for (let i = 1; i < AREAS.length; i++) {
+    if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base) issues.push(`region ${AREAS[i]} overlaps the region before it`);
   }
   if (m.text_base + m.head > m.regions.text.base) issues.push('text head overlaps the text region');
   for (const [iname, im] of Object.entries(m.images)) {
     for (const [u, v] of Object.entries(im.ulibs)) {
-      if (!m.ulibs[u]) issues.push(`image ${iname} uses unknown µlib ${u}`);
-      else if (!m.ulibs[u].slots.some((s) => s.variants.includes(v))) issues.push(`image ${iname}: variant ${v} of ${u} has no slot`);
+      const e = m.ulibs[u]?.variants[v];
+      if (!e) issues.push(`image ${iname} uses unknown variant ${v} of ${u}`);
+      else if (!e.images.includes(iname)) issues.push(`variant ${v} of ${u} does not list image ${iname}`);
     }
   }
   return issues;

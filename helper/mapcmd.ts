@@ -1,7 +1,8 @@
 // `spacer map show|check`: the workspace map, for people.
 import { existsSync } from 'node:fs';
 import { SpacerError } from './errors.js';
-import { KINDS, checkMap, hex, parseMapFile, readMap, type SpacerMap } from './map.js';
+import { AREAS, checkMap, hex, parseMapFile, readMap, updateMap, type SpacerMap } from './map.js';
+import { gc, relayout, type RelayoutResult } from './allocate.js';
 
 function kib(n: number): string {
   return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
@@ -17,24 +18,26 @@ export function showMap(path: string): string {
   const m = loadForShow(path);
   const lines: string[] = [];
   lines.push(`map ${path} (schema ${m.schema})`);
-  lines.push(`text base ${hex(m.text_base)}, boot head ${kib(m.head)}, slot headroom ${m.headroom_pct}%`);
+  lines.push(`text base ${hex(m.text_base)}, boot head ${kib(m.head)}`);
   lines.push('');
-  lines.push('region   base        end         used');
-  for (const k of KINDS) {
+  lines.push('region   base        end         slots use');
+  for (const k of AREAS) {
     const r = m.regions[k];
     lines.push(`${k.padEnd(8)} ${hex(r.base).padEnd(11)} ${hex(r.end).padEnd(11)} ${kib(r.next - r.base)} of ${kib(r.end - r.base)}`);
   }
   lines.push('');
-  lines.push('µlib                       slot  variants  ' + KINDS.map((k) => k.padEnd(22)).join(''));
+  lines.push('µlib                       variant           images  ' + AREAS.map((k) => k.padEnd(20)).join(''));
   for (const name of Object.keys(m.ulibs).sort()) {
-    m.ulibs[name].slots.forEach((s, i) => {
-      const cols = KINDS.map((k) => (s[k] ? `${hex(s[k]!.addr)}+${kib(s[k]!.size)}` : '-').padEnd(22)).join('');
-      lines.push(`${(i ? '' : name).padEnd(26)} ${String(i).padStart(4)}  ${String(s.variants.length).padStart(8)}  ${cols}`);
-    });
+    for (const [h, v] of Object.entries(m.ulibs[name].variants)) {
+      const cols = AREAS.map((k) => (v.slot?.[k] ? `${hex(v.slot[k]!.addr)}+${v.slot[k]!.size}` : v.sizes[k] ? `own area ${v.sizes[k]}` : '-').padEnd(20)).join('');
+      lines.push(`${name.padEnd(26)} ${h}  ${String(v.images.length).padStart(6)}  ${cols}`);
+    }
   }
   lines.push('');
   lines.push(`images (${Object.keys(m.images).length}):`);
   for (const name of Object.keys(m.images).sort()) lines.push(`  ${name}: ${Object.keys(m.images[name].ulibs).length} µlibs`);
+  lines.push('');
+  lines.push('A variant used by one image lives in that image\'s own area ("own area"); it gets a stable slot when a second image uses it.');
   return lines.join('\n');
 }
 
@@ -43,4 +46,19 @@ export function checkMapFile(path: string): string[] {
   const m = parseMapFile(path);
   if (!m) throw new SpacerError(`${path}: no map to check`);
   return checkMap(m);
+}
+
+/** `spacer map relayout`, under the lock; the map lands atomically. */
+export async function mapRelayout(path: string): Promise<RelayoutResult> {
+  loadForShow(path);
+  return updateMap(path, () => { throw new SpacerError(`${path}: no map`); }, (m) => relayout(m, path));
+}
+
+/** `spacer map gc`, under the lock. */
+export async function mapGc(path: string, forget: string[]): Promise<{ dropped: string[] }> {
+  loadForShow(path);
+  return updateMap(path, () => { throw new SpacerError(`${path}: no map`); }, (m) => {
+    for (const f of forget) if (!m.images[f]) throw new SpacerError(`${path}: no image named ${f} in the map; 'spacer map show' lists them`);
+    return gc(m, forget);
+  });
 }

@@ -56,7 +56,10 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   // link: the real GNU linker, with the platform's extension scripts as they are.
   const tmp = `${dbg}.tmp-${process.pid}`;
   try {
-    await execa('gcc', r.linkArgs(r.objects, script, r.extraLds, tmp));
+    // --emit-relocs keeps the relocations in the image: the rewrite and --explain read them.
+    const args = r.linkArgs(r.objects, script, r.extraLds, tmp);
+    if (r.layout === 'spacer') args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
+    await execa('gcc', args);
     renameSync(tmp, dbg);
   } catch (e) {
     rmSync(tmp, { force: true });

@@ -38,11 +38,13 @@ test('16 builds linking at once lose no allocation and leave a consistent map', 
   t.deepEqual(checkMap(m), []);
   t.is(Object.keys(m.images).length, 16);
   t.is(Object.keys(m.ulibs).length, 6 + 16);
-  // Each shared µlib has one slot, and every plan that uses it put it there.
+  // Every variant used by two images has a stable slot, and every plan that placed it there agrees.
   const plans = Array.from({ length: 16 }, (_, i) => JSON.parse(readFileSync(join(dir, 'conc', `img${i}.lds.json`), 'utf8')));
   for (const name of ['libboot', 'liba', 'libb', 'libc', 'libd', 'libe']) {
-    t.is(m.ulibs[name].slots.length, 1, name);
-    const addrs = new Set(plans.flatMap((p) => p.ulibs.filter((u: any) => u.name === name).map((u: any) => JSON.stringify(u.slots))));
+    const variants = Object.values(m.ulibs[name].variants);
+    t.is(variants.length, 1, name);
+    t.true(variants[0].images.length >= 2 && !!variants[0].slot, name);
+    const addrs = new Set(plans.flatMap((p) => p.ulibs.filter((u: any) => u.name === name && u.shared).map((u: any) => JSON.stringify(u.slots))));
     t.is(addrs.size, 1, name);
   }
   t.false(existsSync(`${map}.lock`));
@@ -92,27 +94,53 @@ test('a lock left by a dead build is taken over; a live one makes the next build
   t.is(readFileSync(map, 'utf8'), before);
 });
 
-test('a µlib that outgrew its slot gets a new one (default) without moving earlier images, or stops the link (error policy)', async (t) => {
+test('a changed µlib is a new variant: it gets its own place and nothing earlier images use moves', async (t) => {
   const map = join(dir, 'grow', 'map.json');
   const o = (n: string) => join(dir, 'grow', n);
-  t.is((await spacer(linkArgs(map, 'small', o('small.lds'), objectsOf(0)))).exitCode, 0);
-  const scriptBefore = readFileSync(o('small.lds'), 'utf8');
-  const slotBefore = JSON.stringify(readMap(map)!.ulibs.liba.slots[0]);
-  const grown = [libs.libboot, bigA, apps[1]];
-  const mapBefore = readFileSync(map, 'utf8');
-  const e = await spacer(linkArgs(map, 'big', o('big-err.lds'), grown, ['--policy', 'error']));
-  t.is(e.exitCode, 1);
-  t.regex(e.stderr, /liba \(variant [0-9a-f]{16}\) outgrew its slot \(text \d+ > \d+ bytes/);
-  t.is(readFileSync(map, 'utf8'), mapBefore);
-  const r = await spacer(linkArgs(map, 'big', o('big.lds'), grown));
+  // Two images share liba: it gets a stable slot.
+  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  t.is((await spacer(linkArgs(map, 'two', o('two.lds'), objectsOf(2)))).exitCode, 0);
+  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  const scriptBefore = readFileSync(o('one.lds'), 'utf8');
+  const m0 = readMap(map)!;
+  const [h0] = Object.keys(m0.ulibs.liba.variants);
+  const slotBefore = JSON.stringify(m0.ulibs.liba.variants[h0].slot);
+  t.truthy(m0.ulibs.liba.variants[h0].slot);
+  // A third image brings a grown liba.
+  const r = await spacer(linkArgs(map, 'big', o('big.lds'), [libs.libboot, bigA, apps[1]]));
   t.is(r.exitCode, 0, r.stderr);
-  t.regex(r.stderr, /warning: liba .* outgrew its slot/);
+  t.regex(r.stderr, /liba: new variant [0-9a-f]{16} \(other images use [0-9a-f]{16}\)/);
   const m = readMap(map)!;
-  t.is(m.ulibs.liba.slots.length, 2);
-  t.is(JSON.stringify(m.ulibs.liba.slots[0]), slotBefore, 'old slot unchanged');
+  t.is(Object.keys(m.ulibs.liba.variants).length, 2);
+  t.is(JSON.stringify(m.ulibs.liba.variants[h0].slot), slotBefore, 'old slot unchanged');
   // Relinking the first image gives the very same script.
-  t.is((await spacer(linkArgs(map, 'small', o('small.lds'), objectsOf(0)))).exitCode, 0);
-  t.is(readFileSync(o('small.lds'), 'utf8'), scriptBefore);
+  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  t.is(readFileSync(o('one.lds'), 'utf8'), scriptBefore);
+});
+
+test('relayout packs variants by the images that use them and names the apps to relink; gc drops what no image uses', async (t) => {
+  const map = join(dir, 'relayout', 'map.json');
+  const o = (n: string) => join(dir, 'relayout', n);
+  for (const i of [1, 3, 5, 7]) t.is((await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i)))).exitCode, 0);
+  const r = await spacer(['map', 'relayout', '--map', map]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /relink these images to use the new layout: .*img1/);
+  const m = readMap(map)!;
+  t.deepEqual(checkMap(m), []);
+  // liba and libboot are in every image: first group, from the start of the text region.
+  const text = (n: string) => Object.values(m.ulibs[n].variants)[0].slot?.text?.addr;
+  t.is(Math.min(text('liba')!, ...['libb', 'libc', 'libd'].map((n) => text(n) ?? Infinity)), m.regions.text.base);
+  // A second relayout changes nothing.
+  const again = await spacer(['map', 'relayout', '--map', map]);
+  t.regex(again.stdout, /no image needs a relink/);
+  // Forget two images: the app µlibs only they used go.
+  const g = await spacer(['map', 'gc', '--map', map, 'img1', 'img3']);
+  t.is(g.exitCode, 0, g.stderr);
+  t.regex(g.stdout, /app1 .*app3|app3 .*app1/);
+  const m2 = readMap(map)!;
+  t.falsy(m2.ulibs.app1);
+  t.truthy(m2.ulibs.app5);
+  t.deepEqual(checkMap(m2), []);
 });
 
 test('same objects and same map: byte-identical script and image', async (t) => {

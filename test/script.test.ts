@@ -52,8 +52,9 @@ test('every µlib sits at its map slot, in its own sections, and `spacer finish`
       t.truthy(sec, s.section);
       t.is(sec.addr, BigInt(s.addr));
       t.is(Number(sec.addr) % 4096, 0, 'page-aligned');
-      const slot = m.ulibs[u.name].slots[0] as any;
-      t.is(slot[kind].addr, Number(BigInt(s.addr)));
+      const v = m.ulibs[u.name].variants[u.variant] as any;
+      if (u.shared) t.is(v.slot[kind].addr, Number(BigInt(s.addr)));
+      else t.falsy(v.slot);
     }
   }
   const r = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
