@@ -46,7 +46,7 @@ test('the script parser gives back the platform script byte for byte', (t) => {
 test('every µlib sits at its map slot, in its own sections, and `spacer finish` agrees', async (t) => {
   // Its own map: other tests link into the shared one at the same time.
   const own = join(dir, 'one-map.json');
-  await linkImage('zero', [objs.libboot, objs.liba, objs.libb, objs.app2], own);
+  await linkImage('zero', [objs.libboot, objs.liba, objs.libb, objs.libc, objs.app2], own);
   const { elf, plan, dbg, lds } = await linkImage('one', [objs.libboot, objs.liba, objs.libb, objs.app1], own);
   const m = readMap(own)!;
   t.true(plan.ulibs.filter((u: any) => u.shared).length >= 3, 'libboot, liba, libb shared');
