@@ -29,6 +29,8 @@ export interface LayoutFigures {
   content_bound_pages: number | null;
   d_over_l: number | null;
   elf_bytes: number;
+  /** Mean pages per image (no sharing) over the default layout's. */
+  pages_per_image_ratio: number;
   outputs_match: boolean | null;
 }
 
@@ -128,6 +130,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       content_bound_pages: rep.content_bound_pages,
       d_over_l: rep.d_over_l,
       elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
+      pages_per_image_ratio: Math.round((rep.pages / result.reports.default.pages) * 1000) / 1000,
       outputs_match: o.boot === false ? null : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
     };
   }
@@ -146,10 +149,11 @@ export function formatDemo(r: DemoResult): string {
     }).join(''));
   }
   lines.push('');
-  lines.push('layout     images  pages P  non-zero  distinct D  bound L  D/L    ELF bytes  outputs');
+  lines.push('layout     images  pages P  non-zero  distinct D  bound L  D/L    P ratio  ELF bytes  outputs');
   for (const [l, f] of Object.entries(r.layouts)) {
     lines.push(`${l.padEnd(10)} ${String(f.images).padStart(6)}  ${String(f.pages).padStart(7)}  ${String(f.nonzero_pages).padStart(8)}  ` +
       `${String(f.distinct_pages).padStart(10)}  ${String(f.content_bound_pages ?? '-').padStart(7)}  ${(f.d_over_l ?? NaN).toFixed(2).padStart(5)}  ` +
+      `${f.pages_per_image_ratio.toFixed(2).padStart(7)}  ` +
       `${String(f.elf_bytes).padStart(9)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`);
   }
   lines.push('');
