@@ -46,7 +46,8 @@ export interface AllocResult {
 
 /** A new map sized from the first image: each region at least MIN_CAPACITY and 4x the first need. */
 export function freshMap(req: AllocRequest): SpacerMap {
-  const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), PAGE), PAGE);
+  // The platform's boot head gets a quarter more room (at least 256 bytes), to the next page.
+  const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), 256), PAGE);
   let at = req.textBase + head;
   const regions = {} as SpacerMap['regions'];
   for (const k of AREAS) {
@@ -58,10 +59,10 @@ export function freshMap(req: AllocRequest): SpacerMap {
   return { schema: 1, page_size: PAGE, text_base: req.textBase, head, regions, ulibs: {}, images: {} };
 }
 
-/** Packs variants one after the other from a page boundary; returns their extents. */
-function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { name: string; v: VariantEntry }[], limit: number): Map<VariantEntry, Extent> {
+/** Packs variants one after the other from `from` (rounded up to a page when `page`); returns their extents. */
+function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { name: string; v: VariantEntry }[], limit: number, page: boolean): Map<VariantEntry, Extent> {
   const out = new Map<VariantEntry, Extent>();
-  let next = alignUp(from, PAGE);
+  let next = page ? alignUp(from, PAGE) : from;
   for (const { name, v } of items) {
     const size = v.sizes[area] ?? 0;
     if (!size) continue;
@@ -112,7 +113,7 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   if (promote.length) {
     for (const a of AREAS) {
       const r = m.regions[a];
-      const got = pack(m, mapPath, a, r.next, promote, r.end);
+      const got = pack(m, mapPath, a, r.next, promote, r.end, false);
       for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
       if (got.size) r.next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
     }
@@ -125,7 +126,7 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   for (const a of AREAS) {
     const r = m.regions[a];
     const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
-    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end);
+    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end, true);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
   }
   m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
@@ -167,7 +168,7 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
     const r = m.regions[a];
     let next = r.base;
     for (const g of ordered) {
-      const got = pack(m, mapPath, a, next, g, r.end);
+      const got = pack(m, mapPath, a, next, g, r.end, false);
       for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
       if (got.size) next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
     }

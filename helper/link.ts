@@ -62,7 +62,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;
-    for (const k of AREAS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
+    for (const k of AREAS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, shared: a.shared, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
   }
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({

@@ -143,6 +143,8 @@ export function measure(p: Platform, ulibs: UlibObject[]): Measured {
 export interface SlotPlacement {
   ulib: string;
   path: string;
+  /** A stable slot shared with other images (false: this image's own area). */
+  shared: boolean;
   kind: Area;
   addr: number;
   size: number;
@@ -209,8 +211,10 @@ export function generateScript(plan: ScriptPlan): string {
     if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(before.text))) pinAt = at; // no alignment before: pin right at the section
     const base = k === 'rodata' ? plan.rodataBase : plan.dataBase;
     inserts.push({ at: pinAt, text: '\n' + fill('region-pin', { REGION: k === 'rodata' ? 'read-only' : 'data', PREV: k === 'rodata' ? 'text' : 'read-only', ADDR: hex(base) }) });
-    // Per-image tables that follow (libinfo, bootinfo) start on a page of their own.
-    inserts.push({ at, text: slotText(k) + (byKind(k).length ? '  . = ALIGN(0x1000);\n' : '') });
+    // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
+    // after the image's own µlibs (per-image anyway) they may.
+    const last = byKind(k).at(-1);
+    inserts.push({ at, text: slotText(k) + (last?.shared ? '  . = ALIGN(0x1000);\n' : '') });
   }
   inserts.push({ at: p.sections.bss.stmt + 1, text: slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
   // Same position: later inserts go first, so the earlier one ends up in front.

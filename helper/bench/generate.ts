@@ -1,0 +1,174 @@
+// The FaaS workload of the benchmark: N small function apps generated deterministically from a
+// seed. Each app is one C µlib (`app<name>.o`) with generated functions of varied size (a few
+// hundred bytes to ~8 KiB of code), generated rodata strings and tables, and calls into the
+// example workspace's shared µlibs. Like the example apps it prints a deterministic result and
+// exits through isa-debug-exit (main returns 0 → ukboot → ukplat_terminate).
+//
+// Each app links the workspace's core µlibs (kvmplat, nolibc, ukalloc, ukboot, ukconsole,
+// uklibid) plus a seeded subset of the optional ones (ukcompress, ukhash, ukmath, ukrand,
+// uksort), and a quarter of them the `full` variant of nolibc: apps differ in which µlibs they
+// hold, as real FaaS unikernels do (the poster's issue 1). The AppSpec returned is built exactly
+// as loadApps() builds one (same link order, per-app ukboot/uklibid), so compileWorkspace and
+// objectsFor take generated and example apps alike.
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { type AppSpec, appLibName, loadUlibsConfig, objectBasename, objectKey } from '../workspace/index.js';
+
+/** µlibs every generated app links (besides the platform), alphabetical like apps.json. */
+export const CORE_LIBS = ['nolibc', 'ukalloc', 'ukboot', 'ukconsole', 'uklibid'] as const;
+/** µlibs an app may use; each is chosen with probability OPTIONAL_P. */
+export const OPTIONAL_LIBS = ['ukcompress', 'ukhash', 'ukmath', 'ukrand', 'uksort'] as const;
+const OPTIONAL_P = 0.6;
+const FULL_LIBC_P = 0.25;
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same workload on every machine. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface GeneratedApp {
+  name: string;
+  libs: string[];
+  variants: Record<string, string>;
+  /** Approximate generated code bytes (statements × ~16 bytes), per function. */
+  functionSizes: number[];
+  source: string;
+}
+
+const WORDS = ['unikernel', 'page', 'library', 'kernel', 'memory', 'share', 'merge', 'layout', 'image', 'linker',
+  'section', 'dedup', 'qemu', 'function', 'request', 'tenant', 'cold', 'start', 'warm', 'invoke', 'event', 'queue',
+  'cache', 'token', 'payload', 'route', 'stream', 'batch', 'shard', 'replica', 'blob', 'index'];
+
+const hex32 = (r: () => number) => '0x' + Math.floor(r() * 0x100000000).toString(16).padStart(8, '0') + 'u';
+const int = (r: () => number, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+
+function statement(r: () => number, tab: string, tabMask: number): string {
+  switch (int(r, 0, 6)) {
+    case 0: return `x = x * ${hex32(r)} + ${hex32(r)};`;
+    case 1: return `x ^= x >> ${int(r, 1, 27)};`;
+    case 2: return `y += ${tab}[(x >> ${int(r, 0, 20)}) & ${tabMask}];`;
+    case 3: { const s = int(r, 1, 31); return `x = (x << ${s}) | (x >> ${32 - s});`; }
+    case 4: return `if (x & ${hex32(r)}) y ^= ${hex32(r)}; else y += x;`;
+    case 5: return `y = (y ^ x) * ${hex32(r)};`;
+    default: return `x += y ^ ${hex32(r)};`;
+  }
+}
+
+/** C source of one generated app (deterministic in `seed` and `index`). */
+export function generateApp(seed: number, index: number): GeneratedApp {
+  const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
+  const name = `faas-g${String(index + 1).padStart(4, '0')}`;
+  const libs = [...CORE_LIBS, ...OPTIONAL_LIBS.filter(() => r() < OPTIONAL_P)].sort();
+  const variants: Record<string, string> = r() < FULL_LIBC_P ? { nolibc: 'full' } : {};
+  const has = (l: string) => libs.includes(l);
+  const L: string[] = [];
+  L.push(`/* ${name}: a generated FaaS function (lib-spacer benchmark, seed ${seed}). */`);
+  L.push('#include <stdio.h>', '#include <stdlib.h>', '#include <string.h>');
+  if (has('ukcompress')) L.push('#include <uk/compress.h>');
+  if (has('ukhash')) L.push('#include <uk/hash.h>');
+  if (has('ukmath')) L.push('#include <uk/math.h>');
+  if (has('ukrand')) L.push('#include <uk/rand.h>');
+  if (has('uksort')) L.push('#include <uk/sort.h>');
+  L.push('');
+  // The input is read at run time, so the compiler cannot fold the generated arithmetic away.
+  L.push(`static volatile uint32_t input = ${hex32(r)};`, '');
+  // Read-only data: strings and tables of varied size.
+  const nStrings = int(r, 2, 10);
+  for (let i = 0; i < nStrings; i++) {
+    const words = Array.from({ length: int(r, 3, 24) }, () => WORDS[int(r, 0, WORDS.length - 1)]);
+    L.push(`static const char msg${i}[] = "${name} ${words.join(' ')}";`);
+  }
+  const nTables = int(r, 1, 4);
+  const tabSizes: number[] = [];
+  for (let i = 0; i < nTables; i++) {
+    const size = 1 << int(r, 4, 9); // 16 .. 512 entries (64 B .. 2 KiB)
+    tabSizes.push(size);
+    const vals = Array.from({ length: size }, () => hex32(r));
+    L.push(`static const uint32_t tab${i}[${size}] = {`);
+    for (let j = 0; j < vals.length; j += 6) L.push('\t' + vals.slice(j, j + 6).join(', ') + ',');
+    L.push('};');
+  }
+  L.push('');
+  // Functions: code size log-uniform between ~300 B and ~8 KiB.
+  const nFuncs = int(r, 1, 6);
+  const functionSizes: number[] = [];
+  for (let f = 0; f < nFuncs; f++) {
+    const bytes = Math.round(Math.exp(Math.log(300) + r() * (Math.log(8192) - Math.log(300))));
+    functionSizes.push(bytes);
+    const t = int(r, 0, nTables - 1);
+    L.push(`static __attribute__((noinline)) uint32_t step${f}(uint32_t x)`, '{', `\tuint32_t y = ${hex32(r)};`, '');
+    for (let s = 0; s < Math.max(4, Math.round(bytes / 16)); s++) L.push('\t' + statement(r, `tab${t}`, tabSizes[t] - 1));
+    L.push('\treturn x ^ y;', '}', '');
+  }
+  // main: the generated chain, then the µlib calls, then the result.
+  L.push('int main(int argc __unused, char *argv[] __unused)', '{', '\tuint32_t acc = input;', '\tsize_t i;', '');
+  L.push(`\tprintf("${name}: start\\n");`);
+  for (let f = 0; f < nFuncs; f++) L.push(`\tacc = step${f}(acc);`);
+  L.push(`\tfor (i = 0; i < ${nStrings}; i++)`, `\t\tacc = acc * 31u + (uint32_t)i;`);
+  L.push(`\tacc += (uint32_t)strlen(msg${int(r, 0, nStrings - 1)});`);
+  L.push(`\tprintf("%s\\n", msg${int(r, 0, nStrings - 1)});`);
+  if (has('ukhash')) {
+    const m = int(r, 0, nStrings - 1);
+    L.push('\t{', '\t\tuint8_t d[UK_SHA256_DIGEST_LEN];', '\t\tchar hex[2 * UK_SHA256_DIGEST_LEN + 1];', '');
+    L.push(`\t\tuk_sha256(msg${m}, strlen(msg${m}), d);`, '\t\tprintf("sha256: %s\\n", uk_hex(hex, d, sizeof(d)));');
+    L.push(`\t\tacc ^= uk_crc32(0, msg${m}, strlen(msg${m}));`, '\t}');
+  }
+  if (has('uksort')) {
+    const n = int(r, 16, 400);
+    L.push('\t{', `\t\tuint32_t *a = malloc(${n} * sizeof(uint32_t));`, '\t\tuint32_t v = acc;', '');
+    L.push('\t\tif (!a)', '\t\t\treturn 1;', `\t\tfor (i = 0; i < ${n}; i++) {`, '\t\t\tv = v * 1664525u + 1013904223u;', '\t\t\ta[i] = v >> 8;', '\t\t}');
+    L.push(`\t\tuk_qsort(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`, `\t\tacc += a[${n >> 1}] ^ (uint32_t)uk_is_sorted(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`, '\t\tfree(a);', '\t}');
+  }
+  if (has('ukmath')) {
+    L.push(`\tacc += (uint32_t)uk_powmod(acc | 1u, ${int(r, 3, 65537)}u, 1000000007u);`);
+    L.push('\tacc += (uint32_t)uk_is_prime(acc | 1u) + (uint32_t)uk_gcd(acc, 360360u);');
+  }
+  if (has('ukcompress')) {
+    const m = int(r, 0, nStrings - 1);
+    L.push('\t{', `\t\tuint8_t out[UK_LZSS_BOUND(sizeof(msg${m}))];`, `\t\tlong c = uk_lzss_compress((const uint8_t *)msg${m}, sizeof(msg${m}), out, sizeof(out));`, '');
+    L.push('\t\tprintf("lzss: %ld bytes\\n", c);', '\t\tacc += (uint32_t)c;', '\t}');
+  }
+  if (has('ukrand')) L.push('\tuk_rand_seed(acc);', '\tacc ^= uk_rand_u32();');
+  if (variants.nolibc === 'full') L.push(`\tacc += (uint32_t)strtoul("${int(r, 1, 999999)}", NULL, 10);`);
+  L.push(`\tprintf("${name}: result %08x\\n", (unsigned int)acc);`, `\tprintf("${name}: done\\n");`, '\treturn 0;', '}', '');
+  return { name, libs, variants, functionSizes, source: L.join('\n') };
+}
+
+/** An AppSpec for a generated app whose sources are in `dir`, built exactly as loadApps() builds one. */
+export function appSpec(g: Pick<GeneratedApp, 'name' | 'libs' | 'variants'>, dir: string): AppSpec {
+  const cfg = loadUlibsConfig();
+  const appLib = appLibName(g.name);
+  const order = [...cfg.platform, appLib, ...g.libs];
+  const keyOf = (lib: string) => lib === appLib ? appLib : objectKey(lib, g.variants[lib], cfg.perApp.includes(lib) ? g.name : undefined);
+  return {
+    name: g.name, dir, appLib, libs: [...g.libs],
+    ulibs: order.map(objectBasename), objectKeys: order.map(keyOf), variants: { ...g.variants },
+    expectedOutput: join(dir, 'expected.txt'), bench: false,
+  };
+}
+
+/**
+ * Writes N generated apps under `root/<name>/main.c` (a file is rewritten only when its content
+ * changes, so compileWorkspace finds unchanged apps up to date) and returns their AppSpecs.
+ */
+export function generateApps(n: number, seed: number, root: string): { apps: AppSpec[]; generated: GeneratedApp[] } {
+  root = resolve(root);
+  const apps: AppSpec[] = [], generated: GeneratedApp[] = [];
+  for (let i = 0; i < n; i++) {
+    const g = generateApp(seed, i);
+    const dir = join(root, g.name);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'main.c');
+    if (!existsSync(file) || readFileSync(file, 'utf8') !== g.source) writeFileSync(file, g.source);
+    generated.push(g);
+    apps.push(appSpec(g, dir));
+  }
+  return { apps, generated };
+}

@@ -1,0 +1,148 @@
+// The per-µlib indirection table (`.ind.<ulib>`): its layout and the bytes of every entry.
+//
+//   [pad to 8] GOT slots (8 bytes each, value = address)      one per distinct lea target
+//              stubs     `E9 rel32`      -> target             one per distinct branch target
+//              trampolines, in site order:
+//                trampoline: <the instruction, re-encoded here> `E9 rel32` -> next original instruction
+//                callind:    `68 imm32` (push return address)   <jmp through the call's memory operand>
+//   unused bytes stay 0xCC (int3)
+//
+// A moved instruction is re-encoded by iced's BlockEncoder so it refers to the same absolute
+// addresses; should that encoding be longer than the original (or differ), the original bytes
+// are copied with their RIP-relative displacement recomputed instead, so a moved instruction is
+// never longer than the original, which is what the first pass's size bound relies on.
+import { BlockEncoder, BlockEncoderOptions, Code, type Instruction } from 'iced-x86';
+import { GOT_SLOT, JMP_REL32, PUSH_IMM32, type SiteKind } from './classify.js';
+import { decodeOne, withInstruction } from './decode.js';
+
+export class TableError extends Error {}
+
+const I32_MIN = -(2n ** 31n), I32_MAX = 2n ** 31n - 1n;
+
+/** rel32 for a field whose instruction ends at `end`, reaching `target`. */
+export function rel32(end: bigint, target: bigint, what: string): number {
+  const d = target - end;
+  if (d < I32_MIN || d > I32_MAX) throw new TableError(`${what}: 0x${target.toString(16)} is out of reach of a rel32 from 0x${end.toString(16)} (more than 2 GiB away)`);
+  return Number(d);
+}
+
+export function jmpRel32(at: bigint, target: bigint, what: string): Buffer {
+  const b = Buffer.alloc(JMP_REL32);
+  b[0] = 0xe9;
+  b.writeInt32LE(rel32(at + 5n, target, what), 1);
+  return b;
+}
+
+const LEGACY_PREFIXES = new Set([0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3]);
+
+/** Encodes `i` (decoded from `orig` at its own address) at `at`, at most `orig.length` bytes long. */
+function moveInstruction(orig: Buffer, i: Instruction, at: bigint, what: string, jmpInsteadOfCall = false): Buffer {
+  const L = i.length;
+  const x = jmpInsteadOfCall ? i.clone() : i;
+  try {
+    if (jmpInsteadOfCall) x.code = Code.Jmp_rm64;
+    let enc: Uint8Array | undefined;
+    const be = new BlockEncoder(64, BlockEncoderOptions.None);
+    try {
+      be.add(x);
+      enc = be.encode(at);
+    } catch {
+      enc = undefined; // e.g. a RIP-relative target out of reach: the manual path reports it
+    } finally {
+      be.free();
+    }
+    if (enc && enc.length <= L && withInstruction(enc, at, (y) => y.length === enc!.length && y.equals(x))) return Buffer.from(enc);
+    // Fallback: the original bytes (position-independent except a RIP-relative displacement).
+    const b = Buffer.from(orig.subarray(0, L));
+    if (jmpInsteadOfCall) {
+      let p = 0;
+      while (p < L && (LEGACY_PREFIXES.has(b[p]) || (b[p] & 0xf0) === 0x40)) p++;
+      if (b[p] !== 0xff || p + 1 >= L) throw new TableError(`${what}: cannot turn the indirect call into a jump`);
+      b[p + 1] = (b[p + 1] & ~0x38) | (4 << 3); // FF /2 (call) -> FF /4 (jmp)
+    }
+    if (i.isIpRelMemoryOperand) {
+      const o = decodeOne(orig, i.ip);
+      if (o.dispSize !== 4) throw new TableError(`${what}: RIP-relative operand without a 32-bit displacement`);
+      b.writeInt32LE(rel32(at + BigInt(L), i.ipRelMemoryAddress, what), o.dispOff);
+    }
+    if (!withInstruction(b, at, (y) => y.length === L && y.equals(x))) throw new TableError(`${what}: the instruction cannot be re-encoded at 0x${at.toString(16)}`);
+    return b;
+  } finally {
+    if (jmpInsteadOfCall) x.free();
+  }
+}
+
+/** A moved instruction: its original bytes and address. */
+export interface Move {
+  kind: Extract<SiteKind, 'trampoline' | 'callind'>;
+  ip: bigint;
+  orig: Buffer;
+}
+
+export interface TableRequest {
+  addr: bigint;
+  size: number;
+  /** Distinct GOT slot values, stub targets, and the moves, each in a deterministic order. */
+  got: bigint[];
+  stubs: bigint[];
+  moves: Move[];
+  /** Names the table in errors ("image: µlib"). */
+  what: string;
+}
+
+export interface Table {
+  /** `size` bytes: entries, then 0xCC. */
+  bytes: Buffer;
+  used: number;
+  gotAt: Map<bigint, bigint>;
+  stubAt: Map<bigint, bigint>;
+  moveAt: bigint[];
+}
+
+export function encodeTrampoline(m: Move, at: bigint, what: string): Buffer {
+  const w = `${what}: site 0x${m.ip.toString(16)}`;
+  return withInstruction(m.orig, m.ip, (i) => {
+    if (i.isInvalid || i.length !== m.orig.length) throw new TableError(`${w}: the original bytes do not decode to one instruction`);
+    const next = i.nextIP;
+    if (m.kind === 'callind') {
+      // push imm32 sign-extends: the return address must be below 2 GiB (small code model).
+      if (next > I32_MAX) throw new TableError(`${w}: return address 0x${next.toString(16)} does not fit push imm32 (above 2 GiB)`);
+      const push = Buffer.from([0x68, 0, 0, 0, 0]);
+      push.writeInt32LE(Number(next), 1);
+      return Buffer.concat([push, moveInstruction(m.orig, i, at + BigInt(PUSH_IMM32), w, true)]);
+    }
+    const moved = moveInstruction(m.orig, i, at, w);
+    return Buffer.concat([moved, jmpRel32(at + BigInt(moved.length), next, w)]);
+  });
+}
+
+/** Lays out and encodes a table; throws TableError (with the bytes needed) if it does not fit. */
+export function buildTable(r: TableRequest): Table {
+  const parts: Buffer[] = [];
+  let cur = r.addr;
+  const put = (b: Buffer) => { parts.push(b); cur += BigInt(b.length); };
+  const gotAt = new Map<bigint, bigint>(), stubAt = new Map<bigint, bigint>(), moveAt: bigint[] = [];
+  if (r.got.length) {
+    const pad = Number((8n - (cur % 8n)) % 8n);
+    if (pad) put(Buffer.alloc(pad, 0xcc));
+    for (const v of r.got) {
+      const b = Buffer.alloc(GOT_SLOT);
+      b.writeBigUInt64LE(BigInt.asUintN(64, v));
+      gotAt.set(v, cur);
+      put(b);
+    }
+  }
+  for (const t of r.stubs) {
+    stubAt.set(t, cur);
+    put(jmpRel32(cur, t, `${r.what}: stub`));
+  }
+  for (const m of r.moves) {
+    moveAt.push(cur);
+    put(encodeTrampoline(m, cur, r.what));
+  }
+  const used = Number(cur - r.addr);
+  if (used > r.size) throw new TableError(`${r.what}: the indirection table needs ${used} bytes, its section has ${r.size}`);
+  const bytes = Buffer.alloc(r.size, 0xcc);
+  Buffer.concat(parts).copy(bytes);
+  return { bytes, used, gotAt, stubAt, moveAt };
+}
