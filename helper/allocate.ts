@@ -77,8 +77,8 @@ function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { 
   return out;
 }
 
-/** Updates `m` for one image; deterministic for the same map and objects. */
-export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
+/** Records the image's variants in the map (checks, new-variant notes, image membership). */
+function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { notes: string[]; entries: { name: string; v: VariantEntry; variant: string }[] } {
   const notes: string[] = [];
   if (m.text_base !== req.textBase) {
     throw new SpacerError(`${mapPath}: the map was made for text at ${hex(m.text_base)} but this platform script puts it at ${hex(req.textBase)}; use another map (CONFIG_SPACER_MAP) for this platform`);
@@ -106,8 +106,17 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
       e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }
     if (!e.images.includes(req.image)) e.images.push(req.image);
+    // Table sizes depend on the rewrite mode: keep the largest seen.
+    if ((u.sizes.ind ?? 0) > (e.sizes.ind ?? 0)) { e.sizes.ind = u.sizes.ind; e.align.ind = u.align.ind; }
     return { name: u.name, v: e, variant: u.variant };
   });
+  m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
+  return { notes, entries };
+}
+
+/** Updates `m` for one image; deterministic for the same map and objects. */
+export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
+  const { notes, entries } = allocateRecord(m, mapPath, req);
   // Variants that a second image now uses get stable slots, packed together as one group.
   const promote = entries.filter((x) => !x.v.slot && x.v.images.length >= 2);
   if (promote.length) {
@@ -129,7 +138,6 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end, true);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
   }
-  m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
   return {
     placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
     notes,
@@ -194,4 +202,63 @@ export function gc(m: SpacerMap, forget: string[] = []): { dropped: string[] } {
     if (!Object.keys(u.variants).length) delete m.ulibs[name];
   }
   return { dropped };
+}
+
+/** A deterministic generator from a seed string (splitmix32 over a hash of the seed). */
+export function seededRandom(seed: string): () => number {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(seed)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  return () => {
+    h = (h + 0x9e3779b9) >>> 0;
+    let z = h;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
+  };
+}
+
+/**
+ * ASLR mode: the µlibs of one build in an order shuffled from the seed. Each µlib's code starts
+ * on a page and its indirection table starts on the page after its code, at a fixed distance,
+ * so the code pages are the same wherever the µlib lands; only the tables differ. Read-only
+ * data, data and bss follow the same shuffled order, packed. The map records the variants and
+ * their table sizes, but no addresses: they change with every seed.
+ */
+export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, seed: string): AllocResult & { order: string[] } {
+  const base = allocateRecord(m, mapPath, req);
+  const rand = seededRandom(seed);
+  const order = req.ulibs.map((u) => u.name);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const at = new Map<string, Partial<Record<Area, Extent>>>(order.map((n) => [n, {}]));
+  const byName = new Map(req.ulibs.map((u) => [u.name, u]));
+  const place = (a: Area, addr: number, size: number, name: string) => {
+    const r = m.regions[a === 'ind' ? 'text' : a];
+    if (addr + size > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} in ASLR mode; start a new map with more room`);
+    at.get(name)![a] = { addr, size };
+  };
+  let next = m.regions.text.base;
+  for (const n of order) {
+    const u = byName.get(n)!;
+    const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
+    if (!text) continue;
+    const addr = alignUp(next, PAGE);
+    place('text', addr, text, n);
+    next = addr + text;
+    if (ind) { const t = alignUp(next, PAGE); place('ind', t, ind, n); next = t + ind; }
+  }
+  for (const a of ['rodata', 'data', 'bss'] as const) {
+    let p = m.regions[a].base;
+    for (const n of order) {
+      const u = byName.get(n)!;
+      const size = u.sizes[a] ?? 0;
+      if (!size) continue;
+      const addr = alignUp(p, u.align[a] ?? 1);
+      place(a, addr, size, n);
+      p = addr + size;
+    }
+  }
+  return { placements: req.ulibs.map((u) => ({ ulib: u.name, variant: u.variant, shared: false, at: at.get(u.name)! })), notes: base.notes, order };
 }

@@ -1,7 +1,7 @@
 // `spacer link`: objects → map → script. Reads the µlib objects the link really uses, takes the
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
-import { allocate, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
+import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
 import { AREAS, type Area, hex, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
@@ -17,6 +17,8 @@ export interface LinkOptions {
   objects: string[];
   /** Bytes of indirection table each object needs (the rewrite's first pass); none when absent. */
   tableBytes?: (objectPath: string) => number;
+  /** ASLR mode: µlib order shuffled from this seed (same seed, same image). */
+  aslrSeed?: string;
   log?: (line: string) => void;
 }
 
@@ -37,6 +39,8 @@ export interface Plan {
   script: string;
   ulibs: PlanUlib[];
   notes: string[];
+  /** ASLR mode: the seed and the µlib order it gave. */
+  aslr?: { seed: string; order: string[] };
 }
 
 export async function link(o: LinkOptions): Promise<Plan> {
@@ -57,7 +61,10 @@ export async function link(o: LinkOptions): Promise<Plan> {
   });
   const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
   // Place every variant under the map lock; the map lands with an atomic rename.
-  const { placements: placed, notes, map } = await updateMap(o.map, () => freshMap(req), (m) => ({ ...allocate(m, o.map, req), map: structuredClone(m) }));
+  const { placements: placed, notes, map, order } = await updateMap(o.map, () => freshMap(req), (m) => {
+    const r = o.aslrSeed !== undefined ? allocateAslr(m, o.map, req, o.aslrSeed) : { ...allocate(m, o.map, req), order: undefined };
+    return { ...r, map: structuredClone(m) };
+  });
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
@@ -79,6 +86,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
       }])),
     })),
     notes,
+    ...(o.aslrSeed !== undefined ? { aslr: { seed: o.aslrSeed, order: order! } } : {}),
   };
   writeFileAtomic(o.out, script);
   writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
