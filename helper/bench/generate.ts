@@ -65,7 +65,7 @@ function statement(r: () => number, tab: string, tabMask: number): string {
 export function generateApp(seed: number, index: number): GeneratedApp {
   const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
   const name = `faas-g${String(index + 1).padStart(4, '0')}`;
-  const libs = [...CORE_LIBS, ...OPTIONAL_LIBS.filter(() => r() < OPTIONAL_P)].sort();
+  const libs: string[] = [...CORE_LIBS, ...OPTIONAL_LIBS.filter(() => r() < OPTIONAL_P)].sort();
   const variants: Record<string, string> = r() < FULL_LIBC_P ? { nolibc: 'full' } : {};
   const has = (l: string) => libs.includes(l);
   const L: string[] = [];

@@ -163,6 +163,28 @@ void ukplat_terminate(int code)
 		__asm__ __volatile__("cli; hlt");
 }
 
+/* Whether the multiboot command line has the word `word` (qemu passes "<kernel> <-append>"). */
+static int cmdline_has(const char *word)
+{
+	const char *p = bootinfo.cmdline;
+	size_t n = 0;
+
+	while (word[n])
+		n++;
+	while (*p) {
+		size_t i = 0;
+
+		while (*p == ' ')
+			p++;
+		while (p[i] && p[i] != ' ')
+			i++;
+		if (i == n && memcmp(p, word, n) == 0)
+			return 1;
+		p += i;
+	}
+	return 0;
+}
+
 void _ukplat_entry64(uint32_t mbi_addr, uint32_t magic)
 {
 	const uk_boot_early_func_t *fn;
@@ -175,5 +197,14 @@ void _ukplat_entry64(uint32_t mbi_addr, uint32_t magic)
 		(*fn)(&bootinfo);
 
 	ret = ukboot_entry();
+	/* `-append stay`: keep the guest alive (halted) after main, e.g. for page sharing
+	 * measurements; by default the guest exits with main's status. */
+	if (cmdline_has("stay")) {
+		static const char msg[] = "kvmplat: stay: halted\n";
+
+		ukplat_coutk(msg, sizeof(msg) - 1);
+		for (;;)
+			__asm__ __volatile__("cli; hlt");
+	}
 	ukplat_terminate(ret);
 }
