@@ -129,13 +129,15 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     for (const x of promote) x.v.slot ??= {};
     notes.push(`shared now, given stable slots: ${promote.map((x) => x.name).join(', ')}`);
   }
-  // The image's own variants go right after the last shared slot it uses, from a page boundary.
+  // The image's own variants go right after the last shared slot it uses. Code and read-only
+  // data start on a fresh page so shared pages stay whole; tables, data and bss need not:
+  // tables are per-image anyway, data pages change at run time, bss is zeros.
   const own = entries.filter((x) => !x.v.slot);
   const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
   for (const a of AREAS) {
     const r = m.regions[a];
     const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
-    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end, true);
+    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end, a === 'text' || a === 'rodata');
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
   }
   return {

@@ -1,14 +1,19 @@
 // `spacer finish`: the post-link step, run on the linked `.dbg` before it is stripped.
-// It checks the image against the plan (every µlib section at its slot, no empty PT_LOAD at 0)
-// and records the plan inside the image as a non-loaded `.spacer.plan` section, so `spacer
-// report` can attribute pages to µlibs later. The image is replaced atomically (temp + rename):
-// a half-written .dbg would be newer than its inputs and make would never relink it.
+//   verify layout: every µlib section at its slot, no empty PT_LOAD at 0;
+//   rewrite: references that leave a µlib go through its indirection table;
+//   verify rewrite: every moved instruction still reaches the same targets;
+//   record: the plan goes into the image as a non-loaded `.spacer.plan` section, so `spacer
+//   report` can attribute pages to µlibs later.
+// Each step replaces the image atomically (temp + rename): a half-written .dbg would be newer
+// than its inputs and make would never relink it.
 import { readFileSync, renameSync, rmSync } from 'node:fs';
 import { execa } from 'execa';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
 import { writeFileAtomic } from './map.js';
 import type { Plan } from './link.js';
+import { rewriteImage, type RewritePlan, type RewriteStats } from './rewrite.js';
+import { verifyImage } from './verify.js';
 
 export const PLAN_SECTION = '.spacer.plan';
 
@@ -46,6 +51,19 @@ export interface FinishResult {
   image: string;
   ulibs: number;
   alreadyDone: boolean;
+  rewrite?: RewriteStats;
+}
+
+/** What the rewrite needs from the plan: each µlib's sections and its table. */
+export function rewritePlan(plan: Plan): RewritePlan {
+  return {
+    ulibs: plan.ulibs.filter((u) => u.slots.text).map((u) => ({
+      name: u.name,
+      text: u.slots.text!.section,
+      sections: Object.entries(u.slots).filter(([k]) => k !== 'ind').map(([, s]) => s!.section),
+      ind: u.slots.ind ? { section: u.slots.ind.section, addr: BigInt(u.slots.ind.addr), size: Number(BigInt(u.slots.ind.size)) } : undefined,
+    })),
+  };
 }
 
 export async function finish(imagePath: string, planPath: string): Promise<FinishResult> {
@@ -56,7 +74,7 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   // The image records where each µlib sits, not where the build ran: no paths, so the same
   // objects give the same image in any build folder.
   const planText = JSON.stringify({
-    spacer: plan.spacer, image: plan.image,
+    spacer: plan.spacer, image: plan.image, rewrite: plan.rewrite, ...(plan.aslr ? { aslr: plan.aslr } : {}),
     ulibs: plan.ulibs.map((u) => ({ name: u.name, variant: u.variant, slots: u.slots })),
   });
   if (embedded) {
@@ -68,6 +86,13 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   const problems = verifyLayout(elf, plan);
   if (problems.length) {
     throw new SpacerError(`${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`);
+  }
+  // Rewrite the references that leave each µlib, then prove the result.
+  let rewrite: RewriteStats | undefined;
+  if (plan.rewrite && plan.rewrite !== 'none') {
+    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite);
+    const bad = verifyImage(imagePath);
+    if (bad.length) throw new SpacerError(`${imagePath}: the rewrite did not verify (${bad[0]}${bad.length > 1 ? `, and ${bad.length - 1} more` : ''}); this is a lib-spacer bug: please report it with the image`);
   }
   // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
   const tmpPlan = `${imagePath}.spacer-plan.tmp`;
@@ -84,5 +109,5 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   } finally {
     rmSync(tmpPlan, { force: true });
   }
-  return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false };
+  return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
 }

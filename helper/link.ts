@@ -1,10 +1,12 @@
 // `spacer link`: objects → map → script. Reads the µlib objects the link really uses, takes the
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
+import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
 import { AREAS, type Area, hex, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
+import { indirectionNeeds } from './rewrite.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
 export interface LinkOptions {
@@ -19,6 +21,8 @@ export interface LinkOptions {
   tableBytes?: (objectPath: string) => number;
   /** ASLR mode: µlib order shuffled from this seed (same seed, same image). */
   aslrSeed?: string;
+  /** Redirect the references µlib code makes outside its µlib through indirection tables (default true). */
+  rewrite?: boolean;
   log?: (line: string) => void;
 }
 
@@ -41,6 +45,9 @@ export interface Plan {
   notes: string[];
   /** ASLR mode: the seed and the µlib order it gave. */
   aslr?: { seed: string; order: string[] };
+  /** What the post-link rewrite redirects: references outside each µlib (external), or also
+   *  its own absolute addresses and other sections (aslr); none: no rewrite. */
+  rewrite: 'external' | 'aslr' | 'none';
 }
 
 export async function link(o: LinkOptions): Promise<Plan> {
@@ -52,10 +59,12 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const platform = loadPlatform(o.lds);
   // Measure what each slot will hold, assigning input sections as ld will.
   const measured = measure(platform, ulibs);
+  const mode: Plan['rewrite'] = o.rewrite === false ? 'none' : o.aslrSeed !== undefined ? 'aslr' : 'external';
+  // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
   const ulibReqs: UlibRequest[] = ulibs.map((u) => {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
-    const ind = o.tableBytes?.(u.path) ?? 0;
+    const ind = mode === 'none' ? 0 : (o.tableBytes ?? ((path: string) => tableBytesFor(path, mode)))(u.path);
     if (ind) { sizes.ind = ind; align.ind = 16; }
     return { name: u.name, variant: u.variant, sizes, align };
   });
@@ -86,6 +95,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
       }])),
     })),
     notes,
+    rewrite: mode,
     ...(o.aslrSeed !== undefined ? { aslr: { seed: o.aslrSeed, order: order! } } : {}),
   };
   writeFileAtomic(o.out, script);
@@ -93,4 +103,14 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const shared = placed.filter((p) => p.shared).length;
   log(`spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${ulibs.length - shared} in the image's own area) -> ${o.out}`);
   return plan;
+}
+
+const needsCache = new Map<string, number>();
+
+/** Table bytes a µlib object needs in a rewrite mode (cached per object content and mode). */
+export function tableBytesFor(path: string, mode: 'external' | 'aslr'): number {
+  const key = `${mode}\0${path}\0${statSync(path).mtimeMs}`;
+  let n = needsCache.get(key);
+  if (n === undefined) needsCache.set(key, (n = indirectionNeeds(path, mode).bytes));
+  return n;
 }

@@ -7,8 +7,10 @@ import { execa } from 'execa';
 import { SpacerError } from './errors.js';
 import { finish } from './finish.js';
 import { link, type Plan } from './link.js';
+import type { RewriteStats } from './rewrite.js';
 
-export type Layout = 'default' | 'spacer';
+export type Layout = 'default' | 'spacer' | 'spacer-aslr';
+export const SPACER_LAYOUTS: readonly Layout[] = ['spacer', 'spacer-aslr'];
 
 export interface ImageRequest {
   image: string;
@@ -20,8 +22,10 @@ export interface ImageRequest {
   /** Output prefix: writes <out>.dbg (ELF64) and <out>.elf (ELF32 multiboot). */
   out: string;
   layout: Layout;
-  /** Workspace map (spacer layout). */
+  /** Workspace map (spacer layouts). */
   map?: string;
+  /** Seed of the ASLR layout (same seed, same image). */
+  seed?: string;
   /** Link command: gcc arguments for objects, scripts and output (see workspace/link.ts). */
   linkArgs: (objects: string[], defaultLds: string, extraLds: string[], output: string) => string[];
   log?: (line: string) => void;
@@ -34,6 +38,8 @@ export interface BuiltImage {
   plan?: Plan;
   /** Milliseconds per pass. */
   times: { plan: number; link: number; finish: number; image: number };
+  /** What the post-link rewrite did (spacer layouts). */
+  rewrite?: RewriteStats;
 }
 
 const now = () => performance.now();
@@ -46,10 +52,11 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   let t = now();
   let script = r.lds;
   let plan: Plan | undefined;
-  if (r.layout === 'spacer') {
-    if (!r.map) throw new SpacerError(`${r.image}: the spacer layout needs a workspace map`);
-    // objects → map → script: every µlib gets its slot; the aligned script is derived from the platform's.
-    plan = await link({ image: r.image, lds: r.lds, out: `${out}.lds`, map: r.map, objects: r.objects, log: r.log });
+  if (r.layout !== 'default') {
+    if (!r.map) throw new SpacerError(`${r.image}: the ${r.layout} layout needs a workspace map`);
+    // objects → map → script: every µlib gets its place; the aligned script is derived from the platform's.
+    const aslrSeed = r.layout === 'spacer-aslr' ? (r.seed ?? r.image) : undefined;
+    plan = await link({ image: r.image, lds: r.lds, out: `${out}.lds`, map: r.map, objects: r.objects, aslrSeed, log: r.log });
     script = plan.script;
   }
   times.plan = now() - t; t = now();
@@ -58,23 +65,26 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   try {
     // --emit-relocs keeps the relocations in the image: the rewrite and --explain read them.
     const args = r.linkArgs(r.objects, script, r.extraLds, tmp);
-    if (r.layout === 'spacer') args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
+    if (r.layout !== 'default') args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
     await execa('gcc', args);
     renameSync(tmp, dbg);
   } catch (e) {
     rmSync(tmp, { force: true });
     const err = e as { stderr?: string };
-    const first = (err.stderr ?? String(e)).split('\n').find((l) => /error|ASSERT|spacer:/.test(l)) ?? String(e);
+    const lines = (err.stderr ?? String(e)).split('\n');
+    // ld's own message (an ASSERT of the script names the fix), not collect2's summary.
+    const first = lines.find((l) => /spacer:/.test(l)) ?? lines.find((l) => /\bld: /.test(l) && !/warning/.test(l)) ?? lines.find((l) => /error/.test(l)) ?? String(e);
     throw new SpacerError(`${r.image}: link failed: ${first.trim()}`);
   }
   times.link = now() - t; t = now();
-  // rewrite + verify: every µlib at its slot; the plan is recorded in the image for `spacer report`.
-  if (plan) await finish(dbg, `${out}.lds.json`);
+  // verify layout → rewrite → verify rewrite → record the plan in the image (spacer finish).
+  let rewrite: RewriteStats | undefined;
+  if (plan) rewrite = (await finish(dbg, `${out}.lds.json`)).rewrite;
   times.finish = now() - t; t = now();
   // image: strip and rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
   await bootableImage(dbg, elf);
   times.image = now() - t;
-  return { image: r.image, dbg, elf, plan, times };
+  return { image: r.image, dbg, elf, plan, times, rewrite };
 }
 
 /** strip + ELF32 multiboot image, written atomically. */

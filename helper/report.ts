@@ -11,7 +11,7 @@ import { basename, dirname, extname, resolve } from 'node:path';
 import { ElfFile, ET_REL, SHF_ALLOC, SHF_TLS, SHT_NOBITS, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { PLAN_SECTION } from './finish.js';
-import { KINDS, type Kind } from './map.js';
+import { AREAS, type Area, type Kind } from './map.js';
 import { PAGE_SIZE, inRanges, pageAddr, pagesOf, scanPages, type PageScan } from './pages.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ export interface PlanSlot {
 export interface ImagePlan {
   spacer: 1;
   image: string;
-  ulibs: { name: string; variant: string; slots: Partial<Record<Kind, PlanSlot>> }[];
+  ulibs: { name: string; variant: string; slots: Partial<Record<Area, PlanSlot>> }[];
 }
 
 /** What the content bound needs from one image. */
@@ -239,7 +239,7 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
     if (typeof u.variant !== 'string') bad(`${u.name} has no variant`);
     if (typeof u.slots !== 'object' || u.slots === null) bad(`${u.name} has no slots`);
     for (const [k, s] of Object.entries<any>(u.slots)) {
-      if (!(KINDS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
+      if (!(AREAS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
       if (typeof s?.section !== 'string') bad(`${u.name}.${k} has no section name`);
       if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
     }
@@ -261,7 +261,7 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
   const out = new Map<string, Section[]>();
   if (plan) {
     for (const u of plan.ulibs) {
-      const names = new Set<string>(KINDS.map((k) => `.${k}.${u.name}`));
+      const names = new Set<string>(AREAS.map((k) => `.${k}.${u.name}`));
       for (const s of Object.values(u.slots)) if (s) names.add(s.section);
       out.set(u.name, elf.sections.filter((s) => isAlloc(s) && names.has(s.name)));
     }

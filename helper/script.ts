@@ -265,8 +265,10 @@ function fill(name: string, vars: Record<string, string>): string {
     }
     templateCache.set(name, t);
   }
-  return t.replace(/@([A-Z]+)@/g, (m, k) => {
+  const out = t.replace(/@([A-Z][A-Z0-9_]*)@/g, (m, k) => {
     if (!(k in vars)) throw new Error(`template ${name}: no value for ${m}`);
     return vars[k];
   });
+  if (t.replace(/@[A-Z][A-Z0-9_]*@/g, '').includes('@')) throw new Error(`template ${name}: malformed placeholder`);
+  return out;
 }

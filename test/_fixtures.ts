@@ -69,7 +69,8 @@ export function bootSource(): string {
 
 /** Links objects like the kvm platform: gcc with -dT <default script> and -T <extension scripts>. */
 export async function linkWith(script: string, objects: string[], out: string, extra: string[] = [libinfoLds]): Promise<string> {
-  await execa('gcc', ['-nostdlib', '-no-pie', '-Wl,--build-id=none', '-Wl,-m,elf_x86_64', '-Wl,--entry=_start', '-Wl,-z,noexecstack',
+  // --emit-relocs, as lib-spacer's glue adds: the post-link rewrite reads the relocations.
+  await execa('gcc', ['-nostdlib', '-no-pie', '-Wl,--build-id=none', '-Wl,-m,elf_x86_64', '-Wl,--entry=_start', '-Wl,-z,noexecstack', '-Wl,--emit-relocs',
     ...objects, `-Wl,-dT,${script}`, ...extra.map((e) => `-Wl,-T,${e}`), '-o', out]);
   return out;
 }
