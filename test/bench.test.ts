@@ -1,0 +1,90 @@
+// The benchmark, small: 30 generated FaaS apps, 4 guests per layout. Checks bench.json has the
+// figures, the plot is SVG with one series per supported layout, the model agrees with real KSM
+// (when root; this CAN fail, and then it is a finding), and every KSM setting is as it was.
+import test from 'ava';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BENCH_LAYOUTS, runBench, type BenchResult } from '../helper/bench/index.js';
+import { generateApp } from '../helper/bench/generate.js';
+import { ksmUnavailable, readKsmSettings } from '../helper/bench/ksm.js';
+import { tempDir } from './_fixtures.js';
+
+const out = tempDir('bench');
+const ksmWhy = ksmUnavailable();
+let before: Record<string, string> | null = null;
+let after: Record<string, string> | null = null;
+let r: BenchResult;
+
+test.before(async () => {
+  if (!ksmWhy) before = readKsmSettings();
+  r = await runBench({ apps: 30, guests: 4, quick: true, out, work: join(out, 'work'), log: () => {} });
+  if (!ksmWhy) after = readKsmSettings();
+});
+
+test('the workload is deterministic in the seed and varied', (t) => {
+  t.is(generateApp(7, 3).source, generateApp(7, 3).source);
+  t.not(generateApp(7, 3).source, generateApp(8, 3).source);
+  const libs = new Set(Array.from({ length: 30 }, (_, i) => generateApp(1, i).libs.join(',')));
+  t.true(libs.size > 3, 'apps hold different µlib subsets');
+});
+
+test('bench.json has the figures of every supported layout and the curves', (t) => {
+  const j = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) as BenchResult;
+  t.true(j.layouts_supported.includes('default') && j.layouts_supported.includes('dce') && j.layouts_supported.includes('spacer'));
+  for (const l of BENCH_LAYOUTS) t.true(j.layouts_supported.includes(l) !== (l in j.layouts_skipped), `${l}: supported or skipped with a reason`);
+  for (const l of j.layouts_supported) {
+    const f = j.layouts[l]!;
+    t.is(f.instances, 30, l);
+    for (const k of ['pages', 'distinct_pages', 'content_bound_pages', 'elf_bytes'] as const) t.true(Number.isInteger(f[k]) && f[k]! > 0, `${l}.${k}`);
+    t.true(f.distinct_pages >= f.content_bound_pages!, `${l}: no layout beats the content bound`);
+    const c = j.curves[l]!;
+    t.deepEqual(c.map((p) => p.instances), [1, 2, 5, 10, 20, 30]);
+    t.is(c.at(-1)!.distinct_pages, f.distinct_pages);
+    for (let i = 1; i < c.length; i++) t.true(c[i].distinct_pages >= c[i - 1].distinct_pages, `${l}: D grows with instances`);
+    if (j.ksm.ran) {
+      const k = f.ksm!;
+      for (const x of ['pages_shared', 'pages_sharing', 'pages_unshared', 'zero_pages'] as const) t.true(Number.isInteger(k[x]), `${l}.ksm.${x}`);
+      t.is(typeof k.model_agrees, 'boolean');
+    }
+  }
+  t.true(j.targets.length >= 6);
+  for (const x of j.targets) t.true(['PASS', 'FAIL', 'SKIP'].includes(x.status), x.id);
+  t.true(j.overheads.link.spacer!.link_step_ms > 0);
+  t.truthy(j.overheads.runtime);
+  t.true(j.overheads.runtime!.all_ok, 'cpu-bench printed the same output in every layout');
+  const md = readFileSync(join(out, 'bench.md'), 'utf8');
+  t.regex(md, /\| layout \| instances \|/);
+  t.regex(md, /(PASS|FAIL)/);
+});
+
+test('the plot is SVG with one series per supported layout', (t) => {
+  const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
+  t.regex(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*>/);
+  t.true(svg.trimEnd().endsWith('</svg>'));
+  // Well-formed enough: every opened element is closed.
+  const opens = (svg.match(/<(g|svg|text)\b/g) ?? []).length, closes = (svg.match(/<\/(g|svg|text)>/g) ?? []).length;
+  t.is(opens, closes);
+  t.is((svg.match(/class="series"/g) ?? []).length, r.layouts_supported.length);
+  t.regex(svg, /instances/);
+  t.regex(svg, /MiB/);
+});
+
+test('real KSM agrees with the page model (loaders, one per instance)', (t) => {
+  if (ksmWhy) { t.log(`KSM not run: ${ksmWhy}`); t.false(r.ksm.ran); t.pass(); return; }
+  t.true(r.ksm.ran);
+  for (const l of r.layouts_supported) {
+    const k = r.layouts[l]!.ksm!;
+    t.true(k.converged, `${l}: KSM converged`);
+    t.true(k.model_agrees, `${l}: shared ${k.pages_shared} + unshared ${k.pages_unshared} vs model ${k.model_expected_kept} (${k.deviation_pct} %)`);
+    t.is(k.zero_pages, r.layouts[l]!.zero_pages, `${l}: zero pages`);
+    const g = r.layouts[l]!.guests!;
+    t.is(g.alive, 4, `${l}: every guest stayed alive (${g.error ?? ''})`);
+  }
+});
+
+test('every KSM setting is restored after the run', (t) => {
+  if (ksmWhy) { t.pass(); return; }
+  t.deepEqual(after, before);
+  t.true(r.ksm.settings_restored);
+  t.true(existsSync(join(out, 'bench.json')));
+});
