@@ -161,8 +161,9 @@ export interface CodeRef {
 export interface Site {
   insn: Insn;
   kind: SiteKind;
-  /** Relocation types at this instruction, and whether one of them may be relaxed by ld. */
-  types: number[];
+  /** The relocations at this instruction: type, field, and whether it refers outside. */
+  refs: { type: number; op: Operand; outside: boolean }[];
+  /** One of them may be relaxed by ld (the image may hold another form of the instruction). */
   relaxable: boolean;
   /** First pass: identity of the branch target / lea address (symbol + effective addend). */
   key: string;
@@ -191,14 +192,15 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
   const sites: Site[] = [];
   for (const k of [...byInsn.keys()].sort((a, b) => a - b)) {
     const l = byInsn.get(k)!;
-    if (!l.some(({ ref }) => isOutside(relocClass(ref.type)!, ref.place, mode))) continue;
+    const outs = l.map(({ ref }) => isOutside(relocClass(ref.type)!, ref.place, mode));
+    if (!outs.includes(true)) continue;
     const i = insns[k];
     const kind = siteKind(i, l.map((x) => x.op));
     if (typeof kind !== 'string') fail(i.ip, `${kind.error}`);
-    const first = l[0].ref;
+    const first = l[outs.indexOf(true)].ref;
     const end = i.ip + BigInt(i.len);
     sites.push({
-      insn: i, kind, types: l.map((x) => x.ref.type), relaxable: l.some((x) => isRelaxable(x.ref.type)),
+      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j] })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
       key: `${first.symKey}${first.addend + (end - first.at) >= 0n ? '+' : ''}${first.addend + (end - first.at)}`,
     });
   }

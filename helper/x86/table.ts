@@ -15,7 +15,12 @@ import { BlockEncoder, BlockEncoderOptions, Code, type Instruction } from 'iced-
 import { GOT_SLOT, JMP_REL32, PUSH_IMM32, type SiteKind } from './classify.js';
 import { decodeOne, withInstruction } from './decode.js';
 
-export class TableError extends Error {}
+export class TableError extends Error {
+  /** For an overflow: the bytes the table would need. */
+  constructor(message: string, readonly need?: number) {
+    super(message);
+  }
+}
 
 const I32_MIN = -(2n ** 31n), I32_MAX = 2n ** 31n - 1n;
 
@@ -141,7 +146,7 @@ export function buildTable(r: TableRequest): Table {
     put(encodeTrampoline(m, cur, r.what));
   }
   const used = Number(cur - r.addr);
-  if (used > r.size) throw new TableError(`${r.what}: the indirection table needs ${used} bytes, its section has ${r.size}`);
+  if (used > r.size) throw new TableError(`${r.what}: the indirection table needs ${used} bytes, the plan reserves ${r.size}`, used);
   const bytes = Buffer.alloc(r.size, 0xcc);
   Buffer.concat(parts).copy(bytes);
   return { bytes, used, gotAt, stubAt, moveAt };

@@ -1,0 +1,492 @@
+// The indirection rewriter. A µlib placed at fixed addresses still has code bytes that encode
+// addresses outside itself (calls into other µlibs, RIP-relative loads of their data, absolute
+// addresses, TLS offsets, linker-script symbols); those differ between images, so its code pages
+// would too. After the link, every such instruction of `.text.<ulib>` is redirected through the
+// µlib's indirection table `.ind.<ulib>` (reserved by the linker script): the code keeps its
+// length and only refers to the table, which is the one part that differs between images.
+//
+//   indirectionNeeds(obj, mode)   first pass, on libNAME.o: a table size that can never overflow
+//   rewriteImage(dbg, plan, mode) the rewrite of a linked image (needs -Wl,--emit-relocs)
+//   verifyImage(dbg)              in verify.ts: proves every redirected site reaches what it did
+//
+// The x86 parts live in x86/: decode.ts (iced-x86 decoding), classify.ts (which relocations point
+// outside and how each site is redirected), tactics.ts (patching a site in place), table.ts (the
+// table's layout and entries). What was done is recorded in the non-loaded section
+// `.spacer.rewrite` (JSON), which makes the rewrite verifiable and a second run a no-op.
+import { createHash } from 'node:crypto';
+import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
+import {
+  ElfFile, EM_X86_64, ET_EXEC, ET_REL, PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS, SHT_PROGBITS, SHT_REL,
+  SHT_RELA, type Section, num,
+} from './elf.js';
+import { SpacerError, isSpacerError } from './errors.js';
+import {
+  MODES, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
+  type CodeRef, type Mode, type Place, type SiteKind,
+} from './x86/classify.js';
+import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
+import { buildTable, TableError, type Move } from './x86/table.js';
+import { patchSite } from './x86/tactics.js';
+import { verifyRecord } from './verify.js';
+
+export type { Mode, SiteKind };
+export const REWRITE_SECTION = '.spacer.rewrite';
+const STT_FUNC = 2;
+const PAGE = 4096n;
+
+// ---------------------------------------------------------------------------------------------
+// First pass: the object
+
+export interface IndNeeds {
+  /** Table bytes that can never overflow for this object, in any image. */
+  bytes: number;
+  /** Instructions that refer outside the µlib. */
+  sites: number;
+  /** Distinct branch targets (one stub each), moved instructions, distinct lea targets (GOT slots). */
+  stubs: number;
+  trampolines: number;
+  got: number;
+  /** Relocations in the object's data/rodata that point outside: they cannot be shared, only reported. */
+  dataPointers: number;
+}
+
+export type SlotKind = 'text' | 'rodata' | 'data' | 'bss';
+
+/**
+ * The µlib slot an input section of an object lands in (the platform's generic patterns
+ * `.text .text.*`, `.rodata .rodata.*`, `.data .data.*`, `.bss .bss.*`), or undefined for
+ * sections that go elsewhere: the boot head (`.text.boot`, `.data.boot`, claimed first by the
+ * platform's `.text`), TLS, global tables (`.uk_inittab*`, ...).
+ */
+export function inputSlot(s: Section): SlotKind | undefined {
+  if (!(s.flags & SHF_ALLOC) || s.flags & SHF_TLS) return undefined;
+  const n = s.name;
+  const is = (p: string) => n === p || n.startsWith(`${p}.`);
+  if (is('.text')) return is('.text.boot') ? undefined : 'text';
+  if (is('.rodata')) return 'rodata';
+  if (is('.data')) return is('.data.boot') ? undefined : 'data';
+  if (is('.bss')) return 'bss';
+  return undefined;
+}
+
+function checkMode(mode: string, what: string): asserts mode is Mode {
+  if (!MODES.includes(mode as Mode)) throw new SpacerError(`${what}: unknown rewrite mode '${mode}'; use ${MODES.join(' or ')}`);
+}
+
+/**
+ * First pass, at `spacer link` time: how big `.ind.<ulib>` must be for this object. Decides per
+ * relocation in the code that lands in `.text.<ulib>` (by type, by where its symbol is defined,
+ * and by mode), decodes the code to know each site's instruction, and bounds each entry.
+ */
+export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndNeeds {
+  checkMode(mode, objPath);
+  const elf = ElfFile.load(objPath);
+  if (elf.header.type !== ET_REL) throw new SpacerError(`${objPath}: not a relocatable object (ELF type ${elf.header.type}); pass the µlib's libNAME.o`);
+  if (elf.header.class !== 64 || elf.header.machine !== EM_X86_64) throw new SpacerError(`${objPath}: not an x86-64 ELF64 object; the rewriter handles x86-64 µlibs only`);
+  const syms = elf.symbols();
+  const slot = elf.sections.map(inputSlot);
+  const placeFrom = (from: SlotKind) => (shndx: number): Place => {
+    const k = slot[shndx];
+    return k === undefined ? 'foreign' : k === from ? 'same' : 'own';
+  };
+  let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0;
+  const stubs = new Set<string>(), got = new Set<string>();
+  for (const s of elf.sections) {
+    const k = slot[s.index];
+    if (!k) continue;
+    const relocs = elf.relocationsFor(s);
+    if (!relocs.length) continue;
+    if (k === 'text') {
+      if (!(s.flags & SHF_EXECINSTR)) continue;
+      const anchors = syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC).map((y) => y.value);
+      const insns = decodeRange(elf.contents(s), 0n, anchors);
+      const refs: CodeRef[] = relocs.map((r) => ({
+        at: r.offset, type: r.type, place: symbolPlace(syms[r.sym], placeFrom('text')), symKey: `${symbolKey(syms[r.sym])}`, addend: r.addend,
+      }));
+      const fail = (at: bigint, msg: string): never => {
+        throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
+      };
+      for (const site of findSites(insns, refs, mode, (a) => findInsn(insns, a), fail)) {
+        sites++;
+        if (site.relaxable) {
+          // ld may turn it into another form of the same length: budget the largest entry.
+          trampolines++;
+          bytes += entryBound('trampoline', site.insn.len);
+        } else if (site.kind === 'stub') stubs.add(site.key);
+        else if (site.kind === 'got') got.add(site.key);
+        else {
+          trampolines++;
+          bytes += entryBound(site.kind, site.insn.len);
+        }
+      }
+    } else {
+      for (const r of relocs) {
+        const cls = relocClass(r.type) ?? 'abs';
+        if (cls !== 'ignore' && isOutside(cls, symbolPlace(syms[r.sym], placeFrom(k)), mode)) dataPointers++;
+      }
+    }
+  }
+  // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
+  bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
+  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The image
+
+export interface RewriteUlib {
+  name: string;
+  /** Its code section, `.text.<ulib>`. */
+  text: string;
+  /** All its output sections (text, rodata, data, bss, and any other `.<kind>.<ulib>`). */
+  sections: string[];
+  /** Its indirection table, `.ind.<ulib>`, as the linker script reserved it. Without it the µlib is only analysed. */
+  ind?: { section: string; addr: bigint; size: number };
+}
+
+export interface RewritePlan {
+  ulibs: RewriteUlib[];
+}
+
+export interface UlibRewriteStats {
+  sites: number;
+  stubs: number;
+  trampolines: number;
+  got: number;
+  tableBytes: number;
+  dataPointers: number;
+  dataPointerPages: string[];
+  /** False when the plan gives the µlib no table (or its code is not in the image). */
+  rewritten: boolean;
+}
+
+export interface RewriteStats {
+  sites: number;
+  stubs: number;
+  /** Moved instructions, including indirect calls (push + jmp). */
+  trampolines: number;
+  got: number;
+  tableBytes: number;
+  /** Data/rodata relocations that point outside (switch tables, pointer initialisers): not rewritable. */
+  dataPointers: number;
+  /** The pages those sit on (hex addresses): they differ between images. */
+  dataPointerPages: string[];
+  perUlib: Record<string, UlibRewriteStats>;
+  ms: number;
+  /** The image already carried this rewrite: nothing was written. */
+  alreadyDone: boolean;
+}
+
+/** `.spacer.rewrite`: what was done, enough to verify it and to recognise the same plan. */
+export interface RewriteRecord {
+  spacer_rewrite: 1;
+  mode: Mode;
+  plan: CanonicalPlan;
+  stats: Omit<RewriteStats, 'ms' | 'alreadyDone'>;
+  ulibs: RecordUlib[];
+}
+
+export interface RecordUlib {
+  name: string;
+  text: string;
+  textAddr: string;
+  textSize: number;
+  /** SHA-256 of the original `.text.<ulib>`: everything but the sites must be unchanged. */
+  textSha256: string;
+  ind: { section: string; addr: string; size: number; used: number };
+  sites: RecordSite[];
+}
+
+export interface RecordSite {
+  /** Address, original bytes (hex), kind, table entry address, the address it referred to. */
+  a: string;
+  o: string;
+  k: SiteKind;
+  e: string;
+  t: string;
+}
+
+interface CanonicalPlan {
+  ulibs: { name: string; text: string; sections: string[]; ind: { section: string; addr: string; size: number } | null }[];
+}
+
+function canonicalPlan(plan: RewritePlan): CanonicalPlan {
+  return {
+    ulibs: plan.ulibs.map((u) => ({
+      name: u.name, text: u.text, sections: [...u.sections],
+      ind: u.ind ? { section: u.ind.section, addr: hex(u.ind.addr), size: u.ind.size } : null,
+    })),
+  };
+}
+
+export function planFromRecord(rec: RewriteRecord): RewritePlan {
+  return {
+    ulibs: rec.plan.ulibs.map((u) => ({
+      name: u.name, text: u.text, sections: u.sections,
+      ind: u.ind ? { section: u.ind.section, addr: BigInt(u.ind.addr), size: u.ind.size } : undefined,
+    })),
+  };
+}
+
+/** Loads a linked x86-64 ELF64 executable, or throws one SpacerError line. */
+export function loadImage(path: string): ElfFile {
+  const elf = ElfFile.load(path);
+  if (elf.header.type === ET_REL) throw new SpacerError(`${path}: a relocatable object, not a linked image; pass the image (.dbg) linked with -Wl,--emit-relocs`);
+  if (elf.header.class !== 64 || elf.header.machine !== EM_X86_64) throw new SpacerError(`${path}: not an x86-64 ELF64 image; pass the ELF64 .dbg, not the ELF32 boot copy`);
+  if (elf.header.type !== ET_EXEC) throw new SpacerError(`${path}: not an executable (ELF type ${elf.header.type}); pass the linked, non-PIE image`);
+  return elf;
+}
+
+/** The record of an earlier rewrite, if any; a record that does not parse is an error. */
+export function readRecord(elf: ElfFile): RewriteRecord | undefined {
+  const s = elf.section(REWRITE_SECTION);
+  if (!s) return undefined;
+  let rec: RewriteRecord;
+  try {
+    rec = JSON.parse(elf.contents(s).toString('utf8'));
+  } catch (e) {
+    throw new SpacerError(`${elf.path}: ${REWRITE_SECTION} is corrupt (${(e as Error).message}); relink the image and rewrite it again`);
+  }
+  if (rec?.spacer_rewrite !== 1 || !Array.isArray(rec.ulibs) || !MODES.includes(rec.mode)) {
+    throw new SpacerError(`${elf.path}: ${REWRITE_SECTION} is not a lib-spacer rewrite record; relink the image and rewrite it again`);
+  }
+  return rec;
+}
+
+/** A site found in a linked image. */
+export interface ImageSite {
+  insn: Insn;
+  kind: SiteKind;
+  /** What it referred to: branch target, lea address, else the first outside field's value. */
+  target: bigint;
+  orig: Buffer;
+}
+
+export interface UlibAnalysis {
+  text: Section;
+  sites: ImageSite[];
+  /** Addresses of data relocations that point outside. */
+  dataPointers: bigint[];
+}
+
+function readField(code: Buffer, off: number, size: number, type: number): bigint {
+  if (size === 8) return code.readBigUInt64LE(off);
+  if (size === 4) return type === R_X86_64._32 ? BigInt(code.readUInt32LE(off)) : BigInt.asUintN(64, BigInt(code.readInt32LE(off)));
+  if (size === 2) return BigInt(code.readUInt16LE(off));
+  return BigInt(code[off] ?? 0);
+}
+
+/**
+ * Finds the sites of one µlib in a linked image: every instruction of `.text.<ulib>` with a
+ * relocation that points outside (per mode), and the data relocations that do. `code` replaces
+ * the section's bytes (verification passes the reconstructed original).
+ */
+export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buffer): UlibAnalysis | undefined {
+  const where = `${elf.path}: ${u.name}`;
+  const text = elf.section(u.text);
+  if (!text) return undefined; // all of it dropped by --gc-sections
+  if (text.type !== SHT_PROGBITS || !(text.flags & SHF_EXECINSTR)) throw new SpacerError(`${where}: ${u.text} is not a code section; check the plan`);
+  const own = new Set<number>();
+  for (const name of [u.text, ...u.sections]) {
+    const s = elf.section(name);
+    if (s) own.add(s.index);
+  }
+  const syms = elf.symbols();
+  const placeFrom = (from: number) => (shndx: number): Place => (shndx === from ? 'same' : own.has(shndx) ? 'own' : 'foreign');
+  const bytes = code ?? Buffer.from(elf.contents(text));
+  const lo = text.addr, hi = text.addr + text.size;
+  const anchors = syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC).map((y) => y.value);
+  const insns = decodeRange(bytes, lo, anchors);
+  const relocs = elf.relocationsFor(text);
+  for (const r of relocs) {
+    if (r.offset < lo || r.offset >= hi) throw new SpacerError(`${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`);
+  }
+  const refs: CodeRef[] = relocs.map((r) => ({
+    at: r.offset, type: r.type, place: symbolPlace(syms[r.sym], placeFrom(text.index)), symKey: symbolKey(syms[r.sym]), addend: r.addend,
+  }));
+  const fail = (at: bigint, msg: string): never => {
+    throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
+  };
+  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail);
+  const sites: ImageSite[] = found.map((s) => {
+    const i = s.insn, off = Number(i.ip - lo);
+    let target: bigint;
+    if (s.kind === 'stub') target = i.target;
+    else if (s.kind === 'got') target = i.memAddr;
+    else {
+      const r = s.refs.find((x) => x.outside)!;
+      target = r.op === 'disp' ? i.memAddr
+        : r.op === 'imm' ? readField(bytes, off + i.immOff, i.immSize, r.type)
+          : r.op === 'imm2' ? readField(bytes, off + i.imm2Off, i.imm2Size, r.type) : i.target;
+    }
+    return { insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)) };
+  });
+
+  // Data relocations of the µlib's other sections; those into its own code are branch targets too.
+  const dataPointers: bigint[] = [];
+  const targets: bigint[] = insns.filter((i) => i.nearBranch).map((i) => i.target);
+  for (const name of new Set(u.sections)) {
+    const s = elf.section(name);
+    if (!s || s.index === text.index || s.flags & SHF_EXECINSTR) continue;
+    const data = elf.contents(s);
+    for (const r of elf.relocationsFor(s)) {
+      const cls = relocClass(r.type) ?? 'abs';
+      if (cls === 'ignore') continue;
+      if (isOutside(cls, symbolPlace(syms[r.sym], placeFrom(s.index)), mode)) dataPointers.push(r.offset);
+      const off = r.offset - s.addr;
+      if (off >= 0n && off + 8n <= BigInt(data.length) && (r.type === R_X86_64._64)) targets.push(data.readBigUInt64LE(Number(off)));
+      else if (off >= 0n && off + 4n <= BigInt(data.length) && (r.type === R_X86_64._32 || r.type === R_X86_64._32S)) targets.push(BigInt(data.readUInt32LE(Number(off))));
+    }
+  }
+  // A redirected site must be entered at its first byte only: a branch into its middle means the
+  // linear decode went out of step (data in code), and the rewrite would break that branch.
+  const sorted = [...targets].filter((t) => t > lo && t < hi).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const s of sites) {
+    const a = s.insn.ip, b = a + BigInt(s.insn.len);
+    let l = 0, h = sorted.length;
+    while (l < h) { const m = (l + h) >> 1; if (sorted[m] <= a) l = m + 1; else h = m; }
+    if (l < sorted.length && sorted[l] < b) fail(sorted[l], `a branch or code pointer targets the middle of the instruction at ${hex(a)} (data in code?)`);
+  }
+  return { text, sites, dataPointers };
+}
+
+function pagesOf(addrs: bigint[]): string[] {
+  return [...new Set(addrs.map((a) => a - (a % PAGE)))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(hex);
+}
+
+function inExecutableLoad(elf: ElfFile, s: Section): boolean {
+  return elf.segments.some((p) => p.type === PT_LOAD && (p.flags & 1) !== 0 && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz);
+}
+
+/** Rewrites the µlibs of a linked image (ELF64, -Wl,--emit-relocs) per `plan`; atomic. */
+export async function rewriteImage(dbgPath: string, plan: RewritePlan, mode: Mode = 'external'): Promise<RewriteStats> {
+  const t0 = performance.now();
+  checkMode(mode, dbgPath);
+  try {
+    return await rewrite(dbgPath, plan, mode, t0);
+  } catch (e) {
+    if (isSpacerError(e)) throw e;
+    throw new SpacerError(`${dbgPath}: cannot rewrite (${(e as Error).message}); the image was left unchanged`);
+  }
+}
+
+async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: number): Promise<RewriteStats> {
+  const elf = loadImage(dbgPath);
+  const canon = canonicalPlan(plan);
+  const prev = readRecord(elf);
+  if (prev) {
+    if (prev.mode === mode && JSON.stringify(prev.plan) === JSON.stringify(canon)) {
+      return { ...prev.stats, ms: performance.now() - t0, alreadyDone: true };
+    }
+    throw new SpacerError(`${dbgPath}: already rewritten with another ${prev.mode !== mode ? `mode (${prev.mode})` : 'plan'}; relink the image and rewrite it once`);
+  }
+  if (!elf.sections.some((s) => (s.type === SHT_RELA || s.type === SHT_REL) && elf.sections[s.info] && elf.sections[s.info].flags & SHF_ALLOC)) {
+    throw new SpacerError(`${dbgPath}: the image has no relocations; link with -Wl,--emit-relocs so the rewriter can find every address in the code`);
+  }
+  const seen = new Set<string>();
+  for (const u of plan.ulibs) {
+    if (seen.has(u.name)) throw new SpacerError(`${dbgPath}: µlib ${u.name} appears twice in the rewrite plan; fix the plan`);
+    seen.add(u.name);
+  }
+
+  const out = Buffer.from(elf.data);
+  const perUlib: Record<string, UlibRewriteStats> = {};
+  const records: RecordUlib[] = [];
+  const allData: bigint[] = [];
+  for (const u of plan.ulibs) {
+    const where = `${dbgPath}: ${u.name}`;
+    const a = analyzeUlib(elf, u, mode);
+    if (!a) {
+      perUlib[u.name] = { sites: 0, stubs: 0, trampolines: 0, got: 0, tableBytes: 0, dataPointers: 0, dataPointerPages: [], rewritten: false };
+      continue;
+    }
+    allData.push(...a.dataPointers);
+    const st: UlibRewriteStats = {
+      sites: a.sites.length, stubs: 0, trampolines: 0, got: 0, tableBytes: 0,
+      dataPointers: a.dataPointers.length, dataPointerPages: pagesOf(a.dataPointers), rewritten: false,
+    };
+    perUlib[u.name] = st;
+    if (!u.ind) continue;
+    const ind = elf.section(u.ind.section);
+    if (!ind) throw new SpacerError(`${where}: the image has no section ${u.ind.section}; reserve the indirection table in the linker script`);
+    if (ind.addr !== u.ind.addr) throw new SpacerError(`${where}: ${u.ind.section} is at ${hex(ind.addr)}, the plan says ${hex(u.ind.addr)}; relink with the plan's script`);
+    if (ind.type !== SHT_PROGBITS) throw new SpacerError(`${where}: ${u.ind.section} has no contents in the file; reserve it with FILL(0xCCCCCCCC) and '. = . + SIZE' so it is PROGBITS`);
+    if (!Number.isSafeInteger(u.ind.size) || u.ind.size < 0 || ind.size < BigInt(u.ind.size)) throw new SpacerError(`${where}: ${u.ind.section} is ${ind.size} bytes, the plan reserves ${u.ind.size}; relink with the plan's script`);
+    if (!inExecutableLoad(elf, ind)) throw new SpacerError(`${where}: ${u.ind.section} is not in an executable PT_LOAD; place it in the text segment of the linker script`);
+    if (ind.addr < a.text.addr + a.text.size && a.text.addr < ind.addr + BigInt(u.ind.size)) throw new SpacerError(`${where}: ${u.ind.section} overlaps ${u.text}; fix the linker script`);
+    const blank = elf.contents(ind).subarray(0, u.ind.size);
+    if (!blank.every((b) => b === 0xcc)) throw new SpacerError(`${where}: ${u.ind.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`);
+
+    // Layout: distinct GOT values and stub targets in site order, then one move per site.
+    const got = new Set<bigint>(), stubs = new Set<bigint>(), moves: Move[] = [];
+    for (const s of a.sites) {
+      if (s.kind === 'got') got.add(s.target);
+      else if (s.kind === 'stub') stubs.add(s.target);
+      else moves.push({ kind: s.kind, ip: s.insn.ip, orig: s.orig });
+    }
+    let table;
+    const code = Buffer.from(elf.contents(a.text));
+    const rsites: RecordSite[] = [];
+    try {
+      table = buildTable({ addr: ind.addr, size: u.ind.size, got: [...got], stubs: [...stubs], moves, what: where });
+      let m = 0;
+      for (const s of a.sites) {
+        const entry = s.kind === 'stub' ? table.stubAt.get(s.target)! : s.kind === 'got' ? table.gotAt.get(s.target)! : table.moveAt[m++];
+        patchSite(code, a.text.addr, s.insn, s.kind, entry, where);
+        rsites.push({ a: hex(s.insn.ip), o: s.orig.toString('hex'), k: s.kind, e: hex(entry), t: hex(s.target) });
+      }
+    } catch (e) {
+      if (e instanceof TableError) throw new SpacerError(`${e.message}; ${e.need ? `reserve at least ${e.need} bytes for ${u.ind.section} (indirectionNeeds gives a safe size)` : 'the image was left unchanged'}`);
+      throw e;
+    }
+    code.copy(out, num(a.text.offset));
+    table.bytes.copy(out, num(ind.offset));
+    Object.assign(st, { stubs: stubs.size, trampolines: moves.length, got: got.size, tableBytes: table.used, rewritten: true });
+    records.push({
+      name: u.name, text: u.text, textAddr: hex(a.text.addr), textSize: num(a.text.size),
+      textSha256: createHash('sha256').update(elf.contents(a.text)).digest('hex'),
+      ind: { section: u.ind.section, addr: hex(ind.addr), size: u.ind.size, used: table.used }, sites: rsites,
+    });
+  }
+  const sum = (k: 'sites' | 'stubs' | 'trampolines' | 'got' | 'tableBytes' | 'dataPointers') => Object.values(perUlib).reduce((n, s) => n + s[k], 0);
+  const stats = {
+    sites: sum('sites'), stubs: sum('stubs'), trampolines: sum('trampolines'), got: sum('got'), tableBytes: sum('tableBytes'),
+    dataPointers: sum('dataPointers'), dataPointerPages: pagesOf(allData), perUlib,
+  };
+  const record: RewriteRecord = { spacer_rewrite: 1, mode, plan: canon, stats, ulibs: records };
+
+  // Check the result before anything is written: every site must reach what it reached before.
+  const problems = verifyRecord(new ElfFile(dbgPath, out), record);
+  if (problems.length) throw new SpacerError(`${dbgPath}: the rewrite failed its own verification (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); the image was left unchanged`);
+  await writeAtomically(dbgPath, out, JSON.stringify(record), records.flatMap((r) => [r.text, r.ind.section]));
+  return { ...stats, ms: performance.now() - t0, alreadyDone: false };
+}
+
+/** Writes the patched bytes plus the record section, then renames over the image. */
+async function writeAtomically(path: string, data: Buffer, record: string, changed: string[]): Promise<void> {
+  const base = `${path}.spacer-rewrite-${process.pid}`;
+  const tmpElf = `${base}.elf`, tmpRec = `${base}.json`, tmpOut = `${base}.out`;
+  const mode = statSync(path).mode & 0o7777;
+  try {
+    writeFileSync(tmpElf, data);
+    writeFileSync(tmpRec, record);
+    try {
+      await execa('objcopy', ['--add-section', `${REWRITE_SECTION}=${tmpRec}`, '--set-section-flags', `${REWRITE_SECTION}=readonly,contents`, tmpElf, tmpOut]);
+    } catch (e) {
+      const err = e as { stderr?: string; code?: string };
+      if (err.code === 'ENOENT') throw new SpacerError('objcopy not found; install binutils');
+      throw new SpacerError(`${path}: objcopy failed (${(err.stderr ?? String(e)).trim().split('\n')[0]}); the image was left unchanged`);
+    }
+    // objcopy must not have moved what was patched.
+    const a = new ElfFile(path, data), b = ElfFile.load(tmpOut);
+    for (const name of changed) {
+      const x = a.section(name), y = b.section(name);
+      if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y))) throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
+    }
+    chmodSync(tmpOut, mode);
+    renameSync(tmpOut, path);
+  } finally {
+    for (const f of [tmpElf, tmpRec, tmpOut]) rmSync(f, { force: true });
+  }
+}
