@@ -10,7 +10,7 @@ import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
 import { bootImage, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type BootResult } from './workspace/index.js';
 
-export const LAYOUTS: Layout[] = ['default', 'spacer'];
+export const LAYOUTS: Layout[] = ['default', 'spacer', 'spacer-aslr'];
 
 export interface DemoOptions {
   out?: string;
@@ -56,13 +56,13 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const jobs = o.jobs ?? 2;
   const apps = loadApps();
   const scripts = platformScripts();
-  log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(' and ')}, output in ${out}`);
+  log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(', ')}, output in ${out}`);
   // Compile every µlib (and variant) once.
   const compiled = await compileWorkspace(join(out, 'objects'));
   log(`demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`);
-  // A fresh map for the example workspace keeps the demo reproducible.
-  const map = join(out, 'spacer-map.json');
-  rmSync(map, { force: true });
+  // A fresh map per layout for the example workspace keeps the demo reproducible.
+  const mapOf = (layout: Layout) => join(out, `${layout}-map.json`);
+  for (const l of LAYOUTS) rmSync(mapOf(l), { force: true });
   const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
     linkCommand({ objects, defaultLds, extraLds, out: output }, output);
   const built: Record<string, BuiltImage[]> = {};
@@ -72,16 +72,16 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     for (const app of apps) {
       built[layout].push(await buildImage({
         image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
-        out: join(out, layout, app.name), layout, map, linkArgs,
+        out: join(out, layout, app.name), layout, map: mapOf(layout), seed: `${app.name}-1`, linkArgs,
       }));
     }
   };
   for (const layout of LAYOUTS) {
     await linkAll(layout);
-    if (layout !== 'default') {
+    if (layout === 'spacer') {
       // A new workspace: once every app has been linked, the map knows which µlibs the apps
       // share; re-plan it so those sit together, and link every app again.
-      const r = await mapRelayout(map);
+      const r = await mapRelayout(mapOf(layout));
       log(`demo: map relayout: ${r.shared} shared µlib variants in ${r.groups} groups; relinking ${r.relink.length} apps`);
       await linkAll(layout);
     }
