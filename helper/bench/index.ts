@@ -121,11 +121,23 @@ export interface TimingFigures {
   finish_ms: number;
   rewrite_ms: number | null;
   image_ms: number;
-  /** plan + link + finish (+ rewrite): the link step as the build runs it. */
+  /** plan + link + finish (finish includes the rewrite): the link step as the build runs it. */
   link_step_ms: number;
-  /** plan + finish (+ rewrite): the helper's share of it. */
+  /** plan + finish: the helper's share of it. */
   helper_ms: number;
   helper_share: number;
+}
+
+export interface RewriteFigures {
+  images: number;
+  ms_median: number;
+  sites_median: number;
+  /** Instructions moved to the indirection tables. */
+  trampolines_median: number;
+  table_bytes_median: number;
+  table_bytes_total: number;
+  /** Data relocations pointing outside the µlib (not rewritable; their pages differ between images). */
+  data_pointers_median: number;
 }
 
 export interface Target {
@@ -151,7 +163,7 @@ export interface BenchResult {
     /** Link step with the helper (spacer) over the link without it (default), medians of one run. */
     link_ratio_spacer: number | null;
     link_ratio_spacer_aslr: number | null;
-    rewrite: { available: boolean; note: string; ms_median: number | null };
+    rewrite: { available: boolean; note: string; layouts: Partial<Record<BenchLayout, RewriteFigures>> };
     runtime: { app: string; rounds: number; accel: 'tcg'; ms_median: Partial<Record<BenchLayout, number>>; ratio: Partial<Record<BenchLayout, number>>; all_ok: boolean; note: string } | null;
   };
   durations_ms: Record<string, number>;
@@ -450,7 +462,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
     },
     layouts: {}, curves: {},
     ksm: { ran: false },
-    overheads: { link: {}, link_ratio_spacer: null, link_ratio_spacer_aslr: null, rewrite: { available: false, note: '', ms_median: null }, runtime: null },
+    overheads: { link: {}, link_ratio_spacer: null, link_ratio_spacer_aslr: null, rewrite: { available: false, note: '', layouts: {} }, runtime: null },
     durations_ms: durations,
     targets: [],
     out,
@@ -547,34 +559,48 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
   t = Date.now();
   const samples = faas.slice(0, Math.min(N, o.timingSamples ?? (quick ? 8 : 20)));
   const times: Partial<Record<BenchLayout, BuiltImage['times'][]>> = {};
+  const rewrites: Partial<Record<BenchLayout, NonNullable<BuiltImage['rewrite']>[]>> = {};
   const tp = new Progress('link timing', samples.length * plans.length, log);
   for (const app of samples) {
     for (const q of plans) {
       const b = await buildImage(request(q, app, compiled, join(work, 'timing', q.layout)));
       (times[q.layout] ??= []).push(b.times);
+      (rewrites[q.layout] ??= []);
+      if (b.rewrite && !b.rewrite.alreadyDone) rewrites[q.layout]!.push(b.rewrite);
       tp.tick();
     }
   }
   for (const q of plans) {
     const ts = times[q.layout]!;
-    const get = (k: string) => median(ts.map((x) => Number((x as Record<string, number>)[k] ?? 0)));
-    const hasRewrite = ts.some((x) => typeof (x as Record<string, number>).rewrite === 'number');
-    const rewrite = hasRewrite ? get('rewrite') : null;
-    const plan = get('plan'), link = get('link'), finish = get('finish');
-    const step = median(ts.map((x) => x.plan + x.link + x.finish + Number((x as Record<string, number>).rewrite ?? 0)));
-    const helper = median(ts.map((x) => x.plan + x.finish + Number((x as Record<string, number>).rewrite ?? 0)));
+    const get = (k: keyof BuiltImage['times']) => median(ts.map((x) => x[k]));
+    // The rewrite runs inside finish (buildImage reports it as rewrite.ms): it is part of the helper.
+    const rws = rewrites[q.layout]!;
+    const rewrite = rws.length ? median(rws.map((x) => x.ms)) : null;
+    const step = median(ts.map((x) => x.plan + x.link + x.finish));
+    const helper = median(ts.map((x) => x.plan + x.finish));
     result.overheads.link[q.layout] = {
-      samples: ts.length, plan_ms: r1(plan), link_ms: r1(link), finish_ms: r1(finish), rewrite_ms: rewrite === null ? null : r1(rewrite),
+      samples: ts.length, plan_ms: r1(get('plan')), link_ms: r1(get('link')), finish_ms: r1(get('finish')), rewrite_ms: rewrite === null ? null : r1(rewrite),
       image_ms: r1(get('image')), link_step_ms: r1(step), helper_ms: r1(helper), helper_share: r3(helper / step),
     };
   }
   const L = result.overheads.link;
   if (L.default && L.spacer) result.overheads.link_ratio_spacer = r3(L.spacer.link_step_ms / L.default.link_step_ms);
   if (L.default && L['spacer-aslr']) result.overheads.link_ratio_spacer_aslr = r3(L['spacer-aslr'].link_step_ms / L.default.link_step_ms);
-  const rw = L['spacer-aslr']?.rewrite_ms ?? L.spacer?.rewrite_ms ?? null;
-  result.overheads.rewrite = rw === null
-    ? { available: false, ms_median: null, note: 'buildImage reports no rewrite pass (times.rewrite) yet' }
-    : { available: true, ms_median: rw, note: `median rewrite pass per image (${L['spacer-aslr']?.rewrite_ms != null ? 'spacer-aslr' : 'spacer'})` };
+  // Rewrite figures over every FaaS image of the main build (instructions moved, table bytes, time).
+  const rwLayouts: Partial<Record<BenchLayout, RewriteFigures>> = {};
+  for (const l of layouts) {
+    const st = built[l]!.slice(nEx).map((b) => b.rewrite).filter((x): x is NonNullable<BuiltImage['rewrite']> => !!x);
+    if (!st.length) continue;
+    rwLayouts[l] = {
+      images: st.length, ms_median: r1(median(st.map((x) => x.ms))),
+      sites_median: median(st.map((x) => x.sites)), trampolines_median: median(st.map((x) => x.trampolines)),
+      table_bytes_median: median(st.map((x) => x.tableBytes)), table_bytes_total: st.reduce((a, x) => a + x.tableBytes, 0),
+      data_pointers_median: median(st.map((x) => x.dataPointers)),
+    };
+  }
+  result.overheads.rewrite = Object.keys(rwLayouts).length
+    ? { available: true, layouts: rwLayouts, note: 'per FaaS image of the main build: rewrite time (inside finish), sites, moved instructions (trampolines), indirection-table bytes' }
+    : { available: false, layouts: {}, note: 'buildImage reports no rewrite (BuiltImage.rewrite) yet' };
   lap('link_timing', t);
 
   // --- Runtime: cpu-bench booted alternately in each layout, ratio of medians.
@@ -723,7 +749,7 @@ export function formatBenchMarkdown(r: BenchResult): string {
     }
   } else if (!r.ksm.ran) out.push('', `Real KSM not run: ${r.ksm.reason}.`);
   out.push('', 'Overheads (medians of one run; link figures per image, side by side):', '');
-  out.push('| layout | helper plan (ms) | ld (ms) | finish (ms) | rewrite (ms) | link step (ms) | helper share |');
+  out.push('| layout | helper plan (ms) | ld (ms) | finish incl. rewrite (ms) | rewrite (ms) | link step (ms) | helper share |');
   out.push('|---|---|---|---|---|---|---|');
   for (const l of L) {
     const t = r.overheads.link[l];
@@ -731,7 +757,11 @@ export function formatBenchMarkdown(r: BenchResult): string {
   }
   out.push('');
   if (r.overheads.link_ratio_spacer !== null) out.push(`- Link step with the helper over without (spacer / default): **${r.overheads.link_ratio_spacer}×**` + (r.overheads.link_ratio_spacer_aslr !== null ? `; spacer-aslr / default: ${r.overheads.link_ratio_spacer_aslr}×` : ''));
-  out.push(`- Rewrite: ${r.overheads.rewrite.available ? `${r.overheads.rewrite.ms_median} ms per image (${r.overheads.rewrite.note})` : r.overheads.rewrite.note}`);
+  if (r.overheads.rewrite.available) {
+    for (const [l, x] of Object.entries(r.overheads.rewrite.layouts)) {
+      out.push(`- Rewrite, ${l} (medians over ${x.images} images): ${x.ms_median} ms, ${x.sites_median} sites, ${x.trampolines_median} instructions moved, ${num(x.table_bytes_median)} indirection-table bytes (${num(x.table_bytes_total)} in all), ${x.data_pointers_median} data pointers left`);
+    }
+  } else out.push(`- Rewrite: ${r.overheads.rewrite.note}`);
   const rt = r.overheads.runtime;
   if (rt) out.push(`- Runtime, ${rt.app} (${rt.rounds} boots per layout, alternated, ${rt.accel.toUpperCase()}): ` +
     Object.entries(rt.ms_median).map(([l, v]) => `${l} ${v} ms`).join(', ') + '; ratio ' +
