@@ -220,47 +220,39 @@ export function seededRandom(seed: string): () => number {
 }
 
 /**
- * ASLR mode: the µlibs of one build in an order shuffled from the seed. Each µlib's code starts
- * on a page and its indirection table starts on the page after its code, at a fixed distance,
- * so the code pages are the same wherever the µlib lands; only the tables differ. Read-only
- * data, data and bss follow the same shuffled order, packed. The map records the variants and
- * their table sizes, but no addresses: they change with every seed.
+ * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
+ * starts on a page and its indirection table on the page after its code, at a fixed distance, so
+ * the code pages are the same wherever the µlib lands; only the tables differ. Read-only data,
+ * data and bss keep the map's slots (allocated as in the plain layout): code reaches them only
+ * through its table, so they need not move with it, and their pages stay shared.
  */
 export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, seed: string): AllocResult & { order: string[] } {
-  const base = allocateRecord(m, mapPath, req);
+  // Slots for everything but the code and its table.
+  const still: AllocRequest = {
+    ...req,
+    ulibs: req.ulibs.map((u) => ({ ...u, sizes: { ...u.sizes, text: undefined, ind: undefined }, align: { ...u.align, text: undefined, ind: undefined } })),
+  };
+  const base = allocate(m, mapPath, still);
   const rand = seededRandom(seed);
   const order = req.ulibs.map((u) => u.name);
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const at = new Map<string, Partial<Record<Area, Extent>>>(order.map((n) => [n, {}]));
+  const at = new Map<string, Partial<Record<Area, Extent>>>(base.placements.map((p) => [p.ulib, { ...p.at }]));
   const byName = new Map(req.ulibs.map((u) => [u.name, u]));
-  const place = (a: Area, addr: number, size: number, name: string) => {
-    const r = m.regions[a === 'ind' ? 'text' : a];
-    if (addr + size > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} in ASLR mode; start a new map with more room`);
-    at.get(name)![a] = { addr, size };
-  };
-  let next = m.regions.text.base;
+  const r = m.regions.text;
+  let next = r.base;
   for (const n of order) {
     const u = byName.get(n)!;
     const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
     if (!text) continue;
     const addr = alignUp(next, PAGE);
-    place('text', addr, text, n);
-    next = addr + text;
-    if (ind) { const t = alignUp(next, PAGE); place('ind', t, ind, n); next = t + ind; }
+    const tableAt = alignUp(addr + text, PAGE);
+    next = ind ? tableAt + ind : addr + text;
+    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
+    at.get(n)!.text = { addr, size: text };
+    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   }
-  for (const a of ['rodata', 'data', 'bss'] as const) {
-    let p = m.regions[a].base;
-    for (const n of order) {
-      const u = byName.get(n)!;
-      const size = u.sizes[a] ?? 0;
-      if (!size) continue;
-      const addr = alignUp(p, u.align[a] ?? 1);
-      place(a, addr, size, n);
-      p = addr + size;
-    }
-  }
-  return { placements: req.ulibs.map((u) => ({ ulib: u.name, variant: u.variant, shared: false, at: at.get(u.name)! })), notes: base.notes, order };
+  return { placements: base.placements.map((p) => ({ ...p, shared: false, at: at.get(p.ulib)! })), notes: base.notes, order };
 }

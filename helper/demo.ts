@@ -78,7 +78,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   };
   for (const layout of LAYOUTS) {
     await linkAll(layout);
-    if (layout === 'spacer') {
+    if (layout !== 'default') {
       // A new workspace: once every app has been linked, the map knows which µlibs the apps
       // share; re-plan it so those sit together, and link every app again.
       const r = await mapRelayout(mapOf(layout));

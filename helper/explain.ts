@@ -78,8 +78,15 @@ export function explain(pathA: string, pathB: string, maxCauses = 8): UlibExplan
         if ((pa.nonzero.get(p) ?? 'zero') !== (pb.nonzero.get(q) ?? 'zero')) { differing++; sectionPagesDiffer = true; }
       }
       if (!sectionPagesDiffer) continue;
+      if (kind === 'ind') {
+        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: "indirection table: it holds this image's own targets, so it differs by design (the code that uses it does not)" });
+        continue;
+      }
       if (sa.addr !== sb.addr) {
-        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: `placed at 0x${sa.addr.toString(16)} in one image and 0x${sb.addr.toString(16)} in the other${ua.variant !== ub.variant ? ' (different variants)' : ' (one image has it in its own area: relink it after the map gave it a stable slot)'}` });
+        const where = ua.variant !== ub.variant ? ' (different variants)'
+          : planA.aslr || planB.aslr ? ' (ASLR: each build shuffles the code)'
+          : ' (one image has it in its own area: relink it now that the map gave it a stable slot)';
+        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: `placed at 0x${sa.addr.toString(16)} in one image and 0x${sb.addr.toString(16)} in the other${where}` });
         continue;
       }
       if (ua.variant !== ub.variant) {
@@ -90,10 +97,6 @@ export function explain(pathA: string, pathB: string, maxCauses = 8): UlibExplan
       const ba = a.contents(sa), bb = b.contents(sb);
       if (ba.equals(bb)) {
         causes.push({ section: sa.name, offset: 0, bytes: 0, why: 'its bytes are identical: the page also holds something else that differs (a neighbour, or a per-image table)' });
-        continue;
-      }
-      if (kind === 'ind') {
-        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: "indirection table: it holds this image's own targets, so it differs by design (the code that uses it does not)" });
         continue;
       }
       const relocs = relocsIn(a, sa);

@@ -106,6 +106,8 @@ export interface ImagePlan {
   spacer: 1;
   image: string;
   ulibs: { name: string; variant: string; slots: Partial<Record<Area, PlanSlot>> }[];
+  /** ASLR builds: the seed and the shuffled µlib order. */
+  aslr?: { seed: string; order: string[] };
 }
 
 /** What the content bound needs from one image. */
@@ -244,7 +246,7 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
       if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
     }
   });
-  return { spacer: 1, image: String(plan.image ?? ''), ulibs: plan.ulibs };
+  return { spacer: 1, image: String(plan.image ?? ''), ulibs: plan.ulibs, ...(plan.aslr ? { aslr: plan.aslr } : {}) };
 }
 
 const isAlloc = (s: Section) => (s.flags & SHF_ALLOC) !== 0n;
