@@ -8,6 +8,8 @@ import { finish } from './finish.js';
 import { link } from './link.js';
 import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
+import { writeFileAtomic } from './map.js';
+import { randomBytes } from 'node:crypto';
 
 /** Parsed options, as the handlers read them (yargs' own types are loose here). */
 interface Args {
@@ -36,10 +38,21 @@ async function main(argv: string[]): Promise<void> {
         .option('image', { type: 'string', demandOption: true, describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)' })
         .option('lds', { type: 'string', demandOption: true, describe: "the platform's preprocessed default linker script" })
         .option('out', { type: 'string', demandOption: true, describe: 'where to write the aligned script (the plan goes to <out>.json)' })
+        .option('aslr', { type: 'boolean', default: false, describe: 'ASLR mode: shuffle the µlibs\' code per build; references leaving a µlib go through its table' })
+        .option('seed', { type: 'string', describe: 'ASLR seed (same seed, same image); without it a fresh one is drawn and written to <out>.seed' })
+        .option('rewrite', { type: 'boolean', default: true, describe: 'redirect references that leave a µlib through its indirection table (--no-rewrite: layout only)' })
         .example('$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o', ''),
       async (a: Args) => {
+        let aslrSeed: string | undefined;
+        if (a.aslr || a.seed !== undefined) {
+          aslrSeed = a.seed ? String(a.seed) : randomBytes(8).toString('hex');
+          // Recorded so the build can be reproduced: SPACER_ASLR_SEED=<this> gives the same image.
+          writeFileAtomic(`${a.out}.seed`, aslrSeed + '\n');
+          if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${aslrSeed} (written to ${a.out}.seed)`);
+        }
         await link({
-          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String), log,
+          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String),
+          aslrSeed, rewrite: a.rewrite, log,
         });
       },
     )
@@ -51,6 +64,20 @@ async function main(argv: string[]): Promise<void> {
       async (a: Args) => {
         const r = await finish(a.image, a.plan);
         log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`);
+      },
+    )
+    .command(
+      'verify <image>',
+      'prove every rewritten site of an image reaches the same targets as before the rewrite',
+      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'a rewritten ELF64 debug image' }),
+      async (a: Args) => {
+        const { verifyImage } = await import('./verify.js');
+        const problems = verifyImage(a.image);
+        if (problems.length) {
+          for (const p of problems.slice(0, 20)) log(`spacer: ${a.image}: ${p}`);
+          if (problems.length > 20) log(`spacer: ${a.image}: ... and ${problems.length - 20} more`);
+          process.exitCode = 1;
+        } else process.stdout.write(`${a.image}: every rewritten site verified\n`);
       },
     )
     .command(
