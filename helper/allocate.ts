@@ -44,17 +44,32 @@ export interface AllocResult {
   notes: string[];
 }
 
-/** A new map sized from the first image: each region at least MIN_CAPACITY and 4x the first need. */
+/**
+ * End of the region for the shared µlibs' tables: what they need plus a quarter. Code starts right
+ * after it, on the same page: that page is per-image anyway (boot head, tables). Tables of µlibs
+ * shared later that no longer fit go right after their group's code (see allocate).
+ */
+function indEnd(base: number, need: number): number {
+  return alignUp(base + need + Math.max(Math.ceil(need / 4), 256), 64);
+}
+
+/**
+ * A new map sized from the first image. The tables of shared µlibs go right after the boot head
+ * (the head's page is per-image anyway), then code, read-only data, data and bss regions, each
+ * at least MIN_CAPACITY and 4x the first need.
+ */
 export function freshMap(req: AllocRequest): SpacerMap {
-  // The platform's boot head gets a quarter more room (at least 256 bytes), to the next page.
-  const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), 256), PAGE);
-  let at = req.textBase + head;
+  // The platform's boot head gets a quarter more room (at least 256 bytes).
+  const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), 256), 64);
+  const need = (k: Area) => req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
   const regions = {} as SpacerMap['regions'];
-  for (const k of AREAS) {
-    const need = req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
-    const cap = alignUp(Math.max(MIN_CAPACITY[k], 4 * need), MiB);
-    regions[k] = { base: at, end: at + cap, next: at };
-    at = alignUp(at + cap, MiB);
+  const indBase = req.textBase + head;
+  regions.ind = { base: indBase, end: indEnd(indBase, need('ind')), next: indBase };
+  let at = regions.ind.end;
+  for (const k of AREAS.filter((a) => a !== 'ind')) {
+    const cap = alignUp(Math.max(MIN_CAPACITY[k], 4 * need(k)), MiB);
+    regions[k] = { base: at, end: alignUp(at + cap, MiB), next: at };
+    at = regions[k].end;
   }
   return { schema: 1, page_size: PAGE, text_base: req.textBase, head, regions, ulibs: {}, images: {} };
 }
@@ -120,25 +135,44 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   // Variants that a second image now uses get stable slots, packed together as one group.
   const promote = entries.filter((x) => !x.v.slot && x.v.images.length >= 2);
   if (promote.length) {
+    const indNeed = promote.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
+    const indFits = alignUp(m.regions.ind.next, 16) + indNeed <= m.regions.ind.end;
     for (const a of AREAS) {
+      if (a === 'ind' && !indFits) continue;
       const r = m.regions[a];
       const got = pack(m, mapPath, a, r.next, promote, r.end, false);
       for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
       if (got.size) r.next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
+      if (a === 'text' && !indFits && indNeed) {
+        // The table region is full: these tables follow the group's code (they cost that page its sharing).
+        const t = m.regions.text;
+        const tables = pack(m, mapPath, 'ind', t.next, promote, t.end, false);
+        for (const [v, ext] of tables) (v.slot ??= {}).ind = ext;
+        if (tables.size) t.next = Math.max(...[...tables.values()].map((e) => e.addr + e.size));
+        notes.push("the table region is full: the new shared µlibs' tables follow their code; run 'spacer map relayout' (then relink) to pack them again");
+      }
     }
     for (const x of promote) x.v.slot ??= {};
     notes.push(`shared now, given stable slots: ${promote.map((x) => x.name).join(', ')}`);
   }
-  // The image's own variants go right after the last shared slot it uses. Code and read-only
-  // data start on a fresh page so shared pages stay whole; tables, data and bss need not:
-  // tables are per-image anyway, data pages change at run time, bss is zeros.
+  // The image's own variants go right after the last shared slot it uses, on the same page: that
+  // page then differs per image, but a fresh page would cost each image one more page, and the
+  // shared tail it holds is smaller than a page.
+  // Their tables follow their code: per-image pages anyway, no fixed place needed.
   const own = entries.filter((x) => !x.v.slot);
   const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
   for (const a of AREAS) {
+    if (a === 'ind') continue;
     const r = m.regions[a];
     const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
-    const got = pack(m, mapPath, a, Math.max(r.base, ...ends), own, r.end, a === 'text' || a === 'rodata');
+    const start = Math.max(r.base, ...ends);
+    const got = pack(m, mapPath, a, start, own, r.end, false);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
+    if (a === 'text') {
+      const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
+      const tables = pack(m, mapPath, 'ind', after, own, r.end, false);
+      for (const [v, ext] of tables) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!).ind = ext;
+    }
   }
   return {
     placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
@@ -174,6 +208,12 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
   const old = new Map<VariantEntry, string>();
   for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) old.set(v, JSON.stringify(v.slot ?? null));
   for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
+  // The table region takes what the shared tables need (twice over); code starts after it.
+  const indNeed = all.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
+  const ind = m.regions.ind;
+  ind.end = indEnd(ind.base, indNeed);
+  if (ind.end >= m.regions.text.end) throw new SpacerError(`${mapPath}: the tables of the shared µlibs need more room than the map has; start a new map and relink every app`);
+  m.regions.text.base = ind.end;
   for (const a of AREAS) {
     const r = m.regions[a];
     let next = r.base;

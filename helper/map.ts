@@ -12,8 +12,9 @@ export const PAGE = 0x1000;
 /** Section kinds of the platform script that hold µlib code and data. */
 export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
 export type Kind = (typeof KINDS)[number];
-/** Everything the map places: the section kinds plus each µlib's indirection table (`ind`). */
-export const AREAS = ['text', 'ind', 'rodata', 'data', 'bss'] as const;
+/** Everything the map places, in address order: the indirection tables of shared µlibs (`ind`,
+ *  right after the platform's boot head), then the section kinds. */
+export const AREAS = ['ind', 'text', 'rodata', 'data', 'bss'] as const;
 export type Area = (typeof AREAS)[number];
 
 export interface Extent { addr: number; size: number }
@@ -158,7 +159,9 @@ export function checkMap(m: SpacerMap): string[] {
   const issues: string[] = [];
   for (const k of AREAS) {
     const r = m.regions[k];
-    if (r.base % PAGE || r.end % PAGE) issues.push(`region ${k} is not page-aligned`);
+    // The table region starts right after the boot head, on the head's page; the others on a page.
+    // The table region sits right after the boot head and code right after it, mid-page; the others on pages.
+    if (k !== 'ind' && k !== 'text' && (r.base % PAGE || r.end % PAGE)) issues.push(`region ${k} is not page-aligned`);
     if (r.next < r.base || r.next > r.end) issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
     const used: { name: string; e: Extent }[] = [];
     for (const [name, u] of Object.entries(m.ulibs)) {
@@ -167,7 +170,8 @@ export function checkMap(m: SpacerMap): string[] {
     used.sort((a, b) => a.e.addr - b.e.addr);
     let prev: { name: string; e: Extent } | undefined;
     for (const cur of used) {
-      if (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`);
+      const inText = k === 'ind' && cur.e.addr >= m.regions.text.base && cur.e.addr + cur.e.size <= m.regions.text.next;
+      if (!inText && (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next)) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`);
       if (prev && prev.e.addr + prev.e.size > cur.e.addr) issues.push(`${cur.name}: ${k} slot overlaps ${prev.name}`);
       prev = cur;
     }
@@ -175,7 +179,7 @@ export function checkMap(m: SpacerMap): string[] {
   for (let i = 1; i < AREAS.length; i++) {
     if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base) issues.push(`region ${AREAS[i]} overlaps the region before it`);
   }
-  if (m.text_base + m.head > m.regions.text.base) issues.push('text head overlaps the text region');
+  if (m.text_base + m.head > m.regions.ind.base) issues.push('the boot head overlaps the table region');
   for (const [iname, im] of Object.entries(m.images)) {
     for (const [u, v] of Object.entries(im.ulibs)) {
       const e = m.ulibs[u]?.variants[v];
