@@ -63,6 +63,11 @@ static void add_region(uint64_t base, uint64_t len, uint32_t flags)
 	r->flags = flags;
 }
 
+static int cmdline_has(const char *p, const char *word);
+
+/* `stay` on the full command line (bootinfo.cmdline keeps only its first 63 bytes). */
+static int stay_mode;
+
 static void parse_multiboot(uint32_t mbi_addr, uint32_t magic)
 {
 	const struct multiboot_info *mbi;
@@ -90,6 +95,7 @@ static void parse_multiboot(uint32_t mbi_addr, uint32_t magic)
 		for (i = 0; i < sizeof(bootinfo.cmdline) - 1 && cl[i]; i++)
 			bootinfo.cmdline[i] = cl[i];
 		bootinfo.cmdline[i] = '\0';
+		stay_mode = cmdline_has(cl, "stay");
 		info_end = MAX(info_end, (uint64_t)mbi->cmdline + i + 1);
 	}
 	if (mbi->flags & MBI_FLAG_MMAP) {
@@ -163,10 +169,9 @@ void ukplat_terminate(int code)
 		__asm__ __volatile__("cli; hlt");
 }
 
-/* Whether the multiboot command line has the word `word` (qemu passes "<kernel> <-append>"). */
-static int cmdline_has(const char *word)
+/* Whether command line `p` has the word `word` (qemu passes "<kernel> <-append>"). */
+static int cmdline_has(const char *p, const char *word)
 {
-	const char *p = bootinfo.cmdline;
 	size_t n = 0;
 
 	while (word[n])
@@ -199,7 +204,7 @@ void _ukplat_entry64(uint32_t mbi_addr, uint32_t magic)
 	ret = ukboot_entry();
 	/* `-append stay`: keep the guest alive (halted) after main, e.g. for page sharing
 	 * measurements; by default the guest exits with main's status. */
-	if (cmdline_has("stay")) {
+	if (stay_mode) {
 		static const char msg[] = "kvmplat: stay: halted\n";
 
 		ukplat_coutk(msg, sizeof(msg) - 1);
