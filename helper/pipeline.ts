@@ -91,7 +91,8 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
 export async function bootableImage(dbg: string, elf: string): Promise<void> {
   const stripped = `${elf}.stripped-${process.pid}`, tmp = `${elf}.tmp-${process.pid}`;
   try {
-    await execa('strip', ['-s', dbg, '-o', stripped]);
+    // The rewrite record is for `spacer verify` on the .dbg; the image keeps only the plan.
+    await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', stripped]);
     await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
     renameSync(tmp, elf);
   } finally {
