@@ -4,22 +4,18 @@
 // example workspace's shared µlibs. Like the example apps it prints a deterministic result and
 // exits through isa-debug-exit (main returns 0 → ukboot → ukplat_terminate).
 //
-// Each app links the workspace's core µlibs (kvmplat, nolibc, ukalloc, ukboot, ukconsole,
-// uklibid) plus a seeded subset of the optional ones (ukcompress, ukhash, ukmath, ukrand,
-// uksort), and a quarter of them the `full` variant of nolibc: apps differ in which µlibs they
-// hold, as real FaaS unikernels do (the poster's issue 1). The AppSpec returned is built exactly
-// as loadApps() builds one (same link order, per-app ukboot/uklibid), so compileWorkspace and
-// objectsFor take generated and example apps alike.
+// The FaaS case of the issue: every generated app links the same µlibs as the example FaaS apps
+// (kvmplat, nolibc, ukalloc, ukboot, ukcompress, ukconsole, ukhash, uklibid, ukmath, uksort) and
+// differs only in its own code. The non-FaaS example apps (a nolibc variant, one more µlib, fewer
+// µlibs) are part of the workspace too. The AppSpec returned is built exactly as loadApps() builds
+// one (same link order, per-app ukboot/uklibid), so compileWorkspace and objectsFor take generated
+// and example apps alike.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type AppSpec, appLibName, loadUlibsConfig, objectBasename, objectKey } from '../workspace/index.js';
 
-/** µlibs every generated app links (besides the platform), alphabetical like apps.json. */
-export const CORE_LIBS = ['nolibc', 'ukalloc', 'ukboot', 'ukconsole', 'uklibid'] as const;
-/** µlibs an app may use; each is chosen with probability OPTIONAL_P. */
-export const OPTIONAL_LIBS = ['ukcompress', 'ukhash', 'ukmath', 'ukrand', 'uksort'] as const;
-const OPTIONAL_P = 0.6;
-const FULL_LIBC_P = 0.25;
+/** µlibs every generated app links (besides the platform), alphabetical like apps.json: the FaaS set. */
+export const FAAS_LIBS = ['nolibc', 'ukalloc', 'ukboot', 'ukcompress', 'ukconsole', 'ukhash', 'uklibid', 'ukmath', 'uksort'] as const;
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same workload on every machine. */
 export function prng(seed: number): () => number {
@@ -65,8 +61,8 @@ function statement(r: () => number, tab: string, tabMask: number): string {
 export function generateApp(seed: number, index: number): GeneratedApp {
   const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
   const name = `faas-g${String(index + 1).padStart(4, '0')}`;
-  const libs: string[] = [...CORE_LIBS, ...OPTIONAL_LIBS.filter(() => r() < OPTIONAL_P)].sort();
-  const variants: Record<string, string> = r() < FULL_LIBC_P ? { nolibc: 'full' } : {};
+  const libs: string[] = [...FAAS_LIBS];
+  const variants: Record<string, string> = {};
   const has = (l: string) => libs.includes(l);
   const L: string[] = [];
   L.push(`/* ${name}: a generated FaaS function (lib-spacer benchmark, seed ${seed}). */`);
