@@ -9,8 +9,6 @@ import {
   type AppSpec,
   type CompiledWorkspace,
   type LinkedImage,
-  PT_LOAD,
-  PT_TLS,
   bootImage,
   compileWorkspace,
   linkApp,
@@ -18,9 +16,9 @@ import {
   loadApps,
   objectsFor,
   platformScripts,
-  readElfSummary,
   workspaceRoot,
 } from '../helper/workspace/index.js';
+import { ElfFile, PT_TLS } from '../helper/elf.js';
 // @ts-ignore: plain JavaScript model of the apps' output
 import { expectedOutput } from '../example/tools/expected.mjs';
 
@@ -127,21 +125,21 @@ test('objects are in Unikraft link order, one per µlib, with the variant only w
 test('every image has at most 6 PT_LOADs, none empty or at address 0, and a TLS segment', (t) => {
   for (const a of apps) {
     for (const file of [images[a.name].dbg, images[a.name].elf]) {
-      const elf = readElfSummary(file);
-      const loads = elf.phdrs.filter((p) => p.type === PT_LOAD);
+      const elf = ElfFile.load(file);
+      const loads = elf.loads;
       t.true(loads.length >= 3 && loads.length <= 6, `${file}: ${loads.length} PT_LOAD`);
       for (const p of loads) {
-        t.false(p.vaddr === 0, `${file}: PT_LOAD at address 0`);
-        t.true(p.memsz > 0, `${file}: empty PT_LOAD at ${p.vaddr.toString(16)}`);
-        t.true(p.vaddr >= 0x100000 && p.vaddr + p.memsz < 64 << 20, `${file}: PT_LOAD outside guest RAM`);
+        t.false(p.vaddr === 0n, `${file}: PT_LOAD at address 0`);
+        t.true(p.memsz > 0n, `${file}: empty PT_LOAD at ${p.vaddr.toString(16)}`);
+        t.true(p.vaddr >= 0x100000n && p.vaddr + p.memsz < 64n << 20n, `${file}: PT_LOAD outside guest RAM`);
       }
-      t.true(elf.phdrs.some((p) => p.type === PT_TLS), `${file}: no PT_TLS`);
+      t.true(elf.segments.some((p) => p.type === PT_TLS), `${file}: no PT_TLS`);
     }
-    t.is(readElfSummary(images[a.name].dbg).elfClass, 64);
-    const elf32 = readElfSummary(images[a.name].elf);
-    t.is(elf32.elfClass, 32);
-    t.is(elf32.machine, 3); // EM_386: qemu's multiboot loader refuses ELF64
-    t.is(elf32.entry, readElfSummary(images[a.name].dbg).entry);
+    const dbg = ElfFile.load(images[a.name].dbg), elf32 = ElfFile.load(images[a.name].elf);
+    t.is(dbg.header.class, 64);
+    t.is(elf32.header.class, 32);
+    t.is(elf32.header.machine, 3); // EM_386: qemu's multiboot loader refuses ELF64
+    t.is(elf32.header.entry, dbg.header.entry);
   }
 });
 

@@ -32,11 +32,3 @@ export {
   platformScripts,
 } from './link.js';
 export { type BootOptions, type BootResult, bootImage, qemuArgs } from './boot.js';
-export {
-  type ElfSummary,
-  type ProgramHeader,
-  PT_GNU_STACK,
-  PT_LOAD,
-  PT_TLS,
-  readElfSummary,
-} from './elf-phdrs.js';

@@ -5,6 +5,7 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
+import { bootableImage } from '../pipeline.js';
 import type { AppSpec } from './apps.js';
 import { workspaceRoot } from './apps.js';
 import { type CompiledWorkspace, objectsFor } from './compile.js';
@@ -78,19 +79,14 @@ export async function linkImage(req: LinkRequest): Promise<LinkedImage> {
   await mkdir(path.dirname(out), { recursive: true });
   const dbg = `${out}.dbg`;
   const elf = `${out}.elf`;
-  const tag = `.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const dbgTmp = dbg + tag;
-  const strippedTmp = `${out}.stripped${tag}`;
-  const elfTmp = elf + tag;
+  const dbgTmp = `${dbg}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   try {
     await execa('gcc', linkCommand(req, dbgTmp));
     await rename(dbgTmp, dbg);
-    await execa('strip', ['-s', dbg, '-o', strippedTmp]);
-    await execa('objcopy', ['-O', 'elf32-i386', strippedTmp, elfTmp]);
-    await rename(elfTmp, elf);
   } finally {
-    await Promise.all([dbgTmp, strippedTmp, elfTmp].map((f) => rm(f, { force: true })));
+    await rm(dbgTmp, { force: true });
   }
+  await bootableImage(dbg, elf);
   return { dbg, elf };
 }
 
