@@ -13,7 +13,6 @@ import { SpacerError } from './errors.js';
 import { writeFileAtomic } from './map.js';
 import type { Plan } from './link.js';
 import { rewriteImage, type RewritePlan, type RewriteStats } from './rewrite.js';
-import { verifyImage } from './verify.js';
 
 export const PLAN_SECTION = '.spacer.plan';
 
@@ -88,11 +87,12 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
     throw new SpacerError(`${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`);
   }
   // Rewrite the references that leave each µlib, then prove the result.
+  // The plan is recorded in the same write. (The rewrite verifies its result in memory before
+  // writing; `spacer verify` re-checks any image from its record.)
   let rewrite: RewriteStats | undefined;
   if (plan.rewrite && plan.rewrite !== 'none') {
-    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite);
-    const bad = verifyImage(imagePath);
-    if (bad.length) throw new SpacerError(`${imagePath}: the rewrite did not verify (${bad[0]}${bad.length > 1 ? `, and ${bad.length - 1} more` : ''}); this is a lib-spacer bug: please report it with the image`);
+    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [{ name: PLAN_SECTION, data: planText }]);
+    if (!rewrite.alreadyDone) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
   }
   // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
   const tmpPlan = `${imagePath}.spacer-plan.tmp`;

@@ -360,18 +360,21 @@ function inExecutableLoad(elf: ElfFile, s: Section): boolean {
 }
 
 /** Rewrites the µlibs of a linked image (ELF64, -Wl,--emit-relocs) per `plan`; atomic. */
-export async function rewriteImage(dbgPath: string, plan: RewritePlan, mode: Mode = 'external'): Promise<RewriteStats> {
+export async function rewriteImage(dbgPath: string, plan: RewritePlan, mode: Mode = 'external', extra: ExtraSection[] = []): Promise<RewriteStats> {
   const t0 = performance.now();
   checkMode(mode, dbgPath);
   try {
-    return await rewrite(dbgPath, plan, mode, t0);
+    return await rewrite(dbgPath, plan, mode, t0, extra);
   } catch (e) {
     if (isSpacerError(e)) throw e;
     throw new SpacerError(`${dbgPath}: cannot rewrite (${(e as Error).message}); the image was left unchanged`);
   }
 }
 
-async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: number): Promise<RewriteStats> {
+/** A non-loaded section to add in the same write (e.g. the link plan). */
+export interface ExtraSection { name: string; data: string }
+
+async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: number, extra: ExtraSection[]): Promise<RewriteStats> {
   const elf = loadImage(dbgPath);
   const canon = canonicalPlan(plan);
   const prev = readRecord(elf);
@@ -459,20 +462,22 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
   // Check the result before anything is written: every site must reach what it reached before.
   const problems = verifyRecord(new ElfFile(dbgPath, out), record);
   if (problems.length) throw new SpacerError(`${dbgPath}: the rewrite failed its own verification (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); the image was left unchanged`);
-  await writeAtomically(dbgPath, out, JSON.stringify(record), records.flatMap((r) => [r.text, r.ind.section]));
+  await writeAtomically(dbgPath, out, [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra], records.flatMap((r) => [r.text, r.ind.section]));
   return { ...stats, ms: performance.now() - t0, alreadyDone: false };
 }
 
-/** Writes the patched bytes plus the record section, then renames over the image. */
-async function writeAtomically(path: string, data: Buffer, record: string, changed: string[]): Promise<void> {
+/** Writes the patched bytes plus the record (and any extra) sections, then renames over the image. */
+async function writeAtomically(path: string, data: Buffer, sections: ExtraSection[], changed: string[]): Promise<void> {
   const base = `${path}.spacer-rewrite-${process.pid}`;
-  const tmpElf = `${base}.elf`, tmpRec = `${base}.json`, tmpOut = `${base}.out`;
+  const tmpElf = `${base}.elf`, tmpOut = `${base}.out`;
+  const tmpSecs = sections.map((_, i) => `${base}.${i}.sec`);
   const mode = statSync(path).mode & 0o7777;
   try {
     writeFileSync(tmpElf, data);
-    writeFileSync(tmpRec, record);
+    sections.forEach((sec, i) => writeFileSync(tmpSecs[i], sec.data));
+    const args = sections.flatMap((sec, i) => ['--add-section', `${sec.name}=${tmpSecs[i]}`, '--set-section-flags', `${sec.name}=readonly,contents`]);
     try {
-      await execa('objcopy', ['--add-section', `${REWRITE_SECTION}=${tmpRec}`, '--set-section-flags', `${REWRITE_SECTION}=readonly,contents`, tmpElf, tmpOut]);
+      await execa('objcopy', [...args, tmpElf, tmpOut]);
     } catch (e) {
       const err = e as { stderr?: string; code?: string };
       if (err.code === 'ENOENT') throw new SpacerError('objcopy not found; install binutils');
@@ -487,6 +492,6 @@ async function writeAtomically(path: string, data: Buffer, record: string, chang
     chmodSync(tmpOut, mode);
     renameSync(tmpOut, path);
   } finally {
-    for (const f of [tmpElf, tmpRec, tmpOut]) rmSync(f, { force: true });
+    for (const f of [tmpElf, tmpOut, ...tmpSecs]) rmSync(f, { force: true });
   }
 }
