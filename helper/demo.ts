@@ -141,11 +141,11 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
 export function formatDemo(r: DemoResult): string {
   const lines: string[] = [];
-  lines.push('app            µlibs  ' + LAYOUTS.map((l) => `${l} boot`.padEnd(16)).join(''));
+  lines.push('app            µlibs  ' + LAYOUTS.map((l) => `${l} boot`.padEnd(19)).join(''));
   for (const a of r.apps) {
     lines.push(`${a.name.padEnd(14)} ${String(a.ulibs).padStart(5)}  ` + LAYOUTS.map((l) => {
       const x = a.outputs[l];
-      return (x ? `${x.ok && x.matches_default ? 'same output' : 'DIFFERS'} ${(x.boot_ms / 1000).toFixed(1)}s` : '-').padEnd(16);
+      return (x ? `${x.ok && x.matches_default ? 'same output' : 'DIFFERS'} ${(x.boot_ms / 1000).toFixed(1)}s` : '-').padEnd(19);
     }).join(''));
   }
   lines.push('');
