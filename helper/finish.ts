@@ -41,6 +41,8 @@ export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
     }
   }
   elf.segments.forEach((p, i) => {
+    // Unikraft's boot turns each loaded segment into a memory region and checks it is page-aligned.
+    if (p.type === PT_LOAD && p.memsz > 0n && p.vaddr % 4096n) problems.push(`program header ${i} (a PT_LOAD at 0x${p.vaddr.toString(16)}) does not start on a page`);
     if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n) problems.push(`program header ${i} is an empty PT_LOAD at address 0: the platform script names a program header no section uses, and qemu's multiboot loader hangs on it`);
   });
   return problems;

@@ -22,7 +22,7 @@ import {
 } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import {
-  MODES, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
+  MODES, codeMap, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
   type CodeRef, type Mode, type Place, type SiteKind,
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
@@ -107,7 +107,10 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       const fail = (at: bigint, msg: string): never => {
         throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
       };
-      for (const site of findSites(insns, refs, mode, (a) => findInsn(insns, a), fail)) {
+      const code = codeMap(syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC));
+      const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code);
+      dataPointers += code.data.length;
+      for (const site of found) {
         sites++;
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
@@ -308,7 +311,8 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail);
+  const codeAt = codeMap(syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC));
+  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, codeAt);
   const sites: ImageSite[] = found.map((s) => {
     const i = s.insn, off = Number(i.ip - lo);
     let target: bigint;
@@ -323,8 +327,9 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     return { insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)) };
   });
 
-  // Data relocations of the µlib's other sections; those into its own code are branch targets too.
-  const dataPointers: bigint[] = [];
+  // Data relocations of the µlib's other sections (and data within its code); those into its own
+  // code are branch targets too.
+  const dataPointers: bigint[] = codeAt.data.map((r) => r.at);
   const targets: bigint[] = insns.filter((i) => i.nearBranch).map((i) => i.target);
   for (const name of new Set(u.sections)) {
     const s = elf.section(name);

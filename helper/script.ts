@@ -157,6 +157,7 @@ export interface ScriptPlan {
   head: number;
   rodataBase: number;
   dataBase: number;
+  bssBase: number;
 }
 
 const q = (path: string) => {
@@ -184,6 +185,18 @@ export function generateScript(plan: ScriptPlan): string {
     ULIB: x.ulib, SECTION: outputName('ind', x.ulib), ADDR: hex(x.addr), SIZEM1: hex(x.size - 1), PHDRS: phdrs.map((h) => ` :${h}`).join(''),
   });
   const slotText = (k: Kind) => byKind(k).map(slotBlock).join('');
+  // A segment starts at its first section: when this image lacks the region's first µlib, zeros
+  // from the region's start keep the segment on a page (Unikraft's boot checks its memory regions).
+  const regionBase: Record<'rodata' | 'data' | 'bss', number> = { rodata: plan.rodataBase, data: plan.dataBase, bss: plan.bssBase };
+  const padText = (k: 'rodata' | 'data' | 'bss') => {
+    const first = byKind(k)[0];
+    if (!first || first.addr === regionBase[k]) return '';
+    const size = hex(first.addr - regionBase[k]);
+    return '\n' + fill('region-pad', {
+      REGION: k, ADDR: hex(regionBase[k]), TYPE: k === 'bss' ? '(NOLOAD) ' : '',
+      BODY: k === 'bss' ? `. = ${size};` : `BYTE(0); . = ${size};`, PHDRS: phdrsOf(k).map((h) => ` :${h}`).join(''),
+    });
+  };
 
   // 1. Generic descriptions skip mapped objects.
   for (const k of KINDS) {
@@ -219,9 +232,9 @@ export function generateScript(plan: ScriptPlan): string {
     // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
     // after the image's own µlibs (per-image anyway) they may.
     const last = byKind(k).at(-1);
-    inserts.push({ at, text: slotText(k) + (last?.shared ? '  . = ALIGN(0x1000);\n' : '') });
+    inserts.push({ at, text: padText(k) + slotText(k) + (last?.shared ? '  . = ALIGN(0x1000);\n' : '') });
   }
-  inserts.push({ at: p.sections.bss.stmt + 1, text: slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
+  inserts.push({ at: p.sections.bss.stmt + 1, text: padText('bss') + slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
   // Same position: later inserts go first, so the earlier one ends up in front.
   inserts.forEach((x, i) => (x.seq = i));
   inserts.sort((a, b) => b.at - a.at || b.seq! - a.seq!);

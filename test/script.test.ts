@@ -122,3 +122,17 @@ test('a µlib identical in two images occupies identical bytes at identical addr
   // The app µlibs differ, and so do their bytes.
   t.false(a.elf.contents(a.elf.section('.text.app1')!).equals(b.elf.contents(b.elf.section('.text.app2')!)));
 });
+
+test('an image without the first µlib of a region still has every segment on a page (zeros pad the start)', async (t) => {
+  const map = join(dir, 'pad-map.json');
+  // libr and libs become shared (libr first in every region); the third image has no libr.
+  const [libr, libs, libq] = await Promise.all(['libr', 'libs', 'libq'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 2 }))));
+  await linkImage('padA', [objs.libboot, libr, libs], map);
+  await linkImage('padB', [objs.libboot, libr, libs], map);
+  const { elf, dbg, lds } = await linkImage('padC', [objs.libboot, libs, libq], map);
+  t.truthy(elf.section('.spacer.pad.rodata'), 'a pad where libr would be');
+  t.truthy(elf.section('.spacer.pad.bss'));
+  for (const p of elf.loads) if (p.memsz > 0n) t.is(p.vaddr % 4096n, 0n, `PT_LOAD at 0x${p.vaddr.toString(16)}`);
+  const r = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
+  t.is(r.exitCode, 0, r.stderr);
+});

@@ -147,6 +147,32 @@ export function entryBound(kind: SiteKind, len: number): number {
   }
 }
 
+/** Which bytes of a code section are code: those a sized function symbol covers. */
+export interface CodeMap {
+  isCode(addr: bigint): boolean;
+  /** Relocations found in data within the code section that point outside (filled by findSites). */
+  data: CodeRef[];
+}
+
+/** A CodeMap from the function symbols of a section; without sized functions, everything is code. */
+export function codeMap(funcs: { value: bigint; size: bigint }[]): CodeMap {
+  const ranges = funcs.filter((f) => f.size > 0n).map((f) => [f.value, f.value + f.size] as const).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  return {
+    data: [],
+    isCode(addr: bigint): boolean {
+      if (!ranges.length) return true;
+      let lo = 0, hi = ranges.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (addr < ranges[mid][0]) hi = mid - 1;
+        else if (addr >= ranges[mid][1]) lo = mid + 1;
+        else return true;
+      }
+      return false;
+    },
+  };
+}
+
 /** One relocation in code, as both passes see it. */
 export interface CodeRef {
   /** Address of the relocated field (section offset in an object, address in an image). */
@@ -174,12 +200,18 @@ export interface Site {
  * refer outside (sorted by address). `fail` reports an unusable relocation or instruction.
  */
 export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex: (addr: bigint) => number,
-  fail: (at: bigint, msg: string) => never): Site[] {
+  fail: (at: bigint, msg: string) => never, code?: CodeMap): Site[] {
   const byInsn = new Map<number, { ref: CodeRef; op: Operand }[]>();
   for (const r of refs) {
     const cls = relocClass(r.type);
-    if (cls === undefined) fail(r.at, `${relocName(r.type)} in code is not supported (compile without -fPIC/-mcmodel=large, or with -ftls-model=local-exec)`);
     if (cls === 'ignore') continue;
+    // Data in a code section (Unikraft's kvm platform keeps its boot page tables in .text): bytes
+    // no function covers. Left as linked, which is always correct; counted when it points outside.
+    if (code && !code.isCode(r.at)) {
+      if (cls === undefined || isOutside(cls, r.place, mode)) code.data.push(r);
+      continue;
+    }
+    if (cls === undefined) fail(r.at, `${relocName(r.type)} in code is not supported (compile without -fPIC/-mcmodel=large, or with -ftls-model=local-exec)`);
     const k = findIndex(r.at);
     const i = k < 0 ? undefined : insns[k];
     if (!i || i.invalid) fail(r.at, `${relocName(r.type)} does not fall inside a decoded instruction (data in code?)`);
