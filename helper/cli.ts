@@ -67,6 +67,17 @@ async function main(argv: string[]): Promise<void> {
       },
     )
     .command(
+      'plan <image>',
+      'print the plan an image records (.spacer.plan): each µlib\'s variant and addresses, ASLR seed and order',
+      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'an image linked by lib-spacer (.dbg or stripped)' }),
+      async (a: Args) => {
+        const { loadImage, readImagePlan } = await import('./report.js');
+        const plan = readImagePlan(loadImage(a.image));
+        if (!plan) throw new SpacerError(`${a.image}: no .spacer.plan section; it was not linked by lib-spacer (or not finished)`);
+        process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
+      },
+    )
+    .command(
       'verify <image>',
       'prove every rewritten site of an image reaches the same targets as before the rewrite',
       (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'a rewritten ELF64 debug image' }),

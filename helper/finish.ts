@@ -7,6 +7,7 @@
 // Each step replaces the image atomically (temp + rename): a half-written .dbg would be newer
 // than its inputs and make would never relink it.
 import { readFileSync, renameSync, rmSync } from 'node:fs';
+import { deflateSync, inflateSync } from 'node:zlib';
 import { execa } from 'execa';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
@@ -15,6 +16,14 @@ import type { Plan } from './link.js';
 import { rewriteImage, type RewritePlan, type RewriteStats } from './rewrite.js';
 
 export const PLAN_SECTION = '.spacer.plan';
+
+/** The JSON text of a `.spacer.plan` section: stored deflated (zlib), plain JSON also read. */
+export function planSectionText(bytes: Buffer): string {
+  if (bytes[0] === 0x78) {
+    try { return inflateSync(bytes).toString('utf8'); } catch { /* not zlib after all: read as text */ }
+  }
+  return bytes.toString('utf8').replace(/\0+$/, '');
+}
 
 export function readPlan(path: string): Plan {
   let plan: Plan;
@@ -78,9 +87,11 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
     spacer: plan.spacer, image: plan.image, rewrite: plan.rewrite, ...(plan.aslr ? { aslr: plan.aslr } : {}),
     ulibs: plan.ulibs.map((u) => ({ name: u.name, variant: u.variant, slots: u.slots })),
   });
+  // Deflated: the plan is most of what the recorded metadata adds to the image file.
+  const planBytes = deflateSync(Buffer.from(planText), { level: 9 });
   if (embedded) {
     // Running twice is a no-op when the image already carries this plan.
-    if (elf.contents(embedded).toString('utf8') === planText) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
+    if (planSectionText(elf.contents(embedded)) === planText) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
     throw new SpacerError(`${imagePath}: already finished with another plan; relink it (make removes the .dbg when its script changes)`);
   }
   // Verify before touching the file: a wrong layout stops the build and leaves the image as it is.
@@ -93,13 +104,13 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   // writing; `spacer verify` re-checks any image from its record.)
   let rewrite: RewriteStats | undefined;
   if (plan.rewrite && plan.rewrite !== 'none') {
-    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [{ name: PLAN_SECTION, data: planText }]);
+    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [{ name: PLAN_SECTION, data: planBytes }]);
     if (!rewrite.alreadyDone) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
   }
   // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
   const tmpPlan = `${imagePath}.spacer-plan.tmp`;
   const tmpImage = `${imagePath}.spacer.tmp-${process.pid}`;
-  writeFileAtomic(tmpPlan, planText);
+  writeFileAtomic(tmpPlan, planBytes);
   try {
     await execa('objcopy', ['--add-section', `${PLAN_SECTION}=${tmpPlan}`, '--set-section-flags', `${PLAN_SECTION}=readonly,contents`, imagePath, tmpImage]);
     renameSync(tmpImage, imagePath);

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { ElfFile, ET_REL, SHF_ALLOC, SHF_TLS, SHT_NOBITS, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
-import { PLAN_SECTION } from './finish.js';
+import { PLAN_SECTION, planSectionText } from './finish.js';
 import { AREAS, type Area, type Kind } from './map.js';
 import { PAGE_SIZE, inRanges, pageAddr, pagesOf, scanPages, type PageScan } from './pages.js';
 
@@ -227,7 +227,7 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
   if (sec.type === SHT_NOBITS) bad('has no contents');
   let plan: any;
   try {
-    plan = JSON.parse(elf.contents(sec).toString('utf8').replace(/\0+$/, ''));
+    plan = JSON.parse(planSectionText(elf.contents(sec)));
   } catch (e) {
     bad(`is not valid JSON (${(e as Error).message})`);
   }

@@ -377,7 +377,7 @@ export async function rewriteImage(dbgPath: string, plan: RewritePlan, mode: Mod
 }
 
 /** A non-loaded section to add in the same write (e.g. the link plan). */
-export interface ExtraSection { name: string; data: string }
+export interface ExtraSection { name: string; data: string | Buffer }
 
 async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: number, extra: ExtraSection[]): Promise<RewriteStats> {
   const elf = loadImage(dbgPath);
