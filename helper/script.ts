@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './paths.js';
 import { SpacerError } from './errors.js';
-import { globMatch, parseScript, renderScript, type Item, type OutputSection, type Script } from './ldscript.js';
+import { globMatch, parseScript, renderScript, stripComments, type Item, type OutputSection, type Script } from './ldscript.js';
 import { KINDS, type Area, type Kind, hex } from './map.js';
 import { alignUp, type UlibObject } from './objects.js';
 
@@ -69,7 +69,7 @@ export function analyzePlatform(src: string): Platform {
   let textBase = -1;
   for (let i = 0; i < sections.text.stmt; i++) {
     const st = script.statements[i];
-    const m = st.kind === 'other' && /^\s*\.\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;\s*$/.exec(st.text);
+    const m = st.kind === 'other' && /^\s*\.\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;\s*$/.exec(stripComments(st.text));
     if (m) textBase = Number(m[1]);
   }
   if (textBase < 0) throw new SpacerError("no '. = <address>;' before .text in the linker script");
@@ -222,11 +222,11 @@ export function generateScript(plan: ScriptPlan): string {
     let pinAt = at;
     while (pinAt > 0) {
       const st = sc.statements[pinAt - 1];
-      if (st.kind === 'other' && /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(st.text)) pinAt--;
+      if (st.kind === 'other' && /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(stripComments(st.text))) pinAt--;
       else break;
     }
     const before = sc.statements[pinAt - 1];
-    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(before.text))) pinAt = at; // no alignment before: pin right at the section
+    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(stripComments(before.text)))) pinAt = at; // no alignment before: pin right at the section
     const base = k === 'rodata' ? plan.rodataBase : plan.dataBase;
     inserts.push({ at: pinAt, text: '\n' + fill('region-pin', { REGION: k === 'rodata' ? 'read-only' : 'data', PREV: k === 'rodata' ? 'text' : 'read-only', ADDR: hex(base) }) });
     // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;

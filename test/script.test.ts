@@ -136,3 +136,11 @@ test('an image without the first µlib of a region still has every segment on a 
   const r = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
   t.is(r.exitCode, 0, r.stderr);
 });
+
+test('comments in the platform script do not hide its text base or region starts', (t) => {
+  const src = readFileSync(platformLds, 'utf8').replace(/\. = 0x100000;/, '/* the kernel starts here */\n . = 0x100000; /* 1 MiB */');
+  t.not(src, readFileSync(platformLds, 'utf8'));
+  const plat = analyzePlatform(src);
+  t.is(plat.textBase, 0x100000);
+  t.is(renderScript(parseScript(src)), src);
+});
