@@ -20,6 +20,8 @@ export interface UlibRequest {
   variant: string;
   sizes: Partial<Record<Area, number>>;
   align: Partial<Record<Area, number>>;
+  /** Rewrite mode the table size (`sizes.ind`) was measured for. */
+  mode?: 'external' | 'aslr';
 }
 
 export interface AllocRequest {
@@ -121,8 +123,9 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
       e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }
     if (!e.images.includes(req.image)) e.images.push(req.image);
-    // Table sizes depend on the rewrite mode: keep the largest seen.
+    // Table sizes depend on the rewrite mode: keep the largest seen, and the modes measured.
     if ((u.sizes.ind ?? 0) > (e.sizes.ind ?? 0)) { e.sizes.ind = u.sizes.ind; e.align.ind = u.align.ind; }
+    if (u.mode && !(e.modes ??= []).includes(u.mode)) e.modes.push(u.mode);
     return { name: u.name, v: e, variant: u.variant };
   });
   m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
@@ -294,5 +297,5 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   }
-  return { placements: base.placements.map((p) => ({ ...p, shared: false, at: at.get(p.ulib)! })), notes: base.notes, order };
+  return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), notes: base.notes, order };
 }

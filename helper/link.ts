@@ -4,9 +4,8 @@
 import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { AREAS, type Area, hex, updateMap, writeFileAtomic } from './map.js';
+import { AREAS, type Area, type SpacerMap, hex, parseMapFile, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
-import { indirectionNeeds } from './rewrite.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
 export interface LinkOptions {
@@ -61,13 +60,21 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const measured = measure(platform, ulibs);
   const mode: Plan['rewrite'] = o.rewrite === false ? 'none' : o.aslrSeed !== undefined ? 'aslr' : 'external';
   // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
-  const ulibReqs: UlibRequest[] = ulibs.map((u) => {
+  // A variant the map already knows has it recorded (it depends only on the variant's content);
+  // only new variants are decoded.
+  const known = peekMap(o.map);
+  const ulibReqs: UlibRequest[] = [];
+  for (const u of ulibs) {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
-    const ind = mode === 'none' ? 0 : (o.tableBytes ?? ((path: string) => tableBytesFor(path, mode)))(u.path);
+    const recorded = known?.ulibs[u.name]?.variants[u.variant];
+    const ind = mode === 'none' ? 0
+      : o.tableBytes ? o.tableBytes(u.path)
+        : recorded?.modes?.includes(mode) ? recorded.sizes.ind ?? 0
+          : await tableBytesFor(u.path, mode);
     if (ind) { sizes.ind = ind; align.ind = 16; }
-    return { name: u.name, variant: u.variant, sizes, align };
-  });
+    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode });
+  }
   const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
   // Place every variant under the map lock; the map lands with an atomic rename.
   const { placements: placed, notes, map, order } = await updateMap(o.map, () => freshMap(req), (m) => {
@@ -101,16 +108,31 @@ export async function link(o: LinkOptions): Promise<Plan> {
   writeFileAtomic(o.out, script);
   writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
   const shared = placed.filter((p) => p.shared).length;
-  log(`spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${ulibs.length - shared} in the image's own area) -> ${o.out}`);
+  log(o.aslrSeed !== undefined
+    ? `spacer: ${o.image}: ${ulibs.length} µlibs, code shuffled (seed ${o.aslrSeed}); read-only data and data: ${shared} in shared slots -> ${o.out}`
+    : `spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${ulibs.length - shared} in the image's own area) -> ${o.out}`);
   return plan;
 }
 
 const needsCache = new Map<string, number>();
 
-/** Table bytes a µlib object needs in a rewrite mode (cached per object content and mode). */
-export function tableBytesFor(path: string, mode: 'external' | 'aslr'): number {
+/** Table bytes a µlib object needs in a rewrite mode (cached per object and mode in this process).
+ *  The rewriter (and iced-x86 with it) is loaded only when a variant is new. */
+export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<number> {
   const key = `${mode}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
-  if (n === undefined) needsCache.set(key, (n = indirectionNeeds(path, mode).bytes));
+  if (n === undefined) {
+    const { indirectionNeeds } = await import('./rewrite.js');
+    needsCache.set(key, (n = indirectionNeeds(path, mode).bytes));
+  }
   return n;
+}
+
+/** The map as it is now, read without the lock, for values that only depend on a variant's content. */
+function peekMap(path: string): SpacerMap | undefined {
+  try {
+    return parseMapFile(path);
+  } catch {
+    return undefined; // a bad map is reported, with its fix, when the link takes the lock
+  }
 }

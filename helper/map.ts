@@ -39,6 +39,8 @@ export interface VariantEntry {
   align: Partial<Record<Area, number>>;
   /** Images whose last link used this variant. */
   images: string[];
+  /** Rewrite modes whose table size was measured (`sizes.ind` is the largest). */
+  modes?: ('external' | 'aslr')[];
   /** Stable placement, the same in every image; never moves once given. */
   slot?: Partial<Record<Area, Extent>>;
 }
@@ -83,6 +85,7 @@ function encode(m: SpacerMap): string {
         sizes: perArea(v.sizes, (x) => x),
         align: perArea(v.align, (x) => x),
         images: [...v.images].sort(),
+        ...(v.modes?.length ? { modes: [...v.modes].sort() } : {}),
         ...(v.slot ? { slot: perArea(v.slot, (e) => ({ addr: hex(e.addr), size: hex(e.size) })) } : {}),
       }]))),
     }]))),
@@ -131,6 +134,7 @@ function decode(path: string, text: string): SpacerMap {
       const at = `ulibs.${name}.variants.${h}`;
       if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
       const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
+      if (Array.isArray(v.modes)) e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
       for (const a of AREAS) {
         if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
         if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);
