@@ -10,6 +10,8 @@ export const SHF_WRITE = 0x1n, SHF_ALLOC = 0x2n, SHF_EXECINSTR = 0x4n, SHF_MERGE
   SHF_STRINGS = 0x20n, SHF_TLS = 0x400n;
 export const PT_LOAD = 1, PT_TLS = 7;
 export const ET_REL = 1, ET_EXEC = 2, ET_DYN = 3;
+/** x86-64 virtual addresses have 48 bits: anything loaded above that is a damaged file. */
+const ADDRESS_LIMIT = 1n << 48n;
 export const EM_386 = 3, EM_X86_64 = 62;
 export const SHN_UNDEF = 0, SHN_ABS = 0xfff1, SHN_COMMON = 0xfff2, SHN_XINDEX = 0xffff;
 export const STT_SECTION = 3, STT_FILE = 4;
@@ -107,6 +109,12 @@ export class ElfFile {
     throw new SpacerError(`${this.path}: ${msg}`);
   }
 
+  /** A file quantity as a number, or one clear error naming the file. */
+  private n(v: bigint, what: string): number {
+    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${what} ${v} is out of range; not a valid ELF file`);
+    return Number(v);
+  }
+
   private need(off: bigint | number, len: number, what: string): number {
     const o = typeof off === 'bigint' ? off : BigInt(off);
     if (o < 0n || o + BigInt(len) > BigInt(this.data.length)) {
@@ -157,7 +165,7 @@ export class ElfFile {
     let shnum = h.shnum;
     const entsz = is64 ? 64 : 40;
     const base = this.need(h.shoff, entsz, 'section header 0');
-    if (shnum === 0) shnum = num(is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)));
+    if (shnum === 0) shnum = this.n(is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)), 'section count');
     this.need(h.shoff, shnum * entsz, 'section header table');
     const raw: Section[] = [];
     for (let i = 0; i < shnum; i++) {
@@ -180,8 +188,12 @@ export class ElfFile {
     if (shstrndx === SHN_XINDEX) shstrndx = raw[0].link;
     const strtab = raw[shstrndx];
     if (!strtab) this.fail(`section name table index ${shstrndx} out of range; not a valid ELF file`);
+    // Every section's bytes lie in the file (the name table first: names are read from it).
+    for (const s of [strtab, ...raw]) {
+      if (s.type !== SHT_NOBITS && s.type !== SHT_NULL) this.need(s.offset, this.n(s.size, `section ${s.index} size`), `section ${s.index}`);
+    }
     for (const s of raw) {
-      if (s.type !== SHT_NOBITS && s.type !== SHT_NULL) this.need(s.offset, num(s.size, 'section size'), `section ${s.index}`);
+      if ((s.flags & SHF_ALLOC) && s.addr + s.size > ADDRESS_LIMIT) this.fail(`section ${s.index} lies outside the x86-64 address space; not a valid image`);
       const r = s as Section & { nameOff?: number };
       s.name = this.cstr(strtab, r.nameOff ?? 0);
       delete r.nameOff;
@@ -208,7 +220,8 @@ export class ElfFile {
       };
       if (ph.type === PT_LOAD) {
         if (ph.filesz > ph.memsz) this.fail(`segment ${i} has filesz > memsz; not a valid image`);
-        this.need(ph.offset, num(ph.filesz, 'segment size'), `segment ${i}`);
+        if (ph.vaddr + ph.memsz > ADDRESS_LIMIT) this.fail(`segment ${i} lies outside the x86-64 address space; not a valid image`);
+        this.need(ph.offset, this.n(ph.filesz, `segment ${i} size`), `segment ${i}`);
       }
       out.push(ph);
     }
@@ -217,11 +230,12 @@ export class ElfFile {
 
   private cstr(strtab: Section, off: number): string {
     if (strtab.type === SHT_NOBITS) return '';
-    const start = num(strtab.offset) + off;
-    const end = num(strtab.offset + strtab.size);
+    if (strtab.type === SHT_NULL) this.fail(`string table ${strtab.index} has no contents; not a valid ELF file`);
+    const start = this.n(strtab.offset, 'string table offset') + off;
+    const end = this.n(strtab.offset + strtab.size, 'string table end');
     if (off >= Number(strtab.size)) {
       if (off === 0) return '';
-      this.fail(`string offset ${off} outside ${strtab.name || 'string table'}; not a valid ELF file`);
+      this.fail(`string offset ${off} outside string table section ${strtab.index}; not a valid ELF file`);
     }
     let i = start;
     while (i < end && this.data[i] !== 0) i++;
@@ -235,8 +249,8 @@ export class ElfFile {
   /** Bytes of a section (empty for NOBITS). */
   contents(s: Section): Buffer {
     if (s.type === SHT_NOBITS) return Buffer.alloc(0);
-    const o = num(s.offset);
-    return this.data.subarray(o, o + num(s.size));
+    const o = this.need(s.offset, this.n(s.size, `section ${s.index} size`), `section ${s.index}`);
+    return this.data.subarray(o, o + this.n(s.size, `section ${s.index} size`));
   }
 
   get loads(): ProgramHeader[] {
@@ -252,9 +266,9 @@ export class ElfFile {
     if (!strtab) this.fail(`symbol table links to missing string table ${tab.link}; not a valid ELF file`);
     const xndxSec = this.sections.find((s) => s.type === SHT_SYMTAB_SHNDX && s.link === tab.index);
     const entsz = this.is64 ? 24 : 16;
-    const n = num(tab.size) / entsz;
+    const n = this.n(tab.size, 'symbol table size') / entsz;
     if (!Number.isInteger(n)) this.fail(`symbol table size ${tab.size} is not a multiple of ${entsz}; not a valid ELF file`);
-    const d = this.data, base = num(tab.offset);
+    const d = this.data, base = this.need(tab.offset, this.n(tab.size, 'symbol table size'), 'symbol table');
     const out: ElfSymbol[] = [];
     for (let i = 0; i < n; i++) {
       const p = base + i * entsz;
@@ -269,7 +283,7 @@ export class ElfFile {
         sym = { index: i, name: '', value: BigInt(d.readUInt32LE(p + 4)), size: BigInt(d.readUInt32LE(p + 8)),
           bind: info >> 4, type: info & 15, other: d[p + 13], shndx: d.readUInt16LE(p + 14) };
       }
-      if (sym.shndx === SHN_XINDEX && xndxSec) sym.shndx = d.readUInt32LE(num(xndxSec.offset) + 4 * i);
+      if (sym.shndx === SHN_XINDEX && xndxSec) sym.shndx = d.readUInt32LE(this.need(xndxSec.offset + BigInt(4 * i), 4, 'extended section index'));
       sym.name = this.cstr(strtab, nameOff);
       out.push(sym);
     }
@@ -281,9 +295,9 @@ export class ElfFile {
     if (s.type !== SHT_RELA && s.type !== SHT_REL) return [];
     const rela = s.type === SHT_RELA;
     const entsz = this.is64 ? (rela ? 24 : 16) : (rela ? 12 : 8);
-    const n = num(s.size) / entsz;
+    const n = this.n(s.size, `relocation section ${s.name} size`) / entsz;
     if (!Number.isInteger(n)) this.fail(`relocation section ${s.name} size is not a multiple of ${entsz}; not a valid ELF file`);
-    const d = this.data, base = num(s.offset);
+    const d = this.data, base = this.need(s.offset, this.n(s.size, `relocation section ${s.name} size`), `relocation section ${s.name}`);
     const out: Relocation[] = [];
     for (let i = 0; i < n; i++) {
       const p = base + i * entsz;

@@ -20,20 +20,39 @@ export const PLAN_SECTION = '.spacer.plan';
 /** The JSON text of a `.spacer.plan` section: stored deflated (zlib), plain JSON also read. */
 export function planSectionText(bytes: Buffer): string {
   if (bytes[0] === 0x78) {
-    try { return inflateSync(bytes).toString('utf8'); } catch { /* not zlib after all: read as text */ }
+    // Bounded: a plan is kilobytes; a damaged or hostile section must not inflate to gigabytes.
+    try { return inflateSync(bytes, { maxOutputLength: 16 << 20 }).toString('utf8'); } catch { /* not zlib after all: read as text */ }
   }
   return bytes.toString('utf8').replace(/\0+$/, '');
 }
 
 export function readPlan(path: string): Plan {
   let plan: Plan;
+  const bad = (what: string): never => {
+    throw new SpacerError(`${path}: not a usable link plan (${what}); run 'spacer link' again`);
+  };
+  let text: string;
   try {
-    plan = JSON.parse(readFileSync(path, 'utf8'));
+    text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new SpacerError(`${path}: cannot read the link plan (${(e as Error).message}); run 'spacer link' again`);
+    throw new SpacerError(`${path}: cannot read the link plan (${(e as NodeJS.ErrnoException).code ?? 'error'}); run 'spacer link' again`);
   }
-  if (plan?.spacer !== 1 || !Array.isArray(plan.ulibs)) throw new SpacerError(`${path}: not a lib-spacer link plan; run 'spacer link' again`);
-  return plan;
+  try {
+    plan = JSON.parse(text);
+  } catch {
+    bad('not valid JSON');
+  }
+  if (plan!?.spacer !== 1 || !Array.isArray(plan!.ulibs)) bad('not a lib-spacer plan');
+  // Every field the post-link step reads.
+  const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
+  const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
+  for (const [i, u] of (plan!.ulibs as unknown as any[]).entries()) {
+    if (typeof u !== 'object' || u === null || !isName(u.name) || typeof u.slots !== 'object' || u.slots === null) bad(`µlib entry ${i}`);
+    for (const [k, slot] of Object.entries<any>(u.slots)) {
+      if (typeof slot !== 'object' || slot === null || !isName(slot.section) || !isHex(slot.addr) || !isHex(slot.size)) bad(`${u.name} ${k} slot`);
+    }
+  }
+  return plan!;
 }
 
 /** Problems of a linked image against its plan; empty when the layout is what the map says. */

@@ -228,8 +228,8 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
   let plan: any;
   try {
     plan = JSON.parse(planSectionText(elf.contents(sec)));
-  } catch (e) {
-    bad(`is not valid JSON (${(e as Error).message})`);
+  } catch {
+    bad('is not valid JSON (damaged)');
   }
   if (plan?.spacer !== 1) bad(`is not a lib-spacer plan of version 1 (spacer: ${JSON.stringify(plan?.spacer)})`);
   if (!Array.isArray(plan.ulibs)) bad('has no ulibs list');

@@ -245,16 +245,38 @@ export function loadImage(path: string): ElfFile {
 export function readRecord(elf: ElfFile): RewriteRecord | undefined {
   const s = elf.section(REWRITE_SECTION);
   if (!s) return undefined;
+  const bad = (what: string): never => {
+    throw new SpacerError(`${elf.path}: ${REWRITE_SECTION} is corrupt (${what}); relink the image and rewrite it again`);
+  };
   let rec: RewriteRecord;
   try {
     rec = JSON.parse(elf.contents(s).toString('utf8'));
-  } catch (e) {
-    throw new SpacerError(`${elf.path}: ${REWRITE_SECTION} is corrupt (${(e as Error).message}); relink the image and rewrite it again`);
+  } catch {
+    bad('not valid JSON');
   }
-  if (rec?.spacer_rewrite !== 1 || !Array.isArray(rec.ulibs) || !MODES.includes(rec.mode)) {
+  if (rec!?.spacer_rewrite !== 1 || !Array.isArray(rec!.ulibs) || !MODES.includes(rec!.mode)) {
     throw new SpacerError(`${elf.path}: ${REWRITE_SECTION} is not a lib-spacer rewrite record; relink the image and rewrite it again`);
   }
-  return rec;
+  // Every field verify reads, checked here: a damaged record is one clear line, never a crash.
+  const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
+  const isBytes = (v: unknown) => typeof v === 'string' && /^([0-9a-f]{2}){1,15}$/i.test(v);
+  const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
+  const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const plan = rec!.plan as unknown as { ulibs?: unknown };
+  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.ulibs)) bad('no plan');
+  for (const [i, pu] of (plan.ulibs as any[]).entries()) {
+    if (typeof pu !== 'object' || pu === null || !isName(pu.name) || !isName(pu.text) || !Array.isArray(pu.sections) || !pu.sections.every(isName)) bad(`plan entry ${i}`);
+    if (pu.ind !== null && (typeof pu.ind !== 'object' || !isName(pu.ind.section) || !isHex(pu.ind.addr) || !isCount(pu.ind.size))) bad(`plan entry ${i} table`);
+  }
+  for (const [i, u] of (rec!.ulibs as any[]).entries()) {
+    if (typeof u !== 'object' || u === null || !isName(u.name) || !isName(u.text) || !isHex(u.textAddr) || !isCount(u.textSize) || typeof u.textSha256 !== 'string') bad(`µlib entry ${i}`);
+    if (typeof u.ind !== 'object' || u.ind === null || !isName(u.ind.section) || !isHex(u.ind.addr) || !isCount(u.ind.size) || !isCount(u.ind.used)) bad(`µlib entry ${i} table`);
+    if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
+    for (const [j, x] of (u.sites as any[]).entries()) {
+      if (typeof x !== 'object' || x === null || !isHex(x.a) || !isBytes(x.o) || !isHex(x.e) || !isHex(x.t) || typeof x.k !== 'string' || !/^[a-z]{1,16}$/.test(x.k)) bad(`µlib entry ${i} site ${j}`);
+    }
+  }
+  return rec!;
 }
 
 /** A site found in a linked image. */
@@ -494,6 +516,10 @@ async function writeAtomically(path: string, data: Buffer, sections: ExtraSectio
       const x = a.section(name), y = b.section(name);
       if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y))) throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
     }
+    // The file as written must verify too, before it replaces the image.
+    const { verifyImage } = await import('./verify.js');
+    const problems = verifyImage(tmpOut);
+    if (problems.length) throw new SpacerError(`${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`);
     chmodSync(tmpOut, mode);
     renameSync(tmpOut, path);
   } finally {
