@@ -96,16 +96,9 @@ export interface GuestFigures {
   error?: string;
 }
 
-export interface LayoutFigures {
-  instances: number;
-  pages: number;
-  nonzero_pages: number;
-  zero_pages: number;
-  distinct_pages: number;
-  memory_mib: number;
-  content_bound_pages: number | null;
+/** The figures at N instances: those of the curve, and more. */
+export interface LayoutFigures extends CurvePoint {
   d_over_l: number | null;
-  elf_bytes: number;
   /** Distinct pages of the whole workspace (the N FaaS apps and the example apps). */
   workspace_images: number;
   workspace_distinct_pages: number;
