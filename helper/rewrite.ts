@@ -126,7 +126,8 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     } else {
       for (const r of relocs) {
         const cls = relocClass(r.type) ?? 'abs';
-        if (cls !== 'ignore' && isOutside(cls, symbolPlace(syms[r.sym], placeFrom(k)), mode)) dataPointers++;
+        // Judged from the code's side: a pointer to the µlib's own code moves with it in ASLR mode.
+        if (cls !== 'ignore' && isOutside(cls, symbolPlace(syms[r.sym], placeFrom('text')), mode)) dataPointers++;
       }
     }
   }
@@ -360,7 +361,7 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     for (const r of elf.relocationsFor(s)) {
       const cls = relocClass(r.type) ?? 'abs';
       if (cls === 'ignore') continue;
-      if (isOutside(cls, symbolPlace(syms[r.sym], placeFrom(s.index)), mode)) dataPointers.push(r.offset);
+      if (isOutside(cls, symbolPlace(syms[r.sym], placeFrom(text.index)), mode)) dataPointers.push(r.offset);
       const off = r.offset - s.addr;
       if (off >= 0n && off + 8n <= BigInt(data.length) && (r.type === R_X86_64._64)) targets.push(data.readBigUInt64LE(Number(off)));
       else if (off >= 0n && off + 4n <= BigInt(data.length) && (r.type === R_X86_64._32 || r.type === R_X86_64._32S)) targets.push(BigInt(data.readUInt32LE(Number(off))));

@@ -91,7 +91,9 @@ export function isOutside(cls: RelocClass, place: Place, mode: Mode): boolean {
     case 'tls': case 'got': return true;
     case 'size': return place === 'foreign';
     case 'pcrel': return mode === 'external' ? place === 'foreign' : place !== 'same';
-    case 'abs': return mode === 'external' ? place === 'foreign' : true;
+    // ASLR moves a µlib's code per build, but its read-only data, data and bss keep their map
+    // slots: an absolute address of those is the same in every build and stays in place.
+    case 'abs': return mode === 'external' ? place === 'foreign' : place !== 'own';
   }
 }
 
