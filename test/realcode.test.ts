@@ -205,9 +205,11 @@ run('the rewrite moved thousands of SQLite instructions, within the first pass\'
     if (mode === 'external') {
       t.true(s.sites >= 300, `${s.sites} sites`);
     } else {
-      // ASLR: every reference to its own read-only data, data and bss moves too.
-      t.true(s.sites >= 3000 && s.trampolines >= 3000, `${s.sites} sites, ${s.trampolines} trampolines`);
-      t.true(s.tableBytes >= 30_000, `${s.tableBytes} table bytes`);
+      // ASLR: RIP-relative references to its own read-only data, data and bss move too (absolute
+      // addresses of its data stay: the data keeps its slot while the code moves).
+      t.true(s.sites >= 1000 && s.trampolines >= 1000, `${s.sites} sites, ${s.trampolines} trampolines`);
+      t.true(s.sites > needs.external.sites * 2, `${s.sites} sites in ASLR mode vs ${needs.external.sites}`);
+      t.true(s.tableBytes >= 10_000, `${s.tableBytes} table bytes`);
     }
   }
 });
