@@ -13,7 +13,7 @@ import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
 /** Smallest capacity a region gets when a map is created; every loaded address must be RAM. */
-export const MIN_CAPACITY: Record<Area, number> = { text: 2 * MiB, ind: MiB, rodata: MiB, data: MiB, bss: 2 * MiB };
+export const MIN_CAPACITY: Record<Exclude<Area, 'ind'>, number> = { text: 2 * MiB, rodata: MiB, data: MiB, bss: 2 * MiB };
 
 export interface UlibRequest {
   name: string;
@@ -69,7 +69,7 @@ export function freshMap(req: AllocRequest): SpacerMap {
   regions.ind = { base: indBase, end: indEnd(indBase, need('ind')), next: indBase };
   let at = regions.ind.end;
   for (const k of AREAS.filter((a) => a !== 'ind')) {
-    const cap = alignUp(Math.max(MIN_CAPACITY[k], 4 * need(k)), MiB);
+    const cap = alignUp(Math.max(MIN_CAPACITY[k as Exclude<Area, 'ind'>], 4 * need(k)), MiB);
     regions[k] = { base: at, end: alignUp(at + cap, MiB), next: at };
     at = regions[k].end;
   }

@@ -89,7 +89,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   }
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({
-    platform, placements, objects: ulibs.map((u) => u.path), head: measured.head,
+    platform, placements, objects: ulibs.map((u) => u.path),
     rodataBase: map.regions.rodata.base, dataBase: map.regions.data.base, bssBase: map.regions.bss.base,
   });
   const plan: Plan = {

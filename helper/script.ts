@@ -154,7 +154,6 @@ export interface ScriptPlan {
   placements: SlotPlacement[];
   /** Mapped object paths (excluded from the platform's generic descriptions). */
   objects: string[];
-  head: number;
   rodataBase: number;
   dataBase: number;
   bssBase: number;
