@@ -5,10 +5,14 @@
 //     link is packed into one group (no per-µlib page padding), the group starting on a page;
 //   - a slot never moves. A µlib that changed is a new variant: it gets its own place and the
 //     old slot stays for the images that use it (nothing they use moves).
+//   - a µlib that several images use, each in its own variant (ukboot and uklibid are built per
+//     app), gets a *name slot*: one address, with headroom, that each of those variants takes.
+//     Their bytes differ per image, but their symbols sit at the same addresses, so the shared
+//     code that calls or reads them (and its tables) stays identical.
 // `relayout` re-plans every slot from the images recorded in the map: variants used by the
-// same set of images form a group, groups used by most images come first.
+// same set of images form a group, groups used by most images come first, name slots after.
 import { SpacerError } from './errors.js';
-import { AREAS, PAGE, type Area, type Extent, type SpacerMap, type VariantEntry, hex } from './map.js';
+import { AREAS, PAGE, type Area, type Extent, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
 import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
@@ -37,11 +41,15 @@ export interface Placement {
   variant: string;
   /** Stable (slot in the map) or placed in the image's own area for this link. */
   shared: boolean;
+  /** In the µlib's name slot: a stable address, content of this image only. */
+  named?: boolean;
   at: Partial<Record<Area, Extent>>;
 }
 
 export interface AllocResult {
   placements: Placement[];
+  /** Where the image's own area ends in the read-only data and data regions (its reserve). */
+  ownEnd: Partial<Record<Area, number>>;
   /** One line per event worth telling the user (new variants, promotions). */
   notes: string[];
 }
@@ -132,6 +140,56 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
   return { notes, entries };
 }
 
+/** Capacity of a name slot for variants of up to `size` bytes: a quarter more (at least 64 bytes). */
+function headroom(size: number): number {
+  return alignUp(size + Math.max(Math.ceil(size / 4), 64), 16);
+}
+
+/**
+ * Does the µlib earn a name slot? When two or more images each use a variant of their own (the
+ * mark of a library built per app, whose symbols keep their offsets from one build to the next).
+ * A single odd variant (one image's configuration) stays in that image's own area.
+ */
+function wantsNameSlot(lib: UlibEntry): boolean {
+  return Object.values(lib.variants).filter((v) => v.images.length === 1).length >= 2;
+}
+
+/** Does the variant fit the µlib's name slot (every area it has bytes in, at its alignment)? */
+function fitsNameSlot(lib: UlibEntry, v: VariantEntry): boolean {
+  return AREAS.every((a) => {
+    const size = v.sizes[a] ?? 0;
+    const e = lib.slot?.[a];
+    return !size || (!!e && size <= e.size && e.addr % (v.align[a] ?? 1) === 0);
+  });
+}
+
+/**
+ * Gives the named µlibs' name slots the areas they lack, packed from each region's next free
+ * address (tables in the text region, after the code): capacity for the largest variant known,
+ * plus headroom.
+ */
+function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
+  for (const a of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
+    const region = a === 'ind' ? m.regions.text : m.regions[a];
+    let next = region.next;
+    for (const name of names) {
+      const lib = m.ulibs[name];
+      if (lib.slot?.[a]) continue;
+      const vs = Object.values(lib.variants);
+      const size = Math.max(0, ...vs.map((v) => v.sizes[a] ?? 0));
+      if (!size) continue;
+      const addr = alignUp(next, Math.max(16, ...vs.map((v) => v.align[a] ?? 1)));
+      const cap = headroom(size);
+      if (addr + cap > region.end) {
+        throw new SpacerError(`${mapPath}: the ${a === 'ind' ? 'text' : a} region (${hex(region.base)}..${hex(region.end)}) has no room for ${name}'s slot (${cap} bytes); run 'spacer map relayout' (or start a new map) and relink every app`);
+      }
+      (lib.slot ??= {})[a] = { addr, size: cap };
+      next = addr + cap;
+    }
+    region.next = next;
+  }
+}
+
 /** Updates `m` for one image; deterministic for the same map and objects. */
 export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
   const { notes, entries } = allocateRecord(m, mapPath, req);
@@ -158,19 +216,53 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     for (const x of promote) x.v.slot ??= {};
     notes.push(`shared now, given stable slots: ${promote.map((x) => x.name).join(', ')}`);
   }
+  // Variants of this image only, of µlibs other images use in other variants: their name slots.
+  const single = entries.filter((x) => !x.v.slot && wantsNameSlot(m.ulibs[x.name]));
+  const grow = single.filter((x) => !fitsNameSlot(m.ulibs[x.name], x.v) && AREAS.some((a) => (x.v.sizes[a] ?? 0) && !m.ulibs[x.name].slot?.[a]));
+  if (grow.length) {
+    growNameSlots(m, mapPath, grow.map((x) => x.name));
+    notes.push(`name slots (one address for each image's own variant): ${grow.map((x) => x.name).join(', ')}`);
+  }
+  const named = new Set<VariantEntry>();
+  const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
+  for (const x of single) {
+    const lib = m.ulibs[x.name];
+    if (!fitsNameSlot(lib, x.v)) {
+      notes.push(`${x.name}: variant ${x.variant} outgrew its name slot; it goes to this image's own area (shares less). 'spacer map relayout' sizes the slot again`);
+      continue;
+    }
+    named.add(x.v);
+    ownAt.set(x.v, Object.fromEntries(AREAS.filter((a) => x.v.sizes[a]).map((a) => [a, { addr: lib.slot![a]!.addr, size: x.v.sizes[a]! }])));
+  }
   // The image's own variants go right after the last shared slot it uses, on the same page: that
   // page then differs per image, but a fresh page would cost each image one more page, and the
   // shared tail it holds is smaller than a page.
   // Their tables follow their code: per-image pages anyway, no fixed place needed.
-  const own = entries.filter((x) => !x.v.slot);
-  const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
+  const own = entries.filter((x) => !x.v.slot && !named.has(x.v));
+  const ownEnd: Partial<Record<Area, number>> = {};
   for (const a of AREAS) {
     if (a === 'ind') continue;
     const r = m.regions[a];
     const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
+    for (const x of entries) {
+      if (!named.has(x.v)) continue;
+      const slot = m.ulibs[x.name].slot!;
+      if (slot[a]) ends.push(slot[a].addr + slot[a].size);
+      if (a === 'text' && slot.ind) ends.push(slot.ind.addr + slot.ind.size);
+    }
     const start = Math.max(r.base, ...ends);
     const got = pack(m, mapPath, a, start, own, r.end, false);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
+    if (a === 'rodata' || a === 'data') {
+      // The reserve: what follows the own area starts at the same address in every such image.
+      const bytes = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
+      if (bytes > (m.own?.[a] ?? 0)) {
+        if (m.own?.[a]) notes.push(`the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`);
+        (m.own ??= {})[a] = headroom(bytes);
+      }
+      if (start + m.own![a]! > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`);
+      ownEnd[a] = start + m.own![a]!;
+    }
     if (a === 'text') {
       const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
       const tables = pack(m, mapPath, 'ind', after, own, r.end, false);
@@ -178,7 +270,8 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     }
   }
   return {
-    placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
+    placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, ...(named.has(x.v) ? { named: true } : {}), at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
+    ownEnd,
     notes,
   };
 }
@@ -228,9 +321,31 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
     r.next = next;
   }
   for (const x of all) x.v.slot ??= {};
+  // Name slots after the groups, sized for the variants known now.
+  const oldName = new Map<UlibEntry, string>();
+  for (const u of Object.values(m.ulibs)) { oldName.set(u, JSON.stringify(u.slot ?? null)); delete u.slot; }
+  const named = Object.keys(m.ulibs).sort().filter((n) => wantsNameSlot(m.ulibs[n]));
+  growNameSlots(m, mapPath, named);
+  // Own-area reserves for the largest own area an image has now.
+  const oldOwn = JSON.stringify(m.own ?? null);
+  delete m.own;
+  for (const im of Object.values(m.images)) {
+    for (const a of ['rodata', 'data'] as const) {
+      const bytes = Object.entries(im.ulibs).reduce((sum, [n, h]) => {
+        const v = m.ulibs[n]?.variants[h];
+        const inNameSlot = v && !v.slot && m.ulibs[n].slot && fitsNameSlot(m.ulibs[n], v);
+        return v && !v.slot && !inNameSlot ? alignUp(sum, v.align[a] ?? 1) + (v.sizes[a] ?? 0) : sum;
+      }, 0);
+      if (bytes && headroom(bytes) > (m.own?.[a] ?? 0)) (m.own ??= {})[a] = headroom(bytes);
+    }
+  }
+  const ownMoved = oldOwn !== JSON.stringify(m.own ?? null);
   const relink = new Set<string>();
   for (const u of Object.values(m.ulibs)) {
-    for (const v of Object.values(u.variants)) if (old.get(v) !== JSON.stringify(v.slot ?? null)) v.images.forEach((i) => relink.add(i));
+    const nameMoved = oldName.get(u) !== JSON.stringify(u.slot ?? null);
+    for (const v of Object.values(u.variants)) {
+      if (old.get(v) !== JSON.stringify(v.slot ?? null) || (nameMoved && !v.slot) || ownMoved) v.images.forEach((i) => relink.add(i));
+    }
   }
   return { relink: [...relink].sort(), groups: ordered.length, shared: all.length };
 }
@@ -297,5 +412,5 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   }
-  return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), notes: base.notes, order };
+  return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
 }

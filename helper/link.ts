@@ -77,7 +77,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   }
   const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
   // Place every variant under the map lock; the map lands with an atomic rename.
-  const { placements: placed, notes, map, order } = await updateMap(o.map, () => freshMap(req), (m) => {
+  const { placements: placed, notes, map, order, ownEnd } = await updateMap(o.map, () => freshMap(req), (m) => {
     const r = o.aslrSeed !== undefined ? allocateAslr(m, o.map, req, o.aslrSeed) : { ...allocate(m, o.map, req), order: undefined };
     return { ...r, map: structuredClone(m) };
   });
@@ -90,7 +90,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({
     platform, placements, objects: ulibs.map((u) => u.path),
-    rodataBase: map.regions.rodata.base, dataBase: map.regions.data.base, bssBase: map.regions.bss.base,
+    rodataBase: map.regions.rodata.base, dataBase: map.regions.data.base, bssBase: map.regions.bss.base, ownEnd,
   });
   const plan: Plan = {
     spacer: 1, image: o.image, map: o.map, script: o.out,
@@ -108,9 +108,10 @@ export async function link(o: LinkOptions): Promise<Plan> {
   writeFileAtomic(o.out, script);
   writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
   const shared = placed.filter((p) => p.shared).length;
+  const named = placed.filter((p) => p.named).length;
   log(o.aslrSeed !== undefined
     ? `spacer: ${o.image}: ${ulibs.length} µlibs, code shuffled (seed ${o.aslrSeed}); read-only data and data: ${shared} in shared slots -> ${o.out}`
-    : `spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${ulibs.length - shared} in the image's own area) -> ${o.out}`);
+    : `spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${named} in name slots, ${ulibs.length - shared - named} in the image's own area) -> ${o.out}`);
   return plan;
 }
 

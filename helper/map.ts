@@ -47,6 +47,13 @@ export interface VariantEntry {
 
 export interface UlibEntry {
   variants: Record<string, VariantEntry>;
+  /**
+   * The name's slot: where every variant of this µlib that a single image uses goes, once two
+   * images use the µlib in different variants (ukboot and uklibid are built per app). Its content
+   * is per image, but its address is the same in every image, so references to it from shared
+   * code (and the tables holding them) are the same too. Each extent is a capacity with headroom.
+   */
+  slot?: Partial<Record<Area, Extent>>;
 }
 
 export interface ImageEntry {
@@ -62,6 +69,13 @@ export interface SpacerMap {
   /** Bytes reserved at text_base for the platform's boot head (.data.boot, .text.boot, ...). */
   head: number;
   regions: Record<Area, Region>;
+  /**
+   * Bytes reserved for an image's own area in the read-only data and data regions. The sections
+   * the platform places after the µlibs there (libinfo, boot info) start right after the reserve,
+   * at the same address in every image whose own bytes fit: shared code that reads them stays
+   * identical. Grows when an image needs more.
+   */
+  own?: Partial<Record<Area, number>>;
   ulibs: Record<string, UlibEntry>;
   images: Record<string, ImageEntry>;
 }
@@ -80,7 +94,9 @@ function encode(m: SpacerMap): string {
     text_base: hex(m.text_base),
     head: hex(m.head),
     regions: Object.fromEntries(AREAS.map((k) => [k, { base: hex(m.regions[k].base), end: hex(m.regions[k].end), next: hex(m.regions[k].next) }])),
+    ...(m.own && Object.keys(m.own).length ? { own: perArea(m.own, (x) => x) } : {}),
     ulibs: sorted(Object.fromEntries(Object.entries(m.ulibs).map(([name, u]) => [name, {
+      ...(u.slot ? { slot: perArea(u.slot, (e) => ({ addr: hex(e.addr), size: hex(e.size) })) } : {}),
       variants: sorted(Object.fromEntries(Object.entries(u.variants).map(([h, v]) => [h, {
         sizes: perArea(v.sizes, (x) => x),
         align: perArea(v.align, (x) => x),
@@ -146,15 +162,26 @@ function decode(path: string, text: string): SpacerMap {
       variants[h] = e;
     }
     ulibs[name] = { variants };
+    if (u.slot) {
+      const slot: Partial<Record<Area, Extent>> = {};
+      for (const a of AREAS) if (u.slot[a]) slot[a] = { addr: addr(u.slot[a].addr, `ulibs.${name}.slot.${a}.addr`), size: addr(u.slot[a].size, `ulibs.${name}.slot.${a}.size`) };
+      ulibs[name].slot = slot;
+    }
   }
   const images: Record<string, ImageEntry> = {};
   for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
     if (typeof im?.ulibs !== 'object' || im.ulibs === null) bad(`images.${name}`);
     images[name] = { ulibs: im.ulibs };
   }
+  let own: Partial<Record<Area, number>> | undefined;
+  if (raw.own !== undefined) {
+    if (typeof raw.own !== 'object' || raw.own === null) bad('own');
+    own = {};
+    for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = count(raw.own[a], `own.${a}`);
+  }
   return {
     schema: raw.schema, page_size: raw.page_size ?? PAGE, text_base: addr(raw.text_base, 'text_base'), head: addr(raw.head, 'head'),
-    regions, ulibs, images,
+    regions, ...(own ? { own } : {}), ulibs, images,
   };
 }
 
@@ -170,6 +197,7 @@ export function checkMap(m: SpacerMap): string[] {
     const used: { name: string; e: Extent }[] = [];
     for (const [name, u] of Object.entries(m.ulibs)) {
       for (const [h, v] of Object.entries(u.variants)) if (v.slot?.[k]) used.push({ name: `${name} (${h})`, e: v.slot[k]! });
+      if (u.slot?.[k]) used.push({ name: `${name} (per-image variants)`, e: u.slot[k]! });
     }
     used.sort((a, b) => a.e.addr - b.e.addr);
     let prev: { name: string; e: Extent } | undefined;

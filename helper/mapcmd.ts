@@ -32,12 +32,18 @@ export function showMap(path: string): string {
       const cols = AREAS.map((k) => (v.slot?.[k] ? `${hex(v.slot[k]!.addr)}+${v.slot[k]!.size}` : v.sizes[k] ? `own area ${v.sizes[k]}` : '-').padEnd(20)).join('');
       lines.push(`${name.padEnd(26)} ${h}  ${String(v.images.length).padStart(6)}  ${cols}`);
     }
+    const ns = m.ulibs[name].slot;
+    if (ns) {
+      const cols = AREAS.map((k) => (ns[k] ? `${hex(ns[k]!.addr)}+${ns[k]!.size}` : '-').padEnd(20)).join('');
+      lines.push(`${name.padEnd(26)} ${'name slot'.padEnd(16)}  ${''.padStart(6)}  ${cols}`);
+    }
   }
   lines.push('');
   lines.push(`images (${Object.keys(m.images).length}):`);
   for (const name of Object.keys(m.images).sort()) lines.push(`  ${name}: ${Object.keys(m.images[name].ulibs).length} µlibs`);
   lines.push('');
   lines.push('A variant used by one image lives in that image\'s own area ("own area"); it gets a stable slot when a second image uses it.');
+  lines.push('A µlib that images use in variants of their own (built per app) has a "name slot": each such variant sits there, at the same address in every image.');
   return lines.join('\n');
 }
 

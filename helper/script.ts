@@ -157,6 +157,8 @@ export interface ScriptPlan {
   rodataBase: number;
   dataBase: number;
   bssBase: number;
+  /** End of the image's own area (its reserve) in the read-only data and data regions. */
+  ownEnd?: Partial<Record<Area, number>>;
 }
 
 const q = (path: string) => {
@@ -231,7 +233,11 @@ export function generateScript(plan: ScriptPlan): string {
     // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
     // after the image's own µlibs (per-image anyway) they may.
     const last = byKind(k).at(-1);
-    inserts.push({ at, text: padText(k) + slotText(k) + (last?.shared ? '  . = ALIGN(0x1000);\n' : '') });
+    // Otherwise they start at the end of the own area's reserve: the same address in every image
+    // whose own bytes fit, so the shared code that reads them stays the same.
+    const end = plan.ownEnd?.[k];
+    const after = last?.shared ? '  . = ALIGN(0x1000);\n' : end !== undefined ? `  . = MAX(., ${hex(end)}); /* the own area's reserve */\n` : '';
+    inserts.push({ at, text: padText(k) + slotText(k) + after });
   }
   inserts.push({ at: p.sections.bss.stmt + 1, text: padText('bss') + slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
   // Same position: later inserts go first, so the earlier one ends up in front.
