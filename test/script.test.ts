@@ -123,6 +123,38 @@ test('a µlib identical in two images occupies identical bytes at identical addr
   t.false(a.elf.contents(a.elf.section('.text.app1')!).equals(b.elf.contents(b.elf.section('.text.app2')!)));
 });
 
+test('per-app variants share one name slot, and what follows the own area starts at the same address', async (t) => {
+  const map = join(dir, 'name-map.json');
+  // libper is built per app (like ukboot with CONFIG_UK_NAME): same code, another name string.
+  // libuse is shared and calls into it; each app µlib has data of another size.
+  const per = await Promise.all(['pera', 'perb', 'perc'].map(async (tag) => {
+    const d = join(dir, tag);
+    return buildUlib(d, 'libper', ulibSource('libper', { funcs: 2, extra: `const char libper_name[] = "${tag}-image";\n` }));
+  }));
+  const libuse = await buildUlib(dir, 'libuse', ulibSource('libuse', { funcs: 2, calls: ['libper'] }));
+  const apps = await Promise.all([1, 2, 3].map((i) => buildUlib(dir, `nsapp${i}`, ulibSource(`nsapp${i}`, { funcs: i, calls: ['libuse'], extra: `unsigned char nsapp${i}_own[${i * 40}] = {1};\n` }))));
+  const objects = (i: number) => [objs.libboot, libuse, per[i], apps[i]];
+  for (const i of [0, 1, 2, 0]) await linkImage(`ns${i}`, objects(i), map);
+  const imgs = await Promise.all([0, 1, 2].map((i) => linkImage(`ns${i}`, objects(i), map)));
+  const m = JSON.parse(readFileSync(map, 'utf8'));
+  t.truthy(m.ulibs.libper.slot, 'libper has a name slot');
+  const at = (x: (typeof imgs)[number], s: string) => x.elf.section(s)?.addr;
+  for (const x of imgs.slice(1)) {
+    t.is(at(x, '.text.libper'), at(imgs[0], '.text.libper'), 'per-app variant at the same address');
+    t.is(at(x, '.rodata.libper'), at(imgs[0], '.rodata.libper'));
+    t.is(at(x, '.uk_libinfo'), at(imgs[0], '.uk_libinfo'), 'libinfo after the own area: same address');
+  }
+  // The rewrite sends libuse's calls into libper through its table: the same bytes in every image.
+  const tables: Buffer[] = [];
+  for (const x of imgs) {
+    const r = await spacer(['finish', x.dbg, '--plan', `${x.lds}.json`]);
+    t.is(r.exitCode, 0, r.stderr);
+    const e = ElfFile.load(x.dbg);
+    tables.push(Buffer.concat(['.text.libuse', '.ind.libuse'].map((n) => e.contents(e.section(n)!))));
+  }
+  t.true(tables[1].equals(tables[0]) && tables[2].equals(tables[0]), 'libuse code and table identical');
+});
+
 test('an image without the first µlib of a region still has every segment on a page (zeros pad the start)', async (t) => {
   const map = join(dir, 'pad-map.json');
   // libr and libs become shared (libr first in every region); the third image has no libr.
