@@ -4,6 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { SpacerError, isSpacerError } from './errors.js';
+import { compactImage } from './compact.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
 import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
@@ -64,6 +65,17 @@ async function main(argv: string[]): Promise<void> {
       async (a: Args) => {
         const r = await finish(a.image, a.plan);
         log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`);
+      },
+    )
+    .command(
+      'compact <image>',
+      'after strip: one section header per run of µlib sections, and no zero pages between them in the file (loaded bytes unchanged)',
+      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' }),
+      (a: Args) => {
+        const r = compactImage(a.image);
+        log(r.alreadyCompact
+          ? `spacer: ${a.image}: already compact`
+          : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`);
       },
     )
     .command(

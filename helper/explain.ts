@@ -5,7 +5,7 @@
 import { ElfFile, type Section, SHT_NOBITS, SHT_RELA, num } from './elf.js';
 import { SpacerError } from './errors.js';
 import { scanPages } from './pages.js';
-import { readImagePlan, loadImage } from './report.js';
+import { readImagePlan, loadImage, planSection, type PlanSlot } from './report.js';
 
 export interface Cause {
   section: string;
@@ -65,7 +65,8 @@ export function explain(pathA: string, pathB: string, maxCauses = 8): UlibExplan
     const seenPages = new Set<number>();
     for (const [kind, slot] of Object.entries(ua.slots)) {
       if (!slot) continue;
-      const sa = a.section(slot.section), sb = b.section((ub.slots as Record<string, { section: string }>)[kind]?.section ?? slot.section);
+      const slotB = (ub.slots as Record<string, PlanSlot | undefined>)[kind];
+      const sa = planSection(a, kind, slot), sb = slotB ? planSection(b, kind, slotB) : undefined;
       if (!sa || !sb) continue;
       // Pages this section covers and whether they hold the same bytes in both images.
       const first = num(sa.addr) >> 12, last = (num(sa.addr + (sa.size || 1n)) - 1) >> 12;

@@ -5,6 +5,7 @@ import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { SpacerError } from './errors.js';
+import { compactImage } from './compact.js';
 import { finish } from './finish.js';
 import { link, type Plan } from './link.js';
 import type { RewriteStats } from './rewrite.js';
@@ -93,6 +94,8 @@ export async function bootableImage(dbg: string, elf: string): Promise<void> {
   try {
     // The rewrite record is for `spacer verify` on the .dbg; the image keeps only the plan.
     await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', stripped]);
+    // One section header per run of µlib sections: the loader reads program headers only.
+    compactImage(stripped);
     await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
     renameSync(tmp, elf);
   } finally {

@@ -265,7 +265,13 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
     for (const u of plan.ulibs) {
       const names = new Set<string>(AREAS.map((k) => `.${k}.${u.name}`));
       for (const s of Object.values(u.slots)) if (s) names.add(s.section);
-      out.set(u.name, elf.sections.filter((s) => isAlloc(s) && names.has(s.name)));
+      const found = elf.sections.filter((s) => isAlloc(s) && names.has(s.name));
+      for (const [k, slot] of Object.entries(u.slots)) {
+        if (!slot || found.some((s) => s.name === slot.section)) continue;
+        const s = planSection(elf, k, slot);
+        if (s) found.push(s);
+      }
+      out.set(u.name, found);
     }
   } else {
     for (const s of elf.sections) {
@@ -279,15 +285,37 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
   return out;
 }
 
+/**
+ * The section a plan slot names. A compacted image (spacer compact) has one header per run of
+ * µlib sections: then the plan's address and size say where the slot's bytes are (index -1).
+ */
+export function planSection(elf: ElfFile, kind: string, slot: PlanSlot): Section | undefined {
+  const s = elf.section(slot.section);
+  if (s || !slot.addr || !slot.size) return s;
+  const addr = BigInt(slot.addr), size = BigInt(slot.size);
+  const seg = elf.loads.find((p) => addr >= p.vaddr && addr + size <= p.vaddr + p.memsz);
+  if (!seg) return undefined;
+  const nobits = kind === 'bss' || addr + size > seg.vaddr + seg.filesz;
+  return {
+    index: -1, name: slot.section, type: nobits ? SHT_NOBITS : 1, flags: SHF_ALLOC, addr,
+    offset: nobits ? 0n : seg.offset + (addr - seg.vaddr), size, link: 0, info: 0, addralign: 1n, entsize: 0n,
+  };
+}
+
 function ownBytes(elf: ElfFile, ulibs: Map<string, Section[]>): number {
   const mine = new Set<number>();
-  for (const list of ulibs.values()) for (const s of list) mine.add(s.index);
+  for (const list of ulibs.values()) for (const s of list) if (s.index >= 0) mine.add(s.index);
   let n = 0;
   for (const s of elf.sections) {
-    if (isAlloc(s) && s.type !== SHT_NOBITS && !mine.has(s.index)) n += Number(s.size);
+    if (!isAlloc(s) || s.type === SHT_NOBITS || mine.has(s.index)) continue;
+    // A compacted run holds µlib sections (counted through the plan), their alignment and the
+    // zero pads that keep segments on pages: nothing of the image's own.
+    if (!COMPACTED.test(s.name)) n += Number(s.size);
   }
   return n;
 }
+
+const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
 
 /** What the content bound needs from one image (its plan and its own bytes). */
 export function contentInputs(elf: ElfFile, name?: string, plan: ImagePlan | null = readImagePlan(elf)): ContentInputs {
