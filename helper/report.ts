@@ -244,6 +244,9 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
       if (!(AREAS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
       if (typeof s?.section !== 'string') bad(`${u.name}.${k} has no section name`);
       if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
+      for (const f of ['addr', 'size'] as const) {
+        if (s[f] !== undefined && (typeof s[f] !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(s[f]))) bad(`${u.name}.${k}.${f} is not a hex address`);
+      }
     }
   });
   return { spacer: 1, image: String(plan.image ?? ''), ulibs: plan.ulibs, ...(plan.aslr ? { aslr: plan.aslr } : {}) };
