@@ -69,10 +69,11 @@ async function main(argv: string[]): Promise<void> {
     )
     .command(
       'compact <image>',
-      'after strip: one section header per run of µlib sections, and no zero pages between them in the file (loaded bytes unchanged)',
-      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' }),
+      'after strip: one section header per run of µlib sections (loaded bytes unchanged)',
+      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' })
+        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from the file (splits segments; Unikraft 0.17 then sees one-page free regions)' }),
       (a: Args) => {
-        const r = compactImage(a.image);
+        const r = compactImage(a.image, { holes: a.holes });
         log(r.alreadyCompact
           ? `spacer: ${a.image}: already compact`
           : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`);

@@ -8,9 +8,11 @@
 // becomes one header (`.spacer.text`, `.spacer.rodata`, ...). Every other section (`.uk_bootinfo`,
 // which the build patches by name, `.spacer.plan`) keeps its header.
 //
-// Whole pages of zeros between two sections of a segment (where an image lacks a group of shared
-// µlibs) leave the file too: the segment is split at page boundaries, so every segment still
-// starts on a page and file offsets stay congruent to addresses; nothing is loaded there.
+// With `holes` (opt-in), whole pages of zeros between two sections of a segment (where an image
+// lacks a group of shared µlibs) leave the file too: the segment is split at page boundaries, so
+// every segment still starts on a page and file offsets stay congruent to addresses; nothing is
+// loaded there. Off by default: Unikraft 0.17 hands such a page to its allocator as free memory
+// and logs an error for a one-page region (seen booting a real image).
 // Every loaded byte is checked against the original before the file is replaced (atomically).
 import { SpacerError } from './errors.js';
 import { ElfFile, PT_LOAD, SHT_STRTAB, type Section } from './elf.js';
@@ -50,7 +52,7 @@ interface Hole { from: bigint; to: bigint; fileFrom: bigint }
 const RUN_FLAGS: Record<string, bigint> = { text: 0x6n, rodata: 0x2n, data: 0x3n, bss: 0x3n };
 
 /** Compacts a stripped ELF64 image in place; running it twice is a no-op. */
-export function compactImage(path: string): CompactResult {
+export function compactImage(path: string, opts: { holes?: boolean } = {}): CompactResult {
   const elf = ElfFile.load(path);
   const data = elf.data;
   const before = data.length, headersBefore = elf.sections.length;
@@ -75,7 +77,7 @@ export function compactImage(path: string): CompactResult {
       if (i > 0) {
         const from = ceilPage(endPrev), to = floorPage(inside[i].addr);
         const fileFrom = p.offset + (from - p.vaddr);
-        if (to > from && from > cur.vaddr && data.subarray(Number(fileFrom), Number(fileFrom + (to - from))).every((b) => b === 0)) {
+        if (opts.holes && to > from && from > cur.vaddr && data.subarray(Number(fileFrom), Number(fileFrom + (to - from))).every((b) => b === 0)) {
           holes.push({ from, to, fileFrom });
           segs.push({ ...cur, filesz: from - cur.vaddr, memsz: from - cur.vaddr });
           cur = { ...p, offset: p.offset + (to - p.vaddr), vaddr: to, paddr: p.paddr + (to - p.vaddr), filesz: p.vaddr + p.filesz - to, memsz: p.vaddr + p.memsz - to };
