@@ -170,7 +170,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     file.writeBigUInt64LE(s.entsize, o + 56);
   };
   runs.forEach((r, i) => put(i + 1, runNames[i], {
-    ...r.s, offset: r.s.type === SHT_NOBITS ? newOff(r.s.offset) : newOff(r.s.offset), ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
+    ...r.s, offset: newOff(r.s.offset), ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
   }, r.kind ? r.end - r.s.addr : r.s.size));
   put(shnum - 1, shstrName, { type: SHT_STRTAB, flags: 0n, addr: 0n, offset: BigInt(strOff), addralign: 1n, entsize: 0n }, BigInt(strtab.length));
   file.writeBigUInt64LE(BigInt(shoff), 0x28);
@@ -178,20 +178,26 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   file.writeUInt16LE(shnum, 0x3c);
   file.writeUInt16LE(shnum - 1, 0x3e);
 
-  // Every loaded byte must be what it was; a hole held zeros and nothing is loaded there now.
+  // Every loaded byte must be what it was, compared range by range; a hole held zeros (checked
+  // when it was found) and nothing is loaded there now.
   const check = new ElfFile(path, file);
-  const byteAt = (e: ElfFile, addr: bigint): number | undefined => {
-    const p = e.loads.find((q) => addr >= q.vaddr && addr < q.vaddr + q.memsz);
-    if (!p) return undefined;
-    return addr < p.vaddr + p.filesz ? e.data[Number(p.offset + (addr - p.vaddr))] : 0;
+  const fail = (a: bigint): never => {
+    throw new SpacerError(`${path}: compaction would change the byte at 0x${a.toString(16)}; the image was left unchanged`);
   };
   for (const p of elf.loads) {
-    for (let a = p.vaddr; a < p.vaddr + p.filesz; a++) {
-      const x = byteAt(elf, a), y = byteAt(check, a);
-      if (y !== x && !(y === undefined && x === 0 && holes.some((h) => a >= h.from && a < h.to))) {
-        throw new SpacerError(`${path}: compaction would change the byte at 0x${a.toString(16)}; the image was left unchanged`);
-      }
+    let covered = holes.reduce((n, h) => (h.from >= p.vaddr && h.to <= p.vaddr + p.filesz ? n + (h.to - h.from) : n), 0n);
+    for (const q of check.loads) {
+      const lo = p.vaddr > q.vaddr ? p.vaddr : q.vaddr;
+      const hi = p.vaddr + p.filesz < q.vaddr + q.memsz ? p.vaddr + p.filesz : q.vaddr + q.memsz;
+      if (lo >= hi) continue;
+      const was = data.subarray(Number(p.offset + (lo - p.vaddr)), Number(p.offset + (hi - p.vaddr)));
+      const inFile = q.vaddr + q.filesz < hi ? q.vaddr + q.filesz : hi;
+      const now = inFile > lo ? file.subarray(Number(q.offset + (lo - q.vaddr)), Number(q.offset + (inFile - q.vaddr))) : Buffer.alloc(0);
+      if (!was.subarray(0, now.length).equals(now)) fail(lo);
+      if (!was.subarray(now.length).every((b) => b === 0)) fail(lo + BigInt(now.length));
+      covered += hi - lo;
     }
+    if (covered < p.filesz) fail(p.vaddr);
   }
   writeFileAtomic(path, file);
   const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE);
