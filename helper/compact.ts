@@ -23,7 +23,8 @@ const SHDR64 = 64, PHDR64 = 56;
 const PAGE = 0x1000n;
 const floorPage = (x: bigint) => x - (x % PAGE);
 const ceilPage = (x: bigint) => floorPage(x + PAGE - 1n);
-const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
+/** Names of the headers compaction writes for runs of µlib sections. */
+export const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
 
 /** The region kind of a µlib section made by the aligned script, or undefined for any other. */
 export function ulibSectionKind(name: string): 'text' | 'rodata' | 'data' | 'bss' | undefined {

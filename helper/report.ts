@@ -11,6 +11,7 @@ import { basename, dirname, extname, resolve } from 'node:path';
 import { ElfFile, ET_REL, SHF_ALLOC, SHF_TLS, SHT_NOBITS, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText } from './finish.js';
+import { COMPACTED } from './compact.js';
 import { AREAS, type Area, type Kind } from './map.js';
 import { PAGE_SIZE, inRanges, pageAddr, pagesOf, scanPages, type PageScan } from './pages.js';
 
@@ -318,7 +319,6 @@ function ownBytes(elf: ElfFile, ulibs: Map<string, Section[]>): number {
   return n;
 }
 
-const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
 
 /** What the content bound needs from one image (its plan and its own bytes). */
 export function contentInputs(elf: ElfFile, name?: string, plan: ImagePlan | null = readImagePlan(elf)): ContentInputs {
