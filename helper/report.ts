@@ -312,9 +312,10 @@ function ownBytes(elf: ElfFile, ulibs: Map<string, Section[]>): number {
   let n = 0;
   for (const s of elf.sections) {
     if (!isAlloc(s) || s.type === SHT_NOBITS || mine.has(s.index)) continue;
-    // A compacted run holds µlib sections (counted through the plan), their alignment and the
-    // zero pads that keep segments on pages: nothing of the image's own.
-    if (!COMPACTED.test(s.name)) n += Number(s.size);
+    // Zero pads that keep segments on pages are nothing of the image's own, nor is a compacted
+    // run (µlib sections, counted through the plan, their alignment and such pads): the bound is
+    // the same for an image and its compacted copy.
+    if (!COMPACTED.test(s.name) && !s.name.startsWith('.spacer.pad.')) n += Number(s.size);
   }
   return n;
 }

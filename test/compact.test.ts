@@ -50,8 +50,10 @@ test('a compacted image loads the same bytes, drops the holes, and reports like 
   t.true(sb.pages < sa.pages);
   for (const p of after.loads) t.is(p.vaddr % 4096n, p.offset % 4096n, 'offsets congruent to addresses');
   // The report attributes pages to µlibs from the plan, as for the uncompacted image.
-  const ra = analyzeImages([stripped]).images[0], rb = analyzeImages([compacted]).images[0];
+  const fa = analyzeImages([stripped]), fb = analyzeImages([compacted]);
+  const ra = fa.images[0], rb = fb.images[0];
   t.deepEqual(rb.ulibs?.map((u) => [u.name, u.nonzero_pages]), ra.ulibs?.map((u) => [u.name, u.nonzero_pages]));
+  t.is(fb.content_bound_bytes, fa.content_bound_bytes, 'the same content bound');
   // Twice is a no-op; the .dbg is refused with one clear line.
   const bytes = readFileSync(compacted);
   t.is((await spacer(['compact', compacted])).exitCode, 0);
