@@ -145,11 +145,6 @@ function headroom(size: number): number {
   return alignUp(size + Math.max(Math.ceil(size / 4), 64), 16);
 }
 
-/** The own-area reserve for `bytes` of an image's own: headroom, at most a page. */
-function ownReserve(bytes: number): number {
-  return Math.min(headroom(bytes), PAGE);
-}
-
 /**
  * Does the µlib earn a name slot? When two or more images each use a variant of their own (the
  * mark of a library built per app, whose symbols keep their offsets from one build to the next).
@@ -259,17 +254,14 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     const got = pack(m, mapPath, a, start, own, r.end, false);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
     if (a === 'rodata' || a === 'data') {
-      // The reserve: what follows the own area starts at the same address in every image whose
-      // own bytes fit it. It serves small own areas (an app and little else) and is at most a
-      // page: an image with more of its own neither uses it nor makes the others pay for it.
+      // The reserve: what follows the own area starts at the same address in every such image.
       const bytes = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
-      const reserve = m.own?.[a] ?? 0;
-      if (bytes > reserve && bytes <= PAGE) {
-        if (reserve) notes.push(`the image's own ${a} (${bytes} bytes) outgrew its reserve (${reserve}); the reserve grows, images linked before share a little less until relinked`);
-        (m.own ??= {})[a] = ownReserve(bytes);
+      if (bytes > (m.own?.[a] ?? 0)) {
+        if (m.own?.[a]) notes.push(`the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`);
+        (m.own ??= {})[a] = headroom(bytes);
       }
-      const end = start + (m.own?.[a] ?? 0);
-      if (bytes <= (m.own?.[a] ?? 0) && end <= r.end) ownEnd[a] = end;
+      if (start + m.own![a]! > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`);
+      ownEnd[a] = start + m.own![a]!;
     }
     if (a === 'text') {
       const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
@@ -334,7 +326,7 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
   for (const u of Object.values(m.ulibs)) { oldName.set(u, JSON.stringify(u.slot ?? null)); delete u.slot; }
   const named = Object.keys(m.ulibs).sort().filter((n) => wantsNameSlot(m.ulibs[n]));
   growNameSlots(m, mapPath, named);
-  // Own-area reserves for the largest small own area (up to a page) an image has now.
+  // Own-area reserves for the largest own area an image has now.
   const oldOwn = JSON.stringify(m.own ?? null);
   delete m.own;
   for (const im of Object.values(m.images)) {
@@ -344,7 +336,7 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
         const inNameSlot = v && !v.slot && m.ulibs[n].slot && fitsNameSlot(m.ulibs[n], v);
         return v && !v.slot && !inNameSlot ? alignUp(sum, v.align[a] ?? 1) + (v.sizes[a] ?? 0) : sum;
       }, 0);
-      if (bytes && bytes <= PAGE && ownReserve(bytes) > (m.own?.[a] ?? 0)) (m.own ??= {})[a] = ownReserve(bytes);
+      if (bytes && headroom(bytes) > (m.own?.[a] ?? 0)) (m.own ??= {})[a] = headroom(bytes);
     }
   }
   const ownMoved = oldOwn !== JSON.stringify(m.own ?? null);
