@@ -12,7 +12,7 @@
 // `relayout` re-plans every slot from the images recorded in the map: variants used by the
 // same set of images form a group, groups used by most images come first, name slots after.
 import { SpacerError } from './errors.js';
-import { AREAS, PAGE, type Area, type Extent, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
+import { AREAS, PAGE, type Area, type Extent, type SlotKind, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
 import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
@@ -26,6 +26,8 @@ export interface UlibRequest {
   align: Partial<Record<Area, number>>;
   /** Rewrite mode the table size (`sizes.ind`) was measured for. */
   mode?: 'external' | 'aslr';
+  /** ASLR mode: bytes of the µlib's pointer area. */
+  ptr?: number;
 }
 
 export interface AllocRequest {
@@ -43,7 +45,7 @@ export interface Placement {
   shared: boolean;
   /** In the µlib's name slot: a stable address, content of this image only. */
   named?: boolean;
-  at: Partial<Record<Area, Extent>>;
+  at: Partial<Record<SlotKind, Extent>>;
 }
 
 export interface AllocResult {
@@ -379,16 +381,24 @@ export function seededRandom(seed: string): () => number {
 
 /**
  * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
- * starts on a page and its indirection table on the page after its code, at a fixed distance, so
- * the code pages are the same wherever the µlib lands; only the tables differ. Read-only data,
- * data and bss keep the map's slots (allocated as in the plain layout): code reaches them only
- * through its table, so they need not move with it, and their pages stay shared.
+ * starts on a page, its indirection table right after it: the table's entries are position-
+ * independent, so code and table pages are the same wherever the µlib lands. What the entries
+ * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
+ * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place after the
+ * code. Read-only data, data and bss keep the map's slots (allocated as in the plain layout): code
+ * reaches them only through its table, so they need not move with it, and their pages stay shared.
  */
 export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, seed: string): AllocResult & { order: string[] } {
-  // Slots for everything but the code and its table.
+  // Slots for everything but the code and its table; the pointer area takes the table's map area.
+  // No mode either: the map records a mode only with its measured table size, and this request
+  // carries the pointer area's size in its place.
   const still: AllocRequest = {
     ...req,
-    ulibs: req.ulibs.map((u) => ({ ...u, sizes: { ...u.sizes, text: undefined, ind: undefined }, align: { ...u.align, text: undefined, ind: undefined } })),
+    ulibs: req.ulibs.map((u) => ({
+      ...u, mode: undefined,
+      sizes: { ...u.sizes, text: undefined, ind: u.ptr || undefined },
+      align: { ...u.align, text: undefined, ind: u.ptr ? 8 : undefined },
+    })),
   };
   const base = allocate(m, mapPath, still);
   const rand = seededRandom(seed);
@@ -397,20 +407,36 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const at = new Map<string, Partial<Record<Area, Extent>>>(base.placements.map((p) => [p.ulib, { ...p.at }]));
+  const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
+  // Pointer areas: those with a map address keep it; the image's own follow the code.
+  const own: string[] = [];
+  for (const p of base.placements) {
+    const a = at.get(p.ulib)!;
+    if (a.ind) a.ptr = a.ind;
+    delete a.ind;
+    if (a.ptr && !p.shared && !p.named) own.push(p.ulib);
+  }
   const byName = new Map(req.ulibs.map((u) => [u.name, u]));
   const r = m.regions.text;
-  let next = r.base;
+  // Code starts after everything the map placed in the text region (name slots, spilled areas).
+  let next = alignUp(Math.max(r.base, r.next), PAGE);
   for (const n of order) {
     const u = byName.get(n)!;
     const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
     if (!text) continue;
     const addr = alignUp(next, PAGE);
-    const tableAt = alignUp(addr + text, PAGE);
+    const tableAt = alignUp(addr + text, 16);
     next = ind ? tableAt + ind : addr + text;
     if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
+  }
+  for (const n of own) {
+    const a = at.get(n)!;
+    const addr = alignUp(next, 8);
+    a.ptr = { addr, size: a.ptr!.size };
+    next = addr + a.ptr.size;
+    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n}'s pointer area in ASLR mode; start a new map with more room`);
   }
   return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
 }

@@ -28,10 +28,10 @@ export const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
 
 /** The region kind of a µlib section made by the aligned script, or undefined for any other. */
 export function ulibSectionKind(name: string): 'text' | 'rodata' | 'data' | 'bss' | undefined {
-  const m = /^\.(ind|text|rodata|data|bss)\.[^.]|^\.spacer\.pad\.(rodata|data|bss)$/.exec(name);
+  const m = /^\.(ind|ptr|text|rodata|data|bss)\.[^.]|^\.spacer\.pad\.(rodata|data|bss)$/.exec(name);
   if (!m) return undefined;
   const k = m[1] ?? m[2];
-  return k === 'ind' ? 'text' : (k as 'text' | 'rodata' | 'data' | 'bss');
+  return k === 'ind' || k === 'ptr' ? 'text' : (k as 'text' | 'rodata' | 'data' | 'bss');
 }
 
 export interface CompactResult {

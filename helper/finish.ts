@@ -89,8 +89,9 @@ export function rewritePlan(plan: Plan): RewritePlan {
     ulibs: plan.ulibs.filter((u) => u.slots.text).map((u) => ({
       name: u.name,
       text: u.slots.text!.section,
-      sections: Object.entries(u.slots).filter(([k]) => k !== 'ind').map(([, s]) => s!.section),
+      sections: Object.entries(u.slots).filter(([k]) => k !== 'ind' && k !== 'ptr').map(([, s]) => s!.section),
       ind: u.slots.ind ? { section: u.slots.ind.section, addr: BigInt(u.slots.ind.addr), size: Number(BigInt(u.slots.ind.size)) } : undefined,
+      ptr: u.slots.ptr ? { section: u.slots.ptr.section, addr: BigInt(u.slots.ptr.addr), size: Number(BigInt(u.slots.ptr.size)) } : undefined,
     })),
   };
 }

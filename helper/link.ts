@@ -4,7 +4,7 @@
 import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { AREAS, type Area, type SpacerMap, hex, parseMapFile, updateMap, writeFileAtomic } from './map.js';
+import { SLOT_KINDS, type SlotKind, type SpacerMap, hex, parseMapFile, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
@@ -32,7 +32,7 @@ export interface PlanUlib {
   /** Stable slot (the same in every image) or placed in this image's own area. */
   shared: boolean;
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
-  slots: Partial<Record<Area, { section: string; addr: string; size: string; bytes: number }>>;
+  slots: Partial<Record<SlotKind, { section: string; addr: string; size: string; bytes: number }>>;
 }
 
 export interface Plan {
@@ -68,12 +68,15 @@ export async function link(o: LinkOptions): Promise<Plan> {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
     const recorded = known?.ulibs[u.name]?.variants[u.variant];
-    const ind = mode === 'none' ? 0
+    // ASLR tables are not map slots (they follow their code), so ASLR sizes are measured each time.
+    let ptr = 0;
+    let ind = mode === 'none' ? 0
       : o.tableBytes ? o.tableBytes(u.path)
-        : recorded?.modes?.includes(mode) ? recorded.sizes.ind ?? 0
-          : await tableBytesFor(u.path, mode);
+        : mode === 'external' && recorded?.modes?.includes(mode) ? recorded.sizes.ind ?? 0
+          : -1;
+    if (ind < 0) ({ bytes: ind, ptrBytes: ptr } = await tableBytesFor(u.path, mode as 'external' | 'aslr'));
     if (ind) { sizes.ind = ind; align.ind = 16; }
-    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode });
+    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}) });
   }
   const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
   // Place every variant under the map lock; the map lands with an atomic rename.
@@ -85,7 +88,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;
-    for (const k of AREAS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, shared: a.shared, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
+    for (const k of SLOT_KINDS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, shared: a.shared, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
   }
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({
@@ -96,9 +99,9 @@ export async function link(o: LinkOptions): Promise<Plan> {
     spacer: 1, image: o.image, map: o.map, script: o.out,
     ulibs: placed.map((a) => ({
       name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared,
-      slots: Object.fromEntries(AREAS.filter((k) => a.at[k]).map((k) => [k, {
+      slots: Object.fromEntries(SLOT_KINDS.filter((k) => a.at[k]).map((k) => [k, {
         section: outputName(k, a.ulib), addr: hex(a.at[k]!.addr), size: hex(a.at[k]!.size),
-        bytes: ulibReqs.find((r) => r.name === a.ulib)!.sizes[k]!,
+        bytes: k === 'ptr' ? ulibReqs.find((r) => r.name === a.ulib)!.ptr! : ulibReqs.find((r) => r.name === a.ulib)!.sizes[k]!,
       }])),
     })),
     notes,
@@ -115,16 +118,17 @@ export async function link(o: LinkOptions): Promise<Plan> {
   return plan;
 }
 
-const needsCache = new Map<string, number>();
+const needsCache = new Map<string, { bytes: number; ptrBytes: number }>();
 
-/** Table bytes a µlib object needs in a rewrite mode (cached per object and mode in this process).
- *  The rewriter (and iced-x86 with it) is loaded only when a variant is new. */
-export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<number> {
+/** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
+ *  per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when needed. */
+export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<{ bytes: number; ptrBytes: number }> {
   const key = `${mode}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
-    needsCache.set(key, (n = indirectionNeeds(path, mode).bytes));
+    const need = indirectionNeeds(path, mode);
+    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes }));
   }
   return n;
 }

@@ -16,6 +16,10 @@ export type Kind = (typeof KINDS)[number];
  *  right after the platform's boot head), then the section kinds. */
 export const AREAS = ['ind', 'text', 'rodata', 'data', 'bss'] as const;
 export type Area = (typeof AREAS)[number];
+/** What an image's plan places per µlib: the map's areas, and in ASLR mode its pointer area
+ *  (`ptr`, at the map's `ind` extent; its table, `ind`, then follows its code). */
+export const SLOT_KINDS = [...AREAS, 'ptr'] as const;
+export type SlotKind = (typeof SLOT_KINDS)[number];
 
 export interface Extent { addr: number; size: number }
 

@@ -12,7 +12,7 @@ import { ElfFile, ET_REL, SHF_ALLOC, SHF_TLS, SHT_NOBITS, type Section } from '.
 import { SpacerError, isSpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText } from './finish.js';
 import { COMPACTED } from './compact.js';
-import { AREAS, type Area, type Kind } from './map.js';
+import { SLOT_KINDS, type SlotKind, type Kind } from './map.js';
 import { PAGE_SIZE, inRanges, pageAddr, pagesOf, scanPages, type PageScan } from './pages.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ export interface PlanSlot {
 export interface ImagePlan {
   spacer: 1;
   image: string;
-  ulibs: { name: string; variant: string; slots: Partial<Record<Area, PlanSlot>> }[];
+  ulibs: { name: string; variant: string; slots: Partial<Record<SlotKind, PlanSlot>> }[];
   /** ASLR builds: the seed and the shuffled µlib order. */
   aslr?: { seed: string; order: string[] };
 }
@@ -242,7 +242,7 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
     if (typeof u.variant !== 'string') bad(`${u.name} has no variant`);
     if (typeof u.slots !== 'object' || u.slots === null) bad(`${u.name} has no slots`);
     for (const [k, s] of Object.entries<any>(u.slots)) {
-      if (!(AREAS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
+      if (!(SLOT_KINDS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
       if (typeof s?.section !== 'string') bad(`${u.name}.${k} has no section name`);
       if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
       for (const f of ['addr', 'size'] as const) {
@@ -267,7 +267,7 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
   const out = new Map<string, Section[]>();
   if (plan) {
     for (const u of plan.ulibs) {
-      const names = new Set<string>(AREAS.map((k) => `.${k}.${u.name}`));
+      const names = new Set<string>(SLOT_KINDS.map((k) => `.${k}.${u.name}`));
       for (const s of Object.values(u.slots)) if (s) names.add(s.section);
       const found = elf.sections.filter((s) => isAlloc(s) && names.has(s.name));
       for (const [k, slot] of Object.entries(u.slots)) {

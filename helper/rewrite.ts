@@ -22,11 +22,12 @@ import {
 } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import {
-  MODES, codeMap, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
+  MODES, codeMap, type Operand, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
   type CodeRef, type Mode, type Place, type SiteKind,
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
+import { buildPiTable, patchPi, piBound, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
 import { patchSite } from './x86/tactics.js';
 
 export type { Mode, SiteKind };
@@ -48,6 +49,8 @@ export interface IndNeeds {
   got: number;
   /** Relocations in the object's data/rodata that point outside: they cannot be shared, only reported. */
   dataPointers: number;
+  /** ASLR mode: bytes of the µlib's pointer area (one 8-byte slot per site). */
+  ptrBytes: number;
 }
 
 export type SlotKind = 'text' | 'rodata' | 'data' | 'bss';
@@ -111,6 +114,12 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       dataPointers += code.data.length;
       for (const site of found) {
         sites++;
+        if (mode === 'aslr') {
+          // One position-independent entry per site, or its classic entry if no form fits.
+          const classic = site.relaxable ? entryBound('trampoline', site.insn.len) : entryBound(site.kind, site.insn.len) + (site.kind === 'got' ? 7 : 0);
+          bytes += Math.max(piBound(site.insn.len), classic);
+          continue;
+        }
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
           trampolines++;
@@ -132,7 +141,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
   }
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
   bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
-  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers };
+  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes: mode === 'aslr' ? sites * PTR_SLOT : 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,6 +155,8 @@ export interface RewriteUlib {
   sections: string[];
   /** Its indirection table, `.ind.<ulib>`, as the linker script reserved it. Without it the µlib is only analysed. */
   ind?: { section: string; addr: bigint; size: number };
+  /** ASLR mode: its pointer area, `.ptr.<ulib>`, at an address the map keeps (tables then position-independent). */
+  ptr?: { section: string; addr: bigint; size: number };
 }
 
 export interface RewritePlan {
@@ -162,6 +173,8 @@ export interface UlibRewriteStats {
   dataPointerPages: string[];
   /** False when the plan gives the µlib no table (or its code is not in the image). */
   rewritten: boolean;
+  /** ASLR mode: sites with a classic (position-dependent) entry; their table page differs between images. */
+  classic?: number;
 }
 
 export interface RewriteStats {
@@ -198,6 +211,8 @@ export interface RecordUlib {
   /** SHA-256 of the original `.text.<ulib>`: everything but the sites must be unchanged. */
   textSha256: string;
   ind: { section: string; addr: string; size: number; used: number };
+  /** ASLR mode with position-independent entries: the pointer area. */
+  ptr?: { section: string; addr: string; size: number; used: number };
   sites: RecordSite[];
 }
 
@@ -208,10 +223,13 @@ export interface RecordSite {
   k: SiteKind;
   e: string;
   t: string;
+  /** Position-independent entry: its form and pointer slot. */
+  f?: PiForm;
+  p?: string;
 }
 
 interface CanonicalPlan {
-  ulibs: { name: string; text: string; sections: string[]; ind: { section: string; addr: string; size: number } | null }[];
+  ulibs: { name: string; text: string; sections: string[]; ind: { section: string; addr: string; size: number } | null; ptr?: { section: string; addr: string; size: number } }[];
 }
 
 function canonicalPlan(plan: RewritePlan): CanonicalPlan {
@@ -219,6 +237,7 @@ function canonicalPlan(plan: RewritePlan): CanonicalPlan {
     ulibs: plan.ulibs.map((u) => ({
       name: u.name, text: u.text, sections: [...u.sections],
       ind: u.ind ? { section: u.ind.section, addr: hex(u.ind.addr), size: u.ind.size } : null,
+      ...(u.ptr ? { ptr: { section: u.ptr.section, addr: hex(u.ptr.addr), size: u.ptr.size } } : {}),
     })),
   };
 }
@@ -228,6 +247,7 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
     ulibs: rec.plan.ulibs.map((u) => ({
       name: u.name, text: u.text, sections: u.sections,
       ind: u.ind ? { section: u.ind.section, addr: BigInt(u.ind.addr), size: u.ind.size } : undefined,
+      ptr: u.ptr ? { section: u.ptr.section, addr: BigInt(u.ptr.addr), size: u.ptr.size } : undefined,
     })),
   };
 }
@@ -267,13 +287,16 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
   for (const [i, pu] of (plan.ulibs as any[]).entries()) {
     if (typeof pu !== 'object' || pu === null || !isName(pu.name) || !isName(pu.text) || !Array.isArray(pu.sections) || !pu.sections.every(isName)) bad(`plan entry ${i}`);
     if (pu.ind !== null && (typeof pu.ind !== 'object' || !isName(pu.ind.section) || !isHex(pu.ind.addr) || !isCount(pu.ind.size))) bad(`plan entry ${i} table`);
+    if (pu.ptr !== undefined && (typeof pu.ptr !== 'object' || pu.ptr === null || !isName(pu.ptr.section) || !isHex(pu.ptr.addr) || !isCount(pu.ptr.size))) bad(`plan entry ${i} pointer area`);
   }
   for (const [i, u] of (rec!.ulibs as any[]).entries()) {
     if (typeof u !== 'object' || u === null || !isName(u.name) || !isName(u.text) || !isHex(u.textAddr) || !isCount(u.textSize) || typeof u.textSha256 !== 'string') bad(`µlib entry ${i}`);
     if (typeof u.ind !== 'object' || u.ind === null || !isName(u.ind.section) || !isHex(u.ind.addr) || !isCount(u.ind.size) || !isCount(u.ind.used)) bad(`µlib entry ${i} table`);
+    if (u.ptr !== undefined && (typeof u.ptr !== 'object' || u.ptr === null || !isName(u.ptr.section) || !isHex(u.ptr.addr) || !isCount(u.ptr.size) || !isCount(u.ptr.used))) bad(`µlib entry ${i} pointer area`);
     if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
     for (const [j, x] of (u.sites as any[]).entries()) {
       if (typeof x !== 'object' || x === null || !isHex(x.a) || !isBytes(x.o) || !isHex(x.e) || !isHex(x.t) || typeof x.k !== 'string' || !/^[a-z]{1,16}$/.test(x.k)) bad(`µlib entry ${i} site ${j}`);
+      if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z]{1,16}$/.test(x.f) || !isHex(x.p))) bad(`µlib entry ${i} site ${j} pointer`);
     }
   }
   return rec!;
@@ -286,6 +309,8 @@ export interface ImageSite {
   /** What it referred to: branch target, lea address, else the first outside field's value. */
   target: bigint;
   orig: Buffer;
+  /** Which of its operands refer outside. */
+  outside: Operand[];
 }
 
 export interface UlibAnalysis {
@@ -346,7 +371,7 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
         : r.op === 'imm' ? readField(bytes, off + i.immOff, i.immSize, r.type)
           : r.op === 'imm2' ? readField(bytes, off + i.imm2Off, i.imm2Size, r.type) : i.target;
     }
-    return { insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)) };
+    return { insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)), outside: s.refs.filter((x) => x.outside).map((x) => x.op) };
   });
 
   // Data relocations of the µlib's other sections (and data within its code); those into its own
@@ -376,6 +401,18 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     if (l < sorted.length && sorted[l] < b) fail(sorted[l], `a branch or code pointer targets the middle of the instruction at ${hex(a)} (data in code?)`);
   }
   return { text, sites, dataPointers };
+}
+
+/** The µlib's pointer area as the linker script reserved it: where the plan says, blank, loaded. */
+function checkPtr(elf: ElfFile, u: RewriteUlib, where: string): Section {
+  const want = u.ptr!;
+  const s = elf.section(want.section);
+  if (!s) throw new SpacerError(`${where}: the image has no section ${want.section}; reserve the pointer area in the linker script`);
+  if (s.addr !== want.addr) throw new SpacerError(`${where}: ${want.section} is at ${hex(s.addr)}, the plan says ${hex(want.addr)}; relink with the plan's script`);
+  if (s.type !== SHT_PROGBITS || s.size < BigInt(want.size)) throw new SpacerError(`${where}: ${want.section} is not ${want.size} bytes of contents; relink with the plan's script`);
+  if (!elf.segments.some((p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz)) throw new SpacerError(`${where}: ${want.section} is not loaded; place it in a PT_LOAD of the linker script`);
+  if (!elf.contents(s).subarray(0, want.size).every((b) => b === 0xcc)) throw new SpacerError(`${where}: ${want.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`);
+  return s;
 }
 
 function pagesOf(addrs: bigint[]): string[] {
@@ -448,6 +485,48 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
     const blank = elf.contents(ind).subarray(0, u.ind.size);
     if (!blank.every((b) => b === 0xcc)) throw new SpacerError(`${where}: ${u.ind.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`);
 
+    if (mode === 'aslr' && u.ptr) {
+      // Position-independent entries: the table is the same in every image, the pointer area is not.
+      const ptr = checkPtr(elf, u, where);
+      const code = Buffer.from(elf.contents(a.text));
+      let table: PiTable;
+      try {
+        table = buildPiTable({
+          addr: ind.addr, size: u.ind.size, ptrAddr: ptr.addr, ptrSize: u.ptr.size,
+          sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside })), what: where,
+        });
+        a.sites.forEach((x, k) => {
+          const plan = table.plans[k];
+          if (plan) patchPi(code, a.text.addr, x.insn.ip, x.insn.len, x.insn.immOff, plan.form, table.entryAt[k], where);
+          else patchSite(code, a.text.addr, x.insn, x.kind, table.entryAt[k], where);
+        });
+      } catch (e) {
+        if (e instanceof TableError) {
+          const fix = e.need ? `reserve at least ${e.need} bytes for ${u.ind.section}` : e.ptrNeed ? `reserve at least ${e.ptrNeed} bytes for ${u.ptr.section}` : '';
+          throw new SpacerError(`${e.message}; ${fix ? `${fix} (indirectionNeeds gives a safe size)` : 'the image was left unchanged'}`);
+        }
+        throw e;
+      }
+      code.copy(out, num(a.text.offset));
+      table.bytes.copy(out, num(ind.offset));
+      table.ptr.copy(out, num(ptr.offset));
+      const classic = table.plans.filter((x) => !x).length;
+      Object.assign(st, {
+        stubs: a.sites.filter((x) => x.kind === 'stub').length, trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
+        got: a.sites.filter((x) => x.kind === 'got').length, tableBytes: table.used, rewritten: true, classic,
+      });
+      records.push({
+        name: u.name, text: u.text, textAddr: hex(a.text.addr), textSize: num(a.text.size),
+        textSha256: createHash('sha256').update(elf.contents(a.text)).digest('hex'),
+        ind: { section: u.ind.section, addr: hex(ind.addr), size: u.ind.size, used: table.used },
+        ptr: { section: u.ptr.section, addr: hex(ptr.addr), size: u.ptr.size, used: table.ptrUsed },
+        sites: a.sites.map((x, k) => ({
+          a: hex(x.insn.ip), o: x.orig.toString('hex'), k: x.kind, e: hex(table.entryAt[k]), t: hex(x.target),
+          ...(table.plans[k] ? { f: table.plans[k]!.form, p: hex(table.ptrAt[k]!) } : {}),
+        })),
+      });
+      continue;
+    }
     // Layout: distinct GOT values and stub targets in site order, then one move per site.
     const got = new Set<bigint>(), stubs = new Set<bigint>(), moves: Move[] = [];
     for (const s of a.sites) {
@@ -488,7 +567,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
 
   // writeAtomically verifies the file as written (every site must reach what it reached before)
   // before it replaces the image: one verification, of what will really be on disk.
-  await writeAtomically(dbgPath, out, [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra], records.flatMap((r) => [r.text, r.ind.section]));
+  await writeAtomically(dbgPath, out, [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra], records.flatMap((r) => [r.text, r.ind.section, ...(r.ptr ? [r.ptr.section] : [])]));
   return { ...stats, ms: performance.now() - t0, alreadyDone: false };
 }
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { packageRoot } from './paths.js';
 import { SpacerError } from './errors.js';
 import { globMatch, parseScript, renderScript, stripComments, type Item, type OutputSection, type Script } from './ldscript.js';
-import { KINDS, type Area, type Kind, hex } from './map.js';
+import { KINDS, type Kind, type SlotKind, hex } from './map.js';
 import { alignUp, type UlibObject } from './objects.js';
 
 /** Output section of the platform script that holds each kind. */
@@ -144,7 +144,7 @@ export interface SlotPlacement {
   path: string;
   /** A stable slot shared with other images (false: this image's own area). */
   shared: boolean;
-  kind: Area;
+  kind: SlotKind;
   addr: number;
   size: number;
 }
@@ -158,7 +158,7 @@ export interface ScriptPlan {
   dataBase: number;
   bssBase: number;
   /** End of the image's own area (its reserve) in the read-only data and data regions. */
-  ownEnd?: Partial<Record<Area, number>>;
+  ownEnd?: Partial<Record<'rodata' | 'data', number>>;
 }
 
 const q = (path: string) => {
@@ -166,8 +166,8 @@ const q = (path: string) => {
   return `"${path}"`;
 };
 
-export function outputName(kind: Area, ulib: string): string {
-  return kind === 'ind' ? `.ind.${ulib}` : `${KIND_SECTION[kind]}.${ulib}`;
+export function outputName(kind: SlotKind, ulib: string): string {
+  return kind === 'ind' || kind === 'ptr' ? `.${kind}.${ulib}` : `${KIND_SECTION[kind]}.${ulib}`;
 }
 
 /** Writes the aligned script. Same plan, same bytes. */
@@ -175,7 +175,7 @@ export function generateScript(plan: ScriptPlan): string {
   const p = plan.platform;
   const sc: Script = structuredClone(p.script);
   const exclude = `EXCLUDE_FILE(${plan.objects.map(q).join(' ')})`;
-  const byKind = (k: Area) => plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
+  const byKind = (k: SlotKind) => plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
   const phdrsOf = (k: Kind) => (k === 'bss' ? [BSS_PHDR] : (sc.statements[p.sections[k].stmt] as OutputSection).phdrs);
   const slotBlock = (x: SlotPlacement) => '\n' + fill('ulib-slot', {
     ULIB: x.ulib, KIND: KIND_SECTION[x.kind as Kind], SECTION: outputName(x.kind, x.ulib), ADDR: hex(x.addr), SIZE: hex(x.size),
@@ -183,7 +183,7 @@ export function generateScript(plan: ScriptPlan): string {
     PHDRS: phdrsOf(x.kind as Kind).map((h) => ` :${h}`).join(''),
   });
   const indBlock = (x: SlotPlacement, phdrs: string[]) => '\n' + fill('ulib-ind', {
-    ULIB: x.ulib, SECTION: outputName('ind', x.ulib), ADDR: hex(x.addr), SIZEM1: hex(x.size - 1), PHDRS: phdrs.map((h) => ` :${h}`).join(''),
+    ULIB: x.ulib, WHAT: x.kind === 'ptr' ? 'pointer area (the addresses its table reads)' : 'indirection table', SECTION: outputName(x.kind, x.ulib), ADDR: hex(x.addr), SIZEM1: hex(x.size - 1), PHDRS: phdrs.map((h) => ` :${h}`).join(''),
   });
   const slotText = (k: Kind) => byKind(k).map(slotBlock).join('');
   // A segment starts at its first section: when this image lacks the region's first µlib, zeros
@@ -213,8 +213,8 @@ export function generateScript(plan: ScriptPlan): string {
   // Code and tables: one run in address order in the text segment (shared tables right after
   // the boot head, each image's own tables after its own code; in ASLR mode each table after its µlib).
   const textPhdrs = (sc.statements[p.sections.text.stmt] as OutputSection).phdrs;
-  const run = [...byKind('ind'), ...byKind('text')].sort((x, y) => x.addr - y.addr);
-  const textRun = run.map((x) => (x.kind === 'ind' ? indBlock(x, textPhdrs) : slotBlock(x))).join('');
+  const run = [...byKind('ptr'), ...byKind('ind'), ...byKind('text')].sort((x, y) => x.addr - y.addr);
+  const textRun = run.map((x) => (x.kind === 'ind' || x.kind === 'ptr' ? indBlock(x, textPhdrs) : slotBlock(x))).join('');
   const guard = run.length ? '\n' + fill('head-guard', { ADDR: hex(run[0].addr) }) : '';
   inserts.push({ at: p.sections.text.stmt + 1, text: guard + textRun });
   for (const k of ['rodata', 'data'] as const) {

@@ -18,7 +18,11 @@ import {
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
+import { patchPi } from './x86/pi.js';
 import { buildTable, type Move } from './x86/table.js';
+import { buildPiTable, jumpsBack, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
+import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
+import { type ImageSite } from './rewrite.js';
 
 /** Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file. */
 export function verifyImage(dbgPath: string): string[] {
@@ -55,6 +59,16 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     }
     const code = elf.contents(text);
     const table = elf.contents(ind).subarray(0, ru.ind.size);
+    let ptr: { addr: bigint; bytes: Buffer; used: number } | undefined;
+    if (ru.ptr) {
+      const ps = elf.section(ru.ptr.section);
+      if (!ps || hex(ps.addr) !== ru.ptr.addr || ps.size < BigInt(ru.ptr.size) || ru.ptr.used > ru.ptr.size) {
+        p(`${ru.ptr.section} is missing or moved (recorded at ${ru.ptr.addr})`);
+        continue;
+      }
+      ptr = { addr: ps.addr, bytes: elf.contents(ps).subarray(0, ru.ptr.size), used: ru.ptr.used };
+      if (!ptr.bytes.subarray(ru.ptr.used).every((b) => b === 0xcc)) p(`${ru.ptr.section}: bytes after the ${ru.ptr.used} used ones are not 0xCC`);
+    }
     const tlo = ind.addr, tend = ind.addr + BigInt(ru.ind.used);
     const at = (e: bigint) => table.subarray(Number(e - tlo), Number(tend - tlo));
     if (!table.subarray(ru.ind.used).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the ${ru.ind.used} used ones are not 0xCC`);
@@ -72,10 +86,12 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
 
     // Nothing missed: the original code has exactly the recorded sites.
     const u = plan.ulibs.find((x) => x.name === ru.name);
+    let analysed: ImageSite[] | undefined;
     if (!u) p('not in the recorded plan');
     else {
       try {
         const a = analyzeUlib(elf, u, rec.mode, orig);
+        analysed = a?.sites;
         const want = (a?.sites ?? []).map((s) => `${hex(s.insn.ip)}:${s.kind}`).join(' ');
         const got = ru.sites.map((s) => `${s.a}:${s.k}`).join(' ');
         if (want !== got) p(`the recorded sites are not the ones the original code needs (recorded ${ru.sites.length}, needed ${a?.sites.length ?? 0})`);
@@ -102,6 +118,12 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       const C = decodeOne(cur, a);
       const next = a + BigInt(O.len);
       if (e < tlo || e >= tend) { p(`${what}: table entry ${s.e} lies outside ${ru.ind.section}'s used part`); continue; }
+      if (s.f !== undefined) {
+        if (!ptr) { p(`${what}: a pointer slot but no pointer area`); continue; }
+        const len = checkPi(s.f, BigInt(s.p!), ob, a, cur, e, at(e), ptr, (m) => p(`${what}: ${m}`));
+        if (len) entry(e, len, what);
+        continue;
+      }
       switch (s.k) {
         case 'stub': {
           if (!O.nearBranch) { p(`${what}: the original is not a relative branch`); break; }
@@ -161,11 +183,13 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     // Byte for byte: a fresh encoding of the recorded sites gives this table and this code (the
     // checks above are semantic; this also catches changes that happen to decode equivalently).
     if (problems.length === before) {
-      const fresh = reencode(ru.sites, ind.addr, ru.ind.size, text.addr, orig, ru.name);
+      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, BigInt(ru.ptr.addr), ru.ptr.size, text.addr, orig, ru.name)
+        : reencode(ru.sites, ind.addr, ru.ind.size, text.addr, orig, ru.name);
       if (typeof fresh === 'string') p(fresh);
       else {
         const dt = firstDiff(fresh.table.subarray(0, ru.ind.used), table.subarray(0, ru.ind.used));
         if (dt >= 0 || fresh.table.length !== table.length) p(`${ru.ind.section}: byte at ${hex(ind.addr + BigInt(Math.max(dt, 0)))} differs from a fresh encoding of the recorded sites`);
+        if (ptr && fresh.ptr && !fresh.ptr.equals(ptr.bytes)) p(`${ru.ptr!.section}: differs from a fresh encoding of the recorded sites`);
         const dc = firstDiff(fresh.code, code);
         if (dc >= 0) p(`${ru.text}: byte at ${hex(text.addr + BigInt(dc))} differs from a fresh rewrite of the recorded sites`);
       }
@@ -210,6 +234,101 @@ function reencode(sites: RewriteRecord['ulibs'][number]['sites'], indAddr: bigin
       patchSite(code, textAddr, decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a)), s.k, entry, name);
     });
     return { table: t.bytes, code };
+  } catch (e) {
+    return `the recorded sites cannot be encoded again (${(e as Error).message})`;
+  }
+}
+
+/** The value a position-independent entry must find in its pointer slot, from the original alone. */
+function piValue(form: PiForm, o: Instruction): bigint | undefined {
+  const mem = () => (o.isIpRelMemoryOperand ? o.ipRelMemoryAddress : BigInt.asUintN(64, o.memoryDisplacement));
+  switch (form) {
+    case 'jmpptr': return o.isCallNear || o.isJmpShortOrNear || o.isJccShortOrNear ? o.nearBranchTarget : undefined;
+    case 'load': return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m ? mem() : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register ? BigInt.asUintN(64, o.immediate(1)) : undefined;
+    case 'immreg': return BigInt.asUintN(64, o.immediate(1));
+    case 'mem': case 'callptr': case 'jmpmem': return mem();
+  }
+}
+
+/**
+ * Checks one position-independent site: the site reaches its entry, the entry is the form's
+ * sequence for the original instruction (decoded, compared operand by operand), its scratch
+ * register is one the original does not touch, its pointer slot holds what the original used,
+ * and it ends by going back to the next instruction (or, for branches, nowhere else).
+ * Returns the entry's length, or 0 after reporting a problem.
+ */
+function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer,
+  ptr: { addr: bigint; bytes: Buffer; used: number }, p: (m: string) => void): number {
+  if (!PI_FORMS.includes(form)) { p(`unknown form ${form}`); return 0; }
+  const off = P - ptr.addr;
+  if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slot ${hex(P)} lies outside the used pointer area`); return 0; }
+  const v = ptr.bytes.readBigUInt64LE(Number(off));
+  return withInstruction(ob, a, (o): number => {
+    const next = o.nextIP;
+    const want = piValue(form, o);
+    if (want === undefined) { p(`the original does not fit the ${form} form`); return 0; }
+    if (v !== want) { p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`); return 0; }
+    // The site.
+    const C = decodeOne(cur, a);
+    if (form === 'jmpptr') {
+      if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) { p(`the branch does not reach its entry ${hex(e)}`); return 0; }
+    } else {
+      const call = form === 'callptr';
+      if (C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) || C.len !== 5 || C.target !== e) { p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`); return 0; }
+      if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) { p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`); return 0; }
+      if (call && o.code !== Code.Call_rm64) { p('the original is not an indirect call'); return 0; }
+    }
+    // The scratch register: untouched by the original (its value is saved and restored around it).
+    const push = decodeOne(T, e);
+    const scratch = push.code === Code.Push_r64 ? withInstruction(T, e, (x) => x.op0Register) : Register.None;
+    if (scratch !== Register.None) {
+      const f = new InstructionInfoFactory();
+      try {
+        const info = f.info(o);
+        try {
+          if (scratch === Register.RSP || info.usedRegisters().some((u: { register: Register }) => RegisterExt.fullRegister(u.register) === scratch)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
+        } finally { info.free(); }
+      } finally { f.free(); }
+    }
+    // The entry, instruction by instruction, against the form's sequence.
+    const expect = piInstructions(o, { form, value: v, scratch: scratch === Register.None ? undefined : scratch }, P);
+    try {
+      let at = e, pos = 0;
+      for (const x of expect) {
+        const same = withInstruction(T.subarray(pos), at, (y) => !y.isInvalid && y.equals(x) ? y.length : 0);
+        if (!same) { p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`); return 0; }
+        pos += same; at += BigInt(same);
+      }
+      if (jumpsBack(form)) {
+        const J = decodeOne(T.subarray(pos), at);
+        if (!isJmp(J) || J.target !== next) { p(`entry ${hex(e)} does not jump back to ${hex(next)}`); return 0; }
+        pos += J.len;
+      }
+      return pos;
+    } finally {
+      for (const x of expect) x.free();
+    }
+  });
+}
+
+/** The table, pointer area and code the rewriter makes from these sites in ASLR mode. */
+function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: ImageSite[] | undefined, indAddr: bigint, size: number,
+  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string): { table: Buffer; code: Buffer; ptr: Buffer } | string {
+  if (!analysed || analysed.length !== sites.length) return 'the recorded sites cannot be encoded again (the analysis differs)';
+  try {
+    const t = buildPiTable({
+      addr: indAddr, size, ptrAddr, ptrSize, what: name,
+      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside })),
+    });
+    const code = Buffer.from(orig);
+    sites.forEach((s, k) => {
+      const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
+      const plan = t.plans[k];
+      if ((plan?.form) !== s.f) throw new Error(`site ${s.a}: recorded form ${s.f ?? 'classic'}, a fresh plan gives ${plan?.form ?? 'classic'}`);
+      if (plan) patchPi(code, textAddr, O.ip, O.len, O.immOff, plan.form, t.entryAt[k], name);
+      else patchSite(code, textAddr, O, s.k, t.entryAt[k], name);
+    });
+    return { table: t.bytes, code, ptr: t.ptr };
   } catch (e) {
     return `the recorded sites cannot be encoded again (${(e as Error).message})`;
   }

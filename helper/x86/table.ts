@@ -17,7 +17,7 @@ import { decodeOne, withInstruction } from './decode.js';
 
 export class TableError extends Error {
   /** For an overflow: the bytes the table would need. */
-  constructor(message: string, readonly need?: number) {
+  constructor(message: string, readonly need?: number, readonly ptrNeed?: number) {
     super(message);
   }
 }
