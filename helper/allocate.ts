@@ -418,8 +418,16 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
   }
   const byName = new Map(req.ulibs.map((u) => [u.name, u]));
   const r = m.regions.text;
-  // Code starts after everything the map placed in the text region (name slots, spilled areas).
-  let next = alignUp(Math.max(r.base, r.next), PAGE);
+  // Code starts after everything the map placed in the text region (name slots, spilled areas)
+  // and the image's own pointer areas (that page differs per image anyway).
+  let next = Math.max(r.base, r.next);
+  for (const n of own) {
+    const a = at.get(n)!;
+    const addr = alignUp(next, 8);
+    a.ptr = { addr, size: a.ptr!.size };
+    next = addr + a.ptr.size;
+  }
+  next = alignUp(next, PAGE);
   for (const n of order) {
     const u = byName.get(n)!;
     const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
@@ -430,13 +438,6 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
-  }
-  for (const n of own) {
-    const a = at.get(n)!;
-    const addr = alignUp(next, 8);
-    a.ptr = { addr, size: a.ptr!.size };
-    next = addr + a.ptr.size;
-    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n}'s pointer area in ASLR mode; start a new map with more room`);
   }
   return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
 }

@@ -42,7 +42,8 @@ export function piBound(len: number): number {
 /** Scratch registers, in order of preference (no rsp, no rbp/r12/r13 with their encoding quirks). */
 const SCRATCH = [Register.RAX, Register.RCX, Register.RDX, Register.RBX, Register.RSI, Register.RDI, Register.R8, Register.R9, Register.R10, Register.R11];
 const reg32 = (r: Register) => (Register.EAX + (r - Register.RAX)) as Register;
-const absMem = (addr: bigint) => MemoryOperand.new64(Register.None, Register.None, 1, addr, 4, false, Register.None);
+// Size 8: 64-bit addressing, encoded as SIB + disp32 (sign-extended); size 4 would add an 0x67 prefix.
+const absMem = (addr: bigint) => MemoryOperand.new64(Register.None, Register.None, 1, addr, 8, false, Register.None);
 
 export interface PiPlan {
   form: PiForm;
