@@ -115,20 +115,20 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       for (const site of found) {
         sites++;
         if (mode === 'aslr') {
-          // One position-independent entry per site, or its classic entry if no form fits.
+          // One position-independent entry per site, or its classic entry if no form fits (a table
+          // with no pointer area has classic entries only; their shared total is smaller).
           const classic = site.relaxable ? entryBound('trampoline', site.insn.len) : entryBound(site.kind, site.insn.len) + (site.kind === 'got' ? 7 : 0);
           bytes += Math.max(piBound(site.insn.len), classic);
-          continue;
         }
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
           trampolines++;
-          bytes += entryBound('trampoline', site.insn.len);
+          if (mode !== 'aslr') bytes += entryBound('trampoline', site.insn.len);
         } else if (site.kind === 'stub') stubs.add(site.key);
         else if (site.kind === 'got') got.add(site.key);
         else {
           trampolines++;
-          bytes += entryBound(site.kind, site.insn.len);
+          if (mode !== 'aslr') bytes += entryBound(site.kind, site.insn.len);
         }
       }
     } else {
@@ -140,7 +140,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     }
   }
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
-  bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
+  if (mode !== 'aslr') bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
   return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes: mode === 'aslr' ? sites * PTR_SLOT : 0 };
 }
 

@@ -51,18 +51,29 @@ test('same seed: byte-identical image; different seeds: different µlib orders',
   }
 });
 
-test('a µlib\'s code is byte-identical wherever the shuffle puts it; only its table differs', (t) => {
+test('a µlib\'s code and table are byte-identical wherever the shuffle puts them; only its pointer area differs', (t) => {
   const a = ElfFile.load(built.s1[0].dbg), b = ElfFile.load(built.s2[0].dbg);
-  let moved = 0;
+  let moved = 0, ptrsDiffer = 0;
   for (const sec of a.sections.filter((s) => s.name.startsWith('.text.lib'))) {
     const other = b.section(sec.name)!;
     if (sec.addr !== other.addr) moved++;
     t.true(a.contents(sec).equals(b.contents(other)), sec.name);
     t.is(Number(sec.addr) % 4096, 0, `${sec.name} starts on a page`);
     const ind = a.section(sec.name.replace('.text.', '.ind.'));
-    if (ind) t.is(ind.addr - sec.addr, b.section(ind.name)!.addr - other.addr, `${ind.name} at a fixed distance`);
+    if (ind) {
+      t.is(ind.addr - sec.addr, b.section(ind.name)!.addr - other.addr, `${ind.name} at a fixed distance`);
+      // Position-independent entries: the table holds no address, so it is the same in both builds.
+      t.true(a.contents(ind).equals(b.contents(b.section(ind.name)!)), `${ind.name} identical`);
+      // What the entries read sits at one address the map keeps; its values follow the shuffle.
+      const pa = a.section(sec.name.replace('.text.', '.ptr.')), pb = b.section(sec.name.replace('.text.', '.ptr.'));
+      t.truthy(pa && pb, `${sec.name}: pointer area`);
+      t.is(pa!.addr, pb!.addr, `${pa!.name} at the map's address`);
+      if (!a.contents(pa!).equals(b.contents(pb!))) ptrsDiffer++;
+    }
   }
   t.true(moved >= 3, `${moved} µlibs moved between seeds`);
+  // Pointer areas hold this build's addresses (one whose targets are all data keeps its values).
+  t.true(ptrsDiffer >= 3, `${ptrsDiffer} pointer areas differ between seeds`);
 });
 
 test('the rewrite verifies and says what it moved', (t) => {
