@@ -79,10 +79,18 @@ export function explain(pathA: string, pathB: string, maxCauses = 8): UlibExplan
         if ((pa.nonzero.get(p) ?? 'zero') !== (pb.nonzero.get(q) ?? 'zero')) { differing++; sectionPagesDiffer = true; }
       }
       if (!sectionPagesDiffer) continue;
-      // A table differs by design, unless its bytes are the same (then its page differs for a neighbour).
-      const sameTable = sa.addr === sb.addr && sa.type !== SHT_NOBITS && a.contents(sa).equals(b.contents(sb));
-      if (kind === 'ind' && !sameTable) {
-        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: "indirection table: it holds this image's own targets, so it differs by design (the code that uses it does not)" });
+      // A table differs by design, unless its bytes are the same (then its page differs for a
+      // neighbour, or, position-independent in ASLR mode, it moved with its code).
+      const sameBytes = sa.type !== SHT_NOBITS && a.contents(sa).equals(b.contents(sb));
+      if (kind === 'ind' && !sameBytes) {
+        const why = planA.aslr || planB.aslr
+          ? 'indirection table: some of its entries are classic ones that hold addresses (a site no position-independent form fits), so it differs'
+          : "indirection table: it holds this image's own targets, so it differs by design (the code that uses it does not)";
+        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why });
+        continue;
+      }
+      if (kind === 'ptr' && !sameBytes) {
+        causes.push({ section: sa.name, offset: 0, bytes: num(sa.size), why: "pointer area (ASLR): the addresses of this build's layout, which the µlib's identical table reads; it differs by design" });
         continue;
       }
       if (sa.addr !== sb.addr) {
