@@ -92,7 +92,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     const k = slot[shndx];
     return k === undefined ? 'foreign' : k === from ? 'same' : 'own';
   };
-  let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0;
+  let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0, ptrBytes = 0;
   const stubs = new Set<string>(), got = new Set<string>();
   for (const s of elf.sections) {
     const k = slot[s.index];
@@ -118,7 +118,9 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
           // One position-independent entry per site, or its classic entry if no form fits (a table
           // with no pointer area has classic entries only; their shared total is smaller).
           const classic = site.relaxable ? entryBound('trampoline', site.insn.len) : entryBound(site.kind, site.insn.len) + (site.kind === 'got' ? 7 : 0);
-          bytes += Math.max(piBound(site.insn.len), classic);
+          const outside = site.refs.filter((x) => x.outside).length;
+          bytes += Math.max(piBound(site.insn.len, outside), classic);
+          ptrBytes += Math.max(1, outside) * PTR_SLOT;
         }
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
@@ -141,7 +143,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
   }
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
   if (mode !== 'aslr') bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
-  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes: mode === 'aslr' ? sites * PTR_SLOT : 0 };
+  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,7 +514,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       table.ptr.copy(out, num(ptr.offset));
       const classic = table.plans.filter((x) => !x).length;
       Object.assign(st, {
-        stubs: a.sites.filter((x) => x.kind === 'stub').length, trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
+        stubs: new Set(a.sites.filter((x) => x.kind === 'stub').map((x) => x.target)).size, trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
         got: a.sites.filter((x) => x.kind === 'got').length, tableBytes: table.used, rewritten: true, classic,
       });
       records.push({

@@ -246,6 +246,7 @@ function piValue(form: PiForm, o: Instruction): bigint | undefined {
     case 'jmpptr': return o.isCallNear || o.isJmpShortOrNear || o.isJccShortOrNear ? o.nearBranchTarget : undefined;
     case 'load': return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m ? mem() : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register ? BigInt.asUintN(64, o.immediate(1)) : undefined;
     case 'immreg': return BigInt.asUintN(64, o.immediate(1));
+    case 'mem2':
     case 'mem': case 'callptr': case 'jmpmem': return mem();
   }
 }
@@ -263,11 +264,15 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
   const off = P - ptr.addr;
   if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slot ${hex(P)} lies outside the used pointer area`); return 0; }
   const v = ptr.bytes.readBigUInt64LE(Number(off));
+  const two = form === 'mem2';
+  if (two && off + BigInt(2 * PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slots ${hex(P)}.. lie outside the used pointer area`); return 0; }
+  const v2 = two ? ptr.bytes.readBigUInt64LE(Number(off) + PTR_SLOT) : undefined;
   return withInstruction(ob, a, (o): number => {
     const next = o.nextIP;
     const want = piValue(form, o);
     if (want === undefined) { p(`the original does not fit the ${form} form`); return 0; }
     if (v !== want) { p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`); return 0; }
+    if (two && v2 !== BigInt.asUintN(64, o.immediate(1))) { p(`pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`); return 0; }
     // The site.
     const C = decodeOne(cur, a);
     if (form === 'jmpptr') {
@@ -278,20 +283,24 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
       if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) { p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`); return 0; }
       if (call && o.code !== Code.Call_rm64) { p('the original is not an indirect call'); return 0; }
     }
-    // The scratch register: untouched by the original (its value is saved and restored around it).
-    const push = decodeOne(T, e);
-    const scratch = push.code === Code.Push_r64 ? withInstruction(T, e, (x) => x.op0Register) : Register.None;
-    if (scratch !== Register.None) {
-      const f = new InstructionInfoFactory();
+    // The scratch registers: untouched by the original (their values are saved and restored around it).
+    const pushed = (at: number) => {
+      const x = decodeOne(T.subarray(at), e + BigInt(at));
+      return x.code === Code.Push_r64 ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len } : { reg: Register.None, len: 0 };
+    };
+    const s1 = pushed(0), s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
+    const f = new InstructionInfoFactory();
+    try {
+      const info = f.info(o);
       try {
-        const info = f.info(o);
-        try {
-          if (scratch === Register.RSP || info.usedRegisters().some((u: { register: Register }) => RegisterExt.fullRegister(u.register) === scratch)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
-        } finally { info.free(); }
-      } finally { f.free(); }
-    }
+        const used = new Set(info.usedRegisters().map((u: { register: Register }) => RegisterExt.fullRegister(u.register)));
+        for (const r of [s1.reg, s2.reg]) if (r === Register.RSP || used.has(r)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
+      } finally { info.free(); }
+    } finally { f.free(); }
     // The entry, instruction by instruction, against the form's sequence.
-    const expect = piInstructions(o, { form, value: v, scratch: scratch === Register.None ? undefined : scratch }, P);
+    const plan = { form, value: v, scratch: s1.reg === Register.None ? undefined : s1.reg, ...(two ? { value2: v2, scratch2: s2.reg } : {}) };
+    if (two && (s2.reg === Register.None || s2.reg === s1.reg)) { p('the entry does not save two scratch registers'); return 0; }
+    const expect = piInstructions(o, plan, P);
     try {
       let at = e, pos = 0;
       for (const x of expect) {

@@ -11,6 +11,8 @@
 //   load     jmp entry; int3...    mov reg, [P]; jmp back                   (lea reg,[rip+X]; mov reg, imm)
 //   mem      jmp entry; int3...    push r; mov r,[P]; <insn on [r+index]>; pop r; jmp back
 //   immreg   jmp entry; int3...    push r; mov r,[P]; <insn with r for the immediate>; pop r; jmp back
+//   mem2     jmp entry; int3...    both at once (an outside address in the memory operand and in the
+//                                  immediate): two scratch registers, two slots P and P+8
 //   callptr  call entry; nop...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
 //   jmpmem   jmp entry; int3...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
 //
@@ -25,18 +27,18 @@ import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { TableError, encodeTrampoline, jmpRel32, rel32 } from './table.js';
 
-export type PiForm = 'jmpptr' | 'load' | 'mem' | 'immreg' | 'callptr' | 'jmpmem';
-export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'immreg', 'callptr', 'jmpmem'];
+export type PiForm = 'jmpptr' | 'load' | 'mem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem';
+export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'immreg', 'mem2', 'callptr', 'jmpmem'];
 export const PTR_SLOT = 8;
 /** How the site itself is patched: its branch retargeted, a jmp to the entry, or a call to it. */
 export type PiPatch = 'branch' | 'jmp' | 'call';
-export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', immreg: 'jmp', callptr: 'call', jmpmem: 'jmp' };
+export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', immreg: 'jmp', mem2: 'jmp', callptr: 'call', jmpmem: 'jmp' };
 
-/** Upper bound of one position-independent entry for an instruction of `len` bytes. */
-export function piBound(len: number): number {
+/** Upper bound of one position-independent entry for an instruction of `len` bytes with `outside` outside operands. */
+export function piBound(len: number, outside = 1): number {
   // push(2) + mov r,[P](8) + the instruction (at most one byte longer: a REX) + pop(2) + jmp(5);
-  // the indirect forms: push(2) + mov(8) + mov r,[r+i*s](5) + xchg(4) + ret(1).
-  return Math.max(len + 18, 20);
+  // the indirect forms: push(2) + mov(8) + mov r,[r+i*s](5) + xchg(4) + ret(1); mem2: two of each.
+  return outside >= 2 ? len + 30 : Math.max(len + 18, 20);
 }
 
 /** Scratch registers, in order of preference (no rsp, no rbp/r12/r13 with their encoding quirks). */
@@ -51,7 +53,13 @@ export interface PiPlan {
   value: bigint;
   /** The scratch register, when the form needs one. */
   scratch?: Register;
+  /** mem2: the immediate's value (in the slot after the first) and its scratch register. */
+  value2?: bigint;
+  scratch2?: Register;
 }
+
+/** Pointer slots a plan takes. */
+export const slotsOf = (p: PiPlan) => (p.form === 'mem2' ? 2 : 1);
 
 /** Full registers the instruction reads or writes (including its memory operand's). */
 function usedFull(i: Instruction): Set<Register> {
@@ -83,8 +91,9 @@ function regFormOf(code: Code): { code: Code; width: 32 | 64 } | undefined {
  * operands refer outside; undefined when none does (the site keeps a classic entry).
  */
 export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Operand[]): PiPlan | undefined {
-  if (outside.length !== 1) return undefined;
-  const op = outside[0];
+  const two = outside.length === 2 && outside.includes('disp') && outside.includes('imm');
+  if (outside.length !== 1 && !two) return undefined;
+  const op = two ? 'mem2' : outside[0];
   return withInstruction(orig, ip, (i) => {
     if (i.isInvalid || i.length !== orig.length) return undefined;
     if (kind === 'stub') return op === 'branch' ? { form: 'jmpptr' as const, value: i.nearBranchTarget } : undefined;
@@ -93,12 +102,20 @@ export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Op
     const hasMem = [...Array(i.opCount).keys()].some((k) => i.opKind(k) === OpKind.Memory);
     const memValue = () => (i.isIpRelMemoryOperand ? i.ipRelMemoryAddress : BigInt.asUintN(64, i.memoryDisplacement));
     if (kind === 'got') return op === 'disp' && i.isIpRelMemoryOperand ? { form: 'load' as const, value: i.ipRelMemoryAddress } : undefined;
+    // The outside address is a memory operand's displacement: the scratch register takes the place
+    // of the missing base (or, next to a base, of the missing index).
+    const noBase = i.memoryBase === Register.None || i.memoryBase === Register.RIP;
+    const memFits = hasMem && i.memoryIndex !== Register.RSP && i.memoryBase !== Register.RSP && (noBase || i.memoryIndex === Register.None);
+    if (op === 'mem2') {
+      const scratch2 = SCRATCH.find((r) => !used.has(r) && r !== scratch);
+      if (kind !== 'trampoline' || !memFits || !scratch2 || i.opCount !== 2 || i.opKind(0) !== OpKind.Memory || !regFormOf(i.code)) return undefined;
+      if (i.flowControl !== 0 || i.isStackInstruction || used.has(Register.RSP)) return undefined;
+      return { form: 'mem2' as const, value: memValue(), scratch, value2: BigInt.asUintN(64, i.immediate(1)), scratch2 };
+    }
     if (op === 'disp') {
-      // The outside address is the displacement of a memory operand with no base register.
-      if (!hasMem || (i.memoryBase !== Register.None && i.memoryBase !== Register.RIP) || i.memoryIndex === Register.RSP) return undefined;
-      if (!scratch) return undefined;
-      if (kind === 'callind') return i.code === Code.Call_rm64 ? { form: 'callptr' as const, value: memValue(), scratch } : undefined;
-      if (i.code === Code.Jmp_rm64) return { form: 'jmpmem' as const, value: memValue(), scratch };
+      if (!memFits || !scratch) return undefined;
+      if (kind === 'callind') return i.code === Code.Call_rm64 && noBase ? { form: 'callptr' as const, value: memValue(), scratch } : undefined;
+      if (i.code === Code.Jmp_rm64) return noBase ? { form: 'jmpmem' as const, value: memValue(), scratch } : undefined;
       if (i.flowControl !== 0 /* FlowControl.Next */ || i.isStackInstruction || used.has(Register.RSP)) return undefined;
       return { form: 'mem' as const, value: memValue(), scratch };
     }
@@ -130,12 +147,15 @@ function encodeBlock(list: Instruction[], at: bigint, what: string): Buffer {
   }
 }
 
-/** The instruction with its outside memory operand turned into `[r + index*scale]`. */
+/** The instruction with its outside memory operand turned into `[r + index*scale]` (or `[base + r]`). */
 export function onScratchBase(i: Instruction, r: Register): Instruction {
   const x = i.clone();
-  x.memoryBase = r;
+  const base = x.memoryBase;
+  if (base === Register.None || base === Register.RIP) x.memoryBase = r;
+  else { x.memoryIndex = r; x.memoryIndexScale = 1; }
   x.memoryDisplacement = 0n;
-  x.memoryDisplSize = 0;
+  // rbp and r13 as a base always carry a displacement byte: say so, as a decoder would.
+  x.memoryDisplSize = base === Register.RBP || base === Register.R13 ? 1 : 0;
   return x;
 }
 
@@ -169,6 +189,17 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
     case 'mem':
     case 'immreg':
       return [...viaScratch([plan.form === 'mem' ? onScratchBase(i, r) : onScratchImm(i, r)]), Instruction.createReg(Code.Pop_r64, r)];
+    case 'mem2': {
+      const r2 = plan.scratch2!;
+      const m = onScratchBase(i, r);
+      const body = onScratchImm(m, r2);
+      m.free();
+      return [
+        Instruction.createReg(Code.Push_r64, r), Instruction.createReg(Code.Push_r64, r2),
+        Instruction.createRegMem(Code.Mov_r64_rm64, r, P), Instruction.createRegMem(Code.Mov_r64_rm64, r2, absMem(ptr + BigInt(PTR_SLOT))),
+        body, Instruction.createReg(Code.Pop_r64, r2), Instruction.createReg(Code.Pop_r64, r),
+      ];
+    }
     case 'callptr':
     case 'jmpmem':
       return [
@@ -180,7 +211,7 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
 }
 
 /** Does the form end with a jump back to the next original instruction (else it ends in `ret`/`jmp [P]`)? */
-export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'immreg';
+export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'immreg' || form === 'mem2';
 
 /** The entry's bytes at `at`, its pointer slot at `ptr`. */
 export function encodePi(orig: Uint8Array, ip: bigint, plan: PiPlan, at: bigint, ptr: bigint, what: string): Buffer {
@@ -242,28 +273,32 @@ export interface PiTable {
 }
 
 /**
- * Lays out a µlib's table in ASLR mode, one entry per site in site order (no sharing between
- * sites: two targets equal in one image may differ in another, and the layout must not), and its
- * pointer area, one slot per position-independent site. Throws TableError when either overflows.
+ * Lays out a µlib's table in ASLR mode, one entry per site (no sharing between sites: two targets
+ * equal in one image may differ in another, and the layout must not), and its pointer area, one
+ * slot per position-independent site (two for mem2). The position-independent entries come first,
+ * in site order, then the classic ones: those hold addresses, and at the end of the table they
+ * cost the fewest pages their sharing. Throws TableError when either overflows.
  */
 export function buildPiTable(r: PiTableRequest): PiTable {
   const parts: Buffer[] = [];
   let cur = r.addr;
   const put = (b: Buffer) => { parts.push(b); cur += BigInt(b.length); };
   const ptrVals: bigint[] = [];
-  const entryAt: bigint[] = [], ptrAt: (bigint | undefined)[] = [], plans: (PiPlan | undefined)[] = [];
-  for (const s of r.sites) {
-    const plan = piPlan(s.orig, s.ip, s.kind, s.outside);
-    plans.push(plan);
-    if (plan) {
-      const p = r.ptrAddr + BigInt(ptrVals.length * PTR_SLOT);
-      ptrVals.push(plan.value);
-      ptrAt.push(p);
-      entryAt.push(cur);
-      put(encodePi(s.orig, s.ip, plan, cur, p, r.what));
-      continue;
-    }
-    ptrAt.push(undefined);
+  const n = r.sites.length;
+  const entryAt: bigint[] = new Array(n), ptrAt: (bigint | undefined)[] = new Array(n).fill(undefined);
+  const plans = r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside));
+  r.sites.forEach((s, k) => {
+    const plan = plans[k];
+    if (!plan) return;
+    const p = r.ptrAddr + BigInt(ptrVals.length * PTR_SLOT);
+    ptrVals.push(plan.value);
+    if (plan.form === 'mem2') ptrVals.push(plan.value2!);
+    ptrAt[k] = p;
+    entryAt[k] = cur;
+    put(encodePi(s.orig, s.ip, plan, cur, p, r.what));
+  });
+  r.sites.forEach((s, k) => {
+    if (plans[k]) return;
     if (s.kind === 'got') {
       // Classic: lea becomes a load of an 8-byte slot holding the address.
       const pad = Number((8n - (cur % 8n)) % 8n);
@@ -271,15 +306,15 @@ export function buildPiTable(r: PiTableRequest): PiTable {
       const v = withInstruction(s.orig, s.ip, (i) => i.ipRelMemoryAddress);
       const b = Buffer.alloc(8);
       b.writeBigUInt64LE(BigInt.asUintN(64, v));
-      entryAt.push(cur);
+      entryAt[k] = cur;
       put(b);
     } else if (s.kind === 'trampoline' || s.kind === 'callind') {
-      entryAt.push(cur);
+      entryAt[k] = cur;
       put(encodeTrampoline({ kind: s.kind, ip: s.ip, orig: s.orig }, cur, r.what));
     } else {
       throw new TableError(`${r.what}: site 0x${s.ip.toString(16)}: a branch with no position-independent entry`);
     }
-  }
+  });
   const used = Number(cur - r.addr);
   if (used > r.size) throw new TableError(`${r.what}: the indirection table needs ${used} bytes, the plan reserves ${r.size}`, used);
   const ptrUsed = ptrVals.length * PTR_SLOT;
