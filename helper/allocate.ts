@@ -262,13 +262,26 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
         if (m.own?.[a]) notes.push(`the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`);
         (m.own ??= {})[a] = headroom(bytes);
       }
-      if (start + m.own![a]! > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`);
-      ownEnd[a] = start + m.own![a]!;
+      const reserve = m.own?.[a] ?? 0; // none yet: no image had bytes of its own here
+      if (start + reserve > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`);
+      ownEnd[a] = start + reserve;
     }
     if (a === 'text') {
       const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
       const tables = pack(m, mapPath, 'ind', after, own, r.end, false);
       for (const [v, ext] of tables) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!).ind = ext;
+    }
+  }
+  // A slot never moves, and a variant's content never changes, but what a newer helper measures
+  // may (a table or pointer area sized by another first pass): such a slot is too small to use.
+  for (const u of req.ulibs) {
+    const x = entries.find((e) => e.name === u.name)!;
+    const slot = x.v.slot ?? (named.has(x.v) ? m.ulibs[x.name].slot : undefined);
+    for (const a of AREAS) {
+      const need = u.sizes[a] ?? 0, have = slot?.[a]?.size;
+      if (need && have !== undefined && need > have) {
+        throw new SpacerError(`${mapPath}: ${u.name}'s ${a} slot holds ${have} bytes, this link needs ${need} (a newer lib-spacer measures more); run 'spacer map relayout' and relink every app`);
+      }
     }
   }
   return {

@@ -298,7 +298,7 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
     if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
     for (const [j, x] of (u.sites as any[]).entries()) {
       if (typeof x !== 'object' || x === null || !isHex(x.a) || !isBytes(x.o) || !isHex(x.e) || !isHex(x.t) || typeof x.k !== 'string' || !/^[a-z]{1,16}$/.test(x.k)) bad(`µlib entry ${i} site ${j}`);
-      if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z]{1,16}$/.test(x.f) || !isHex(x.p))) bad(`µlib entry ${i} site ${j} pointer`);
+      if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z0-9]{1,16}$/.test(x.f) || !isHex(x.p))) bad(`µlib entry ${i} site ${j} pointer`);
     }
   }
   return rec!;

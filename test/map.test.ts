@@ -4,6 +4,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { checkMap, readMap } from '../helper/map.js';
+import { allocate, freshMap, relayout, type AllocRequest } from '../helper/allocate.js';
 import { bootSource, buildUlib, linkWith, platformLds, spacer, tempDir, ulibSource } from './_fixtures.js';
 
 const dir = tempDir('map');
@@ -154,4 +155,23 @@ test('same objects and same map: byte-identical script and image', async (t) => 
   await linkWith(o('a.lds'), objs, o('a.dbg'));
   await linkWith(o('b.lds'), objs, o('b.dbg'));
   t.true(readFileSync(o('a.dbg')).equals(readFileSync(o('b.dbg'))));
+});
+
+test('a shared slot smaller than what this link measures (a newer first pass) is one error naming relayout', (t) => {
+  const req = (image: string, ind: number): AllocRequest => ({
+    image, head: 0x100, textBase: 0x100000,
+    ulibs: [{ name: 'libx', variant: 'v1', sizes: { text: 0x300, rodata: 0x40, ind }, align: { text: 16, rodata: 8, ind: 16 } }],
+  });
+  const m = freshMap(req('a', 0x50));
+  allocate(m, 'map.json', req('a', 0x50));
+  const b = allocate(m, 'map.json', req('b', 0x50));
+  t.true(b.placements[0].shared);
+  t.is(b.placements[0].at.ind!.size, 0x50);
+  const err = t.throws(() => allocate(structuredClone(m), 'map.json', req('c', 0x80)));
+  t.regex(err!.message, /^map\.json: libx's ind slot holds 80 bytes, this link needs 128 .*spacer map relayout/);
+  // relayout sizes it again from what the map now records.
+  const m2 = structuredClone(m);
+  t.throws(() => allocate(m2, 'map.json', req('c', 0x80)));
+  relayout(m2, 'map.json');
+  t.true(allocate(m2, 'map.json', req('c', 0x80)).placements[0].at.ind!.size >= 0x80);
 });

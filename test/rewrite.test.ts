@@ -30,32 +30,39 @@ const dir = tempDir('rewrite');
 const objs: Record<string, string> = {};
 
 /** Slot addresses per µlib: text, table, rodata, data, bss. */
-type Layout = Record<Ulib, { text: number; ind: number; rodata: number; data: number; bss: number }>;
+type Layout = Record<Ulib, { text: number; ind: number; ptr: number; rodata: number; data: number; bss: number }>;
 const LAYOUT1: Layout = {
-  liba: { text: 0x401000, ind: 0x410000, rodata: 0x501000, data: 0x601000, bss: 0x701000 },
-  libb: { text: 0x402000, ind: 0x411000, rodata: 0x502000, data: 0x602000, bss: 0x702000 },
-  libc: { text: 0x403000, ind: 0x412000, rodata: 0x503000, data: 0x603000, bss: 0x703000 },
+  liba: { text: 0x401000, ind: 0x410000, ptr: 0x413000, rodata: 0x501000, data: 0x601000, bss: 0x701000 },
+  libb: { text: 0x402000, ind: 0x411000, ptr: 0x413400, rodata: 0x502000, data: 0x602000, bss: 0x702000 },
+  libc: { text: 0x403000, ind: 0x412000, ptr: 0x413800, rodata: 0x503000, data: 0x603000, bss: 0x703000 },
 };
 // liba at the same slots; its neighbours elsewhere, in another link order (TLS offsets move too).
 const LAYOUT2: Layout = {
   liba: LAYOUT1.liba,
-  libb: { text: 0x404000, ind: 0x412000, rodata: 0x503000, data: 0x603000, bss: 0x703000 },
-  libc: { text: 0x402000, ind: 0x411000, rodata: 0x502000, data: 0x602000, bss: 0x702000 },
+  libb: { text: 0x404000, ind: 0x412000, ptr: 0x413400, rodata: 0x503000, data: 0x603000, bss: 0x703000 },
+  libc: { text: 0x402000, ind: 0x411000, ptr: 0x413800, rodata: 0x502000, data: 0x602000, bss: 0x702000 },
+};
+// ASLR: the code shuffled, each table at the same distance after its code; data and pointer areas stay.
+const LAYOUT3: Layout = {
+  liba: { ...LAYOUT1.liba, text: 0x403000, ind: 0x412000 },
+  libb: { ...LAYOUT1.libb, text: 0x401000, ind: 0x410000 },
+  libc: { ...LAYOUT1.libc, text: 0x402000, ind: 0x411000 },
 };
 const TABLE = 0x1000;
 
-function planFor(l: Layout, size = TABLE): RewritePlan {
+function planFor(l: Layout, size = TABLE, ptr = false): RewritePlan {
   return {
     ulibs: ULIBS.map((n) => ({
       name: n, text: `.text.${n}`, sections: ['text', 'rodata', 'data', 'bss'].map((k) => `.${k}.${n}`),
       ind: { section: `.ind.${n}`, addr: BigInt(l[n].ind), size },
+      ...(ptr ? { ptr: { section: `.ptr.${n}`, addr: BigInt(l[n].ptr), size: 0x400 } } : {}),
     })),
   };
 }
 
 async function link(name: string, l: Layout, order: string[] = ['plat', 'liba', 'libb', 'libc'], extra: string[] = ['-Wl,--emit-relocs']): Promise<string> {
   let script = readFileSync(join(FIX, 'image.lds.in'), 'utf8');
-  for (const n of ULIBS) for (const k of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
+  for (const n of ULIBS) for (const k of ['text', 'ind', 'ptr', 'rodata', 'data', 'bss'] as const) {
     script = script.replaceAll(`@${n.toUpperCase()}_${k.toUpperCase()}@`, `0x${l[n][k].toString(16)}`);
   }
   const lds = join(dir, `${name}.lds`), out = join(dir, name);
@@ -70,8 +77,8 @@ const run = async (p: string) => (await execa(p, [], { reject: false, timeout: 1
 let n = 0;
 const copy = (p: string) => { const q = `${p}.${++n}`; copyFileSync(p, q); return q; };
 
-let img1: string, img2: string, noRelocs: string;
-let orig1 = '', orig2 = '';
+let img1: string, img2: string, img3: string, noRelocs: string;
+let orig1 = '', orig2 = '', orig3 = '';
 
 test.before(async () => {
   for (const name of ['plat', 'liba', 'libb', 'libc']) {
@@ -79,10 +86,12 @@ test.before(async () => {
   }
   img1 = await link('img1', LAYOUT1);
   img2 = await link('img2', LAYOUT2, ['plat', 'libb', 'liba', 'libc']);
+  img3 = await link('img3', LAYOUT3);
   noRelocs = await link('norelocs', LAYOUT1, undefined, []);
   if (canRun) {
     orig1 = (await run(img1)).stdout;
     orig2 = (await run(img2)).stdout;
+    orig3 = (await run(img3)).stdout;
   }
 });
 
@@ -411,4 +420,48 @@ test('x86: sites that cannot be redirected are named, not skipped', (t) => {
   t.regex((siteKind(rsp, ['disp']) as { error: string }).error, /stack operand/);
   const code = Buffer.from('488b0500010000', 'hex');
   t.throws(() => patchSite(code, 0x1000n, decodeOne(code, 0x1000n), 'got', 0x2000n, 'test'), { message: /not a lea/ });
+});
+
+runTest('aslr with pointer areas: every position-independent form runs as the original did; code and table are the same bytes wherever the code lands', async (t) => {
+  const forms = new Map<string, number>();
+  const outs: string[] = [];
+  const paths: string[] = [];
+  for (const [img, l, orig] of [[img1, LAYOUT1, orig1], [img3, LAYOUT3, orig3]] as const) {
+    const path = copy(img);
+    const stats = await rewriteImage(path, planFor(l, TABLE, true), 'aslr');
+    t.deepEqual(verifyImage(path), [], path);
+    const r = await run(path);
+    t.is(r.exitCode, 0);
+    t.is(r.stdout, orig, 'same output as the original');
+    outs.push(r.stdout);
+    paths.push(path);
+    const rec = readRecord(ElfFile.load(path))!;
+    for (const u of rec.ulibs) for (const s of u.sites) forms.set(s.f ?? 'classic', (forms.get(s.f ?? 'classic') ?? 0) + 1);
+    t.is(stats.perUlib.liba.classic, 0, 'liba: every site has a position-independent entry');
+    // The first pass bounds the table and the pointer area.
+    const need = indirectionNeeds(objs.liba, 'aslr');
+    t.true(stats.perUlib.liba.tableBytes <= need.bytes);
+    t.true(rec.ulibs.find((u) => u.name === 'liba')!.ptr!.used <= need.ptrBytes);
+  }
+  for (const f of ['jmpptr', 'load', 'mem', 'immreg', 'mem2', 'callptr', 'jmpmem']) t.true((forms.get(f) ?? 0) > 0, `form ${f} occurs`);
+  // The new shapes computed what C computes: mem2 compare and store, base + outside displacement,
+  // indirect call and tail call through another µlib's table.
+  const lines = outs[0].trim().split('\n').map((x) => BigInt('0x' + x.split('=')[1]));
+  t.deepEqual(lines.slice(29, 32), [1n, 1n, BigInt('f'.charCodeAt(0))]); // b_fp was b_twice; then b_add; b_msg[6]
+  const a = ElfFile.load(paths[0]), b = ElfFile.load(paths[1]);
+  for (const sec of ['.text.liba', '.ind.liba']) {
+    t.not(a.section(sec)!.addr, b.section(sec)!.addr, `${sec} moved`);
+    t.true(a.contents(a.section(sec)!).equals(b.contents(b.section(sec)!)), `${sec}: the same bytes at another address`);
+  }
+  t.false(a.contents(a.section('.ptr.liba')!).equals(b.contents(b.section('.ptr.liba')!)), 'the pointer area holds each layout\'s addresses');
+  // verify catches a pointer slot that no longer holds the original's address, and a changed entry.
+  for (const [sec, off] of [['.ptr.liba', 8], ['.ind.liba', 3]] as const) {
+    const bad = copy(paths[0]);
+    const data = readFileSync(bad);
+    data[Number(a.section(sec)!.offset) + off] ^= 0x40;
+    writeFileSync(bad, data);
+    const problems = verifyImage(bad);
+    t.true(problems.length > 0, `a flipped byte in ${sec} is caught`);
+    t.regex(problems.join(' '), /liba/);
+  }
 });
