@@ -56,6 +56,10 @@ export async function unrewrite(src: string, dst: string): Promise<void> {
     const text = elf.section(u.text)!, ind = elf.section(u.ind.section)!;
     for (const s of u.sites) Buffer.from(s.o, 'hex').copy(out, num(text.offset) + Number(BigInt(s.a) - text.addr));
     out.fill(0xcc, num(ind.offset), num(ind.offset) + num(ind.size));
+    if (u.ptr) {
+      const ptr = elf.section(u.ptr.section)!;
+      out.fill(0xcc, num(ptr.offset), num(ptr.offset) + num(ptr.size));
+    }
     const code = out.subarray(num(text.offset), num(text.offset) + num(text.size));
     if (sha256(code) !== u.textSha256) throw new Error(`${src}: ${u.text}: the original code does not match its recorded hash`);
   }
@@ -77,7 +81,7 @@ async function checkPlain(plain: string, finished: string, plan: string, scratch
   if (st.alreadyDone || !st.sites) throw new Error(`${plain}: the rewrite of the plain image did nothing`);
   const a = ElfFile.load(copy), b = ElfFile.load(finished);
   for (const s of b.sections) {
-    if (!/^\.(text|ind)\./.test(s.name)) continue;
+    if (!/^\.(text|ind|ptr)\./.test(s.name)) continue;
     const x = a.section(s.name);
     if (!x || !a.contents(x).equals(b.contents(s))) throw new Error(`${plain}: ${s.name} after the rewrite differs from ${finished}`);
   }
