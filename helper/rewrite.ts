@@ -27,7 +27,10 @@ import {
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
-import { buildPiTable, patchPi, piBound, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
+import { buildPiTable, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
+import {
+  STUB, dataAddressFields, dataSections, isEntrySymbol, readAddress, slotsAfterStubs, stubBytes, stubMap, writeAddress, type UlibStubs,
+} from './x86/entries.js';
 import { patchSite } from './x86/tactics.js';
 
 export type { Mode, SiteKind };
@@ -143,6 +146,17 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
   }
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
   if (mode !== 'aslr') bytes += stubs.size * entryBound('stub', 5) + got.size * entryBound('got', 7) + (sites ? 7 : 0);
+  else {
+    // Entry stubs: its global code symbols and every address of its code it takes (a bound: each
+    // relocation into its code that is not a call), then the slots start on 8 bytes.
+    const isCode = (shndx: number) => slot[shndx] === 'text' && !!elf.sections[shndx] && (elf.sections[shndx].flags & SHF_EXECINSTR) !== 0n;
+    let entries = syms.filter((y) => isCode(y.shndx) && isEntrySymbol(y, y.shndx)).length;
+    for (const sec of elf.sections) {
+      if (!slot[sec.index]) continue;
+      for (const r of elf.relocationsFor(sec)) if (r.type !== R_X86_64.PLT32 && isCode(syms[r.sym]?.shndx ?? -1)) entries++;
+    }
+    ptrBytes += entries * STUB + 7;
+  }
   return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes };
 }
 
@@ -191,6 +205,8 @@ export interface RewriteStats {
   /** The pages those sit on (hex addresses): they differ between images. */
   dataPointerPages: string[];
   perUlib: Record<string, UlibRewriteStats>;
+  /** ASLR mode: data fields holding an entry's address, now its stub's. */
+  dataRedirected?: number;
   ms: number;
   /** The image already carried this rewrite: nothing was written. */
   alreadyDone: boolean;
@@ -203,6 +219,8 @@ export interface RewriteRecord {
   plan: CanonicalPlan;
   stats: Omit<RewriteStats, 'ms' | 'alreadyDone'>;
   ulibs: RecordUlib[];
+  /** ASLR mode: data fields redirected to entry stubs: address, original value, relocation type. */
+  data?: { a: string; o: string; r: number }[];
 }
 
 export interface RecordUlib {
@@ -215,6 +233,8 @@ export interface RecordUlib {
   ind: { section: string; addr: string; size: number; used: number };
   /** ASLR mode with position-independent entries: the pointer area. */
   ptr?: { section: string; addr: string; size: number; used: number };
+  /** ASLR mode: entry stubs at the start of the pointer area, one `jmp` per entry (hex addresses). */
+  stubs?: { at: string; targets: string[] };
   sites: RecordSite[];
 }
 
@@ -295,12 +315,14 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
     if (typeof u !== 'object' || u === null || !isName(u.name) || !isName(u.text) || !isHex(u.textAddr) || !isCount(u.textSize) || typeof u.textSha256 !== 'string') bad(`µlib entry ${i}`);
     if (typeof u.ind !== 'object' || u.ind === null || !isName(u.ind.section) || !isHex(u.ind.addr) || !isCount(u.ind.size) || !isCount(u.ind.used)) bad(`µlib entry ${i} table`);
     if (u.ptr !== undefined && (typeof u.ptr !== 'object' || u.ptr === null || !isName(u.ptr.section) || !isHex(u.ptr.addr) || !isCount(u.ptr.size) || !isCount(u.ptr.used))) bad(`µlib entry ${i} pointer area`);
+    if (u.stubs !== undefined && (typeof u.stubs !== 'object' || u.stubs === null || !isHex(u.stubs.at) || !Array.isArray(u.stubs.targets) || !u.stubs.targets.every(isHex))) bad(`µlib entry ${i} stubs`);
     if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
     for (const [j, x] of (u.sites as any[]).entries()) {
       if (typeof x !== 'object' || x === null || !isHex(x.a) || !isBytes(x.o) || !isHex(x.e) || !isHex(x.t) || typeof x.k !== 'string' || !/^[a-z]{1,16}$/.test(x.k)) bad(`µlib entry ${i} site ${j}`);
       if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z0-9]{1,16}$/.test(x.f) || !isHex(x.p))) bad(`µlib entry ${i} site ${j} pointer`);
     }
   }
+  if (rec!.data !== undefined && (!Array.isArray(rec!.data) || !rec!.data.every((d: any) => typeof d === 'object' && d !== null && isHex(d.a) && isHex(d.o) && [1, 10, 11].includes(d.r)))) bad('redirected data');
   return rec!;
 }
 
@@ -405,6 +427,33 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
   return { text, sites, dataPointers };
 }
 
+/**
+ * ASLR mode: each µlib's entry stubs (see x86/entries.ts), at the start of its pointer area. Its
+ * entries are its global code symbols and the addresses of its own code that its code (through
+ * the table) or its data take: all determined by the µlib alone, so the same in every image.
+ */
+function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibAnalysis | undefined>): Map<string, UlibStubs> {
+  const out = new Map<string, UlibStubs>();
+  const syms = elf.symbols();
+  for (const u of plan.ulibs) {
+    const a = analyses.get(u.name);
+    if (!a || !u.ptr || !u.ind) continue;
+    const lo = a.text.addr, hi = lo + a.text.size;
+    const inCode = (v: bigint | undefined): v is bigint => v !== undefined && v >= lo && v < hi;
+    const entries = new Set<bigint>();
+    for (const y of syms) if (isEntrySymbol(y, a.text.index) && inCode(y.value)) entries.add(y.value);
+    for (const x of a.sites) {
+      const p = piPlan(x.orig, x.insn.ip, x.kind, x.outside);
+      const v = p?.form === 'load' || p?.form === 'immreg' ? p.value : p?.form === 'mem2' ? p.value2 : undefined;
+      if (inCode(v)) entries.add(v);
+    }
+    const own = new Set(u.sections);
+    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]]))) if (own.has(f.sec.name)) entries.add(f.value);
+    out.set(u.name, { at: u.ptr.addr, targets: [...entries].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)) });
+  }
+  return out;
+}
+
 /** The µlib's pointer area as the linker script reserved it: where the plan says, blank, loaded. */
 function checkPtr(elf: ElfFile, u: RewriteUlib, where: string): Section {
   const want = u.ptr!;
@@ -442,10 +491,10 @@ export interface ExtraSection { name: string; data: string | Buffer }
 
 async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: number, extra: ExtraSection[]): Promise<RewriteStats> {
   const elf = loadImage(dbgPath);
-  const canon = canonicalPlan(plan);
+  const canonPlan = canonicalPlan(plan);
   const prev = readRecord(elf);
   if (prev) {
-    if (prev.mode === mode && JSON.stringify(prev.plan) === JSON.stringify(canon)) {
+    if (prev.mode === mode && JSON.stringify(prev.plan) === JSON.stringify(canonPlan)) {
       return { ...prev.stats, ms: performance.now() - t0, alreadyDone: true };
     }
     throw new SpacerError(`${dbgPath}: already rewritten with another ${prev.mode !== mode ? `mode (${prev.mode})` : 'plan'}; relink the image and rewrite it once`);
@@ -462,10 +511,14 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
   const out = Buffer.from(elf.data);
   const perUlib: Record<string, UlibRewriteStats> = {};
   const records: RecordUlib[] = [];
-  const allData: bigint[] = [];
+  let allData: bigint[] = [];
+  const analyses = new Map(plan.ulibs.map((u) => [u.name, analyzeUlib(elf, u, mode)]));
+  // ASLR mode: every µlib's entry stubs first, so every table and data field can use them.
+  const stubsOf = mode === 'aslr' ? entryStubs(elf, plan, analyses) : new Map<string, UlibStubs>();
+  const canon = stubMap([...stubsOf.values()]);
   for (const u of plan.ulibs) {
     const where = `${dbgPath}: ${u.name}`;
-    const a = analyzeUlib(elf, u, mode);
+    const a = analyses.get(u.name);
     if (!a) {
       perUlib[u.name] = { sites: 0, stubs: 0, trampolines: 0, got: 0, tableBytes: 0, dataPointers: 0, dataPointerPages: [], rewritten: false };
       continue;
@@ -490,12 +543,16 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
     if (mode === 'aslr' && u.ptr) {
       // Position-independent entries: the table is the same in every image, the pointer area is not.
       const ptr = checkPtr(elf, u, where);
+      const stubs = stubsOf.get(u.name)!;
+      const slots = slotsAfterStubs(stubs), stubPart = Number(slots - ptr.addr);
       const code = Buffer.from(elf.contents(a.text));
       let table: PiTable;
       try {
+        if (stubPart > u.ptr.size) throw new TableError(`${where}: its ${stubs.targets.length} entry stubs need ${stubPart} bytes, the plan reserves ${u.ptr.size}`, undefined, stubPart);
         table = buildPiTable({
-          addr: ind.addr, size: u.ind.size, ptrAddr: ptr.addr, ptrSize: u.ptr.size,
+          addr: ind.addr, size: u.ind.size, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
           sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside })), what: where,
+          canon: (v) => canon.get(v) ?? v,
         });
         a.sites.forEach((x, k) => {
           const plan = table.plans[k];
@@ -504,14 +561,15 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
         });
       } catch (e) {
         if (e instanceof TableError) {
-          const fix = e.need ? `reserve at least ${e.need} bytes for ${u.ind.section}` : e.ptrNeed ? `reserve at least ${e.ptrNeed} bytes for ${u.ptr.section}` : '';
+          const fix = e.need ? `reserve at least ${e.need} bytes for ${u.ind.section}` : e.ptrNeed ? `reserve at least ${e.ptrNeed + (e.message.includes('entry stubs') ? 0 : stubPart)} bytes for ${u.ptr.section}` : '';
           throw new SpacerError(`${e.message}; ${fix ? `${fix} (indirectionNeeds gives a safe size)` : 'the image was left unchanged'}`);
         }
         throw e;
       }
       code.copy(out, num(a.text.offset));
       table.bytes.copy(out, num(ind.offset));
-      table.ptr.copy(out, num(ptr.offset));
+      stubBytes(stubs, where).copy(out, num(ptr.offset));
+      table.ptr.copy(out, num(ptr.offset) + stubPart);
       const classic = table.plans.filter((x) => !x).length;
       Object.assign(st, {
         stubs: new Set(a.sites.filter((x) => x.kind === 'stub').map((x) => x.target)).size, trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
@@ -521,7 +579,8 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
         name: u.name, text: u.text, textAddr: hex(a.text.addr), textSize: num(a.text.size),
         textSha256: createHash('sha256').update(elf.contents(a.text)).digest('hex'),
         ind: { section: u.ind.section, addr: hex(ind.addr), size: u.ind.size, used: table.used },
-        ptr: { section: u.ptr.section, addr: hex(ptr.addr), size: u.ptr.size, used: table.ptrUsed },
+        ptr: { section: u.ptr.section, addr: hex(ptr.addr), size: u.ptr.size, used: stubPart + table.ptrUsed },
+        stubs: { at: hex(stubs.at), targets: stubs.targets.map(hex) },
         sites: a.sites.map((x, k) => ({
           a: hex(x.insn.ip), o: x.orig.toString('hex'), k: x.kind, e: hex(table.entryAt[k]), t: hex(x.target),
           ...(table.plans[k] ? { f: table.plans[k]!.form, p: hex(table.ptrAt[k]!) } : {}),
@@ -560,16 +619,42 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       ind: { section: u.ind.section, addr: hex(ind.addr), size: u.ind.size, used: table.used }, sites: rsites,
     });
   }
+  // ASLR mode: addresses of entries held as data now hold their stubs' (the same in every image).
+  const redirected: { a: string; o: string; r: number }[] = [];
+  const changedData = new Set<string>();
+  if (canon.size) {
+    const ranges = new Map<number, [bigint, bigint]>();
+    for (const u of plan.ulibs) {
+      const a = analyses.get(u.name);
+      if (a && stubsOf.has(u.name)) ranges.set(a.text.index, [a.text.addr, a.text.addr + a.text.size]);
+    }
+    for (const f of dataAddressFields(elf, ranges)) {
+      const stub = canon.get(f.value);
+      if (stub === undefined) continue;
+      writeAddress(out, num(f.sec.offset) + Number(f.at - f.sec.addr), f.type, stub);
+      redirected.push({ a: hex(f.at), o: hex(f.value), r: f.type });
+      changedData.add(f.sec.name);
+    }
+    const red = new Set(redirected.map((x) => x.a));
+    allData = allData.filter((x) => !red.has(hex(x)));
+    for (const u of plan.ulibs) {
+      const a = analyses.get(u.name), st = perUlib[u.name];
+      if (!a || !st) continue;
+      const kept = a.dataPointers.filter((x) => !red.has(hex(x)));
+      st.dataPointers = kept.length;
+      st.dataPointerPages = pagesOf(kept);
+    }
+  }
   const sum = (k: 'sites' | 'stubs' | 'trampolines' | 'got' | 'tableBytes' | 'dataPointers') => Object.values(perUlib).reduce((n, s) => n + s[k], 0);
   const stats = {
     sites: sum('sites'), stubs: sum('stubs'), trampolines: sum('trampolines'), got: sum('got'), tableBytes: sum('tableBytes'),
     dataPointers: sum('dataPointers'), dataPointerPages: pagesOf(allData), perUlib,
   };
-  const record: RewriteRecord = { spacer_rewrite: 1, mode, plan: canon, stats, ulibs: records };
+  const record: RewriteRecord = { spacer_rewrite: 1, mode, plan: canonPlan, stats: { ...stats, ...(redirected.length ? { dataRedirected: redirected.length } : {}) }, ulibs: records, ...(redirected.length ? { data: redirected } : {}) };
 
   // writeAtomically verifies the file as written (every site must reach what it reached before)
   // before it replaces the image: one verification, of what will really be on disk.
-  await writeAtomically(dbgPath, out, [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra], records.flatMap((r) => [r.text, r.ind.section, ...(r.ptr ? [r.ptr.section] : [])]));
+  await writeAtomically(dbgPath, out, [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra], [...records.flatMap((r) => [r.text, r.ind.section, ...(r.ptr ? [r.ptr.section] : [])]), ...changedData]);
   return { ...stats, ms: performance.now() - t0, alreadyDone: false };
 }
 

@@ -19,6 +19,7 @@ import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
 import { patchPi } from './x86/pi.js';
+import { STUB, dataAddressFields, dataSections, readAddress, slotsAfterStubs, stubMap } from './x86/entries.js';
 import { buildTable, type Move } from './x86/table.js';
 import { buildPiTable, jumpsBack, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
@@ -44,6 +45,10 @@ const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) => i.nearBranch &&
 export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
   const problems: string[] = [];
   const plan = planFromRecord(rec);
+  // ASLR mode: the entry stubs every µlib agrees on (an address of code -> its stub's).
+  const stubs = rec.ulibs.filter((u) => u.stubs).map((u) => ({ name: u.name, s: { at: BigInt(u.stubs!.at), targets: u.stubs!.targets.map((x) => BigInt(x)) } }));
+  const canon = stubMap(stubs.map((x) => x.s));
+  const canonOf = (v: bigint) => canon.get(v) ?? v;
   for (const ru of rec.ulibs) {
     const p = (msg: string) => problems.push(`${ru.name}: ${msg}`);
     const before = problems.length;
@@ -120,7 +125,7 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       if (e < tlo || e >= tend) { p(`${what}: table entry ${s.e} lies outside ${ru.ind.section}'s used part`); continue; }
       if (s.f !== undefined) {
         if (!ptr) { p(`${what}: a pointer slot but no pointer area`); continue; }
-        const len = checkPi(s.f, BigInt(s.p!), ob, a, cur, e, at(e), ptr, (m) => p(`${what}: ${m}`));
+        const len = checkPi(s.f, BigInt(s.p!), ob, a, cur, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`));
         if (len) entry(e, len, what);
         continue;
       }
@@ -183,13 +188,25 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     // Byte for byte: a fresh encoding of the recorded sites gives this table and this code (the
     // checks above are semantic; this also catches changes that happen to decode equivalently).
     if (problems.length === before) {
-      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, BigInt(ru.ptr.addr), ru.ptr.size, text.addr, orig, ru.name)
+      const st = stubs.find((x) => x.name === ru.name)?.s;
+      const slots = st ? slotsAfterStubs(st) : BigInt(ru.ptr?.addr ?? 0), stubPart = ru.ptr ? Number(slots - BigInt(ru.ptr.addr)) : 0;
+      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, slots, ru.ptr.size - stubPart, text.addr, orig, ru.name, canonOf)
         : reencode(ru.sites, ind.addr, ru.ind.size, text.addr, orig, ru.name);
       if (typeof fresh === 'string') p(fresh);
       else {
         const dt = firstDiff(fresh.table.subarray(0, ru.ind.used), table.subarray(0, ru.ind.used));
         if (dt >= 0 || fresh.table.length !== table.length) p(`${ru.ind.section}: byte at ${hex(ind.addr + BigInt(Math.max(dt, 0)))} differs from a fresh encoding of the recorded sites`);
-        if (ptr && fresh.ptr && !fresh.ptr.equals(ptr.bytes)) p(`${ru.ptr!.section}: differs from a fresh encoding of the recorded sites`);
+        if (ptr && fresh.ptr && !fresh.ptr.equals(ptr.bytes.subarray(stubPart))) p(`${ru.ptr!.section}: differs from a fresh encoding of the recorded sites`);
+        if (ptr && st) {
+          // The stubs: one `jmp entry` each, to the µlib's own code, in address order.
+          const b = ptr.bytes;
+          st.targets.forEach((t, k) => {
+            const J = decodeOne(b.subarray(k * STUB, k * STUB + STUB), st.at + BigInt(k * STUB));
+            if (J.code !== Code.Jmp_rel32_64 || J.target !== t) p(`${ru.ptr!.section}: entry stub ${k} does not jump to ${hex(t)}`);
+            if (t < text.addr || t >= text.addr + text.size || (k && t <= st.targets[k - 1])) p(`${ru.ptr!.section}: entry ${hex(t)} is not in ${ru.text} or not in order`);
+          });
+          if (st.at !== ptr.addr) p(`${ru.ptr!.section}: the stubs are recorded at ${hex(st.at)}, not at the area's start`);
+        }
         const dc = firstDiff(fresh.code, code);
         if (dc >= 0) p(`${ru.text}: byte at ${hex(text.addr + BigInt(dc))} differs from a fresh rewrite of the recorded sites`);
       }
@@ -198,6 +215,24 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     const sorted = [...extents.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
     for (let i = 1; i < sorted.length; i++) {
       if (sorted[i - 1][0] + BigInt(sorted[i - 1][1]) > sorted[i][0]) p(`table entries ${hex(sorted[i - 1][0])} and ${hex(sorted[i][0])} overlap`);
+    }
+  }
+  // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.
+  if (canon.size) {
+    const ranges = new Map<number, [bigint, bigint]>();
+    for (const x of rec.ulibs) {
+      const t = x.stubs && elf.section(x.text);
+      if (t) ranges.set(t.index, [t.addr, t.addr + t.size]);
+    }
+    for (const f of dataAddressFields(elf, ranges)) {
+      if (canon.has(f.value)) problems.push(`${f.sec.name}: the address field at ${hex(f.at)} still holds entry ${hex(f.value)}, not its stub`);
+    }
+    for (const d of rec.data ?? []) {
+      const at = BigInt(d.a), o = BigInt(d.o);
+      const sec = dataSections(elf).find((x) => at >= x.addr && at < x.addr + x.size);
+      const v = sec ? readAddress(elf.contents(sec), Number(at - sec.addr), d.r) : undefined;
+      if (!canon.has(o)) problems.push(`data field ${d.a}: its original value ${d.o} is no entry`);
+      else if (v !== canon.get(o)) problems.push(`data field ${d.a}: holds ${v === undefined ? 'nothing readable' : hex(v)}, not the stub ${hex(canon.get(o)!)} of ${d.o}`);
     }
   }
   // Every µlib of the plan that has a table and code must have been rewritten.
@@ -259,7 +294,7 @@ function piValue(form: PiForm, o: Instruction): bigint | undefined {
  * Returns the entry's length, or 0 after reporting a problem.
  */
 function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer,
-  ptr: { addr: bigint; bytes: Buffer; used: number }, p: (m: string) => void): number {
+  ptr: { addr: bigint; bytes: Buffer; used: number }, canonOf: (v: bigint) => bigint, p: (m: string) => void): number {
   if (!PI_FORMS.includes(form)) { p(`unknown form ${form}`); return 0; }
   const off = P - ptr.addr;
   if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slot ${hex(P)} lies outside the used pointer area`); return 0; }
@@ -271,8 +306,10 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
     const next = o.nextIP;
     const want = piValue(form, o);
     if (want === undefined) { p(`the original does not fit the ${form} form`); return 0; }
-    if (v !== want) { p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`); return 0; }
-    if (two && v2 !== BigInt.asUintN(64, o.immediate(1))) { p(`pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`); return 0; }
+    // An address the code takes may be its entry stub's (the address every µlib agrees on).
+    const takes = form === 'load' || form === 'immreg';
+    if (v !== want && !(takes && v === canonOf(want))) { p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`); return 0; }
+    if (two && v2 !== BigInt.asUintN(64, o.immediate(1)) && v2 !== canonOf(BigInt.asUintN(64, o.immediate(1)))) { p(`pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`); return 0; }
     // The site.
     const C = decodeOne(cur, a);
     if (form === 'jmpptr') {
@@ -322,11 +359,11 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
 
 /** The table, pointer area and code the rewriter makes from these sites in ASLR mode. */
 function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: ImageSite[] | undefined, indAddr: bigint, size: number,
-  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string): { table: Buffer; code: Buffer; ptr: Buffer } | string {
+  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string, canon: (v: bigint) => bigint): { table: Buffer; code: Buffer; ptr: Buffer } | string {
   if (!analysed || analysed.length !== sites.length) return 'the recorded sites cannot be encoded again (the analysis differs)';
   try {
     const t = buildPiTable({
-      addr: indAddr, size, ptrAddr, ptrSize, what: name,
+      addr: indAddr, size, ptrAddr, ptrSize, what: name, canon,
       sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside })),
     });
     const code = Buffer.from(orig);

@@ -11,7 +11,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync,
 import { basename, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { runDemo } from '../demo.js';
-import { ElfFile, num } from '../elf.js';
+import { ElfFile, SHT_PROGBITS, num } from '../elf.js';
+import { writeAddress } from '../x86/entries.js';
 import { readPlan, rewritePlan } from '../finish.js';
 import { readRecord, rewriteImage } from '../rewrite.js';
 
@@ -60,6 +61,15 @@ export async function unrewrite(src: string, dst: string): Promise<void> {
       const ptr = elf.section(u.ptr.section)!;
       out.fill(0xcc, num(ptr.offset), num(ptr.offset) + num(ptr.size));
     }
+  }
+  for (const d of rec.data ?? []) {
+    // Data fields that the rewrite pointed at entry stubs hold their linked values again.
+    const at = BigInt(d.a);
+    const sec = elf.sections.find((x) => x.size && at >= x.addr && at < x.addr + x.size && x.type === SHT_PROGBITS)!;
+    writeAddress(out, num(sec.offset) + Number(at - sec.addr), d.r, BigInt(d.o));
+  }
+  for (const u of rec.ulibs) {
+    const text = elf.section(u.text)!;
     const code = out.subarray(num(text.offset), num(text.offset) + num(text.size));
     if (sha256(code) !== u.textSha256) throw new Error(`${src}: ${u.text}: the original code does not match its recorded hash`);
   }

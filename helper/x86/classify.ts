@@ -226,7 +226,11 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
   const sites: Site[] = [];
   for (const k of [...byInsn.keys()].sort((a, b) => a - b)) {
     const l = byInsn.get(k)!;
-    const outs = l.map(({ ref }) => isOutside(relocClass(ref.type)!, ref.place, mode));
+    // ASLR mode: code that takes the address of its own code (`lea f(%rip)`) must get the same
+    // address that data holding `f` gets, the entry stub (see rewrite.ts): it goes through the table too.
+    const takesOwnAddress = (ref: CodeRef, op: Operand) => mode === 'aslr' && ref.place === 'same' && op === 'disp'
+      && relocClass(ref.type) === 'pcrel' && (insns[k].code === Code.Lea_r64_m || insns[k].code === Code.Lea_r32_m);
+    const outs = l.map(({ ref, op }) => isOutside(relocClass(ref.type)!, ref.place, mode) || takesOwnAddress(ref, op));
     if (!outs.includes(true)) continue;
     const i = insns[k];
     const kind = siteKind(i, l.map((x) => x.op));

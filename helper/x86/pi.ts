@@ -259,6 +259,8 @@ export interface PiTableRequest {
   ptrSize: number;
   sites: PiSite[];
   what: string;
+  /** The address every image agrees on for an address of code (its entry stub); identity without. */
+  canon?: (v: bigint) => bigint;
 }
 
 export interface PiTable {
@@ -287,6 +289,13 @@ export function buildPiTable(r: PiTableRequest): PiTable {
   const n = r.sites.length;
   const entryAt: bigint[] = new Array(n), ptrAt: (bigint | undefined)[] = new Array(n).fill(undefined);
   const plans = r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside));
+  // Addresses the code takes (not the ones it branches to or reads through) become their stubs'.
+  if (r.canon) {
+    for (const p of plans) {
+      if (p?.form === 'load' || p?.form === 'immreg') p.value = r.canon(p.value);
+      else if (p?.form === 'mem2') p.value2 = r.canon(p.value2!);
+    }
+  }
   r.sites.forEach((s, k) => {
     const plan = plans[k];
     if (!plan) return;
