@@ -152,7 +152,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     const isCode = (shndx: number) => slot[shndx] === 'text' && !!elf.sections[shndx] && (elf.sections[shndx].flags & SHF_EXECINSTR) !== 0n;
     let entries = syms.filter((y) => isCode(y.shndx) && isEntrySymbol(y, y.shndx)).length;
     for (const sec of elf.sections) {
-      if (!slot[sec.index]) continue;
+      if (!(sec.flags & SHF_ALLOC)) continue; // its slots, and its parts of global tables (.uk_inittab, ...)
       for (const r of elf.relocationsFor(sec)) if (r.type !== R_X86_64.PLT32 && isCode(syms[r.sym]?.shndx ?? -1)) entries++;
     }
     ptrBytes += entries * STUB + 7;
@@ -447,8 +447,10 @@ function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibA
       const v = p?.form === 'load' || p?.form === 'immreg' ? p.value : p?.form === 'mem2' ? p.value2 : undefined;
       if (inCode(v)) entries.add(v);
     }
+    // Data pointing into it: from its own sections, and, through a local symbol (only its own
+    // object can name one), from global tables such as the init table.
     const own = new Set(u.sections);
-    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]]))) if (own.has(f.sec.name)) entries.add(f.value);
+    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]]))) if (own.has(f.sec.name) || f.local) entries.add(f.value);
     out.set(u.name, { at: u.ptr.addr, targets: [...entries].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)) });
   }
   return out;

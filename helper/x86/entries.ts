@@ -61,9 +61,9 @@ export function stubMap(all: UlibStubs[]): Map<bigint, bigint> {
 export const slotsAfterStubs = (s: UlibStubs) => s.at + ((BigInt(s.targets.length * STUB) + 7n) & ~7n);
 
 /** Relocated address fields of data sections whose symbol is in one of `codeIndexes` and whose value lies in it. */
-export function dataAddressFields(elf: ElfFile, codeRanges: Map<number, [bigint, bigint]>): { sec: Section; at: bigint; type: number; value: bigint }[] {
+export function dataAddressFields(elf: ElfFile, codeRanges: Map<number, [bigint, bigint]>): { sec: Section; at: bigint; type: number; value: bigint; local: boolean }[] {
   const syms = elf.symbols();
-  const out: { sec: Section; at: bigint; type: number; value: bigint }[] = [];
+  const out: { sec: Section; at: bigint; type: number; value: bigint; local: boolean }[] = [];
   for (const sec of dataSections(elf)) {
     const rel = elf.relocationsFor(sec);
     if (!rel.length) continue;
@@ -75,7 +75,7 @@ export function dataAddressFields(elf: ElfFile, codeRanges: Map<number, [bigint,
       const off = Number(r.offset - sec.addr);
       if (off < 0) continue;
       const v = readAddress(data, off, r.type);
-      if (v !== undefined && v >= range[0] && v < range[1]) out.push({ sec, at: r.offset, type: r.type, value: v });
+      if (v !== undefined && v >= range[0] && v < range[1]) out.push({ sec, at: r.offset, type: r.type, value: v, local: syms[r.sym].bind === 0 });
     }
   }
   return out;
