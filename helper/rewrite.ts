@@ -652,7 +652,8 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
     sites: sum('sites'), stubs: sum('stubs'), trampolines: sum('trampolines'), got: sum('got'), tableBytes: sum('tableBytes'),
     dataPointers: sum('dataPointers'), dataPointerPages: pagesOf(allData), perUlib,
   };
-  const record: RewriteRecord = { spacer_rewrite: 1, mode, plan: canonPlan, stats: { ...stats, ...(redirected.length ? { dataRedirected: redirected.length } : {}) }, ulibs: records, ...(redirected.length ? { data: redirected } : {}) };
+  if (redirected.length) Object.assign(stats, { dataRedirected: redirected.length });
+  const record: RewriteRecord = { spacer_rewrite: 1, mode, plan: canonPlan, stats, ulibs: records, ...(redirected.length ? { data: redirected } : {}) };
 
   // writeAtomically verifies the file as written (every site must reach what it reached before)
   // before it replaces the image: one verification, of what will really be on disk.
