@@ -429,8 +429,8 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
 
 /**
  * ASLR mode: each µlib's entry stubs (see x86/entries.ts), at the start of its pointer area. Its
- * entries are its global code symbols and the addresses of its own code that its code (through
- * the table) or its data take: all determined by the µlib alone, so the same in every image.
+ * entries are its global code symbols and the functions of its own whose address its code
+ * (through the table) or its data take: all determined by the µlib alone, so the same in every image.
  */
 function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibAnalysis | undefined>): Map<string, UlibStubs> {
   const out = new Map<string, UlibStubs>();
@@ -440,17 +440,20 @@ function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibA
     if (!a || !u.ptr || !u.ind) continue;
     const lo = a.text.addr, hi = lo + a.text.size;
     const inCode = (v: bigint | undefined): v is bigint => v !== undefined && v >= lo && v < hi;
+    // Only function starts: a switch table's targets (inside a function) keep their addresses, so
+    // a switch dispatch costs no extra jump (its table's page differs per image and is counted).
+    const starts = new Set(syms.filter((y) => y.shndx === a.text.index && y.type === STT_FUNC && inCode(y.value)).map((y) => y.value));
     const entries = new Set<bigint>();
     for (const y of syms) if (isEntrySymbol(y, a.text.index) && inCode(y.value)) entries.add(y.value);
     for (const x of a.sites) {
       const p = piPlan(x.orig, x.insn.ip, x.kind, x.outside);
       const v = p?.form === 'load' || p?.form === 'immreg' ? p.value : p?.form === 'mem2' ? p.value2 : undefined;
-      if (inCode(v)) entries.add(v);
+      if (v !== undefined && starts.has(v)) entries.add(v);
     }
     // Data pointing into it: from its own sections, and, through a local symbol (only its own
     // object can name one), from global tables such as the init table.
     const own = new Set(u.sections);
-    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]]))) if (own.has(f.sec.name) || f.local) entries.add(f.value);
+    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]]))) if ((own.has(f.sec.name) || f.local) && starts.has(f.value)) entries.add(f.value);
     out.set(u.name, { at: u.ptr.addr, targets: [...entries].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)) });
   }
   return out;

@@ -21,7 +21,7 @@ import { patchSite } from './x86/tactics.js';
 import { patchPi } from './x86/pi.js';
 import { STUB, dataAddressFields, dataSections, readAddress, slotsAfterStubs, stubMap } from './x86/entries.js';
 import { buildTable, type Move } from './x86/table.js';
-import { buildPiTable, jumpsBack, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
+import { buildPiTable, jumpsBack, loadDestination, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
 import { type ImageSite } from './rewrite.js';
 
@@ -282,7 +282,7 @@ function piValue(form: PiForm, o: Instruction): bigint | undefined {
     case 'load': return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m ? mem() : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register ? BigInt.asUintN(64, o.immediate(1)) : undefined;
     case 'immreg': return BigInt.asUintN(64, o.immediate(1));
     case 'mem2':
-    case 'mem': case 'callptr': case 'jmpmem': return mem();
+    case 'mem': case 'loadmem': case 'callptr': case 'jmpmem': return mem();
   }
 }
 
@@ -325,15 +325,25 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
       const x = decodeOne(T.subarray(at), e + BigInt(at));
       return x.code === Code.Push_r64 ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len } : { reg: Register.None, len: 0 };
     };
-    const s1 = pushed(0), s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
-    const f = new InstructionInfoFactory();
-    try {
-      const info = f.info(o);
+    let s1 = pushed(0);
+    const s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
+    if (form === 'loadmem') {
+      // No push: the load's own destination carries the address, which needs it to be written
+      // by the load and used nowhere in its memory operand.
+      const d = loadDestination(o);
+      const first = withInstruction(T, e, (y) => (y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None));
+      if (d === undefined || first !== d) { p('the entry does not load the address into the instruction\'s own destination'); return 0; }
+      s1 = { reg: d, len: 0 };
+    } else {
+      const f = new InstructionInfoFactory();
       try {
-        const used = new Set(info.usedRegisters().map((u: { register: Register }) => RegisterExt.fullRegister(u.register)));
-        for (const r of [s1.reg, s2.reg]) if (r === Register.RSP || used.has(r)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
-      } finally { info.free(); }
-    } finally { f.free(); }
+        const info = f.info(o);
+        try {
+          const used = new Set(info.usedRegisters().map((u: { register: Register }) => RegisterExt.fullRegister(u.register)));
+          for (const r of [s1.reg, s2.reg]) if (r === Register.RSP || used.has(r)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
+        } finally { info.free(); }
+      } finally { f.free(); }
+    }
     // The entry, instruction by instruction, against the form's sequence.
     const plan = { form, value: v, scratch: s1.reg === Register.None ? undefined : s1.reg, ...(two ? { value2: v2, scratch2: s2.reg } : {}) };
     if (two && (s2.reg === Register.None || s2.reg === s1.reg)) { p('the entry does not save two scratch registers'); return 0; }

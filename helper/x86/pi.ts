@@ -10,6 +10,8 @@
 //   jmpptr   rel32 -> entry        jmp [P]                                   (call/jmp/jcc to another µlib)
 //   load     jmp entry; int3...    mov reg, [P]; jmp back                   (lea reg,[rip+X]; mov reg, imm)
 //   mem      jmp entry; int3...    push r; mov r,[P]; <insn on [r+index]>; pop r; jmp back
+//   loadmem  jmp entry; int3...    mov d,[P]; <insn on [d+index]>; jmp back    (a load into GPR d:
+//                                  d is free until the load writes it, so no push/pop)
 //   immreg   jmp entry; int3...    push r; mov r,[P]; <insn with r for the immediate>; pop r; jmp back
 //   mem2     jmp entry; int3...    both at once (an outside address in the memory operand and in the
 //                                  immediate): two scratch registers, two slots P and P+8
@@ -27,12 +29,26 @@ import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { TableError, encodeTrampoline, jmpRel32, rel32 } from './table.js';
 
-export type PiForm = 'jmpptr' | 'load' | 'mem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem';
-export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'immreg', 'mem2', 'callptr', 'jmpmem'];
+export type PiForm = 'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem';
+export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem'];
 export const PTR_SLOT = 8;
 /** How the site itself is patched: its branch retargeted, a jmp to the entry, or a call to it. */
 export type PiPatch = 'branch' | 'jmp' | 'call';
-export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', immreg: 'jmp', mem2: 'jmp', callptr: 'call', jmpmem: 'jmp' };
+export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', loadmem: 'jmp', immreg: 'jmp', mem2: 'jmp', callptr: 'call', jmpmem: 'jmp' };
+
+/** Loads into a general register that read nothing else: the destination can carry the address. */
+const PURE_LOADS = new Set<Code>([
+  Code.Mov_r64_rm64, Code.Mov_r32_rm32, Code.Movzx_r32_rm8, Code.Movzx_r32_rm16, Code.Movzx_r64_rm8, Code.Movzx_r64_rm16,
+  Code.Movsx_r32_rm8, Code.Movsx_r32_rm16, Code.Movsx_r64_rm8, Code.Movsx_r64_rm16, Code.Movsxd_r64_rm32,
+]);
+
+/** The 64-bit register a pure load writes, when it can carry the address (else undefined). */
+export function loadDestination(i: Instruction): Register | undefined {
+  if (!PURE_LOADS.has(i.code) || i.opKind(0) !== OpKind.Register || i.opKind(1) !== OpKind.Memory) return undefined;
+  const d = RegisterExt.fullRegister(i.op0Register);
+  if (d === Register.RSP || d === RegisterExt.fullRegister(i.memoryIndex) || d === RegisterExt.fullRegister(i.memoryBase)) return undefined;
+  return d;
+}
 
 /** Upper bound of one position-independent entry for an instruction of `len` bytes with `outside` outside operands. */
 export function piBound(len: number, outside = 1): number {
@@ -117,6 +133,8 @@ export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Op
       if (kind === 'callind') return i.code === Code.Call_rm64 && noBase ? { form: 'callptr' as const, value: memValue(), scratch } : undefined;
       if (i.code === Code.Jmp_rm64) return noBase ? { form: 'jmpmem' as const, value: memValue(), scratch } : undefined;
       if (i.flowControl !== 0 /* FlowControl.Next */ || i.isStackInstruction || used.has(Register.RSP)) return undefined;
+      const d = loadDestination(i);
+      if (d !== undefined) return { form: 'loadmem' as const, value: memValue(), scratch: d };
       return { form: 'mem' as const, value: memValue(), scratch };
     }
     if (op === 'imm' && kind === 'trampoline' && i.opCount === 2 && i.opKind(1) !== OpKind.Memory) {
@@ -155,7 +173,8 @@ export function onScratchBase(i: Instruction, r: Register): Instruction {
   else { x.memoryIndex = r; x.memoryIndexScale = 1; }
   x.memoryDisplacement = 0n;
   // rbp and r13 as a base always carry a displacement byte: say so, as a decoder would.
-  x.memoryDisplSize = base === Register.RBP || base === Register.R13 ? 1 : 0;
+  const nb = x.memoryBase;
+  x.memoryDisplSize = nb === Register.RBP || nb === Register.R13 ? 1 : 0;
   return x;
 }
 
@@ -189,6 +208,8 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
     case 'mem':
     case 'immreg':
       return [...viaScratch([plan.form === 'mem' ? onScratchBase(i, r) : onScratchImm(i, r)]), Instruction.createReg(Code.Pop_r64, r)];
+    case 'loadmem':
+      return [Instruction.createRegMem(Code.Mov_r64_rm64, r, P), onScratchBase(i, r)];
     case 'mem2': {
       const r2 = plan.scratch2!;
       const m = onScratchBase(i, r);
@@ -211,7 +232,7 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
 }
 
 /** Does the form end with a jump back to the next original instruction (else it ends in `ret`/`jmp [P]`)? */
-export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'immreg' || form === 'mem2';
+export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'loadmem' || form === 'immreg' || form === 'mem2';
 
 /** The entry's bytes at `at`, its pointer slot at `ptr`. */
 export function encodePi(orig: Uint8Array, ip: bigint, plan: PiPlan, at: bigint, ptr: bigint, what: string): Buffer {
