@@ -13,11 +13,15 @@ import { R_X86_64 } from './classify.js';
 import { jmpRel32 } from './table.js';
 
 export const STUB = 5;
-const STB_GLOBAL = 1, STB_WEAK = 2, STT_NOTYPE = 0, STT_FUNC = 2;
+const STB_GLOBAL = 1, STB_WEAK = 2, STT_FUNC = 2;
 
-/** A global code symbol: another µlib may take its address by name. */
+/**
+ * A global function: another µlib may take its address by name. Only STT_FUNC: untyped globals in
+ * code are often data there (the kvm platform's boot page tables and memory-region descriptors),
+ * whose address must stay the real one.
+ */
 export function isEntrySymbol(y: ElfSymbol, codeIndex: number): boolean {
-  return y.shndx === codeIndex && (y.bind === STB_GLOBAL || y.bind === STB_WEAK) && (y.type === STT_FUNC || y.type === STT_NOTYPE);
+  return y.shndx === codeIndex && (y.bind === STB_GLOBAL || y.bind === STB_WEAK) && y.type === STT_FUNC;
 }
 
 /** A data field holding an address: its relocation types. */
