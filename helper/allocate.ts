@@ -440,8 +440,28 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     a.ptr = { addr, size: a.ptr!.size };
     next = addr + a.ptr.size;
   }
+  // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
+  // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
+  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every image.
+  const isOwn = new Set(base.placements.filter((p) => !p.shared && !p.named).map((p) => p.ulib));
+  const ownCode = order.filter((n) => isOwn.has(n) && (byName.get(n)!.sizes.text ?? 0) > 0);
+  const ownBytes = ownCode.reduce((a, n) => alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0), 0);
+  const start = alignUp(next, 64);
+  const slack = alignUp(start, PAGE) - start - ownBytes;
+  next = start + (slack > 0 ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64 : Math.floor(rand() * 16) * 64);
+  const place = (n: string, addr: number) => {
+    const u = byName.get(n)!;
+    const text = u.sizes.text!, ind = u.sizes.ind ?? 0;
+    const tableAt = alignUp(addr + text, 16);
+    next = ind ? tableAt + ind : addr + text;
+    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
+    at.get(n)!.text = { addr, size: text };
+    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
+  };
+  for (const n of ownCode) place(n, alignUp(next, Math.max(64, byName.get(n)!.align.text ?? 1)));
   next = alignUp(next, PAGE);
   for (const n of order) {
+    if (isOwn.has(n)) continue;
     const u = byName.get(n)!;
     const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
     if (!text) continue;

@@ -27,7 +27,7 @@ import {
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
-import { buildPiTable, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
+import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
 import {
   STUB, dataAddressFields, dataSections, isEntrySymbol, readAddress, slotsAfterStubs, stubBytes, stubMap, writeAddress, type UlibStubs,
 } from './x86/entries.js';
@@ -105,7 +105,8 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     if (k === 'text') {
       if (!(s.flags & SHF_EXECINSTR)) continue;
       const anchors = syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC).map((y) => y.value);
-      const insns = decodeRange(elf.contents(s), 0n, anchors);
+      const code0 = elf.contents(s);
+      const insns = decodeRange(code0, 0n, anchors);
       const refs: CodeRef[] = relocs.map((r) => ({
         at: r.offset, type: r.type, place: symbolPlace(syms[r.sym], placeFrom('text')), symKey: `${symbolKey(syms[r.sym])}`, addend: r.addend,
       }));
@@ -119,11 +120,16 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
         sites++;
         if (mode === 'aslr') {
           // One position-independent entry per site, or its classic entry if no form fits (a table
-          // with no pointer area has classic entries only; their shared total is smaller).
+          // with no pointer area has classic entries only; their shared total is smaller). An entry's
+          // length does not depend on addresses, so it is encoded here once to know it exactly; a
+          // site ld may relax into another form gets the largest bound.
           const classic = site.relaxable ? entryBound('trampoline', site.insn.len) : entryBound(site.kind, site.insn.len) + (site.kind === 'got' ? 7 : 0);
-          const outside = site.refs.filter((x) => x.outside).length;
-          bytes += Math.max(piBound(site.insn.len, outside), classic);
-          ptrBytes += Math.max(1, outside) * PTR_SLOT;
+          const outsideOps = site.refs.filter((x) => x.outside).map((x) => x.op);
+          const orig = Buffer.from(code0.subarray(Number(site.insn.ip), Number(site.insn.ip) + site.insn.len));
+          const plan = site.relaxable ? undefined : piPlan(orig, site.insn.ip, site.kind, outsideOps);
+          const exact = plan ? encodePi(orig, site.insn.ip, plan, 0x4000_0000n, 0x6000_0000n, objPath).length : undefined;
+          bytes += exact !== undefined ? Math.max(exact, classic) : Math.max(piBound(site.insn.len, outsideOps.length), classic);
+          ptrBytes += Math.max(1, outsideOps.length) * PTR_SLOT;
         }
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
