@@ -397,8 +397,8 @@ export function seededRandom(seed: string): () => number {
  * starts on a page, its indirection table right after it: the table's entries are position-
  * independent, so code and table pages are the same wherever the µlib lands. What the entries
  * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
- * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place after the
- * code. Read-only data, data and bss keep the map's slots (allocated as in the plain layout): code
+ * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place before the
+ * code, followed by their own code on the same page. Read-only data, data and bss keep the map's slots (allocated as in the plain layout): code
  * reaches them only through its table, so they need not move with it, and their pages stay shared.
  */
 export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, seed: string): AllocResult & { order: string[] } {
@@ -421,7 +421,7 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     [order[i], order[j]] = [order[j], order[i]];
   }
   const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
-  // Pointer areas: those with a map address keep it; the image's own follow the code.
+  // Pointer areas: those with a map address keep it; the image's own go before the code.
   const own: string[] = [];
   for (const p of base.placements) {
     const a = at.get(p.ulib)!;

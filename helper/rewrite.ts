@@ -27,7 +27,7 @@ import {
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
-import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiTable } from './x86/pi.js';
+import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
 import {
   STUB, dataAddressFields, dataSections, isEntrySymbol, readAddress, slotsAfterStubs, stubBytes, stubMap, writeAddress, type UlibStubs,
 } from './x86/entries.js';
@@ -52,7 +52,7 @@ export interface IndNeeds {
   got: number;
   /** Relocations in the object's data/rodata that point outside: they cannot be shared, only reported. */
   dataPointers: number;
-  /** ASLR mode: bytes of the µlib's pointer area (one 8-byte slot per site). */
+  /** ASLR mode: bytes of the µlib's pointer area (its entry stubs, then 8-byte slots per site). */
   ptrBytes: number;
 }
 
@@ -438,7 +438,7 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
  * entries are its global code symbols and the functions of its own whose address its code
  * (through the table) or its data take: all determined by the µlib alone, so the same in every image.
  */
-function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibAnalysis | undefined>): Map<string, UlibStubs> {
+function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibAnalysis | undefined>, plansOf: Map<string, (PiPlan | undefined)[]>): Map<string, UlibStubs> {
   const out = new Map<string, UlibStubs>();
   const syms = elf.symbols();
   for (const u of plan.ulibs) {
@@ -451,8 +451,7 @@ function entryStubs(elf: ElfFile, plan: RewritePlan, analyses: Map<string, UlibA
     const starts = new Set(syms.filter((y) => y.shndx === a.text.index && y.type === STT_FUNC && inCode(y.value)).map((y) => y.value));
     const entries = new Set<bigint>();
     for (const y of syms) if (isEntrySymbol(y, a.text.index) && inCode(y.value)) entries.add(y.value);
-    for (const x of a.sites) {
-      const p = piPlan(x.orig, x.insn.ip, x.kind, x.outside);
+    for (const p of plansOf.get(u.name) ?? []) {
       const v = p?.form === 'load' || p?.form === 'immreg' ? p.value : p?.form === 'mem2' ? p.value2 : undefined;
       if (v !== undefined && starts.has(v)) entries.add(v);
     }
@@ -524,8 +523,16 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
   const records: RecordUlib[] = [];
   let allData: bigint[] = [];
   const analyses = new Map(plan.ulibs.map((u) => [u.name, analyzeUlib(elf, u, mode)]));
-  // ASLR mode: every µlib's entry stubs first, so every table and data field can use them.
-  const stubsOf = mode === 'aslr' ? entryStubs(elf, plan, analyses) : new Map<string, UlibStubs>();
+  // ASLR mode: each site's position-independent form, decided once; then every µlib's entry
+  // stubs, so every table and data field can use them.
+  const plansOf = new Map<string, (PiPlan | undefined)[]>();
+  if (mode === 'aslr') {
+    for (const u of plan.ulibs) {
+      const a = analyses.get(u.name);
+      if (a && u.ptr) plansOf.set(u.name, a.sites.map((x) => piPlan(x.orig, x.insn.ip, x.kind, x.outside)));
+    }
+  }
+  const stubsOf = mode === 'aslr' ? entryStubs(elf, plan, analyses, plansOf) : new Map<string, UlibStubs>();
   const canon = stubMap([...stubsOf.values()]);
   for (const u of plan.ulibs) {
     const where = `${dbgPath}: ${u.name}`;
@@ -556,14 +563,16 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       const ptr = checkPtr(elf, u, where);
       const stubs = stubsOf.get(u.name)!;
       const slots = slotsAfterStubs(stubs), stubPart = Number(slots - ptr.addr);
+      if (stubPart > u.ptr.size) {
+        throw new SpacerError(`${where}: its ${stubs.targets.length} entry stubs need ${stubPart} bytes, the plan reserves ${u.ptr.size} for ${u.ptr.section}; relink (spacer link sizes it from the object)`);
+      }
       const code = Buffer.from(elf.contents(a.text));
       let table: PiTable;
       try {
-        if (stubPart > u.ptr.size) throw new TableError(`${where}: its ${stubs.targets.length} entry stubs need ${stubPart} bytes, the plan reserves ${u.ptr.size}`, undefined, stubPart);
         table = buildPiTable({
           addr: ind.addr, size: u.ind.size, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
           sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside })), what: where,
-          canon: (v) => canon.get(v) ?? v,
+          canon: (v) => canon.get(v) ?? v, plans: plansOf.get(u.name),
         });
         a.sites.forEach((x, k) => {
           const plan = table.plans[k];
@@ -572,7 +581,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
         });
       } catch (e) {
         if (e instanceof TableError) {
-          const fix = e.need ? `reserve at least ${e.need} bytes for ${u.ind.section}` : e.ptrNeed ? `reserve at least ${e.ptrNeed + (e.message.includes('entry stubs') ? 0 : stubPart)} bytes for ${u.ptr.section}` : '';
+          const fix = e.need ? `reserve at least ${e.need} bytes for ${u.ind.section}` : e.ptrNeed ? `reserve at least ${e.ptrNeed + stubPart} bytes for ${u.ptr.section}` : '';
           throw new SpacerError(`${e.message}; ${fix ? `${fix} (indirectionNeeds gives a safe size)` : 'the image was left unchanged'}`);
         }
         throw e;

@@ -18,10 +18,9 @@ import {
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
-import { patchPi } from './x86/pi.js';
 import { STUB, dataAddressFields, dataSections, readAddress, slotsAfterStubs, stubMap } from './x86/entries.js';
 import { buildTable, type Move } from './x86/table.js';
-import { buildPiTable, jumpsBack, loadDestination, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
+import { buildPiTable, jumpsBack, loadDestination, patchPi, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
 import { type ImageSite } from './rewrite.js';
 
@@ -227,9 +226,10 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     for (const f of dataAddressFields(elf, ranges)) {
       if (canon.has(f.value)) problems.push(`${f.sec.name}: the address field at ${hex(f.at)} still holds entry ${hex(f.value)}, not its stub`);
     }
+    const secs = dataSections(elf);
     for (const d of rec.data ?? []) {
       const at = BigInt(d.a), o = BigInt(d.o);
-      const sec = dataSections(elf).find((x) => at >= x.addr && at < x.addr + x.size);
+      const sec = secs.find((x) => at >= x.addr && at < x.addr + x.size);
       const v = sec ? readAddress(elf.contents(sec), Number(at - sec.addr), d.r) : undefined;
       if (!canon.has(o)) problems.push(`data field ${d.a}: its original value ${d.o} is no entry`);
       else if (v !== canon.get(o)) problems.push(`data field ${d.a}: holds ${v === undefined ? 'nothing readable' : hex(v)}, not the stub ${hex(canon.get(o)!)} of ${d.o}`);

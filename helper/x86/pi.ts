@@ -74,8 +74,6 @@ export interface PiPlan {
   scratch2?: Register;
 }
 
-/** Pointer slots a plan takes. */
-export const slotsOf = (p: PiPlan) => (p.form === 'mem2' ? 2 : 1);
 
 /** Full registers the instruction reads or writes (including its memory operand's). */
 function usedFull(i: Instruction): Set<Register> {
@@ -282,6 +280,8 @@ export interface PiTableRequest {
   what: string;
   /** The address every image agrees on for an address of code (its entry stub); identity without. */
   canon?: (v: bigint) => bigint;
+  /** Each site's plan, when the caller already has them (piPlan per site otherwise). */
+  plans?: (PiPlan | undefined)[];
 }
 
 export interface PiTable {
@@ -309,7 +309,8 @@ export function buildPiTable(r: PiTableRequest): PiTable {
   const ptrVals: bigint[] = [];
   const n = r.sites.length;
   const entryAt: bigint[] = new Array(n), ptrAt: (bigint | undefined)[] = new Array(n).fill(undefined);
-  const plans = r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside));
+  // Copies: the values below become canonical without touching the caller's plans.
+  const plans = (r.plans ?? r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside))).map((p) => (p ? { ...p } : undefined));
   // Addresses the code takes (not the ones it branches to or reads through) become their stubs'.
   if (r.canon) {
     for (const p of plans) {
