@@ -4,7 +4,7 @@
 import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { SLOT_KINDS, type SlotKind, type SpacerMap, hex, parseMapFile, updateMap, writeFileAtomic } from './map.js';
+import { SLOT_KINDS, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
 import { readObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
@@ -62,7 +62,8 @@ export async function link(o: LinkOptions): Promise<Plan> {
   // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
-  const known = peekMap(o.map);
+  const seen = peekMap(o.map);
+  const known = seen?.map;
   const ulibReqs: UlibRequest[] = [];
   for (const u of ulibs) {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
@@ -82,8 +83,8 @@ export async function link(o: LinkOptions): Promise<Plan> {
   // Place every variant under the map lock; the map lands with an atomic rename.
   const { placements: placed, notes, map, order, ownEnd } = await updateMap(o.map, () => freshMap(req), (m) => {
     const r = o.aslrSeed !== undefined ? allocateAslr(m, o.map, req, o.aslrSeed) : { ...allocate(m, o.map, req), order: undefined };
-    return { ...r, map: structuredClone(m) };
-  });
+    return { ...r, map: { regions: structuredClone(m.regions) } };
+  }, seen);
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
@@ -134,9 +135,9 @@ export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Pr
 }
 
 /** The map as it is now, read without the lock, for values that only depend on a variant's content. */
-function peekMap(path: string): SpacerMap | undefined {
+function peekMap(path: string): MapSnapshot | undefined {
   try {
-    return parseMapFile(path);
+    return snapshotMap(path);
   } catch {
     return undefined; // a bad map is reported, with its fix, when the link takes the lock
   }

@@ -2,7 +2,7 @@
 // It is the address allocator: each µlib gets a slot (address and size per section kind) that
 // every image respects, so a µlib identical in two images lands on identical pages.
 // Every update runs under an exclusive lock file and lands with an atomic rename.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { SpacerError } from './errors.js';
@@ -89,29 +89,50 @@ export interface SpacerMap {
 const hex = (n: number) => '0x' + n.toString(16);
 
 function encode(m: SpacerMap): string {
-  const sorted = <T>(o: Record<string, T>) => Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
-  const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) =>
-    Object.fromEntries(AREAS.filter((a) => o[a] !== undefined).map((a) => [a, f(o[a]!)]));
-  const out = {
-    schema: m.schema,
-    page_size: m.page_size,
-    text_base: hex(m.text_base),
-    head: hex(m.head),
-    regions: Object.fromEntries(AREAS.map((k) => [k, { base: hex(m.regions[k].base), end: hex(m.regions[k].end), next: hex(m.regions[k].next) }])),
-    ...(m.own && Object.keys(m.own).length ? { own: perArea(m.own, (x) => x) } : {}),
-    ulibs: sorted(Object.fromEntries(Object.entries(m.ulibs).map(([name, u]) => [name, {
-      ...(u.slot ? { slot: perArea(u.slot, (e) => ({ addr: hex(e.addr), size: hex(e.size) })) } : {}),
-      variants: sorted(Object.fromEntries(Object.entries(u.variants).map(([h, v]) => [h, {
-        sizes: perArea(v.sizes, (x) => x),
-        align: perArea(v.align, (x) => x),
-        images: [...v.images].sort(),
-        ...(v.modes?.length ? { modes: [...v.modes].sort() } : {}),
-        ...(v.slot ? { slot: perArea(v.slot, (e) => ({ addr: hex(e.addr), size: hex(e.size) })) } : {}),
-      }]))),
-    }]))),
-    images: sorted(Object.fromEntries(Object.entries(m.images).map(([n, im]) => [n, { ulibs: sorted(im.ulibs) }]))),
+  // Hand-written so a map of a thousand images stays quick to write (every link rewrites it) and
+  // easy to read: the header indented, then one line per variant and per image, keys sorted.
+  const j = JSON.stringify;
+  const keys = (o: object) => Object.keys(o).sort();
+  const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) => {
+    const parts: string[] = [];
+    for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
+    return `{${parts.join(', ')}}`;
   };
-  return JSON.stringify(out, null, 2) + '\n';
+  const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
+  const out: string[] = [];
+  out.push('{', `  "schema": ${j(m.schema)},`, `  "page_size": ${j(m.page_size)},`, `  "text_base": ${j(hex(m.text_base))},`, `  "head": ${j(hex(m.head))},`);
+  out.push('  "regions": {');
+  AREAS.forEach((k, i) => {
+    const r = m.regions[k];
+    out.push(`    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`);
+  });
+  out.push('  },');
+  if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
+  out.push('  "ulibs": {');
+  const names = keys(m.ulibs);
+  names.forEach((name, i) => {
+    const u = m.ulibs[name];
+    out.push(`    ${j(name)}: {`);
+    if (u.slot) out.push(`      "slot": ${perArea(u.slot, extent)},`);
+    out.push('      "variants": {');
+    const hs = keys(u.variants);
+    hs.forEach((h, k) => {
+      const v = u.variants[h];
+      const fields = [`"sizes": ${perArea(v.sizes, (x) => x)}`, `"align": ${perArea(v.align, (x) => x)}`, `"images": ${j([...v.images].sort())}`];
+      if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
+      if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
+      out.push(`        ${j(h)}: {${fields.join(', ')}}${k < hs.length - 1 ? ',' : ''}`);
+    });
+    out.push('      }', `    }${i < names.length - 1 ? ',' : ''}`);
+  });
+  out.push('  },', '  "images": {');
+  const ims = keys(m.images);
+  ims.forEach((n, i) => {
+    const u = m.images[n].ulibs;
+    out.push(`    ${j(n)}: {"ulibs": {${keys(u).map((k) => `${j(k)}: ${j(u[k])}`).join(', ')}}}${i < ims.length - 1 ? ',' : ''}`);
+  });
+  out.push('  }', '}');
+  return out.join('\n') + '\n';
 }
 
 function decode(path: string, text: string): SpacerMap {
@@ -216,27 +237,51 @@ export function checkMap(m: SpacerMap): string[] {
     if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base) issues.push(`region ${AREAS[i]} overlaps the region before it`);
   }
   if (m.text_base + m.head > m.regions.ind.base) issues.push('the boot head overlaps the table region');
+  const listed = new Map<VariantEntry, Set<string>>();
   for (const [iname, im] of Object.entries(m.images)) {
     for (const [u, v] of Object.entries(im.ulibs)) {
       const e = m.ulibs[u]?.variants[v];
       if (!e) issues.push(`image ${iname} uses unknown variant ${v} of ${u}`);
-      else if (!e.images.includes(iname)) issues.push(`variant ${v} of ${u} does not list image ${iname}`);
+      else {
+        let names = listed.get(e);
+        if (!names) listed.set(e, (names = new Set(e.images)));
+        if (!names.has(iname)) issues.push(`variant ${v} of ${u} does not list image ${iname}`);
+      }
     }
   }
   return issues;
 }
 
-/** Parses the map file without the consistency check (undefined when there is no map yet). */
-export function parseMapFile(path: string): SpacerMap | undefined {
+/** A map as read from its file: the text (to tell whether an update changed it) and the file's identity. */
+export interface MapSnapshot {
+  path: string;
+  map: SpacerMap;
+  text: string;
+  id: string;
+}
+
+const fileId = (path: string) => {
+  const st = statSync(path, { bigint: true });
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+};
+
+/** Reads and parses the map file without the consistency check (undefined when there is no map yet). */
+export function snapshotMap(path: string): MapSnapshot | undefined {
   if (!existsSync(path)) return undefined;
-  let text: string;
+  let text: string, id: string;
   try {
+    id = fileId(path);
     text = readFileSync(path, 'utf8');
   } catch (e) {
     throw new SpacerError(`${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`);
   }
   if (text.trim() === '') throw new SpacerError(`${path}: corrupt map (empty file); delete it and relink every app to start a new map`);
-  return decode(path, text);
+  return { path, map: decode(path, text), text, id };
+}
+
+/** Parses the map file without the consistency check (undefined when there is no map yet). */
+export function parseMapFile(path: string): SpacerMap | undefined {
+  return snapshotMap(path)?.map;
 }
 
 export function readMap(path: string): SpacerMap | undefined {
@@ -343,14 +388,25 @@ export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, tim
 }
 
 /** Reads, changes and writes the map under the lock: the read-modify-write is atomic. */
-export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m: SpacerMap) => T): Promise<T> {
+/**
+ * Runs `fn` on the map under its lock and writes the map back (atomically) if `fn` changed it.
+ * `seen`, a snapshot read earlier without the lock, is used as it is when the file has not changed
+ * since (a map of a thousand images is parsed once per link, not twice); `fn` may change it.
+ */
+export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m: SpacerMap) => T, seen?: MapSnapshot): Promise<T> {
   const timeout = Number(process.env.SPACER_LOCK_TIMEOUT ?? 120) * 1000;
   return withMapLock(path, () => {
-    const m = readMap(path) ?? fresh();
-    const before = encode(m);
+    let snap: MapSnapshot | undefined;
+    if (seen && seen.path === path && existsSync(path) && fileId(path) === seen.id) snap = seen;
+    else snap = snapshotMap(path);
+    if (snap) {
+      const issues = checkMap(snap.map);
+      if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
+    }
+    const m = snap?.map ?? fresh();
     const result = fn(m);
     const after = encode(m);
-    if (after !== before || !existsSync(path)) writeFileAtomic(path, after);
+    if (after !== snap?.text) writeFileAtomic(path, after);
     return result;
   }, timeout);
 }
