@@ -23,11 +23,11 @@ import {
 import { SpacerError, isSpacerError } from './errors.js';
 import {
   MODES, codeMap, type Operand, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
-  type CodeRef, type Mode, type Place, type SiteKind,
+  type CodeRef, type Mode, type Place, type Site, type SiteKind,
 } from './x86/classify.js';
 import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
-import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
+import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, slotKey, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
 import {
   STUB, dataAddressFields, dataSections, isEntrySymbol, readAddress, slotsAfterStubs, stubBytes, stubMap, writeAddress, type UlibStubs,
 } from './x86/entries.js';
@@ -96,7 +96,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     return k === undefined ? 'foreign' : k === from ? 'same' : 'own';
   };
   let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0, ptrBytes = 0;
-  const stubs = new Set<string>(), got = new Set<string>();
+  const stubs = new Set<string>(), got = new Set<string>(), slotKeys = new Set<string>();
   for (const s of elf.sections) {
     const k = slot[s.index];
     if (!k) continue;
@@ -129,7 +129,10 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
           const plan = site.relaxable ? undefined : piPlan(orig, site.insn.ip, site.kind, outsideOps);
           const exact = plan ? encodePi(orig, site.insn.ip, plan, 0x4000_0000n, 0x6000_0000n, objPath).length : undefined;
           bytes += exact !== undefined ? Math.max(exact, classic) : Math.max(piBound(site.insn.len, outsideOps.length), classic);
-          ptrBytes += Math.max(1, outsideOps.length) * PTR_SLOT;
+          // Sites that name the same target share its slot (a site ld may relax keeps its own).
+          const key = plan && slotKey(plan, outsideOps, targetsOf(site.refs));
+          if (key === undefined) ptrBytes += Math.max(1, outsideOps.length) * PTR_SLOT;
+          else if (!slotKeys.has(key)) { slotKeys.add(key); ptrBytes += (plan!.form === 'mem2' ? 2 : 1) * PTR_SLOT; }
         }
         if (site.relaxable) {
           // ld may turn it into another form of the same length: budget the largest entry.
@@ -341,6 +344,13 @@ export interface ImageSite {
   orig: Buffer;
   /** Which of its operands refer outside. */
   outside: Operand[];
+  /** What each of those refers to, from its relocation (equal targets share a pointer slot). */
+  targets: Partial<Record<Operand, string>>;
+}
+
+/** The targets of a site's outside operands, by operand. */
+function targetsOf(refs: Site['refs']): Partial<Record<Operand, string>> {
+  return Object.fromEntries(refs.filter((x) => x.outside).map((x) => [x.op, x.target]));
 }
 
 export interface UlibAnalysis {
@@ -401,7 +411,10 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
         : r.op === 'imm' ? readField(bytes, off + i.immOff, i.immSize, r.type)
           : r.op === 'imm2' ? readField(bytes, off + i.imm2Off, i.imm2Size, r.type) : i.target;
     }
-    return { insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)), outside: s.refs.filter((x) => x.outside).map((x) => x.op) };
+    return {
+      insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)), outside: s.refs.filter((x) => x.outside).map((x) => x.op),
+      targets: targetsOf(s.refs),
+    };
   });
 
   // Data relocations of the µlib's other sections (and data within its code); those into its own
@@ -571,7 +584,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       try {
         table = buildPiTable({
           addr: ind.addr, size: u.ind.size, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
-          sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside })), what: where,
+          sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside, targets: x.targets })), what: where,
           canon: (v) => canon.get(v) ?? v, plans: plansOf.get(u.name),
         });
         a.sites.forEach((x, k) => {

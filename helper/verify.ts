@@ -374,7 +374,7 @@ function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: Im
   try {
     const t = buildPiTable({
       addr: indAddr, size, ptrAddr, ptrSize, what: name, canon,
-      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside })),
+      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside, targets: analysed[k].targets })),
     });
     const code = Buffer.from(orig);
     sites.forEach((s, k) => {

@@ -76,7 +76,23 @@ export function symbolPlace(sym: ElfSymbol | undefined, sectionPlace: (shndx: nu
 /** A stable name for "the symbol" of a relocation (sharing stubs and GOT slots in the first pass). */
 export function symbolKey(sym: ElfSymbol | undefined): string {
   if (!sym || sym.index === 0) return '∅';
-  return sym.type === STT_SECTION ? `§${sym.shndx}` : sym.name || `#${sym.index}`;
+  if (sym.type === STT_SECTION) return `§${sym.shndx}`;
+  // Two files of one µlib may each have a static `buf`: a local symbol is itself, not its name.
+  return sym.bind === STB_LOCAL ? `${sym.name}#${sym.index}` : sym.name || `#${sym.index}`;
+}
+
+/**
+ * What one relocated field refers to, as a string: equal strings give the same value in any one
+ * image (same symbol, same relocation class, same effective addend). Built from the µlib's own
+ * relocations only, so two sites that agree in one image agree in every image: ASLR mode shares
+ * a pointer slot between them and the table stays the same in every image.
+ */
+export function refTarget(ref: CodeRef, insnEnd: bigint): string {
+  const cls = relocClass(ref.type);
+  // A PC-relative field's value is S + A + (end of instruction - field): the address it reaches.
+  const pc = cls === 'pcrel' || cls === 'got';
+  const off = pc ? ref.addend + (insnEnd - ref.at) : ref.addend;
+  return `${pc ? cls : `${cls}${ref.type}`}:${ref.symKey}${off >= 0n ? '+' : ''}${off}`;
 }
 
 /**
@@ -189,8 +205,8 @@ export interface CodeRef {
 export interface Site {
   insn: Insn;
   kind: SiteKind;
-  /** The relocations at this instruction: type, field, and whether it refers outside. */
-  refs: { type: number; op: Operand; outside: boolean }[];
+  /** The relocations at this instruction: type, field, whether it refers outside, and to what. */
+  refs: { type: number; op: Operand; outside: boolean; target: string }[];
   /** One of them may be relaxed by ld (the image may hold another form of the instruction). */
   relaxable: boolean;
   /** First pass: identity of the branch target / lea address (symbol + effective addend). */
@@ -238,7 +254,7 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
     const first = l[outs.indexOf(true)].ref;
     const end = i.ip + BigInt(i.len);
     sites.push({
-      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j] })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
+      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j], target: refTarget(x.ref, end) })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
       key: `${first.symKey}${first.addend + (end - first.at) >= 0n ? '+' : ''}${first.addend + (end - first.at)}`,
     });
   }

@@ -269,6 +269,25 @@ export interface PiSite {
   orig: Buffer;
   /** Which operands refer outside (from the relocations). */
   outside: Operand[];
+  /** What each outside operand refers to (classify.refTarget): sites that agree share a slot. */
+  targets?: Partial<Record<Operand, string>>;
+}
+
+/**
+ * The pointer slot a position-independent entry reads: one key per slot (two adjacent slots for
+ * mem2), or undefined when the site's slot is its own (no targets known). Addresses the code
+ * takes become their entry stubs' (`canon`), those it branches to or reads through do not: the
+ * same target in two roles needs two slots.
+ */
+export function slotKey(plan: PiPlan, outside: Operand[], targets?: Partial<Record<Operand, string>>): string | undefined {
+  if (!targets) return undefined;
+  const taken = plan.form === 'load' || plan.form === 'immreg';
+  if (plan.form === 'mem2') {
+    const d = targets.disp, m = targets.imm;
+    return d && m ? `pair ${d} taken ${m}` : undefined;
+  }
+  const t = targets[outside[0]];
+  return t ? `${taken ? 'taken' : 'reached'} ${t}` : undefined;
 }
 
 export interface PiTableRequest {
@@ -296,9 +315,10 @@ export interface PiTable {
 }
 
 /**
- * Lays out a µlib's table in ASLR mode, one entry per site (no sharing between sites: two targets
- * equal in one image may differ in another, and the layout must not), and its pointer area, one
- * slot per position-independent site (two for mem2). The position-independent entries come first,
+ * Lays out a µlib's table in ASLR mode, one entry per site, and its pointer area: one slot per
+ * distinct slot key (two for mem2); sites without targets get slots of their own. Two addresses
+ * equal in one image may differ in another, so slots are shared by what the relocations name,
+ * never by value, and the layout is the same in every image. The position-independent entries come first,
  * in site order, then the classic ones: those hold addresses, and at the end of the table they
  * cost the fewest pages their sharing. Throws TableError when either overflows.
  */
@@ -318,12 +338,24 @@ export function buildPiTable(r: PiTableRequest): PiTable {
       else if (p?.form === 'mem2') p.value2 = r.canon(p.value2!);
     }
   }
+  const shared = new Map<string, bigint>();
   r.sites.forEach((s, k) => {
     const plan = plans[k];
     if (!plan) return;
-    const p = r.ptrAddr + BigInt(ptrVals.length * PTR_SLOT);
-    ptrVals.push(plan.value);
-    if (plan.form === 'mem2') ptrVals.push(plan.value2!);
+    const key = slotKey(plan, s.outside, s.targets);
+    let p = key === undefined ? undefined : shared.get(key);
+    if (p === undefined) {
+      p = r.ptrAddr + BigInt(ptrVals.length * PTR_SLOT);
+      ptrVals.push(plan.value);
+      if (plan.form === 'mem2') ptrVals.push(plan.value2!);
+      if (key !== undefined) shared.set(key, p);
+    } else {
+      // Same symbol, class and addend: the same value; anything else is a bug in the keys.
+      const i = Number((p - r.ptrAddr) / BigInt(PTR_SLOT));
+      if (ptrVals[i] !== plan.value || (plan.form === 'mem2' && ptrVals[i + 1] !== plan.value2)) {
+        throw new Error(`${r.what}: site 0x${s.ip.toString(16)} shares pointer slot 0x${p.toString(16)} (${key}) but needs another value`);
+      }
+    }
     ptrAt[k] = p;
     entryAt[k] = cur;
     put(encodePi(s.orig, s.ip, plan, cur, p, r.what));
