@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ElfFile } from '../helper/elf.js';
 import { buildImage, type BuiltImage } from '../helper/pipeline.js';
+import { readRecord } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { bootImage, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type CompiledWorkspace } from '../helper/workspace/index.js';
 import { tempDir } from './_fixtures.js';
@@ -84,4 +85,31 @@ test('the rewrite verifies and says what it moved', (t) => {
     t.true(img.rewrite!.sites > 10, `${img.image}: ${img.rewrite!.sites} sites`);
     t.true(img.rewrite!.tableBytes > 0);
   }
+});
+
+test('sites that name the same target share one pointer slot, and only those', (t) => {
+  let piSites = 0, slots = 0, sharing = 0;
+  for (const img of built.s1) {
+    const rec = readRecord(ElfFile.load(img.dbg))!;
+    for (const u of rec.ulibs) {
+      const bySlot = new Map<string, { t: string; f: string }[]>();
+      for (const s of u.sites) {
+        if (s.p === undefined) continue;
+        piSites++;
+        (bySlot.get(s.p) ?? bySlot.set(s.p, []).get(s.p)!).push({ t: s.t, f: s.f! });
+      }
+      slots += bySlot.size;
+      for (const [p, l] of bySlot) {
+        if (l.length > 1) sharing++;
+        // One slot, one value: every site reading it referred to the same address in the original.
+        t.is(new Set(l.map((x) => x.t)).size, 1, `${img.image} ${u.name}: slot ${p} read by sites with different targets`);
+        // An address the code takes reads the stub's address, one it reaches the real one: never both.
+        const taken = l.map((x) => x.f === 'load' || x.f === 'immreg');
+        t.true(taken.every((x) => x === taken[0]), `${img.image} ${u.name}: slot ${p} read as taken and as reached`);
+      }
+    }
+  }
+  t.true(sharing > 10, `${sharing} slots shared`);
+  t.true(slots < piSites, `${slots} slots for ${piSites} position-independent sites`);
+  t.log(`${piSites} position-independent sites read ${slots} pointer slots (${sharing} shared)`);
 });
