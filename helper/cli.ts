@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { SpacerError, isSpacerError } from './errors.js';
 import { compactImage } from './compact.js';
+import { packImage } from './pack.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
 import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
@@ -69,10 +70,13 @@ async function main(argv: string[]): Promise<void> {
     )
     .command(
       'compact <image>',
-      'after strip: one section header per run of µlib sections (loaded bytes unchanged)',
+      'after strip: the file keeps the loaded bytes, not the padding (pack), and one section header per run of µlib sections; loaded memory unchanged',
       (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' })
-        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from the file (splits segments; Unikraft 0.17 then sees one-page free regions)' }),
+        .option('pack', { type: 'boolean', default: true, describe: 'leave zero runs between sections out of the file (segments split, memory sizes kept; file offsets no longer page-congruent). --no-pack keeps the linker\'s file layout' })
+        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)' }),
       (a: Args) => {
+        const p = a.pack ? packImage(a.image) : undefined;
+        if (p && !p.alreadyPacked) log(`spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`);
         const r = compactImage(a.image, { holes: a.holes });
         log(r.alreadyCompact
           ? `spacer: ${a.image}: already compact`

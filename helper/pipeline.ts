@@ -6,6 +6,7 @@ import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { SpacerError } from './errors.js';
 import { compactImage } from './compact.js';
+import { packImage } from './pack.js';
 import { finish } from './finish.js';
 import { link, type Plan } from './link.js';
 import type { RewriteStats } from './rewrite.js';
@@ -82,19 +83,23 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   let rewrite: RewriteStats | undefined;
   if (plan) rewrite = (await finish(dbg, `${out}.lds.json`)).rewrite;
   times.finish = now() - t; t = now();
-  // image: strip and rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
-  await bootableImage(dbg, elf);
+  // image: strip, pack (Spacer layouts: the file keeps the loaded bytes, not the padding) and
+  // rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
+  await bootableImage(dbg, elf, { pack: r.layout !== 'default' });
   times.image = now() - t;
   return { image: r.image, dbg, elf, plan, times, rewrite };
 }
 
-/** strip + ELF32 multiboot image, written atomically. */
-export async function bootableImage(dbg: string, elf: string): Promise<void> {
+/** strip (+ pack) + ELF32 multiboot image, written atomically. The default layout is not packed:
+ *  it stands for the image Unikraft builds without lib-spacer. */
+export async function bootableImage(dbg: string, elf: string, opts: { pack?: boolean } = {}): Promise<void> {
   const stripped = `${elf}.stripped-${process.pid}`, tmp = `${elf}.tmp-${process.pid}`;
   try {
     // The rewrite record is for `spacer verify` on the .dbg; the image keeps only the plan.
     await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', stripped]);
-    // One section header per run of µlib sections: the loader reads program headers only.
+    // The file keeps the loaded bytes, not the padding; then one section header per run of µlib
+    // sections: the loader reads program headers only.
+    if (opts.pack) packImage(stripped);
     compactImage(stripped);
     await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
     renameSync(tmp, elf);

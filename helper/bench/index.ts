@@ -11,6 +11,7 @@ import { mapRelayout } from '../mapcmd.js';
 import { packageRoot } from '../paths.js';
 import { scanPages } from '../pages.js';
 import { buildImage, type BuiltImage, type Layout } from '../pipeline.js';
+import { packImage } from '../pack.js';
 import { analyzeImages, contentBound, contentInputs, loadImage, type ContentInputs } from '../report.js';
 import { type AppSpec, bootImage, compileWorkspace, type CompiledWorkspace, linkCommand, loadApps, objectsFor, platformScripts, qemuArgs } from '../workspace/index.js';
 import { generateApps } from './generate.js';
@@ -60,6 +61,8 @@ export interface CurvePoint {
   memory_mib: number;
   content_bound_pages: number | null;
   elf_bytes: number;
+  /** The same images packed (spacer compact --pack); Spacer layouts are packed as built. */
+  elf_bytes_packed?: number;
 }
 
 export interface KsmFigures {
@@ -473,6 +476,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
       instances: rep.instances, pages: rep.pages, nonzero_pages: rep.nonzero_pages, zero_pages: rep.zero_pages,
       distinct_pages: rep.distinct_pages, memory_mib: r3((rep.distinct_pages * PAGE) / MiB),
       content_bound_pages: rep.content_bound_pages, d_over_l: rep.d_over_l, elf_bytes: last.elf_bytes,
+      elf_bytes_packed: built[l]!.slice(nEx).reduce((n, b) => n + packImage(b.elf, { write: false }).after, 0),
       workspace_images: all.length, workspace_distinct_pages: workspaceDistinct[l]!,
     };
   }
@@ -665,7 +669,15 @@ export function targets(r: BenchResult): Target[] {
   }
   if (lay.spacer && lay.default) {
     const d = lay.spacer.elf_bytes / lay.default.elf_bytes - 1;
-    out.push({ id: 'elf_size', what: 'ELF file size Spacer ≤ 2 % above default', value: `${(d * 100).toFixed(1)} % (${lay.spacer.elf_bytes} vs ${lay.default.elf_bytes} bytes)`, status: d <= 0.02 ? 'PASS' : 'FAIL' });
+    // Spacer writes its images packed (the padding is in memory, not in the file); the default is
+    // the file ld writes. The same packing of the default images is shown next to it.
+    const packed = lay.default.elf_bytes_packed;
+    const dp = packed ? lay.spacer.elf_bytes / packed - 1 : undefined;
+    out.push({
+      id: 'elf_size', what: 'ELF file size Spacer ≤ 2 % above default',
+      value: `${(d * 100).toFixed(1)} % (${lay.spacer.elf_bytes} vs ${lay.default.elf_bytes} bytes)${dp !== undefined ? `; the default packed the same way: ${packed} bytes, Spacer ${dp >= 0 ? '+' : ''}${(dp * 100).toFixed(1)} %` : ''}`,
+      status: d <= 0.02 ? 'PASS' : 'FAIL',
+    });
   }
   const rt = r.overheads.runtime;
   if (rt?.ratio['spacer-aslr'] !== undefined) {
