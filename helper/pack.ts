@@ -4,16 +4,18 @@
 // what makes pages identical; in the file it is only zeros. A loader reads program headers and
 // zero-fills each segment from its file size to its memory size (qemu's ELF and multiboot loaders,
 // Firecracker's, Xen's), so the padding need not be stored:
-//   - each PT_LOAD is cut where a run of zeros of at least `minGap` bytes lies between two sections
-//     (or a section is all zeros, like the region pads): the piece before it keeps the zeros as
-//     memory size (filesz < memsz), the next piece starts after them. The pieces cover exactly the
+//   - each PT_LOAD is cut where a run of zeros between two sections (or one of Spacer's own zero
+//     pads, `.spacer.pad.*`) crosses a page boundary: the piece before keeps the zeros up to the
+//     page holding the next bytes as memory size (filesz < memsz), the next piece starts on that
+//     page (Unikraft's boot asserts every loaded segment starts on a page). The pieces cover exactly the
 //     memory the segment covered: no page that was loaded is left out (Unikraft 0.17 treats an
 //     unloaded page inside the image as free memory).
 //   - file offsets no longer follow addresses modulo the page size: each piece is placed at the
 //     next offset congruent to its address modulo 16 (its TLS alignment for the TLS piece), and
 //     p_align says so. Unikraft's own multiboot step already shifts every offset of the ELF64 by
 //     its ELF32 headers, so its loaders never relied on page-congruent offsets.
-// Section headers follow their bytes (an all-zero section becomes NOBITS). Every loaded byte is
+// Section headers follow their bytes (a Spacer pad becomes NOBITS; any other section keeps its
+// bytes in the file even when they are zeros: the build patches some, like .uk_bootinfo). Every loaded byte is
 // compared with the original before the file is replaced, atomically. Running it twice is a no-op.
 import { SpacerError } from './errors.js';
 import { ElfFile, ET_EXEC, PT_LOAD, PT_TLS, type ProgramHeader, type Section } from './elf.js';
@@ -21,8 +23,11 @@ import { writeFileAtomic } from './map.js';
 
 const SHT_NOBITS = 8;
 const SHF_ALLOC = 2n;
+const PAGE = 4096n;
 /** Zero runs shorter than this stay in the file: a new program header costs 32 or 56 bytes. */
 export const PACK_MIN_GAP = 512;
+/** Spacer's own zero pads (a region's start when an image lacks its first µlib): never patched. */
+const PAD = /^\.spacer\.pad\./;
 
 export interface PackResult {
   image: string;
@@ -59,8 +64,8 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     return true;
   };
 
-  // 1. Pieces: per PT_LOAD, the ranges its file part must keep (sections that are not all zeros,
-  //    and any non-zero byte outside sections), merged over gaps shorter than minGap.
+  // 1. Pieces: per PT_LOAD, the ranges its file part must keep (every section but Spacer's zero
+  //    pads, and any non-zero byte outside sections), merged over gaps shorter than minGap.
   const pieces: Piece[] = [];
   let dropped = 0n;
   for (const p of loads) {
@@ -78,16 +83,19 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     for (const s of inside) {
       const lo = max(s.addr, p.vaddr), hi = min(s.addr + s.size, fileEnd);
       if (lo > cur) between(cur, lo);
-      if (!isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
+      if (!PAD.test(s.name) || !isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
       if (hi > cur) cur = hi;
     }
     between(cur, fileEnd);
     keep.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    // A piece starts on a page (Unikraft's boot makes each loaded segment a memory region and
+    // asserts it is page-aligned): a cut leaves out the zeros up to the page holding the next bytes.
     const runs: [bigint, bigint][] = [];
     for (const r of keep) {
       const last = runs[runs.length - 1];
-      if (last && r[0] - last[1] < minGap) last[1] = max(last[1], r[1]);
-      else runs.push([r[0], r[1]]);
+      const start = r[0] - (r[0] % PAGE);
+      if (last && start - last[1] < minGap) last[1] = max(last[1], r[1]);
+      else runs.push([last || start >= p.vaddr ? max(start, p.vaddr) : p.vaddr, r[1]]);
     }
     // Leading zeros shorter than minGap stay with the first run; the segment keeps its start.
     if (runs.length && runs[0][0] - p.vaddr < minGap) runs[0][0] = p.vaddr;
