@@ -106,7 +106,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       if (!(s.flags & SHF_EXECINSTR)) continue;
       const anchors = syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC).map((y) => y.value);
       const code0 = elf.contents(s);
-      const insns = decodeRange(code0, 0n, anchors);
+      const insns = decodeRange(code0, 0n, anchors, relocs.map((r) => r.offset));
       const refs: CodeRef[] = relocs.map((r) => ({
         at: r.offset, type: r.type, place: symbolPlace(syms[r.sym], placeFrom('text')), symKey: `${symbolKey(syms[r.sym])}`, addend: r.addend,
       }));
@@ -387,8 +387,8 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
   const bytes = code ?? Buffer.from(elf.contents(text));
   const lo = text.addr, hi = text.addr + text.size;
   const anchors = syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC).map((y) => y.value);
-  const insns = decodeRange(bytes, lo, anchors);
   const relocs = elf.relocationsFor(text);
+  const insns = decodeRange(bytes, lo, anchors, relocs.map((r) => r.offset));
   for (const r of relocs) {
     if (r.offset < lo || r.offset >= hi) throw new SpacerError(`${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`);
   }

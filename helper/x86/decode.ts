@@ -1,7 +1,7 @@
 // x86-64 decoding for the rewriter: iced-x86 decodes, and every instruction is copied into a plain
 // record at once (iced objects live in WebAssembly memory and must be freed), so the rest of the
 // rewriter never holds an iced object longer than one call.
-import { Code, Decoder, DecoderOptions, FlowControl, OpKind, Register, type Instruction } from 'iced-x86';
+import { Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register } from 'iced-x86';
 
 export { Code, FlowControl, Register };
 
@@ -34,6 +34,16 @@ export interface Insn {
   op0Register: Register;
 }
 
+/** What every instruction needs (its extent, whether it branches and where): no operand details. */
+function light(i: Instruction): Insn {
+  const nearBranch = !i.isInvalid && (i.isCallNear || i.isJmpShortOrNear || i.isJccShortOrNear);
+  return {
+    ip: i.ip, len: i.length, code: i.code, flow: i.flowControl, invalid: i.isInvalid, nearBranch, target: nearBranch ? i.nearBranchTarget : 0n,
+    hasMem: false, ipRel: false, memAddr: 0n, memBase: Register.None, memIndex: Register.None,
+    dispOff: 0, dispSize: 0, immOff: 0, immSize: 0, imm2Off: 0, imm2Size: 0, op0Register: Register.None,
+  };
+}
+
 function record(d: Decoder, i: Instruction): Insn {
   const co = d.getConstantOffsets(i);
   try {
@@ -62,25 +72,30 @@ function record(d: Decoder, i: Instruction): Insn {
  * restarts at the anchor, so alignment padding of any kind cannot desynchronise the sweep.
  * Invalid bytes become one-byte `invalid` records.
  */
-export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] = []): Insn[] {
+export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] = [], detail?: bigint[]): Insn[] {
   const end = base + BigInt(bytes.length);
-  const marks = [...new Set(anchors)].filter((a) => a > base && a < end).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const sorted = (l: bigint[]) => [...new Set(l)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const marks = sorted(anchors).filter((a) => a > base && a < end);
+  // With `detail` (the relocated fields), only the instructions holding one get their operands
+  // recorded; the others need only their extent and branch target (a third of the work).
+  const want = detail && sorted(detail);
   const out: Insn[] = [];
   const d = new Decoder(64, bytes, DecoderOptions.None);
+  const i = new Instruction();
   try {
-    let ip = base, m = 0;
+    let ip = base, m = 0, w = 0;
     while (ip < end) {
       while (m < marks.length && marks[m] <= ip) m++;
       const limit = m < marks.length ? marks[m] : end;
       d.position = Number(ip - base);
       d.ip = ip;
-      const i = d.decode();
-      let r: Insn;
-      try {
-        r = record(d, i);
-      } finally {
-        i.free();
+      d.decodeOut(i);
+      let full = true;
+      if (want) {
+        while (w < want.length && want[w] < ip) w++;
+        full = w < want.length && want[w] < ip + BigInt(i.length);
       }
+      const r = full ? record(d, i) : light(i);
       if (r.invalid || ip + BigInt(r.len) > limit) {
         // Invalid, or it would swallow the start of the next function: skip one byte (or to the anchor).
         const skip = r.invalid ? 1n : limit - ip;
@@ -93,6 +108,7 @@ export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] =
       ip += BigInt(r.len);
     }
   } finally {
+    i.free();
     d.free();
   }
   return out;
