@@ -4,6 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { SpacerError, isSpacerError } from './errors.js';
+import { ElfFile } from './elf.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
 import { finish } from './finish.js';
@@ -75,6 +76,8 @@ async function main(argv: string[]): Promise<void> {
         .option('pack', { type: 'boolean', default: true, describe: 'leave zero runs between sections out of the file (segments split, memory sizes kept; file offsets no longer page-congruent). --no-pack keeps the linker\'s file layout' })
         .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)' }),
       (a: Args) => {
+        // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
+        if (ElfFile.load(a.image).header.class !== 64) throw new SpacerError(`${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`);
         const p = a.pack ? packImage(a.image) : undefined;
         if (p && !p.alreadyPacked) log(`spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`);
         const r = compactImage(a.image, { holes: a.holes });

@@ -83,6 +83,12 @@ test('a packed image loads the same memory from a smaller file, also after objco
   await execa('objcopy', ['-O', 'elf32-i386', packed, elf32]);
   t.deepEqual(memory(ElfFile.load(elf32)), memory(before), 'objcopy -O elf32-i386 keeps it too');
   t.true(statSync(elf32).size < statSync(stripped).size - 8192);
+  // compact reads ELF64 only: an ELF32 image is refused before anything is written.
+  const elf32Bytes = readFileSync(elf32);
+  const refused = await spacer(['compact', elf32]);
+  t.is(refused.exitCode, 1);
+  t.regex(refused.stderr, /not an ELF64 image/);
+  t.true(readFileSync(elf32).equals(elf32Bytes), 'the ELF32 file is untouched');
   // Twice is a no-op; without --pack the linker's layout stays.
   const bytes = readFileSync(packed);
   t.is((await spacer(['compact', packed])).exitCode, 0);
