@@ -6,8 +6,8 @@ const HELP = `usage: npm run fuzz -- [options]
 
 Builds the example images once (the demo without boot: default, spacer and spacer-aslr layouts;
 ELF64 .dbg with and without the rewrite, ELF32 .elf), then runs N mutated copies of them through
-ElfFile (sections, segments, symbols, relocations), analyzeImages, verifyImage and rewriteImage
-(on a copy, with the link plan). Mutations: bit flips, byte runs, truncation at structural
+ElfFile (sections, segments, symbols, relocations), analyzeImages, verifyImage, packImage (on a
+copy: the loaded memory must not change) and rewriteImage (on a copy, with the link plan). Mutations: bit flips, byte runs, truncation at structural
 boundaries, ELF/section/program header fields, relocations, symbols, string tables, code bytes at
 rewrite sites and table entries, .spacer.plan/.spacer.rewrite JSON, the link plan file.
 
