@@ -159,6 +159,7 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     if (end < q.memEnd) gaps.push({ addr: end, size: q.memEnd - end, flags: SHF_ALLOC | (q.flags & 2 ? 1n : 0n) | (q.flags & 1 ? 4n : 0n) });
   }
   const shstr = elf.sections[h.shstrndx];
+  if (!shstr || h.shstrndx === 0 || shstr.type !== 3 /* SHT_STRTAB */) return unchanged; // no section names: nothing to name the zero tails with
   let names = data.subarray(Number(shstr.offset), Number(shstr.offset + shstr.size));
   let gapName = names.indexOf(Buffer.from('\0.spacer.zero\0'));
   if (gapName >= 0) gapName += 1;
