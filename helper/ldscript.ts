@@ -228,8 +228,17 @@ export function splitPatterns(inner: string): string[] {
 }
 
 /** ld-style glob match: `*`, `?`, `[...]` (with `!` or `^` negation). */
+const globCache = new Map<string, RegExp>();
+
 export function globMatch(pattern: string, name: string): boolean {
   if (!/[*?\[]/.test(pattern)) return pattern === name;
+  let compiled = globCache.get(pattern);
+  if (!compiled) globCache.set(pattern, (compiled = globRegExp(pattern)));
+  return compiled.test(name);
+}
+
+/** A linker-script wildcard (`*`, `?`, `[...]`) as an anchored regular expression. */
+function globRegExp(pattern: string): RegExp {
   let re = '^';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
@@ -244,7 +253,7 @@ export function globMatch(pattern: string, name: string): boolean {
       i = end;
     } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
   }
-  return new RegExp(re + '$').test(name);
+  return new RegExp(re + '$');
 }
 
 export function renderScript(sc: Script): string {
