@@ -605,12 +605,13 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
   const benchIdx = examples.findIndex((a) => a.bench);
   const rtLayouts = layouts.filter((l) => l === 'default' || l.startsWith('spacer'));
   if (benchIdx >= 0 && rtLayouts.length > 1) {
-    const rounds = o.runtimeRounds ?? (quick ? 3 : 5);
+    const rounds = o.runtimeRounds ?? (quick ? 5 : 9);
     const ms: Partial<Record<BenchLayout, number[]>> = {};
     let ok = true, outputs = new Set<string>();
     const rp = new Progress('runtime (cpu-bench boots)', rounds * rtLayouts.length, log);
     for (let r = 0; r < rounds; r++) {
-      for (const l of rtLayouts) {
+      // The order rotates every round: no layout always boots first (a cold start) or last.
+      for (const l of rtLayouts.map((_, k) => rtLayouts[(k + r) % rtLayouts.length])) {
         const b = await bootImage(built[l]![benchIdx].elf, { timeoutMs: 300_000 });
         ok &&= b.success;
         outputs.add(b.output);
@@ -623,7 +624,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
       app: examples[benchIdx].name, rounds, accel: 'tcg', ms_median: med,
       ratio: Object.fromEntries(rtLayouts.filter((l) => l !== 'default').map((l) => [l, r3(med[l]! / med.default!)])),
       all_ok: ok && outputs.size === 1,
-      note: 'whole qemu run (boot + 600 000 SHA-256 rounds + exit) under TCG, layouts alternated; TCG translates code per block, so this measures the translated code, not native execution',
+      note: 'whole qemu run (boot + 600 000 SHA-256 rounds + exit) under TCG, layouts alternated in a rotating order; TCG translates code per block, so this measures the translated code, not native execution',
     };
   }
   lap('runtime', t);
