@@ -12,7 +12,9 @@
 // lacks a group of shared µlibs) leave the file too: the segment is split at page boundaries, so
 // every segment still starts on a page and file offsets stay congruent to addresses; nothing is
 // loaded there. Off by default: Unikraft 0.17 hands such a page to its allocator as free memory
-// and logs an error for a one-page region (seen booting a real image).
+// and logs an error for a one-page region (seen booting a real image). `spacer compact` packs the
+// image first (pack.ts), which leaves such zeros out of the file while they stay loaded; `holes`
+// is for an image that was not packed.
 // Every loaded byte is checked against the original before the file is replaced (atomically).
 import { SpacerError } from './errors.js';
 import { ElfFile, PT_LOAD, SHT_STRTAB, type Section } from './elf.js';
