@@ -286,10 +286,14 @@ export function parseMapFile(path: string): SpacerMap | undefined {
 
 export function readMap(path: string): SpacerMap | undefined {
   const m = parseMapFile(path);
-  if (!m) return undefined;
+  if (m) assertConsistent(path, m);
+  return m;
+}
+
+/** One error line naming the map when checkMap finds anything. */
+function assertConsistent(path: string, m: SpacerMap): void {
   const issues = checkMap(m);
   if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
-  return m;
 }
 
 /** Writes the whole file to a temporary name, syncs it, then renames it over `path`. */
@@ -399,10 +403,7 @@ export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m:
     let snap: MapSnapshot | undefined;
     if (seen && seen.path === path && existsSync(path) && fileId(path) === seen.id) snap = seen;
     else snap = snapshotMap(path);
-    if (snap) {
-      const issues = checkMap(snap.map);
-      if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
-    }
+    if (snap) assertConsistent(path, snap.map);
     const m = snap?.map ?? fresh();
     const result = fn(m);
     const after = encode(m);

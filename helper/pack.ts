@@ -2,8 +2,8 @@
 //
 // Spacer pads µlibs to their map slots and groups to pages. That padding is in memory, where it is
 // what makes pages identical; in the file it is only zeros. A loader reads program headers and
-// zero-fills each segment from its file size to its memory size (qemu's ELF and multiboot loaders,
-// Firecracker's, Xen's), so the padding need not be stored:
+// zero-fills each segment from its file size to its memory size (qemu's multiboot loader does,
+// booting the example images and real Unikraft ones here), so the padding need not be stored:
 //   - each PT_LOAD is cut where a run of zeros between two sections (or one of Spacer's own zero
 //     pads, `.spacer.pad.*`) crosses a page boundary: the piece before keeps the zeros up to the
 //     page holding the next bytes as memory size (filesz < memsz), the next piece starts on that
@@ -18,11 +18,9 @@
 // bytes in the file even when they are zeros: the build patches some, like .uk_bootinfo). Every loaded byte is
 // compared with the original before the file is replaced, atomically. Running it twice is a no-op.
 import { SpacerError } from './errors.js';
-import { ElfFile, ET_EXEC, PT_LOAD, PT_TLS, type ProgramHeader, type Section } from './elf.js';
+import { ElfFile, ET_EXEC, PT_LOAD, PT_TLS, SHF_ALLOC, SHT_NOBITS, SHT_STRTAB, type ProgramHeader } from './elf.js';
 import { writeFileAtomic } from './map.js';
 
-const SHT_NOBITS = 8;
-const SHF_ALLOC = 2n;
 const PAGE = 4096n;
 /** Zero runs shorter than this stay in the file: a new program header costs 32 or 56 bytes. */
 export const PACK_MIN_GAP = 512;
@@ -52,9 +50,9 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   const data = elf.data, h = elf.header, is64 = h.class === 64;
   const loads = elf.segments.filter((p) => p.type === PT_LOAD);
   const unchanged: PackResult = { image: path, before: data.length, after: data.length, loadsBefore: loads.length, loadsAfter: loads.length, dropped: 0, alreadyPacked: true };
-  if (h.type !== ET_EXEC) throw new SpacerError(`${path}: not an executable image (ELF type ${h.type}); 'spacer pack' packs the final image`);
+  if (h.type !== ET_EXEC) throw new SpacerError(`${path}: not an executable image (ELF type ${h.type}); 'spacer compact' packs the final, stripped image`);
   if (elf.sections.some((s) => s.index !== 0 && s.link !== 0)) {
-    throw new SpacerError(`${path}: the image has symbols or relocations; run 'spacer pack' on the stripped image (strip -s), not on the .dbg`);
+    throw new SpacerError(`${path}: the image has symbols or relocations; run 'spacer compact' on the stripped image (strip -s), not on the .dbg`);
   }
   const phEnd = h.phoff + BigInt(h.phnum * h.phentsize);
   // A segment that loads the ELF headers themselves is left as it is: nothing to pack then.
@@ -159,7 +157,7 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     if (end < q.memEnd) gaps.push({ addr: end, size: q.memEnd - end, flags: SHF_ALLOC | (q.flags & 2 ? 1n : 0n) | (q.flags & 1 ? 4n : 0n) });
   }
   const shstr = elf.sections[h.shstrndx];
-  if (!shstr || h.shstrndx === 0 || shstr.type !== 3 /* SHT_STRTAB */) return unchanged; // no section names: nothing to name the zero tails with
+  if (!shstr || h.shstrndx === 0 || shstr.type !== SHT_STRTAB) return unchanged; // no section names: nothing to name the zero tails with
   let names = data.subarray(Number(shstr.offset), Number(shstr.offset + shstr.size));
   let gapName = names.indexOf(Buffer.from('\0.spacer.zero\0'));
   if (gapName >= 0) gapName += 1;
@@ -259,27 +257,28 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   return { image: path, before: data.length, after: file.length, loadsBefore: loads.length, loadsAfter: pieces.length, dropped: Number(dropped), alreadyPacked: false };
 }
 
+/**
+ * What an image loads: each run of adjacent PT_LOADs (packing cuts one segment into pieces that
+ * follow one another) as its start address and bytes (file bytes, then zeros up to memsz).
+ */
+export function loadedMemory(e: ElfFile): { lo: bigint; mem: Buffer }[] {
+  const out: { lo: bigint; hi: bigint; parts: Buffer[] }[] = [];
+  for (const p of e.loads.filter((x) => x.memsz > 0n).sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0))) {
+    const mem = Buffer.alloc(Number(p.memsz));
+    e.data.copy(mem, 0, Number(p.offset), Number(p.offset + p.filesz));
+    const last = out[out.length - 1];
+    if (last && last.hi === p.vaddr) { last.parts.push(mem); last.hi += p.memsz; } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
+  }
+  return out.map((r) => ({ lo: r.lo, mem: Buffer.concat(r.parts) }));
+}
+
+/** Whether two images load the same bytes over the same ranges. */
+export function sameLoadedMemory(a: ElfFile, b: ElfFile): boolean {
+  const x = loadedMemory(a), y = loadedMemory(b);
+  return x.length === y.length && x.every((r, i) => r.lo === y[i].lo && r.mem.equals(y[i].mem));
+}
+
 /** The loaded memory of both files must be the same bytes over the same ranges. */
 function check(path: string, was: ElfFile, now: ElfFile): void {
-  const image = (e: ElfFile) => {
-    const segs = e.loads.filter((p) => p.memsz > 0n).sort((a, b) => (a.vaddr < b.vaddr ? -1 : 1));
-    return segs.map((p) => {
-      const mem = Buffer.alloc(Number(p.memsz));
-      e.data.copy(mem, 0, Number(p.offset), Number(p.offset + p.filesz));
-      return { lo: p.vaddr, mem };
-    });
-  };
-  const flat = (segs: { lo: bigint; mem: Buffer }[]) => {
-    // Adjacent segments merge: packing cuts one segment into pieces that follow one another.
-    const out: { lo: bigint; parts: Buffer[]; hi: bigint }[] = [];
-    for (const s of segs) {
-      const last = out[out.length - 1];
-      if (last && last.hi === s.lo) { last.parts.push(s.mem); last.hi += BigInt(s.mem.length); }
-      else out.push({ lo: s.lo, parts: [s.mem], hi: s.lo + BigInt(s.mem.length) });
-    }
-    return out.map((r) => ({ lo: r.lo, mem: Buffer.concat(r.parts) }));
-  };
-  const a = flat(image(was)), b = flat(image(now));
-  const same = a.length === b.length && a.every((r, i) => r.lo === b[i].lo && r.mem.equals(b[i].mem));
-  if (!same) throw new SpacerError(`${path}: packing would change the loaded memory; the image was left unchanged (report this)`);
+  if (!sameLoadedMemory(was, now)) throw new SpacerError(`${path}: packing would change the loaded memory; the image was left unchanged (report this)`);
 }

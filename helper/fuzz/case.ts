@@ -3,12 +3,11 @@
 // ("<the file>: what; fix"); anything else is a finding.
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { createHash } from 'node:crypto';
 import { ElfFile, SHT_REL, SHT_RELA } from '../elf.js';
 import { isSpacerError } from '../errors.js';
 import { readPlan, rewritePlan } from '../finish.js';
 import type { Plan } from '../link.js';
-import { packImage } from '../pack.js';
+import { packImage, sameLoadedMemory } from '../pack.js';
 import { analyzeImages } from '../report.js';
 import { analyzeUlib, loadImage as loadRewriteImage, readRecord, rewriteImage, type Mode, type RewritePlan } from '../rewrite.js';
 import { verifyImage } from '../verify.js';
@@ -199,18 +198,6 @@ export function probeRewrite(path: string, plan: RewritePlan, mode: Mode): strin
   return undefined;
 }
 
-/** Every loaded range and its bytes (adjacent segments merged, zeros beyond the file size). */
-function loadedMemory(e: ElfFile): string {
-  const out: { lo: bigint; hi: bigint; parts: Buffer[] }[] = [];
-  for (const p of [...e.loads].filter((x) => x.memsz > 0n).sort((x, y) => (x.vaddr < y.vaddr ? -1 : x.vaddr > y.vaddr ? 1 : 0))) {
-    const mem = Buffer.alloc(Number(p.memsz));
-    e.data.copy(mem, 0, Number(p.offset), Number(p.offset + p.filesz));
-    const last = out[out.length - 1];
-    if (last && last.hi === p.vaddr) { last.parts.push(mem); last.hi += p.memsz; } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
-  }
-  return out.map((r) => `${r.lo}-${r.hi}:${createHash('sha256').update(Buffer.concat(r.parts)).digest('hex')}`).join(' ');
-}
-
 /** Packs a copy of `file`: one clear error and the copy unchanged, or the same loaded memory. */
 async function packStep(ctx: CaseContext, file: string): Promise<StepResult> {
   const packed = join(ctx.dir, `pack-${basename(file)}`);
@@ -219,8 +206,7 @@ async function packStep(ctx: CaseContext, file: string): Promise<StepResult> {
   let pk = await step(ctx, 'pack', [packed], () => {
     const r = packImage(packed);
     if (r.alreadyPacked) return 'nothing to pack';
-    const a = loadedMemory(new ElfFile(packed, original)), b = loadedMemory(ElfFile.load(packed));
-    if (a !== b) throw new Error(`packing changed the loaded memory (${r.before} -> ${r.after} bytes)`);
+    if (!sameLoadedMemory(new ElfFile(packed, original), ElfFile.load(packed))) throw new Error(`packing changed the loaded memory (${r.before} -> ${r.after} bytes)`);
     return `packed, ${r.before} -> ${r.after} bytes`;
   });
   if (pk.outcome === 'error' && !readFileSync(packed).equals(original)) {
@@ -263,8 +249,7 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
 
   // Packing (spacer compact --pack), on a copy of a stripped image (a .dbg is never packed): one
   // error line and the file unchanged, or a file that loads the same memory.
-  if (c.imageKind === 'rewritten' || c.imageKind === 'plain') steps.push({ step: 'pack', outcome: 'ok', ms: 0, note: 'a .dbg is not packed' });
-  else steps.push(await packStep(ctx, file));
+  if (c.imageKind !== 'rewritten' && c.imageKind !== 'plain') steps.push(await packStep(ctx, file));
 
   // The rewrite, on a copy, with the link plan (the image's own, or its mutated copy).
   const copy = join(ctx.dir, `rw-${basename(file)}`);

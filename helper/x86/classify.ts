@@ -255,7 +255,7 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
     const end = i.ip + BigInt(i.len);
     sites.push({
       insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j], target: refTarget(x.ref, end) })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
-      key: `${first.symKey}${first.addend + (end - first.at) >= 0n ? '+' : ''}${first.addend + (end - first.at)}`,
+      key: refTarget(first, end),
     });
   }
   return sites;
