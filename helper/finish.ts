@@ -90,8 +90,12 @@ export function rewritePlan(plan: Plan): RewritePlan {
       name: u.name,
       text: u.slots.text!.section,
       sections: Object.entries(u.slots).filter(([k]) => k !== 'ind' && k !== 'ptr').map(([, s]) => s!.section),
-      ind: u.slots.ind ? { section: u.slots.ind.section, addr: BigInt(u.slots.ind.addr), size: Number(BigInt(u.slots.ind.size)) } : undefined,
+      ind: u.slots.ind ? {
+        section: u.slots.ind.section, addr: BigInt(u.slots.ind.addr), size: Number(BigInt(u.slots.ind.size)),
+        ...(u.slots.ind.clones?.length ? { table: u.slots.ind.bytes, clones: u.slots.ind.clones } : {}),
+      } : undefined,
       ptr: u.slots.ptr ? { section: u.slots.ptr.section, addr: BigInt(u.slots.ptr.addr), size: Number(BigInt(u.slots.ptr.size)) } : undefined,
+      ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
     })),
   };
 }

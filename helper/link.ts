@@ -31,8 +31,10 @@ export interface PlanUlib {
   variant: string;
   /** Stable slot (the same in every image) or placed in this image's own area. */
   shared: boolean;
+  /** In its name slot (a per-app library at a stable address). */
+  named?: boolean;
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
-  slots: Partial<Record<SlotKind, { section: string; addr: string; size: string; bytes: number }>>;
+  slots: Partial<Record<SlotKind, { section: string; addr: string; size: string; bytes: number; clones?: string[] }>>;
 }
 
 export interface Plan {
@@ -65,6 +67,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const seen = peekMap(o.map);
   const known = seen?.map;
   const ulibReqs: UlibRequest[] = [];
+  const calls = new Map<string, string[]>();
   for (const u of ulibs) {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
@@ -75,7 +78,11 @@ export async function link(o: LinkOptions): Promise<Plan> {
       : o.tableBytes ? o.tableBytes(u.path)
         : mode === 'external' && recorded?.modes?.includes(mode) ? recorded.sizes.ind ?? 0
           : -1;
-    if (ind < 0) ({ bytes: ind, ptrBytes: ptr } = await tableBytesFor(u.path, mode as 'external' | 'aslr'));
+    if (ind < 0) {
+      const need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
+      ({ bytes: ind, ptrBytes: ptr } = need);
+      if (need.calls.length) calls.set(u.name, need.calls);
+    }
     if (ind) { sizes.ind = ind; align.ind = 16; }
     ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}) });
   }
@@ -86,6 +93,8 @@ export async function link(o: LinkOptions): Promise<Plan> {
     return { ...r, map: { regions: structuredClone(m.regions) } };
   }, seen);
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
+  // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.
+  const clones = mode === 'aslr' ? await planClones(placed, ulibs, calls) : new Map<string, string[]>();
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;
@@ -99,10 +108,11 @@ export async function link(o: LinkOptions): Promise<Plan> {
   const plan: Plan = {
     spacer: 1, image: o.image, map: o.map, script: o.out,
     ulibs: placed.map((a) => ({
-      name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared,
+      name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared, ...(a.named ? { named: true } : {}),
       slots: Object.fromEntries(SLOT_KINDS.filter((k) => a.at[k]).map((k) => [k, {
         section: outputName(k, a.ulib), addr: hex(a.at[k]!.addr), size: hex(a.at[k]!.size),
         bytes: k === 'ptr' ? ulibReqs.find((r) => r.name === a.ulib)!.ptr! : ulibReqs.find((r) => r.name === a.ulib)!.sizes[k]!,
+        ...(k === 'ind' && clones.has(a.ulib) ? { clones: clones.get(a.ulib)! } : {}),
       }])),
     })),
     notes,
@@ -119,17 +129,55 @@ export async function link(o: LinkOptions): Promise<Plan> {
   return plan;
 }
 
-const needsCache = new Map<string, { bytes: number; ptrBytes: number }>();
+const PAGE = 4096;
+
+/**
+ * ASLR mode: which functions each µlib whose code starts on a page calls a copy of (see
+ * x86/clone.ts), in the order it first calls them, as many as fit between its table and the end
+ * of the table's last page (padding otherwise, so the copies cost no page). The choice depends
+ * only on the caller's and the callees' objects, so it is the same in every image that links the
+ * same variants. Extends each chosen µlib's `ind` extent over its copies.
+ */
+async function planClones(placed: { ulib: string; shared: boolean; named?: boolean; at: Partial<Record<SlotKind, { addr: number; size: number }>> }[],
+  ulibs: { name: string; path: string }[], calls: Map<string, string[]>): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (!calls.size) return out;
+  const { cloneSources } = await import('./rewrite.js');
+  const { ElfFile } = await import('./elf.js');
+  const { CLONE_ALIGN } = await import('./x86/clone.js');
+  // Each name to the object that defines it (the first in link order, as ld resolves it).
+  const sources = ulibs.map((u) => ({ name: u.name, find: cloneSources(ElfFile.load(u.path)) }));
+  const align = (v: number, a: number) => Math.ceil(v / a) * a;
+  for (const a of placed) {
+    const want = calls.get(a.ulib), ind = a.at.ind;
+    if (!want || !ind || !(a.shared || a.named)) continue;
+    const end = ind.addr + ind.size, room = align(end, PAGE);
+    let next = align(end, CLONE_ALIGN);
+    const chosen: string[] = [];
+    for (const name of want) {
+      const src = sources.filter((x) => x.name !== a.ulib).map((x) => x.find(name)).find((x) => x !== undefined);
+      if (!src || src.refusal || next + src.bytes.length > room) continue;
+      chosen.push(name);
+      next = align(next + src.bytes.length, CLONE_ALIGN);
+    }
+    if (!chosen.length) continue;
+    out.set(a.ulib, chosen);
+    ind.size = Math.min(next, room) - ind.addr;
+  }
+  return out;
+}
+
+const needsCache = new Map<string, { bytes: number; ptrBytes: number; calls: string[] }>();
 
 /** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
  *  per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when needed. */
-export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<{ bytes: number; ptrBytes: number }> {
+export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<{ bytes: number; ptrBytes: number; calls: string[] }> {
   const key = `${mode}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
     const need = indirectionNeeds(path, mode);
-    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes }));
+    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes, calls: need.calls }));
   }
   return n;
 }

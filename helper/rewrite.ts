@@ -17,15 +17,16 @@ import { createHash } from 'node:crypto';
 import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import {
-  ElfFile, EM_X86_64, ET_EXEC, ET_REL, PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS, SHT_PROGBITS, SHT_REL,
-  SHT_RELA, type Section, num,
+  ElfFile, EM_X86_64, ET_EXEC, ET_REL, PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS, SHN_UNDEF, SHT_PROGBITS, SHT_REL,
+  SHT_RELA, type ElfSymbol, type Section, num,
 } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import {
   MODES, codeMap, type Operand, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
   type CodeRef, type Mode, type Place, type Site, type SiteKind,
 } from './x86/classify.js';
-import { decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
+import { Code, decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
+import { alignClone, cloneRefusal } from './x86/clone.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
 import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, slotKey, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
 import {
@@ -54,6 +55,9 @@ export interface IndNeeds {
   dataPointers: number;
   /** ASLR mode: bytes of the µlib's pointer area (its entry stubs, then 8-byte slots per site). */
   ptrBytes: number;
+  /** ASLR mode: functions of other µlibs it calls or jumps to directly (by name, first call first):
+   *  candidates for a copy after its table (x86/clone.ts). */
+  calls: string[];
 }
 
 export type SlotKind = 'text' | 'rodata' | 'data' | 'bss';
@@ -96,7 +100,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     return k === undefined ? 'foreign' : k === from ? 'same' : 'own';
   };
   let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0, ptrBytes = 0;
-  const stubs = new Set<string>(), got = new Set<string>(), slotKeys = new Set<string>();
+  const stubs = new Set<string>(), got = new Set<string>(), slotKeys = new Set<string>(), calls = new Set<string>();
   for (const s of elf.sections) {
     const k = slot[s.index];
     if (!k) continue;
@@ -116,8 +120,14 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       const code = codeMap(syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC));
       const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code);
       dataPointers += code.data.length;
+      const relocAt = new Map(relocs.map((r) => [r.offset, r]));
       for (const site of found) {
         sites++;
+        if (mode === 'aslr' && site.kind === 'stub' && (site.insn.code === Code.Call_rel32_64 || site.insn.code === Code.Jmp_rel32_64)) {
+          // A direct call or tail jump to the start of a function another µlib defines.
+          const r = relocAt.get(site.insn.ip + BigInt(site.insn.len) - 4n), y = r && syms[r.sym];
+          if (r && y && y.shndx === SHN_UNDEF && y.name && (r.type === R_X86_64.PLT32 || r.type === R_X86_64.PC32) && r.addend === -4n) calls.add(y.name);
+        }
         if (mode === 'aslr') {
           // One position-independent entry per site, or its classic entry if no form fits (a table
           // with no pointer area has classic entries only; their shared total is smaller). An entry's
@@ -166,7 +176,49 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
     }
     ptrBytes += entries * STUB + 7;
   }
-  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes };
+  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes, calls: [...calls] };
+}
+
+/** A `call rel32` or `jmp rel32`: the branches that may reach a copy of their target. */
+export function isDirect(i: { code: number }): boolean {
+  return i.code === Code.Call_rel32_64 || i.code === Code.Jmp_rel32_64;
+}
+
+/** Points the rel32 of the direct branch `i` in `code` (loaded at `base`) at `target`. */
+export function retarget(code: Buffer, base: bigint, i: { ip: bigint; len: number }, target: bigint, what: string): void {
+  const rel = target - (i.ip + BigInt(i.len));
+  if (rel < -(2n ** 31n) || rel >= 2n ** 31n) throw new SpacerError(`${what}: ${hex(target)} is out of reach of the branch at ${hex(i.ip)}`);
+  code.writeInt32LE(Number(rel), Number(i.ip - base) + i.len - 4);
+}
+
+/** A function another µlib may call a copy of: where it is, its bytes, and why not, if not. */
+export interface CloneSource { name: string; addr: bigint; bytes: Buffer; refusal?: string }
+
+/**
+ * The functions of `elf` (an object or a linked image) by name, for copies: global code symbols
+ * with a size. `cloneSource` then says whether a copy of one runs the same anywhere.
+ */
+export function cloneSources(elf: ElfFile): (name: string) => CloneSource | undefined {
+  const byName = new Map<string, ElfSymbol>();
+  for (const y of elf.symbols()) {
+    if (y.type !== STT_FUNC || y.shndx === SHN_UNDEF || y.bind === 0 /* local */ || y.size <= 0n || byName.has(y.name)) continue;
+    const sec = elf.sections[y.shndx];
+    if (sec && sec.type === SHT_PROGBITS && sec.flags & SHF_EXECINSTR) byName.set(y.name, y);
+  }
+  const relocs = new Map<number, bigint[]>();
+  return (name) => {
+    const y = byName.get(name);
+    if (!y) return undefined;
+    const sec = elf.sections[y.shndx];
+    const base = elf.header.type === ET_REL ? 0n : sec.addr;
+    const off = y.value - base;
+    if (off < 0n || off + y.size > sec.size) return { name, addr: y.value, bytes: Buffer.alloc(0), refusal: 'its symbol lies outside its section' };
+    const bytes = Buffer.from(elf.contents(sec).subarray(Number(off), Number(off + y.size)));
+    let at = relocs.get(sec.index);
+    if (!at) relocs.set(sec.index, (at = elf.relocationsFor(sec).map((r) => r.offset)));
+    const refusal = cloneRefusal(bytes, y.value, at);
+    return { name, addr: y.value, bytes, ...(refusal ? { refusal } : {}) };
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,10 +230,15 @@ export interface RewriteUlib {
   text: string;
   /** All its output sections (text, rodata, data, bss, and any other `.<kind>.<ulib>`). */
   sections: string[];
-  /** Its indirection table, `.ind.<ulib>`, as the linker script reserved it. Without it the µlib is only analysed. */
-  ind?: { section: string; addr: bigint; size: number };
+  /** Its indirection table, `.ind.<ulib>`, as the linker script reserved it. Without it the µlib is only analysed.
+   *  ASLR mode: with `clones`, the table proper is its first `table` bytes, followed (from the next
+   *  16 bytes) by copies of these functions of other µlibs, in this order (x86/clone.ts). */
+  ind?: { section: string; addr: bigint; size: number; table?: number; clones?: string[] };
   /** ASLR mode: its pointer area, `.ptr.<ulib>`, at an address the map keeps (tables then position-independent). */
   ptr?: { section: string; addr: bigint; size: number };
+  /** ASLR mode: in the image's own area, whose pages no other image shares: its table's branch
+   *  entries jump to their targets directly (`jmp rel32`, not `jmp [P]`); its code is unchanged by it. */
+  own?: boolean;
 }
 
 export interface RewritePlan {
@@ -244,6 +301,8 @@ export interface RecordUlib {
   ptr?: { section: string; addr: string; size: number; used: number };
   /** ASLR mode: entry stubs at the start of the pointer area, one `jmp` per entry (hex addresses). */
   stubs?: { at: string; targets: string[] };
+  /** ASLR mode: copies of other µlibs' functions after the table: name, original address, copy's address, bytes. */
+  clones?: { sym: string; from: string; at: string; size: number }[];
   sites: RecordSite[];
 }
 
@@ -257,18 +316,26 @@ export interface RecordSite {
   /** Position-independent entry: its form and pointer slot. */
   f?: PiForm;
   p?: string;
+  /** A call or jump that reaches a copy of its target instead of its entry: the copy's address. */
+  c?: string;
 }
 
 interface CanonicalPlan {
-  ulibs: { name: string; text: string; sections: string[]; ind: { section: string; addr: string; size: number } | null; ptr?: { section: string; addr: string; size: number } }[];
+  ulibs: {
+    name: string; text: string; sections: string[];
+    ind: { section: string; addr: string; size: number; table?: number; clones?: string[] } | null;
+    ptr?: { section: string; addr: string; size: number };
+    own?: boolean;
+  }[];
 }
 
 function canonicalPlan(plan: RewritePlan): CanonicalPlan {
   return {
     ulibs: plan.ulibs.map((u) => ({
       name: u.name, text: u.text, sections: [...u.sections],
-      ind: u.ind ? { section: u.ind.section, addr: hex(u.ind.addr), size: u.ind.size } : null,
+      ind: u.ind ? { section: u.ind.section, addr: hex(u.ind.addr), size: u.ind.size, ...(u.ind.clones?.length ? { table: u.ind.table, clones: [...u.ind.clones] } : {}) } : null,
       ...(u.ptr ? { ptr: { section: u.ptr.section, addr: hex(u.ptr.addr), size: u.ptr.size } } : {}),
+      ...(u.own ? { own: true } : {}),
     })),
   };
 }
@@ -277,8 +344,9 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
   return {
     ulibs: rec.plan.ulibs.map((u) => ({
       name: u.name, text: u.text, sections: u.sections,
-      ind: u.ind ? { section: u.ind.section, addr: BigInt(u.ind.addr), size: u.ind.size } : undefined,
+      ind: u.ind ? { section: u.ind.section, addr: BigInt(u.ind.addr), size: u.ind.size, ...(u.ind.clones?.length ? { table: u.ind.table, clones: u.ind.clones } : {}) } : undefined,
       ptr: u.ptr ? { section: u.ptr.section, addr: BigInt(u.ptr.addr), size: u.ptr.size } : undefined,
+      ...(u.own ? { own: true } : {}),
     })),
   };
 }
@@ -546,6 +614,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
     }
   }
   const stubsOf = mode === 'aslr' ? entryStubs(elf, plan, analyses, plansOf) : new Map<string, UlibStubs>();
+  let sourcesOf: ((name: string) => CloneSource | undefined) | undefined;
   const canon = stubMap([...stubsOf.values()]);
   for (const u of plan.ulibs) {
     const where = `${dbgPath}: ${u.name}`;
@@ -580,17 +649,38 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
         throw new SpacerError(`${where}: its ${stubs.targets.length} entry stubs need ${stubPart} bytes, the plan reserves ${u.ptr.size} for ${u.ptr.section}; relink (spacer link sizes it from the object)`);
       }
       const code = Buffer.from(elf.contents(a.text));
+      // Copies of leaf callees after the table (planned by spacer link): calls reach them directly.
+      const cap = u.ind.clones?.length ? u.ind.table ?? u.ind.size : u.ind.size;
+      const clones: NonNullable<RecordUlib['clones']> = [], copyOf = new Map<bigint, bigint>();
+      if (u.ind.clones?.length) {
+        if (!Number.isSafeInteger(cap) || cap < 0 || cap > u.ind.size) throw new SpacerError(`${where}: the plan's table size ${cap} does not fit ${u.ind.section}; relink with the plan's script`);
+        sourcesOf ??= cloneSources(elf);
+        let at = alignClone(ind.addr + BigInt(cap));
+        for (const name of u.ind.clones) {
+          const src = sourcesOf(name);
+          if (!src || src.refusal) throw new SpacerError(`${where}: the plan copies ${name} after its table, but ${src ? `a copy would not run the same: ${src.refusal}` : 'the image defines no such function'}; relink (spacer link plans the copies from the objects)`);
+          if (at + BigInt(src.bytes.length) > ind.addr + BigInt(u.ind.size)) throw new SpacerError(`${where}: the copy of ${name} does not fit in ${u.ind.section}; relink with the plan's script`);
+          copyOf.set(src.addr, at);
+          clones.push({ sym: name, from: hex(src.addr), at: hex(at), size: src.bytes.length });
+          at = alignClone(at + BigInt(src.bytes.length));
+        }
+      }
+      const copied: (bigint | undefined)[] = [];
       let table: PiTable;
       try {
         table = buildPiTable({
-          addr: ind.addr, size: u.ind.size, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
+          addr: ind.addr, size: cap, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
           sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside, targets: x.targets })), what: where,
-          canon: (v) => canon.get(v) ?? v, plans: plansOf.get(u.name),
+          canon: (v) => canon.get(v) ?? v, plans: plansOf.get(u.name), direct: u.own,
         });
         a.sites.forEach((x, k) => {
           const plan = table.plans[k];
           if (plan) patchPi(code, a.text.addr, x.insn.ip, x.insn.len, x.insn.immOff, plan.form, table.entryAt[k], where);
           else patchSite(code, a.text.addr, x.insn, x.kind, table.entryAt[k], where);
+          // A direct call or jump to a copied function reaches the copy (its entry stays, unused).
+          const copy = plan?.form === 'jmpptr' && isDirect(x.insn) ? copyOf.get(x.target) : undefined;
+          if (copy !== undefined) retarget(code, a.text.addr, x.insn, copy, where);
+          copied.push(copy);
         });
       } catch (e) {
         if (e instanceof TableError) {
@@ -601,6 +691,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       }
       code.copy(out, num(a.text.offset));
       table.bytes.copy(out, num(ind.offset));
+      for (const c of clones) sourcesOf!(c.sym)!.bytes.copy(out, num(ind.offset) + Number(BigInt(c.at) - ind.addr));
       stubBytes(stubs, where).copy(out, num(ptr.offset));
       table.ptr.copy(out, num(ptr.offset) + stubPart);
       const classic = table.plans.filter((x) => !x).length;
@@ -611,12 +702,14 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       records.push({
         name: u.name, text: u.text, textAddr: hex(a.text.addr), textSize: num(a.text.size),
         textSha256: createHash('sha256').update(elf.contents(a.text)).digest('hex'),
-        ind: { section: u.ind.section, addr: hex(ind.addr), size: u.ind.size, used: table.used },
+        ind: { section: u.ind.section, addr: hex(ind.addr), size: cap, used: table.used },
         ptr: { section: u.ptr.section, addr: hex(ptr.addr), size: u.ptr.size, used: stubPart + table.ptrUsed },
         stubs: { at: hex(stubs.at), targets: stubs.targets.map(hex) },
+        ...(clones.length ? { clones } : {}),
         sites: a.sites.map((x, k) => ({
           a: hex(x.insn.ip), o: x.orig.toString('hex'), k: x.kind, e: hex(table.entryAt[k]), t: hex(x.target),
           ...(table.plans[k] ? { f: table.plans[k]!.form, p: hex(table.ptrAt[k]!) } : {}),
+          ...(copied[k] !== undefined ? { c: hex(copied[k]!) } : {}),
         })),
       });
       continue;

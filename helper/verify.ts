@@ -13,14 +13,15 @@ import { createHash } from 'node:crypto';
 import { type ElfFile } from './elf.js';
 import { SpacerError } from './errors.js';
 import {
-  analyzeUlib, loadImage, planFromRecord, readRecord, REWRITE_SECTION, type RewriteRecord,
+  analyzeUlib, cloneSources, isDirect, loadImage, planFromRecord, readRecord, retarget, REWRITE_SECTION, type CloneSource, type RewriteRecord,
 } from './rewrite.js';
+import { alignClone } from './x86/clone.js';
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
 import { STUB, dataAddressFields, dataSections, readAddress, slotsAfterStubs, stubMap } from './x86/entries.js';
 import { buildTable, type Move } from './x86/table.js';
-import { buildPiTable, jumpsBack, loadDestination, patchPi, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
+import { buildPiTable, JMPPTR_LEN, jumpsBack, loadDestination, patchPi, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
 import { type ImageSite } from './rewrite.js';
 
@@ -48,6 +49,7 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
   const stubs = rec.ulibs.filter((u) => u.stubs).map((u) => ({ name: u.name, s: { at: BigInt(u.stubs!.at), targets: u.stubs!.targets.map((x) => BigInt(x)) } }));
   const canon = stubMap(stubs.map((x) => x.s));
   const canonOf = (v: bigint) => canon.get(v) ?? v;
+  let sourcesOf: ((name: string) => CloneSource | undefined) | undefined;
   for (const ru of rec.ulibs) {
     const p = (msg: string) => problems.push(`${ru.name}: ${msg}`);
     const before = problems.length;
@@ -78,6 +80,26 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     // decode of an entry copies what it is given into iced's memory.
     const at = (e: bigint) => table.subarray(Number(e - tlo), Math.min(Number(tend - tlo), Number(e - tlo) + ENTRY_WINDOW));
     if (!table.subarray(ru.ind.used).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the ${ru.ind.used} used ones are not 0xCC`);
+    // Copies after the table: each the same bytes as a function that runs the same anywhere, one
+    // after the other from the next 16 bytes; the rest of the section is 0xCC.
+    const copies = new Map<bigint, bigint>(); // the copy's address -> the function's
+    if (ru.clones?.length) {
+      sourcesOf ??= cloneSources(elf);
+      const all = elf.contents(ind), blank = Buffer.from(all);
+      let want = alignClone(ind.addr + BigInt(ru.ind.size));
+      for (const c of ru.clones) {
+        const at = BigInt(c.at), src = sourcesOf(c.sym);
+        if (at !== want) { p(`the copy of ${c.sym} is at ${c.at}, not at ${hex(want)}`); break; }
+        if (!src || hex(src.addr) !== c.from || src.bytes.length !== c.size) { p(`the copy of ${c.sym} is of no function of ${c.size} bytes at ${c.from}`); break; }
+        if (src.refusal) { p(`the copy of ${c.sym} would not run the same: ${src.refusal}`); break; }
+        const off = Number(at - ind.addr);
+        if (off + c.size > all.length || !all.subarray(off, off + c.size).equals(src.bytes)) { p(`the copy of ${c.sym} at ${c.at} differs from ${c.sym} at ${c.from}`); break; }
+        blank.fill(0xcc, off, off + c.size);
+        copies.set(at, src.addr);
+        want = alignClone(at + BigInt(c.size));
+      }
+      if (!blank.subarray(ru.ind.size).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the table other than the copies are not 0xCC`);
+    }
 
     // Rebuild the original code and compare with the recorded hash.
     const orig = Buffer.from(code);
@@ -126,7 +148,16 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       if (e < tlo || e >= tend) { p(`${what}: table entry ${s.e} lies outside ${ru.ind.section}'s used part`); continue; }
       if (s.f !== undefined) {
         if (!ptr) { p(`${what}: a pointer slot but no pointer area`); continue; }
-        const len = checkPi(s.f, BigInt(s.p!), ob, a, cur, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`));
+        let site = cur;
+        if (s.c !== undefined) {
+          // It reaches a copy of its target: check that, then the rest as if it reached its entry.
+          const c = BigInt(s.c);
+          if (s.f !== 'jmpptr' || !isDirect(O) || copies.get(c) !== O.target) { p(`${what}: ${s.c} is no copy of its target ${hex(O.target)}`); continue; }
+          if (C.code !== O.code || C.len !== O.len || C.target !== c) { p(`${what}: the branch does not reach the copy ${s.c}`); continue; }
+          site = Buffer.from(cur);
+          retarget(site, a, O, e, what);
+        }
+        const len = checkPi(s.f, BigInt(s.p!), ob, a, site, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`), u?.own);
         if (len) entry(e, len, what);
         continue;
       }
@@ -191,7 +222,7 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     if (problems.length === before) {
       const st = stubs.find((x) => x.name === ru.name)?.s;
       const slots = st ? slotsAfterStubs(st) : BigInt(ru.ptr?.addr ?? 0), stubPart = ru.ptr ? Number(slots - BigInt(ru.ptr.addr)) : 0;
-      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, slots, ru.ptr.size - stubPart, text.addr, orig, ru.name, canonOf)
+      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, slots, ru.ptr.size - stubPart, text.addr, orig, ru.name, canonOf, u?.own)
         : reencode(ru.sites, ind.addr, ru.ind.size, text.addr, orig, ru.name);
       if (typeof fresh === 'string') p(fresh);
       else {
@@ -296,7 +327,7 @@ function piValue(form: PiForm, o: Instruction): bigint | undefined {
  * Returns the entry's length, or 0 after reporting a problem.
  */
 function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer,
-  ptr: { addr: bigint; bytes: Buffer; used: number }, canonOf: (v: bigint) => bigint, p: (m: string) => void): number {
+  ptr: { addr: bigint; bytes: Buffer; used: number }, canonOf: (v: bigint) => bigint, p: (m: string) => void, direct = false): number {
   if (!PI_FORMS.includes(form)) { p(`unknown form ${form}`); return 0; }
   const off = P - ptr.addr;
   if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slot ${hex(P)} lies outside the used pointer area`); return 0; }
@@ -321,6 +352,12 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
       if (C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) || C.len !== 5 || C.target !== e) { p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`); return 0; }
       if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) { p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`); return 0; }
       if (call && o.code !== Code.Call_rm64) { p('the original is not an indirect call'); return 0; }
+    }
+    if (form === 'jmpptr' && direct) {
+      // A table on the image's own pages: the entry jumps straight to what the slot holds.
+      const J = decodeOne(T, e);
+      if (J.code !== Code.Jmp_rel32_64 || J.target !== v || !T.subarray(J.len, JMPPTR_LEN).every((b) => b === 0xcc)) { p(`entry ${hex(e)} does not jump straight to ${hex(v)}`); return 0; }
+      return JMPPTR_LEN;
     }
     // The scratch registers: untouched by the original (their values are saved and restored around it).
     const pushed = (at: number) => {
@@ -374,11 +411,11 @@ const ENTRY_WINDOW = 128;
 
 /** The table, pointer area and code the rewriter makes from these sites in ASLR mode. */
 function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: ImageSite[] | undefined, indAddr: bigint, size: number,
-  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string, canon: (v: bigint) => bigint): { table: Buffer; code: Buffer; ptr: Buffer } | string {
+  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string, canon: (v: bigint) => bigint, direct?: boolean): { table: Buffer; code: Buffer; ptr: Buffer } | string {
   if (!analysed || analysed.length !== sites.length) return 'the recorded sites cannot be encoded again (the analysis differs)';
   try {
     const t = buildPiTable({
-      addr: indAddr, size, ptrAddr, ptrSize, what: name, canon,
+      addr: indAddr, size, ptrAddr, ptrSize, what: name, canon, direct,
       sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside, targets: analysed[k].targets })),
     });
     const code = Buffer.from(orig);
@@ -388,6 +425,7 @@ function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: Im
       if ((plan?.form) !== s.f) throw new Error(`site ${s.a}: recorded form ${s.f ?? 'classic'}, a fresh plan gives ${plan?.form ?? 'classic'}`);
       if (plan) patchPi(code, textAddr, O.ip, O.len, O.immOff, plan.form, t.entryAt[k], name);
       else patchSite(code, textAddr, O, s.k, t.entryAt[k], name);
+      if (s.c !== undefined) retarget(code, textAddr, O, BigInt(s.c), name);
     });
     return { table: t.bytes, code, ptr: t.ptr };
   } catch (e) {

@@ -1,11 +1,12 @@
 // ASLR mode on the example workspace: shuffled code, rewritten references, real qemu boots.
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ElfFile } from '../helper/elf.js';
 import { buildImage, type BuiltImage } from '../helper/pipeline.js';
 import { readRecord } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
+import { cloneRefusal } from '../helper/x86/clone.js';
 import { bootImage, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type CompiledWorkspace } from '../helper/workspace/index.js';
 import { tempDir } from './_fixtures.js';
 
@@ -54,19 +55,22 @@ test('same seed: byte-identical image; different seeds: different µlib orders',
 
 test('a µlib\'s code and table are byte-identical wherever the shuffle puts them; only its pointer area differs', (t) => {
   const a = ElfFile.load(built.s1[0].dbg), b = ElfFile.load(built.s2[0].dbg);
-  let moved = 0, ptrsDiffer = 0;
+  let moved = 0, ptrsDiffer = 0, own = 0;
   for (const sec of a.sections.filter((s) => s.name.startsWith('.text.lib'))) {
     const other = b.section(sec.name)!;
     if (sec.addr !== other.addr) moved++;
     t.true(a.contents(sec).equals(b.contents(other)), sec.name);
     // A µlib other images share starts on a page; the image's own code follows its pointer areas.
     const pu = built.s1[0].plan!.ulibs.find((u) => `.text.${u.name}` === sec.name)!;
-    if (pu.shared) t.is(Number(sec.addr) % 4096, 0, `${sec.name} starts on a page`);
+    if (pu.shared || pu.named) t.is(Number(sec.addr) % 4096, 0, `${sec.name} starts on a page`);
+    else own++;
     const ind = a.section(sec.name.replace('.text.', '.ind.'));
     if (ind) {
       t.is(ind.addr - sec.addr, b.section(ind.name)!.addr - other.addr, `${ind.name} at a fixed distance`);
       // Position-independent entries: the table holds no address, so it is the same in both builds.
-      t.true(a.contents(ind).equals(b.contents(b.section(ind.name)!)), `${ind.name} identical`);
+      // The image's own code (pages no other image shares) has branch entries that jump straight
+      // to their targets instead of through the pointer area: its table follows the shuffle.
+      if (pu.shared || pu.named) t.true(a.contents(ind).equals(b.contents(b.section(ind.name)!)), `${ind.name} identical`);
       // What the entries read sits at one address the map keeps; its values follow the shuffle.
       const pa = a.section(sec.name.replace('.text.', '.ptr.')), pb = b.section(sec.name.replace('.text.', '.ptr.'));
       t.truthy(pa && pb, `${sec.name}: pointer area`);
@@ -75,6 +79,7 @@ test('a µlib\'s code and table are byte-identical wherever the shuffle puts the
     }
   }
   t.true(moved >= 3, `${moved} µlibs moved between seeds`);
+  t.true(own >= 1, 'the first image of a map has code of its own');
   // Pointer areas hold this build's addresses (one whose targets are all data keeps its values).
   t.true(ptrsDiffer >= 3, `${ptrsDiffer} pointer areas differ between seeds`);
 });
@@ -115,4 +120,53 @@ test('sites that name the same target share one pointer slot, and only those', (
   t.true(sharing > 10, `${sharing} slots shared`);
   t.true(slots < piSites, `${slots} slots for ${piSites} position-independent sites`);
   t.log(`${piSites} position-independent sites read ${slots} pointer slots (${sharing} shared)`);
+});
+
+test('calls to small leaf functions of other µlibs reach copies after the caller\'s table; a changed copy is caught', async (t) => {
+  let copies = 0, calls = 0;
+  for (const img of built.s1) {
+    const elf = ElfFile.load(img.dbg);
+    const rec = readRecord(elf)!;
+    const fn = (addr: bigint) => elf.symbols().find((y) => y.value === addr && y.type === 2 && y.size > 0n)!;
+    for (const u of rec.ulibs) {
+      const ind = elf.section(u.ind.section)!;
+      for (const c of u.clones ?? []) {
+        copies++;
+        // The copy is the function's own bytes, after the table proper, in the table's section.
+        const f = fn(BigInt(c.from)), sec = elf.sections[f.shndx];
+        const at = Number(BigInt(c.at) - ind.addr);
+        t.true(at >= u.ind.size && at + c.size <= Number(ind.size), `${u.name}: copy of ${c.sym} inside ${u.ind.section}, after the table`);
+        t.true(elf.contents(ind).subarray(at, at + c.size).equals(elf.contents(sec).subarray(Number(f.value - sec.addr), Number(f.value - sec.addr) + c.size)), `${u.name}: copy of ${c.sym}`);
+        t.is(f.name, c.sym);
+      }
+      for (const s of u.sites.filter((x) => x.c !== undefined && x.c !== x.t)) {
+        calls++;
+        t.true((u.clones ?? []).some((c) => c.at === s.c && c.from === s.t), `${u.name}: site ${s.a} reaches a copy of its target`);
+      }
+    }
+  }
+  t.true(copies >= 5 && calls >= copies, `${copies} copies, reached by ${calls} calls`);
+  // Tampering with one byte of a copy: verify names it.
+  const img = built.s1.find((x) => readRecord(ElfFile.load(x.dbg))!.ulibs.some((u) => u.clones?.length))!;
+  const elf = ElfFile.load(img.dbg), u = readRecord(elf)!.ulibs.find((x) => x.clones?.length)!;
+  const ind = elf.section(u.ind.section)!, c = u.clones![0];
+  const bad = Buffer.from(elf.data);
+  bad[Number(ind.offset) + Number(BigInt(c.at) - ind.addr) + 1] ^= 0xff;
+  const path = join(out, 'tampered.dbg');
+  writeFileSync(path, bad);
+  t.true(verifyImage(path).some((p) => p.includes(`the copy of ${c.sym}`)), 'verify reports the changed copy');
+});
+
+test('only a function that runs the same anywhere is copied', (t) => {
+  const ret = Buffer.from([0x48, 0x89, 0xf8, 0xc3]); // mov rax, rdi; ret
+  t.is(cloneRefusal(ret, 0x1000n, []), undefined);
+  const loop = Buffer.from([0x48, 0xff, 0xcf, 0x75, 0xfb, 0xc3]); // dec rdi; jnz -5; ret
+  t.is(cloneRefusal(loop, 0x1000n, []), undefined);
+  t.regex(cloneRefusal(ret, 0x1000n, [0x1001n])!, /relocation/);
+  t.regex(cloneRefusal(Buffer.from([0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!, /RIP-relative/); // mov rax, [rip]; ret
+  t.regex(cloneRefusal(Buffer.from([0xe8, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!, /branch|calls/); // call next; ret
+  t.regex(cloneRefusal(Buffer.from([0xeb, 0x10]), 0x1000n, [])!, /leaves the function/); // jmp +16
+  t.regex(cloneRefusal(Buffer.from([0xff, 0xe0]), 0x1000n, [])!, /indirectly/); // jmp rax
+  t.regex(cloneRefusal(Buffer.from([0x48, 0x89, 0xf8]), 0x1000n, [])!, /does not end/); // falls off its end
+  t.regex(cloneRefusal(Buffer.from([0x48, 0x89]), 0x1000n, [])!, /no whole instruction/);
 });

@@ -28,6 +28,8 @@ export const DCE_CFLAGS = ['-ffunction-sections', '-fdata-sections'];
 const COLORS: Record<BenchLayout, string> = { default: '#d62728', dce: '#ff7f0e', spacer: '#1f77b4', 'spacer-aslr': '#2ca02c' };
 const PAGE = 4096;
 const MiB = 1 << 20;
+/** cpu-bench's serial lines before and after its SHA-256 loop (example/apps/cpu-bench/main.c). */
+const RUNTIME_MARKS = ['cpu-bench: start', 'cpu-bench: digest'];
 
 export interface BenchOptions {
   /** Generated FaaS apps (default 1000; 100 with quick). */
@@ -160,7 +162,10 @@ export interface BenchResult {
     link_ratio_spacer: number | null;
     link_ratio_spacer_aslr: number | null;
     rewrite: { available: boolean; note: string; layouts: Partial<Record<BenchLayout, RewriteFigures>> };
-    runtime: { app: string; rounds: number; accel: 'tcg'; ms_median: Partial<Record<BenchLayout, number>>; ratio: Partial<Record<BenchLayout, number>>; all_ok: boolean; note: string } | null;
+    runtime: {
+      app: string; rounds: number; accel: 'tcg'; ms_min: Partial<Record<BenchLayout, number>>; ms_median: Partial<Record<BenchLayout, number>>;
+      ms_all: Partial<Record<BenchLayout, number[]>>; ratio: Partial<Record<BenchLayout, number>>; ratio_median: Partial<Record<BenchLayout, number>>; all_ok: boolean; note: string;
+    } | null;
   };
   durations_ms: Record<string, number>;
   targets: Target[];
@@ -600,31 +605,37 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
     : { available: false, layouts: {}, note: 'buildImage reports no rewrite (BuiltImage.rewrite) yet' };
   lap('link_timing', t);
 
-  // --- Runtime: cpu-bench booted alternately in each layout, ratio of medians.
+  // --- Runtime: cpu-bench booted alternately in each layout; its SHA-256 loop timed from the serial
+  // port (the guest prints a line before and after it), ratio of the fastest runs.
   t = Date.now();
   const benchIdx = examples.findIndex((a) => a.bench);
   const rtLayouts = layouts.filter((l) => l === 'default' || l.startsWith('spacer'));
   if (benchIdx >= 0 && rtLayouts.length > 1) {
-    const rounds = o.runtimeRounds ?? (quick ? 5 : 9);
+    const rounds = o.runtimeRounds ?? (quick ? 7 : 11);
     const ms: Partial<Record<BenchLayout, number[]>> = {};
     let ok = true, outputs = new Set<string>();
     const rp = new Progress('runtime (cpu-bench boots)', rounds * rtLayouts.length, log);
     for (let r = 0; r < rounds; r++) {
       // The order rotates every round: no layout always boots first (a cold start) or last.
       for (const l of rtLayouts.map((_, k) => rtLayouts[(k + r) % rtLayouts.length])) {
-        const b = await bootImage(built[l]![benchIdx].elf, { timeoutMs: 300_000 });
-        ok &&= b.success;
+        const b = await bootImage(built[l]![benchIdx].elf, { timeoutMs: 300_000, marks: RUNTIME_MARKS });
+        const [from, to] = b.markMs ?? [];
+        ok &&= b.success && from !== undefined && to !== undefined;
         outputs.add(b.output);
-        (ms[l] ??= []).push(b.durationMs);
+        (ms[l] ??= []).push(from !== undefined && to !== undefined ? to - from : b.durationMs);
         rp.tick();
       }
     }
-    const med = Object.fromEntries(rtLayouts.map((l) => [l, r1(median(ms[l]!))])) as Partial<Record<BenchLayout, number>>;
+    const stat = (f: (v: number[]) => number) => Object.fromEntries(rtLayouts.map((l) => [l, r1(f(ms[l]!))])) as Partial<Record<BenchLayout, number>>;
+    const min = stat((v) => Math.min(...v)), med = stat(median);
+    const ratio = (x: Partial<Record<BenchLayout, number>>) => Object.fromEntries(rtLayouts.filter((l) => l !== 'default').map((l) => [l, r3(x[l]! / x.default!)]));
     result.overheads.runtime = {
-      app: examples[benchIdx].name, rounds, accel: 'tcg', ms_median: med,
-      ratio: Object.fromEntries(rtLayouts.filter((l) => l !== 'default').map((l) => [l, r3(med[l]! / med.default!)])),
+      app: examples[benchIdx].name, rounds, accel: 'tcg', ms_min: min, ms_median: med, ms_all: Object.fromEntries(rtLayouts.map((l) => [l, ms[l]!.map(r1)])),
+      ratio: ratio(min), ratio_median: ratio(med),
       all_ok: ok && outputs.size === 1,
-      note: 'whole qemu run (boot + 600 000 SHA-256 rounds + exit) under TCG, layouts alternated in a rotating order; TCG translates code per block, so this measures the translated code, not native execution',
+      note: 'the SHA-256 loop of cpu-bench (600 000 rounds), timed between its two serial lines under TCG, layouts alternated in a rotating order; '
+        + 'ratio: fastest run over the default\'s fastest (other load on the host only ever slows a run down; the medians are given too). '
+        + 'TCG translates code per block, so this measures the translated code, not native execution',
     };
   }
   lap('runtime', t);
@@ -683,7 +694,11 @@ export function targets(r: BenchResult): Target[] {
   const rt = r.overheads.runtime;
   if (rt?.ratio['spacer-aslr'] !== undefined) {
     const d = rt.ratio['spacer-aslr']! - 1;
-    out.push({ id: 'runtime_aslr', what: 'runtime overhead of Spacer-ASLR < 2 % (cpu-bench, TCG)', value: `${(d * 100).toFixed(1)} %`, status: d < 0.02 && rt.all_ok ? 'PASS' : 'FAIL' });
+    const dm = (rt.ratio_median['spacer-aslr'] ?? NaN) - 1;
+    out.push({
+      id: 'runtime_aslr', what: 'runtime overhead of Spacer-ASLR < 2 % (cpu-bench loop, TCG, fastest runs)',
+      value: `${(d * 100).toFixed(1)} % (medians: ${(dm * 100).toFixed(1)} %)`, status: d < 0.02 && rt.all_ok ? 'PASS' : 'FAIL',
+    });
   } else {
     out.push({
       id: 'runtime_aslr', what: 'runtime overhead of Spacer-ASLR < 2 %', value: rt?.ratio.spacer !== undefined ? `(Spacer: ${((rt.ratio.spacer! - 1) * 100).toFixed(1)} %)` : '-',
@@ -769,9 +784,11 @@ export function formatBenchMarkdown(r: BenchResult): string {
     }
   } else out.push(`- Rewrite: ${r.overheads.rewrite.note}`);
   const rt = r.overheads.runtime;
-  if (rt) out.push(`- Runtime, ${rt.app} (${rt.rounds} boots per layout, alternated, ${rt.accel.toUpperCase()}): ` +
-    Object.entries(rt.ms_median).map(([l, v]) => `${l} ${v} ms`).join(', ') + '; ratio ' +
-    Object.entries(rt.ratio).map(([l, v]) => `${l}/default ${v}`).join(', ') + (rt.all_ok ? '' : ' (**an output differed or a boot failed**)'));
+  if (rt) out.push(`- Runtime, ${rt.app}'s SHA-256 loop (${rt.rounds} boots per layout, alternated, ${rt.accel.toUpperCase()}), fastest run: ` +
+    Object.entries(rt.ms_min).map(([l, v]) => `${l} ${v} ms`).join(', ') + '; ratio ' +
+    Object.entries(rt.ratio).map(([l, v]) => `${l}/default **${v}**`).join(', ') + '. Medians: ' +
+    Object.entries(rt.ms_median).map(([l, v]) => `${l} ${v} ms`).join(', ') + ' (ratio ' + Object.entries(rt.ratio_median).map(([l, v]) => `${l} ${v}`).join(', ') + ')' +
+    (rt.all_ok ? '' : ' (**an output differed or a boot failed**)'));
   out.push('', 'Targets of the issue:', '');
   out.push('| target | value | result |', '|---|---|---|');
   for (const x of r.targets) out.push(`| ${x.what} | ${x.value} | **${x.status}**${x.note ? ` (${x.note})` : ''} |`);

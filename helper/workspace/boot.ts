@@ -8,6 +8,8 @@ export interface BootOptions {
   memory?: string;
   /** qemu binary, default qemu-system-x86_64. */
   qemu?: string;
+  /** Strings of the serial output to time: BootResult.markMs says when each first appeared. */
+  marks?: string[];
   /** Extra qemu arguments. */
   extraArgs?: string[];
 }
@@ -27,6 +29,8 @@ export interface BootResult {
   /** exitCode === 0 && !timedOut */
   success: boolean;
   durationMs: number;
+  /** With BootOptions.marks: ms from the start of qemu to each marker's arrival (undefined: never seen). */
+  markMs?: (number | undefined)[];
   /** qemu's stderr, for diagnostics. */
   stderr: string;
 }
@@ -56,7 +60,7 @@ export function qemuArgs(elfPath: string, opts: BootOptions = {}): string[] {
  */
 export async function bootImage(elfPath: string, opts: BootOptions = {}): Promise<BootResult> {
   const start = process.hrtime.bigint();
-  const r = await execa(opts.qemu ?? 'qemu-system-x86_64', qemuArgs(elfPath, opts), {
+  const sub = execa(opts.qemu ?? 'qemu-system-x86_64', qemuArgs(elfPath, opts), {
     reject: false,
     stdin: 'ignore',
     timeout: opts.timeoutMs ?? 30_000,
@@ -64,6 +68,18 @@ export async function bootImage(elfPath: string, opts: BootOptions = {}): Promis
     stripFinalNewline: false,
     encoding: 'utf8',
   });
+  // When each marker first reached the serial port (the guest's own phases, without qemu's start).
+  const marks = opts.marks ?? [];
+  const markMs: (number | undefined)[] = marks.map(() => undefined);
+  if (marks.length) {
+    let seen = '';
+    sub.stdout?.on('data', (chunk: Buffer | string) => {
+      const now = Number(process.hrtime.bigint() - start) / 1e6;
+      seen += String(chunk);
+      marks.forEach((m, k) => { if (markMs[k] === undefined && seen.includes(m)) markMs[k] = now; });
+    });
+  }
+  const r = await sub;
   const durationMs = Number(process.hrtime.bigint() - start) / 1e6;
   const qemuStatus = r.exitCode;
   const timedOut = r.timedOut === true;
@@ -75,6 +91,7 @@ export async function bootImage(elfPath: string, opts: BootOptions = {}): Promis
     timedOut,
     success: exitCode === 0,
     durationMs,
+    ...(marks.length ? { markMs } : {}),
     stderr: String(r.stderr ?? ''),
   };
 }

@@ -242,6 +242,14 @@ export function encodePi(orig: Uint8Array, ip: bigint, plan: PiPlan, at: bigint,
   });
 }
 
+/** Length of a `jmp [P]` entry: a direct entry takes the same room, so the layout does not change. */
+export const JMPPTR_LEN = 7;
+
+/** A branch entry of a table on the image's own pages: `jmp rel32` to the target, int3 padding. */
+export function directEntry(at: bigint, target: bigint, what: string): Buffer {
+  return Buffer.concat([jmpRel32(at, target, what), Buffer.alloc(JMPPTR_LEN - 5, 0xcc)]);
+}
+
 /** Patches the site to reach its entry, keeping its length (see PI_PATCH). */
 export function patchPi(code: Buffer, base: bigint, ip: bigint, len: number, immOff: number, form: PiForm, entry: bigint, what: string): void {
   const off = Number(ip - base);
@@ -301,6 +309,9 @@ export interface PiTableRequest {
   canon?: (v: bigint) => bigint;
   /** Each site's plan, when the caller already has them (piPlan per site otherwise). */
   plans?: (PiPlan | undefined)[];
+  /** The table lives on pages of this image only (the image's own code): branch entries may jump
+   *  straight to their targets (`jmp rel32`, padded to the length of `jmp [P]`), no indirect jump. */
+  direct?: boolean;
 }
 
 export interface PiTable {
@@ -358,7 +369,7 @@ export function buildPiTable(r: PiTableRequest): PiTable {
     }
     ptrAt[k] = p;
     entryAt[k] = cur;
-    put(encodePi(s.orig, s.ip, plan, cur, p, r.what));
+    put(r.direct && plan.form === 'jmpptr' ? directEntry(cur, plan.value, r.what) : encodePi(s.orig, s.ip, plan, cur, p, r.what));
   });
   r.sites.forEach((s, k) => {
     if (plans[k]) return;
