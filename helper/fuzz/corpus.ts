@@ -38,7 +38,20 @@ const SPACER_LAYOUTS = ['spacer', 'spacer-aslr'];
 const LAYOUTS = ['default', ...SPACER_LAYOUTS];
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** The helper that built a corpus: images an older helper made are not what this one makes. */
+function helperStamp(): string {
+  const h = createHash('sha256');
+  const root = new URL('..', import.meta.url);
+  for (const d of ['.', 'x86']) {
+    const dirPath = new URL(`${d}/`, root);
+    for (const f of readdirSync(dirPath).filter((x) => x.endsWith('.js')).sort()) h.update(f).update(readFileSync(new URL(f, dirPath)));
+  }
+  return h.digest('hex');
+}
+const STAMP = '.helper-stamp';
+
 function appsIn(dir: string): string[] {
+  if (!existsSync(join(dir, STAMP)) || readFileSync(join(dir, STAMP), 'utf8') !== helperStamp()) return [];
   const apps = (l: string) => (existsSync(join(dir, l)) ? readdirSync(join(dir, l)).filter((f) => f.endsWith('.lds.json')).map((f) => f.slice(0, -'.lds.json'.length)) : []);
   const a = apps('spacer').sort();
   // Complete only when every layout has every app's images.
@@ -103,8 +116,9 @@ export async function buildCorpus(dir: string, log: (line: string) => void = () 
   dir = resolve(dir);
   let apps = appsIn(dir);
   if (!apps.length) {
-    log(`fuzz: building the example images (demo, no boot) in ${dir}`);
+    log(`fuzz: building the example images (demo, no boot) in ${dir} (none yet, or made by another version of the helper)`);
     await runDemo({ out: dir, boot: false, log });
+    writeFileSync(join(dir, STAMP), helperStamp());
     apps = appsIn(dir);
     if (!apps.length) throw new Error(`${dir}: the demo left no complete set of images`);
   } else {
