@@ -34,6 +34,8 @@ export interface LayoutFigures {
   elf_bytes_packed: number;
   /** Mean pages per image (no sharing) over the default layout's. */
   pages_per_image_ratio: number;
+  /** Pairs of apps whose two images keep more distinct pages than the same pair in the default layout. */
+  pairs_above_default: number;
   outputs_match: boolean | null;
 }
 
@@ -41,6 +43,8 @@ export interface DemoResult {
   out: string;
   apps: { name: string; ulibs: number; outputs: Partial<Record<Layout, { ok: boolean; matches_default: boolean | null; boot_ms: number }>> }[];
   layouts: Record<string, LayoutFigures>;
+  /** Every pair of apps: the distinct non-zero pages of its two images, per layout. */
+  pairs: { a: string; b: string; distinct_pages: Partial<Record<Layout, number>> }[];
   reports: Record<string, Report>;
 }
 
@@ -102,7 +106,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     }
   }
   const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
-  const result: DemoResult = { out, apps: [], layouts: {}, reports: {} };
+  const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {} };
   for (const [i, app] of apps.entries()) {
     const entry: DemoResult['apps'][number] = { name: app.name, ulibs: app.ulibs.length, outputs: {} };
     for (const layout of LAYOUTS) {
@@ -121,6 +125,13 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   // The page model: the content bound is a property of the workspace, computed from the Spacer
   // images (which record their µlib variants) and applied to both layouts.
   const bound = contentBound(built.spacer.map((b) => b.dbg));
+  // Every pair of apps on its own: a layout must not lose to the default for any two images either.
+  for (let i = 0; i < apps.length; i++) {
+    for (let j = i + 1; j < apps.length; j++) {
+      const d = Object.fromEntries(LAYOUTS.map((l) => [l, analyzeImages([built[l][i], built[l][j]].map((b) => ({ path: b.elf, name: b.image })), { pairs: false }).distinct_pages]));
+      result.pairs.push({ a: apps[i].name, b: apps[j].name, distinct_pages: d });
+    }
+  }
   for (const layout of LAYOUTS) {
     const rep = analyzeImages(built[layout].map((b) => ({ path: b.elf, name: b.image })), { bound });
     result.reports[layout] = rep;
@@ -135,11 +146,12 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
       elf_bytes_packed: built[layout].reduce((a, b) => a + packImage(b.elf, { write: false }).after, 0),
       pages_per_image_ratio: Math.round((rep.pages / result.reports.default.pages) * 1000) / 1000,
+      pairs_above_default: result.pairs.filter((x) => x.distinct_pages[layout]! > x.distinct_pages.default!).length,
       outputs_match: o.boot === false ? null : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
     };
   }
   mkdirSync(out, { recursive: true });
-  writeFileAtomic(join(out, 'demo.json'), JSON.stringify({ out, apps: result.apps, layouts: result.layouts }, null, 2) + '\n');
+  writeFileAtomic(join(out, 'demo.json'), JSON.stringify({ out, apps: result.apps, layouts: result.layouts, pairs: result.pairs }, null, 2) + '\n');
   return result;
 }
 
@@ -161,6 +173,10 @@ export function formatDemo(r: DemoResult): string {
       `${String(f.elf_bytes).padStart(9)}  ${String(f.elf_bytes_packed).padStart(8)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`);
   }
   lines.push('(packed: the same images with the padding left out of the file, as Spacer writes its own; the default layout is the file ld writes.)');
+  if (r.pairs.length) {
+    lines.push(`pairs of apps (${r.pairs.length}): ` + Object.entries(r.layouts).filter(([l]) => l !== 'default')
+      .map(([l, f]) => `${l} keeps more distinct pages than the default for ${f.pairs_above_default}`).join(', '));
+  }
   lines.push('');
   lines.push(`Images in ${r.out}/<layout>/<app>.elf, figures in ${r.out}/demo.json`);
   return lines.join('\n');

@@ -32,6 +32,19 @@ test('every app boots in both layouts and prints what its default build prints',
   }
 });
 
+test('against the default layout: the whole workspace, and every pair of apps on its own', (t) => {
+  const json = JSON.parse(readFileSync(join(out, 'demo.json'), 'utf8'));
+  t.true(json.layouts.spacer.distinct_pages <= json.layouts.default.distinct_pages);
+  t.is(json.pairs.length, (demo.apps.length * (demo.apps.length - 1)) / 2);
+  // Each pair's figure is the report of its two images alone.
+  const above = json.pairs.filter((p: { distinct_pages: Record<string, number> }) => p.distinct_pages.spacer > p.distinct_pages.default);
+  t.is(json.layouts.spacer.pairs_above_default, above.length);
+  // Three pairs of apps whose µlib sets differ keep one page more than the default (README); no more.
+  t.true(above.length <= 3, above.map((p: { a: string; b: string }) => `${p.a}~${p.b}`).join(', '));
+  for (const p of above) t.is(p.distinct_pages.spacer, p.distinct_pages.default + 1, `${p.a} ~ ${p.b}`);
+  t.true(json.layouts.spacer.pages_per_image_ratio <= 1.15, `pages per image ${json.layouts.spacer.pages_per_image_ratio}× the default's`);
+});
+
 test('a µlib with identical bytes in two Spacer images sits at the same address, and its pages differ only where another µlib on them differs', (t) => {
   const images = demo.apps.map((a) => ElfFile.load(join(out, 'spacer', `${a.name}.dbg`)));
   const ulibSections = (e: ElfFile) => e.sections.filter((s) => /^\.(text|rodata|data|ind)\.(lib|app)/.test(s.name));

@@ -611,7 +611,7 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
   const benchIdx = examples.findIndex((a) => a.bench);
   const rtLayouts = layouts.filter((l) => l === 'default' || l.startsWith('spacer'));
   if (benchIdx >= 0 && rtLayouts.length > 1) {
-    const rounds = o.runtimeRounds ?? (quick ? 7 : 11);
+    const rounds = o.runtimeRounds ?? (quick ? 9 : 15);
     const ms: Partial<Record<BenchLayout, number[]>> = {};
     let ok = true, outputs = new Set<string>();
     const rp = new Progress('runtime (cpu-bench boots)', rounds * rtLayouts.length, log);

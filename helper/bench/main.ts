@@ -10,7 +10,7 @@ Writes bench.json, bench.md and bench.svg; prints bench.md; progress goes to std
 
 options:
   --apps N       generated FaaS apps (default 1000; 100 with --quick)
-  --quick        about 100 apps, 7 runtime rounds, 8 link-timing samples (CI)
+  --quick        about 100 apps, 9 runtime rounds, 8 link-timing samples (CI)
   --out DIR      where the figures go (default bench/results)
   --work DIR     objects, images, maps, loaders (default bench/work)
   --no-ksm       the page model only, no real KSM
