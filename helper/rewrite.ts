@@ -22,7 +22,7 @@ import {
 } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import {
-  MODES, codeMap, type Operand, entryBound, findSites, isOutside, relocClass, symbolKey, symbolPlace, R_X86_64,
+  MODES, codeMap, type Operand, entryBound, findSites, isOutside, refersToOwnData, relocClass, symbolKey, symbolPlace, R_X86_64,
   type CodeRef, type Mode, type Place, type Site, type SiteKind,
 } from './x86/classify.js';
 import { Code, decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
@@ -136,6 +136,8 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
           const classic = site.relaxable ? entryBound('trampoline', site.insn.len) : entryBound(site.kind, site.insn.len) + (site.kind === 'got' ? 7 : 0);
           const outsideOps = site.refs.filter((x) => x.outside).map((x) => x.op);
           const orig = Buffer.from(code0.subarray(Number(site.insn.ip), Number(site.insn.ip) + site.insn.len));
+          // Sized for the form with a pointer slot even where the entry may hold the address of
+          // the µlib's own data (abs): whether it may depends on where the µlib is placed.
           const plan = site.relaxable ? undefined : piPlan(orig, site.insn.ip, site.kind, outsideOps);
           const exact = plan ? encodePi(orig, site.insn.ip, plan, 0x4000_0000n, 0x6000_0000n, objPath).length : undefined;
           bytes += exact !== undefined ? Math.max(exact, classic) : Math.max(piBound(site.insn.len, outsideOps.length), classic);
@@ -239,6 +241,8 @@ export interface RewriteUlib {
   /** ASLR mode: in the image's own area, whose pages no other image shares: its table's branch
    *  entries jump to their targets directly (`jmp rel32`, not `jmp [P]`); its code is unchanged by it. */
   own?: boolean;
+  /** In its name slot (each image's own variant at one address): its data is laid out per variant. */
+  named?: boolean;
 }
 
 export interface RewritePlan {
@@ -326,6 +330,7 @@ interface CanonicalPlan {
     ind: { section: string; addr: string; size: number; table?: number; clones?: string[] } | null;
     ptr?: { section: string; addr: string; size: number };
     own?: boolean;
+    named?: boolean;
   }[];
 }
 
@@ -336,6 +341,7 @@ function canonicalPlan(plan: RewritePlan): CanonicalPlan {
       ind: u.ind ? { section: u.ind.section, addr: hex(u.ind.addr), size: u.ind.size, ...(u.ind.clones?.length ? { table: u.ind.table, clones: [...u.ind.clones] } : {}) } : null,
       ...(u.ptr ? { ptr: { section: u.ptr.section, addr: hex(u.ptr.addr), size: u.ptr.size } } : {}),
       ...(u.own ? { own: true } : {}),
+      ...(u.named ? { named: true } : {}),
     })),
   };
 }
@@ -347,6 +353,7 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
       ind: u.ind ? { section: u.ind.section, addr: BigInt(u.ind.addr), size: u.ind.size, ...(u.ind.clones?.length ? { table: u.ind.table, clones: u.ind.clones } : {}) } : undefined,
       ptr: u.ptr ? { section: u.ptr.section, addr: BigInt(u.ptr.addr), size: u.ptr.size } : undefined,
       ...(u.own ? { own: true } : {}),
+      ...(u.named ? { named: true } : {}),
     })),
   };
 }
@@ -387,16 +394,20 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
     if (typeof pu !== 'object' || pu === null || !isName(pu.name) || !isName(pu.text) || !Array.isArray(pu.sections) || !pu.sections.every(isName)) bad(`plan entry ${i}`);
     if (pu.ind !== null && (typeof pu.ind !== 'object' || !isName(pu.ind.section) || !isHex(pu.ind.addr) || !isCount(pu.ind.size))) bad(`plan entry ${i} table`);
     if (pu.ptr !== undefined && (typeof pu.ptr !== 'object' || pu.ptr === null || !isName(pu.ptr.section) || !isHex(pu.ptr.addr) || !isCount(pu.ptr.size))) bad(`plan entry ${i} pointer area`);
+    if (pu.ind && (pu.ind.clones !== undefined || pu.ind.table !== undefined) && (!isCount(pu.ind.table) || !Array.isArray(pu.ind.clones) || !pu.ind.clones.every(isName))) bad(`plan entry ${i} copies`);
+    if ((pu.own !== undefined && pu.own !== true) || (pu.named !== undefined && pu.named !== true)) bad(`plan entry ${i} own`);
   }
   for (const [i, u] of (rec!.ulibs as any[]).entries()) {
     if (typeof u !== 'object' || u === null || !isName(u.name) || !isName(u.text) || !isHex(u.textAddr) || !isCount(u.textSize) || typeof u.textSha256 !== 'string') bad(`µlib entry ${i}`);
     if (typeof u.ind !== 'object' || u.ind === null || !isName(u.ind.section) || !isHex(u.ind.addr) || !isCount(u.ind.size) || !isCount(u.ind.used)) bad(`µlib entry ${i} table`);
     if (u.ptr !== undefined && (typeof u.ptr !== 'object' || u.ptr === null || !isName(u.ptr.section) || !isHex(u.ptr.addr) || !isCount(u.ptr.size) || !isCount(u.ptr.used))) bad(`µlib entry ${i} pointer area`);
     if (u.stubs !== undefined && (typeof u.stubs !== 'object' || u.stubs === null || !isHex(u.stubs.at) || !Array.isArray(u.stubs.targets) || !u.stubs.targets.every(isHex))) bad(`µlib entry ${i} stubs`);
+    if (u.clones !== undefined && (!Array.isArray(u.clones) || !u.clones.every((c: any) => typeof c === 'object' && c !== null && isName(c.sym) && isHex(c.from) && isHex(c.at) && isCount(c.size)))) bad(`µlib entry ${i} copies`);
     if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
     for (const [j, x] of (u.sites as any[]).entries()) {
       if (typeof x !== 'object' || x === null || !isHex(x.a) || !isBytes(x.o) || !isHex(x.e) || !isHex(x.t) || typeof x.k !== 'string' || !/^[a-z]{1,16}$/.test(x.k)) bad(`µlib entry ${i} site ${j}`);
-      if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z0-9]{1,16}$/.test(x.f) || !isHex(x.p))) bad(`µlib entry ${i} site ${j} pointer`);
+      if ((x.f !== undefined || x.p !== undefined) && (typeof x.f !== 'string' || !/^[a-z0-9]{1,16}$/.test(x.f) || (x.f === 'abs' ? x.p !== undefined : !isHex(x.p)))) bad(`µlib entry ${i} site ${j} pointer`);
+      if (x.c !== undefined && !isHex(x.c)) bad(`µlib entry ${i} site ${j} copy`);
     }
   }
   if (rec!.data !== undefined && (!Array.isArray(rec!.data) || !rec!.data.every((d: any) => typeof d === 'object' && d !== null && isHex(d.a) && isHex(d.o) && [1, 10, 11].includes(d.r)))) bad('redirected data');
@@ -414,6 +425,8 @@ export interface ImageSite {
   outside: Operand[];
   /** What each of those refers to, from its relocation (equal targets share a pointer slot). */
   targets: Partial<Record<Operand, string>>;
+  /** Its one outside reference is RIP-relative to the µlib's own data (same address in every image). */
+  ownData: boolean;
 }
 
 /** The targets of a site's outside operands, by operand. */
@@ -481,7 +494,8 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     }
     return {
       insn: i, kind: s.kind, target, orig: Buffer.from(bytes.subarray(off, off + i.len)), outside: s.refs.filter((x) => x.outside).map((x) => x.op),
-      targets: targetsOf(s.refs),
+      // A name slot holds each image's own variant, laid out its own way: its data addresses differ.
+      targets: targetsOf(s.refs), ownData: mode === 'aslr' && !u.named && refersToOwnData(s.refs),
     };
   });
 
@@ -610,7 +624,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
   if (mode === 'aslr') {
     for (const u of plan.ulibs) {
       const a = analyses.get(u.name);
-      if (a && u.ptr) plansOf.set(u.name, a.sites.map((x) => piPlan(x.orig, x.insn.ip, x.kind, x.outside)));
+      if (a && u.ptr) plansOf.set(u.name, a.sites.map((x) => piPlan(x.orig, x.insn.ip, x.kind, x.outside, x.ownData)));
     }
   }
   const stubsOf = mode === 'aslr' ? entryStubs(elf, plan, analyses, plansOf) : new Map<string, UlibStubs>();
@@ -670,7 +684,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       try {
         table = buildPiTable({
           addr: ind.addr, size: cap, ptrAddr: slots, ptrSize: u.ptr.size - stubPart,
-          sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside, targets: x.targets })), what: where,
+          sites: a.sites.map((x) => ({ kind: x.kind, ip: x.insn.ip, orig: x.orig, outside: x.outside, targets: x.targets, ownData: x.ownData })), what: where,
           canon: (v) => canon.get(v) ?? v, plans: plansOf.get(u.name), direct: u.own,
         });
         a.sites.forEach((x, k) => {
@@ -708,7 +722,7 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
         ...(clones.length ? { clones } : {}),
         sites: a.sites.map((x, k) => ({
           a: hex(x.insn.ip), o: x.orig.toString('hex'), k: x.kind, e: hex(table.entryAt[k]), t: hex(x.target),
-          ...(table.plans[k] ? { f: table.plans[k]!.form, p: hex(table.ptrAt[k]!) } : {}),
+          ...(table.plans[k] ? { f: table.plans[k]!.form, ...(table.ptrAt[k] !== undefined ? { p: hex(table.ptrAt[k]!) } : {}) } : {}),
           ...(copied[k] !== undefined ? { c: hex(copied[k]!) } : {}),
         })),
       });

@@ -130,6 +130,9 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
 
     // Every site, against its original instruction.
     const extents = new Map<bigint, number>();
+    // The µlib's own data (its sections other than its code): what an `abs` entry may address.
+    const ownRanges = (u?.sections ?? []).filter((n) => n !== ru.text).map((n) => elf.section(n)).filter((x) => x !== undefined).map((x) => [x!.addr, x!.addr + x!.size] as const);
+    const ownData = (v: bigint) => ownRanges.some(([lo, hi]) => v >= lo && v < hi);
     const entry = (e: bigint, len: number, what: string): boolean => {
       if (e < tlo || e + BigInt(len) > tend) { p(`${what}: table entry ${hex(e)} lies outside the used table`); return false; }
       const prev = extents.get(e);
@@ -157,7 +160,8 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
           site = Buffer.from(cur);
           retarget(site, a, O, e, what);
         }
-        const len = checkPi(s.f, BigInt(s.p!), ob, a, site, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`), u?.own);
+        const len = s.f === 'abs' ? checkAbs(ob, a, site, e, at(e), ownData, (m) => p(`${what}: ${m}`))
+          : checkPi(s.f, BigInt(s.p!), ob, a, site, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`), u?.own);
         if (len) entry(e, len, what);
         continue;
       }
@@ -406,6 +410,32 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
   });
 }
 
+/**
+ * Checks one `abs` site: it jumps to its entry (int3 padding after), the entry is the original
+ * instruction on the absolute address the original's RIP-relative operand reached, that address is
+ * the µlib's own data (the same in every image), and the entry jumps back. Returns its length, or 0.
+ */
+function checkAbs(ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer, ownData: (v: bigint) => boolean, p: (m: string) => void): number {
+  return withInstruction(ob, a, (o): number => {
+    if (!o.isIpRelMemoryOperand || o.memoryIndex !== Register.None) { p('the original has no RIP-relative operand'); return 0; }
+    const X = o.ipRelMemoryAddress;
+    if (!ownData(X)) { p(`${hex(X)} is not the µlib's own data`); return 0; }
+    const C = decodeOne(cur, a);
+    if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) { p(`the site does not jump to its entry ${hex(e)}`); return 0; }
+    if (!cur.subarray(5).every((b) => b === 0xcc)) { p('the rest of the site is not int3 padding'); return 0; }
+    const expect = piInstructions(o, { form: 'abs', value: X }, 0n);
+    try {
+      const len = withInstruction(T, e, (y) => (!y.isInvalid && y.equals(expect[0]) ? y.length : 0));
+      if (!len) { p(`entry ${hex(e)} is not the original instruction on [${hex(X)}]`); return 0; }
+      const J = decodeOne(T.subarray(len), e + BigInt(len));
+      if (!isJmp(J) || J.target !== o.nextIP) { p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`); return 0; }
+      return len + J.len;
+    } finally {
+      for (const x of expect) x.free();
+    }
+  });
+}
+
 /** Bytes of table an entry check looks at: no entry is longer than piBound(15, 2) = 45 bytes. */
 const ENTRY_WINDOW = 128;
 
@@ -416,7 +446,7 @@ function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: Im
   try {
     const t = buildPiTable({
       addr: indAddr, size, ptrAddr, ptrSize, what: name, canon, direct,
-      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside, targets: analysed[k].targets })),
+      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside, targets: analysed[k].targets, ownData: analysed[k].ownData })),
     });
     const code = Buffer.from(orig);
     sites.forEach((s, k) => {

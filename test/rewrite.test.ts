@@ -450,7 +450,7 @@ runTest('aslr with pointer areas: every position-independent form runs as the or
     t.true(stats.perUlib.liba.tableBytes <= need.bytes);
     t.true(rec.ulibs.find((u) => u.name === 'liba')!.ptr!.used <= need.ptrBytes);
   }
-  for (const f of ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem']) t.true((forms.get(f) ?? 0) > 0, `form ${f} occurs`);
+  for (const f of ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem', 'abs']) t.true((forms.get(f) ?? 0) > 0, `form ${f} occurs`);
   // The new shapes computed what C computes: mem2 compare and store, base + outside displacement,
   // indirect call and tail call through another µlib's table.
   const lines = outs[0].trim().split('\n').map((x) => BigInt('0x' + x.split('=')[1]));

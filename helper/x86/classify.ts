@@ -206,7 +206,7 @@ export interface Site {
   insn: Insn;
   kind: SiteKind;
   /** The relocations at this instruction: type, field, whether it refers outside, and to what. */
-  refs: { type: number; op: Operand; outside: boolean; target: string }[];
+  refs: { type: number; op: Operand; outside: boolean; target: string; place: Place }[];
   /** One of them may be relaxed by ld (the image may hold another form of the instruction). */
   relaxable: boolean;
   /** First pass: identity of the branch target / lea address (symbol + effective addend). */
@@ -254,9 +254,19 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
     const first = l[outs.indexOf(true)].ref;
     const end = i.ip + BigInt(i.len);
     sites.push({
-      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j], target: refTarget(x.ref, end) })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
+      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j], target: refTarget(x.ref, end), place: x.ref.place })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
       key: refTarget(first, end),
     });
   }
   return sites;
+}
+
+/**
+ * ASLR mode: the site's one outside reference is a RIP-relative operand to another section of its
+ * own µlib (its read-only data, data or bss). Those keep their slots while the code moves, so the
+ * address is the same in every image that links this variant: the entry may hold it (`abs`).
+ */
+export function refersToOwnData(refs: Site['refs']): boolean {
+  const out = refs.filter((x) => x.outside);
+  return out.length === 1 && out[0].op === 'disp' && out[0].place === 'own' && relocClass(out[0].type) === 'pcrel';
 }

@@ -15,6 +15,8 @@
 //   immreg   jmp entry; int3...    push r; mov r,[P]; <insn with r for the immediate>; pop r; jmp back
 //   mem2     jmp entry; int3...    both at once (an outside address in the memory operand and in the
 //                                  immediate): two scratch registers, two slots P and P+8
+//   abs      jmp entry; int3...    <insn on the absolute [X]>; jmp back     (a RIP-relative operand to
+//                                  the µlib's own data: X keeps its slot in every image, no slot P)
 //   callptr  call entry; nop...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
 //   jmpmem   jmp entry; int3...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
 //
@@ -29,12 +31,14 @@ import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { TableError, encodeTrampoline, jmpRel32, rel32 } from './table.js';
 
-export type PiForm = 'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem';
-export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem'];
+export type PiForm = 'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem' | 'abs';
+export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem', 'abs'];
+/** Forms whose entry reads no pointer slot. */
+export const hasSlot = (form: PiForm) => form !== 'abs';
 export const PTR_SLOT = 8;
 /** How the site itself is patched: its branch retargeted, a jmp to the entry, or a call to it. */
 export type PiPatch = 'branch' | 'jmp' | 'call';
-export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', loadmem: 'jmp', immreg: 'jmp', mem2: 'jmp', callptr: 'call', jmpmem: 'jmp' };
+export const PI_PATCH: Record<PiForm, PiPatch> = { jmpptr: 'branch', load: 'jmp', mem: 'jmp', loadmem: 'jmp', immreg: 'jmp', mem2: 'jmp', callptr: 'call', jmpmem: 'jmp', abs: 'jmp' };
 
 /** Loads into a general register that read nothing else: the destination can carry the address. */
 const PURE_LOADS = new Set<Code>([
@@ -104,7 +108,7 @@ function regFormOf(code: Code): { code: Code; width: 32 | 64 } | undefined {
  * Which position-independent form fits a site, from its original bytes, its kind and which of its
  * operands refer outside; undefined when none does (the site keeps a classic entry).
  */
-export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Operand[]): PiPlan | undefined {
+export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Operand[], ownData = false): PiPlan | undefined {
   const two = outside.length === 2 && outside.includes('disp') && outside.includes('imm');
   if (outside.length !== 1 && !two) return undefined;
   const op = two ? 'mem2' : outside[0];
@@ -131,6 +135,10 @@ export function piPlan(orig: Uint8Array, ip: bigint, kind: SiteKind, outside: Op
       if (kind === 'callind') return i.code === Code.Call_rm64 && noBase ? { form: 'callptr' as const, value: memValue(), scratch } : undefined;
       if (i.code === Code.Jmp_rm64) return noBase ? { form: 'jmpmem' as const, value: memValue(), scratch } : undefined;
       if (i.flowControl !== 0 /* FlowControl.Next */ || i.isStackInstruction || used.has(Register.RSP)) return undefined;
+      // Its own data: the same absolute address in every image, so the entry holds it (no slot).
+      if (ownData && kind === 'trampoline' && i.memoryBase === Register.RIP && i.memoryIndex === Register.None && i.ipRelMemoryAddress < 0x8000_0000n) {
+        return { form: 'abs' as const, value: i.ipRelMemoryAddress };
+      }
       const d = loadDestination(i);
       if (d !== undefined) return { form: 'loadmem' as const, value: memValue(), scratch: d };
       return { form: 'mem' as const, value: memValue(), scratch };
@@ -208,6 +216,15 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
       return [...viaScratch([plan.form === 'mem' ? onScratchBase(i, r) : onScratchImm(i, r)]), Instruction.createReg(Code.Pop_r64, r)];
     case 'loadmem':
       return [Instruction.createRegMem(Code.Mov_r64_rm64, r, P), onScratchBase(i, r)];
+    case 'abs': {
+      // The same instruction on [disp32] (SIB, no base, no index): RIP-relative no more.
+      const x = i.clone();
+      x.memoryBase = Register.None;
+      x.memoryIndex = Register.None;
+      x.memoryDisplacement = plan.value;
+      x.memoryDisplSize = 8;
+      return [x];
+    }
     case 'mem2': {
       const r2 = plan.scratch2!;
       const m = onScratchBase(i, r);
@@ -230,7 +247,7 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
 }
 
 /** Does the form end with a jump back to the next original instruction (else it ends in `ret`/`jmp [P]`)? */
-export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'loadmem' || form === 'immreg' || form === 'mem2';
+export const jumpsBack = (form: PiForm) => form === 'load' || form === 'mem' || form === 'loadmem' || form === 'immreg' || form === 'mem2' || form === 'abs';
 
 /** The entry's bytes at `at`, its pointer slot at `ptr`. */
 export function encodePi(orig: Uint8Array, ip: bigint, plan: PiPlan, at: bigint, ptr: bigint, what: string): Buffer {
@@ -279,6 +296,8 @@ export interface PiSite {
   outside: Operand[];
   /** What each outside operand refers to (classify.refTarget): sites that agree share a slot. */
   targets?: Partial<Record<Operand, string>>;
+  /** Its one outside reference is RIP-relative to the µlib's own data (classify.refersToOwnData). */
+  ownData?: boolean;
 }
 
 /**
@@ -341,7 +360,7 @@ export function buildPiTable(r: PiTableRequest): PiTable {
   const n = r.sites.length;
   const entryAt: bigint[] = new Array(n), ptrAt: (bigint | undefined)[] = new Array(n).fill(undefined);
   // Copies: the values below become canonical without touching the caller's plans.
-  const plans = (r.plans ?? r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside))).map((p) => (p ? { ...p } : undefined));
+  const plans = (r.plans ?? r.sites.map((s) => piPlan(s.orig, s.ip, s.kind, s.outside, s.ownData))).map((p) => (p ? { ...p } : undefined));
   // Addresses the code takes (not the ones it branches to or reads through) become their stubs'.
   if (r.canon) {
     for (const p of plans) {
@@ -353,6 +372,11 @@ export function buildPiTable(r: PiTableRequest): PiTable {
   r.sites.forEach((s, k) => {
     const plan = plans[k];
     if (!plan) return;
+    if (!hasSlot(plan.form)) {
+      entryAt[k] = cur;
+      put(encodePi(s.orig, s.ip, plan, cur, 0n, r.what));
+      return;
+    }
     const key = slotKey(plan, s.outside, s.targets);
     let p = key === undefined ? undefined : shared.get(key);
     if (p === undefined) {
