@@ -4,8 +4,8 @@
 import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { SLOT_KINDS, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
-import { readObject } from './objects.js';
+import { PAGE, SLOT_KINDS, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
+import { alignUp, readObject, type UlibObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
 export interface LinkOptions {
@@ -129,8 +129,6 @@ export async function link(o: LinkOptions): Promise<Plan> {
   return plan;
 }
 
-const PAGE = 4096;
-
 /**
  * ASLR mode: which functions each µlib whose code starts on a page calls a copy of (see
  * x86/clone.ts), in the order it first calls them, as many as fit between its table and the end
@@ -139,30 +137,31 @@ const PAGE = 4096;
  * same variants. Extends each chosen µlib's `ind` extent over its copies.
  */
 async function planClones(placed: { ulib: string; shared: boolean; named?: boolean; at: Partial<Record<SlotKind, { addr: number; size: number }>> }[],
-  ulibs: { name: string; path: string }[], calls: Map<string, string[]>): Promise<Map<string, string[]>> {
+  ulibs: UlibObject[], calls: Map<string, string[]>): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   if (!calls.size) return out;
   const { cloneSources } = await import('./rewrite.js');
-  const { ElfFile } = await import('./elf.js');
-  const { CLONE_ALIGN } = await import('./x86/clone.js');
+  const { cloneLayout } = await import('./x86/clone.js');
   // Each name to the object that defines it (the first in link order, as ld resolves it).
-  const sources = ulibs.map((u) => ({ name: u.name, find: cloneSources(ElfFile.load(u.path)) }));
-  const align = (v: number, a: number) => Math.ceil(v / a) * a;
+  const sources = ulibs.map((u) => ({ name: u.name, find: cloneSources(u.elf) }));
   for (const a of placed) {
     const want = calls.get(a.ulib), ind = a.at.ind;
     if (!want || !ind || !(a.shared || a.named)) continue;
-    const end = ind.addr + ind.size, room = align(end, PAGE);
-    let next = align(end, CLONE_ALIGN);
-    const chosen: string[] = [];
+    const tableEnd = BigInt(ind.addr + ind.size), room = BigInt(alignUp(ind.addr + ind.size, PAGE));
+    const chosen: string[] = [], sizes: number[] = [];
     for (const name of want) {
-      const src = sources.filter((x) => x.name !== a.ulib).map((x) => x.find(name)).find((x) => x !== undefined);
-      if (!src || src.refusal || next + src.bytes.length > room) continue;
+      let src;
+      for (const x of sources) if (x.name !== a.ulib && (src = x.find(name))) break;
+      if (!src || src.refusal) continue;
+      const { at } = cloneLayout(tableEnd, [...sizes, src.bytes.length]);
+      if (at[at.length - 1] + BigInt(src.bytes.length) > room) continue;
       chosen.push(name);
-      next = align(next + src.bytes.length, CLONE_ALIGN);
+      sizes.push(src.bytes.length);
     }
     if (!chosen.length) continue;
     out.set(a.ulib, chosen);
-    ind.size = Math.min(next, room) - ind.addr;
+    const { end } = cloneLayout(tableEnd, sizes);
+    ind.size = Number(end < room ? end : room) - ind.addr;
   }
   return out;
 }

@@ -24,6 +24,8 @@ export interface UlibObject {
   sections: InputSection[];
   /** 16 hex digits of SHA-256 over loaded contents and relocations. */
   variant: string;
+  /** The object as read (its symbols serve later passes without reading it again). */
+  elf: ElfFile;
 }
 
 export function ulibName(path: string): string {
@@ -59,7 +61,7 @@ export function readObject(path: string): UlibObject {
       h.update(`COMMON\0${sym.name}\0${sym.size}\0${sym.value}\0`);
     }
   }
-  return { name: ulibName(path), path, sections, variant: h.digest('hex').slice(0, 16) };
+  return { name: ulibName(path), path, sections, variant: h.digest('hex').slice(0, 16), elf };
 }
 
 export function alignUp(v: number, a: number): number {

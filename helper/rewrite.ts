@@ -26,7 +26,7 @@ import {
   type CodeRef, type Mode, type Place, type Site, type SiteKind,
 } from './x86/classify.js';
 import { Code, decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
-import { alignClone, cloneRefusal } from './x86/clone.js';
+import { cloneLayout, cloneRefusal } from './x86/clone.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
 import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, slotKey, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
 import {
@@ -669,15 +669,18 @@ async function rewrite(dbgPath: string, plan: RewritePlan, mode: Mode, t0: numbe
       if (u.ind.clones?.length) {
         if (!Number.isSafeInteger(cap) || cap < 0 || cap > u.ind.size) throw new SpacerError(`${where}: the plan's table size ${cap} does not fit ${u.ind.section}; relink with the plan's script`);
         sourcesOf ??= cloneSources(elf);
-        let at = alignClone(ind.addr + BigInt(cap));
-        for (const name of u.ind.clones) {
-          const src = sourcesOf(name);
+        const srcs = u.ind.clones.map((name) => {
+          const src = sourcesOf!(name);
           if (!src || src.refusal) throw new SpacerError(`${where}: the plan copies ${name} after its table, but ${src ? `a copy would not run the same: ${src.refusal}` : 'the image defines no such function'}; relink (spacer link plans the copies from the objects)`);
-          if (at + BigInt(src.bytes.length) > ind.addr + BigInt(u.ind.size)) throw new SpacerError(`${where}: the copy of ${name} does not fit in ${u.ind.section}; relink with the plan's script`);
+          return src;
+        });
+        const lay = cloneLayout(ind.addr + BigInt(cap), srcs.map((x) => x.bytes.length)), reserved = u.ind;
+        srcs.forEach((src, k) => {
+          const at = lay.at[k];
+          if (at + BigInt(src.bytes.length) > ind.addr + BigInt(reserved.size)) throw new SpacerError(`${where}: the copy of ${src.name} does not fit in ${reserved.section}; relink with the plan's script`);
           copyOf.set(src.addr, at);
-          clones.push({ sym: name, from: hex(src.addr), at: hex(at), size: src.bytes.length });
-          at = alignClone(at + BigInt(src.bytes.length));
-        }
+          clones.push({ sym: src.name, from: hex(src.addr), at: hex(at), size: src.bytes.length });
+        });
       }
       const copied: (bigint | undefined)[] = [];
       let table: PiTable;

@@ -15,7 +15,7 @@ import { SpacerError } from './errors.js';
 import {
   analyzeUlib, cloneSources, isDirect, loadImage, planFromRecord, readRecord, retarget, REWRITE_SECTION, type CloneSource, type RewriteRecord,
 } from './rewrite.js';
-import { alignClone } from './x86/clone.js';
+import { cloneLayout } from './x86/clone.js';
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
@@ -86,9 +86,9 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     if (ru.clones?.length) {
       sourcesOf ??= cloneSources(elf);
       const all = elf.contents(ind), blank = Buffer.from(all);
-      let want = alignClone(ind.addr + BigInt(ru.ind.size));
-      for (const c of ru.clones) {
-        const at = BigInt(c.at), src = sourcesOf(c.sym);
+      const lay = cloneLayout(ind.addr + BigInt(ru.ind.size), ru.clones.map((c) => c.size));
+      for (const [k, c] of ru.clones.entries()) {
+        const at = BigInt(c.at), src = sourcesOf(c.sym), want = lay.at[k];
         if (at !== want) { p(`the copy of ${c.sym} is at ${c.at}, not at ${hex(want)}`); break; }
         if (!src || hex(src.addr) !== c.from || src.bytes.length !== c.size) { p(`the copy of ${c.sym} is of no function of ${c.size} bytes at ${c.from}`); break; }
         if (src.refusal) { p(`the copy of ${c.sym} would not run the same: ${src.refusal}`); break; }
@@ -96,7 +96,6 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
         if (off + c.size > all.length || !all.subarray(off, off + c.size).equals(src.bytes)) { p(`the copy of ${c.sym} at ${c.at} differs from ${c.sym} at ${c.from}`); break; }
         blank.fill(0xcc, off, off + c.size);
         copies.set(at, src.addr);
-        want = alignClone(at + BigInt(c.size));
       }
       if (!blank.subarray(ru.ind.size).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the table other than the copies are not 0xCC`);
     }

@@ -52,7 +52,17 @@ export function cloneRefusal(bytes: Uint8Array, ip: bigint, relocAt: readonly bi
   }
 }
 
-export function alignClone(v: bigint): bigint {
-  const a = BigInt(CLONE_ALIGN);
-  return (v + a - 1n) / a * a;
+/**
+ * Where copies of these sizes go after a table that ends at `tableEnd`: one after the other, each
+ * on 16 bytes. The one layout `spacer link` sizes, the rewrite writes and `spacer verify` expects.
+ */
+export function cloneLayout(tableEnd: bigint, sizes: readonly number[]): { at: bigint[]; end: bigint } {
+  const a = BigInt(CLONE_ALIGN), up = (v: bigint) => (v + a - 1n) / a * a;
+  const at: bigint[] = [];
+  let next = up(tableEnd);
+  for (const n of sizes) {
+    at.push(next);
+    next = up(next + BigInt(n));
+  }
+  return { at, end: next };
 }

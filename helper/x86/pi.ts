@@ -34,7 +34,7 @@ import { TableError, encodeTrampoline, jmpRel32, rel32 } from './table.js';
 export type PiForm = 'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem' | 'abs';
 export const PI_FORMS: readonly PiForm[] = ['jmpptr', 'load', 'mem', 'loadmem', 'immreg', 'mem2', 'callptr', 'jmpmem', 'abs'];
 /** Forms whose entry reads no pointer slot. */
-export const hasSlot = (form: PiForm) => form !== 'abs';
+const hasSlot = (form: PiForm) => form !== 'abs';
 export const PTR_SLOT = 8;
 /** How the site itself is patched: its branch retargeted, a jmp to the entry, or a call to it. */
 export type PiPatch = 'branch' | 'jmp' | 'call';
