@@ -9,7 +9,7 @@ import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
 import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
-import { bootImage, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type BootResult } from './workspace/index.js';
+import { bootExpecting, bootFailure, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type BootResult } from './workspace/index.js';
 
 export const LAYOUTS: Layout[] = ['default', 'spacer', 'spacer-aslr'];
 
@@ -41,7 +41,13 @@ export interface LayoutFigures {
 
 export interface DemoResult {
   out: string;
-  apps: { name: string; ulibs: number; outputs: Partial<Record<Layout, { ok: boolean; matches_default: boolean | null; boot_ms: number }>> }[];
+  apps: { name: string; ulibs: number; outputs: Partial<Record<Layout, {
+    ok: boolean; matches_default: boolean | null; boot_ms: number;
+    /** Why the boot did not give the expected output (bootFailure), when it did not. */
+    failure?: string;
+    /** A first boot failed this way and a second one was made (the record is the second's). */
+    first_boot_failed?: string;
+  }>> }[];
   layouts: Record<string, LayoutFigures>;
   /** Every pair of apps: the distinct non-zero pages of its two images, per layout. */
   pairs: { a: string; b: string; distinct_pages: Partial<Record<Layout, number>> }[];
@@ -95,17 +101,21 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     log(`demo: linked ${apps.length} images in the ${layout} layout`);
   }
   // Boot every image; each Spacer image must print what its default build prints.
+  const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
   const outputs: Record<string, BootResult[]> = {};
+  const retried: Record<string, (string | undefined)[]> = {};
   if (o.boot !== false) {
     for (const layout of LAYOUTS) {
+      retried[layout] = [];
       outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
-        const r = await bootImage(img.elf, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
-        log(`demo: booted ${layout}/${img.image}: ${r.success ? 'ok' : `FAILED (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})`} in ${(r.durationMs / 1000).toFixed(1)} s`);
+        const want = expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].output);
+        const { result: r, failure, firstFailure } = await bootExpecting(img.elf, want, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
+        if (firstFailure) retried[layout][i] = firstFailure;
+        log(`demo: booted ${layout}/${img.image}: ${failure ? `FAILED (${failure})` : 'ok'}${firstFailure ? ` at the second boot (the first: ${firstFailure})` : ''} in ${(r.durationMs / 1000).toFixed(1)} s`);
         return r;
       });
     }
   }
-  const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
   const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {} };
   for (const [i, app] of apps.entries()) {
     const entry: DemoResult['apps'][number] = { name: app.name, ulibs: app.ulibs.length, outputs: {} };
@@ -114,10 +124,13 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       if (!r) continue;
       const def = outputs.default[i];
       const exp = expected(app);
+      const failure = bootFailure(r, exp ?? (layout === 'default' ? null : def.output));
       entry.outputs[layout] = {
         ok: r.success && (exp === null || r.output === exp),
         matches_default: r.success && def.success && r.output === def.output,
         boot_ms: Math.round(r.durationMs),
+        ...(failure ? { failure } : {}),
+        ...(retried[layout][i] ? { first_boot_failed: retried[layout][i] } : {}),
       };
     }
     result.apps.push(entry);

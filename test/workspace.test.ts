@@ -9,6 +9,7 @@ import {
   type AppSpec,
   type CompiledWorkspace,
   type LinkedImage,
+  bootFailure,
   bootImage,
   compileWorkspace,
   linkApp,
@@ -169,6 +170,15 @@ test('bootImage reports a guest that never exits as a failure (timeout kills qem
   t.is(r.exitCode, -1);
   t.false(r.success);
   t.true(r.durationMs < 10_000);
+  t.regex(bootFailure(r, null)!, /^timed out after 1\.\d s with 0 bytes of output$/);
+  // The one-line reasons for the other ways a boot goes wrong.
+  const ok = { ...r, timedOut: false, exitCode: 0, qemuStatus: 1, success: true, output: 'a\nb: 1\n', stderr: '' };
+  t.is(bootFailure(ok, 'a\nb: 1\n'), null);
+  t.is(bootFailure(ok, 'a\nb: 2\n'), 'output differs from the expected at line 2: "1\\n" where "2\\n" was expected');
+  t.is(bootFailure({ ...ok, exitCode: 3, qemuStatus: 7, success: false }, null), 'the guest exited with 3, 7 bytes of output');
+  t.is(bootFailure({ ...ok, exitCode: -1, qemuStatus: undefined, success: false }, null), 'qemu ended with status none (killed by a signal), 7 bytes of output');
+  t.is(bootFailure({ ...ok, output: '', stderr: 'qemu-system-x86_64: cannot set up guest memory\n' }, 'a\n'),
+    'output differs from the expected at line 1: "" where "a\\n" was expected (qemu: qemu-system-x86_64: cannot set up guest memory)');
 });
 
 test.serial('rebuilds are skipped when up to date; builds are byte-identical across directories and safe to race', async (t) => {

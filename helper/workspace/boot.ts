@@ -95,3 +95,49 @@ export async function bootImage(elfPath: string, opts: BootOptions = {}): Promis
     stderr: String(r.stderr ?? ''),
   };
 }
+
+/**
+ * Why a boot did not give `expected` (null: it did), in one line: qemu's exit, a timeout, or
+ * where the serial output first differs.
+ */
+export function bootFailure(r: BootResult, expected: string | null): string | null {
+  // qemu's own complaint, if any (a qemu that cannot start also exits with status 1, like a
+  // guest that wrote 0 to isa-debug-exit).
+  const err = r.stderr.trim().split('\n')[0];
+  const qemu = err ? ` (qemu: ${err})` : '';
+  if (r.timedOut) return `timed out after ${(r.durationMs / 1000).toFixed(1)} s with ${r.output.length} bytes of output${qemu}`;
+  if (!r.success) {
+    const why = r.exitCode >= 0 ? `the guest exited with ${r.exitCode}` : `qemu ended with status ${r.qemuStatus ?? 'none (killed by a signal)'}`;
+    return `${why}, ${r.output.length} bytes of output${qemu}`;
+  }
+  if (expected !== null && r.output !== expected) {
+    let k = 0;
+    while (k < r.output.length && r.output[k] === expected[k]) k++;
+    const line = r.output.slice(0, k).split('\n').length;
+    return `output differs from the expected at line ${line}: ${JSON.stringify(r.output.slice(k, k + 40))} where ${JSON.stringify(expected.slice(k, k + 40))} was expected${qemu}`;
+  }
+  return null;
+}
+
+export interface CheckedBoot {
+  result: BootResult;
+  /** bootFailure of the boot returned (null: it gave the expected output). */
+  failure: string | null;
+  /** Set when a first boot failed this way and the result is a second boot's. */
+  firstFailure?: string;
+}
+
+/**
+ * Boots an image that should print `expected` (null: only exit 0), and boots it once more if the
+ * first boot fails. The example guests run without interrupts or clocks, so what they do is fixed
+ * by their bytes: a failure that does not come back is the host's (a qemu that could not start, a
+ * machine too loaded to run it in time). Callers report `firstFailure`; a failure that comes back
+ * is the image's.
+ */
+export async function bootExpecting(elfPath: string, expected: string | null, opts: BootOptions = {}): Promise<CheckedBoot> {
+  const first = await bootImage(elfPath, opts);
+  const why = bootFailure(first, expected);
+  if (!why) return { result: first, failure: null };
+  const again = await bootImage(elfPath, opts);
+  return { result: again, failure: bootFailure(again, expected), firstFailure: why };
+}

@@ -31,4 +31,4 @@ export {
   linkImage,
   platformScripts,
 } from './link.js';
-export { type BootOptions, type BootResult, bootImage, qemuArgs } from './boot.js';
+export { type BootOptions, type BootResult, bootExpecting, bootFailure, bootImage, type CheckedBoot, qemuArgs } from './boot.js';
