@@ -57,8 +57,8 @@ export interface AllocResult {
 }
 
 /**
- * End of the region for the shared µlibs' tables: what they need plus a quarter. Code starts right
- * after it, on the same page: that page is per-image anyway (boot head, tables). Tables of µlibs
+ * End of the region for the shared µlibs' tables: what they need plus a quarter. In a fresh map it
+ * follows the boot head; relayout moves it after the shared code (see there). Tables of µlibs
  * shared later that no longer fit go right after their group's code (see allocate).
  */
 function indEnd(base: number, need: number): number {
@@ -67,8 +67,8 @@ function indEnd(base: number, need: number): number {
 
 /**
  * A new map sized from the first image. The tables of shared µlibs go right after the boot head
- * (the head's page is per-image anyway), then code, read-only data, data and bss regions, each
- * at least MIN_CAPACITY and 4x the first need.
+ * (until 'spacer map relayout' moves them after the shared code), then code, read-only data, data
+ * and bss regions, each at least MIN_CAPACITY and 4x the first need.
  */
 export function freshMap(req: AllocRequest): SpacerMap {
   // The platform's boot head gets a quarter more room (at least 256 bytes).
@@ -246,6 +246,8 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     if (a === 'ind') continue;
     const r = m.regions[a];
     const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
+    // Tables in the text region (the table region after the shared code, or spilled after a group).
+    if (a === 'text') for (const x of entries) if (x.v.slot?.ind && x.v.slot.ind.addr >= r.base) ends.push(x.v.slot.ind.addr + x.v.slot.ind.size);
     for (const x of entries) {
       if (!named.has(x.v)) continue;
       const slot = m.ulibs[x.name].slot!;
@@ -291,6 +293,11 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   };
 }
 
+/** A slot's extents in a fixed order, to tell whether relayout moved it. */
+function slotKey(slot: Partial<Record<Area, Extent>> | undefined): string {
+  return JSON.stringify(AREAS.map((a) => slot?.[a] ?? null));
+}
+
 export interface RelayoutResult {
   /** Images whose µlibs moved: they must be relinked to share pages with the others. */
   relink: string[];
@@ -304,6 +311,51 @@ export interface RelayoutResult {
  * each of those images), the groups used by most images first.
  */
 export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
+  // Where the table region goes is a choice between two places (see relayoutAt); take the one
+  // that leaves the images recorded in the map fewer pages of code.
+  const tried = ([false, true] as const).map((pageAligned) => {
+    const c = structuredClone(m);
+    relayoutAt(c, mapPath, pageAligned);
+    return codePages(c);
+  });
+  return relayoutAt(m, mapPath, tried[1] < tried[0]);
+}
+
+/**
+ * The pages of the text region that the images recorded in the map touch, summed over them: their
+ * shared variants' code and tables, their name slots, and their own area after those (packed as
+ * allocate packs it).
+ */
+function codePages(m: SpacerMap): number {
+  let total = 0;
+  for (const im of Object.values(m.images)) {
+    const pages = new Set<number>();
+    const touch = (addr: number, size: number) => { for (let p = Math.floor(addr / PAGE); size > 0 && p <= Math.floor((addr + size - 1) / PAGE); p++) pages.add(p); };
+    let end = m.regions.text.base, own = 0;
+    for (const [name, h] of Object.entries(im.ulibs)) {
+      const lib = m.ulibs[name], v = lib?.variants[h];
+      if (!v) continue;
+      const at = v.slot ?? (wantsNameSlot(lib) && lib.slot && fitsNameSlot(lib, v) ? lib.slot : undefined);
+      if (!at) { own = alignUp(own, 16) + (v.sizes.text ?? 0) + (v.sizes.ind ?? 0); continue; }
+      for (const a of ['text', 'ind'] as const) {
+        const e = at[a], size = v.sizes[a] ?? 0;
+        if (!e || !size) continue;
+        touch(e.addr, size);
+        end = Math.max(end, e.addr + e.size);
+      }
+    }
+    touch(end, own);
+    total += pages.size;
+  }
+  return total;
+}
+
+/**
+ * relayout with the table region right after the shared code (64-byte aligned) or, when it would
+ * cross a page boundary there, on the next page (`pageAligned`): an image without the last groups
+ * then keeps no page for the tables' first bytes alone, but every image keeps the gap.
+ */
+function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): RelayoutResult {
   const all: { name: string; h: string; v: VariantEntry; key: string; first: number }[] = [];
   const imageOrder = Object.keys(m.images).sort();
   for (const name of Object.keys(m.ulibs).sort()) {
@@ -317,16 +369,24 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
   for (const x of all) (groups.get(x.key) ?? groups.set(x.key, []).get(x.key)!).push(x);
   const ordered = [...groups.values()].sort((a, b) => b[0].key.split('\0').length - a[0].key.split('\0').length || a[0].first - b[0].first || (a[0].key < b[0].key ? -1 : 1));
   const old = new Map<VariantEntry, string>();
-  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) old.set(v, JSON.stringify(v.slot ?? null));
+  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) old.set(v, slotKey(v.slot));
   for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
-  // The table region takes what the shared tables need (twice over); code starts after it.
+  // Code of the shared groups starts right after the boot head. The table region follows it (what
+  // the shared tables need, and a quarter more): what tables hold (addresses of per-image data,
+  // other µlibs' entries) differs between images with different µlib sets, so they go next to the
+  // name slots and own areas, on the tail page that differs per image anyway, and the first page
+  // (head and the most shared code) stays the same in every image.
   const indNeed = all.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
-  const ind = m.regions.ind;
-  ind.end = indEnd(ind.base, indNeed);
-  if (ind.end >= m.regions.text.end) throw new SpacerError(`${mapPath}: the tables of the shared µlibs need more room than the map has; start a new map and relink every app`);
-  m.regions.text.base = ind.end;
-  for (const a of AREAS) {
+  const ind = m.regions.ind, text = m.regions.text;
+  text.base = Math.min(ind.base, text.base);
+  for (const a of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
     const r = m.regions[a];
+    if (a === 'ind') {
+      ind.base = alignUp(text.next, 64);
+      ind.end = indEnd(ind.base, indNeed);
+      if (pageAligned && Math.floor(ind.base / PAGE) !== Math.floor((ind.end - 1) / PAGE)) { ind.base = alignUp(ind.base, PAGE); ind.end = indEnd(ind.base, indNeed); }
+      if (ind.end >= text.end) throw new SpacerError(`${mapPath}: the tables of the shared µlibs need more room than the map has; start a new map and relink every app`);
+    }
     let next = r.base;
     for (const g of ordered) {
       const got = pack(m, mapPath, a, next, g, r.end, false);
@@ -334,11 +394,13 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
       if (got.size) next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
     }
     r.next = next;
+    // What the text region places later (name slots, new groups) comes after the tables.
+    if (a === 'ind') text.next = ind.end;
   }
   for (const x of all) x.v.slot ??= {};
   // Name slots after the groups, sized for the variants known now.
   const oldName = new Map<UlibEntry, string>();
-  for (const u of Object.values(m.ulibs)) { oldName.set(u, JSON.stringify(u.slot ?? null)); delete u.slot; }
+  for (const u of Object.values(m.ulibs)) { oldName.set(u, slotKey(u.slot)); delete u.slot; }
   const named = Object.keys(m.ulibs).sort().filter((n) => wantsNameSlot(m.ulibs[n]));
   growNameSlots(m, mapPath, named);
   // Own-area reserves for the largest own area an image has now.
@@ -357,9 +419,9 @@ export function relayout(m: SpacerMap, mapPath: string): RelayoutResult {
   const ownMoved = oldOwn !== JSON.stringify(m.own ?? null);
   const relink = new Set<string>();
   for (const u of Object.values(m.ulibs)) {
-    const nameMoved = oldName.get(u) !== JSON.stringify(u.slot ?? null);
+    const nameMoved = oldName.get(u) !== slotKey(u.slot);
     for (const v of Object.values(u.variants)) {
-      if (old.get(v) !== JSON.stringify(v.slot ?? null) || (nameMoved && !v.slot) || ownMoved) v.images.forEach((i) => relink.add(i));
+      if (old.get(v) !== slotKey(v.slot) || (nameMoved && !v.slot) || ownMoved) v.images.forEach((i) => relink.add(i));
     }
   }
   return { relink: [...relink].sort(), groups: ordered.length, shared: all.length };

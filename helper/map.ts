@@ -215,8 +215,8 @@ export function checkMap(m: SpacerMap): string[] {
   const issues: string[] = [];
   for (const k of AREAS) {
     const r = m.regions[k];
-    // The table region starts right after the boot head, on the head's page; the others on a page.
-    // The table region sits right after the boot head and code right after it, mid-page; the others on pages.
+    // The table and code regions start mid-page (after the boot head, or the table region after the
+    // shared code); the others on pages.
     if (k !== 'ind' && k !== 'text' && (r.base % PAGE || r.end % PAGE)) issues.push(`region ${k} is not page-aligned`);
     if (r.next < r.base || r.next > r.end) issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
     const used: { name: string; e: Extent }[] = [];
@@ -233,7 +233,18 @@ export function checkMap(m: SpacerMap): string[] {
       prev = cur;
     }
   }
-  for (let i = 1; i < AREAS.length; i++) {
+  // The table region comes before the code (a fresh map) or, once relaid out, inside the code
+  // region's allocated part, after the shared code, where no code slot may overlap it.
+  const ind = m.regions.ind, text = m.regions.text;
+  if (ind.end > text.base) {
+    if (ind.base < text.base || ind.end > text.next) issues.push('region ind overlaps region text');
+    for (const [name, u] of Object.entries(m.ulibs)) {
+      for (const e of [...Object.values(u.variants).map((v) => v.slot?.text), u.slot?.text]) {
+        if (e && e.addr < ind.end && e.addr + e.size > ind.base) issues.push(`${name}: text slot ${hex(e.addr)}+${hex(e.size)} overlaps the table region`);
+      }
+    }
+  }
+  for (let i = 2; i < AREAS.length; i++) {
     if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base) issues.push(`region ${AREAS[i]} overlaps the region before it`);
   }
   if (m.text_base + m.head > m.regions.ind.base) issues.push('the boot head overlaps the table region');

@@ -43,9 +43,9 @@ test('against the default layout: the whole workspace, and every pair of apps on
   // Each pair's figure is the report of its two images alone.
   const above = json.pairs.filter((p: { distinct_pages: Record<string, number> }) => p.distinct_pages.spacer > p.distinct_pages.default);
   t.is(json.layouts.spacer.pairs_above_default, above.length);
-  // Three pairs of apps whose µlib sets differ keep one page more than the default (README); no more.
-  t.true(above.length <= 3, above.map((p: { a: string; b: string }) => `${p.a}~${p.b}`).join(', '));
-  for (const p of above) t.is(p.distinct_pages.spacer, p.distinct_pages.default + 1, `${p.a} ~ ${p.b}`);
+  // No pair keeps more pages with Spacer, also those whose µlib sets differ (faas-parse's nolibc
+  // variant, kvstore's ukrand, cpu-bench without three µlibs).
+  t.deepEqual(above.map((p: { a: string; b: string }) => `${p.a}~${p.b}`), []);
   t.true(json.layouts.spacer.pages_per_image_ratio <= 1.15, `pages per image ${json.layouts.spacer.pages_per_image_ratio}× the default's`);
 });
 

@@ -131,6 +131,17 @@ test('relayout packs variants by the images that use them and names the apps to 
   // liba and libboot are in every image: first group, from the start of the text region.
   const text = (n: string) => Object.values(m.ulibs[n].variants)[0].slot?.text?.addr;
   t.is(Math.min(text('liba')!, ...['libb', 'libc', 'libd'].map((n) => text(n) ?? Infinity)), m.regions.text.base);
+  // The shared code starts right after the boot head; the shared tables follow all of it (what they
+  // hold differs between images with different µlib sets).
+  t.is(m.regions.text.base, m.text_base + m.head);
+  const shared = Object.values(m.ulibs).flatMap((u) => Object.values(u.variants)).filter((v) => v.slot?.text);
+  t.true(shared.length >= 2);
+  for (const v of shared) t.true(v.slot!.text!.addr + v.slot!.text!.size <= m.regions.ind.base);
+  for (const v of shared.filter((x) => x.slot!.ind)) t.true(v.slot!.ind!.addr >= m.regions.ind.base && v.slot!.ind!.addr + v.slot!.ind!.size <= m.regions.ind.end);
+  // checkMap tells a code slot that overlaps the table region.
+  const bad = structuredClone(m);
+  Object.values(bad.ulibs.liba.variants)[0].slot!.text = { addr: bad.regions.ind.base + 16, size: 32 };
+  t.true(checkMap(bad).some((x) => /overlaps the table region/.test(x)), checkMap(bad).join('; '));
   // A second relayout changes nothing.
   const again = await spacer(['map', 'relayout', '--map', map]);
   t.regex(again.stdout, /no image needs a relink/);
