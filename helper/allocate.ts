@@ -28,6 +28,9 @@ export interface UlibRequest {
   mode?: 'external' | 'aslr';
   /** ASLR mode: bytes of the µlib's pointer area. */
   ptr?: number;
+  /** ASLR mode, a µlib with a name slot: table and pointer-area bytes when the absolute addresses
+   *  of its own data go through its table too (see allocateAslr). */
+  ownAbs?: { ind: number; ptr: number };
 }
 
 export interface AllocRequest {
@@ -45,6 +48,8 @@ export interface Placement {
   shared: boolean;
   /** In the µlib's name slot: a stable address, content of this image only. */
   named?: boolean;
+  /** ASLR mode: its own data's absolute addresses go through its table (UlibRequest.ownAbs sizes). */
+  ownAbs?: boolean;
   at: Partial<Record<SlotKind, Extent>>;
 }
 
@@ -485,13 +490,24 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
   const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
   // Pointer areas: those with a map address keep it; the image's own go before the code.
   const own: string[] = [];
+  const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
+  const ownAbs = new Set<string>();
   for (const p of base.placements) {
     const a = at.get(p.ulib)!;
     if (a.ind) a.ptr = a.ind;
     delete a.ind;
+    // A name slot's variant lays its data out its own way, so its code differs between images
+    // wherever it holds an absolute address of that data. With those addresses in its pointer
+    // area too (when the slot has room for the larger area), its code and table are the same in
+    // every image whose variant differs only in data.
+    const u = byName.get(p.ulib)!, cap = m.ulibs[p.ulib]?.slot?.ind?.size ?? 0;
+    if (p.named && u.ownAbs && a.ptr && u.ownAbs.ptr <= cap) {
+      a.ptr = { addr: a.ptr.addr, size: u.ownAbs.ptr };
+      u.sizes.ind = u.ownAbs.ind;
+      ownAbs.add(p.ulib);
+    }
     if (a.ptr && !p.shared && !p.named) own.push(p.ulib);
   }
-  const byName = new Map(req.ulibs.map((u) => [u.name, u]));
   const r = m.regions.text;
   // Code starts after everything the map placed in the text region (name slots, spilled areas)
   // and the image's own pointer areas (that page differs per image anyway).
@@ -534,5 +550,5 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   }
-  return { placements: base.placements.map((p) => ({ ...p, at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
+  return { placements: base.placements.map((p) => ({ ...p, ...(ownAbs.has(p.ulib) ? { ownAbs: true } : {}), at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
 }

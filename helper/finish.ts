@@ -97,6 +97,7 @@ export function rewritePlan(plan: Plan): RewritePlan {
       ptr: u.slots.ptr ? { section: u.slots.ptr.section, addr: BigInt(u.slots.ptr.addr), size: Number(BigInt(u.slots.ptr.size)) } : undefined,
       ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
       ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
+      ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
     })),
   };
 }

@@ -33,6 +33,8 @@ export interface PlanUlib {
   shared: boolean;
   /** In its name slot (a per-app library at a stable address). */
   named?: boolean;
+  /** ASLR mode: the absolute addresses of its own data go through its table too (a name slot's variant). */
+  ownAbs?: boolean;
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
   slots: Partial<Record<SlotKind, { section: string; addr: string; size: string; bytes: number; clones?: string[] }>>;
 }
@@ -83,8 +85,15 @@ export async function link(o: LinkOptions): Promise<Plan> {
       ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
     }
+    // ASLR mode, a µlib with a name slot: also the sizes for the form that sends its own data's
+    // absolute addresses through the table (allocateAslr takes it when the slot has room).
+    let ownAbs: UlibRequest['ownAbs'];
+    if (mode === 'aslr' && !o.tableBytes && known?.ulibs[u.name]?.slot) {
+      const need = await tableBytesFor(u.path, 'aslr', true);
+      ownAbs = { ind: need.bytes, ptr: need.ptrBytes };
+    }
     if (ind) { sizes.ind = ind; align.ind = 16; }
-    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}) });
+    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}), ...(ownAbs ? { ownAbs } : {}) });
   }
   const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
   // Place every variant under the map lock; the map lands with an atomic rename.
@@ -109,11 +118,15 @@ export async function link(o: LinkOptions): Promise<Plan> {
     spacer: 1, image: o.image, map: o.map, script: o.out,
     ulibs: placed.map((a) => ({
       name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared, ...(a.named ? { named: true } : {}),
-      slots: Object.fromEntries(SLOT_KINDS.filter((k) => a.at[k]).map((k) => [k, {
+      ...(a.ownAbs ? { ownAbs: true } : {}),
+      slots: Object.fromEntries(SLOT_KINDS.filter((k) => a.at[k]).map((k) => {
+        const r = ulibReqs.find((x) => x.name === a.ulib)!;
+        return [k, {
         section: outputName(k, a.ulib), addr: hex(a.at[k]!.addr), size: hex(a.at[k]!.size),
-        bytes: k === 'ptr' ? ulibReqs.find((r) => r.name === a.ulib)!.ptr! : ulibReqs.find((r) => r.name === a.ulib)!.sizes[k]!,
+        bytes: a.ownAbs && (k === 'ptr' || k === 'ind') ? r.ownAbs![k] : k === 'ptr' ? r.ptr! : r.sizes[k]!,
         ...(k === 'ind' && clones.has(a.ulib) ? { clones: clones.get(a.ulib)! } : {}),
-      }])),
+      }];
+      })),
     })),
     notes,
     rewrite: mode,
@@ -170,12 +183,12 @@ const needsCache = new Map<string, { bytes: number; ptrBytes: number; calls: str
 
 /** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
  *  per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when needed. */
-export async function tableBytesFor(path: string, mode: 'external' | 'aslr'): Promise<{ bytes: number; ptrBytes: number; calls: string[] }> {
-  const key = `${mode}\0${path}\0${statSync(path).mtimeMs}`;
+export async function tableBytesFor(path: string, mode: 'external' | 'aslr', ownAbs = false): Promise<{ bytes: number; ptrBytes: number; calls: string[] }> {
+  const key = `${mode}\0${ownAbs}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
-    const need = indirectionNeeds(path, mode);
+    const need = indirectionNeeds(path, mode, ownAbs);
     needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes, calls: need.calls }));
   }
   return n;

@@ -88,7 +88,7 @@ function checkMode(mode: string, what: string): asserts mode is Mode {
  * relocation in the code that lands in `.text.<ulib>` (by type, by where its symbol is defined,
  * and by mode), decodes the code to know each site's instruction, and bounds each entry.
  */
-export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndNeeds {
+export function indirectionNeeds(objPath: string, mode: Mode = 'external', ownAbs = false): IndNeeds {
   checkMode(mode, objPath);
   const elf = ElfFile.load(objPath);
   if (elf.header.type !== ET_REL) throw new SpacerError(`${objPath}: not a relocatable object (ELF type ${elf.header.type}); pass the µlib's libNAME.o`);
@@ -118,7 +118,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
         throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
       };
       const code = codeMap(syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC));
-      const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code);
+      const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code, ownAbs);
       dataPointers += code.data.length;
       const relocAt = new Map(relocs.map((r) => [r.offset, r]));
       for (const site of found) {
@@ -161,7 +161,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external'): IndN
       for (const r of relocs) {
         const cls = relocClass(r.type) ?? 'abs';
         // Judged from the code's side: a pointer to the µlib's own code moves with it in ASLR mode.
-        if (cls !== 'ignore' && isOutside(cls, symbolPlace(syms[r.sym], placeFrom('text')), mode)) dataPointers++;
+        if (cls !== 'ignore' && isOutside(cls, symbolPlace(syms[r.sym], placeFrom('text')), mode, ownAbs)) dataPointers++;
       }
     }
   }
@@ -243,6 +243,9 @@ export interface RewriteUlib {
   own?: boolean;
   /** In its name slot (each image's own variant at one address): its data is laid out per variant. */
   named?: boolean;
+  /** ASLR mode, a name slot's variant: absolute addresses of its own data are sites too (they
+   *  differ between the variants), so its code is the same in images whose variants differ only in data. */
+  ownAbs?: boolean;
 }
 
 export interface RewritePlan {
@@ -331,6 +334,7 @@ interface CanonicalPlan {
     ptr?: { section: string; addr: string; size: number };
     own?: boolean;
     named?: boolean;
+    ownAbs?: boolean;
   }[];
 }
 
@@ -342,6 +346,7 @@ function canonicalPlan(plan: RewritePlan): CanonicalPlan {
       ...(u.ptr ? { ptr: { section: u.ptr.section, addr: hex(u.ptr.addr), size: u.ptr.size } } : {}),
       ...(u.own ? { own: true } : {}),
       ...(u.named ? { named: true } : {}),
+      ...(u.ownAbs ? { ownAbs: true } : {}),
     })),
   };
 }
@@ -354,6 +359,7 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
       ptr: u.ptr ? { section: u.ptr.section, addr: BigInt(u.ptr.addr), size: u.ptr.size } : undefined,
       ...(u.own ? { own: true } : {}),
       ...(u.named ? { named: true } : {}),
+      ...(u.ownAbs ? { ownAbs: true } : {}),
     })),
   };
 }
@@ -395,7 +401,7 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
     if (pu.ind !== null && (typeof pu.ind !== 'object' || !isName(pu.ind.section) || !isHex(pu.ind.addr) || !isCount(pu.ind.size))) bad(`plan entry ${i} table`);
     if (pu.ptr !== undefined && (typeof pu.ptr !== 'object' || pu.ptr === null || !isName(pu.ptr.section) || !isHex(pu.ptr.addr) || !isCount(pu.ptr.size))) bad(`plan entry ${i} pointer area`);
     if (pu.ind && (pu.ind.clones !== undefined || pu.ind.table !== undefined) && (!isCount(pu.ind.table) || !Array.isArray(pu.ind.clones) || !pu.ind.clones.every(isName))) bad(`plan entry ${i} copies`);
-    if ((pu.own !== undefined && pu.own !== true) || (pu.named !== undefined && pu.named !== true)) bad(`plan entry ${i} own`);
+    if ((pu.own !== undefined && pu.own !== true) || (pu.named !== undefined && pu.named !== true) || (pu.ownAbs !== undefined && pu.ownAbs !== true)) bad(`plan entry ${i} own`);
   }
   for (const [i, u] of (rec!.ulibs as any[]).entries()) {
     if (typeof u !== 'object' || u === null || !isName(u.name) || !isName(u.text) || !isHex(u.textAddr) || !isCount(u.textSize) || typeof u.textSha256 !== 'string') bad(`µlib entry ${i}`);
@@ -480,7 +486,7 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
   const codeAt = codeMap(syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC));
-  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, codeAt);
+  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, codeAt, mode === 'aslr' && u.ownAbs);
   const sites: ImageSite[] = found.map((s) => {
     const i = s.insn, off = Number(i.ip - lo);
     let target: bigint;
@@ -510,7 +516,7 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
     for (const r of elf.relocationsFor(s)) {
       const cls = relocClass(r.type) ?? 'abs';
       if (cls === 'ignore') continue;
-      if (isOutside(cls, symbolPlace(syms[r.sym], placeFrom(text.index)), mode)) dataPointers.push(r.offset);
+      if (isOutside(cls, symbolPlace(syms[r.sym], placeFrom(text.index)), mode, mode === 'aslr' && u.ownAbs)) dataPointers.push(r.offset);
       const off = r.offset - s.addr;
       if (off >= 0n && off + 8n <= BigInt(data.length) && (r.type === R_X86_64._64)) targets.push(data.readBigUInt64LE(Number(off)));
       else if (off >= 0n && off + 4n <= BigInt(data.length) && (r.type === R_X86_64._32 || r.type === R_X86_64._32S)) targets.push(BigInt(data.readUInt32LE(Number(off))));

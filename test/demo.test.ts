@@ -88,6 +88,23 @@ test('the default layout shares less of the shared µlibs than Spacer: a µlib a
   t.is(addr(ssha, 'memcpy'), addr(ssort, 'memcpy'));
 });
 
+test('ASLR: the per-app variants in name slots keep one code page for all apps (their own data\'s addresses go through the pointer area)', (t) => {
+  const plans = demo.apps.map((a) => JSON.parse(readFileSync(join(out, 'spacer-aslr', `${a.name}.lds.json`), 'utf8')));
+  const images = demo.apps.map((a) => ElfFile.load(join(out, 'spacer-aslr', `${a.name}.dbg`)));
+  const bytesOf = (e: ElfFile, name: string) => Buffer.concat([`.text.${name}`, `.ind.${name}`].map((s) => e.contents(e.section(s)!)));
+  for (const name of ['libukboot', 'libuklibid']) {
+    const entries = plans.map((p) => p.ulibs.find((u: { name: string }) => u.name === name));
+    t.true(entries.every((u) => u.named && u.ownAbs), `${name}: every image has its own variant in the name slot, in the ownAbs form`);
+    t.true(new Set(entries.map((u) => u.variant)).size >= 6, `${name}: the variants differ between apps`);
+    // Code and table equal in every image (at different addresses: the shuffle), the data not.
+    const code = images.map((e) => bytesOf(e, name));
+    for (const [i, c] of code.entries()) t.true(c.equals(code[0]), `${name}: ${demo.apps[i].name}'s code and table differ from ${demo.apps[0].name}'s`);
+    t.true(new Set(images.map((e) => e.section(`.text.${name}`)!.addr)).size > 1, `${name}: the shuffle moved it`);
+  }
+  const rodata = images.map((e) => e.contents(e.section('.rodata.libukboot')!).toString('hex'));
+  t.true(new Set(rodata).size > 1, 'ukboot\'s read-only data differs between apps');
+});
+
 test('Spacer images keep few program headers (two more than the default) and no empty PT_LOAD at address 0', (t) => {
   for (const a of demo.apps) {
     const def = ElfFile.load(join(out, 'default', `${a.name}.elf`));

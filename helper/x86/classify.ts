@@ -101,7 +101,7 @@ export function refTarget(ref: CodeRef, insnEnd: bigint): string {
  * placed independently per build): outside = not in the same output section, and every absolute
  * address (the µlib itself moves).
  */
-export function isOutside(cls: RelocClass, place: Place, mode: Mode): boolean {
+export function isOutside(cls: RelocClass, place: Place, mode: Mode, ownAbs = false): boolean {
   switch (cls) {
     case 'ignore': return false;
     case 'tls': case 'got': return true;
@@ -109,7 +109,8 @@ export function isOutside(cls: RelocClass, place: Place, mode: Mode): boolean {
     case 'pcrel': return mode === 'external' ? place === 'foreign' : place !== 'same';
     // ASLR moves a µlib's code per build, but its read-only data, data and bss keep their map
     // slots: an absolute address of those is the same in every build and stays in place.
-    case 'abs': return mode === 'external' ? place === 'foreign' : place !== 'own';
+    // A name slot's variant (`ownAbs`) lays its data out per image: those addresses differ too.
+    case 'abs': return mode === 'external' ? place === 'foreign' : ownAbs || place !== 'own';
   }
 }
 
@@ -218,7 +219,7 @@ export interface Site {
  * refer outside (sorted by address). `fail` reports an unusable relocation or instruction.
  */
 export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex: (addr: bigint) => number,
-  fail: (at: bigint, msg: string) => never, code?: CodeMap): Site[] {
+  fail: (at: bigint, msg: string) => never, code?: CodeMap, ownAbs = false): Site[] {
   const byInsn = new Map<number, { ref: CodeRef; op: Operand }[]>();
   for (const r of refs) {
     const cls = relocClass(r.type);
@@ -226,7 +227,7 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
     // Data in a code section (Unikraft's kvm platform keeps its boot page tables in .text): bytes
     // no function covers. Left as linked, which is always correct; counted when it points outside.
     if (code && !code.isCode(r.at)) {
-      if (cls === undefined || isOutside(cls, r.place, mode)) code.data.push(r);
+      if (cls === undefined || isOutside(cls, r.place, mode, ownAbs)) code.data.push(r);
       continue;
     }
     if (cls === undefined) fail(r.at, `${relocName(r.type)} in code is not supported (compile without -fPIC/-mcmodel=large, or with -ftls-model=local-exec)`);
@@ -246,7 +247,7 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
     // address that data holding `f` gets, the entry stub (see rewrite.ts): it goes through the table too.
     const takesOwnAddress = (ref: CodeRef, op: Operand) => mode === 'aslr' && ref.place === 'same' && op === 'disp'
       && relocClass(ref.type) === 'pcrel' && (insns[k].code === Code.Lea_r64_m || insns[k].code === Code.Lea_r32_m);
-    const outs = l.map(({ ref, op }) => isOutside(relocClass(ref.type)!, ref.place, mode) || takesOwnAddress(ref, op));
+    const outs = l.map(({ ref, op }) => isOutside(relocClass(ref.type)!, ref.place, mode, ownAbs) || takesOwnAddress(ref, op));
     if (!outs.includes(true)) continue;
     const i = insns[k];
     const kind = siteKind(i, l.map((x) => x.op));
