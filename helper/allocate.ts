@@ -31,6 +31,8 @@ export interface UlibRequest {
   /** ASLR mode, a µlib with a name slot: table and pointer-area bytes when the absolute addresses
    *  of its own data go through its table too (see allocateAslr). */
   ownAbs?: { ind: number; ptr: number };
+  /** Recorded as the variant's `abs_ptr` (allocateAslr passes ownAbs.ptr here). */
+  absPtr?: number;
 }
 
 export interface AllocRequest {
@@ -141,6 +143,7 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
     // Table sizes depend on the rewrite mode: keep the largest seen, and the modes measured.
     if ((u.sizes.ind ?? 0) > (e.sizes.ind ?? 0)) { e.sizes.ind = u.sizes.ind; e.align.ind = u.align.ind; }
     if (u.mode && !(e.modes ??= []).includes(u.mode)) e.modes.push(u.mode);
+    if (u.absPtr && u.absPtr > (e.abs_ptr ?? 0)) e.abs_ptr = u.absPtr;
     return { name: u.name, v: e, variant: u.variant };
   });
   m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
@@ -183,7 +186,8 @@ function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
       const lib = m.ulibs[name];
       if (lib.slot?.[a]) continue;
       const vs = Object.values(lib.variants);
-      const size = Math.max(0, ...vs.map((v) => v.sizes[a] ?? 0));
+      // ASLR pointer areas: room for the form with the own data's addresses too (abs_ptr).
+      const size = Math.max(0, ...vs.map((v) => Math.max(v.sizes[a] ?? 0, a === 'ind' ? v.abs_ptr ?? 0 : 0)));
       if (!size) continue;
       const addr = alignUp(next, Math.max(16, ...vs.map((v) => v.align[a] ?? 1)));
       const cap = headroom(size);
@@ -478,6 +482,7 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
       ...u, mode: undefined,
       sizes: { ...u.sizes, text: undefined, ind: u.ptr || undefined },
       align: { ...u.align, text: undefined, ind: u.ptr ? 8 : undefined },
+      ...(u.ownAbs?.ptr ? { absPtr: u.ownAbs.ptr } : {}),
     })),
   };
   const base = allocate(m, mapPath, still);

@@ -85,10 +85,14 @@ export async function link(o: LinkOptions): Promise<Plan> {
       ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
     }
-    // ASLR mode, a µlib with a name slot: also the sizes for the form that sends its own data's
-    // absolute addresses through the table (allocateAslr takes it when the slot has room).
+    // ASLR mode, a µlib with a name slot (or about to get one: another image has a variant of its
+    // own): also the sizes for the form that sends its own data's absolute addresses through the
+    // table (allocateAslr takes it when the slot has room; the map sizes name slots for it).
     let ownAbs: UlibRequest['ownAbs'];
-    if (mode === 'aslr' && !o.tableBytes && known?.ulibs[u.name]?.slot) {
+    const lib = known?.ulibs[u.name];
+    const mine = !lib?.variants[u.variant]?.images.some((i) => i !== o.image); // no other image uses this variant
+    const named = !!lib && mine && (!!lib.slot || Object.entries(lib.variants).some(([h, v]) => h !== u.variant && v.images.length === 1 && v.images[0] !== o.image));
+    if (mode === 'aslr' && !o.tableBytes && named) {
       const need = await tableBytesFor(u.path, 'aslr', true);
       ownAbs = { ind: need.bytes, ptr: need.ptrBytes };
     }

@@ -45,6 +45,9 @@ export interface VariantEntry {
   images: string[];
   /** Rewrite modes whose table size was measured (`sizes.ind` is the largest). */
   modes?: ('external' | 'aslr')[];
+  /** ASLR mode, a µlib with a name slot: pointer-area bytes when its own data's absolute addresses
+   *  go through its table too (the name slot is sized for it; see allocateAslr). */
+  abs_ptr?: number;
   /** Stable placement, the same in every image; never moves once given. */
   slot?: Partial<Record<Area, Extent>>;
 }
@@ -120,6 +123,7 @@ function encode(m: SpacerMap): string {
       const v = u.variants[h];
       const fields = [`"sizes": ${perArea(v.sizes, (x) => x)}`, `"align": ${perArea(v.align, (x) => x)}`, `"images": ${j([...v.images].sort())}`];
       if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
+      if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
       if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
       out.push(`        ${j(h)}: {${fields.join(', ')}}${k < hs.length - 1 ? ',' : ''}`);
     });
@@ -176,6 +180,7 @@ function decode(path: string, text: string): SpacerMap {
       if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
       const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
       if (Array.isArray(v.modes)) e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
+      if (v.abs_ptr !== undefined) e.abs_ptr = count(v.abs_ptr, `${at}.abs_ptr`);
       for (const a of AREAS) {
         if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
         if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);
