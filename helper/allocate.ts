@@ -164,6 +164,16 @@ function wantsNameSlot(lib: UlibEntry): boolean {
   return Object.values(lib.variants).filter((v) => v.images.length === 1).length >= 2;
 }
 
+/**
+ * Before this image's link: will its variant `variant` of `lib` be in the µlib's name slot? It
+ * is, or will be, the image's own (no other image uses it), and the µlib has a name slot or will
+ * get one with it (another image has a variant of its own): wantsNameSlot once this link is recorded.
+ */
+export function nameSlotCandidate(lib: UlibEntry | undefined, variant: string, image: string): boolean {
+  if (!lib || lib.variants[variant]?.images.some((i) => i !== image)) return false;
+  return !!lib.slot || Object.entries(lib.variants).some(([h, v]) => h !== variant && v.images.length === 1 && v.images[0] !== image);
+}
+
 /** Does the variant fit the µlib's name slot (every area it has bytes in, at its alignment)? */
 function fitsNameSlot(lib: UlibEntry, v: VariantEntry): boolean {
   return AREAS.every((a) => {

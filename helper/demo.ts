@@ -9,7 +9,7 @@ import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
 import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
-import { bootExpecting, bootFailure, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type BootResult } from './workspace/index.js';
+import { bootExpecting, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type CheckedBoot } from './workspace/index.js';
 
 export const LAYOUTS: Layout[] = ['default', 'spacer', 'spacer-aslr'];
 
@@ -102,17 +102,14 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   }
   // Boot every image; each Spacer image must print what its default build prints.
   const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
-  const outputs: Record<string, BootResult[]> = {};
-  const retried: Record<string, (string | undefined)[]> = {};
+  const outputs: Record<string, CheckedBoot[]> = {};
   if (o.boot !== false) {
     for (const layout of LAYOUTS) {
-      retried[layout] = [];
       outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
-        const want = expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].output);
-        const { result: r, failure, firstFailure } = await bootExpecting(img.elf, want, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
-        if (firstFailure) retried[layout][i] = firstFailure;
-        log(`demo: booted ${layout}/${img.image}: ${failure ? `FAILED (${failure})` : 'ok'}${firstFailure ? ` at the second boot (the first: ${firstFailure})` : ''} in ${(r.durationMs / 1000).toFixed(1)} s`);
-        return r;
+        const want = expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].result.output);
+        const b = await bootExpecting(img.elf, want, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
+        log(`demo: booted ${layout}/${img.image}: ${b.failure ? `FAILED (${b.failure})` : 'ok'}${b.firstFailure ? ` at the second boot (the first: ${b.firstFailure})` : ''} in ${(b.result.durationMs / 1000).toFixed(1)} s`);
+        return b;
       });
     }
   }
@@ -120,17 +117,16 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   for (const [i, app] of apps.entries()) {
     const entry: DemoResult['apps'][number] = { name: app.name, ulibs: app.ulibs.length, outputs: {} };
     for (const layout of LAYOUTS) {
-      const r = outputs[layout]?.[i];
-      if (!r) continue;
-      const def = outputs.default[i];
+      const b = outputs[layout]?.[i];
+      if (!b) continue;
+      const r = b.result, def = outputs.default[i].result;
       const exp = expected(app);
-      const failure = bootFailure(r, exp ?? (layout === 'default' ? null : def.output));
       entry.outputs[layout] = {
         ok: r.success && (exp === null || r.output === exp),
         matches_default: r.success && def.success && r.output === def.output,
         boot_ms: Math.round(r.durationMs),
-        ...(failure ? { failure } : {}),
-        ...(retried[layout][i] ? { first_boot_failed: retried[layout][i] } : {}),
+        ...(b.failure ? { failure: b.failure } : {}),
+        ...(b.firstFailure ? { first_boot_failed: b.firstFailure } : {}),
       };
     }
     result.apps.push(entry);

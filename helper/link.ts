@@ -2,7 +2,7 @@
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
 import { statSync } from 'node:fs';
-import { allocate, allocateAslr, freshMap, type AllocRequest, type UlibRequest } from './allocate.js';
+import { allocate, allocateAslr, freshMap, nameSlotCandidate, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
 import { PAGE, SLOT_KINDS, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
 import { alignUp, readObject, type UlibObject } from './objects.js';
@@ -89,10 +89,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
     // own): also the sizes for the form that sends its own data's absolute addresses through the
     // table (allocateAslr takes it when the slot has room; the map sizes name slots for it).
     let ownAbs: UlibRequest['ownAbs'];
-    const lib = known?.ulibs[u.name];
-    const mine = !lib?.variants[u.variant]?.images.some((i) => i !== o.image); // no other image uses this variant
-    const named = !!lib && mine && (!!lib.slot || Object.entries(lib.variants).some(([h, v]) => h !== u.variant && v.images.length === 1 && v.images[0] !== o.image));
-    if (mode === 'aslr' && !o.tableBytes && named) {
+    if (mode === 'aslr' && !o.tableBytes && nameSlotCandidate(known?.ulibs[u.name], u.variant, o.image)) {
       const need = await tableBytesFor(u.path, 'aslr', true);
       ownAbs = { ind: need.bytes, ptr: need.ptrBytes };
     }

@@ -617,22 +617,23 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
     const ms: Partial<Record<BenchLayout, number[]>> = {};
     let ok = true, outputs = new Set<string>();
     const retried: string[] = [];
+    // A boot that exited well and printed both timing lines.
+    const timed = (x: BootResult) => x.success && x.markMs?.length === RUNTIME_MARKS.length && x.markMs.every((v) => v !== undefined);
     const rp = new Progress('runtime (cpu-bench boots)', rounds * rtLayouts.length, log);
     for (let r = 0; r < rounds; r++) {
       // The order rotates every round: no layout always boots first (a cold start) or last.
       for (const l of rtLayouts.map((_, k) => rtLayouts[(k + r) % rtLayouts.length])) {
         const boot = () => bootImage(built[l]![benchIdx].elf, { timeoutMs: 300_000, marks: RUNTIME_MARKS });
         let b = await boot();
-        const timed = (x: BootResult) => x.success && x.markMs?.every((v) => v !== undefined);
         if (!timed(b)) {
           // The guest is deterministic: a boot that fails once and not again is the host's; say so.
           retried.push(`${l}, round ${r + 1}: ${bootFailure(b, null) ?? 'a timing line is missing'}`);
           b = await boot();
         }
         const [from, to] = b.markMs ?? [];
-        ok &&= b.success && from !== undefined && to !== undefined;
+        ok &&= timed(b);
         outputs.add(b.output);
-        (ms[l] ??= []).push(from !== undefined && to !== undefined ? to - from : b.durationMs);
+        (ms[l] ??= []).push(timed(b) ? to! - from! : b.durationMs);
         rp.tick();
       }
     }
