@@ -1,6 +1,6 @@
 /*
  * lib-spacer benchmark: loads one unikernel image into private anonymous memory the way the page
- * model of shared/metrics.md sees it, so that KSM can be measured against the model.
+ * model of docs/metrics.md sees it, so that KSM can be measured against the model.
  *
  *   loader IMAGE     (ELF32 or ELF64, little endian)
  *

@@ -1,4 +1,4 @@
-// The page model of shared/metrics.md: an image's memory is its PT_LOAD segments (file bytes, then
+// The page model of docs/metrics.md: an image's memory is its PT_LOAD segments (file bytes, then
 // zeros up to memsz) cut into 4 KiB pages at page-aligned virtual addresses; a page partly covered
 // by two segments holds both. A zero page is a page whose 4096 bytes are all zero (KSM with
 // use_zero_pages=1 merges those into the kernel's zero page).

@@ -1,4 +1,4 @@
-// `spacer report`: the figures of shared/metrics.md for any set of images a user hands it.
+// `spacer report`: the figures of docs/metrics.md for any set of images a user hands it.
 // Each image is read once, its non-zero pages hashed once and interned to small content ids; only
 // the ids are kept (never the page buffers), so a thousand 1 MiB images take seconds.
 //

@@ -1,5 +1,5 @@
 // The benchmark: N generated FaaS unikernels plus the example apps, linked in four layouts
-// (default, dce, spacer, spacer-aslr), measured with the page model of shared/metrics.md at 1..N
+// (default, dce, spacer, spacer-aslr), measured with the page model of docs/metrics.md at 1..N
 // instances, under real KSM (loaders and qemu guests) when root, with link, rewrite and runtime
 // overheads; written as bench.json, bench.md and bench.svg.
 import { type ChildProcess, spawn } from 'node:child_process';

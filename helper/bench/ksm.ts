@@ -1,4 +1,4 @@
-// Real KSM, as shared/metrics.md prescribes: save every setting, set smart_scan=0, a high
+// Real KSM, as bench/README.md describes: save every setting, set smart_scan=0, a high
 // pages_to_scan and use_zero_pages=1, run, wait for convergence, read the counters, unmerge
 // (run=2) and restore every setting (run last), also on failure and on SIGINT/SIGTERM.
 import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
