@@ -14,7 +14,7 @@ export const ET_REL = 1, ET_EXEC = 2, ET_DYN = 3;
 const ADDRESS_LIMIT = 1n << 48n;
 export const EM_386 = 3, EM_X86_64 = 62;
 export const SHN_UNDEF = 0, SHN_ABS = 0xfff1, SHN_COMMON = 0xfff2, SHN_XINDEX = 0xffff;
-export const STT_SECTION = 3, STT_FILE = 4;
+export const STT_NOTYPE = 0, STT_OBJECT = 1, STT_FUNC = 2, STT_SECTION = 3, STT_FILE = 4;
 
 export interface ElfHeader {
   class: 32 | 64;

@@ -84,6 +84,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
       const need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
       ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
+      for (const line of need.undecided) log(`spacer: warning: ${line}`);
     }
     // ASLR mode, a µlib with a name slot (or about to get one: another image has a variant of its
     // own): also the sizes for the form that sends its own data's absolute addresses through the
@@ -180,17 +181,18 @@ async function planClones(placed: { ulib: string; shared: boolean; named?: boole
   return out;
 }
 
-const needsCache = new Map<string, { bytes: number; ptrBytes: number; calls: string[] }>();
+type Needs = { bytes: number; ptrBytes: number; calls: string[]; undecided: string[] };
+const needsCache = new Map<string, Needs>();
 
 /** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
  *  per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when needed. */
-export async function tableBytesFor(path: string, mode: 'external' | 'aslr', ownAbs = false): Promise<{ bytes: number; ptrBytes: number; calls: string[] }> {
+export async function tableBytesFor(path: string, mode: 'external' | 'aslr', ownAbs = false): Promise<Needs> {
   const key = `${mode}\0${ownAbs}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
     const need = indirectionNeeds(path, mode, ownAbs);
-    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes, calls: need.calls }));
+    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes, calls: need.calls, undecided: need.undecided }));
   }
   return n;
 }

@@ -17,15 +17,16 @@ import { createHash } from 'node:crypto';
 import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import {
-  ElfFile, EM_X86_64, ET_EXEC, ET_REL, PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS, SHN_UNDEF, SHT_PROGBITS, SHT_REL,
+  ElfFile, EM_X86_64, ET_EXEC, ET_REL, STT_FUNC, PT_LOAD, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS, SHN_UNDEF, SHT_PROGBITS, SHT_REL,
   SHT_RELA, type ElfSymbol, type Section, num,
 } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import {
-  MODES, codeMap, type Operand, entryBound, findSites, isOutside, refersToOwnData, relocClass, symbolKey, symbolPlace, R_X86_64,
+  MODES, type Operand, entryBound, findSites, isOutside, refersToOwnData, relocClass, symbolKey, symbolPlace, R_X86_64,
   type CodeRef, type Mode, type Place, type Site, type SiteKind,
 } from './x86/classify.js';
-import { Code, decodeRange, findInsn, hex, type Insn } from './x86/decode.js';
+import { Code, findInsn, hex, type Insn } from './x86/decode.js';
+import { codeExtents, decodeCode, undecidedLine } from './x86/extents.js';
 import { cloneLayout, cloneRefusal } from './x86/clone.js';
 import { buildTable, TableError, type Move } from './x86/table.js';
 import { buildPiTable, encodePi, patchPi, piBound, piPlan, PTR_SLOT, slotKey, type PiForm, type PiPlan, type PiTable } from './x86/pi.js';
@@ -36,7 +37,6 @@ import { patchSite } from './x86/tactics.js';
 
 export type { Mode, SiteKind };
 export const REWRITE_SECTION = '.spacer.rewrite';
-const STT_FUNC = 2;
 const PAGE = 4096n;
 
 // ---------------------------------------------------------------------------------------------
@@ -58,6 +58,8 @@ export interface IndNeeds {
   /** ASLR mode: functions of other µlibs it calls or jumps to directly (by name, first call first):
    *  candidates for a copy after its table (x86/clone.ts). */
   calls: string[];
+  /** Functions left as linked because data inside them could not be told from code (one line each). */
+  undecided: string[];
 }
 
 export type SlotKind = 'text' | 'rodata' | 'data' | 'bss';
@@ -101,6 +103,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external', ownAb
   };
   let bytes = 0, sites = 0, trampolines = 0, dataPointers = 0, ptrBytes = 0;
   const stubs = new Set<string>(), got = new Set<string>(), slotKeys = new Set<string>(), calls = new Set<string>();
+  const undecided: string[] = [];
   for (const s of elf.sections) {
     const k = slot[s.index];
     if (!k) continue;
@@ -108,16 +111,17 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external', ownAb
     if (!relocs.length) continue;
     if (k === 'text') {
       if (!(s.flags & SHF_EXECINSTR)) continue;
-      const anchors = syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC).map((y) => y.value);
       const code0 = elf.contents(s);
-      const insns = decodeRange(code0, 0n, anchors, relocs.map((r) => r.offset));
+      // Only what the object says is code is decoded (x86/extents.ts); the rest is data.
+      const { insns, code, undecided: left } = decodeCode(code0, 0n, codeExtents(syms, s.index, 0n, s.size),
+        relocs.map((r) => ({ at: r.offset, type: r.type })));
+      for (const u of left) undecided.push(undecidedLine(`${objPath}: ${s.name}`, u));
       const refs: CodeRef[] = relocs.map((r) => ({
         at: r.offset, type: r.type, place: symbolPlace(syms[r.sym], placeFrom('text')), symKey: `${symbolKey(syms[r.sym])}`, addend: r.addend,
       }));
       const fail = (at: bigint, msg: string): never => {
         throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
       };
-      const code = codeMap(syms.filter((y) => y.shndx === s.index && y.type === STT_FUNC));
       const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code, ownAbs);
       dataPointers += code.data.length;
       const relocAt = new Map(relocs.map((r) => [r.offset, r]));
@@ -178,7 +182,7 @@ export function indirectionNeeds(objPath: string, mode: Mode = 'external', ownAb
     }
     ptrBytes += entries * STUB + 7;
   }
-  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes, calls: [...calls] };
+  return { bytes, sites, stubs: stubs.size, trampolines, got: got.size, dataPointers, ptrBytes, calls: [...calls], undecided };
 }
 
 /** A `call rel32` or `jmp rel32`: the branches that may reach a copy of their target. */
@@ -473,9 +477,9 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
   const placeFrom = (from: number) => (shndx: number): Place => (shndx === from ? 'same' : own.has(shndx) ? 'own' : 'foreign');
   const bytes = code ?? Buffer.from(elf.contents(text));
   const lo = text.addr, hi = text.addr + text.size;
-  const anchors = syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC).map((y) => y.value);
   const relocs = elf.relocationsFor(text);
-  const insns = decodeRange(bytes, lo, anchors, relocs.map((r) => r.offset));
+  const { insns, code: codeAt } = decodeCode(bytes, lo, codeExtents(syms, text.index, lo, hi),
+    relocs.map((r) => ({ at: r.offset, type: r.type })));
   for (const r of relocs) {
     if (r.offset < lo || r.offset >= hi) throw new SpacerError(`${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`);
   }
@@ -485,7 +489,6 @@ export function analyzeUlib(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buf
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const codeAt = codeMap(syms.filter((y) => y.shndx === text.index && y.type === STT_FUNC));
   const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, codeAt, mode === 'aslr' && u.ownAbs);
   const sites: ImageSite[] = found.map((s) => {
     const i = s.insn, off = Number(i.ip - lo);

@@ -363,7 +363,7 @@ test('bad input: one SpacerError line, file untouched', async (t) => {
 });
 
 test('first pass: an instruction that cannot be redirected is an error naming the object', async (t) => {
-  const bad = await buildUlib(dir, 'libbad', `extern char ext8[];\n__asm__(".text\\n.globl f\\nf: movb $ext8, %al\\n ret\\n");\n`);
+  const bad = await buildUlib(dir, 'libbad', `extern char ext8[];\n__asm__(".text\\n.globl f\\n.type f, @function\\nf: movb $ext8, %al\\n ret\\n.size f, .-f\\n");\n`);
   const e = t.throws(() => indirectionNeeds(bad));
   t.true(isSpacerError(e));
   t.regex(e!.message, new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: \\.text\\+0x1: R_X86_64_8 in code is not supported`));

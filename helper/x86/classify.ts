@@ -166,30 +166,11 @@ export function entryBound(kind: SiteKind, len: number): number {
   }
 }
 
-/** Which bytes of a code section are code: those a sized function symbol covers. */
+/** Which bytes of a code section are code (see extents.ts). */
 export interface CodeMap {
   isCode(addr: bigint): boolean;
   /** Relocations found in data within the code section that point outside (filled by findSites). */
   data: CodeRef[];
-}
-
-/** A CodeMap from the function symbols of a section; without sized functions, everything is code. */
-export function codeMap(funcs: { value: bigint; size: bigint }[]): CodeMap {
-  const ranges = funcs.filter((f) => f.size > 0n).map((f) => [f.value, f.value + f.size] as const).sort((a, b) => (a[0] < b[0] ? -1 : 1));
-  return {
-    data: [],
-    isCode(addr: bigint): boolean {
-      if (!ranges.length) return true;
-      let lo = 0, hi = ranges.length - 1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >> 1;
-        if (addr < ranges[mid][0]) hi = mid - 1;
-        else if (addr >= ranges[mid][1]) lo = mid + 1;
-        else return true;
-      }
-      return false;
-    },
-  };
 }
 
 /** One relocation in code, as both passes see it. */

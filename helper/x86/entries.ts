@@ -8,12 +8,12 @@
 // pointers are then the same in every image; only the pointer area (stubs and slots) differs.
 // Everything in the µlibs agrees on one address per entry, so comparing function pointers still
 // works; the platform's boot code, which the rewrite does not touch, keeps real addresses.
-import { type ElfFile, type ElfSymbol, SHF_ALLOC, SHF_EXECINSTR, SHT_PROGBITS, type Section } from '../elf.js';
+import { type ElfFile, type ElfSymbol, SHF_ALLOC, SHF_EXECINSTR, SHT_PROGBITS, STT_FUNC, type Section } from '../elf.js';
 import { R_X86_64 } from './classify.js';
 import { jmpRel32 } from './table.js';
 
 export const STUB = 5;
-const STB_GLOBAL = 1, STB_WEAK = 2, STT_FUNC = 2;
+const STB_GLOBAL = 1, STB_WEAK = 2;
 
 /**
  * A global function: another µlib may take its address by name. Only STT_FUNC: untyped globals in

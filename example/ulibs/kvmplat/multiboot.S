@@ -3,8 +3,8 @@
  *
  * The loader enters _multiboot_entry in 32-bit protected mode, paging off,
  * with EAX = 0x2BADB002 and EBX = physical address of the multiboot info.
- * We zero .bss, build identity page tables for the first GiB with 2 MiB
- * pages, turn on PAE, long mode, SSE and paging, and continue in 64-bit code
+ * We zero .bss, load the static identity page tables (pagetable.S: the
+ * first GiB with 2 MiB pages), turn on PAE, long mode, SSE and paging, and continue in 64-bit code
  * that sets a stack and calls the C entry _ukplat_entry64(mbi).
  */
 
@@ -22,9 +22,6 @@
 #define MSR_EFER        0xC0000080
 #define EFER_LME        0x00000100
 
-#define PTE_P           0x001
-#define PTE_RW          0x002
-#define PTE_PS          0x080
 
 #define BOOT_STACK_SIZE 0x10000
 
@@ -69,29 +66,12 @@ _multiboot_entry:
 	movl %eax, _mb_magic
 	movl %ebx, _mb_info
 
-	/* Zero .bss: it holds the page tables and the boot stack. */
+	/* Zero .bss: it holds the boot stack. The page tables are static, in .text (pagetable.S). */
 	movl $__bss_start, %edi
 	movl $_end, %ecx
 	subl %edi, %ecx
 	xorl %eax, %eax
 	rep stosb
-
-	/* PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> i * 2 MiB (first GiB). */
-	movl $_boot_pdpt, %eax
-	orl $(PTE_P | PTE_RW), %eax
-	movl %eax, _boot_pml4
-	movl $_boot_pd, %eax
-	orl $(PTE_P | PTE_RW), %eax
-	movl %eax, _boot_pdpt
-	xorl %ecx, %ecx
-1:
-	movl %ecx, %eax
-	shll $21, %eax
-	orl $(PTE_P | PTE_RW | PTE_PS), %eax
-	movl %eax, _boot_pd(,%ecx,8)
-	incl %ecx
-	cmpl $512, %ecx
-	jb 1b
 
 	/* PAE and SSE support in CR4, page tables in CR3. */
 	movl %cr4, %eax
@@ -137,15 +117,8 @@ _multiboot_entry64:
 	jmp 2b
 	.size _multiboot_entry64, . - _multiboot_entry64
 
-/* --- boot page tables and stack (zeroed above) --- */
+/* --- boot stack (zeroed above) --- */
 	.section .bss
-	.balign 4096
-_boot_pml4:
-	.skip 4096
-_boot_pdpt:
-	.skip 4096
-_boot_pd:
-	.skip 4096
 	.balign 16
 _boot_stack:
 	.skip BOOT_STACK_SIZE

@@ -10,6 +10,9 @@
 #include <string.h>
 #include "io.h"
 
+/* pagetable.S: base, length and flags of the region the boot page tables map. */
+extern const uint64_t _boot_map_region[3];
+
 #define MB_BOOT_MAGIC      0x2BADB002U
 #define MBI_FLAG_MEM       (1U << 0)
 #define MBI_FLAG_CMDLINE   (1U << 2)
@@ -88,6 +91,9 @@ static void parse_multiboot(uint32_t mbi_addr, uint32_t magic)
 		bootinfo.mem_upper_kib = mbi->mem_upper;
 		ram_end = 0x100000ULL + (uint64_t)mbi->mem_upper * 1024;
 	}
+	/* Only what the boot page tables map (pagetable.S) is usable. */
+	if (ram_end > _boot_map_region[0] + _boot_map_region[1])
+		ram_end = _boot_map_region[0] + _boot_map_region[1];
 	if (mbi->flags & MBI_FLAG_CMDLINE) {
 		const char *cl = (const char *)(uintptr_t)mbi->cmdline;
 		size_t i;

@@ -168,7 +168,13 @@ static int ukmath_selftest(void)
 {
 	if (uk_isqrt(1000000) != 1000 || uk_gcd(1071, 462) != 21
 	    || !uk_is_prime(1000000007ULL) || uk_is_prime(561)
-	    || uk_fib_mod(10, 1000) != 55) {
+	    || uk_fib_mod(10, 1000) != 55
+	    /* The hand-written dispatcher: jump table and constants inside .text. */
+	    || uk_math_op(0, 40, 2) != 42 || uk_math_op(1, 40, 2) != 38
+	    || uk_math_op(2, 6, 7) != 42 || uk_math_op(3, 1071, 462) != 21
+	    || uk_math_op(4, (uint64_t)(uintptr_t)"sixteen", 0) != 7
+	    || uk_math_op(5, 0, 0) != 0x9e3779b97f4a7c15ULL + 0x0123456789abcdefULL
+	    || uk_math_op(6, 1, 1) != 0) {
 		uk_pr_info("self-test FAILED\n");
 		return -1;
 	}
