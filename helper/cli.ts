@@ -7,6 +7,7 @@ import { SpacerError, isSpacerError } from './errors.js';
 import { ElfFile } from './elf.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
+import { checkFirecrackerImage } from './image/firecracker.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
 import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
@@ -74,16 +75,35 @@ async function main(argv: string[]): Promise<void> {
       'after strip: the file keeps the loaded bytes, not the padding (pack), and one section header per run of µlib sections; loaded memory unchanged',
       (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' })
         .option('pack', { type: 'boolean', default: true, describe: 'leave zero runs between sections out of the file (segments split, memory sizes kept; file offsets no longer page-congruent). --no-pack keeps the linker\'s file layout' })
-        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)' }),
+        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)' })
+        .option('vmm', {
+          choices: ['qemu', 'firecracker'],
+          describe: 'firecracker: then check every rule of Firecracker\'s ELF loader and boot ' +
+            'path, and that its copy gives the input\'s memory (else restore the input, fail)',
+        }),
       (a: Args) => {
         // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
-        if (ElfFile.load(a.image).header.class !== 64) throw new SpacerError(`${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`);
+        const input = ElfFile.load(a.image);
+        if (input.header.class !== 64) throw new SpacerError(`${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`);
         const p = a.pack ? packImage(a.image) : undefined;
         if (p && !p.alreadyPacked) log(`spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`);
         const r = compactImage(a.image, { holes: a.holes });
         log(r.alreadyCompact
           ? `spacer: ${a.image}: already compact`
           : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`);
+        if (a.vmm === 'firecracker') {
+          // The rules of helper/image/firecracker.ts, on the file as it leaves this step.
+          const problems = checkFirecrackerImage(a.image, input);
+          if (problems.length) {
+            writeFileAtomic(a.image, input.data);
+            const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
+            throw new SpacerError(`${a.image}: Firecracker would not load this image ` +
+              `(${problems.slice(0, 3).join('; ')}${more}); the file is back as it was before ` +
+              `'spacer compact'; report this (CONFIG_SPACER_NOPACK skips packing)`);
+          }
+          log(`spacer: ${a.image}: Firecracker: every rule of its ELF loader and boot path ` +
+            'holds, and its copy is the input\'s memory');
+        }
       },
     )
     .command(
