@@ -11,8 +11,9 @@
 //     code that calls or reads them (and its tables) stays identical.
 // `relayout` re-plans every slot from the images recorded in the map: variants used by the
 // same set of images form a group, groups used by most images come first, name slots after.
+import { basename } from 'node:path';
 import { SpacerError } from './errors.js';
-import { AREAS, PAGE, type Area, type Extent, type SlotKind, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
+import { AREAS, PAGE, type Area, type Extent, type ImageOrigin, type SlotKind, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
 import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
@@ -41,6 +42,8 @@ export interface AllocRequest {
   ulibs: UlibRequest[];
   head: number;
   textBase: number;
+  /** Where this link runs (the Unikraft glue passes it); recorded in the map. */
+  origin?: ImageOrigin;
 }
 
 export interface Placement {
@@ -111,6 +114,20 @@ function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { 
   return out;
 }
 
+/**
+ * One image name, one build: a link from other app or build folders than the image's last link
+ * would silently take over its map entry (two helloworld apps are both `helloworld_qemu-x86_64`
+ * unless SPACER_IMAGE is set).
+ */
+function checkOrigin(m: SpacerMap, mapPath: string, req: AllocRequest): void {
+  const was = m.images[req.image]?.origin, now = req.origin;
+  if (!was || !now || (was.app === now.app && was.build === now.build)) return;
+  const suggest = basename(now.app) || 'app';
+  throw new SpacerError(`${mapPath}: image name ${req.image} is already taken by the build in ${was.build} (app ${was.app}), `
+    + `and this one is in ${now.build} (app ${now.app}); set SPACER_IMAGE to a name of its own (e.g. SPACER_IMAGE=${suggest}_${req.image}), `
+    + `or, if the other build is gone, run 'spacer map gc --map ${mapPath} ${req.image}' first`);
+}
+
 /** Records the image's variants in the map (checks, new-variant notes, image membership). */
 function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { notes: string[]; entries: { name: string; v: VariantEntry; variant: string }[] } {
   const notes: string[] = [];
@@ -125,6 +142,7 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
     if (seen.has(u.name)) throw new SpacerError(`${mapPath}: two objects named ${u.name}.o in one link; µlib names must be unique`);
     seen.add(u.name);
   }
+  checkOrigin(m, mapPath, req);
   // The image now uses these variants, and no longer the ones its previous link used.
   const before = m.images[req.image]?.ulibs ?? {};
   for (const [name, v] of Object.entries(before)) {
@@ -146,7 +164,8 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
     if (u.absPtr && u.absPtr > (e.abs_ptr ?? 0)) e.abs_ptr = u.absPtr;
     return { name: u.name, v: e, variant: u.variant };
   });
-  m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])) };
+  const origin = req.origin ?? m.images[req.image]?.origin;
+  m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])), ...(origin ? { origin } : {}) };
   return { notes, entries };
 }
 

@@ -10,7 +10,7 @@ import { packImage } from './pack.js';
 import { checkFirecrackerImage } from './image/firecracker.js';
 import { finish } from './finish.js';
 import { link } from './link.js';
-import { checkMapFile, mapGc, mapRelayout, showMap } from './mapcmd.js';
+import { checkMapFile, mapGc, mapRelayout, relinkAdvice, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
 import { writeFileAtomic } from './map.js';
 import { randomBytes } from 'node:crypto';
@@ -45,6 +45,9 @@ async function main(argv: string[]): Promise<void> {
         .option('aslr', { type: 'boolean', default: false, describe: 'ASLR mode: shuffle the µlibs\' code per build; references leaving a µlib go through its table' })
         .option('seed', { type: 'string', describe: 'ASLR seed (same seed, same image); without it a fresh one is drawn and written to <out>.seed' })
         .option('rewrite', { type: 'boolean', default: true, describe: 'redirect references that leave a µlib through its indirection table (--no-rewrite: layout only)' })
+        .option('app', { type: 'string', describe: 'the app folder (Unikraft: A=), recorded in the map with --build' })
+        .option('build', { type: 'string', describe: 'the build folder (Unikraft: O=); another build may not take this image name' })
+        .option('relink', { type: 'string', describe: "the command that relinks this image, printed by 'spacer map relayout'" })
         .example('$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o', ''),
       async (a: Args) => {
         let aslrSeed: string | undefined;
@@ -57,6 +60,7 @@ async function main(argv: string[]): Promise<void> {
         await link({
           image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String),
           aslrSeed, rewrite: a.rewrite, log,
+          ...(a.app || a.build ? { origin: { app: String(a.app ?? ''), build: String(a.build ?? ''), ...(a.relink ? { relink: String(a.relink) } : {}) } } : {}),
         });
       },
     )
@@ -182,8 +186,7 @@ async function main(argv: string[]): Promise<void> {
       .command('relayout', 're-plan every slot from the images the map records (variants used by the same images packed together, most used first); lists the apps to relink', (yy) => mapOption(yy), async (a: Args) => {
         const path = a.map ?? defaultMapPath();
         const r = await mapRelayout(path);
-        process.stdout.write(`${path}: ${r.shared} shared variants in ${r.groups} groups\n` +
-          (r.relink.length ? `relink these images to use the new layout: ${r.relink.join(' ')}\n` : 'no image needs a relink\n'));
+        process.stdout.write(`${path}: ${r.shared} shared variants in ${r.groups} groups\n` + relinkAdvice(path, r.relink));
       })
       .command('gc [forget..]', 'drop variants that no image uses any more (and the images named)', (yy) => mapOption(yy)
         .positional('forget', { type: 'string', array: true, describe: 'images to forget first' }), async (a: Args) => {

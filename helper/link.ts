@@ -4,7 +4,7 @@
 import { statSync } from 'node:fs';
 import { allocate, allocateAslr, freshMap, nameSlotCandidate, type AllocRequest, type UlibRequest } from './allocate.js';
 import { SpacerError } from './errors.js';
-import { PAGE, SLOT_KINDS, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
+import { PAGE, SLOT_KINDS, type ImageOrigin, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
 import { alignUp, readObject, type UlibObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
@@ -22,6 +22,8 @@ export interface LinkOptions {
   aslrSeed?: string;
   /** Redirect the references µlib code makes outside its µlib through indirection tables (default true). */
   rewrite?: boolean;
+  /** Where the link runs (app and build folders, the command that relinks it): kept in the map. */
+  origin?: ImageOrigin;
   log?: (line: string) => void;
 }
 
@@ -97,7 +99,7 @@ export async function link(o: LinkOptions): Promise<Plan> {
     if (ind) { sizes.ind = ind; align.ind = 16; }
     ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}), ...(ownAbs ? { ownAbs } : {}) });
   }
-  const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase };
+  const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase, ...(o.origin ? { origin: o.origin } : {}) };
   // Place every variant under the map lock; the map lands with an atomic rename.
   const { placements: placed, notes, map, order, ownEnd } = await updateMap(o.map, () => freshMap(req), (m) => {
     const r = o.aslrSeed !== undefined ? allocateAslr(m, o.map, req, o.aslrSeed) : { ...allocate(m, o.map, req), order: undefined };

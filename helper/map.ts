@@ -66,6 +66,15 @@ export interface UlibEntry {
 export interface ImageEntry {
   /** µlib name → variant used by the image's last link. */
   ulibs: Record<string, string>;
+  /** Where its last link ran (from the Unikraft glue): the app and build folders, and the command
+   *  that relinks it. Two builds with different folders may not share one image name. */
+  origin?: ImageOrigin;
+}
+
+export interface ImageOrigin {
+  app: string;
+  build: string;
+  relink?: string;
 }
 
 export interface SpacerMap {
@@ -133,7 +142,9 @@ function encode(m: SpacerMap): string {
   const ims = keys(m.images);
   ims.forEach((n, i) => {
     const u = m.images[n].ulibs;
-    out.push(`    ${j(n)}: {"ulibs": {${keys(u).map((k) => `${j(k)}: ${j(u[k])}`).join(', ')}}}${i < ims.length - 1 ? ',' : ''}`);
+    const o = m.images[n].origin;
+    const origin = o ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}` : '';
+    out.push(`    ${j(n)}: {"ulibs": {${keys(u).map((k) => `${j(k)}: ${j(u[k])}`).join(', ')}}${origin}}${i < ims.length - 1 ? ',' : ''}`);
   });
   out.push('  }', '}');
   return out.join('\n') + '\n';
@@ -202,6 +213,11 @@ function decode(path: string, text: string): SpacerMap {
   for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
     if (typeof im?.ulibs !== 'object' || im.ulibs === null) bad(`images.${name}`);
     images[name] = { ulibs: im.ulibs };
+    if (im.origin !== undefined) {
+      const o = im.origin;
+      if (typeof o?.app !== 'string' || typeof o.build !== 'string' || (o.relink !== undefined && typeof o.relink !== 'string')) bad(`images.${name}.origin`);
+      images[name].origin = { app: o.app, build: o.build, ...(o.relink !== undefined ? { relink: o.relink } : {}) };
+    }
   }
   let own: Partial<Record<Area, number>> | undefined;
   if (raw.own !== undefined) {

@@ -40,7 +40,10 @@ export function showMap(path: string): string {
   }
   lines.push('');
   lines.push(`images (${Object.keys(m.images).length}):`);
-  for (const name of Object.keys(m.images).sort()) lines.push(`  ${name}: ${Object.keys(m.images[name].ulibs).length} µlibs`);
+  for (const name of Object.keys(m.images).sort()) {
+    const o = m.images[name].origin;
+    lines.push(`  ${name}: ${Object.keys(m.images[name].ulibs).length} µlibs${o ? `, built in ${o.build} (app ${o.app})` : ''}`);
+  }
   lines.push('');
   lines.push('A variant used by one image lives in that image\'s own area ("own area"); it gets a stable slot when a second image uses it.');
   lines.push('A µlib that images use in variants of their own (built per app) has a "name slot": each such variant sits there, at the same address in every image.');
@@ -58,6 +61,23 @@ export function checkMapFile(path: string): string[] {
 export async function mapRelayout(path: string): Promise<RelayoutResult> {
   loadForShow(path);
   return updateMap(path, () => { throw new SpacerError(`${path}: no map`); }, (m) => relayout(m, path));
+}
+
+/**
+ * What `spacer map relayout` says about the images it moved: for each, the command that relinks it
+ * (recorded by the Unikraft glue at its last link), else where it was built.
+ */
+export function relinkAdvice(path: string, images: readonly string[]): string {
+  if (!images.length) return 'no image needs a relink\n';
+  const m = loadForShow(path);
+  const lines = [`relink ${images.length === 1 ? 'this image' : `these ${images.length} images`} to use the new layout:`];
+  for (const name of images) {
+    const o = m.images[name]?.origin;
+    if (o?.relink) lines.push(`  ${name}: ${o.relink}`);
+    else if (o) lines.push(`  ${name}: run make again for the app in ${o.app} (build folder ${o.build})`);
+    else lines.push(`  ${name}: (no build folder recorded) rebuild it as you built it`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 /** `spacer map gc`, under the lock. */

@@ -162,7 +162,8 @@ export function parseImageArg(arg: string): ImageInput {
 
 /**
  * Display names: the file name without extension; where two collide, `parent/stem`; then
- * `parent/file`; then a `#k` suffix. Explicit names are kept and must be unique.
+ * `parent/file`; then `app/stem` and `app/parent/file` (the folder above the build folder: the
+ * app, in a Unikraft build); then a `#k` suffix. Explicit names are kept and must be unique.
  */
 export function imageNames(inputs: readonly ImageInput[]): string[] {
   const seen = new Set<string>();
@@ -174,18 +175,20 @@ export function imageNames(inputs: readonly ImageInput[]): string[] {
   }
   const cands = inputs.map((x) => {
     const base = basename(x.path), stem = basename(x.path, extname(x.path)) || base;
-    const parent = basename(dirname(resolve(x.path)));
-    return [stem, `${parent}/${stem}`, `${parent}/${base}`];
+    const parent = basename(dirname(resolve(x.path))), app = basename(dirname(dirname(resolve(x.path))));
+    // Unikraft builds into <app>/build (or another O=): two apps' images differ by the folder above.
+    return [stem, `${parent}/${stem}`, `${parent}/${base}`, `${app}/${stem}`, `${app}/${parent}/${base}`];
   });
   const level = inputs.map(() => 0);
   const current = () => inputs.map((x, i) => x.name ?? cands[i][level[i]]);
   for (;;) {
     const names = current();
-    const count = new Map<string, number>();
-    for (const n of names) count.set(n, (count.get(n) ?? 0) + 1);
+    // Files a name stands for: the same file given twice keeps its name (and gets `#k`).
+    const files = new Map<string, Set<string>>();
+    names.forEach((n, i) => (files.get(n) ?? files.set(n, new Set()).get(n)!).add(resolve(inputs[i].path)));
     let moved = false;
     inputs.forEach((x, i) => {
-      if (x.name === undefined && count.get(names[i])! > 1 && level[i] < cands[i].length - 1) { level[i]++; moved = true; }
+      if (x.name === undefined && files.get(names[i])!.size > 1 && level[i] < cands[i].length - 1) { level[i]++; moved = true; }
     });
     if (!moved) break;
   }

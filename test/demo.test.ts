@@ -105,12 +105,13 @@ test('ASLR: the per-app variants in name slots keep one code page for all apps (
   t.true(new Set(rodata).size > 1, 'ukboot\'s read-only data differs between apps');
 });
 
-test('Spacer images keep few program headers (two more than the default) and no empty PT_LOAD at address 0', (t) => {
+test('Spacer images keep few program headers (three more than the default) and no empty PT_LOAD at address 0', (t) => {
   for (const a of demo.apps) {
     const def = ElfFile.load(join(out, 'default', `${a.name}.elf`));
     const sp = ElfFile.load(join(out, 'spacer', `${a.name}.elf`));
-    // One PT_LOAD more for the µlibs' .bss, one for the indirection tables.
-    t.true(sp.loads.length <= def.loads.length + 2, a.name);
+    // One PT_LOAD more for the µlibs' .bss, one for the indirection tables; packing leaves out the
+    // zeros before the platform's page-aligned code (its page tables), which starts one more piece.
+    t.true(sp.loads.length <= def.loads.length + 3, `${a.name}: ${sp.loads.length} PT_LOADs, default ${def.loads.length}`);
     t.false(sp.segments.some((p) => p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n), a.name);
   }
 });

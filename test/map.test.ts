@@ -122,10 +122,22 @@ test('a changed µlib is a new variant: it gets its own place and nothing earlie
 test('relayout packs variants by the images that use them and names the apps to relink; gc drops what no image uses', async (t) => {
   const map = join(dir, 'relayout', 'map.json');
   const o = (n: string) => join(dir, 'relayout', n);
-  for (const i of [1, 3, 5, 7]) t.is((await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i)))).exitCode, 0);
+  // Linked as the Unikraft glue links them: with their app and build folders and relink command
+  // (img7 without, as a map made before they were recorded).
+  const origin = (i: number) => (i === 7 ? [] : ['--app', `/apps/app${i}`, '--build', `/apps/app${i}/build`, '--relink', `make -C /uk A=/apps/app${i}`]);
+  for (const i of [1, 3, 5, 7]) t.is((await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i), origin(i)))).exitCode, 0);
+  // Another app's build may not take an image name: one line naming both builds and the fix.
+  const taken = await spacer(linkArgs(map, 'img1', o('x.lds'), objectsOf(1), ['--app', '/apps/other', '--build', '/apps/other/build']));
+  t.is(taken.exitCode, 1);
+  t.regex(taken.stderr.trim(), /^spacer: .*map\.json: image name img1 is already taken by the build in \/apps\/app1\/build \(app \/apps\/app1\), and this one is in \/apps\/other\/build .*set SPACER_IMAGE/);
+  t.is(taken.stderr.trim().split('\n').length, 1);
   const r = await spacer(['map', 'relayout', '--map', map]);
   t.is(r.exitCode, 0, r.stderr);
-  t.regex(r.stdout, /relink these images to use the new layout: .*img1/);
+  // Per image, what to run.
+  t.regex(r.stdout, /relink these \d images to use the new layout:\n/);
+  t.regex(r.stdout, /^ {2}img1: make -C \/uk A=\/apps\/app1$/m);
+  t.regex(r.stdout, /^ {2}img7: \(no build folder recorded/m);
+  t.regex((await spacer(['map', 'show', '--map', map])).stdout, /img3: \d+ µlibs, built in \/apps\/app3\/build \(app \/apps\/app3\)/);
   const m = readMap(map)!;
   t.deepEqual(checkMap(m), []);
   // liba and libboot are in every image: first group, from the start of the text region.

@@ -282,7 +282,10 @@ test('image arguments: path@N, and names from the file name, the parent director
   t.deepEqual(imageNames([{ path: 'hwA/hello_qemu-x86_64.dbg' }, { path: 'hwB/hello_qemu-x86_64.dbg' }, { path: 'hwB/other.dbg' }]),
     ['hwA/hello_qemu-x86_64', 'hwB/hello_qemu-x86_64', 'other']);
   t.deepEqual(imageNames([{ path: 'x/img.dbg' }, { path: 'x/img' }]), ['x/img.dbg', 'x/img']);
-  t.deepEqual(imageNames([{ path: 'x/img.dbg' }, { path: 'x/img.dbg' }]), ['x/img.dbg', 'x/img.dbg#2']);
+  // Two Unikraft apps with the same image name, each in its own <app>/build: named by app.
+  t.deepEqual(imageNames([{ path: 'hwA/build/helloworld_qemu-x86_64' }, { path: 'hwB/build/helloworld_qemu-x86_64' }]),
+    ['hwA/helloworld_qemu-x86_64', 'hwB/helloworld_qemu-x86_64']);
+  t.deepEqual(imageNames([{ path: 'x/img.dbg' }, { path: 'x/img.dbg' }]), ['img', 'img#2']);
   t.deepEqual(imageNames([{ path: 'x/a.dbg', name: 'A' }, { path: 'y/A.elf' }]), ['A', 'y/A']);
   t.throws(() => imageNames([{ path: 'p', name: 'n' }, { path: 'q', name: 'n' }]), { instanceOf: SpacerError });
   const r = analyzeImages([{ path: a, name: 'first', instances: 4 }, { path: b }]);
