@@ -13,12 +13,28 @@
 // same set of images form a group, groups used by most images come first, name slots after.
 import { basename } from 'node:path';
 import { SpacerError } from './errors.js';
-import { AREAS, PAGE, type Area, type Extent, type ImageOrigin, type SlotKind, type SpacerMap, type UlibEntry, type VariantEntry, hex } from './map.js';
+import {
+  AREAS,
+  PAGE,
+  type Area,
+  type Extent,
+  type ImageOrigin,
+  type SlotKind,
+  type SpacerMap,
+  type UlibEntry,
+  type VariantEntry,
+  hex,
+} from './map.js';
 import { alignUp } from './objects.js';
 
 const MiB = 1 << 20;
 /** Smallest capacity a region gets when a map is created; every loaded address must be RAM. */
-export const MIN_CAPACITY: Record<Exclude<Area, 'ind'>, number> = { text: 2 * MiB, rodata: MiB, data: MiB, bss: 2 * MiB };
+export const MIN_CAPACITY: Record<Exclude<Area, 'ind'>, number> = {
+  text: 2 * MiB,
+  rodata: MiB,
+  data: MiB,
+  bss: 2 * MiB,
+};
 
 export interface UlibRequest {
   name: string;
@@ -53,7 +69,9 @@ export interface Placement {
   shared: boolean;
   /** In the µlib's name slot: a stable address, content of this image only. */
   named?: boolean;
-  /** ASLR mode: its own data's absolute addresses go through its table (UlibRequest.ownAbs sizes). */
+  /**
+   * ASLR mode: its own data's absolute addresses go through its table (UlibRequest.ownAbs sizes).
+   */
   ownAbs?: boolean;
   at: Partial<Record<SlotKind, Extent>>;
 }
@@ -83,7 +101,8 @@ function indEnd(base: number, need: number): number {
 export function freshMap(req: AllocRequest): SpacerMap {
   // The platform's boot head gets a quarter more room (at least 256 bytes).
   const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), 256), 64);
-  const need = (k: Area) => req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
+  const need = (k: Area) =>
+    req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
   const regions = {} as SpacerMap['regions'];
   const indBase = req.textBase + head;
   regions.ind = { base: indBase, end: indEnd(indBase, need('ind')), next: indBase };
@@ -93,11 +112,30 @@ export function freshMap(req: AllocRequest): SpacerMap {
     regions[k] = { base: at, end: alignUp(at + cap, MiB), next: at };
     at = regions[k].end;
   }
-  return { schema: 1, page_size: PAGE, text_base: req.textBase, head, regions, ulibs: {}, images: {} };
+  return {
+    schema: 1,
+    page_size: PAGE,
+    text_base: req.textBase,
+    head,
+    regions,
+    ulibs: {},
+    images: {},
+  };
 }
 
-/** Packs variants one after the other from `from` (rounded up to a page when `page`); returns their extents. */
-function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { name: string; v: VariantEntry }[], limit: number, page: boolean): Map<VariantEntry, Extent> {
+/**
+ * Packs variants one after the other from `from` (rounded up to a page when `page`); returns their
+ * extents.
+ */
+function pack(
+  m: SpacerMap,
+  mapPath: string,
+  area: Area,
+  from: number,
+  items: { name: string; v: VariantEntry }[],
+  limit: number,
+  page: boolean,
+): Map<VariantEntry, Extent> {
   const out = new Map<VariantEntry, Extent>();
   let next = page ? alignUp(from, PAGE) : from;
   for (const { name, v } of items) {
@@ -106,7 +144,9 @@ function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { 
     const addr = alignUp(next, v.align[area] ?? 1);
     if (addr + size > limit) {
       const r = m.regions[area];
-      throw new SpacerError(`${mapPath}: the ${area} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} (${size} bytes); run 'spacer map relayout' (or start a new map) and relink every app`);
+      throw new SpacerError(
+        `${mapPath}: the ${area} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} (${size} bytes); run 'spacer map relayout' (or start a new map) and relink every app`,
+      );
     }
     out.set(v, { addr, size });
     next = addr + size;
@@ -120,26 +160,40 @@ function pack(m: SpacerMap, mapPath: string, area: Area, from: number, items: { 
  * unless SPACER_IMAGE is set).
  */
 function checkOrigin(m: SpacerMap, mapPath: string, req: AllocRequest): void {
-  const was = m.images[req.image]?.origin, now = req.origin;
+  const was = m.images[req.image]?.origin,
+    now = req.origin;
   if (!was || !now || (was.app === now.app && was.build === now.build)) return;
   const suggest = basename(now.app) || 'app';
-  throw new SpacerError(`${mapPath}: image name ${req.image} is already taken by the build in ${was.build} (app ${was.app}), `
-    + `and this one is in ${now.build} (app ${now.app}); set SPACER_IMAGE to a name of its own (e.g. SPACER_IMAGE=${suggest}_${req.image}), `
-    + `or, if the other build is gone, run 'spacer map gc --map ${mapPath} ${req.image}' first`);
+  throw new SpacerError(
+    `${mapPath}: image name ${req.image} is already taken by the build in ${was.build} (app ${was.app}), ` +
+      `and this one is in ${now.build} (app ${now.app}); set SPACER_IMAGE to a name of its own (e.g. SPACER_IMAGE=${suggest}_${req.image}), ` +
+      `or, if the other build is gone, run 'spacer map gc --map ${mapPath} ${req.image}' first`,
+  );
 }
 
 /** Records the image's variants in the map (checks, new-variant notes, image membership). */
-function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { notes: string[]; entries: { name: string; v: VariantEntry; variant: string }[] } {
+function allocateRecord(
+  m: SpacerMap,
+  mapPath: string,
+  req: AllocRequest,
+): { notes: string[]; entries: { name: string; v: VariantEntry; variant: string }[] } {
   const notes: string[] = [];
   if (m.text_base !== req.textBase) {
-    throw new SpacerError(`${mapPath}: the map was made for text at ${hex(m.text_base)} but this platform script puts it at ${hex(req.textBase)}; use another map (CONFIG_SPACER_MAP) for this platform`);
+    throw new SpacerError(
+      `${mapPath}: the map was made for text at ${hex(m.text_base)} but this platform script puts it at ${hex(req.textBase)}; use another map (CONFIG_SPACER_MAP) for this platform`,
+    );
   }
   if (req.head > m.head) {
-    throw new SpacerError(`${mapPath}: the platform boot head (${req.head} bytes) outgrew the ${m.head} bytes the map reserves; start a new map (move this one away) and relink every app`);
+    throw new SpacerError(
+      `${mapPath}: the platform boot head (${req.head} bytes) outgrew the ${m.head} bytes the map reserves; start a new map (move this one away) and relink every app`,
+    );
   }
   const seen = new Set<string>();
   for (const u of req.ulibs) {
-    if (seen.has(u.name)) throw new SpacerError(`${mapPath}: two objects named ${u.name}.o in one link; µlib names must be unique`);
+    if (seen.has(u.name))
+      throw new SpacerError(
+        `${mapPath}: two objects named ${u.name}.o in one link; µlib names must be unique`,
+      );
     seen.add(u.name);
   }
   checkOrigin(m, mapPath, req);
@@ -147,29 +201,41 @@ function allocateRecord(m: SpacerMap, mapPath: string, req: AllocRequest): { not
   const before = m.images[req.image]?.ulibs ?? {};
   for (const [name, v] of Object.entries(before)) {
     const e = m.ulibs[name]?.variants[v];
-    if (e && req.ulibs.every((u) => u.name !== name || u.variant !== v)) e.images = e.images.filter((i) => i !== req.image);
+    if (e && req.ulibs.every((u) => u.name !== name || u.variant !== v))
+      e.images = e.images.filter((i) => i !== req.image);
   }
   const entries = req.ulibs.map((u) => {
     const lib = (m.ulibs[u.name] ??= { variants: {} });
     let e = lib.variants[u.variant];
     if (!e) {
       const others = Object.keys(lib.variants).filter((h) => lib.variants[h].images.length);
-      if (others.length) notes.push(`${u.name}: new variant ${u.variant} (other images use ${others.join(', ')}); it shares no pages with those`);
+      if (others.length)
+        notes.push(
+          `${u.name}: new variant ${u.variant} (other images use ${others.join(', ')}); it shares no pages with those`,
+        );
       e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }
     if (!e.images.includes(req.image)) e.images.push(req.image);
     // Table sizes depend on the rewrite mode: keep the largest seen, and the modes measured.
-    if ((u.sizes.ind ?? 0) > (e.sizes.ind ?? 0)) { e.sizes.ind = u.sizes.ind; e.align.ind = u.align.ind; }
+    if ((u.sizes.ind ?? 0) > (e.sizes.ind ?? 0)) {
+      e.sizes.ind = u.sizes.ind;
+      e.align.ind = u.align.ind;
+    }
     if (u.mode && !(e.modes ??= []).includes(u.mode)) e.modes.push(u.mode);
     if (u.absPtr && u.absPtr > (e.abs_ptr ?? 0)) e.abs_ptr = u.absPtr;
     return { name: u.name, v: e, variant: u.variant };
   });
   const origin = req.origin ?? m.images[req.image]?.origin;
-  m.images[req.image] = { ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])), ...(origin ? { origin } : {}) };
+  m.images[req.image] = {
+    ulibs: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+    ...(origin ? { origin } : {}),
+  };
   return { notes, entries };
 }
 
-/** Capacity of a name slot for variants of up to `size` bytes: a quarter more (at least 64 bytes). */
+/**
+ * Capacity of a name slot for variants of up to `size` bytes: a quarter more (at least 64 bytes).
+ */
 function headroom(size: number): number {
   return alignUp(size + Math.max(Math.ceil(size / 4), 64), 16);
 }
@@ -186,11 +252,21 @@ function wantsNameSlot(lib: UlibEntry): boolean {
 /**
  * Before this image's link: will its variant `variant` of `lib` be in the µlib's name slot? It
  * is, or will be, the image's own (no other image uses it), and the µlib has a name slot or will
- * get one with it (another image has a variant of its own): wantsNameSlot once this link is recorded.
+ * get one with it (another image has a variant of its own): wantsNameSlot once this link is
+ * recorded.
  */
-export function nameSlotCandidate(lib: UlibEntry | undefined, variant: string, image: string): boolean {
+export function nameSlotCandidate(
+  lib: UlibEntry | undefined,
+  variant: string,
+  image: string,
+): boolean {
   if (!lib || lib.variants[variant]?.images.some((i) => i !== image)) return false;
-  return !!lib.slot || Object.entries(lib.variants).some(([h, v]) => h !== variant && v.images.length === 1 && v.images[0] !== image);
+  return (
+    !!lib.slot ||
+    Object.entries(lib.variants).some(
+      ([h, v]) => h !== variant && v.images.length === 1 && v.images[0] !== image,
+    )
+  );
 }
 
 /** Does the variant fit the µlib's name slot (every area it has bytes in, at its alignment)? */
@@ -216,12 +292,17 @@ function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
       if (lib.slot?.[a]) continue;
       const vs = Object.values(lib.variants);
       // ASLR pointer areas: room for the form with the own data's addresses too (abs_ptr).
-      const size = Math.max(0, ...vs.map((v) => Math.max(v.sizes[a] ?? 0, a === 'ind' ? v.abs_ptr ?? 0 : 0)));
+      const size = Math.max(
+        0,
+        ...vs.map((v) => Math.max(v.sizes[a] ?? 0, a === 'ind' ? (v.abs_ptr ?? 0) : 0)),
+      );
       if (!size) continue;
       const addr = alignUp(next, Math.max(16, ...vs.map((v) => v.align[a] ?? 1)));
       const cap = headroom(size);
       if (addr + cap > region.end) {
-        throw new SpacerError(`${mapPath}: the ${a === 'ind' ? 'text' : a} region (${hex(region.base)}..${hex(region.end)}) has no room for ${name}'s slot (${cap} bytes); run 'spacer map relayout' (or start a new map) and relink every app`);
+        throw new SpacerError(
+          `${mapPath}: the ${a === 'ind' ? 'text' : a} region (${hex(region.base)}..${hex(region.end)}) has no room for ${name}'s slot (${cap} bytes); run 'spacer map relayout' (or start a new map) and relink every app`,
+        );
       }
       (lib.slot ??= {})[a] = { addr, size: cap };
       next = addr + cap;
@@ -236,7 +317,10 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   // Variants that a second image now uses get stable slots, packed together as one group.
   const promote = entries.filter((x) => !x.v.slot && x.v.images.length >= 2);
   if (promote.length) {
-    const indNeed = promote.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
+    const indNeed = promote.reduce(
+      (a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0),
+      0,
+    );
     const indFits = alignUp(m.regions.ind.next, 16) + indNeed <= m.regions.ind.end;
     for (const a of AREAS) {
       if (a === 'ind' && !indFits) continue;
@@ -245,12 +329,15 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
       for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
       if (got.size) r.next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
       if (a === 'text' && !indFits && indNeed) {
-        // The table region is full: these tables follow the group's code (they cost that page its sharing).
+        // The table region is full: these tables follow the group's code (they cost that page its
+        // sharing).
         const t = m.regions.text;
         const tables = pack(m, mapPath, 'ind', t.next, promote, t.end, false);
         for (const [v, ext] of tables) (v.slot ??= {}).ind = ext;
         if (tables.size) t.next = Math.max(...[...tables.values()].map((e) => e.addr + e.size));
-        notes.push("the table region is full: the new shared µlibs' tables follow their code; run 'spacer map relayout' (then relink) to pack them again");
+        notes.push(
+          "the table region is full: the new shared µlibs' tables follow their code; run 'spacer map relayout' (then relink) to pack them again",
+        );
       }
     }
     for (const x of promote) x.v.slot ??= {};
@@ -258,21 +345,41 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   }
   // Variants of this image only, of µlibs other images use in other variants: their name slots.
   const single = entries.filter((x) => !x.v.slot && wantsNameSlot(m.ulibs[x.name]));
-  const grow = single.filter((x) => !fitsNameSlot(m.ulibs[x.name], x.v) && AREAS.some((a) => (x.v.sizes[a] ?? 0) && !m.ulibs[x.name].slot?.[a]));
+  const grow = single.filter(
+    (x) =>
+      !fitsNameSlot(m.ulibs[x.name], x.v) &&
+      AREAS.some((a) => (x.v.sizes[a] ?? 0) && !m.ulibs[x.name].slot?.[a]),
+  );
   if (grow.length) {
-    growNameSlots(m, mapPath, grow.map((x) => x.name));
-    notes.push(`name slots (one address for each image's own variant): ${grow.map((x) => x.name).join(', ')}`);
+    growNameSlots(
+      m,
+      mapPath,
+      grow.map((x) => x.name),
+    );
+    notes.push(
+      `name slots (one address for each image's own variant): ${grow.map((x) => x.name).join(', ')}`,
+    );
   }
   const named = new Set<VariantEntry>();
   const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
   for (const x of single) {
     const lib = m.ulibs[x.name];
     if (!fitsNameSlot(lib, x.v)) {
-      notes.push(`${x.name}: variant ${x.variant} outgrew its name slot; it goes to this image's own area (shares less). 'spacer map relayout' sizes the slot again`);
+      notes.push(
+        `${x.name}: variant ${x.variant} outgrew its name slot; it goes to this image's own area (shares less). 'spacer map relayout' sizes the slot again`,
+      );
       continue;
     }
     named.add(x.v);
-    ownAt.set(x.v, Object.fromEntries(AREAS.filter((a) => x.v.sizes[a]).map((a) => [a, { addr: lib.slot![a]!.addr, size: x.v.sizes[a]! }])));
+    ownAt.set(
+      x.v,
+      Object.fromEntries(
+        AREAS.filter((a) => x.v.sizes[a]).map((a) => [
+          a,
+          { addr: lib.slot![a]!.addr, size: x.v.sizes[a]! },
+        ]),
+      ),
+    );
   }
   // The image's own variants go right after the last shared slot it uses, on the same page: that
   // page then differs per image, but a fresh page would cost each image one more page, and the
@@ -283,9 +390,14 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   for (const a of AREAS) {
     if (a === 'ind') continue;
     const r = m.regions[a];
-    const ends = entries.filter((x) => x.v.slot?.[a]).map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
+    const ends = entries
+      .filter((x) => x.v.slot?.[a])
+      .map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
     // Tables in the text region (the table region after the shared code, or spilled after a group).
-    if (a === 'text') for (const x of entries) if (x.v.slot?.ind && x.v.slot.ind.addr >= r.base) ends.push(x.v.slot.ind.addr + x.v.slot.ind.size);
+    if (a === 'text')
+      for (const x of entries)
+        if (x.v.slot?.ind && x.v.slot.ind.addr >= r.base)
+          ends.push(x.v.slot.ind.addr + x.v.slot.ind.size);
     for (const x of entries) {
       if (!named.has(x.v)) continue;
       const slot = m.ulibs[x.name].slot!;
@@ -299,11 +411,17 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
       // The reserve: what follows the own area starts at the same address in every such image.
       const bytes = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
       if (bytes > (m.own?.[a] ?? 0)) {
-        if (m.own?.[a]) notes.push(`the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`);
+        if (m.own?.[a])
+          notes.push(
+            `the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`,
+          );
         (m.own ??= {})[a] = headroom(bytes);
       }
       const reserve = m.own?.[a] ?? 0; // none yet: no image had bytes of its own here
-      if (start + reserve > r.end) throw new SpacerError(`${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`);
+      if (start + reserve > r.end)
+        throw new SpacerError(
+          `${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`,
+        );
       ownEnd[a] = start + reserve;
     }
     if (a === 'text') {
@@ -318,14 +436,23 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
     const x = entries.find((e) => e.name === u.name)!;
     const slot = x.v.slot ?? (named.has(x.v) ? m.ulibs[x.name].slot : undefined);
     for (const a of AREAS) {
-      const need = u.sizes[a] ?? 0, have = slot?.[a]?.size;
+      const need = u.sizes[a] ?? 0,
+        have = slot?.[a]?.size;
       if (need && have !== undefined && need > have) {
-        throw new SpacerError(`${mapPath}: ${u.name}'s ${a} slot holds ${have} bytes, this link needs ${need} (a newer lib-spacer measures more); run 'spacer map relayout' and relink every app`);
+        throw new SpacerError(
+          `${mapPath}: ${u.name}'s ${a} slot holds ${have} bytes, this link needs ${need} (a newer lib-spacer measures more); run 'spacer map relayout' and relink every app`,
+        );
       }
     }
   }
   return {
-    placements: entries.map((x) => ({ ulib: x.name, variant: x.variant, shared: !!x.v.slot, ...(named.has(x.v) ? { named: true } : {}), at: x.v.slot ?? ownAt.get(x.v) ?? {} })),
+    placements: entries.map((x) => ({
+      ulib: x.name,
+      variant: x.variant,
+      shared: !!x.v.slot,
+      ...(named.has(x.v) ? { named: true } : {}),
+      at: x.v.slot ?? ownAt.get(x.v) ?? {},
+    })),
     ownEnd,
     notes,
   };
@@ -368,15 +495,29 @@ function codePages(m: SpacerMap): number {
   let total = 0;
   for (const im of Object.values(m.images)) {
     const pages = new Set<number>();
-    const touch = (addr: number, size: number) => { for (let p = Math.floor(addr / PAGE); size > 0 && p <= Math.floor((addr + size - 1) / PAGE); p++) pages.add(p); };
-    let end = m.regions.text.base, own = 0;
+    const touch = (addr: number, size: number) => {
+      for (
+        let p = Math.floor(addr / PAGE);
+        size > 0 && p <= Math.floor((addr + size - 1) / PAGE);
+        p++
+      )
+        pages.add(p);
+    };
+    let end = m.regions.text.base,
+      own = 0;
     for (const [name, h] of Object.entries(im.ulibs)) {
-      const lib = m.ulibs[name], v = lib?.variants[h];
+      const lib = m.ulibs[name],
+        v = lib?.variants[h];
       if (!v) continue;
-      const at = v.slot ?? (wantsNameSlot(lib) && lib.slot && fitsNameSlot(lib, v) ? lib.slot : undefined);
-      if (!at) { own = alignUp(own, 16) + (v.sizes.text ?? 0) + (v.sizes.ind ?? 0); continue; }
+      const at =
+        v.slot ?? (wantsNameSlot(lib) && lib.slot && fitsNameSlot(lib, v) ? lib.slot : undefined);
+      if (!at) {
+        own = alignUp(own, 16) + (v.sizes.text ?? 0) + (v.sizes.ind ?? 0);
+        continue;
+      }
       for (const a of ['text', 'ind'] as const) {
-        const e = at[a], size = v.sizes[a] ?? 0;
+        const e = at[a],
+          size = v.sizes[a] ?? 0;
         if (!e || !size) continue;
         touch(e.addr, size);
         end = Math.max(end, e.addr + e.size);
@@ -397,17 +538,31 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
   const all: { name: string; h: string; v: VariantEntry; key: string; first: number }[] = [];
   const imageOrder = Object.keys(m.images).sort();
   for (const name of Object.keys(m.ulibs).sort()) {
-    for (const [h, v] of Object.entries(m.ulibs[name].variants).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    for (const [h, v] of Object.entries(m.ulibs[name].variants).sort(([a], [b]) =>
+      a < b ? -1 : 1,
+    )) {
       const users = [...v.images].sort();
       if (users.length < 2) continue;
-      all.push({ name, h, v, key: users.join('\0'), first: Math.min(...users.map((u) => imageOrder.indexOf(u))) });
+      all.push({
+        name,
+        h,
+        v,
+        key: users.join('\0'),
+        first: Math.min(...users.map((u) => imageOrder.indexOf(u))),
+      });
     }
   }
   const groups = new Map<string, typeof all>();
   for (const x of all) (groups.get(x.key) ?? groups.set(x.key, []).get(x.key)!).push(x);
-  const ordered = [...groups.values()].sort((a, b) => b[0].key.split('\0').length - a[0].key.split('\0').length || a[0].first - b[0].first || (a[0].key < b[0].key ? -1 : 1));
+  const ordered = [...groups.values()].sort(
+    (a, b) =>
+      b[0].key.split('\0').length - a[0].key.split('\0').length ||
+      a[0].first - b[0].first ||
+      (a[0].key < b[0].key ? -1 : 1),
+  );
   const old = new Map<VariantEntry, string>();
-  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) old.set(v, slotKey(v.slot));
+  for (const u of Object.values(m.ulibs))
+    for (const v of Object.values(u.variants)) old.set(v, slotKey(v.slot));
   for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
   // Code of the shared groups starts right after the boot head. The table region follows it (what
   // the shared tables need, and a quarter more): what tables hold (addresses of per-image data,
@@ -415,15 +570,22 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
   // name slots and own areas, on the tail page that differs per image anyway, and the first page
   // (head and the most shared code) stays the same in every image.
   const indNeed = all.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
-  const ind = m.regions.ind, text = m.regions.text;
+  const ind = m.regions.ind,
+    text = m.regions.text;
   text.base = Math.min(ind.base, text.base);
   for (const a of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
     const r = m.regions[a];
     if (a === 'ind') {
       ind.base = alignUp(text.next, 64);
       ind.end = indEnd(ind.base, indNeed);
-      if (pageAligned && Math.floor(ind.base / PAGE) !== Math.floor((ind.end - 1) / PAGE)) { ind.base = alignUp(ind.base, PAGE); ind.end = indEnd(ind.base, indNeed); }
-      if (ind.end >= text.end) throw new SpacerError(`${mapPath}: the tables of the shared µlibs need more room than the map has; start a new map and relink every app`);
+      if (pageAligned && Math.floor(ind.base / PAGE) !== Math.floor((ind.end - 1) / PAGE)) {
+        ind.base = alignUp(ind.base, PAGE);
+        ind.end = indEnd(ind.base, indNeed);
+      }
+      if (ind.end >= text.end)
+        throw new SpacerError(
+          `${mapPath}: the tables of the shared µlibs need more room than the map has; start a new map and relink every app`,
+        );
     }
     let next = r.base;
     for (const g of ordered) {
@@ -438,8 +600,13 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
   for (const x of all) x.v.slot ??= {};
   // Name slots after the groups, sized for the variants known now.
   const oldName = new Map<UlibEntry, string>();
-  for (const u of Object.values(m.ulibs)) { oldName.set(u, slotKey(u.slot)); delete u.slot; }
-  const named = Object.keys(m.ulibs).sort().filter((n) => wantsNameSlot(m.ulibs[n]));
+  for (const u of Object.values(m.ulibs)) {
+    oldName.set(u, slotKey(u.slot));
+    delete u.slot;
+  }
+  const named = Object.keys(m.ulibs)
+    .sort()
+    .filter((n) => wantsNameSlot(m.ulibs[n]));
   growNameSlots(m, mapPath, named);
   // Own-area reserves for the largest own area an image has now.
   const oldOwn = JSON.stringify(m.own ?? null);
@@ -449,7 +616,9 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
       const bytes = Object.entries(im.ulibs).reduce((sum, [n, h]) => {
         const v = m.ulibs[n]?.variants[h];
         const inNameSlot = v && !v.slot && m.ulibs[n].slot && fitsNameSlot(m.ulibs[n], v);
-        return v && !v.slot && !inNameSlot ? alignUp(sum, v.align[a] ?? 1) + (v.sizes[a] ?? 0) : sum;
+        return v && !v.slot && !inNameSlot
+          ? alignUp(sum, v.align[a] ?? 1) + (v.sizes[a] ?? 0)
+          : sum;
       }, 0);
       if (bytes && headroom(bytes) > (m.own?.[a] ?? 0)) (m.own ??= {})[a] = headroom(bytes);
     }
@@ -459,7 +628,8 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
   for (const u of Object.values(m.ulibs)) {
     const nameMoved = oldName.get(u) !== slotKey(u.slot);
     for (const v of Object.values(u.variants)) {
-      if (old.get(v) !== slotKey(v.slot) || (nameMoved && !v.slot) || ownMoved) v.images.forEach((i) => relink.add(i));
+      if (old.get(v) !== slotKey(v.slot) || (nameMoved && !v.slot) || ownMoved)
+        v.images.forEach((i) => relink.add(i));
     }
   }
   return { relink: [...relink].sort(), groups: ordered.length, shared: all.length };
@@ -472,7 +642,10 @@ export function gc(m: SpacerMap, forget: string[] = []): { dropped: string[] } {
   for (const [name, u] of Object.entries(m.ulibs)) {
     for (const [h, v] of Object.entries(u.variants)) {
       v.images = v.images.filter((i) => m.images[i]?.ulibs[name] === h);
-      if (!v.images.length) { delete u.variants[h]; dropped.push(`${name} ${h}`); }
+      if (!v.images.length) {
+        delete u.variants[h];
+        dropped.push(`${name} ${h}`);
+      }
     }
     if (!Object.keys(u.variants).length) delete m.ulibs[name];
   }
@@ -498,17 +671,24 @@ export function seededRandom(seed: string): () => number {
  * independent, so code and table pages are the same wherever the µlib lands. What the entries
  * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
  * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place before the
- * code, followed by their own code on the same page. Read-only data, data and bss keep the map's slots (allocated as in the plain layout): code
+ * code, followed by their own code on the same page. Read-only data, data and bss keep the map's
+ * slots (allocated as in the plain layout): code
  * reaches them only through its table, so they need not move with it, and their pages stay shared.
  */
-export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, seed: string): AllocResult & { order: string[] } {
+export function allocateAslr(
+  m: SpacerMap,
+  mapPath: string,
+  req: AllocRequest,
+  seed: string,
+): AllocResult & { order: string[] } {
   // Slots for everything but the code and its table; the pointer area takes the table's map area.
   // No mode either: the map records a mode only with its measured table size, and this request
   // carries the pointer area's size in its place.
   const still: AllocRequest = {
     ...req,
     ulibs: req.ulibs.map((u) => ({
-      ...u, mode: undefined,
+      ...u,
+      mode: undefined,
       sizes: { ...u.sizes, text: undefined, ind: u.ptr || undefined },
       align: { ...u.align, text: undefined, ind: u.ptr ? 8 : undefined },
       ...(u.ownAbs?.ptr ? { absPtr: u.ownAbs.ptr } : {}),
@@ -534,7 +714,8 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
     // wherever it holds an absolute address of that data. With those addresses in its pointer
     // area too (when the slot has room for the larger area), its code and table are the same in
     // every image whose variant differs only in data.
-    const u = byName.get(p.ulib)!, cap = m.ulibs[p.ulib]?.slot?.ind?.size ?? 0;
+    const u = byName.get(p.ulib)!,
+      cap = m.ulibs[p.ulib]?.slot?.ind?.size ?? 0;
     if (p.named && u.ownAbs && a.ptr && u.ownAbs.ptr <= cap) {
       a.ptr = { addr: a.ptr.addr, size: u.ownAbs.ptr };
       u.sizes.ind = u.ownAbs.ind;
@@ -554,19 +735,32 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
   }
   // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
   // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
-  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every image.
+  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
+  // image.
   const isOwn = new Set(base.placements.filter((p) => !p.shared && !p.named).map((p) => p.ulib));
   const ownCode = order.filter((n) => isOwn.has(n) && (byName.get(n)!.sizes.text ?? 0) > 0);
-  const ownBytes = ownCode.reduce((a, n) => alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0), 0);
+  const ownBytes = ownCode.reduce(
+    (a, n) =>
+      alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0),
+    0,
+  );
   const start = alignUp(next, 64);
   const slack = alignUp(start, PAGE) - start - ownBytes;
-  next = start + (slack > 0 ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64 : Math.floor(rand() * 16) * 64);
+  next =
+    start +
+    (slack > 0
+      ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
+      : Math.floor(rand() * 16) * 64);
   const place = (n: string, addr: number) => {
     const u = byName.get(n)!;
-    const text = u.sizes.text!, ind = u.sizes.ind ?? 0;
+    const text = u.sizes.text!,
+      ind = u.sizes.ind ?? 0;
     const tableAt = alignUp(addr + text, 16);
     next = ind ? tableAt + ind : addr + text;
-    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
+    if (next > r.end)
+      throw new SpacerError(
+        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
+      );
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   };
@@ -575,14 +769,27 @@ export function allocateAslr(m: SpacerMap, mapPath: string, req: AllocRequest, s
   for (const n of order) {
     if (isOwn.has(n)) continue;
     const u = byName.get(n)!;
-    const text = u.sizes.text ?? 0, ind = u.sizes.ind ?? 0;
+    const text = u.sizes.text ?? 0,
+      ind = u.sizes.ind ?? 0;
     if (!text) continue;
     const addr = alignUp(next, PAGE);
     const tableAt = alignUp(addr + text, 16);
     next = ind ? tableAt + ind : addr + text;
-    if (next > r.end) throw new SpacerError(`${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`);
+    if (next > r.end)
+      throw new SpacerError(
+        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
+      );
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   }
-  return { placements: base.placements.map((p) => ({ ...p, ...(ownAbs.has(p.ulib) ? { ownAbs: true } : {}), at: at.get(p.ulib)! })), ownEnd: base.ownEnd, notes: base.notes, order };
+  return {
+    placements: base.placements.map((p) => ({
+      ...p,
+      ...(ownAbs.has(p.ulib) ? { ownAbs: true } : {}),
+      at: at.get(p.ulib)!,
+    })),
+    ownEnd: base.ownEnd,
+    notes: base.notes,
+    order,
+  };
 }

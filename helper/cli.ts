@@ -25,7 +25,8 @@ const log = (line: string) => process.stderr.write(line + '\n');
 function mapOption(y: any) {
   return y.option('map', {
     type: 'string',
-    describe: 'workspace map (default: $SPACER_MAP, else .spacer/map.json in this lib-spacer checkout)',
+    describe:
+      'workspace map (default: $SPACER_MAP, else .spacer/map.json in this lib-spacer checkout)',
   });
 }
 
@@ -33,22 +34,67 @@ async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('spacer')
     .parserConfiguration({ 'populate--': true })
-    .usage('$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every image of a workspace, so KSM can merge their pages.')
+    .usage(
+      '$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every image of a workspace, so KSM can merge their pages.',
+    )
     .command(
       'link [objects..]',
       'place every µlib of one image in the workspace map and write the aligned linker script',
-      (y) => mapOption(y)
-        .positional('objects', { type: 'string', array: true, describe: 'the per-library objects of the link (libNAME.o), in link order' })
-        .option('image', { type: 'string', demandOption: true, describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)' })
-        .option('lds', { type: 'string', demandOption: true, describe: "the platform's preprocessed default linker script" })
-        .option('out', { type: 'string', demandOption: true, describe: 'where to write the aligned script (the plan goes to <out>.json)' })
-        .option('aslr', { type: 'boolean', default: false, describe: 'ASLR mode: shuffle the µlibs\' code per build; references leaving a µlib go through its table' })
-        .option('seed', { type: 'string', describe: 'ASLR seed (same seed, same image); without it a fresh one is drawn and written to <out>.seed' })
-        .option('rewrite', { type: 'boolean', default: true, describe: 'redirect references that leave a µlib through its indirection table (--no-rewrite: layout only)' })
-        .option('app', { type: 'string', describe: 'the app folder (Unikraft: A=), recorded in the map with --build' })
-        .option('build', { type: 'string', describe: 'the build folder (Unikraft: O=); another build may not take this image name' })
-        .option('relink', { type: 'string', describe: "the command that relinks this image, printed by 'spacer map relayout'" })
-        .example('$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o', ''),
+      (y) =>
+        mapOption(y)
+          .positional('objects', {
+            type: 'string',
+            array: true,
+            describe: 'the per-library objects of the link (libNAME.o), in link order',
+          })
+          .option('image', {
+            type: 'string',
+            demandOption: true,
+            describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)',
+          })
+          .option('lds', {
+            type: 'string',
+            demandOption: true,
+            describe: "the platform's preprocessed default linker script",
+          })
+          .option('out', {
+            type: 'string',
+            demandOption: true,
+            describe: 'where to write the aligned script (the plan goes to <out>.json)',
+          })
+          .option('aslr', {
+            type: 'boolean',
+            default: false,
+            describe:
+              "ASLR mode: shuffle the µlibs' code per build; references leaving a µlib go through its table",
+          })
+          .option('seed', {
+            type: 'string',
+            describe:
+              'ASLR seed (same seed, same image); without it a fresh one is drawn and written to <out>.seed',
+          })
+          .option('rewrite', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'redirect references that leave a µlib through its indirection table (--no-rewrite: layout only)',
+          })
+          .option('app', {
+            type: 'string',
+            describe: 'the app folder (Unikraft: A=), recorded in the map with --build',
+          })
+          .option('build', {
+            type: 'string',
+            describe: 'the build folder (Unikraft: O=); another build may not take this image name',
+          })
+          .option('relink', {
+            type: 'string',
+            describe: "the command that relinks this image, printed by 'spacer map relayout'",
+          })
+          .example(
+            '$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o',
+            '',
+          ),
       async (a: Args) => {
         let aslrSeed: string | undefined;
         if (a.aslr || a.seed !== undefined) {
@@ -58,73 +104,141 @@ async function main(argv: string[]): Promise<void> {
           if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${aslrSeed} (written to ${a.out}.seed)`);
         }
         await link({
-          image: a.image, lds: a.lds, out: a.out, map: a.map ?? defaultMapPath(), objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String),
-          aslrSeed, rewrite: a.rewrite, log,
-          ...(a.app || a.build ? { origin: { app: String(a.app ?? ''), build: String(a.build ?? ''), ...(a.relink ? { relink: String(a.relink) } : {}) } } : {}),
+          image: a.image,
+          lds: a.lds,
+          out: a.out,
+          map: a.map ?? defaultMapPath(),
+          objects: [...(a.objects ?? []), ...(a['--'] ?? [])].map(String),
+          aslrSeed,
+          rewrite: a.rewrite,
+          log,
+          ...(a.app || a.build
+            ? {
+                origin: {
+                  app: String(a.app ?? ''),
+                  build: String(a.build ?? ''),
+                  ...(a.relink ? { relink: String(a.relink) } : {}),
+                },
+              }
+            : {}),
         });
       },
     )
     .command(
       'finish <image>',
       'post-link step on the .dbg: check every µlib sits at its slot and record the plan in the image',
-      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the linked ELF64 debug image' })
-        .option('plan', { type: 'string', demandOption: true, describe: "the plan 'spacer link' wrote (<script>.json)" }),
+      (y) =>
+        y
+          .positional('image', {
+            type: 'string',
+            demandOption: true,
+            describe: 'the linked ELF64 debug image',
+          })
+          .option('plan', {
+            type: 'string',
+            demandOption: true,
+            describe: "the plan 'spacer link' wrote (<script>.json)",
+          }),
       async (a: Args) => {
         const r = await finish(a.image, a.plan);
-        log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`);
+        log(
+          `spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`,
+        );
       },
     )
     .command(
       'compact <image>',
       'after strip: the file keeps the loaded bytes, not the padding (pack), and one section header per run of µlib sections; loaded memory unchanged',
-      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion' })
-        .option('pack', { type: 'boolean', default: true, describe: 'leave zero runs between sections out of the file (segments split, memory sizes kept; file offsets no longer page-congruent). --no-pack keeps the linker\'s file layout' })
-        .option('holes', { type: 'boolean', default: false, describe: 'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)' })
-        .option('vmm', {
-          choices: ['qemu', 'firecracker'],
-          describe: 'firecracker: then check every rule of Firecracker\'s ELF loader and boot ' +
-            'path, and that its copy gives the input\'s memory (else restore the input, fail)',
-        }),
+      (y) =>
+        y
+          .positional('image', {
+            type: 'string',
+            demandOption: true,
+            describe: 'the stripped ELF64 image (strip -s), before any ELF32 conversion',
+          })
+          .option('pack', {
+            type: 'boolean',
+            default: true,
+            describe:
+              "leave zero runs between sections out of the file (segments split, memory sizes kept; file offsets no longer page-congruent). --no-pack keeps the linker's file layout",
+          })
+          .option('holes', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'also drop whole zero pages between µlib groups from memory (splits segments; Unikraft 0.17 then sees one-page free regions)',
+          })
+          .option('vmm', {
+            choices: ['qemu', 'firecracker'],
+            describe:
+              "firecracker: then check every rule of Firecracker's ELF loader and boot " +
+              "path, and that its copy gives the input's memory (else restore the input, fail)",
+          }),
       (a: Args) => {
         // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
         const input = ElfFile.load(a.image);
-        if (input.header.class !== 64) throw new SpacerError(`${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`);
+        if (input.header.class !== 64)
+          throw new SpacerError(
+            `${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`,
+          );
         const p = a.pack ? packImage(a.image) : undefined;
-        if (p && !p.alreadyPacked) log(`spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`);
+        if (p && !p.alreadyPacked)
+          log(
+            `spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
+          );
         const r = compactImage(a.image, { holes: a.holes });
-        log(r.alreadyCompact
-          ? `spacer: ${a.image}: already compact`
-          : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`);
+        log(
+          r.alreadyCompact
+            ? `spacer: ${a.image}: already compact`
+            : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`,
+        );
         if (a.vmm === 'firecracker') {
           // The rules of helper/image/firecracker.ts, on the file as it leaves this step.
           const problems = checkFirecrackerImage(a.image, input);
           if (problems.length) {
             writeFileAtomic(a.image, input.data);
             const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
-            throw new SpacerError(`${a.image}: Firecracker would not load this image ` +
-              `(${problems.slice(0, 3).join('; ')}${more}); the file is back as it was before ` +
-              `'spacer compact'; report this (CONFIG_SPACER_NOPACK skips packing)`);
+            throw new SpacerError(
+              `${a.image}: Firecracker would not load this image ` +
+                `(${problems.slice(0, 3).join('; ')}${more}); the file is back as it was before ` +
+                `'spacer compact'; report this (CONFIG_SPACER_NOPACK skips packing)`,
+            );
           }
-          log(`spacer: ${a.image}: Firecracker: every rule of its ELF loader and boot path ` +
-            'holds, and its copy is the input\'s memory');
+          log(
+            `spacer: ${a.image}: Firecracker: every rule of its ELF loader and boot path ` +
+              "holds, and its copy is the input's memory",
+          );
         }
       },
     )
     .command(
       'plan <image>',
-      'print the plan an image records (.spacer.plan): each µlib\'s variant and addresses, ASLR seed and order',
-      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'an image linked by lib-spacer (.dbg or stripped)' }),
+      "print the plan an image records (.spacer.plan): each µlib's variant and addresses, ASLR seed and order",
+      (y) =>
+        y.positional('image', {
+          type: 'string',
+          demandOption: true,
+          describe: 'an image linked by lib-spacer (.dbg or stripped)',
+        }),
       async (a: Args) => {
         const { loadImage, readImagePlan } = await import('./report.js');
         const plan = readImagePlan(loadImage(a.image));
-        if (!plan) throw new SpacerError(`${a.image}: no .spacer.plan section; it was not linked by lib-spacer (or not finished)`);
+        if (!plan)
+          throw new SpacerError(
+            `${a.image}: no .spacer.plan section; it was not linked by lib-spacer (or not finished)`,
+          );
         process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
       },
     )
     .command(
       'verify <image>',
       'prove every rewritten site of an image reaches the same targets as before the rewrite',
-      (y) => y.positional('image', { type: 'string', demandOption: true, describe: 'a rewritten ELF64 debug image' }),
+      (y) =>
+        y.positional('image', {
+          type: 'string',
+          demandOption: true,
+          describe: 'a rewritten ELF64 debug image',
+        }),
       async (a: Args) => {
         const { verifyImage } = await import('./verify.js');
         const problems = verifyImage(a.image);
@@ -138,15 +252,27 @@ async function main(argv: string[]): Promise<void> {
     .command(
       'demo',
       'build the bundled example workspace in the default and Spacer layouts, boot every image under qemu, compare',
-      (y) => y.option('out', { type: 'string', describe: 'output folder (images in <out>/<layout>/<app>.elf, figures in <out>/demo.json)' })
-        .option('boot', { type: 'boolean', default: true, describe: 'boot the images under qemu (--no-boot to skip)' })
-        .option('jobs', { type: 'number', default: 2, describe: 'qemu guests booted at once' }),
+      (y) =>
+        y
+          .option('out', {
+            type: 'string',
+            describe:
+              'output folder (images in <out>/<layout>/<app>.elf, figures in <out>/demo.json)',
+          })
+          .option('boot', {
+            type: 'boolean',
+            default: true,
+            describe: 'boot the images under qemu (--no-boot to skip)',
+          })
+          .option('jobs', { type: 'number', default: 2, describe: 'qemu guests booted at once' }),
       async (a: Args) => {
         const { runDemo, formatDemo } = await import('./demo.js');
         const r = await runDemo({ out: a.out, boot: a.boot, jobs: a.jobs, log });
         process.stdout.write(formatDemo(r) + '\n');
         if (Object.values(r.layouts).some((f) => f.outputs_match === false)) {
-          log('spacer: demo: some image did not print what its default build prints; see the table above');
+          log(
+            'spacer: demo: some image did not print what its default build prints; see the table above',
+          );
           process.exitCode = 1;
         }
       },
@@ -154,47 +280,92 @@ async function main(argv: string[]): Promise<void> {
     .command(
       'report [images..]',
       'page model of a set of images (ELF64 .dbg or ELF32 multiboot): pages, distinct pages, content bound, sharing per µlib',
-      (y) => y.positional('images', { type: 'string', array: true, describe: 'images, each optionally IMAGE@N for N instances' })
-        .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' })
-        .option('explain', { type: 'boolean', default: false, describe: 'with two Spacer images: for each µlib in both whose pages differ, which bytes differ and why' }),
+      (y) =>
+        y
+          .positional('images', {
+            type: 'string',
+            array: true,
+            describe: 'images, each optionally IMAGE@N for N instances',
+          })
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON for scripts' })
+          .option('explain', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'with two Spacer images: for each µlib in both whose pages differ, which bytes differ and why',
+          }),
       async (a: Args) => {
         const { reportCommand } = await import('./report.js');
         const images = [...(a.images ?? []), ...(a['--'] ?? [])].map(String);
         if (!images.length) throw new SpacerError('spacer report: name at least one image');
         if (a.explain) {
-          if (images.length !== 2) throw new SpacerError('spacer report --explain: name exactly two images');
+          if (images.length !== 2)
+            throw new SpacerError('spacer report --explain: name exactly two images');
           const { explain, formatExplain } = await import('./explain.js');
           const ex = explain(images[0], images[1]);
-          process.stdout.write((a.json ? JSON.stringify(ex, null, 2) : formatExplain(images[0], images[1], ex)) + '\n');
+          process.stdout.write(
+            (a.json ? JSON.stringify(ex, null, 2) : formatExplain(images[0], images[1], ex)) + '\n',
+          );
           return;
         }
         process.stdout.write(reportCommand(images, { json: a.json }) + '\n');
       },
     )
-    .command('map', 'inspect the workspace map', (y) => y
-      .command('show', 'print the map: regions, slots per µlib, images', (yy) => mapOption(yy), (a: Args) => {
-        process.stdout.write(showMap(a.map ?? defaultMapPath()) + '\n');
-      })
-      .command('check', 'validate the map (exit 1 if it has problems)', (yy) => mapOption(yy), (a: Args) => {
-        const path = a.map ?? defaultMapPath();
-        const problems = checkMapFile(path);
-        if (problems.length) {
-          for (const p of problems) log(`spacer: ${path}: ${p}`);
-          process.exitCode = 1;
-        } else process.stdout.write(`${path}: ok\n`);
-      })
-      .command('relayout', 're-plan every slot from the images the map records (variants used by the same images packed together, most used first); lists the apps to relink', (yy) => mapOption(yy), async (a: Args) => {
-        const path = a.map ?? defaultMapPath();
-        const r = await mapRelayout(path);
-        process.stdout.write(`${path}: ${r.shared} shared variants in ${r.groups} groups\n` + relinkAdvice(path, r.relink));
-      })
-      .command('gc [forget..]', 'drop variants that no image uses any more (and the images named)', (yy) => mapOption(yy)
-        .positional('forget', { type: 'string', array: true, describe: 'images to forget first' }), async (a: Args) => {
-        const path = a.map ?? defaultMapPath();
-        const r = await mapGc(path, (a.forget ?? []).map(String));
-        process.stdout.write(`${path}: dropped ${r.dropped.length} unused variants${r.dropped.length ? ': ' + r.dropped.join(', ') : ''}\n`);
-      })
-      .demandCommand(1, 'name a map command: show, check, relayout or gc'))
+    .command('map', 'inspect the workspace map', (y) =>
+      y
+        .command(
+          'show',
+          'print the map: regions, slots per µlib, images',
+          (yy) => mapOption(yy),
+          (a: Args) => {
+            process.stdout.write(showMap(a.map ?? defaultMapPath()) + '\n');
+          },
+        )
+        .command(
+          'check',
+          'validate the map (exit 1 if it has problems)',
+          (yy) => mapOption(yy),
+          (a: Args) => {
+            const path = a.map ?? defaultMapPath();
+            const problems = checkMapFile(path);
+            if (problems.length) {
+              for (const p of problems) log(`spacer: ${path}: ${p}`);
+              process.exitCode = 1;
+            } else process.stdout.write(`${path}: ok\n`);
+          },
+        )
+        .command(
+          'relayout',
+          're-plan every slot from the images the map records (variants used by the same images packed together, most used first); lists the apps to relink',
+          (yy) => mapOption(yy),
+          async (a: Args) => {
+            const path = a.map ?? defaultMapPath();
+            const r = await mapRelayout(path);
+            process.stdout.write(
+              `${path}: ${r.shared} shared variants in ${r.groups} groups\n` +
+                relinkAdvice(path, r.relink),
+            );
+          },
+        )
+        .command(
+          'gc [forget..]',
+          'drop variants that no image uses any more (and the images named)',
+          (yy) =>
+            mapOption(yy).positional('forget', {
+              type: 'string',
+              array: true,
+              describe: 'images to forget first',
+            }),
+          async (a: Args) => {
+            const path = a.map ?? defaultMapPath();
+            const r = await mapGc(path, (a.forget ?? []).map(String));
+            process.stdout.write(
+              `${path}: dropped ${r.dropped.length} unused variants${r.dropped.length ? ': ' + r.dropped.join(', ') : ''}\n`,
+            );
+          },
+        )
+        .demandCommand(1, 'name a map command: show, check, relayout or gc'),
+    )
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()

@@ -21,7 +21,8 @@ import { ElfFile, PT_LOAD, SHT_STRTAB, type Section } from './elf.js';
 import { writeFileAtomic } from './map.js';
 
 const SHT_NOBITS = 8;
-const SHDR64 = 64, PHDR64 = 56;
+const SHDR64 = 64,
+  PHDR64 = 56;
 const PAGE = 0x1000n;
 const floorPage = (x: bigint) => x - (x % PAGE);
 const ceilPage = (x: bigint) => floorPage(x + PAGE - 1n);
@@ -47,9 +48,27 @@ export interface CompactResult {
   alreadyCompact: boolean;
 }
 
-interface Run { name: string; s: Section; end: bigint; kind?: string }
-interface Seg { type: number; flags: number; offset: bigint; vaddr: bigint; paddr: bigint; filesz: bigint; memsz: bigint; align: bigint }
-interface Hole { from: bigint; to: bigint; fileFrom: bigint }
+interface Run {
+  name: string;
+  s: Section;
+  end: bigint;
+  kind?: string;
+}
+interface Seg {
+  type: number;
+  flags: number;
+  offset: bigint;
+  vaddr: bigint;
+  paddr: bigint;
+  filesz: bigint;
+  memsz: bigint;
+  align: bigint;
+}
+interface Hole {
+  from: bigint;
+  to: bigint;
+  fileFrom: bigint;
+}
 
 /** A run's flags are its region's (ld marks the tables writable; they sit in the code segment). */
 const RUN_FLAGS: Record<string, bigint> = { text: 0x6n, rodata: 0x2n, data: 0x3n, bss: 0x3n };
@@ -58,11 +77,25 @@ const RUN_FLAGS: Record<string, bigint> = { text: 0x6n, rodata: 0x2n, data: 0x3n
 export function compactImage(path: string, opts: { holes?: boolean } = {}): CompactResult {
   const elf = ElfFile.load(path);
   const data = elf.data;
-  const before = data.length, headersBefore = elf.sections.length;
-  const unchanged = { image: path, before, after: before, headersBefore, headersAfter: headersBefore, holePages: 0, alreadyCompact: true };
-  if (elf.header.class !== 64) throw new SpacerError(`${path}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`);
+  const before = data.length,
+    headersBefore = elf.sections.length;
+  const unchanged = {
+    image: path,
+    before,
+    after: before,
+    headersBefore,
+    headersAfter: headersBefore,
+    holePages: 0,
+    alreadyCompact: true,
+  };
+  if (elf.header.class !== 64)
+    throw new SpacerError(
+      `${path}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`,
+    );
   if (elf.sections.some((s) => s.index !== 0 && s.link !== 0)) {
-    throw new SpacerError(`${path}: the image has symbols or relocations (sections that link to others); run 'spacer compact' on the stripped image (strip -s), not on the .dbg`);
+    throw new SpacerError(
+      `${path}: the image has symbols or relocations (sections that link to others); run 'spacer compact' on the stripped image (strip -s), not on the .dbg`,
+    );
   }
   if (elf.sections.some((s) => COMPACTED.test(s.name))) return unchanged;
   const isProg = (s: Section) => (s.flags & 2n) !== 0n && s.type !== SHT_NOBITS && s.size > 0n;
@@ -71,19 +104,36 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   const segs: Seg[] = [];
   const holes: Hole[] = [];
   for (const p of elf.segments) {
-    if (p.type !== PT_LOAD) { segs.push({ ...p }); continue; }
-    const inside = elf.sections.filter((s) => isProg(s) && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz)
+    if (p.type !== PT_LOAD) {
+      segs.push({ ...p });
+      continue;
+    }
+    const inside = elf.sections
+      .filter((s) => isProg(s) && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz)
       .sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
     let cur: Seg = { ...p };
     let endPrev = 0n;
     for (let i = 0; i < inside.length; i++) {
       if (i > 0) {
-        const from = ceilPage(endPrev), to = floorPage(inside[i].addr);
+        const from = ceilPage(endPrev),
+          to = floorPage(inside[i].addr);
         const fileFrom = p.offset + (from - p.vaddr);
-        if (opts.holes && to > from && from > cur.vaddr && data.subarray(Number(fileFrom), Number(fileFrom + (to - from))).every((b) => b === 0)) {
+        if (
+          opts.holes &&
+          to > from &&
+          from > cur.vaddr &&
+          data.subarray(Number(fileFrom), Number(fileFrom + (to - from))).every((b) => b === 0)
+        ) {
           holes.push({ from, to, fileFrom });
           segs.push({ ...cur, filesz: from - cur.vaddr, memsz: from - cur.vaddr });
-          cur = { ...p, offset: p.offset + (to - p.vaddr), vaddr: to, paddr: p.paddr + (to - p.vaddr), filesz: p.vaddr + p.filesz - to, memsz: p.vaddr + p.memsz - to };
+          cur = {
+            ...p,
+            offset: p.offset + (to - p.vaddr),
+            vaddr: to,
+            paddr: p.paddr + (to - p.vaddr),
+            filesz: p.vaddr + p.filesz - to,
+            memsz: p.vaddr + p.memsz - to,
+          };
         }
       }
       const e = inside[i].addr + inside[i].size;
@@ -91,17 +141,29 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     }
     segs.push(cur);
   }
-  const newOff = (off: bigint) => off - holes.reduce((n, h) => (h.fileFrom + (h.to - h.from) <= off ? n + (h.to - h.from) : n), 0n);
+  const newOff = (off: bigint) =>
+    off -
+    holes.reduce((n, h) => (h.fileFrom + (h.to - h.from) <= off ? n + (h.to - h.from) : n), 0n);
 
   // 2. Section headers: one per run of µlib sections of one segment (a run never spans a hole).
-  const segOf = (s: Section) => segs.findIndex((p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.memsz);
+  const segOf = (s: Section) =>
+    segs.findIndex(
+      (p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.memsz,
+    );
   const runs: Run[] = [];
   for (const s of elf.sections) {
     if (s.index === 0 || s.index === elf.header.shstrndx) continue;
     const kind = s.flags & 2n ? ulibSectionKind(s.name) : undefined;
     const prev = runs[runs.length - 1];
-    if (kind && prev?.kind === kind && prev.s.type === s.type && segOf(s) >= 0 && segOf(prev.s) === segOf(s) && s.addr >= prev.end
-      && (s.type === SHT_NOBITS || s.offset - prev.s.offset === s.addr - prev.s.addr)) {
+    if (
+      kind &&
+      prev?.kind === kind &&
+      prev.s.type === s.type &&
+      segOf(s) >= 0 &&
+      segOf(prev.s) === segOf(s) &&
+      s.addr >= prev.end &&
+      (s.type === SHT_NOBITS || s.offset - prev.s.offset === s.addr - prev.s.addr)
+    ) {
       prev.end = s.addr + s.size;
       continue;
     }
@@ -111,9 +173,17 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
 
   // 3. The file: program headers, the bytes outside the holes, then names and section headers.
   const phoff = Number(elf.header.phoff);
-  const firstData = elf.sections.filter((s) => s.index !== 0 && s.type !== SHT_NOBITS && s.size > 0n).reduce((m, s) => (s.offset < m ? s.offset : m), BigInt(data.length));
-  if (phoff + segs.length * PHDR64 > Number(firstData)) throw new SpacerError(`${path}: no room for ${segs.length} program headers before the first section; the image was left unchanged`);
-  const ends = [BigInt(phoff + elf.header.phnum * PHDR64), ...elf.segments.map((p) => p.offset + p.filesz)];
+  const firstData = elf.sections
+    .filter((s) => s.index !== 0 && s.type !== SHT_NOBITS && s.size > 0n)
+    .reduce((m, s) => (s.offset < m ? s.offset : m), BigInt(data.length));
+  if (phoff + segs.length * PHDR64 > Number(firstData))
+    throw new SpacerError(
+      `${path}: no room for ${segs.length} program headers before the first section; the image was left unchanged`,
+    );
+  const ends = [
+    BigInt(phoff + elf.header.phnum * PHDR64),
+    ...elf.segments.map((p) => p.offset + p.filesz),
+  ];
   for (const r of runs) if (r.s.type !== SHT_NOBITS) ends.push(r.s.offset + (r.end - r.s.addr));
   const bodyEnd = ends.reduce((a, b) => (a > b ? a : b), 0n);
   const parts: Buffer[] = [];
@@ -161,7 +231,12 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     file.writeBigUInt64LE(p.memsz, o + 40);
     file.writeBigUInt64LE(p.align, o + 48);
   });
-  const put = (i: number, nm: number, s: Pick<Section, 'type' | 'flags' | 'addr' | 'offset' | 'addralign' | 'entsize'>, size: bigint) => {
+  const put = (
+    i: number,
+    nm: number,
+    s: Pick<Section, 'type' | 'flags' | 'addr' | 'offset' | 'addralign' | 'entsize'>,
+    size: bigint,
+  ) => {
     const o = shoff + i * SHDR64;
     file.writeUInt32LE(nm, o);
     file.writeUInt32LE(s.type, o + 4);
@@ -172,10 +247,24 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     file.writeBigUInt64LE(s.addralign, o + 48);
     file.writeBigUInt64LE(s.entsize, o + 56);
   };
-  runs.forEach((r, i) => put(i + 1, runNames[i], {
-    ...r.s, offset: newOff(r.s.offset), ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
-  }, r.kind ? r.end - r.s.addr : r.s.size));
-  put(shnum - 1, shstrName, { type: SHT_STRTAB, flags: 0n, addr: 0n, offset: BigInt(strOff), addralign: 1n, entsize: 0n }, BigInt(strtab.length));
+  runs.forEach((r, i) =>
+    put(
+      i + 1,
+      runNames[i],
+      {
+        ...r.s,
+        offset: newOff(r.s.offset),
+        ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
+      },
+      r.kind ? r.end - r.s.addr : r.s.size,
+    ),
+  );
+  put(
+    shnum - 1,
+    shstrName,
+    { type: SHT_STRTAB, flags: 0n, addr: 0n, offset: BigInt(strOff), addralign: 1n, entsize: 0n },
+    BigInt(strtab.length),
+  );
   file.writeBigUInt64LE(BigInt(shoff), 0x28);
   file.writeUInt16LE(segs.length, 0x38);
   file.writeUInt16LE(shnum, 0x3c);
@@ -185,17 +274,28 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   // when it was found) and nothing is loaded there now.
   const check = new ElfFile(path, file);
   const fail = (a: bigint): never => {
-    throw new SpacerError(`${path}: compaction would change the byte at 0x${a.toString(16)}; the image was left unchanged`);
+    throw new SpacerError(
+      `${path}: compaction would change the byte at 0x${a.toString(16)}; the image was left unchanged`,
+    );
   };
   for (const p of elf.loads) {
-    let covered = holes.reduce((n, h) => (h.from >= p.vaddr && h.to <= p.vaddr + p.filesz ? n + (h.to - h.from) : n), 0n);
+    let covered = holes.reduce(
+      (n, h) => (h.from >= p.vaddr && h.to <= p.vaddr + p.filesz ? n + (h.to - h.from) : n),
+      0n,
+    );
     for (const q of check.loads) {
       const lo = p.vaddr > q.vaddr ? p.vaddr : q.vaddr;
       const hi = p.vaddr + p.filesz < q.vaddr + q.memsz ? p.vaddr + p.filesz : q.vaddr + q.memsz;
       if (lo >= hi) continue;
-      const was = data.subarray(Number(p.offset + (lo - p.vaddr)), Number(p.offset + (hi - p.vaddr)));
+      const was = data.subarray(
+        Number(p.offset + (lo - p.vaddr)),
+        Number(p.offset + (hi - p.vaddr)),
+      );
       const inFile = q.vaddr + q.filesz < hi ? q.vaddr + q.filesz : hi;
-      const now = inFile > lo ? file.subarray(Number(q.offset + (lo - q.vaddr)), Number(q.offset + (inFile - q.vaddr))) : Buffer.alloc(0);
+      const now =
+        inFile > lo
+          ? file.subarray(Number(q.offset + (lo - q.vaddr)), Number(q.offset + (inFile - q.vaddr)))
+          : Buffer.alloc(0);
       if (!was.subarray(0, now.length).equals(now)) fail(lo);
       if (!was.subarray(now.length).every((b) => b === 0)) fail(lo + BigInt(now.length));
       covered += hi - lo;
@@ -204,5 +304,13 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   }
   writeFileAtomic(path, file);
   const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE);
-  return { image: path, before, after: file.length, headersBefore, headersAfter: shnum, holePages, alreadyCompact: false };
+  return {
+    image: path,
+    before,
+    after: file.length,
+    headersBefore,
+    headersAfter: shnum,
+    holePages,
+    alreadyCompact: false,
+  };
 }

@@ -9,7 +9,16 @@ import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
 import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
-import { bootExpecting, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type AppSpec, type CheckedBoot } from './workspace/index.js';
+import {
+  bootExpecting,
+  compileWorkspace,
+  linkCommand,
+  loadApps,
+  objectsFor,
+  platformScripts,
+  type AppSpec,
+  type CheckedBoot,
+} from './workspace/index.js';
 
 export const LAYOUTS: Layout[] = ['default', 'spacer', 'spacer-aslr'];
 
@@ -34,32 +43,57 @@ export interface LayoutFigures {
   elf_bytes_packed: number;
   /** Mean pages per image (no sharing) over the default layout's. */
   pages_per_image_ratio: number;
-  /** Pairs of apps whose two images keep more distinct pages than the same pair in the default layout. */
+  /**
+   * Pairs of apps whose two images keep more distinct pages than the same pair in the default
+   * layout.
+   */
   pairs_above_default: number;
   outputs_match: boolean | null;
 }
 
 export interface DemoResult {
   out: string;
-  apps: { name: string; ulibs: number; outputs: Partial<Record<Layout, {
-    ok: boolean; matches_default: boolean | null; boot_ms: number;
-    /** Why the boot did not give the expected output (bootFailure), when it did not. */
-    failure?: string;
-    /** A first boot failed this way and a second one was made (the record is the second's). */
-    first_boot_failed?: string;
-  }>> }[];
+  apps: {
+    name: string;
+    ulibs: number;
+    outputs: Partial<
+      Record<
+        Layout,
+        {
+          ok: boolean;
+          matches_default: boolean | null;
+          boot_ms: number;
+          /** Why the boot did not give the expected output (bootFailure), when it did not. */
+          failure?: string;
+          /**
+           * A first boot failed this way and a second one was made (the record is the second's).
+           */
+          first_boot_failed?: string;
+        }
+      >
+    >;
+  }[];
   layouts: Record<string, LayoutFigures>;
   /** Every pair of apps: the distinct non-zero pages of its two images, per layout. */
   pairs: { a: string; b: string; distinct_pages: Partial<Record<Layout, number>> }[];
   reports: Record<string, Report>;
 }
 
-async function pool<T, R>(items: T[], jobs: number, fn: (x: T, i: number) => Promise<R>): Promise<R[]> {
+async function pool<T, R>(
+  items: T[],
+  jobs: number,
+  fn: (x: T, i: number) => Promise<R>,
+): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, async () => {
-    while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(jobs, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    }),
+  );
   return out;
 }
 
@@ -72,7 +106,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(', ')}, output in ${out}`);
   // Compile every µlib (and variant) once.
   const compiled = await compileWorkspace(join(out, 'objects'));
-  log(`demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`);
+  log(
+    `demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`,
+  );
   // A fresh map per layout for the example workspace keeps the demo reproducible.
   const mapOf = (layout: Layout) => join(out, `${layout}-map.json`);
   for (const l of LAYOUTS) rmSync(mapOf(l), { force: true });
@@ -83,10 +119,19 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     built[layout] = [];
     // Apps link one after another: the order they reach the map is the order slots are given.
     for (const app of apps) {
-      built[layout].push(await buildImage({
-        image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
-        out: join(out, layout, app.name), layout, map: mapOf(layout), seed: `${app.name}-1`, linkArgs,
-      }));
+      built[layout].push(
+        await buildImage({
+          image: app.name,
+          objects: objectsFor(app, compiled),
+          lds: scripts.defaultLds,
+          extraLds: scripts.extraLds,
+          out: join(out, layout, app.name),
+          layout,
+          map: mapOf(layout),
+          seed: `${app.name}-1`,
+          linkArgs,
+        }),
+      );
     }
   };
   for (const layout of LAYOUTS) {
@@ -95,31 +140,44 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       // A new workspace: once every app has been linked, the map knows which µlibs the apps
       // share; re-plan it so those sit together, and link every app again.
       const r = await mapRelayout(mapOf(layout));
-      log(`demo: map relayout: ${r.shared} shared µlib variants in ${r.groups} groups; relinking ${r.relink.length} apps`);
+      log(
+        `demo: map relayout: ${r.shared} shared µlib variants in ${r.groups} groups; relinking ${r.relink.length} apps`,
+      );
       await linkAll(layout);
     }
     log(`demo: linked ${apps.length} images in the ${layout} layout`);
   }
   // Boot every image; each Spacer image must print what its default build prints.
-  const expected = (app: AppSpec) => (existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null);
+  const expected = (app: AppSpec) =>
+    existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null;
   const outputs: Record<string, CheckedBoot[]> = {};
   if (o.boot !== false) {
     for (const layout of LAYOUTS) {
       outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
-        const want = expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].result.output);
-        const b = await bootExpecting(img.elf, want, { timeoutMs: apps[i].bench ? 120_000 : 60_000 });
-        log(`demo: booted ${layout}/${img.image}: ${b.failure ? `FAILED (${b.failure})` : 'ok'}${b.firstFailure ? ` at the second boot (the first: ${b.firstFailure})` : ''} in ${(b.result.durationMs / 1000).toFixed(1)} s`);
+        const want =
+          expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].result.output);
+        const b = await bootExpecting(img.elf, want, {
+          timeoutMs: apps[i].bench ? 120_000 : 60_000,
+        });
+        log(
+          `demo: booted ${layout}/${img.image}: ${b.failure ? `FAILED (${b.failure})` : 'ok'}${b.firstFailure ? ` at the second boot (the first: ${b.firstFailure})` : ''} in ${(b.result.durationMs / 1000).toFixed(1)} s`,
+        );
         return b;
       });
     }
   }
   const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {} };
   for (const [i, app] of apps.entries()) {
-    const entry: DemoResult['apps'][number] = { name: app.name, ulibs: app.ulibs.length, outputs: {} };
+    const entry: DemoResult['apps'][number] = {
+      name: app.name,
+      ulibs: app.ulibs.length,
+      outputs: {},
+    };
     for (const layout of LAYOUTS) {
       const b = outputs[layout]?.[i];
       if (!b) continue;
-      const r = b.result, def = outputs.default[i].result;
+      const r = b.result,
+        def = outputs.default[i].result;
       const exp = expected(app);
       entry.outputs[layout] = {
         ok: r.success && (exp === null || r.output === exp),
@@ -137,12 +195,23 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   // Every pair of apps on its own: a layout must not lose to the default for any two images either.
   for (let i = 0; i < apps.length; i++) {
     for (let j = i + 1; j < apps.length; j++) {
-      const d = Object.fromEntries(LAYOUTS.map((l) => [l, analyzeImages([built[l][i], built[l][j]].map((b) => ({ path: b.elf, name: b.image })), { pairs: false }).distinct_pages]));
+      const d = Object.fromEntries(
+        LAYOUTS.map((l) => [
+          l,
+          analyzeImages(
+            [built[l][i], built[l][j]].map((b) => ({ path: b.elf, name: b.image })),
+            { pairs: false },
+          ).distinct_pages,
+        ]),
+      );
       result.pairs.push({ a: apps[i].name, b: apps[j].name, distinct_pages: d });
     }
   }
   for (const layout of LAYOUTS) {
-    const rep = analyzeImages(built[layout].map((b) => ({ path: b.elf, name: b.image })), { bound });
+    const rep = analyzeImages(
+      built[layout].map((b) => ({ path: b.elf, name: b.image })),
+      { bound },
+    );
     result.reports[layout] = rep;
     result.layouts[layout] = {
       images: rep.images.length,
@@ -153,14 +222,29 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       content_bound_pages: rep.content_bound_pages,
       d_over_l: rep.d_over_l,
       elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
-      elf_bytes_packed: built[layout].reduce((a, b) => a + packImage(b.elf, { write: false }).after, 0),
+      elf_bytes_packed: built[layout].reduce(
+        (a, b) => a + packImage(b.elf, { write: false }).after,
+        0,
+      ),
       pages_per_image_ratio: Math.round((rep.pages / result.reports.default.pages) * 1000) / 1000,
-      pairs_above_default: result.pairs.filter((x) => x.distinct_pages[layout]! > x.distinct_pages.default!).length,
-      outputs_match: o.boot === false ? null : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
+      pairs_above_default: result.pairs.filter(
+        (x) => x.distinct_pages[layout]! > x.distinct_pages.default!,
+      ).length,
+      outputs_match:
+        o.boot === false
+          ? null
+          : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
     };
   }
   mkdirSync(out, { recursive: true });
-  writeFileAtomic(join(out, 'demo.json'), JSON.stringify({ out, apps: result.apps, layouts: result.layouts, pairs: result.pairs }, null, 2) + '\n');
+  writeFileAtomic(
+    join(out, 'demo.json'),
+    JSON.stringify(
+      { out, apps: result.apps, layouts: result.layouts, pairs: result.pairs },
+      null,
+      2,
+    ) + '\n',
+  );
   return result;
 }
 
@@ -168,23 +252,44 @@ export function formatDemo(r: DemoResult): string {
   const lines: string[] = [];
   lines.push('app            µlibs  ' + LAYOUTS.map((l) => `${l} boot`.padEnd(19)).join(''));
   for (const a of r.apps) {
-    lines.push(`${a.name.padEnd(14)} ${String(a.ulibs).padStart(5)}  ` + LAYOUTS.map((l) => {
-      const x = a.outputs[l];
-      return (x ? `${x.ok && x.matches_default ? 'same output' : 'DIFFERS'} ${(x.boot_ms / 1000).toFixed(1)}s` : '-').padEnd(19);
-    }).join(''));
+    lines.push(
+      `${a.name.padEnd(14)} ${String(a.ulibs).padStart(5)}  ` +
+        LAYOUTS.map((l) => {
+          const x = a.outputs[l];
+          return (
+            x
+              ? `${x.ok && x.matches_default ? 'same output' : 'DIFFERS'} ${(x.boot_ms / 1000).toFixed(1)}s`
+              : '-'
+          ).padEnd(19);
+        }).join(''),
+    );
   }
   lines.push('');
-  lines.push('layout     images  pages P  non-zero  distinct D  bound L  D/L    P ratio  ELF bytes  (packed)  outputs');
+  lines.push(
+    'layout     images  pages P  non-zero  distinct D  bound L  D/L    P ratio  ELF bytes  (packed)  outputs',
+  );
   for (const [l, f] of Object.entries(r.layouts)) {
-    lines.push(`${l.padEnd(10)} ${String(f.images).padStart(6)}  ${String(f.pages).padStart(7)}  ${String(f.nonzero_pages).padStart(8)}  ` +
-      `${String(f.distinct_pages).padStart(10)}  ${String(f.content_bound_pages ?? '-').padStart(7)}  ${(f.d_over_l ?? NaN).toFixed(2).padStart(5)}  ` +
-      `${f.pages_per_image_ratio.toFixed(2).padStart(7)}  ` +
-      `${String(f.elf_bytes).padStart(9)}  ${String(f.elf_bytes_packed).padStart(8)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`);
+    lines.push(
+      `${l.padEnd(10)} ${String(f.images).padStart(6)}  ${String(f.pages).padStart(7)}  ${String(f.nonzero_pages).padStart(8)}  ` +
+        `${String(f.distinct_pages).padStart(10)}  ${String(f.content_bound_pages ?? '-').padStart(7)}  ${(f.d_over_l ?? NaN).toFixed(2).padStart(5)}  ` +
+        `${f.pages_per_image_ratio.toFixed(2).padStart(7)}  ` +
+        `${String(f.elf_bytes).padStart(9)}  ${String(f.elf_bytes_packed).padStart(8)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`,
+    );
   }
-  lines.push('(packed: the same images with the padding left out of the file, as Spacer writes its own; the default layout is the file ld writes.)');
+  lines.push(
+    '(packed: the same images with the padding left out of the file, as Spacer writes its own; the default layout is the file ld writes.)',
+  );
   if (r.pairs.length) {
-    lines.push(`pairs of apps (${r.pairs.length}): ` + Object.entries(r.layouts).filter(([l]) => l !== 'default')
-      .map(([l, f]) => `${l} keeps more distinct pages than the default for ${f.pairs_above_default}`).join(', '));
+    lines.push(
+      `pairs of apps (${r.pairs.length}): ` +
+        Object.entries(r.layouts)
+          .filter(([l]) => l !== 'default')
+          .map(
+            ([l, f]) =>
+              `${l} keeps more distinct pages than the default for ${f.pairs_above_default}`,
+          )
+          .join(', '),
+    );
   }
   lines.push('');
   lines.push(`Images in ${r.out}/<layout>/<app>.elf, figures in ${r.out}/demo.json`);

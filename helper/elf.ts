@@ -4,17 +4,39 @@
 import { readFileSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 
-export const SHT_NULL = 0, SHT_PROGBITS = 1, SHT_SYMTAB = 2, SHT_STRTAB = 3, SHT_RELA = 4,
-  SHT_NOBITS = 8, SHT_REL = 9, SHT_GROUP = 17, SHT_SYMTAB_SHNDX = 18;
-export const SHF_WRITE = 0x1n, SHF_ALLOC = 0x2n, SHF_EXECINSTR = 0x4n, SHF_MERGE = 0x10n,
-  SHF_STRINGS = 0x20n, SHF_TLS = 0x400n;
-export const PT_LOAD = 1, PT_TLS = 7;
-export const ET_REL = 1, ET_EXEC = 2, ET_DYN = 3;
+export const SHT_NULL = 0,
+  SHT_PROGBITS = 1,
+  SHT_SYMTAB = 2,
+  SHT_STRTAB = 3,
+  SHT_RELA = 4,
+  SHT_NOBITS = 8,
+  SHT_REL = 9,
+  SHT_GROUP = 17,
+  SHT_SYMTAB_SHNDX = 18;
+export const SHF_WRITE = 0x1n,
+  SHF_ALLOC = 0x2n,
+  SHF_EXECINSTR = 0x4n,
+  SHF_MERGE = 0x10n,
+  SHF_STRINGS = 0x20n,
+  SHF_TLS = 0x400n;
+export const PT_LOAD = 1,
+  PT_TLS = 7;
+export const ET_REL = 1,
+  ET_EXEC = 2,
+  ET_DYN = 3;
 /** x86-64 virtual addresses have 48 bits: anything loaded above that is a damaged file. */
 const ADDRESS_LIMIT = 1n << 48n;
-export const EM_386 = 3, EM_X86_64 = 62;
-export const SHN_UNDEF = 0, SHN_ABS = 0xfff1, SHN_COMMON = 0xfff2, SHN_XINDEX = 0xffff;
-export const STT_NOTYPE = 0, STT_OBJECT = 1, STT_FUNC = 2, STT_SECTION = 3, STT_FILE = 4;
+export const EM_386 = 3,
+  EM_X86_64 = 62;
+export const SHN_UNDEF = 0,
+  SHN_ABS = 0xfff1,
+  SHN_COMMON = 0xfff2,
+  SHN_XINDEX = 0xffff;
+export const STT_NOTYPE = 0,
+  STT_OBJECT = 1,
+  STT_FUNC = 2,
+  STT_SECTION = 3,
+  STT_FILE = 4;
 
 export interface ElfHeader {
   class: 32 | 64;
@@ -77,7 +99,8 @@ export interface Relocation {
 
 /** Converts a BigInt file quantity to a number, refusing values a double cannot hold exactly. */
 export function num(v: bigint, what = 'value'): number {
-  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`${what} ${v} is out of range`);
+  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new RangeError(`${what} ${v} is out of range`);
   return Number(v);
 }
 
@@ -87,7 +110,10 @@ export class ElfFile {
   readonly segments: ProgramHeader[];
   private symtabCache?: ElfSymbol[];
 
-  constructor(readonly path: string, readonly data: Buffer) {
+  constructor(
+    readonly path: string,
+    readonly data: Buffer,
+  ) {
     this.header = this.readHeader();
     this.sections = this.readSections();
     this.segments = this.readSegments();
@@ -98,12 +124,16 @@ export class ElfFile {
     try {
       data = readFileSync(path);
     } catch (e) {
-      throw new SpacerError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e}); check the path`);
+      throw new SpacerError(
+        `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e}); check the path`,
+      );
     }
     return new ElfFile(path, data);
   }
 
-  get is64(): boolean { return this.header.class === 64; }
+  get is64(): boolean {
+    return this.header.class === 64;
+  }
 
   private fail(msg: string): never {
     throw new SpacerError(`${this.path}: ${msg}`);
@@ -111,24 +141,31 @@ export class ElfFile {
 
   /** A file quantity as a number, or one clear error naming the file. */
   private n(v: bigint, what: string): number {
-    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${what} ${v} is out of range; not a valid ELF file`);
+    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER))
+      this.fail(`${what} ${v} is out of range; not a valid ELF file`);
     return Number(v);
   }
 
   private need(off: bigint | number, len: number, what: string): number {
     const o = typeof off === 'bigint' ? off : BigInt(off);
     if (o < 0n || o + BigInt(len) > BigInt(this.data.length)) {
-      this.fail(`truncated ELF file (${what} at offset ${o} needs ${len} bytes, file has ${this.data.length}); rebuild it`);
+      this.fail(
+        `truncated ELF file (${what} at offset ${o} needs ${len} bytes, file has ${this.data.length}); rebuild it`,
+      );
     }
     return Number(o);
   }
 
   private readHeader(): ElfHeader {
     const d = this.data;
-    if (d.length < 16 || d.readUInt32BE(0) !== 0x7f454c46) this.fail('not an ELF file; pass a linked image or object');
+    if (d.length < 16 || d.readUInt32BE(0) !== 0x7f454c46)
+      this.fail('not an ELF file; pass a linked image or object');
     const cls = d[4];
     if (cls !== 1 && cls !== 2) this.fail(`unknown ELF class ${cls}; not a valid ELF file`);
-    if (d[5] !== 1) this.fail('big-endian ELF is not supported; lib-spacer handles x86-64 (little-endian) images');
+    if (d[5] !== 1)
+      this.fail(
+        'big-endian ELF is not supported; lib-spacer handles x86-64 (little-endian) images',
+      );
     const is64 = cls === 2;
     this.need(0, is64 ? 64 : 52, 'ELF header');
     const u16 = (o: number) => d.readUInt16LE(o);
@@ -151,49 +188,81 @@ export class ElfFile {
       shstrndx: u16(50 + o),
     };
     if (h.machine !== EM_X86_64 && h.machine !== EM_386) {
-      this.fail(`foreign architecture (e_machine ${h.machine}); lib-spacer handles x86-64 images only`);
+      this.fail(
+        `foreign architecture (e_machine ${h.machine}); lib-spacer handles x86-64 images only`,
+      );
     }
-    const shsz = is64 ? 64 : 40, phsz = is64 ? 56 : 32;
-    if (h.shnum && h.shentsize !== shsz) this.fail(`bad section header size ${h.shentsize}; not a valid ELF file`);
-    if (h.phnum && h.phentsize !== phsz) this.fail(`bad program header size ${h.phentsize}; not a valid ELF file`);
+    const shsz = is64 ? 64 : 40,
+      phsz = is64 ? 56 : 32;
+    if (h.shnum && h.shentsize !== shsz)
+      this.fail(`bad section header size ${h.shentsize}; not a valid ELF file`);
+    if (h.phnum && h.phentsize !== phsz)
+      this.fail(`bad program header size ${h.phentsize}; not a valid ELF file`);
     return h;
   }
 
   private readSections(): Section[] {
-    const h = this.header, d = this.data, is64 = this.is64;
+    const h = this.header,
+      d = this.data,
+      is64 = this.is64;
     if (h.shoff === 0n) return [];
     let shnum = h.shnum;
     const entsz = is64 ? 64 : 40;
     const base = this.need(h.shoff, entsz, 'section header 0');
-    if (shnum === 0) shnum = this.n(is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)), 'section count');
+    if (shnum === 0)
+      shnum = this.n(
+        is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)),
+        'section count',
+      );
     this.need(h.shoff, shnum * entsz, 'section header table');
     const raw: Section[] = [];
     for (let i = 0; i < shnum; i++) {
       const p = base + i * entsz;
-      raw.push(is64 ? {
-        index: i, name: '', type: d.readUInt32LE(p + 4), flags: d.readBigUInt64LE(p + 8),
-        addr: d.readBigUInt64LE(p + 16), offset: d.readBigUInt64LE(p + 24), size: d.readBigUInt64LE(p + 32),
-        link: d.readUInt32LE(p + 40), info: d.readUInt32LE(p + 44), addralign: d.readBigUInt64LE(p + 48),
-        entsize: d.readBigUInt64LE(p + 56),
-        nameOff: d.readUInt32LE(p),
-      } as Section & { nameOff: number } : {
-        index: i, name: '', type: d.readUInt32LE(p + 4), flags: BigInt(d.readUInt32LE(p + 8)),
-        addr: BigInt(d.readUInt32LE(p + 12)), offset: BigInt(d.readUInt32LE(p + 16)),
-        size: BigInt(d.readUInt32LE(p + 20)), link: d.readUInt32LE(p + 24), info: d.readUInt32LE(p + 28),
-        addralign: BigInt(d.readUInt32LE(p + 32)), entsize: BigInt(d.readUInt32LE(p + 36)),
-        nameOff: d.readUInt32LE(p),
-      } as Section & { nameOff: number });
+      raw.push(
+        is64
+          ? ({
+              index: i,
+              name: '',
+              type: d.readUInt32LE(p + 4),
+              flags: d.readBigUInt64LE(p + 8),
+              addr: d.readBigUInt64LE(p + 16),
+              offset: d.readBigUInt64LE(p + 24),
+              size: d.readBigUInt64LE(p + 32),
+              link: d.readUInt32LE(p + 40),
+              info: d.readUInt32LE(p + 44),
+              addralign: d.readBigUInt64LE(p + 48),
+              entsize: d.readBigUInt64LE(p + 56),
+              nameOff: d.readUInt32LE(p),
+            } as Section & { nameOff: number })
+          : ({
+              index: i,
+              name: '',
+              type: d.readUInt32LE(p + 4),
+              flags: BigInt(d.readUInt32LE(p + 8)),
+              addr: BigInt(d.readUInt32LE(p + 12)),
+              offset: BigInt(d.readUInt32LE(p + 16)),
+              size: BigInt(d.readUInt32LE(p + 20)),
+              link: d.readUInt32LE(p + 24),
+              info: d.readUInt32LE(p + 28),
+              addralign: BigInt(d.readUInt32LE(p + 32)),
+              entsize: BigInt(d.readUInt32LE(p + 36)),
+              nameOff: d.readUInt32LE(p),
+            } as Section & { nameOff: number }),
+      );
     }
     let shstrndx = h.shstrndx;
     if (shstrndx === SHN_XINDEX) shstrndx = raw[0].link;
     const strtab = raw[shstrndx];
-    if (!strtab) this.fail(`section name table index ${shstrndx} out of range; not a valid ELF file`);
+    if (!strtab)
+      this.fail(`section name table index ${shstrndx} out of range; not a valid ELF file`);
     // Every section's bytes lie in the file (the name table first: names are read from it).
     for (const s of [strtab, ...raw]) {
-      if (s.type !== SHT_NOBITS && s.type !== SHT_NULL) this.need(s.offset, this.n(s.size, `section ${s.index} size`), `section ${s.index}`);
+      if (s.type !== SHT_NOBITS && s.type !== SHT_NULL)
+        this.need(s.offset, this.n(s.size, `section ${s.index} size`), `section ${s.index}`);
     }
     for (const s of raw) {
-      if ((s.flags & SHF_ALLOC) && s.addr + s.size > ADDRESS_LIMIT) this.fail(`section ${s.index} lies outside the x86-64 address space; not a valid image`);
+      if (s.flags & SHF_ALLOC && s.addr + s.size > ADDRESS_LIMIT)
+        this.fail(`section ${s.index} lies outside the x86-64 address space; not a valid image`);
       const r = s as Section & { nameOff?: number };
       s.name = this.cstr(strtab, r.nameOff ?? 0);
       delete r.nameOff;
@@ -202,25 +271,40 @@ export class ElfFile {
   }
 
   private readSegments(): ProgramHeader[] {
-    const h = this.header, d = this.data, is64 = this.is64;
+    const h = this.header,
+      d = this.data,
+      is64 = this.is64;
     if (h.phoff === 0n || h.phnum === 0) return [];
     const entsz = is64 ? 56 : 32;
     const base = this.need(h.phoff, h.phnum * entsz, 'program header table');
     const out: ProgramHeader[] = [];
     for (let i = 0; i < h.phnum; i++) {
       const p = base + i * entsz;
-      const ph: ProgramHeader = is64 ? {
-        type: d.readUInt32LE(p), flags: d.readUInt32LE(p + 4), offset: d.readBigUInt64LE(p + 8),
-        vaddr: d.readBigUInt64LE(p + 16), paddr: d.readBigUInt64LE(p + 24), filesz: d.readBigUInt64LE(p + 32),
-        memsz: d.readBigUInt64LE(p + 40), align: d.readBigUInt64LE(p + 48),
-      } : {
-        type: d.readUInt32LE(p), offset: BigInt(d.readUInt32LE(p + 4)), vaddr: BigInt(d.readUInt32LE(p + 8)),
-        paddr: BigInt(d.readUInt32LE(p + 12)), filesz: BigInt(d.readUInt32LE(p + 16)),
-        memsz: BigInt(d.readUInt32LE(p + 20)), flags: d.readUInt32LE(p + 24), align: BigInt(d.readUInt32LE(p + 28)),
-      };
+      const ph: ProgramHeader = is64
+        ? {
+            type: d.readUInt32LE(p),
+            flags: d.readUInt32LE(p + 4),
+            offset: d.readBigUInt64LE(p + 8),
+            vaddr: d.readBigUInt64LE(p + 16),
+            paddr: d.readBigUInt64LE(p + 24),
+            filesz: d.readBigUInt64LE(p + 32),
+            memsz: d.readBigUInt64LE(p + 40),
+            align: d.readBigUInt64LE(p + 48),
+          }
+        : {
+            type: d.readUInt32LE(p),
+            offset: BigInt(d.readUInt32LE(p + 4)),
+            vaddr: BigInt(d.readUInt32LE(p + 8)),
+            paddr: BigInt(d.readUInt32LE(p + 12)),
+            filesz: BigInt(d.readUInt32LE(p + 16)),
+            memsz: BigInt(d.readUInt32LE(p + 20)),
+            flags: d.readUInt32LE(p + 24),
+            align: BigInt(d.readUInt32LE(p + 28)),
+          };
       if (ph.type === PT_LOAD) {
         if (ph.filesz > ph.memsz) this.fail(`segment ${i} has filesz > memsz; not a valid image`);
-        if (ph.vaddr + ph.memsz > ADDRESS_LIMIT) this.fail(`segment ${i} lies outside the x86-64 address space; not a valid image`);
+        if (ph.vaddr + ph.memsz > ADDRESS_LIMIT)
+          this.fail(`segment ${i} lies outside the x86-64 address space; not a valid image`);
         this.need(ph.offset, this.n(ph.filesz, `segment ${i} size`), `segment ${i}`);
       }
       out.push(ph);
@@ -230,12 +314,15 @@ export class ElfFile {
 
   private cstr(strtab: Section, off: number): string {
     if (strtab.type === SHT_NOBITS) return '';
-    if (strtab.type === SHT_NULL) this.fail(`string table ${strtab.index} has no contents; not a valid ELF file`);
+    if (strtab.type === SHT_NULL)
+      this.fail(`string table ${strtab.index} has no contents; not a valid ELF file`);
     const start = this.n(strtab.offset, 'string table offset') + off;
     const end = this.n(strtab.offset + strtab.size, 'string table end');
     if (off >= Number(strtab.size)) {
       if (off === 0) return '';
-      this.fail(`string offset ${off} outside string table section ${strtab.index}; not a valid ELF file`);
+      this.fail(
+        `string offset ${off} outside string table section ${strtab.index}; not a valid ELF file`,
+      );
     }
     let i = start;
     while (i < end && this.data[i] !== 0) i++;
@@ -260,15 +347,21 @@ export class ElfFile {
   /** The symbol table (.symtab, else .dynsym), with names resolved. */
   symbols(): ElfSymbol[] {
     if (this.symtabCache) return this.symtabCache;
-    const tab = this.sections.find((s) => s.type === SHT_SYMTAB) ?? this.sections.find((s) => s.type === 11);
+    const tab =
+      this.sections.find((s) => s.type === SHT_SYMTAB) ?? this.sections.find((s) => s.type === 11);
     if (!tab) return (this.symtabCache = []);
     const strtab = this.sections[tab.link];
-    if (!strtab) this.fail(`symbol table links to missing string table ${tab.link}; not a valid ELF file`);
+    if (!strtab)
+      this.fail(`symbol table links to missing string table ${tab.link}; not a valid ELF file`);
     const xndxSec = this.sections.find((s) => s.type === SHT_SYMTAB_SHNDX && s.link === tab.index);
     const entsz = this.is64 ? 24 : 16;
     const n = this.n(tab.size, 'symbol table size') / entsz;
-    if (!Number.isInteger(n)) this.fail(`symbol table size ${tab.size} is not a multiple of ${entsz}; not a valid ELF file`);
-    const d = this.data, base = this.need(tab.offset, this.n(tab.size, 'symbol table size'), 'symbol table');
+    if (!Number.isInteger(n))
+      this.fail(
+        `symbol table size ${tab.size} is not a multiple of ${entsz}; not a valid ELF file`,
+      );
+    const d = this.data,
+      base = this.need(tab.offset, this.n(tab.size, 'symbol table size'), 'symbol table');
     const out: ElfSymbol[] = [];
     for (let i = 0; i < n; i++) {
       const p = base + i * entsz;
@@ -276,14 +369,33 @@ export class ElfFile {
       let sym: ElfSymbol;
       if (this.is64) {
         const info = d[p + 4];
-        sym = { index: i, name: '', bind: info >> 4, type: info & 15, other: d[p + 5], shndx: d.readUInt16LE(p + 6),
-          value: d.readBigUInt64LE(p + 8), size: d.readBigUInt64LE(p + 16) };
+        sym = {
+          index: i,
+          name: '',
+          bind: info >> 4,
+          type: info & 15,
+          other: d[p + 5],
+          shndx: d.readUInt16LE(p + 6),
+          value: d.readBigUInt64LE(p + 8),
+          size: d.readBigUInt64LE(p + 16),
+        };
       } else {
         const info = d[p + 12];
-        sym = { index: i, name: '', value: BigInt(d.readUInt32LE(p + 4)), size: BigInt(d.readUInt32LE(p + 8)),
-          bind: info >> 4, type: info & 15, other: d[p + 13], shndx: d.readUInt16LE(p + 14) };
+        sym = {
+          index: i,
+          name: '',
+          value: BigInt(d.readUInt32LE(p + 4)),
+          size: BigInt(d.readUInt32LE(p + 8)),
+          bind: info >> 4,
+          type: info & 15,
+          other: d[p + 13],
+          shndx: d.readUInt16LE(p + 14),
+        };
       }
-      if (sym.shndx === SHN_XINDEX && xndxSec) sym.shndx = d.readUInt32LE(this.need(xndxSec.offset + BigInt(4 * i), 4, 'extended section index'));
+      if (sym.shndx === SHN_XINDEX && xndxSec)
+        sym.shndx = d.readUInt32LE(
+          this.need(xndxSec.offset + BigInt(4 * i), 4, 'extended section index'),
+        );
       sym.name = this.cstr(strtab, nameOff);
       out.push(sym);
     }
@@ -294,21 +406,37 @@ export class ElfFile {
   relocations(s: Section): Relocation[] {
     if (s.type !== SHT_RELA && s.type !== SHT_REL) return [];
     const rela = s.type === SHT_RELA;
-    const entsz = this.is64 ? (rela ? 24 : 16) : (rela ? 12 : 8);
+    const entsz = this.is64 ? (rela ? 24 : 16) : rela ? 12 : 8;
     const n = this.n(s.size, `relocation section ${s.name} size`) / entsz;
-    if (!Number.isInteger(n)) this.fail(`relocation section ${s.name} size is not a multiple of ${entsz}; not a valid ELF file`);
-    const d = this.data, base = this.need(s.offset, this.n(s.size, `relocation section ${s.name} size`), `relocation section ${s.name}`);
+    if (!Number.isInteger(n))
+      this.fail(
+        `relocation section ${s.name} size is not a multiple of ${entsz}; not a valid ELF file`,
+      );
+    const d = this.data,
+      base = this.need(
+        s.offset,
+        this.n(s.size, `relocation section ${s.name} size`),
+        `relocation section ${s.name}`,
+      );
     const out: Relocation[] = [];
     for (let i = 0; i < n; i++) {
       const p = base + i * entsz;
       if (this.is64) {
         const info = d.readBigUInt64LE(p + 8);
-        out.push({ offset: d.readBigUInt64LE(p), type: Number(info & 0xffffffffn), sym: Number(info >> 32n),
-          addend: rela ? d.readBigInt64LE(p + 16) : 0n });
+        out.push({
+          offset: d.readBigUInt64LE(p),
+          type: Number(info & 0xffffffffn),
+          sym: Number(info >> 32n),
+          addend: rela ? d.readBigInt64LE(p + 16) : 0n,
+        });
       } else {
         const info = d.readUInt32LE(p + 4);
-        out.push({ offset: BigInt(d.readUInt32LE(p)), type: info & 0xff, sym: info >>> 8,
-          addend: rela ? BigInt(d.readInt32LE(p + 8)) : 0n });
+        out.push({
+          offset: BigInt(d.readUInt32LE(p)),
+          type: info & 0xff,
+          sym: info >>> 8,
+          addend: rela ? BigInt(d.readInt32LE(p + 8)) : 0n,
+        });
       }
     }
     return out;

@@ -21,13 +21,17 @@ export const PLAN_SECTION = '.spacer.plan';
 export function planSectionText(bytes: Buffer): string {
   if (bytes[0] === 0x78) {
     // Bounded: a plan is kilobytes; a damaged or hostile section must not inflate to gigabytes.
-    try { return inflateSync(bytes, { maxOutputLength: 16 << 20 }).toString('utf8'); } catch { /* not zlib after all: read as text */ }
+    try {
+      return inflateSync(bytes, { maxOutputLength: 16 << 20 }).toString('utf8');
+    } catch {
+      /* not zlib after all: read as text */
+    }
   }
   return bytes.toString('utf8').replace(/\0+$/, '');
 }
 
 export function readPlan(path: string): Plan {
-  let plan: Plan;
+  let plan: Plan | undefined;
   const bad = (what: string): never => {
     throw new SpacerError(`${path}: not a usable link plan (${what}); run 'spacer link' again`);
   };
@@ -35,21 +39,37 @@ export function readPlan(path: string): Plan {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new SpacerError(`${path}: cannot read the link plan (${(e as NodeJS.ErrnoException).code ?? 'error'}); run 'spacer link' again`);
+    throw new SpacerError(
+      `${path}: cannot read the link plan (${(e as NodeJS.ErrnoException).code ?? 'error'}); run 'spacer link' again`,
+    );
   }
   try {
     plan = JSON.parse(text);
   } catch {
     bad('not valid JSON');
   }
-  if (plan!?.spacer !== 1 || !Array.isArray(plan!.ulibs)) bad('not a lib-spacer plan');
+  if (plan?.spacer !== 1 || !Array.isArray(plan!.ulibs)) bad('not a lib-spacer plan');
   // Every field the post-link step reads.
   const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
   const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
   for (const [i, u] of (plan!.ulibs as unknown as any[]).entries()) {
-    if (typeof u !== 'object' || u === null || !isName(u.name) || typeof u.slots !== 'object' || u.slots === null) bad(`µlib entry ${i}`);
+    if (
+      typeof u !== 'object' ||
+      u === null ||
+      !isName(u.name) ||
+      typeof u.slots !== 'object' ||
+      u.slots === null
+    )
+      bad(`µlib entry ${i}`);
     for (const [k, slot] of Object.entries<any>(u.slots)) {
-      if (typeof slot !== 'object' || slot === null || !isName(slot.section) || !isHex(slot.addr) || !isHex(slot.size)) bad(`${u.name} ${k} slot`);
+      if (
+        typeof slot !== 'object' ||
+        slot === null ||
+        !isName(slot.section) ||
+        !isHex(slot.addr) ||
+        !isHex(slot.size)
+      )
+        bad(`${u.name} ${k} slot`);
     }
   }
   return plan!;
@@ -64,14 +84,22 @@ export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
       const sec = elf.section(s.section);
       // No section: the linker dropped all of it (--gc-sections, as CONFIG_OPTIMIZE_DEADELIM does).
       if (!sec) continue;
-      if (sec.addr !== BigInt(s.addr)) problems.push(`${u.name}: ${s.section} at 0x${sec.addr.toString(16)}, map says ${s.addr}`);
-      if (sec.size > BigInt(s.size)) problems.push(`${u.name}: ${s.section} is ${sec.size} bytes, its slot ${BigInt(s.size)}`);
+      if (sec.addr !== BigInt(s.addr))
+        problems.push(`${u.name}: ${s.section} at 0x${sec.addr.toString(16)}, map says ${s.addr}`);
+      if (sec.size > BigInt(s.size))
+        problems.push(`${u.name}: ${s.section} is ${sec.size} bytes, its slot ${BigInt(s.size)}`);
     }
   }
   elf.segments.forEach((p, i) => {
     // Unikraft's boot turns each loaded segment into a memory region and checks it is page-aligned.
-    if (p.type === PT_LOAD && p.memsz > 0n && p.vaddr % 4096n) problems.push(`program header ${i} (a PT_LOAD at 0x${p.vaddr.toString(16)}) does not start on a page`);
-    if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n) problems.push(`program header ${i} is an empty PT_LOAD at address 0: the platform script names a program header no section uses, and qemu's multiboot loader hangs on it`);
+    if (p.type === PT_LOAD && p.memsz > 0n && p.vaddr % 4096n)
+      problems.push(
+        `program header ${i} (a PT_LOAD at 0x${p.vaddr.toString(16)}) does not start on a page`,
+      );
+    if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n)
+      problems.push(
+        `program header ${i} is an empty PT_LOAD at address 0: the platform script names a program header no section uses, and qemu's multiboot loader hangs on it`,
+      );
   });
   return problems;
 }
@@ -86,65 +114,104 @@ export interface FinishResult {
 /** What the rewrite needs from the plan: each µlib's sections and its table. */
 export function rewritePlan(plan: Plan): RewritePlan {
   return {
-    ulibs: plan.ulibs.filter((u) => u.slots.text).map((u) => ({
-      name: u.name,
-      text: u.slots.text!.section,
-      sections: Object.entries(u.slots).filter(([k]) => k !== 'ind' && k !== 'ptr').map(([, s]) => s!.section),
-      ind: u.slots.ind ? {
-        section: u.slots.ind.section, addr: BigInt(u.slots.ind.addr), size: Number(BigInt(u.slots.ind.size)),
-        ...(u.slots.ind.clones?.length ? { table: u.slots.ind.bytes, clones: u.slots.ind.clones } : {}),
-      } : undefined,
-      ptr: u.slots.ptr ? { section: u.slots.ptr.section, addr: BigInt(u.slots.ptr.addr), size: Number(BigInt(u.slots.ptr.size)) } : undefined,
-      ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
-      ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
-      ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
-    })),
+    ulibs: plan.ulibs
+      .filter((u) => u.slots.text)
+      .map((u) => ({
+        name: u.name,
+        text: u.slots.text!.section,
+        sections: Object.entries(u.slots)
+          .filter(([k]) => k !== 'ind' && k !== 'ptr')
+          .map(([, s]) => s!.section),
+        ind: u.slots.ind
+          ? {
+              section: u.slots.ind.section,
+              addr: BigInt(u.slots.ind.addr),
+              size: Number(BigInt(u.slots.ind.size)),
+              ...(u.slots.ind.clones?.length
+                ? { table: u.slots.ind.bytes, clones: u.slots.ind.clones }
+                : {}),
+            }
+          : undefined,
+        ptr: u.slots.ptr
+          ? {
+              section: u.slots.ptr.section,
+              addr: BigInt(u.slots.ptr.addr),
+              size: Number(BigInt(u.slots.ptr.size)),
+            }
+          : undefined,
+        ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
+        ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
+        ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
+      })),
   };
 }
 
 export async function finish(imagePath: string, planPath: string): Promise<FinishResult> {
   const plan = readPlan(planPath);
   const elf = ElfFile.load(imagePath);
-  if (elf.header.class !== 64) throw new SpacerError(`${imagePath}: not the ELF64 debug image; run 'spacer finish' on the .dbg before strip`);
+  if (elf.header.class !== 64)
+    throw new SpacerError(
+      `${imagePath}: not the ELF64 debug image; run 'spacer finish' on the .dbg before strip`,
+    );
   const embedded = elf.section(PLAN_SECTION);
   // The image records where each µlib sits, not where the build ran: no paths, so the same
   // objects give the same image in any build folder.
   const planText = JSON.stringify({
-    spacer: plan.spacer, image: plan.image, rewrite: plan.rewrite, ...(plan.aslr ? { aslr: plan.aslr } : {}),
+    spacer: plan.spacer,
+    image: plan.image,
+    rewrite: plan.rewrite,
+    ...(plan.aslr ? { aslr: plan.aslr } : {}),
     ulibs: plan.ulibs.map((u) => ({ name: u.name, variant: u.variant, slots: u.slots })),
   });
   // Deflated: the plan is most of what the recorded metadata adds to the image file.
   const planBytes = deflateSync(Buffer.from(planText), { level: 9 });
   if (embedded) {
     // Running twice is a no-op when the image already carries this plan.
-    if (planSectionText(elf.contents(embedded)) === planText) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
-    throw new SpacerError(`${imagePath}: already finished with another plan; relink it (make removes the .dbg when its script changes)`);
+    if (planSectionText(elf.contents(embedded)) === planText)
+      return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
+    throw new SpacerError(
+      `${imagePath}: already finished with another plan; relink it (make removes the .dbg when its script changes)`,
+    );
   }
   // Verify before touching the file: a wrong layout stops the build and leaves the image as it is.
   const problems = verifyLayout(elf, plan);
   if (problems.length) {
-    throw new SpacerError(`${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`);
+    throw new SpacerError(
+      `${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`,
+    );
   }
   // Rewrite the references that leave each µlib, then prove the result.
   // The plan is recorded in the same write. (The rewrite verifies its result in memory before
   // writing; `spacer verify` re-checks any image from its record.)
   let rewrite: RewriteStats | undefined;
   if (plan.rewrite && plan.rewrite !== 'none') {
-    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [{ name: PLAN_SECTION, data: planBytes }]);
-    if (!rewrite.alreadyDone) return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
+    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [
+      { name: PLAN_SECTION, data: planBytes },
+    ]);
+    if (!rewrite.alreadyDone)
+      return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
   }
   // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
   const tmpPlan = `${imagePath}.spacer-plan.tmp`;
   const tmpImage = `${imagePath}.spacer.tmp-${process.pid}`;
   writeFileAtomic(tmpPlan, planBytes);
   try {
-    await execa('objcopy', ['--add-section', `${PLAN_SECTION}=${tmpPlan}`, '--set-section-flags', `${PLAN_SECTION}=readonly,contents`, imagePath, tmpImage]);
+    await execa('objcopy', [
+      '--add-section',
+      `${PLAN_SECTION}=${tmpPlan}`,
+      '--set-section-flags',
+      `${PLAN_SECTION}=readonly,contents`,
+      imagePath,
+      tmpImage,
+    ]);
     renameSync(tmpImage, imagePath);
   } catch (e) {
     rmSync(tmpImage, { force: true });
     const err = e as { stderr?: string; code?: string };
     if (err.code === 'ENOENT') throw new SpacerError('objcopy not found; install binutils');
-    throw new SpacerError(`${imagePath}: objcopy failed (${(err.stderr ?? String(e)).trim().split('\n')[0]}); the image was left unchanged`);
+    throw new SpacerError(
+      `${imagePath}: objcopy failed (${(err.stderr ?? String(e)).trim().split('\n')[0]}); the image was left unchanged`,
+    );
   } finally {
     rmSync(tmpPlan, { force: true });
   }

@@ -8,7 +8,10 @@ import { SpacerError } from './errors.js';
 export interface InputSpec {
   /** File pattern, e.g. `*` or a path. */
   file: string;
-  /** Section patterns as written inside the parentheses (each a glob; wrappers such as SORT(...) kept). */
+  /**
+   * Section patterns as written inside the parentheses (each a glob; wrappers such as SORT(...)
+   * kept).
+   */
   sections: string[];
   /** Inner text of the parentheses, verbatim. */
   inner: string;
@@ -48,7 +51,7 @@ export interface Script {
   suffix: string;
 }
 
-const NAME_CH = /[A-Za-z0-9_.$*?\[\]\-\/\\~!+^:@%]/;
+const NAME_CH = /[A-Za-z0-9_.$*?[\]\-/\\~!+^:@%]/;
 
 /** Removes C comments and cpp line markers, keeping offsets meaningful for error messages. */
 export function stripComments(src: string): string {
@@ -73,7 +76,11 @@ function matchClose(s: string, open: number, o: string, c: string): number {
   let depth = 0;
   for (let i = open; i < s.length; i++) {
     const ch = s[i];
-    if (ch === '"') { i = s.indexOf('"', i + 1); if (i < 0) break; continue; }
+    if (ch === '"') {
+      i = s.indexOf('"', i + 1);
+      if (i < 0) break;
+      continue;
+    }
     if (ch === o) depth++;
     else if (ch === c && --depth === 0) return i;
   }
@@ -110,20 +117,37 @@ export function parseScript(src: string): Script {
       break;
     }
     // Find whether a '{' comes before a ';' at paren depth 0.
-    let k = j, paren = 0, brace = -1, semi = -1;
+    let k = j,
+      paren = 0,
+      brace = -1,
+      semi = -1;
     for (; k < bodyEnd; k++) {
       const ch = s[k];
-      if (ch === '"') { k = s.indexOf('"', k + 1); continue; }
+      if (ch === '"') {
+        k = s.indexOf('"', k + 1);
+        continue;
+      }
       if (ch === '(') paren++;
       else if (ch === ')') {
         paren--;
-        if (paren === 0 && /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|INCLUDE)\s*\(/.test(s.slice(j, k + 1))) {
+        if (
+          paren === 0 &&
+          /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|INCLUDE)\s*\(/.test(s.slice(j, k + 1))
+        ) {
           // A command such as ASSERT(...) may end without ';'.
           const nx = skipWs(s, k + 1);
-          if (s[nx] !== ';') { semi = k; break; }
+          if (s[nx] !== ';') {
+            semi = k;
+            break;
+          }
         }
-      } else if (paren === 0 && ch === ';') { semi = k; break; }
-      else if (paren === 0 && ch === '{') { brace = k; break; }
+      } else if (paren === 0 && ch === ';') {
+        semi = k;
+        break;
+      } else if (paren === 0 && ch === '{') {
+        brace = k;
+        break;
+      }
     }
     if (brace >= 0) {
       const close = matchClose(s, brace, '{', '}');
@@ -134,24 +158,35 @@ export function parseScript(src: string): Script {
         const u = skipWs(s, t);
         if (s[u] === ':' && s[u + 1] !== ':') {
           const [name, e] = readName(s, skipWs(s, u + 1));
-          phdrs.push(name); t = e; continue;
+          phdrs.push(name);
+          t = e;
+          continue;
         }
         if (s[u] === '>' || (s.startsWith('AT', u) && s[skipWs(s, u + 2)] === '>')) {
           const v = skipWs(s, s.indexOf('>', u) + 1);
-          const [, e] = readName(s, v); t = e; continue;
+          const [, e] = readName(s, v);
+          t = e;
+          continue;
         }
         if (s[u] === '=') {
           let e = skipWs(s, u + 1);
           while (e < bodyEnd && !/[\s;]/.test(s[e])) e++;
-          t = e; continue;
+          t = e;
+          continue;
         }
-        if (s[u] === ',' || s[u] === ';') { t = u + 1; }
+        if (s[u] === ',' || s[u] === ';') {
+          t = u + 1;
+        }
         break;
       }
       const [name] = readName(s, j);
       statements.push({
-        kind: 'section', name, head: src.slice(i, brace + 1), items: parseItems(src, s, brace + 1, close),
-        tail: src.slice(close, t), phdrs,
+        kind: 'section',
+        name,
+        head: src.slice(i, brace + 1),
+        items: parseItems(src, s, brace + 1, close),
+        tail: src.slice(close, t),
+        phdrs,
       });
       i = t;
     } else {
@@ -172,10 +207,15 @@ function parseItems(src: string, s: string, start: number, end: number): Item[] 
       if (i < end) items.push({ text: src.slice(i, end) });
       break;
     }
-    let k = j, paren = 0, endAt = -1;
+    let k = j,
+      paren = 0,
+      endAt = -1;
     for (; k < end; k++) {
       const ch = s[k];
-      if (ch === '"') { k = s.indexOf('"', k + 1); continue; }
+      if (ch === '"') {
+        k = s.indexOf('"', k + 1);
+        continue;
+      }
       if (ch === '(') paren++;
       else if (ch === ')') {
         if (--paren === 0) {
@@ -188,7 +228,10 @@ function parseItems(src: string, s: string, start: number, end: number): Item[] 
             break;
           }
         }
-      } else if (paren === 0 && ch === ';') { endAt = k + 1; break; }
+      } else if (paren === 0 && ch === ';') {
+        endAt = k + 1;
+        break;
+      }
     }
     if (endAt < 0) endAt = end;
     const text = src.slice(i, endAt);
@@ -198,7 +241,8 @@ function parseItems(src: string, s: string, start: number, end: number): Item[] 
   return items;
 }
 
-const NOT_INPUT = /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|BYTE|SHORT|LONG|QUAD|SQUAD|FILL|CREATE_OBJECT_SYMBOLS|CONSTRUCTORS|INCLUDE|ALIGN|SORT_BY_INIT_PRIORITY_NOT)\b/;
+const NOT_INPUT =
+  /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|BYTE|SHORT|LONG|QUAD|SQUAD|FILL|CREATE_OBJECT_SYMBOLS|CONSTRUCTORS|INCLUDE|ALIGN|SORT_BY_INIT_PRIORITY_NOT)\b/;
 
 /** Parses `*(a b)`, `KEEP(*(a))`, `file.o(a)`; undefined for assignments and commands. */
 export function parseInput(text: string): InputSpec | undefined {
@@ -206,10 +250,16 @@ export function parseInput(text: string): InputSpec | undefined {
   if (!t || /^[^(]*=/.test(t) || NOT_INPUT.test(t)) return undefined;
   let keep = false;
   const km = /^KEEP\s*\(([\s\S]*)\)$/.exec(t);
-  if (km) { keep = true; t = km[1].trim(); }
+  if (km) {
+    keep = true;
+    t = km[1].trim();
+  }
   let exclude = '';
   const em = /^(EXCLUDE_FILE\s*\([^)]*\))\s*/.exec(t);
-  if (em) { exclude = em[1]; t = t.slice(em[0].length); }
+  if (em) {
+    exclude = em[1];
+    t = t.slice(em[0].length);
+  }
   const open = t.indexOf('(');
   if (open < 0) return { file: t, sections: [], inner: '', keep };
   const file = (exclude ? exclude + ' ' : '') + t.slice(0, open).trim();
@@ -221,8 +271,13 @@ export function parseInput(text: string): InputSpec | undefined {
 /** Splits a section pattern list into glob names, unwrapping SORT(...) style wrappers. */
 export function splitPatterns(inner: string): string[] {
   const out: string[] = [];
-  const flat = inner.replace(/\b(SORT_BY_NAME|SORT_BY_ALIGNMENT|SORT_BY_INIT_PRIORITY|SORT_NONE|SORT|REVERSE)\s*\(/g, ' ( ')
-    .replace(/EXCLUDE_FILE\s*\([^)]*\)/g, ' ').replace(/[()]/g, ' ');
+  const flat = inner
+    .replace(
+      /\b(SORT_BY_NAME|SORT_BY_ALIGNMENT|SORT_BY_INIT_PRIORITY|SORT_NONE|SORT|REVERSE)\s*\(/g,
+      ' ( ',
+    )
+    .replace(/EXCLUDE_FILE\s*\([^)]*\)/g, ' ')
+    .replace(/[()]/g, ' ');
   for (const w of flat.split(/\s+/)) if (w) out.push(w);
   return out;
 }
@@ -231,7 +286,7 @@ export function splitPatterns(inner: string): string[] {
 const globCache = new Map<string, RegExp>();
 
 export function globMatch(pattern: string, name: string): boolean {
-  if (!/[*?\[]/.test(pattern)) return pattern === name;
+  if (!/[*?[]/.test(pattern)) return pattern === name;
   let compiled = globCache.get(pattern);
   if (!compiled) globCache.set(pattern, (compiled = globRegExp(pattern)));
   return compiled.test(name);
@@ -246,7 +301,10 @@ function globRegExp(pattern: string): RegExp {
     else if (c === '?') re += '.';
     else if (c === '[') {
       const end = pattern.indexOf(']', i + 2);
-      if (end < 0) { re += '\\['; continue; }
+      if (end < 0) {
+        re += '\\[';
+        continue;
+      }
       let cls = pattern.slice(i + 1, end);
       if (cls[0] === '!' || cls[0] === '^') cls = '^' + cls.slice(1);
       re += '[' + cls.replace(/\\/g, '\\\\') + ']';

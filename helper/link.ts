@@ -2,9 +2,26 @@
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
 import { statSync } from 'node:fs';
-import { allocate, allocateAslr, freshMap, nameSlotCandidate, type AllocRequest, type UlibRequest } from './allocate.js';
+import {
+  allocate,
+  allocateAslr,
+  freshMap,
+  nameSlotCandidate,
+  type AllocRequest,
+  type UlibRequest,
+} from './allocate.js';
 import { SpacerError } from './errors.js';
-import { PAGE, SLOT_KINDS, type ImageOrigin, type MapSnapshot, type SlotKind, hex, snapshotMap, updateMap, writeFileAtomic } from './map.js';
+import {
+  PAGE,
+  SLOT_KINDS,
+  type ImageOrigin,
+  type MapSnapshot,
+  type SlotKind,
+  hex,
+  snapshotMap,
+  updateMap,
+  writeFileAtomic,
+} from './map.js';
 import { alignUp, readObject, type UlibObject } from './objects.js';
 import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
 
@@ -20,7 +37,10 @@ export interface LinkOptions {
   tableBytes?: (objectPath: string) => number;
   /** ASLR mode: µlib order shuffled from this seed (same seed, same image). */
   aslrSeed?: string;
-  /** Redirect the references µlib code makes outside its µlib through indirection tables (default true). */
+  /**
+   * Redirect the references µlib code makes outside its µlib through indirection tables (default
+   * true).
+   */
   rewrite?: boolean;
   /** Where the link runs (app and build folders, the command that relinks it): kept in the map. */
   origin?: ImageOrigin;
@@ -35,10 +55,18 @@ export interface PlanUlib {
   shared: boolean;
   /** In its name slot (a per-app library at a stable address). */
   named?: boolean;
-  /** ASLR mode: the absolute addresses of its own data go through its table too (a name slot's variant). */
+  /**
+   * ASLR mode: the absolute addresses of its own data go through its table too (a name slot's
+   * variant).
+   */
   ownAbs?: boolean;
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
-  slots: Partial<Record<SlotKind, { section: string; addr: string; size: string; bytes: number; clones?: string[] }>>;
+  slots: Partial<
+    Record<
+      SlotKind,
+      { section: string; addr: string; size: string; bytes: number; clones?: string[] }
+    >
+  >;
 }
 
 export interface Plan {
@@ -57,14 +85,21 @@ export interface Plan {
 
 export async function link(o: LinkOptions): Promise<Plan> {
   const log = o.log ?? (() => {});
-  if (!o.objects.length) throw new SpacerError('spacer link: no objects given; pass the libNAME.o files of the link after --');
-  if (!/^[\w.+-]+$/.test(o.image)) throw new SpacerError(`spacer link: image name ${JSON.stringify(o.image)} must be letters, digits, '.', '_', '+' or '-'`);
+  if (!o.objects.length)
+    throw new SpacerError(
+      'spacer link: no objects given; pass the libNAME.o files of the link after --',
+    );
+  if (!/^[\w.+-]+$/.test(o.image))
+    throw new SpacerError(
+      `spacer link: image name ${JSON.stringify(o.image)} must be letters, digits, '.', '_', '+' or '-'`,
+    );
   // Read the objects first: a bad object stops the link before the map is touched.
   const ulibs = o.objects.map(readObject);
   const platform = loadPlatform(o.lds);
   // Measure what each slot will hold, assigning input sections as ld will.
   const measured = measure(platform, ulibs);
-  const mode: Plan['rewrite'] = o.rewrite === false ? 'none' : o.aslrSeed !== undefined ? 'aslr' : 'external';
+  const mode: Plan['rewrite'] =
+    o.rewrite === false ? 'none' : o.aslrSeed !== undefined ? 'aslr' : 'external';
   // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
@@ -78,10 +113,14 @@ export async function link(o: LinkOptions): Promise<Plan> {
     const recorded = known?.ulibs[u.name]?.variants[u.variant];
     // ASLR tables are not map slots (they follow their code), so ASLR sizes are measured each time.
     let ptr = 0;
-    let ind = mode === 'none' ? 0
-      : o.tableBytes ? o.tableBytes(u.path)
-        : mode === 'external' && recorded?.modes?.includes(mode) ? recorded.sizes.ind ?? 0
-          : -1;
+    let ind =
+      mode === 'none'
+        ? 0
+        : o.tableBytes
+          ? o.tableBytes(u.path)
+          : mode === 'external' && recorded?.modes?.includes(mode)
+            ? (recorded.sizes.ind ?? 0)
+            : -1;
     if (ind < 0) {
       const need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
       ({ bytes: ind, ptrBytes: ptr } = need);
@@ -92,45 +131,114 @@ export async function link(o: LinkOptions): Promise<Plan> {
     // own): also the sizes for the form that sends its own data's absolute addresses through the
     // table (allocateAslr takes it when the slot has room; the map sizes name slots for it).
     let ownAbs: UlibRequest['ownAbs'];
-    if (mode === 'aslr' && !o.tableBytes && nameSlotCandidate(known?.ulibs[u.name], u.variant, o.image)) {
+    if (
+      mode === 'aslr' &&
+      !o.tableBytes &&
+      nameSlotCandidate(known?.ulibs[u.name], u.variant, o.image)
+    ) {
       const need = await tableBytesFor(u.path, 'aslr', true);
       ownAbs = { ind: need.bytes, ptr: need.ptrBytes };
     }
-    if (ind) { sizes.ind = ind; align.ind = 16; }
-    ulibReqs.push({ name: u.name, variant: u.variant, sizes, align, mode: mode === 'none' ? undefined : mode, ...(ptr ? { ptr } : {}), ...(ownAbs ? { ownAbs } : {}) });
+    if (ind) {
+      sizes.ind = ind;
+      align.ind = 16;
+    }
+    ulibReqs.push({
+      name: u.name,
+      variant: u.variant,
+      sizes,
+      align,
+      mode: mode === 'none' ? undefined : mode,
+      ...(ptr ? { ptr } : {}),
+      ...(ownAbs ? { ownAbs } : {}),
+    });
   }
-  const req: AllocRequest = { image: o.image, ulibs: ulibReqs, head: measured.head, textBase: platform.textBase, ...(o.origin ? { origin: o.origin } : {}) };
+  const req: AllocRequest = {
+    image: o.image,
+    ulibs: ulibReqs,
+    head: measured.head,
+    textBase: platform.textBase,
+    ...(o.origin ? { origin: o.origin } : {}),
+  };
   // Place every variant under the map lock; the map lands with an atomic rename.
-  const { placements: placed, notes, map, order, ownEnd } = await updateMap(o.map, () => freshMap(req), (m) => {
-    const r = o.aslrSeed !== undefined ? allocateAslr(m, o.map, req, o.aslrSeed) : { ...allocate(m, o.map, req), order: undefined };
-    return { ...r, map: { regions: structuredClone(m.regions) } };
-  }, seen);
+  const {
+    placements: placed,
+    notes,
+    map,
+    order,
+    ownEnd,
+  } = await updateMap(
+    o.map,
+    () => freshMap(req),
+    (m) => {
+      const r =
+        o.aslrSeed !== undefined
+          ? allocateAslr(m, o.map, req, o.aslrSeed)
+          : { ...allocate(m, o.map, req), order: undefined };
+      return { ...r, map: { regions: structuredClone(m.regions) } };
+    },
+    seen,
+  );
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.
-  const clones = mode === 'aslr' ? await planClones(placed, ulibs, calls) : new Map<string, string[]>();
+  const clones =
+    mode === 'aslr' ? await planClones(placed, ulibs, calls) : new Map<string, string[]>();
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;
-    for (const k of SLOT_KINDS) if (a.at[k]) placements.push({ ulib: a.ulib, path: u.path, shared: a.shared, kind: k, addr: a.at[k]!.addr, size: a.at[k]!.size });
+    for (const k of SLOT_KINDS)
+      if (a.at[k])
+        placements.push({
+          ulib: a.ulib,
+          path: u.path,
+          shared: a.shared,
+          kind: k,
+          addr: a.at[k]!.addr,
+          size: a.at[k]!.size,
+        });
   }
   // Write the aligned script (same objects + same map = same bytes).
   const script = generateScript({
-    platform, placements, objects: ulibs.map((u) => u.path),
-    rodataBase: map.regions.rodata.base, dataBase: map.regions.data.base, bssBase: map.regions.bss.base, ownEnd,
+    platform,
+    placements,
+    objects: ulibs.map((u) => u.path),
+    rodataBase: map.regions.rodata.base,
+    dataBase: map.regions.data.base,
+    bssBase: map.regions.bss.base,
+    ownEnd,
   });
   const plan: Plan = {
-    spacer: 1, image: o.image, map: o.map, script: o.out,
+    spacer: 1,
+    image: o.image,
+    map: o.map,
+    script: o.out,
     ulibs: placed.map((a) => ({
-      name: a.ulib, path: ulibs.find((u) => u.name === a.ulib)!.path, variant: a.variant, shared: a.shared, ...(a.named ? { named: true } : {}),
+      name: a.ulib,
+      path: ulibs.find((u) => u.name === a.ulib)!.path,
+      variant: a.variant,
+      shared: a.shared,
+      ...(a.named ? { named: true } : {}),
       ...(a.ownAbs ? { ownAbs: true } : {}),
-      slots: Object.fromEntries(SLOT_KINDS.filter((k) => a.at[k]).map((k) => {
-        const r = ulibReqs.find((x) => x.name === a.ulib)!;
-        return [k, {
-        section: outputName(k, a.ulib), addr: hex(a.at[k]!.addr), size: hex(a.at[k]!.size),
-        bytes: a.ownAbs && (k === 'ptr' || k === 'ind') ? r.ownAbs![k] : k === 'ptr' ? r.ptr! : r.sizes[k]!,
-        ...(k === 'ind' && clones.has(a.ulib) ? { clones: clones.get(a.ulib)! } : {}),
-      }];
-      })),
+      slots: Object.fromEntries(
+        SLOT_KINDS.filter((k) => a.at[k]).map((k) => {
+          const r = ulibReqs.find((x) => x.name === a.ulib)!;
+          return [
+            k,
+            {
+              section: outputName(k, a.ulib),
+              addr: hex(a.at[k]!.addr),
+              size: hex(a.at[k]!.size),
+              bytes:
+                a.ownAbs && (k === 'ptr' || k === 'ind')
+                  ? r.ownAbs![k]
+                  : k === 'ptr'
+                    ? r.ptr!
+                    : r.sizes[k]!,
+              ...(k === 'ind' && clones.has(a.ulib) ? { clones: clones.get(a.ulib)! } : {}),
+            },
+          ];
+        }),
+      ),
     })),
     notes,
     rewrite: mode,
@@ -140,9 +248,11 @@ export async function link(o: LinkOptions): Promise<Plan> {
   writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
   const shared = placed.filter((p) => p.shared).length;
   const named = placed.filter((p) => p.named).length;
-  log(o.aslrSeed !== undefined
-    ? `spacer: ${o.image}: ${ulibs.length} µlibs, code shuffled (seed ${o.aslrSeed}); read-only data and data: ${shared} in shared slots -> ${o.out}`
-    : `spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${named} in name slots, ${ulibs.length - shared - named} in the image's own area) -> ${o.out}`);
+  log(
+    o.aslrSeed !== undefined
+      ? `spacer: ${o.image}: ${ulibs.length} µlibs, code shuffled (seed ${o.aslrSeed}); read-only data and data: ${shared} in shared slots -> ${o.out}`
+      : `spacer: ${o.image}: ${ulibs.length} µlibs placed (${shared} in shared slots, ${named} in name slots, ${ulibs.length - shared - named} in the image's own area) -> ${o.out}`,
+  );
   return plan;
 }
 
@@ -153,8 +263,16 @@ export async function link(o: LinkOptions): Promise<Plan> {
  * only on the caller's and the callees' objects, so it is the same in every image that links the
  * same variants. Extends each chosen µlib's `ind` extent over its copies.
  */
-async function planClones(placed: { ulib: string; shared: boolean; named?: boolean; at: Partial<Record<SlotKind, { addr: number; size: number }>> }[],
-  ulibs: UlibObject[], calls: Map<string, string[]>): Promise<Map<string, string[]>> {
+async function planClones(
+  placed: {
+    ulib: string;
+    shared: boolean;
+    named?: boolean;
+    at: Partial<Record<SlotKind, { addr: number; size: number }>>;
+  }[],
+  ulibs: UlibObject[],
+  calls: Map<string, string[]>,
+): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   if (!calls.size) return out;
   const { cloneSources } = await import('./rewrite.js');
@@ -162,10 +280,13 @@ async function planClones(placed: { ulib: string; shared: boolean; named?: boole
   // Each name to the object that defines it (the first in link order, as ld resolves it).
   const sources = ulibs.map((u) => ({ name: u.name, find: cloneSources(u.elf) }));
   for (const a of placed) {
-    const want = calls.get(a.ulib), ind = a.at.ind;
+    const want = calls.get(a.ulib),
+      ind = a.at.ind;
     if (!want || !ind || !(a.shared || a.named)) continue;
-    const tableEnd = BigInt(ind.addr + ind.size), room = BigInt(alignUp(ind.addr + ind.size, PAGE));
-    const chosen: string[] = [], sizes: number[] = [];
+    const tableEnd = BigInt(ind.addr + ind.size),
+      room = BigInt(alignUp(ind.addr + ind.size, PAGE));
+    const chosen: string[] = [],
+      sizes: number[] = [];
     for (const name of want) {
       let src;
       for (const x of sources) if (x.name !== a.ulib && (src = x.find(name))) break;
@@ -187,19 +308,34 @@ type Needs = { bytes: number; ptrBytes: number; calls: string[]; undecided: stri
 const needsCache = new Map<string, Needs>();
 
 /** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
- *  per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when needed. */
-export async function tableBytesFor(path: string, mode: 'external' | 'aslr', ownAbs = false): Promise<Needs> {
+ * per object and mode in this process. The rewriter (and iced-x86 with it) is loaded only when
+ * needed. */
+export async function tableBytesFor(
+  path: string,
+  mode: 'external' | 'aslr',
+  ownAbs = false,
+): Promise<Needs> {
   const key = `${mode}\0${ownAbs}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
     const need = indirectionNeeds(path, mode, ownAbs);
-    needsCache.set(key, (n = { bytes: need.bytes, ptrBytes: need.ptrBytes, calls: need.calls, undecided: need.undecided }));
+    needsCache.set(
+      key,
+      (n = {
+        bytes: need.bytes,
+        ptrBytes: need.ptrBytes,
+        calls: need.calls,
+        undecided: need.undecided,
+      }),
+    );
   }
   return n;
 }
 
-/** The map as it is now, read without the lock, for values that only depend on a variant's content. */
+/**
+ * The map as it is now, read without the lock, for values that only depend on a variant's content.
+ */
 function peekMap(path: string): MapSnapshot | undefined {
   try {
     return snapshotMap(path);

@@ -2,7 +2,18 @@
 // It is the address allocator: each µlib gets a slot (address and size per section kind) that
 // every image respects, so a µlib identical in two images lands on identical pages.
 // Every update runs under an exclusive lock file and lands with an atomic rename.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { SpacerError } from './errors.js';
@@ -21,7 +32,10 @@ export type Area = (typeof AREAS)[number];
 export const SLOT_KINDS = [...AREAS, 'ptr'] as const;
 export type SlotKind = (typeof SLOT_KINDS)[number];
 
-export interface Extent { addr: number; size: number }
+export interface Extent {
+  addr: number;
+  size: number;
+}
 
 export interface Region {
   /** First address of the region (page-aligned). */
@@ -112,11 +126,19 @@ function encode(m: SpacerMap): string {
   };
   const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
   const out: string[] = [];
-  out.push('{', `  "schema": ${j(m.schema)},`, `  "page_size": ${j(m.page_size)},`, `  "text_base": ${j(hex(m.text_base))},`, `  "head": ${j(hex(m.head))},`);
+  out.push(
+    '{',
+    `  "schema": ${j(m.schema)},`,
+    `  "page_size": ${j(m.page_size)},`,
+    `  "text_base": ${j(hex(m.text_base))},`,
+    `  "head": ${j(hex(m.head))},`,
+  );
   out.push('  "regions": {');
   AREAS.forEach((k, i) => {
     const r = m.regions[k];
-    out.push(`    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`);
+    out.push(
+      `    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`,
+    );
   });
   out.push('  },');
   if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
@@ -130,7 +152,11 @@ function encode(m: SpacerMap): string {
     const hs = keys(u.variants);
     hs.forEach((h, k) => {
       const v = u.variants[h];
-      const fields = [`"sizes": ${perArea(v.sizes, (x) => x)}`, `"align": ${perArea(v.align, (x) => x)}`, `"images": ${j([...v.images].sort())}`];
+      const fields = [
+        `"sizes": ${perArea(v.sizes, (x) => x)}`,
+        `"align": ${perArea(v.align, (x) => x)}`,
+        `"images": ${j([...v.images].sort())}`,
+      ];
       if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
       if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
       if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
@@ -143,8 +169,14 @@ function encode(m: SpacerMap): string {
   ims.forEach((n, i) => {
     const u = m.images[n].ulibs;
     const o = m.images[n].origin;
-    const origin = o ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}` : '';
-    out.push(`    ${j(n)}: {"ulibs": {${keys(u).map((k) => `${j(k)}: ${j(u[k])}`).join(', ')}}${origin}}${i < ims.length - 1 ? ',' : ''}`);
+    const origin = o
+      ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
+      : '';
+    out.push(
+      `    ${j(n)}: {"ulibs": {${keys(u)
+        .map((k) => `${j(k)}: ${j(u[k])}`)
+        .join(', ')}}${origin}}${i < ims.length - 1 ? ',' : ''}`,
+    );
   });
   out.push('  }', '}');
   return out.join('\n') + '\n';
@@ -155,15 +187,21 @@ function decode(path: string, text: string): SpacerMap {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new SpacerError(`${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`);
+    throw new SpacerError(
+      `${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`,
+    );
   }
   const bad = (what: string): never => {
-    throw new SpacerError(`${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`);
+    throw new SpacerError(
+      `${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`,
+    );
   };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad('not a JSON object');
   if (typeof raw.schema !== 'number') bad('no schema version');
   if (raw.schema > MAP_SCHEMA) {
-    throw new SpacerError(`${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`);
+    throw new SpacerError(
+      `${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`,
+    );
   }
   if (raw.schema < 1) bad(`schema ${raw.schema}`);
   const addr = (v: unknown, what: string): number => {
@@ -173,14 +211,19 @@ function decode(path: string, text: string): SpacerMap {
     return n;
   };
   const count = (v: unknown, what: string): number => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${what} is not a byte count`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      bad(`${what} is not a byte count`);
     return v as number;
   };
   const regions = {} as Record<Area, Region>;
   for (const k of AREAS) {
     const r = raw.regions?.[k];
     if (!r) bad(`missing region ${k}`);
-    regions[k] = { base: addr(r.base, `regions.${k}.base`), end: addr(r.end, `regions.${k}.end`), next: addr(r.next, `regions.${k}.next`) };
+    regions[k] = {
+      base: addr(r.base, `regions.${k}.base`),
+      end: addr(r.end, `regions.${k}.end`),
+      next: addr(r.next, `regions.${k}.next`),
+    };
   }
   const ulibs: Record<string, UlibEntry> = {};
   for (const [name, u] of Object.entries<any>(raw.ulibs ?? {})) {
@@ -190,7 +233,8 @@ function decode(path: string, text: string): SpacerMap {
       const at = `ulibs.${name}.variants.${h}`;
       if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
       const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
-      if (Array.isArray(v.modes)) e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
+      if (Array.isArray(v.modes))
+        e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
       if (v.abs_ptr !== undefined) e.abs_ptr = count(v.abs_ptr, `${at}.abs_ptr`);
       for (const a of AREAS) {
         if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
@@ -198,14 +242,24 @@ function decode(path: string, text: string): SpacerMap {
       }
       if (v.slot) {
         e.slot = {};
-        for (const a of AREAS) if (v.slot[a]) e.slot[a] = { addr: addr(v.slot[a].addr, `${at}.slot.${a}.addr`), size: addr(v.slot[a].size, `${at}.slot.${a}.size`) };
+        for (const a of AREAS)
+          if (v.slot[a])
+            e.slot[a] = {
+              addr: addr(v.slot[a].addr, `${at}.slot.${a}.addr`),
+              size: addr(v.slot[a].size, `${at}.slot.${a}.size`),
+            };
       }
       variants[h] = e;
     }
     ulibs[name] = { variants };
     if (u.slot) {
       const slot: Partial<Record<Area, Extent>> = {};
-      for (const a of AREAS) if (u.slot[a]) slot[a] = { addr: addr(u.slot[a].addr, `ulibs.${name}.slot.${a}.addr`), size: addr(u.slot[a].size, `ulibs.${name}.slot.${a}.size`) };
+      for (const a of AREAS)
+        if (u.slot[a])
+          slot[a] = {
+            addr: addr(u.slot[a].addr, `ulibs.${name}.slot.${a}.addr`),
+            size: addr(u.slot[a].size, `ulibs.${name}.slot.${a}.size`),
+          };
       ulibs[name].slot = slot;
     }
   }
@@ -215,8 +269,17 @@ function decode(path: string, text: string): SpacerMap {
     images[name] = { ulibs: im.ulibs };
     if (im.origin !== undefined) {
       const o = im.origin;
-      if (typeof o?.app !== 'string' || typeof o.build !== 'string' || (o.relink !== undefined && typeof o.relink !== 'string')) bad(`images.${name}.origin`);
-      images[name].origin = { app: o.app, build: o.build, ...(o.relink !== undefined ? { relink: o.relink } : {}) };
+      if (
+        typeof o?.app !== 'string' ||
+        typeof o.build !== 'string' ||
+        (o.relink !== undefined && typeof o.relink !== 'string')
+      )
+        bad(`images.${name}.origin`);
+      images[name].origin = {
+        app: o.app,
+        build: o.build,
+        ...(o.relink !== undefined ? { relink: o.relink } : {}),
+      };
     }
   }
   let own: Partial<Record<Area, number>> | undefined;
@@ -226,8 +289,14 @@ function decode(path: string, text: string): SpacerMap {
     for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = count(raw.own[a], `own.${a}`);
   }
   return {
-    schema: raw.schema, page_size: raw.page_size ?? PAGE, text_base: addr(raw.text_base, 'text_base'), head: addr(raw.head, 'head'),
-    regions, ...(own ? { own } : {}), ulibs, images,
+    schema: raw.schema,
+    page_size: raw.page_size ?? PAGE,
+    text_base: addr(raw.text_base, 'text_base'),
+    head: addr(raw.head, 'head'),
+    regions,
+    ...(own ? { own } : {}),
+    ulibs,
+    images,
   };
 }
 
@@ -238,37 +307,51 @@ export function checkMap(m: SpacerMap): string[] {
     const r = m.regions[k];
     // The table and code regions start mid-page (after the boot head, or the table region after the
     // shared code); the others on pages.
-    if (k !== 'ind' && k !== 'text' && (r.base % PAGE || r.end % PAGE)) issues.push(`region ${k} is not page-aligned`);
-    if (r.next < r.base || r.next > r.end) issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
+    if (k !== 'ind' && k !== 'text' && (r.base % PAGE || r.end % PAGE))
+      issues.push(`region ${k} is not page-aligned`);
+    if (r.next < r.base || r.next > r.end)
+      issues.push(`region ${k}: next ${hex(r.next)} outside ${hex(r.base)}..${hex(r.end)}`);
     const used: { name: string; e: Extent }[] = [];
     for (const [name, u] of Object.entries(m.ulibs)) {
-      for (const [h, v] of Object.entries(u.variants)) if (v.slot?.[k]) used.push({ name: `${name} (${h})`, e: v.slot[k]! });
+      for (const [h, v] of Object.entries(u.variants))
+        if (v.slot?.[k]) used.push({ name: `${name} (${h})`, e: v.slot[k]! });
       if (u.slot?.[k]) used.push({ name: `${name} (per-image variants)`, e: u.slot[k]! });
     }
     used.sort((a, b) => a.e.addr - b.e.addr);
     let prev: { name: string; e: Extent } | undefined;
     for (const cur of used) {
-      const inText = k === 'ind' && cur.e.addr >= m.regions.text.base && cur.e.addr + cur.e.size <= m.regions.text.next;
-      if (!inText && (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next)) issues.push(`${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`);
-      if (prev && prev.e.addr + prev.e.size > cur.e.addr) issues.push(`${cur.name}: ${k} slot overlaps ${prev.name}`);
+      const inText =
+        k === 'ind' &&
+        cur.e.addr >= m.regions.text.base &&
+        cur.e.addr + cur.e.size <= m.regions.text.next;
+      if (!inText && (cur.e.addr < r.base || cur.e.addr + cur.e.size > r.next))
+        issues.push(
+          `${cur.name}: ${k} slot ${hex(cur.e.addr)}+${hex(cur.e.size)} outside the allocated part of region ${k}`,
+        );
+      if (prev && prev.e.addr + prev.e.size > cur.e.addr)
+        issues.push(`${cur.name}: ${k} slot overlaps ${prev.name}`);
       prev = cur;
     }
   }
   // The table region comes before the code (a fresh map) or, once relaid out, inside the code
   // region's allocated part, after the shared code, where no code slot may overlap it.
-  const ind = m.regions.ind, text = m.regions.text;
+  const ind = m.regions.ind,
+    text = m.regions.text;
   if (ind.end > text.base) {
     if (ind.base < text.base || ind.end > text.next) issues.push('region ind overlaps region text');
     for (const [name, u] of Object.entries(m.ulibs)) {
       for (const e of [...Object.values(u.variants).map((v) => v.slot?.text), u.slot?.text]) {
-        if (e && e.addr < ind.end && e.addr + e.size > ind.base) issues.push(`${name}: text slot ${hex(e.addr)}+${hex(e.size)} overlaps the table region`);
+        if (e && e.addr < ind.end && e.addr + e.size > ind.base)
+          issues.push(`${name}: text slot ${hex(e.addr)}+${hex(e.size)} overlaps the table region`);
       }
     }
   }
   for (let i = 2; i < AREAS.length; i++) {
-    if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base) issues.push(`region ${AREAS[i]} overlaps the region before it`);
+    if (m.regions[AREAS[i - 1]].end > m.regions[AREAS[i]].base)
+      issues.push(`region ${AREAS[i]} overlaps the region before it`);
   }
-  if (m.text_base + m.head > m.regions.ind.base) issues.push('the boot head overlaps the table region');
+  if (m.text_base + m.head > m.regions.ind.base)
+    issues.push('the boot head overlaps the table region');
   const listed = new Map<VariantEntry, Set<string>>();
   for (const [iname, im] of Object.entries(m.images)) {
     for (const [u, v] of Object.entries(im.ulibs)) {
@@ -284,7 +367,10 @@ export function checkMap(m: SpacerMap): string[] {
   return issues;
 }
 
-/** A map as read from its file: the text (to tell whether an update changed it) and the file's identity. */
+/**
+ * A map as read from its file: the text (to tell whether an update changed it) and the file's
+ * identity.
+ */
 export interface MapSnapshot {
   path: string;
   map: SpacerMap;
@@ -297,7 +383,9 @@ const fileId = (path: string) => {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 };
 
-/** Reads and parses the map file without the consistency check (undefined when there is no map yet). */
+/**
+ * Reads and parses the map file without the consistency check (undefined when there is no map yet).
+ */
 export function snapshotMap(path: string): MapSnapshot | undefined {
   if (!existsSync(path)) return undefined;
   let text: string, id: string;
@@ -305,9 +393,14 @@ export function snapshotMap(path: string): MapSnapshot | undefined {
     id = fileId(path);
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new SpacerError(`${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`);
+    throw new SpacerError(
+      `${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`,
+    );
   }
-  if (text.trim() === '') throw new SpacerError(`${path}: corrupt map (empty file); delete it and relink every app to start a new map`);
+  if (text.trim() === '')
+    throw new SpacerError(
+      `${path}: corrupt map (empty file); delete it and relink every app to start a new map`,
+    );
   return { path, map: decode(path, text), text, id };
 }
 
@@ -325,7 +418,10 @@ export function readMap(path: string): SpacerMap | undefined {
 /** One error line naming the map when checkMap finds anything. */
 function assertConsistent(path: string, m: SpacerMap): void {
   const issues = checkMap(m);
-  if (issues.length) throw new SpacerError(`${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`);
+  if (issues.length)
+    throw new SpacerError(
+      `${path}: inconsistent map (${issues[0]}${issues.length > 1 ? `, and ${issues.length - 1} more` : ''}); run 'spacer map check' for all, then fix or delete the map`,
+    );
 }
 
 /** Writes the whole file to a temporary name, syncs it, then renames it over `path`. */
@@ -342,14 +438,20 @@ export function writeFileAtomic(path: string, data: string | Buffer): void {
   try {
     renameSync(tmp, path);
   } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* already gone */
+    }
     throw e;
   }
   try {
     const dfd = openSync(dirname(path), 'r');
     fsyncSync(dfd);
     closeSync(dfd);
-  } catch { /* directory fsync is best effort */ }
+  } catch {
+    /* directory fsync is best effort */
+  }
 }
 
 export function writeMap(path: string, m: SpacerMap): void {
@@ -377,7 +479,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * Runs `fn` while holding `<map>.lock` (created with O_EXCL). A lock left by a process that
  * died on this host is taken over; otherwise waits up to `timeoutMs`.
  */
-export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, timeoutMs = 120_000): Promise<T> {
+export async function withMapLock<T>(
+  path: string,
+  fn: () => T | Promise<T>,
+  timeoutMs = 120_000,
+): Promise<T> {
   const lock = `${path}.lock`;
   mkdirSync(dirname(path), { recursive: true });
   const me = `${process.pid} ${hostname()}\n`;
@@ -391,25 +497,43 @@ export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, tim
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new SpacerError(`${lock}: cannot create the map lock (${(e as NodeJS.ErrnoException).code}); check that the map's folder is writable`);
+        throw new SpacerError(
+          `${lock}: cannot create the map lock (${(e as NodeJS.ErrnoException).code}); check that the map's folder is writable`,
+        );
       }
     }
     let owner = '';
-    try { owner = readFileSync(lock, 'utf8'); } catch { continue; }
+    try {
+      owner = readFileSync(lock, 'utf8');
+    } catch {
+      continue;
+    }
     const [pidText, host] = owner.trim().split(' ');
     const pid = Number(pidText);
-    if (owner.endsWith('\n') && host === hostname() && Number.isInteger(pid) && pid > 0 && !alive(pid)) {
+    if (
+      owner.endsWith('\n') &&
+      host === hostname() &&
+      Number.isInteger(pid) &&
+      pid > 0 &&
+      !alive(pid)
+    ) {
       // The holder died: take the lock over by renaming our own claim onto it.
       const claim = `${lock}.${process.pid}`;
       try {
         writeFileAtomic(claim, me);
-        if (readFileSync(lock, 'utf8') === owner) { renameSync(claim, lock); if (readFileSync(lock, 'utf8') === me) break; }
-        else unlinkSync(claim);
-      } catch { /* raced with another waiter; retry */ }
+        if (readFileSync(lock, 'utf8') === owner) {
+          renameSync(claim, lock);
+          if (readFileSync(lock, 'utf8') === me) break;
+        } else unlinkSync(claim);
+      } catch {
+        /* raced with another waiter; retry */
+      }
       continue;
     }
     if (Date.now() - start > timeoutMs) {
-      throw new SpacerError(`${lock}: map is locked by process ${pidText || '?'}${host ? ' on ' + host : ''} for over ${Math.round(timeoutMs / 1000)} s; if no build is running, delete the lock file`);
+      throw new SpacerError(
+        `${lock}: map is locked by process ${pidText || '?'}${host ? ' on ' + host : ''} for over ${Math.round(timeoutMs / 1000)} s; if no build is running, delete the lock file`,
+      );
     }
     await sleep(delay + Math.random() * delay);
     delay = Math.min(delay * 2, 100);
@@ -419,7 +543,9 @@ export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, tim
   } finally {
     try {
       if (readFileSync(lock, 'utf8') === me) unlinkSync(lock);
-    } catch { /* lock already gone */ }
+    } catch {
+      /* lock already gone */
+    }
   }
 }
 
@@ -429,19 +555,28 @@ export async function withMapLock<T>(path: string, fn: () => T | Promise<T>, tim
  * `seen`, a snapshot read earlier without the lock, is used as it is when the file has not changed
  * since (a map of a thousand images is parsed once per link, not twice); `fn` may change it.
  */
-export async function updateMap<T>(path: string, fresh: () => SpacerMap, fn: (m: SpacerMap) => T, seen?: MapSnapshot): Promise<T> {
+export async function updateMap<T>(
+  path: string,
+  fresh: () => SpacerMap,
+  fn: (m: SpacerMap) => T,
+  seen?: MapSnapshot,
+): Promise<T> {
   const timeout = Number(process.env.SPACER_LOCK_TIMEOUT ?? 120) * 1000;
-  return withMapLock(path, () => {
-    let snap: MapSnapshot | undefined;
-    if (seen && seen.path === path && existsSync(path) && fileId(path) === seen.id) snap = seen;
-    else snap = snapshotMap(path);
-    if (snap) assertConsistent(path, snap.map);
-    const m = snap?.map ?? fresh();
-    const result = fn(m);
-    const after = encode(m);
-    if (after !== snap?.text) writeFileAtomic(path, after);
-    return result;
-  }, timeout);
+  return withMapLock(
+    path,
+    () => {
+      let snap: MapSnapshot | undefined;
+      if (seen && seen.path === path && existsSync(path) && fileId(path) === seen.id) snap = seen;
+      else snap = snapshotMap(path);
+      if (snap) assertConsistent(path, snap.map);
+      const m = snap?.map ?? fresh();
+      const result = fn(m);
+      const after = encode(m);
+      if (after !== snap?.text) writeFileAtomic(path, after);
+      return result;
+    },
+    timeout,
+  );
 }
 
 export { hex };

@@ -4,7 +4,14 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import {
-  ElfFile, ET_REL, EM_X86_64, SHF_ALLOC, SHT_NOBITS, SHT_PROGBITS, SHN_COMMON, num,
+  ElfFile,
+  ET_REL,
+  EM_X86_64,
+  SHF_ALLOC,
+  SHT_NOBITS,
+  SHT_PROGBITS,
+  SHN_COMMON,
+  num,
 } from './elf.js';
 import { SpacerError } from './errors.js';
 
@@ -35,10 +42,14 @@ export function ulibName(path: string): string {
 export function readObject(path: string): UlibObject {
   const elf = ElfFile.load(path);
   if (elf.header.type !== ET_REL) {
-    throw new SpacerError(`${path}: not a relocatable object (ELF type ${elf.header.type}); pass the per-library libNAME.o files`);
+    throw new SpacerError(
+      `${path}: not a relocatable object (ELF type ${elf.header.type}); pass the per-library libNAME.o files`,
+    );
   }
   if (elf.header.machine !== EM_X86_64 || elf.header.class !== 64) {
-    throw new SpacerError(`${path}: not an x86-64 ELF64 object; lib-spacer supports kvm x86_64 builds`);
+    throw new SpacerError(
+      `${path}: not an x86-64 ELF64 object; lib-spacer supports kvm x86_64 builds`,
+    );
   }
   const h = createHash('sha256');
   const sections: InputSection[] = [];
@@ -46,18 +57,34 @@ export function readObject(path: string): UlibObject {
   for (const s of elf.sections) {
     if (!(s.flags & SHF_ALLOC)) continue;
     const nobits = s.type === SHT_NOBITS;
-    sections.push({ name: s.name, size: num(s.size), align: Math.max(1, num(s.addralign)), nobits, flags: s.flags });
+    sections.push({
+      name: s.name,
+      size: num(s.size),
+      align: Math.max(1, num(s.addralign)),
+      nobits,
+      flags: s.flags,
+    });
     h.update(`${s.name}\0${s.type}\0${s.flags}\0${s.addralign}\0${s.size}\0`);
     if (s.type === SHT_PROGBITS || !nobits) h.update(elf.contents(s));
     for (const r of elf.relocationsFor(s)) {
       const sym = syms[r.sym];
-      const target = sym ? (sym.type === 3 ? `§${elf.sections[sym.shndx]?.name ?? sym.shndx}` : sym.name) : '';
+      const target = sym
+        ? sym.type === 3
+          ? `§${elf.sections[sym.shndx]?.name ?? sym.shndx}`
+          : sym.name
+        : '';
       h.update(`${r.offset}\0${r.type}\0${r.addend}\0${target}\0`);
     }
   }
   for (const sym of syms) {
     if (sym.shndx === SHN_COMMON) {
-      sections.push({ name: 'COMMON', size: num(sym.size), align: Math.max(1, num(sym.value)), nobits: true, flags: SHF_ALLOC });
+      sections.push({
+        name: 'COMMON',
+        size: num(sym.size),
+        align: Math.max(1, num(sym.value)),
+        nobits: true,
+        flags: SHF_ALLOC,
+      });
       h.update(`COMMON\0${sym.name}\0${sym.size}\0${sym.value}\0`);
     }
   }

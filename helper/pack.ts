@@ -7,7 +7,8 @@
 //   - each PT_LOAD is cut where a run of zeros between two sections (or one of Spacer's own zero
 //     pads, `.spacer.pad.*`) crosses a page boundary: the piece before keeps the zeros up to the
 //     page holding the next bytes as memory size (filesz < memsz), the next piece starts on that
-//     page (Unikraft's boot asserts every loaded segment starts on a page). The pieces cover exactly the
+// page (Unikraft's boot asserts every loaded segment starts on a page). The pieces cover exactly
+// the
 //     memory the segment covered: no page that was loaded is left out (Unikraft 0.17 treats an
 //     unloaded page inside the image as free memory).
 //   - file offsets no longer follow addresses modulo the page size: each piece is placed at the
@@ -15,10 +16,20 @@
 //     p_align says so. Unikraft's own multiboot step already shifts every offset of the ELF64 by
 //     its ELF32 headers, so its loaders never relied on page-congruent offsets.
 // Section headers follow their bytes (a Spacer pad becomes NOBITS; any other section keeps its
-// bytes in the file even when they are zeros: the build patches some, like .uk_bootinfo). Every loaded byte is
+// bytes in the file even when they are zeros: the build patches some, like .uk_bootinfo). Every
+// loaded byte is
 // compared with the original before the file is replaced, atomically. Running it twice is a no-op.
 import { SpacerError } from './errors.js';
-import { ElfFile, ET_EXEC, PT_LOAD, PT_TLS, SHF_ALLOC, SHT_NOBITS, SHT_STRTAB, type ProgramHeader } from './elf.js';
+import {
+  ElfFile,
+  ET_EXEC,
+  PT_LOAD,
+  PT_TLS,
+  SHF_ALLOC,
+  SHT_NOBITS,
+  SHT_STRTAB,
+  type ProgramHeader,
+} from './elf.js';
 import { writeFileAtomic } from './map.js';
 
 const PAGE = 4096n;
@@ -38,21 +49,51 @@ export interface PackResult {
   alreadyPacked: boolean;
 }
 
-interface Piece { vaddr: bigint; paddr: bigint; fileEnd: bigint; memEnd: bigint; flags: number; src: ProgramHeader; align: bigint; offset: bigint }
+interface Piece {
+  vaddr: bigint;
+  paddr: bigint;
+  fileEnd: bigint;
+  memEnd: bigint;
+  flags: number;
+  src: ProgramHeader;
+  align: bigint;
+  offset: bigint;
+}
 
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 
-/** Packs a stripped ELF executable (ELF32 or ELF64) in place (`write: false`: only says how small it would be). */
-export function packImage(path: string, opts: { minGap?: number; write?: boolean } = {}): PackResult {
+/**
+ * Packs a stripped ELF executable (ELF32 or ELF64) in place (`write: false`: only says how small it
+ * would be).
+ */
+export function packImage(
+  path: string,
+  opts: { minGap?: number; write?: boolean } = {},
+): PackResult {
   const minGap = BigInt(opts.minGap ?? PACK_MIN_GAP);
   const elf = ElfFile.load(path);
-  const data = elf.data, h = elf.header, is64 = h.class === 64;
+  const data = elf.data,
+    h = elf.header,
+    is64 = h.class === 64;
   const loads = elf.segments.filter((p) => p.type === PT_LOAD);
-  const unchanged: PackResult = { image: path, before: data.length, after: data.length, loadsBefore: loads.length, loadsAfter: loads.length, dropped: 0, alreadyPacked: true };
-  if (h.type !== ET_EXEC) throw new SpacerError(`${path}: not an executable image (ELF type ${h.type}); 'spacer compact' packs the final, stripped image`);
+  const unchanged: PackResult = {
+    image: path,
+    before: data.length,
+    after: data.length,
+    loadsBefore: loads.length,
+    loadsAfter: loads.length,
+    dropped: 0,
+    alreadyPacked: true,
+  };
+  if (h.type !== ET_EXEC)
+    throw new SpacerError(
+      `${path}: not an executable image (ELF type ${h.type}); 'spacer compact' packs the final, stripped image`,
+    );
   if (elf.sections.some((s) => s.index !== 0 && s.link !== 0)) {
-    throw new SpacerError(`${path}: the image has symbols or relocations; run 'spacer compact' on the stripped image (strip -s), not on the .dbg`);
+    throw new SpacerError(
+      `${path}: the image has symbols or relocations; run 'spacer compact' on the stripped image (strip -s), not on the .dbg`,
+    );
   }
   const phEnd = h.phoff + BigInt(h.phnum * h.phentsize);
   // A segment that loads the ELF headers themselves is left as it is: nothing to pack then.
@@ -67,10 +108,19 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   const pieces: Piece[] = [];
   let dropped = 0n;
   for (const p of loads) {
-    const fileEnd = p.vaddr + p.filesz, memEnd = p.vaddr + p.memsz;
+    const fileEnd = p.vaddr + p.filesz,
+      memEnd = p.vaddr + p.memsz;
     const keep: [bigint, bigint][] = [];
     const inside = elf.sections
-      .filter((s) => s.index !== 0 && (s.flags & SHF_ALLOC) && s.type !== SHT_NOBITS && s.size > 0n && s.addr < fileEnd && s.addr + s.size > p.vaddr)
+      .filter(
+        (s) =>
+          s.index !== 0 &&
+          s.flags & SHF_ALLOC &&
+          s.type !== SHT_NOBITS &&
+          s.size > 0n &&
+          s.addr < fileEnd &&
+          s.addr + s.size > p.vaddr,
+      )
       .sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
     const fileOf = (a: bigint) => p.offset + (a - p.vaddr);
     let cur = p.vaddr;
@@ -79,7 +129,8 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
       if (hi > lo && !isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
     };
     for (const s of inside) {
-      const lo = max(s.addr, p.vaddr), hi = min(s.addr + s.size, fileEnd);
+      const lo = max(s.addr, p.vaddr),
+        hi = min(s.addr + s.size, fileEnd);
       if (lo > cur) between(cur, lo);
       if (!PAD.test(s.name) || !isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
       if (hi > cur) cur = hi;
@@ -87,7 +138,8 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     between(cur, fileEnd);
     keep.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     // A piece starts on a page (Unikraft's boot makes each loaded segment a memory region and
-    // asserts it is page-aligned): a cut leaves out the zeros up to the page holding the next bytes.
+    // asserts it is page-aligned): a cut leaves out the zeros up to the page holding the next
+    // bytes.
     const runs: [bigint, bigint][] = [];
     for (const r of keep) {
       const last = runs[runs.length - 1];
@@ -97,16 +149,27 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     }
     // Leading zeros shorter than minGap stay with the first run; the segment keeps its start.
     if (runs.length && runs[0][0] - p.vaddr < minGap) runs[0][0] = p.vaddr;
-    if (!runs.length || runs[0][0] > p.vaddr) runs.unshift([p.vaddr, p.vaddr]); // a piece of zeros only
+    // a piece of zeros only
+    if (!runs.length || runs[0][0] > p.vaddr) runs.unshift([p.vaddr, p.vaddr]);
     runs.forEach((r, i) => {
       const end = i + 1 < runs.length ? runs[i + 1][0] : memEnd;
-      pieces.push({ vaddr: r[0], paddr: p.paddr + (r[0] - p.vaddr), fileEnd: r[1], memEnd: end, flags: p.flags, src: p, align: 16n, offset: 0n });
+      pieces.push({
+        vaddr: r[0],
+        paddr: p.paddr + (r[0] - p.vaddr),
+        fileEnd: r[1],
+        memEnd: end,
+        flags: p.flags,
+        src: p,
+        align: 16n,
+        offset: 0n,
+      });
     });
     dropped += p.filesz - runs.reduce((n, r) => n + (r[1] - r[0]), 0n);
   }
   // The piece holding the TLS template keeps the TLS alignment in the file as well.
   const tls = elf.segments.find((p) => p.type === PT_TLS);
-  const pieceOf = (a: bigint, len: bigint) => pieces.find((q) => a >= q.vaddr && a + len <= q.fileEnd);
+  const pieceOf = (a: bigint, len: bigint) =>
+    pieces.find((q) => a >= q.vaddr && a + len <= q.fileEnd);
   if (tls && tls.filesz > 0n) {
     const q = pieceOf(tls.vaddr, tls.filesz);
     if (!q) return unchanged;
@@ -114,17 +177,22 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   }
   for (const p of elf.segments) {
     if (p.type === PT_LOAD || p.filesz === 0n) continue;
-    if (!pieceOf(p.vaddr, p.filesz)) return unchanged; // a segment whose bytes we cannot place: leave the file
+    // a segment whose bytes we cannot place: leave the file
+    if (!pieceOf(p.vaddr, p.filesz)) return unchanged;
   }
 
   // 2. The file: headers, pieces, non-loaded sections, names, section headers.
-  const phentsize = is64 ? 56 : 32, shentsize = is64 ? 64 : 40;
+  const phentsize = is64 ? 56 : 32,
+    shentsize = is64 ? 64 : 40;
   const others = elf.segments.filter((p) => p.type !== PT_LOAD);
   const phnum = pieces.length + others.length;
   let off = BigInt(h.ehsize + phnum * phentsize);
-  const alignTo = (o: bigint, a: bigint, want: bigint) => o + ((want - o) % a + a) % a;
+  const alignTo = (o: bigint, a: bigint, want: bigint) => o + ((((want - o) % a) + a) % a);
   for (const q of pieces) {
-    if (q.fileEnd === q.vaddr) { q.offset = 0n; continue; }
+    if (q.fileEnd === q.vaddr) {
+      q.offset = 0n;
+      continue;
+    }
     q.offset = alignTo(off, q.align, q.vaddr % q.align);
     off = q.offset + (q.fileEnd - q.vaddr);
   }
@@ -133,16 +201,27 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   for (const s of elf.sections) {
     if (s.index === 0) continue;
     if (s.flags & SHF_ALLOC) {
-      const q = pieces.find((x) => s.addr >= x.vaddr && s.addr < max(x.memEnd, x.vaddr + 1n)) ?? pieces.find((x) => s.addr === x.memEnd);
+      const q =
+        pieces.find((x) => s.addr >= x.vaddr && s.addr < max(x.memEnd, x.vaddr + 1n)) ??
+        pieces.find((x) => s.addr === x.memEnd);
       if (s.type !== SHT_NOBITS && s.size > 0n) {
         const inFile = q && s.addr + s.size <= q.fileEnd;
         if (!inFile) {
           const src = loads.find((p) => s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz);
-          if (!src || !isZero(src.offset + (s.addr - src.vaddr), src.offset + (s.addr + s.size - src.vaddr))) return unchanged;
+          if (
+            !src ||
+            !isZero(src.offset + (s.addr - src.vaddr), src.offset + (s.addr + s.size - src.vaddr))
+          )
+            return unchanged;
           nobits.add(s.index); // all zeros: loaded as zero fill
         }
       }
-      secOff.set(s.index, q ? (q.fileEnd > q.vaddr ? q.offset : off) + min(s.addr - q.vaddr, q.fileEnd - q.vaddr) : off);
+      secOff.set(
+        s.index,
+        q
+          ? (q.fileEnd > q.vaddr ? q.offset : off) + min(s.addr - q.vaddr, q.fileEnd - q.vaddr)
+          : off,
+      );
     }
   }
   // Zero tails no section covers get a NOBITS section of their own (`.spacer.zero`): objcopy,
@@ -151,25 +230,47 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   for (const q of pieces) {
     let end = q.fileEnd;
     for (const s of elf.sections) {
-      if (s.index === 0 || !(s.flags & SHF_ALLOC) || s.addr < q.vaddr || s.addr >= q.memEnd) continue;
+      if (s.index === 0 || !(s.flags & SHF_ALLOC) || s.addr < q.vaddr || s.addr >= q.memEnd)
+        continue;
       if (s.addr + s.size > end) end = s.addr + s.size;
     }
-    if (end < q.memEnd) gaps.push({ addr: end, size: q.memEnd - end, flags: SHF_ALLOC | (q.flags & 2 ? 1n : 0n) | (q.flags & 1 ? 4n : 0n) });
+    if (end < q.memEnd)
+      gaps.push({
+        addr: end,
+        size: q.memEnd - end,
+        flags: SHF_ALLOC | (q.flags & 2 ? 1n : 0n) | (q.flags & 1 ? 4n : 0n),
+      });
   }
   const shstr = elf.sections[h.shstrndx];
-  if (!shstr || h.shstrndx === 0 || shstr.type !== SHT_STRTAB) return unchanged; // no section names: nothing to name the zero tails with
+  // no section names: nothing to name the zero tails with
+  if (!shstr || h.shstrndx === 0 || shstr.type !== SHT_STRTAB) return unchanged;
   let names = data.subarray(Number(shstr.offset), Number(shstr.offset + shstr.size));
   let gapName = names.indexOf(Buffer.from('\0.spacer.zero\0'));
   if (gapName >= 0) gapName += 1;
-  else if (gaps.length) { gapName = names.length; names = Buffer.concat([names, Buffer.from('.spacer.zero\0')]); }
+  else if (gaps.length) {
+    gapName = names.length;
+    names = Buffer.concat([names, Buffer.from('.spacer.zero\0')]);
+  }
   const body: [bigint, Buffer][] = [];
-  for (const q of pieces) if (q.fileEnd > q.vaddr) body.push([q.offset, data.subarray(Number(q.src.offset + (q.vaddr - q.src.vaddr)), Number(q.src.offset + (q.fileEnd - q.src.vaddr)))]);
+  for (const q of pieces)
+    if (q.fileEnd > q.vaddr)
+      body.push([
+        q.offset,
+        data.subarray(
+          Number(q.src.offset + (q.vaddr - q.src.vaddr)),
+          Number(q.src.offset + (q.fileEnd - q.src.vaddr)),
+        ),
+      ]);
   for (const s of elf.sections) {
     if (s.index === 0 || s.flags & SHF_ALLOC) continue;
-    if (s.type === SHT_NOBITS || s.size === 0n) { secOff.set(s.index, off); continue; }
+    if (s.type === SHT_NOBITS || s.size === 0n) {
+      secOff.set(s.index, off);
+      continue;
+    }
     off = alignTo(off, max(1n, s.addralign), 0n);
     secOff.set(s.index, off);
-    const bytes = s.index === h.shstrndx ? names : data.subarray(Number(s.offset), Number(s.offset + s.size));
+    const bytes =
+      s.index === h.shstrndx ? names : data.subarray(Number(s.offset), Number(s.offset + s.size));
     body.push([off, bytes]);
     off += BigInt(bytes.length);
   }
@@ -199,12 +300,27 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   }
   // Program headers: the pieces in address order, then the others at their bytes' new offsets.
   const phdrs: ProgramHeader[] = [
-    ...pieces.map((q) => ({ type: PT_LOAD, flags: q.flags, offset: q.offset, vaddr: q.vaddr, paddr: q.paddr, filesz: q.fileEnd - q.vaddr, memsz: q.memEnd - q.vaddr, align: q.align })),
+    ...pieces.map((q) => ({
+      type: PT_LOAD,
+      flags: q.flags,
+      offset: q.offset,
+      vaddr: q.vaddr,
+      paddr: q.paddr,
+      filesz: q.fileEnd - q.vaddr,
+      memsz: q.memEnd - q.vaddr,
+      align: q.align,
+    })),
     ...others.map((p) => {
       if (p.filesz === 0n) {
-        // No bytes (a TLS segment of .tbss only, GNU_STACK): an offset inside the file, where its address would be.
-        const q = pieces.find((x) => p.vaddr >= x.vaddr && p.vaddr <= x.fileEnd && x.fileEnd > x.vaddr);
-        return { ...p, offset: p.memsz === 0n && p.vaddr === 0n ? 0n : q ? q.offset + (p.vaddr - q.vaddr) : 0n };
+        // No bytes (a TLS segment of .tbss only, GNU_STACK): an offset inside the file, where its
+        // address would be.
+        const q = pieces.find(
+          (x) => p.vaddr >= x.vaddr && p.vaddr <= x.fileEnd && x.fileEnd > x.vaddr,
+        );
+        return {
+          ...p,
+          offset: p.memsz === 0n && p.vaddr === 0n ? 0n : q ? q.offset + (p.vaddr - q.vaddr) : 0n,
+        };
       }
       const q = pieceOf(p.vaddr, p.filesz)!;
       return { ...p, offset: q.offset + (p.vaddr - q.vaddr) };
@@ -213,18 +329,30 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
   phdrs.forEach((p, i) => {
     const o = h.ehsize + i * phentsize;
     if (is64) {
-      file.writeUInt32LE(p.type, o); file.writeUInt32LE(p.flags, o + 4);
-      file.writeBigUInt64LE(p.offset, o + 8); file.writeBigUInt64LE(p.vaddr, o + 16); file.writeBigUInt64LE(p.paddr, o + 24);
-      file.writeBigUInt64LE(p.filesz, o + 32); file.writeBigUInt64LE(p.memsz, o + 40); file.writeBigUInt64LE(p.align, o + 48);
+      file.writeUInt32LE(p.type, o);
+      file.writeUInt32LE(p.flags, o + 4);
+      file.writeBigUInt64LE(p.offset, o + 8);
+      file.writeBigUInt64LE(p.vaddr, o + 16);
+      file.writeBigUInt64LE(p.paddr, o + 24);
+      file.writeBigUInt64LE(p.filesz, o + 32);
+      file.writeBigUInt64LE(p.memsz, o + 40);
+      file.writeBigUInt64LE(p.align, o + 48);
     } else {
       const w = (v: bigint, at: number) => file.writeUInt32LE(Number(v), o + at);
-      file.writeUInt32LE(p.type, o); w(p.offset, 4); w(p.vaddr, 8); w(p.paddr, 12); w(p.filesz, 16); w(p.memsz, 20);
-      file.writeUInt32LE(p.flags, o + 24); w(p.align, 28);
+      file.writeUInt32LE(p.type, o);
+      w(p.offset, 4);
+      w(p.vaddr, 8);
+      w(p.paddr, 12);
+      w(p.filesz, 16);
+      w(p.memsz, 20);
+      file.writeUInt32LE(p.flags, o + 24);
+      w(p.align, 28);
     }
   });
   // Section headers: the original entries, with their new offsets (and NOBITS for zero sections).
   elf.sections.forEach((s, i) => {
-    const src = Number(h.shoff) + i * h.shentsize, dst = Number(shoff) + i * shentsize;
+    const src = Number(h.shoff) + i * h.shentsize,
+      dst = Number(shoff) + i * shentsize;
     data.copy(file, dst, src, src + shentsize);
     if (s.index === 0) return;
     if (nobits.has(s.index)) file.writeUInt32LE(SHT_NOBITS, dst + 4);
@@ -243,18 +371,33 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
     file.writeUInt32LE(gapName, dst);
     file.writeUInt32LE(SHT_NOBITS, dst + 4);
     if (is64) {
-      file.writeBigUInt64LE(g.flags, dst + 8); file.writeBigUInt64LE(g.addr, dst + 16); file.writeBigUInt64LE(o, dst + 24);
-      file.writeBigUInt64LE(g.size, dst + 32); file.writeBigUInt64LE(1n, dst + 48);
+      file.writeBigUInt64LE(g.flags, dst + 8);
+      file.writeBigUInt64LE(g.addr, dst + 16);
+      file.writeBigUInt64LE(o, dst + 24);
+      file.writeBigUInt64LE(g.size, dst + 32);
+      file.writeBigUInt64LE(1n, dst + 48);
     } else {
       const w = (v: bigint, at: number) => file.writeUInt32LE(Number(v), dst + at);
-      w(g.flags, 8); w(g.addr, 12); w(o, 16); w(g.size, 20); w(1n, 32);
+      w(g.flags, 8);
+      w(g.addr, 12);
+      w(o, 16);
+      w(g.size, 20);
+      w(1n, 32);
     }
   });
 
   // 3. Every loaded byte, before and after: the same memory, the same coverage.
   check(path, elf, new ElfFile(path, file));
   if (opts.write !== false) writeFileAtomic(path, file);
-  return { image: path, before: data.length, after: file.length, loadsBefore: loads.length, loadsAfter: pieces.length, dropped: Number(dropped), alreadyPacked: false };
+  return {
+    image: path,
+    before: data.length,
+    after: file.length,
+    loadsBefore: loads.length,
+    loadsAfter: pieces.length,
+    dropped: Number(dropped),
+    alreadyPacked: false,
+  };
 }
 
 /**
@@ -263,22 +406,31 @@ export function packImage(path: string, opts: { minGap?: number; write?: boolean
  */
 export function loadedMemory(e: ElfFile): { lo: bigint; mem: Buffer }[] {
   const out: { lo: bigint; hi: bigint; parts: Buffer[] }[] = [];
-  for (const p of e.loads.filter((x) => x.memsz > 0n).sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0))) {
+  for (const p of e.loads
+    .filter((x) => x.memsz > 0n)
+    .sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0))) {
     const mem = Buffer.alloc(Number(p.memsz));
     e.data.copy(mem, 0, Number(p.offset), Number(p.offset + p.filesz));
     const last = out[out.length - 1];
-    if (last && last.hi === p.vaddr) { last.parts.push(mem); last.hi += p.memsz; } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
+    if (last && last.hi === p.vaddr) {
+      last.parts.push(mem);
+      last.hi += p.memsz;
+    } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
   }
   return out.map((r) => ({ lo: r.lo, mem: Buffer.concat(r.parts) }));
 }
 
 /** Whether two images load the same bytes over the same ranges. */
 export function sameLoadedMemory(a: ElfFile, b: ElfFile): boolean {
-  const x = loadedMemory(a), y = loadedMemory(b);
+  const x = loadedMemory(a),
+    y = loadedMemory(b);
   return x.length === y.length && x.every((r, i) => r.lo === y[i].lo && r.mem.equals(y[i].mem));
 }
 
 /** The loaded memory of both files must be the same bytes over the same ranges. */
 function check(path: string, was: ElfFile, now: ElfFile): void {
-  if (!sameLoadedMemory(was, now)) throw new SpacerError(`${path}: packing would change the loaded memory; the image was left unchanged (report this)`);
+  if (!sameLoadedMemory(was, now))
+    throw new SpacerError(
+      `${path}: packing would change the loaded memory; the image was left unchanged (report this)`,
+    );
 }

@@ -28,7 +28,8 @@ export interface PageScan {
   nonzero: Map<number, string>;
 }
 
-type Load = Pick<ProgramHeader, 'vaddr' | 'memsz'> & Partial<Pick<ProgramHeader, 'offset' | 'filesz'>>;
+type Load = Pick<ProgramHeader, 'vaddr' | 'memsz'> &
+  Partial<Pick<ProgramHeader, 'offset' | 'filesz'>>;
 
 /** Sorts and merges page runs (overlapping or adjacent runs become one). */
 function mergeRanges(runs: [number, number][]): [number, number][] {
@@ -45,7 +46,10 @@ function mergeRanges(runs: [number, number][]): [number, number][] {
 /** The pages a byte range [addr, addr + size) overlaps, as a run; null when size is 0. */
 export function pagesOf(addr: bigint, size: bigint): [number, number] | null {
   if (size <= 0n) return null;
-  return [num(addr >> PAGE_BITS, 'page number'), num((addr + size - 1n) >> PAGE_BITS, 'page number') + 1];
+  return [
+    num(addr >> PAGE_BITS, 'page number'),
+    num((addr + size - 1n) >> PAGE_BITS, 'page number') + 1,
+  ];
 }
 
 /** The pages loadable segments cover (segments with memsz 0 cover none), sorted and merged. */
@@ -67,7 +71,8 @@ export function countPages(ranges: readonly PageRange[]): number {
 
 /** Whether a page number lies in sorted, merged runs. */
 export function inRanges(ranges: readonly PageRange[], page: number): boolean {
-  let lo = 0, hi = ranges.length - 1;
+  let lo = 0,
+    hi = ranges.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
     const [s, e] = ranges[mid];
@@ -87,17 +92,28 @@ export function isZeroPage(page: Buffer): boolean {
   return page.equals(ZERO_PAGE);
 }
 
-/** A PT_LOAD in numbers relative to its first page: bytes [so, so+filesz) come from the file at `off`. */
-interface Seg { sp: number; so: number; filesz: number; memsz: number; off: number }
+/**
+ * A PT_LOAD in numbers relative to its first page: bytes [so, so+filesz) come from the file at
+ * `off`.
+ */
+interface Seg {
+  sp: number;
+  so: number;
+  filesz: number;
+  memsz: number;
+  off: number;
+}
 
 function segsOf(elf: ElfFile): Seg[] {
-  return elf.loads.filter((p) => p.memsz > 0n).map((p) => ({
-    sp: num(p.vaddr >> PAGE_BITS, 'page number'),
-    so: Number(p.vaddr & 0xfffn),
-    filesz: num(p.filesz, 'segment size'),
-    memsz: num(p.memsz, 'segment size'),
-    off: num(p.offset, 'segment offset'),
-  }));
+  return elf.loads
+    .filter((p) => p.memsz > 0n)
+    .map((p) => ({
+      sp: num(p.vaddr >> PAGE_BITS, 'page number'),
+      so: Number(p.vaddr & 0xfffn),
+      filesz: num(p.filesz, 'segment size'),
+      memsz: num(p.memsz, 'segment size'),
+      off: num(p.offset, 'segment offset'),
+    }));
 }
 
 /**
@@ -109,7 +125,8 @@ function fillPage(data: Buffer, segs: readonly Seg[], page: number, out: Buffer)
   out.fill(0);
   for (const s of segs) {
     const base = (page - s.sp) * PAGE_SIZE; // page start, in bytes from the segment's first page
-    const ms = Math.max(s.so, base), me = Math.min(s.so + s.memsz, base + PAGE_SIZE);
+    const ms = Math.max(s.so, base),
+      me = Math.min(s.so + s.memsz, base + PAGE_SIZE);
     if (ms >= me) continue;
     const fe = Math.max(ms, Math.min(s.so + s.filesz, me));
     if (fe > ms) data.copy(out, ms - base, s.off + (ms - s.so), s.off + (fe - s.so));
@@ -129,7 +146,11 @@ export function scanPages(elf: ElfFile): PageScan {
   const segs = segsOf(elf);
   const ranges = loadedPageRanges(elf.loads);
   // Only pages that receive file bytes can be non-zero.
-  const fileRuns = mergeRanges(segs.filter((s) => s.filesz > 0).map((s) => [s.sp, s.sp + Math.floor((s.so + s.filesz - 1) / PAGE_SIZE) + 1]));
+  const fileRuns = mergeRanges(
+    segs
+      .filter((s) => s.filesz > 0)
+      .map((s) => [s.sp, s.sp + Math.floor((s.so + s.filesz - 1) / PAGE_SIZE) + 1]),
+  );
   const nonzero = new Map<number, string>();
   const scratch = Buffer.allocUnsafe(PAGE_SIZE);
   for (const [first, end] of fileRuns) {

@@ -49,19 +49,30 @@ const now = () => performance.now();
 export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   const out = resolve(r.out);
   mkdirSync(dirname(out), { recursive: true });
-  const dbg = `${out}.dbg`, elf = `${out}.elf`;
+  const dbg = `${out}.dbg`,
+    elf = `${out}.elf`;
   const times = { plan: 0, link: 0, finish: 0, image: 0 };
   let t = now();
   let script = r.lds;
   let plan: Plan | undefined;
   if (r.layout !== 'default') {
     if (!r.map) throw new SpacerError(`${r.image}: the ${r.layout} layout needs a workspace map`);
-    // objects → map → script: every µlib gets its place; the aligned script is derived from the platform's.
+    // objects → map → script: every µlib gets its place; the aligned script is derived from the
+    // platform's.
     const aslrSeed = r.layout === 'spacer-aslr' ? (r.seed ?? r.image) : undefined;
-    plan = await link({ image: r.image, lds: r.lds, out: `${out}.lds`, map: r.map, objects: r.objects, aslrSeed, log: r.log });
+    plan = await link({
+      image: r.image,
+      lds: r.lds,
+      out: `${out}.lds`,
+      map: r.map,
+      objects: r.objects,
+      aslrSeed,
+      log: r.log,
+    });
     script = plan.script;
   }
-  times.plan = now() - t; t = now();
+  times.plan = now() - t;
+  t = now();
   // link: the real GNU linker, with the platform's extension scripts as they are.
   const tmp = `${dbg}.tmp-${process.pid}`;
   try {
@@ -75,14 +86,20 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
     const err = e as { stderr?: string };
     const lines = (err.stderr ?? String(e)).split('\n');
     // ld's own message (an ASSERT of the script names the fix), not collect2's summary.
-    const first = lines.find((l) => /spacer:/.test(l)) ?? lines.find((l) => /\bld: /.test(l) && !/warning/.test(l)) ?? lines.find((l) => /error/.test(l)) ?? String(e);
+    const first =
+      lines.find((l) => /spacer:/.test(l)) ??
+      lines.find((l) => /\bld: /.test(l) && !/warning/.test(l)) ??
+      lines.find((l) => /error/.test(l)) ??
+      String(e);
     throw new SpacerError(`${r.image}: link failed: ${first.trim()}`);
   }
-  times.link = now() - t; t = now();
+  times.link = now() - t;
+  t = now();
   // verify layout → rewrite → verify rewrite → record the plan in the image (spacer finish).
   let rewrite: RewriteStats | undefined;
   if (plan) rewrite = (await finish(dbg, `${out}.lds.json`)).rewrite;
-  times.finish = now() - t; t = now();
+  times.finish = now() - t;
+  t = now();
   // image: strip, pack (Spacer layouts: the file keeps the loaded bytes, not the padding) and
   // rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
   await bootableImage(dbg, elf, { pack: r.layout !== 'default' });
@@ -92,8 +109,13 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
 
 /** strip (+ pack) + ELF32 multiboot image, written atomically. The default layout is not packed:
  *  it stands for the image Unikraft builds without lib-spacer. */
-export async function bootableImage(dbg: string, elf: string, opts: { pack?: boolean } = {}): Promise<void> {
-  const stripped = `${elf}.stripped-${process.pid}`, tmp = `${elf}.tmp-${process.pid}`;
+export async function bootableImage(
+  dbg: string,
+  elf: string,
+  opts: { pack?: boolean } = {},
+): Promise<void> {
+  const stripped = `${elf}.stripped-${process.pid}`,
+    tmp = `${elf}.tmp-${process.pid}`;
   try {
     // The rewrite record is for `spacer verify` on the .dbg; the image keeps only the plan.
     await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', stripped]);

@@ -152,10 +152,16 @@ export function parseImageArg(arg: string): ImageInput {
   if (m) {
     if (/^\d+$/.test(m[2])) {
       const n = Number(m[2]);
-      if (!Number.isSafeInteger(n) || n < 1) throw new SpacerError(`${arg}: instance count must be a whole number of at least 1; write PATH@N, e.g. ${m[1]}@2`);
+      if (!Number.isSafeInteger(n) || n < 1)
+        throw new SpacerError(
+          `${arg}: instance count must be a whole number of at least 1; write PATH@N, e.g. ${m[1]}@2`,
+        );
       return { path: m[1], instances: n };
     }
-    if (!existsSync(arg)) throw new SpacerError(`${arg}: no such file, and '@${m[2]}' is not an instance count; write PATH@N with N a whole number, e.g. ${m[1]}@2`);
+    if (!existsSync(arg))
+      throw new SpacerError(
+        `${arg}: no such file, and '@${m[2]}' is not an instance count; write PATH@N with N a whole number, e.g. ${m[1]}@2`,
+      );
   }
   return { path: arg, instances: 1 };
 }
@@ -170,14 +176,26 @@ export function imageNames(inputs: readonly ImageInput[]): string[] {
   for (const x of inputs) {
     if (x.name === undefined) continue;
     if (!x.name) throw new SpacerError(`${x.path}: empty image name; give a non-empty name`);
-    if (seen.has(x.name)) throw new SpacerError(`${x.path}: image name ${JSON.stringify(x.name)} is given twice; give each image its own name`);
+    if (seen.has(x.name))
+      throw new SpacerError(
+        `${x.path}: image name ${JSON.stringify(x.name)} is given twice; give each image its own name`,
+      );
     seen.add(x.name);
   }
   const cands = inputs.map((x) => {
-    const base = basename(x.path), stem = basename(x.path, extname(x.path)) || base;
-    const parent = basename(dirname(resolve(x.path))), app = basename(dirname(dirname(resolve(x.path))));
-    // Unikraft builds into <app>/build (or another O=): two apps' images differ by the folder above.
-    return [stem, `${parent}/${stem}`, `${parent}/${base}`, `${app}/${stem}`, `${app}/${parent}/${base}`];
+    const base = basename(x.path),
+      stem = basename(x.path, extname(x.path)) || base;
+    const parent = basename(dirname(resolve(x.path))),
+      app = basename(dirname(dirname(resolve(x.path))));
+    // Unikraft builds into <app>/build (or another O=): two apps' images differ by the folder
+    // above.
+    return [
+      stem,
+      `${parent}/${stem}`,
+      `${parent}/${base}`,
+      `${app}/${stem}`,
+      `${app}/${parent}/${base}`,
+    ];
   });
   const level = inputs.map(() => 0);
   const current = () => inputs.map((x, i) => x.name ?? cands[i][level[i]]);
@@ -185,10 +203,15 @@ export function imageNames(inputs: readonly ImageInput[]): string[] {
     const names = current();
     // Files a name stands for: the same file given twice keeps its name (and gets `#k`).
     const files = new Map<string, Set<string>>();
-    names.forEach((n, i) => (files.get(n) ?? files.set(n, new Set()).get(n)!).add(resolve(inputs[i].path)));
+    names.forEach((n, i) =>
+      (files.get(n) ?? files.set(n, new Set()).get(n)!).add(resolve(inputs[i].path)),
+    );
     let moved = false;
     inputs.forEach((x, i) => {
-      if (x.name === undefined && files.get(names[i])!.size > 1 && level[i] < cands[i].length - 1) { level[i]++; moved = true; }
+      if (x.name === undefined && files.get(names[i])!.size > 1 && level[i] < cands[i].length - 1) {
+        level[i]++;
+        moved = true;
+      }
     });
     if (!moved) break;
   }
@@ -196,7 +219,10 @@ export function imageNames(inputs: readonly ImageInput[]): string[] {
   const taken = new Set(names);
   const used = new Set<string>();
   return names.map((n, i) => {
-    if (inputs[i].name !== undefined || !used.has(n)) { used.add(n); return n; }
+    if (inputs[i].name !== undefined || !used.has(n)) {
+      used.add(n);
+      return n;
+    }
     let k = 2;
     while (taken.has(`${n}#${k}`) || used.has(`${n}#${k}`)) k++;
     used.add(`${n}#${k}`);
@@ -216,8 +242,14 @@ export function loadImage(path: string): ElfFile {
     if (isSpacerError(e)) throw e;
     throw new SpacerError(`${path}: malformed ELF file (${(e as Error).message}); rebuild it`);
   }
-  if (elf.header.type === ET_REL) throw new SpacerError(`${path}: a relocatable object, not a linked image; pass the .dbg or the multiboot image`);
-  if (!elf.loads.some((p) => p.memsz > 0n)) throw new SpacerError(`${path}: no loadable segment (PT_LOAD with memsz > 0); pass a linked image`);
+  if (elf.header.type === ET_REL)
+    throw new SpacerError(
+      `${path}: a relocatable object, not a linked image; pass the .dbg or the multiboot image`,
+    );
+  if (!elf.loads.some((p) => p.memsz > 0n))
+    throw new SpacerError(
+      `${path}: no loadable segment (PT_LOAD with memsz > 0); pass a linked image`,
+    );
   return elf;
 }
 
@@ -226,7 +258,9 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
   const sec = elf.section(PLAN_SECTION);
   if (!sec) return null;
   const bad = (what: string): never => {
-    throw new SpacerError(`${elf.path}: ${PLAN_SECTION} ${what}; run 'spacer finish' on a freshly linked image`);
+    throw new SpacerError(
+      `${elf.path}: ${PLAN_SECTION} ${what}; run 'spacer finish' on a freshly linked image`,
+    );
   };
   if (sec.type === SHT_NOBITS) bad('has no contents');
   let plan: any;
@@ -235,7 +269,8 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
   } catch {
     bad('is not valid JSON (damaged)');
   }
-  if (plan?.spacer !== 1) bad(`is not a lib-spacer plan of version 1 (spacer: ${JSON.stringify(plan?.spacer)})`);
+  if (plan?.spacer !== 1)
+    bad(`is not a lib-spacer plan of version 1 (spacer: ${JSON.stringify(plan?.spacer)})`);
   if (!Array.isArray(plan.ulibs)) bad('has no ulibs list');
   const names = new Set<string>();
   plan.ulibs.forEach((u: any, i: number) => {
@@ -245,20 +280,28 @@ export function readImagePlan(elf: ElfFile): ImagePlan | null {
     if (typeof u.variant !== 'string') bad(`${u.name} has no variant`);
     if (typeof u.slots !== 'object' || u.slots === null) bad(`${u.name} has no slots`);
     for (const [k, s] of Object.entries<any>(u.slots)) {
-      if (!(SLOT_KINDS as readonly string[]).includes(k)) bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
+      if (!(SLOT_KINDS as readonly string[]).includes(k))
+        bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
       if (typeof s?.section !== 'string') bad(`${u.name}.${k} has no section name`);
       if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
       for (const f of ['addr', 'size'] as const) {
-        if (s[f] !== undefined && (typeof s[f] !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(s[f]))) bad(`${u.name}.${k}.${f} is not a hex address`);
+        if (s[f] !== undefined && (typeof s[f] !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(s[f])))
+          bad(`${u.name}.${k}.${f} is not a hex address`);
       }
     }
   });
-  return { spacer: 1, image: String(plan.image ?? ''), ulibs: plan.ulibs, ...(plan.aslr ? { aslr: plan.aslr } : {}) };
+  return {
+    spacer: 1,
+    image: String(plan.image ?? ''),
+    ulibs: plan.ulibs,
+    ...(plan.aslr ? { aslr: plan.aslr } : {}),
+  };
 }
 
 const isAlloc = (s: Section) => (s.flags & SHF_ALLOC) !== 0n;
 /** Allocated sections that occupy memory pages (a NOBITS TLS section only describes a template). */
-const occupies = (s: Section) => isAlloc(s) && s.size > 0n && !(s.type === SHT_NOBITS && (s.flags & SHF_TLS) !== 0n);
+const occupies = (s: Section) =>
+  isAlloc(s) && s.size > 0n && !(s.type === SHT_NOBITS && (s.flags & SHF_TLS) !== 0n);
 const ULIB_SECTION = /^\.(?:text|rodata|data|bss)\.((?:lib|app).+)$/;
 
 /**
@@ -299,13 +342,23 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
 export function planSection(elf: ElfFile, kind: string, slot: PlanSlot): Section | undefined {
   const s = elf.section(slot.section);
   if (s || !slot.addr || !slot.size) return s;
-  const addr = BigInt(slot.addr), size = BigInt(slot.size);
+  const addr = BigInt(slot.addr),
+    size = BigInt(slot.size);
   const seg = elf.loads.find((p) => addr >= p.vaddr && addr + size <= p.vaddr + p.memsz);
   if (!seg) return undefined;
   const nobits = kind === 'bss' || addr + size > seg.vaddr + seg.filesz;
   return {
-    index: -1, name: slot.section, type: nobits ? SHT_NOBITS : 1, flags: SHF_ALLOC, addr,
-    offset: nobits ? 0n : seg.offset + (addr - seg.vaddr), size, link: 0, info: 0, addralign: 1n, entsize: 0n,
+    index: -1,
+    name: slot.section,
+    type: nobits ? SHT_NOBITS : 1,
+    flags: SHF_ALLOC,
+    addr,
+    offset: nobits ? 0n : seg.offset + (addr - seg.vaddr),
+    size,
+    link: 0,
+    info: 0,
+    addralign: 1n,
+    entsize: 0n,
   };
 }
 
@@ -323,11 +376,16 @@ function ownBytes(elf: ElfFile, ulibs: Map<string, Section[]>): number {
   return n;
 }
 
-
 /** What the content bound needs from one image (its plan and its own bytes). */
-export function contentInputs(elf: ElfFile, name?: string, plan: ImagePlan | null = readImagePlan(elf)): ContentInputs {
+export function contentInputs(
+  elf: ElfFile,
+  name?: string,
+  plan: ImagePlan | null = readImagePlan(elf),
+): ContentInputs {
   return {
-    name: name ?? basename(elf.path, extname(elf.path)), path: elf.path, plan,
+    name: name ?? basename(elf.path, extname(elf.path)),
+    path: elf.path,
+    plan,
     own_bytes: plan ? ownBytes(elf, ulibSections(elf, plan)) : null,
   };
 }
@@ -338,13 +396,26 @@ export function contentInputs(elf: ElfFile, name?: string, plan: ImagePlan | nul
  * Null (with a note) unless every image carries a `.spacer.plan`.
  */
 export function contentBound(images: readonly (string | ElfFile | ContentInputs)[]): ContentBound {
-  const ins = images.map((x) => (typeof x === 'string' ? contentInputs(loadImage(x)) : x instanceof ElfFile ? contentInputs(x) : x));
-  if (!ins.length) return { pages: null, bytes: null, ulib_variants: 0, images: 0, note: 'no images' };
+  const ins = images.map((x) =>
+    typeof x === 'string'
+      ? contentInputs(loadImage(x))
+      : x instanceof ElfFile
+        ? contentInputs(x)
+        : x,
+  );
+  if (!ins.length)
+    return { pages: null, bytes: null, ulib_variants: 0, images: 0, note: 'no images' };
   const missing = ins.filter((i) => !i.plan || i.own_bytes === null).map((i) => i.name);
   if (missing.length) {
-    const who = missing.length > 3 ? `${missing.slice(0, 3).join(', ')} and ${missing.length - 3} more` : missing.join(', ');
+    const who =
+      missing.length > 3
+        ? `${missing.slice(0, 3).join(', ')} and ${missing.length - 3} more`
+        : missing.join(', ');
     return {
-      pages: null, bytes: null, ulib_variants: 0, images: ins.length,
+      pages: null,
+      bytes: null,
+      ulib_variants: 0,
+      images: ins.length,
       note: `${who} ${missing.length === 1 ? 'has' : 'have'} no ${PLAN_SECTION}, so L is unknown; compute it from the Spacer builds of the same apps`,
     };
   }
@@ -361,7 +432,12 @@ export function contentBound(images: readonly (string | ElfFile | ContentInputs)
   }
   let bytes = own;
   for (const b of variants.values()) bytes += b;
-  return { pages: Math.ceil(bytes / PAGE_SIZE), bytes, ulib_variants: variants.size, images: ins.length };
+  return {
+    pages: Math.ceil(bytes / PAGE_SIZE),
+    bytes,
+    ulib_variants: variants.size,
+    images: ins.length,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,7 +467,12 @@ interface Scanned {
 }
 
 /** Pages of each µlib of a scanned image, with their content ids. */
-function attribute(elf: ElfFile, plan: ImagePlan | null, scan: PageScan, idOf: (hash: string) => number): UlibPages[] | null {
+function attribute(
+  elf: ElfFile,
+  plan: ImagePlan | null,
+  scan: PageScan,
+  idOf: (hash: string) => number,
+): UlibPages[] | null {
   const secs = ulibSections(elf, plan);
   if (![...secs.values()].some((l) => l.length)) return null;
   const variant = new Map(plan?.ulibs.map((u) => [u.name, u.variant]) ?? []);
@@ -408,18 +489,34 @@ function attribute(elf: ElfFile, plan: ImagePlan | null, scan: PageScan, idOf: (
       const h = scan.nonzero.get(p);
       return h === undefined ? -1 : idOf(h);
     });
-    out.push({ name, variant: variant.get(name) ?? null, sections: list.map((s) => s.name), first: pages[0] ?? Infinity, pages, ids });
+    out.push({
+      name,
+      variant: variant.get(name) ?? null,
+      sections: list.map((s) => s.name),
+      first: pages[0] ?? Infinity,
+      pages,
+      ids,
+    });
   }
   return out.sort((a, b) => a.first - b.first || (a.name < b.name ? -1 : 1));
 }
 
 /** Reads every image once and computes the report. */
-export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: AnalyzeOptions = {}): Report {
-  if (!inputs.length) throw new SpacerError('spacer report: no images given; pass image files as PATH or PATH@INSTANCES');
+export function analyzeImages(
+  inputs: readonly (ImageInput | string)[],
+  opts: AnalyzeOptions = {},
+): Report {
+  if (!inputs.length)
+    throw new SpacerError(
+      'spacer report: no images given; pass image files as PATH or PATH@INSTANCES',
+    );
   const list = inputs.map((x) => (typeof x === 'string' ? parseImageArg(x) : x));
   for (const x of list) {
     const n = x.instances ?? 1;
-    if (!Number.isSafeInteger(n) || n < 1) throw new SpacerError(`${x.path}: instance count ${n} must be a whole number of at least 1; write PATH@N`);
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new SpacerError(
+        `${x.path}: instance count ${n} must be a whole number of at least 1; write PATH@N`,
+      );
   }
   const names = imageNames(list);
   const n = list.length;
@@ -451,8 +548,15 @@ export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: An
     for (const h of scan.nonzero.values()) ids[k++] = idOf(h);
     const plan = readImagePlan(elf);
     scanned.push({
-      name: names[i], path: x.path, format: elf.is64 ? 'elf64' : 'elf32', instances: x.instances ?? 1,
-      pages: scan.pages, zero: scan.zeroPages, ids, plan: plan !== null, ulibs: attribute(elf, plan, scan, idOf),
+      name: names[i],
+      path: x.path,
+      format: elf.is64 ? 'elf64' : 'elf32',
+      instances: x.instances ?? 1,
+      pages: scan.pages,
+      zero: scan.zeroPages,
+      ids,
+      plan: plan !== null,
+      ulibs: attribute(elf, plan, scan, idOf),
     });
     if (!opts.bound) contents.push(contentInputs(elf, names[i], plan));
   });
@@ -468,8 +572,14 @@ export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: An
 
   const images: ImageReport[] = scanned.map((s, a) => {
     const img: ImageReport = {
-      name: s.name, path: s.path, format: s.format, instances: s.instances,
-      pages: s.pages, nonzero_pages: s.pages - s.zero, zero_pages: s.zero, spacer_plan: s.plan,
+      name: s.name,
+      path: s.path,
+      format: s.format,
+      instances: s.instances,
+      pages: s.pages,
+      nonzero_pages: s.pages - s.zero,
+      zero_pages: s.zero,
+      spacer_plan: s.plan,
     };
     if (s.ulibs) {
       img.ulibs = s.ulibs.map((u) => {
@@ -478,13 +588,21 @@ export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: An
         if (sharing) {
           const per = scanned.map(() => [] as string[]);
           u.ids.forEach((id, j) => {
-            if (id >= 0) for (const b of holders[id]) if (b !== a) per[b].push(pageAddr(u.pages[j]));
+            if (id >= 0)
+              for (const b of holders[id]) if (b !== a) per[b].push(pageAddr(u.pages[j]));
           });
-          per.forEach((addrs, b) => { if (b !== a) share.push({ image: scanned[b].name, pages: addrs.length, addrs }); });
+          per.forEach((addrs, b) => {
+            if (b !== a) share.push({ image: scanned[b].name, pages: addrs.length, addrs });
+          });
         }
         return {
-          name: u.name, variant: u.variant, sections: u.sections,
-          pages: u.pages.length, nonzero_pages: u.pages.length - zero, zero_pages: zero, shared: share,
+          name: u.name,
+          variant: u.variant,
+          sections: u.sections,
+          pages: u.pages.length,
+          nonzero_pages: u.pages.length - zero,
+          zero_pages: zero,
+          shared: share,
         };
       });
     }
@@ -495,7 +613,12 @@ export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: An
   if (shared) {
     for (let a = 0; a < n; a++) {
       for (let b = a + 1; b < n; b++) {
-        pairs.push({ a: names[a], b: names[b], shared_nonzero_pages: shared[a * n + b], shared_nonzero_pages_of_b: shared[b * n + a] });
+        pairs.push({
+          a: names[a],
+          b: names[b],
+          shared_nonzero_pages: shared[a * n + b],
+          shared_nonzero_pages_of_b: shared[b * n + a],
+        });
       }
     }
   }
@@ -515,7 +638,8 @@ export function analyzeImages(inputs: readonly (ImageInput | string)[], opts: An
     pairs,
   };
   if (bound.note) report.content_bound_note = bound.note;
-  if (!sharing) report.pairs_note = `pairwise and per-µlib sharing not computed for ${n} images (more than ${PAIR_LIMIT}); ask for it explicitly`;
+  if (!sharing)
+    report.pairs_note = `pairwise and per-µlib sharing not computed for ${n} images (more than ${PAIR_LIMIT}); ask for it explicitly`;
   return report;
 }
 
@@ -531,55 +655,99 @@ export interface FormatOptions {
 
 function table(rows: string[][], right: boolean[]): string[] {
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => (right[c] ? cell.padStart(w[c]) : cell.padEnd(w[c]))).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((cell, c) => (right[c] ? cell.padStart(w[c]) : cell.padEnd(w[c])))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 export function formatReport(r: Report, opts: FormatOptions = {}): string {
   const out: string[] = [];
   const rows = [['image', 'instances', 'pages', 'non-zero', 'zero', 'format', 'layout']];
   for (const i of r.images) {
-    const layout = i.ulibs ? `${i.spacer_plan ? 'spacer' : 'per-µlib sections, no plan'}, ${i.ulibs.length} µlibs` : i.spacer_plan ? 'spacer, no µlib sections' : 'default';
-    rows.push([i.name, String(i.instances), String(i.pages), String(i.nonzero_pages), String(i.zero_pages), i.format, layout]);
+    const layout = i.ulibs
+      ? `${i.spacer_plan ? 'spacer' : 'per-µlib sections, no plan'}, ${i.ulibs.length} µlibs`
+      : i.spacer_plan
+        ? 'spacer, no µlib sections'
+        : 'default';
+    rows.push([
+      i.name,
+      String(i.instances),
+      String(i.pages),
+      String(i.nonzero_pages),
+      String(i.zero_pages),
+      i.format,
+      layout,
+    ]);
   }
   out.push(...table(rows, [false, true, true, true, true, false, false]));
   out.push('');
-  const L = r.content_bound_pages === null
-    ? `n/a: ${r.content_bound_note ?? 'not computed'}`
-    : `${r.content_bound_pages} pages (${r.content_bound_bytes ?? '?'} bytes)${r.content_bound_note ? ` (${r.content_bound_note})` : ''}`;
-  out.push(...table([
-    ['pages without sharing (P)', `${r.pages} (${r.instances} instance${r.instances === 1 ? '' : 's'})`],
-    ['distinct non-zero pages (D)', String(r.distinct_pages)],
-    ['zero pages', String(r.zero_pages)],
-    ['content bound (L)', L],
-    ['D/L', r.d_over_l === null ? 'n/a' : r.d_over_l.toFixed(2)],
-  ], [false, false]));
+  const L =
+    r.content_bound_pages === null
+      ? `n/a: ${r.content_bound_note ?? 'not computed'}`
+      : `${r.content_bound_pages} pages (${r.content_bound_bytes ?? '?'} bytes)${r.content_bound_note ? ` (${r.content_bound_note})` : ''}`;
+  out.push(
+    ...table(
+      [
+        [
+          'pages without sharing (P)',
+          `${r.pages} (${r.instances} instance${r.instances === 1 ? '' : 's'})`,
+        ],
+        ['distinct non-zero pages (D)', String(r.distinct_pages)],
+        ['zero pages', String(r.zero_pages)],
+        ['content bound (L)', L],
+        ['D/L', r.d_over_l === null ? 'n/a' : r.d_over_l.toFixed(2)],
+      ],
+      [false, false],
+    ),
+  );
   if (r.pairs_note) out.push('', r.pairs_note);
   const byName = new Map(r.images.map((i) => [i.name, i]));
   if ((opts.pairs ?? true) && r.pairs.length) {
     out.push('', 'pairwise: non-zero pages of one image whose content occurs in the other');
-    out.push(...table(r.pairs.map((p) => [
-      `  ${p.a} ~ ${p.b}`,
-      `${p.shared_nonzero_pages}/${byName.get(p.a)!.nonzero_pages} of ${p.a}`,
-      `${p.shared_nonzero_pages_of_b}/${byName.get(p.b)!.nonzero_pages} of ${p.b}`,
-    ]), [false, true, true]));
+    out.push(
+      ...table(
+        r.pairs.map((p) => [
+          `  ${p.a} ~ ${p.b}`,
+          `${p.shared_nonzero_pages}/${byName.get(p.a)!.nonzero_pages} of ${p.a}`,
+          `${p.shared_nonzero_pages_of_b}/${byName.get(p.b)!.nonzero_pages} of ${p.b}`,
+        ]),
+        [false, true, true],
+      ),
+    );
   }
   if ((opts.ulibs ?? true) && r.images.some((i) => i.ulibs?.length)) {
-    out.push('', 'per µlib: its pages, and its non-zero pages found byte-identical in each other image');
+    out.push(
+      '',
+      'per µlib: its pages, and its non-zero pages found byte-identical in each other image',
+    );
     for (const i of r.images) {
       if (!i.ulibs?.length) continue;
       out.push(`${i.name}:`);
-      out.push(...table(i.ulibs.map((u) => [
-        `  ${u.name}`,
-        `${u.pages} page${u.pages === 1 ? '' : 's'}${u.zero_pages ? ` (${u.zero_pages} zero)` : ''}`,
-        u.shared.length ? `shared: ${u.shared.map((s) => `${s.image} ${s.pages}/${u.nonzero_pages}`).join(', ')}` : '',
-      ]), [false, false, false]));
+      out.push(
+        ...table(
+          i.ulibs.map((u) => [
+            `  ${u.name}`,
+            `${u.pages} page${u.pages === 1 ? '' : 's'}${u.zero_pages ? ` (${u.zero_pages} zero)` : ''}`,
+            u.shared.length
+              ? `shared: ${u.shared.map((s) => `${s.image} ${s.pages}/${u.nonzero_pages}`).join(', ')}`
+              : '',
+          ]),
+          [false, false, false],
+        ),
+      );
     }
   }
   return out.join('\n');
 }
 
 /** `spacer report IMAGE[@N]...`: the text (or JSON) the command prints. */
-export function reportCommand(args: readonly string[], opts: { json?: boolean; pairs?: boolean } = {}): string {
+export function reportCommand(
+  args: readonly string[],
+  opts: { json?: boolean; pairs?: boolean } = {},
+): string {
   const r = analyzeImages(args.map(parseImageArg), { pairs: opts.pairs });
   return opts.json ? JSON.stringify(r, null, 2) : formatReport(r);
 }

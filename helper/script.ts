@@ -11,12 +11,25 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './paths.js';
 import { SpacerError } from './errors.js';
-import { globMatch, parseScript, renderScript, stripComments, type Item, type OutputSection, type Script } from './ldscript.js';
+import {
+  globMatch,
+  parseScript,
+  renderScript,
+  stripComments,
+  type Item,
+  type OutputSection,
+  type Script,
+} from './ldscript.js';
 import { KINDS, type Kind, type SlotKind, hex } from './map.js';
 import { alignUp, type UlibObject } from './objects.js';
 
 /** Output section of the platform script that holds each kind. */
-export const KIND_SECTION: Record<Kind, string> = { text: '.text', rodata: '.rodata', data: '.data', bss: '.bss' };
+export const KIND_SECTION: Record<Kind, string> = {
+  text: '.text',
+  rodata: '.rodata',
+  data: '.data',
+  bss: '.bss',
+};
 export const BSS_PHDR = 'spacer_bss';
 
 export interface Platform {
@@ -42,12 +55,17 @@ export function loadPlatform(path: string): Platform {
   try {
     src = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new SpacerError(`${path}: cannot read the platform linker script (${(e as NodeJS.ErrnoException).code}); build the platform first`);
+    throw new SpacerError(
+      `${path}: cannot read the platform linker script (${(e as NodeJS.ErrnoException).code}); build the platform first`,
+    );
   }
   try {
     return analyzePlatform(src);
   } catch (e) {
-    if (e instanceof SpacerError) throw new SpacerError(`${path}: ${e.message}; pass the platform's preprocessed default script (build/libkvmplat/link64.lds)`);
+    if (e instanceof SpacerError)
+      throw new SpacerError(
+        `${path}: ${e.message}; pass the platform's preprocessed default script (build/libkvmplat/link64.lds)`,
+      );
     throw e;
   }
 }
@@ -60,34 +78,61 @@ export function analyzePlatform(src: string): Platform {
     const stmt = script.statements.findIndex((s) => s.kind === 'section' && s.name === name);
     if (stmt < 0) throw new SpacerError(`no ${name} output section in the linker script`);
     const sec = script.statements[stmt] as OutputSection;
-    const firstGeneric = sec.items.findIndex((it) => it.input && it.input.file === '*' && it.input.sections.some((p) => p === name || p === `${name}.*`));
-    if (firstGeneric < 0) throw new SpacerError(`output section ${name} has no generic '*(${name})' input description`);
-    const patterns = sec.items.slice(firstGeneric).filter((it) => it.input && it.input.file === '*').map((it) => it.input!.inner.trim());
+    const firstGeneric = sec.items.findIndex(
+      (it) =>
+        it.input &&
+        it.input.file === '*' &&
+        it.input.sections.some((p) => p === name || p === `${name}.*`),
+    );
+    if (firstGeneric < 0)
+      throw new SpacerError(`output section ${name} has no generic '*(${name})' input description`);
+    const patterns = sec.items
+      .slice(firstGeneric)
+      .filter((it) => it.input && it.input.file === '*')
+      .map((it) => it.input!.inner.trim());
     sections[k] = { stmt, firstGeneric, patterns };
   }
   // The text base: the last `. = <number>;` before .text.
   let textBase = -1;
   for (let i = 0; i < sections.text.stmt; i++) {
     const st = script.statements[i];
-    const m = st.kind === 'other' && /^\s*\.\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;\s*$/.exec(stripComments(st.text));
+    const m =
+      st.kind === 'other' &&
+      /^\s*\.\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;\s*$/.exec(stripComments(st.text));
     if (m) textBase = Number(m[1]);
   }
   if (textBase < 0) throw new SpacerError("no '. = <address>;' before .text in the linker script");
   return { script, src, textBase, sections };
 }
 
-/** The input descriptions of the platform script in order, with µlib slots where the aligned script puts them. */
+/**
+ * The input descriptions of the platform script in order, with µlib slots where the aligned script
+ * puts them.
+ */
 function claimers(p: Platform, ulibs: UlibObject[]): Claimer[] {
   const out: Claimer[] = [];
-  const slotsOf = (k: Kind) => ulibs.map((u) => ({ ulib: u.name, kind: k, file: u.path, excludeMapped: false, patterns: p.sections[k].patterns }));
+  const slotsOf = (k: Kind) =>
+    ulibs.map((u) => ({
+      ulib: u.name,
+      kind: k,
+      file: u.path,
+      excludeMapped: false,
+      patterns: p.sections[k].patterns,
+    }));
   p.script.statements.forEach((st, i) => {
     const kind = KINDS.find((k) => p.sections[k].stmt === i);
     if (kind === 'rodata' || kind === 'data') out.push(...slotsOf(kind));
     if (st.kind === 'section') {
       st.items.forEach((it, j) => {
         if (!it.input) return;
-        const generic = kind !== undefined && j >= p.sections[kind].firstGeneric && it.input.file === '*';
-        out.push({ file: it.input.file, excludeMapped: generic, patterns: it.input.sections, head: kind === 'text' && j < p.sections.text.firstGeneric });
+        const generic =
+          kind !== undefined && j >= p.sections[kind].firstGeneric && it.input.file === '*';
+        out.push({
+          file: it.input.file,
+          excludeMapped: generic,
+          patterns: it.input.sections,
+          head: kind === 'text' && j < p.sections.text.firstGeneric,
+        });
       });
     }
     if (kind === 'text' || kind === 'bss') out.push(...slotsOf(kind));
@@ -103,13 +148,17 @@ export interface Measured {
   head: number;
 }
 
-/** Sizes of each µlib's slot contents and of the text head, assigning input sections as ld does: first match in script order. */
+/**
+ * Sizes of each µlib's slot contents and of the text head, assigning input sections as ld does:
+ * first match in script order.
+ */
 export function measure(p: Platform, ulibs: UlibObject[]): Measured {
   const cl = claimers(p, ulibs);
   const sizes: Measured['sizes'] = {};
   const align: Measured['align'] = {};
   let head = 0;
-  // Walk claimers in order; each claims still-unclaimed matching sections of each object in file order.
+  // Walk claimers in order; each claims still-unclaimed matching sections of each object in file
+  // order.
   const claimed = ulibs.map((u) => u.sections.map(() => false));
   const offsets = new Map<string, number>();
   for (const c of cl) {
@@ -135,7 +184,10 @@ export function measure(p: Platform, ulibs: UlibObject[]): Measured {
       });
     }
   }
-  for (const u of ulibs) { sizes[u.name] ??= {}; align[u.name] ??= {}; }
+  for (const u of ulibs) {
+    sizes[u.name] ??= {};
+    align[u.name] ??= {};
+  }
   return { sizes, align, head };
 }
 
@@ -162,7 +214,10 @@ export interface ScriptPlan {
 }
 
 const q = (path: string) => {
-  if (/["\n]/.test(path)) throw new SpacerError(`object path ${JSON.stringify(path)} cannot be written in a linker script; rename it`);
+  if (/["\n]/.test(path))
+    throw new SpacerError(
+      `object path ${JSON.stringify(path)} cannot be written in a linker script; rename it`,
+    );
   return `"${path}"`;
 };
 
@@ -175,28 +230,57 @@ export function generateScript(plan: ScriptPlan): string {
   const p = plan.platform;
   const sc: Script = structuredClone(p.script);
   const exclude = `EXCLUDE_FILE(${plan.objects.map(q).join(' ')})`;
-  const byKind = (k: SlotKind) => plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
-  const phdrsOf = (k: Kind) => (k === 'bss' ? [BSS_PHDR] : (sc.statements[p.sections[k].stmt] as OutputSection).phdrs);
-  const slotBlock = (x: SlotPlacement) => '\n' + fill('ulib-slot', {
-    ULIB: x.ulib, KIND: KIND_SECTION[x.kind as Kind], SECTION: outputName(x.kind, x.ulib), ADDR: hex(x.addr), SIZE: hex(x.size),
-    INPUTS: p.sections[x.kind as Kind].patterns.map((pat) => `${q(x.path)}(${pat})`).join(' '),
-    PHDRS: phdrsOf(x.kind as Kind).map((h) => ` :${h}`).join(''),
-  });
-  const indBlock = (x: SlotPlacement, phdrs: string[]) => '\n' + fill('ulib-ind', {
-    ULIB: x.ulib, WHAT: x.kind === 'ptr' ? 'pointer area (the addresses its table reads)' : 'indirection table', SECTION: outputName(x.kind, x.ulib), ADDR: hex(x.addr), SIZEM1: hex(x.size - 1), PHDRS: phdrs.map((h) => ` :${h}`).join(''),
-  });
+  const byKind = (k: SlotKind) =>
+    plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
+  const phdrsOf = (k: Kind) =>
+    k === 'bss' ? [BSS_PHDR] : (sc.statements[p.sections[k].stmt] as OutputSection).phdrs;
+  const slotBlock = (x: SlotPlacement) =>
+    '\n' +
+    fill('ulib-slot', {
+      ULIB: x.ulib,
+      KIND: KIND_SECTION[x.kind as Kind],
+      SECTION: outputName(x.kind, x.ulib),
+      ADDR: hex(x.addr),
+      SIZE: hex(x.size),
+      INPUTS: p.sections[x.kind as Kind].patterns.map((pat) => `${q(x.path)}(${pat})`).join(' '),
+      PHDRS: phdrsOf(x.kind as Kind)
+        .map((h) => ` :${h}`)
+        .join(''),
+    });
+  const indBlock = (x: SlotPlacement, phdrs: string[]) =>
+    '\n' +
+    fill('ulib-ind', {
+      ULIB: x.ulib,
+      WHAT: x.kind === 'ptr' ? 'pointer area (the addresses its table reads)' : 'indirection table',
+      SECTION: outputName(x.kind, x.ulib),
+      ADDR: hex(x.addr),
+      SIZEM1: hex(x.size - 1),
+      PHDRS: phdrs.map((h) => ` :${h}`).join(''),
+    });
   const slotText = (k: Kind) => byKind(k).map(slotBlock).join('');
   // A segment starts at its first section: when this image lacks the region's first µlib, zeros
   // from the region's start keep the segment on a page (Unikraft's boot checks its memory regions).
-  const regionBase: Record<'rodata' | 'data' | 'bss', number> = { rodata: plan.rodataBase, data: plan.dataBase, bss: plan.bssBase };
+  const regionBase: Record<'rodata' | 'data' | 'bss', number> = {
+    rodata: plan.rodataBase,
+    data: plan.dataBase,
+    bss: plan.bssBase,
+  };
   const padText = (k: 'rodata' | 'data' | 'bss') => {
     const first = byKind(k)[0];
     if (!first || first.addr === regionBase[k]) return '';
     const size = hex(first.addr - regionBase[k]);
-    return '\n' + fill('region-pad', {
-      REGION: k, ADDR: hex(regionBase[k]), TYPE: k === 'bss' ? '(NOLOAD) ' : '',
-      BODY: k === 'bss' ? `. = ${size};` : `BYTE(0); . = ${size};`, PHDRS: phdrsOf(k).map((h) => ` :${h}`).join(''),
-    });
+    return (
+      '\n' +
+      fill('region-pad', {
+        REGION: k,
+        ADDR: hex(regionBase[k]),
+        TYPE: k === 'bss' ? '(NOLOAD) ' : '',
+        BODY: k === 'bss' ? `. = ${size};` : `BYTE(0); . = ${size};`,
+        PHDRS: phdrsOf(k)
+          .map((h) => ` :${h}`)
+          .join(''),
+      })
+    );
   };
 
   // 1. Generic descriptions skip mapped objects.
@@ -211,10 +295,15 @@ export function generateScript(plan: ScriptPlan): string {
   // 2-4. Insert slots (and pins) from the last statement backwards so indices stay valid.
   const inserts: { at: number; text: string; seq?: number }[] = [];
   // Code and tables: one run in address order in the text segment (shared tables right after
-  // the boot head, each image's own tables after its own code; in ASLR mode each table after its µlib).
+  // the boot head, each image's own tables after its own code; in ASLR mode each table after its
+  // µlib).
   const textPhdrs = (sc.statements[p.sections.text.stmt] as OutputSection).phdrs;
-  const run = [...byKind('ptr'), ...byKind('ind'), ...byKind('text')].sort((x, y) => x.addr - y.addr);
-  const textRun = run.map((x) => (x.kind === 'ind' || x.kind === 'ptr' ? indBlock(x, textPhdrs) : slotBlock(x))).join('');
+  const run = [...byKind('ptr'), ...byKind('ind'), ...byKind('text')].sort(
+    (x, y) => x.addr - y.addr,
+  );
+  const textRun = run
+    .map((x) => (x.kind === 'ind' || x.kind === 'ptr' ? indBlock(x, textPhdrs) : slotBlock(x)))
+    .join('');
   const guard = run.length ? '\n' + fill('head-guard', { ADDR: hex(run[0].addr) }) : '';
   inserts.push({ at: p.sections.text.stmt + 1, text: guard + textRun });
   for (const k of ['rodata', 'data'] as const) {
@@ -223,23 +312,44 @@ export function generateScript(plan: ScriptPlan): string {
     let pinAt = at;
     while (pinAt > 0) {
       const st = sc.statements[pinAt - 1];
-      if (st.kind === 'other' && /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(stripComments(st.text))) pinAt--;
+      if (
+        st.kind === 'other' &&
+        /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(stripComments(st.text))
+      )
+        pinAt--;
       else break;
     }
     const before = sc.statements[pinAt - 1];
-    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(stripComments(before.text)))) pinAt = at; // no alignment before: pin right at the section
+    // no alignment before: pin right at the section
+    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(stripComments(before.text)))) pinAt = at;
     const base = k === 'rodata' ? plan.rodataBase : plan.dataBase;
-    inserts.push({ at: pinAt, text: '\n' + fill('region-pin', { REGION: k === 'rodata' ? 'read-only' : 'data', PREV: k === 'rodata' ? 'text' : 'read-only', ADDR: hex(base) }) });
+    inserts.push({
+      at: pinAt,
+      text:
+        '\n' +
+        fill('region-pin', {
+          REGION: k === 'rodata' ? 'read-only' : 'data',
+          PREV: k === 'rodata' ? 'text' : 'read-only',
+          ADDR: hex(base),
+        }),
+    });
     // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
     // after the image's own µlibs (per-image anyway) they may.
     const last = byKind(k).at(-1);
     // Otherwise they start at the end of the own area's reserve: the same address in every image
     // whose own bytes fit, so the shared code that reads them stays the same.
     const end = plan.ownEnd?.[k];
-    const after = last?.shared ? '  . = ALIGN(0x1000);\n' : end !== undefined ? `  . = MAX(., ${hex(end)}); /* the own area's reserve */\n` : '';
+    const after = last?.shared
+      ? '  . = ALIGN(0x1000);\n'
+      : end !== undefined
+        ? `  . = MAX(., ${hex(end)}); /* the own area's reserve */\n`
+        : '';
     inserts.push({ at, text: padText(k) + slotText(k) + after });
   }
-  inserts.push({ at: p.sections.bss.stmt + 1, text: padText('bss') + slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : '') });
+  inserts.push({
+    at: p.sections.bss.stmt + 1,
+    text: padText('bss') + slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : ''),
+  });
   // Same position: later inserts go first, so the earlier one ends up in front.
   inserts.forEach((x, i) => (x.seq = i));
   inserts.sort((a, b) => b.at - a.at || b.seq! - a.seq!);
@@ -253,7 +363,10 @@ export function generateScript(plan: ScriptPlan): string {
 /** Adds a program header after the last PT_LOAD of the PHDRS command. */
 function addPhdr(src: string, line: string): string {
   const m = /\bPHDRS\s*\{([\s\S]*?)\}/.exec(src);
-  if (!m) throw new SpacerError('linker script has no PHDRS command; lib-spacer needs the platform to name its program headers');
+  if (!m)
+    throw new SpacerError(
+      'linker script has no PHDRS command; lib-spacer needs the platform to name its program headers',
+    );
   const last = [...m[1].matchAll(/[^;]*;/g)].filter((e) => /\bPT_LOAD\b/.test(e[0])).pop();
   if (!last) throw new SpacerError('linker script PHDRS names no PT_LOAD');
   const insertAt = m.index + m[0].indexOf('{') + 1 + last.index! + last[0].length;
@@ -278,6 +391,7 @@ function fill(name: string, vars: Record<string, string>): string {
     if (!(k in vars)) throw new Error(`template ${name}: no value for ${m}`);
     return vars[k];
   });
-  if (t.replace(/@[A-Z][A-Z0-9_]*@/g, '').includes('@')) throw new Error(`template ${name}: malformed placeholder`);
+  if (t.replace(/@[A-Z][A-Z0-9_]*@/g, '').includes('@'))
+    throw new Error(`template ${name}: malformed placeholder`);
   return out;
 }

@@ -2,7 +2,7 @@
 // `.spacer.rewrite` it rebuilds each µlib's original code (the image's bytes with the recorded
 // original bytes put back at the sites) and checks:
 //   - only the sites changed (SHA-256 of the rebuilt code = the recorded hash of the original);
-//   - the rewrite missed nothing (the analysis of the rebuilt code finds exactly the recorded sites);
+// - the rewrite missed nothing (the analysis of the rebuilt code finds exactly the recorded sites);
 //   - every site reaches the same absolute targets as its original instruction, decoded at its
 //     original address: a stub jumps to the original branch target, a GOT slot holds the original
 //     lea address, a trampoline holds the same instruction (same absolute operands) followed by a
@@ -13,15 +13,41 @@ import { createHash } from 'node:crypto';
 import { type ElfFile } from './elf.js';
 import { SpacerError } from './errors.js';
 import {
-  analyzeUlib, cloneSources, isDirect, loadImage, planFromRecord, readRecord, retarget, REWRITE_SECTION, type CloneSource, type RewriteRecord,
+  analyzeUlib,
+  cloneSources,
+  isDirect,
+  loadImage,
+  planFromRecord,
+  readRecord,
+  retarget,
+  REWRITE_SECTION,
+  type CloneSource,
+  type RewriteRecord,
 } from './rewrite.js';
 import { cloneLayout } from './x86/clone.js';
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
 import { patchSite } from './x86/tactics.js';
-import { STUB, dataAddressFields, dataSections, readAddress, slotsAfterStubs, stubMap } from './x86/entries.js';
+import {
+  STUB,
+  dataAddressFields,
+  dataSections,
+  readAddress,
+  slotsAfterStubs,
+  stubMap,
+} from './x86/entries.js';
 import { buildTable, type Move } from './x86/table.js';
-import { buildPiTable, JMPPTR_LEN, jumpsBack, loadDestination, patchPi, piInstructions, PI_FORMS, PTR_SLOT, type PiForm } from './x86/pi.js';
+import {
+  buildPiTable,
+  JMPPTR_LEN,
+  jumpsBack,
+  loadDestination,
+  patchPi,
+  piInstructions,
+  PI_FORMS,
+  PTR_SLOT,
+  type PiForm,
+} from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
 import { type ImageSite } from './rewrite.js';
 
@@ -39,14 +65,20 @@ export function verifyImage(dbgPath: string): string[] {
   return verifyRecord(elf, rec);
 }
 
-const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) => i.nearBranch && i.flow === FlowControl.UnconditionalBranch;
+const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) =>
+  i.nearBranch && i.flow === FlowControl.UnconditionalBranch;
 
 /** Checks `elf` against a rewrite record (also run by the rewriter before it writes anything). */
 export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
   const problems: string[] = [];
   const plan = planFromRecord(rec);
   // ASLR mode: the entry stubs every µlib agrees on (an address of code -> its stub's).
-  const stubs = rec.ulibs.filter((u) => u.stubs).map((u) => ({ name: u.name, s: { at: BigInt(u.stubs!.at), targets: u.stubs!.targets.map((x) => BigInt(x)) } }));
+  const stubs = rec.ulibs
+    .filter((u) => u.stubs)
+    .map((u) => ({
+      name: u.name,
+      s: { at: BigInt(u.stubs!.at), targets: u.stubs!.targets.map((x) => BigInt(x)) },
+    }));
   const canon = stubMap(stubs.map((x) => x.s));
   const canonOf = (v: bigint) => canon.get(v) ?? v;
   let sourcesOf: ((name: string) => CloneSource | undefined) | undefined;
@@ -68,48 +100,82 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     let ptr: { addr: bigint; bytes: Buffer; used: number } | undefined;
     if (ru.ptr) {
       const ps = elf.section(ru.ptr.section);
-      if (!ps || hex(ps.addr) !== ru.ptr.addr || ps.size < BigInt(ru.ptr.size) || ru.ptr.used > ru.ptr.size) {
+      if (
+        !ps ||
+        hex(ps.addr) !== ru.ptr.addr ||
+        ps.size < BigInt(ru.ptr.size) ||
+        ru.ptr.used > ru.ptr.size
+      ) {
         p(`${ru.ptr.section} is missing or moved (recorded at ${ru.ptr.addr})`);
         continue;
       }
       ptr = { addr: ps.addr, bytes: elf.contents(ps).subarray(0, ru.ptr.size), used: ru.ptr.used };
-      if (!ptr.bytes.subarray(ru.ptr.used).every((b) => b === 0xcc)) p(`${ru.ptr.section}: bytes after the ${ru.ptr.used} used ones are not 0xCC`);
+      if (!ptr.bytes.subarray(ru.ptr.used).every((b) => b === 0xcc))
+        p(`${ru.ptr.section}: bytes after the ${ru.ptr.used} used ones are not 0xCC`);
     }
-    const tlo = ind.addr, tend = ind.addr + BigInt(ru.ind.used);
+    const tlo = ind.addr,
+      tend = ind.addr + BigInt(ru.ind.used);
     // An entry's bytes, up to the end of the used table but never more than ENTRY_WINDOW: every
     // decode of an entry copies what it is given into iced's memory.
-    const at = (e: bigint) => table.subarray(Number(e - tlo), Math.min(Number(tend - tlo), Number(e - tlo) + ENTRY_WINDOW));
-    if (!table.subarray(ru.ind.used).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the ${ru.ind.used} used ones are not 0xCC`);
+    const at = (e: bigint) =>
+      table.subarray(Number(e - tlo), Math.min(Number(tend - tlo), Number(e - tlo) + ENTRY_WINDOW));
+    if (!table.subarray(ru.ind.used).every((b) => b === 0xcc))
+      p(`${ru.ind.section}: bytes after the ${ru.ind.used} used ones are not 0xCC`);
     // Copies after the table: each the same bytes as a function that runs the same anywhere, one
     // after the other from the next 16 bytes; the rest of the section is 0xCC.
     const copies = new Map<bigint, bigint>(); // the copy's address -> the function's
     if (ru.clones?.length) {
       sourcesOf ??= cloneSources(elf);
-      const all = elf.contents(ind), blank = Buffer.from(all);
-      const lay = cloneLayout(ind.addr + BigInt(ru.ind.size), ru.clones.map((c) => c.size));
+      const all = elf.contents(ind),
+        blank = Buffer.from(all);
+      const lay = cloneLayout(
+        ind.addr + BigInt(ru.ind.size),
+        ru.clones.map((c) => c.size),
+      );
       for (const [k, c] of ru.clones.entries()) {
-        const at = BigInt(c.at), src = sourcesOf(c.sym), want = lay.at[k];
-        if (at !== want) { p(`the copy of ${c.sym} is at ${c.at}, not at ${hex(want)}`); break; }
-        if (!src || hex(src.addr) !== c.from || src.bytes.length !== c.size) { p(`the copy of ${c.sym} is of no function of ${c.size} bytes at ${c.from}`); break; }
-        if (src.refusal) { p(`the copy of ${c.sym} would not run the same: ${src.refusal}`); break; }
+        const at = BigInt(c.at),
+          src = sourcesOf(c.sym),
+          want = lay.at[k];
+        if (at !== want) {
+          p(`the copy of ${c.sym} is at ${c.at}, not at ${hex(want)}`);
+          break;
+        }
+        if (!src || hex(src.addr) !== c.from || src.bytes.length !== c.size) {
+          p(`the copy of ${c.sym} is of no function of ${c.size} bytes at ${c.from}`);
+          break;
+        }
+        if (src.refusal) {
+          p(`the copy of ${c.sym} would not run the same: ${src.refusal}`);
+          break;
+        }
         const off = Number(at - ind.addr);
-        if (off + c.size > all.length || !all.subarray(off, off + c.size).equals(src.bytes)) { p(`the copy of ${c.sym} at ${c.at} differs from ${c.sym} at ${c.from}`); break; }
+        if (off + c.size > all.length || !all.subarray(off, off + c.size).equals(src.bytes)) {
+          p(`the copy of ${c.sym} at ${c.at} differs from ${c.sym} at ${c.from}`);
+          break;
+        }
         blank.fill(0xcc, off, off + c.size);
         copies.set(at, src.addr);
       }
-      if (!blank.subarray(ru.ind.size).every((b) => b === 0xcc)) p(`${ru.ind.section}: bytes after the table other than the copies are not 0xCC`);
+      if (!blank.subarray(ru.ind.size).every((b) => b === 0xcc))
+        p(`${ru.ind.section}: bytes after the table other than the copies are not 0xCC`);
     }
 
     // Rebuild the original code and compare with the recorded hash.
     const orig = Buffer.from(code);
     let ok = true;
     for (const s of ru.sites) {
-      const off = Number(BigInt(s.a) - text.addr), o = Buffer.from(s.o, 'hex');
-      if (off < 0 || off + o.length > orig.length || !o.length) { p(`site ${s.a} lies outside ${ru.text}`); ok = false; continue; }
+      const off = Number(BigInt(s.a) - text.addr),
+        o = Buffer.from(s.o, 'hex');
+      if (off < 0 || off + o.length > orig.length || !o.length) {
+        p(`site ${s.a} lies outside ${ru.text}`);
+        ok = false;
+        continue;
+      }
       o.copy(orig, off);
     }
     if (!ok) continue;
-    if (createHash('sha256').update(orig).digest('hex') !== ru.textSha256) p(`${ru.text} differs from the original outside the recorded sites`);
+    if (createHash('sha256').update(orig).digest('hex') !== ru.textSha256)
+      p(`${ru.text} differs from the original outside the recorded sites`);
 
     // Nothing missed: the original code has exactly the recorded sites.
     const u = plan.ulibs.find((x) => x.name === ru.name);
@@ -121,7 +187,10 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
         analysed = a?.sites;
         const want = (a?.sites ?? []).map((s) => `${hex(s.insn.ip)}:${s.kind}`).join(' ');
         const got = ru.sites.map((s) => `${s.a}:${s.k}`).join(' ');
-        if (want !== got) p(`the recorded sites are not the ones the original code needs (recorded ${ru.sites.length}, needed ${a?.sites.length ?? 0})`);
+        if (want !== got)
+          p(
+            `the recorded sites are not the ones the original code needs (recorded ${ru.sites.length}, needed ${a?.sites.length ?? 0})`,
+          );
       } catch (e) {
         p(`the original code cannot be analysed (${(e as Error).message})`);
       }
@@ -130,77 +199,160 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     // Every site, against its original instruction.
     const extents = new Map<bigint, number>();
     // The µlib's own data (its sections other than its code): what an `abs` entry may address.
-    const ownRanges = (u?.sections ?? []).filter((n) => n !== ru.text).map((n) => elf.section(n)).filter((x) => x !== undefined).map((x) => [x!.addr, x!.addr + x!.size] as const);
+    const ownRanges = (u?.sections ?? [])
+      .filter((n) => n !== ru.text)
+      .map((n) => elf.section(n))
+      .filter((x) => x !== undefined)
+      .map((x) => [x!.addr, x!.addr + x!.size] as const);
     const ownData = (v: bigint) => ownRanges.some(([lo, hi]) => v >= lo && v < hi);
     const entry = (e: bigint, len: number, what: string): boolean => {
-      if (e < tlo || e + BigInt(len) > tend) { p(`${what}: table entry ${hex(e)} lies outside the used table`); return false; }
+      if (e < tlo || e + BigInt(len) > tend) {
+        p(`${what}: table entry ${hex(e)} lies outside the used table`);
+        return false;
+      }
       const prev = extents.get(e);
-      if (prev !== undefined && prev !== len) p(`${what}: table entry ${hex(e)} is used with two sizes`);
+      if (prev !== undefined && prev !== len)
+        p(`${what}: table entry ${hex(e)} is used with two sizes`);
       extents.set(e, Math.max(prev ?? 0, len));
       return true;
     };
     for (const s of ru.sites) {
-      const a = BigInt(s.a), e = BigInt(s.e), ob = Buffer.from(s.o, 'hex');
+      const a = BigInt(s.a),
+        e = BigInt(s.e),
+        ob = Buffer.from(s.o, 'hex');
       const what = `site ${s.a} (${s.k})`;
       const O = decodeOne(ob, a);
-      if (O.invalid || O.len !== ob.length) { p(`${what}: the recorded original bytes are not one instruction`); continue; }
-      const off = Number(a - text.addr), cur = code.subarray(off, off + O.len);
+      if (O.invalid || O.len !== ob.length) {
+        p(`${what}: the recorded original bytes are not one instruction`);
+        continue;
+      }
+      const off = Number(a - text.addr),
+        cur = code.subarray(off, off + O.len);
       const C = decodeOne(cur, a);
       const next = a + BigInt(O.len);
-      if (e < tlo || e >= tend) { p(`${what}: table entry ${s.e} lies outside ${ru.ind.section}'s used part`); continue; }
+      if (e < tlo || e >= tend) {
+        p(`${what}: table entry ${s.e} lies outside ${ru.ind.section}'s used part`);
+        continue;
+      }
       if (s.f !== undefined) {
-        if (!ptr) { p(`${what}: a pointer slot but no pointer area`); continue; }
+        if (!ptr) {
+          p(`${what}: a pointer slot but no pointer area`);
+          continue;
+        }
         let site = cur;
         if (s.c !== undefined) {
           // It reaches a copy of its target: check that, then the rest as if it reached its entry.
           const c = BigInt(s.c);
-          if (s.f !== 'jmpptr' || !isDirect(O) || copies.get(c) !== O.target) { p(`${what}: ${s.c} is no copy of its target ${hex(O.target)}`); continue; }
-          if (C.code !== O.code || C.len !== O.len || C.target !== c) { p(`${what}: the branch does not reach the copy ${s.c}`); continue; }
+          if (s.f !== 'jmpptr' || !isDirect(O) || copies.get(c) !== O.target) {
+            p(`${what}: ${s.c} is no copy of its target ${hex(O.target)}`);
+            continue;
+          }
+          if (C.code !== O.code || C.len !== O.len || C.target !== c) {
+            p(`${what}: the branch does not reach the copy ${s.c}`);
+            continue;
+          }
           site = Buffer.from(cur);
           retarget(site, a, O, e, what);
         }
-        const len = s.f === 'abs' ? checkAbs(ob, a, site, e, at(e), ownData, (m) => p(`${what}: ${m}`))
-          : checkPi(s.f, BigInt(s.p!), ob, a, site, e, at(e), ptr, canonOf, (m) => p(`${what}: ${m}`), u?.own);
+        const len =
+          s.f === 'abs'
+            ? checkAbs(ob, a, site, e, at(e), ownData, (m) => p(`${what}: ${m}`))
+            : checkPi(
+                s.f,
+                BigInt(s.p!),
+                ob,
+                a,
+                site,
+                e,
+                at(e),
+                ptr,
+                canonOf,
+                (m) => p(`${what}: ${m}`),
+                u?.own,
+              );
         if (len) entry(e, len, what);
         continue;
       }
       switch (s.k) {
         case 'stub': {
-          if (!O.nearBranch) { p(`${what}: the original is not a relative branch`); break; }
-          if (C.code !== O.code || C.len !== O.len || !C.nearBranch || C.target !== e) { p(`${what}: the branch does not reach its stub ${s.e}`); break; }
-          const rest = (b: Buffer) => Buffer.concat([b.subarray(0, O.immOff), b.subarray(O.immOff + O.immSize)]);
-          if (!rest(Buffer.from(cur)).equals(rest(ob))) p(`${what}: bytes other than the displacement changed`);
+          if (!O.nearBranch) {
+            p(`${what}: the original is not a relative branch`);
+            break;
+          }
+          if (C.code !== O.code || C.len !== O.len || !C.nearBranch || C.target !== e) {
+            p(`${what}: the branch does not reach its stub ${s.e}`);
+            break;
+          }
+          const rest = (b: Buffer) =>
+            Buffer.concat([b.subarray(0, O.immOff), b.subarray(O.immOff + O.immSize)]);
+          if (!rest(Buffer.from(cur)).equals(rest(ob)))
+            p(`${what}: bytes other than the displacement changed`);
           const J = decodeOne(at(e), e);
-          if (!isJmp(J) || J.target !== O.target) p(`${what}: stub ${s.e} does not jump to ${hex(O.target)}`);
+          if (!isJmp(J) || J.target !== O.target)
+            p(`${what}: stub ${s.e} does not jump to ${hex(O.target)}`);
           else entry(e, J.len, what);
           break;
         }
         case 'got': {
-          if (!O.ipRel || (O.code !== Code.Lea_r64_m && O.code !== Code.Lea_r32_m)) { p(`${what}: the original is not a RIP-relative lea`); break; }
+          if (!O.ipRel || (O.code !== Code.Lea_r64_m && O.code !== Code.Lea_r32_m)) {
+            p(`${what}: the original is not a RIP-relative lea`);
+            break;
+          }
           const mov = O.code === Code.Lea_r64_m ? Code.Mov_r64_rm64 : Code.Mov_r32_rm32;
-          if (C.code !== mov || C.len !== O.len || C.op0Register !== O.op0Register || !C.ipRel || C.memAddr !== e) { p(`${what}: the instruction is not a load of slot ${s.e} into the lea's register`); break; }
+          if (
+            C.code !== mov ||
+            C.len !== O.len ||
+            C.op0Register !== O.op0Register ||
+            !C.ipRel ||
+            C.memAddr !== e
+          ) {
+            p(`${what}: the instruction is not a load of slot ${s.e} into the lea's register`);
+            break;
+          }
           if (!entry(e, 8, what)) break;
           const v = table.readBigUInt64LE(Number(e - tlo));
-          if (v !== O.memAddr) p(`${what}: GOT slot ${s.e} holds ${hex(v)}, the lea computed ${hex(O.memAddr)}`);
+          if (v !== O.memAddr)
+            p(`${what}: GOT slot ${s.e} holds ${hex(v)}, the lea computed ${hex(O.memAddr)}`);
           break;
         }
         case 'trampoline':
         case 'callind': {
-          if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) { p(`${what}: the site does not jump to its trampoline ${s.e}`); break; }
-          if (!cur.subarray(5).every((b) => b === 0xcc)) p(`${what}: the rest of the site is not int3 padding`);
+          if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) {
+            p(`${what}: the site does not jump to its trampoline ${s.e}`);
+            break;
+          }
+          if (!cur.subarray(5).every((b) => b === 0xcc))
+            p(`${what}: the rest of the site is not int3 padding`);
           const T = at(e);
           let len = 0;
           if (s.k === 'trampoline') {
             const T1 = decodeOne(T, e);
-            if (T1.invalid || !withInstruction(ob, a, (x) => withInstruction(T, e, (y) => y.equals(x)))) { p(`${what}: trampoline ${s.e} does not hold the original instruction with the same operands`); break; }
+            if (
+              T1.invalid ||
+              !withInstruction(ob, a, (x) => withInstruction(T, e, (y) => y.equals(x)))
+            ) {
+              p(
+                `${what}: trampoline ${s.e} does not hold the original instruction with the same operands`,
+              );
+              break;
+            }
             if (T1.len > O.len) p(`${what}: the moved instruction is longer than the original`);
             const T2 = decodeOne(T.subarray(T1.len), e + BigInt(T1.len));
-            if (!isJmp(T2) || T2.target !== next) { p(`${what}: trampoline ${s.e} does not jump back to ${hex(next)}`); break; }
+            if (!isJmp(T2) || T2.target !== next) {
+              p(`${what}: trampoline ${s.e} does not jump back to ${hex(next)}`);
+              break;
+            }
             len = T1.len + T2.len;
           } else {
-            if (O.code !== Code.Call_rm64) { p(`${what}: the original is not an indirect call`); break; }
+            if (O.code !== Code.Call_rm64) {
+              p(`${what}: the original is not an indirect call`);
+              break;
+            }
             const T1 = decodeOne(T, e);
-            if (T1.code !== Code.Pushq_imm32 || T.length < 5 || BigInt(T.readInt32LE(1)) !== next) { p(`${what}: trampoline ${s.e} does not push the return address ${hex(next)}`); break; }
+            if (T1.code !== Code.Pushq_imm32 || T.length < 5 || BigInt(T.readInt32LE(1)) !== next) {
+              p(`${what}: trampoline ${s.e} does not push the return address ${hex(next)}`);
+              break;
+            }
             const same = withInstruction(ob, a, (x) => {
               const j = x.clone();
               try {
@@ -210,7 +362,10 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
                 j.free();
               }
             });
-            if (!same) { p(`${what}: trampoline ${s.e} does not jump through the call's memory operand`); break; }
+            if (!same) {
+              p(`${what}: trampoline ${s.e} does not jump through the call's memory operand`);
+              break;
+            }
             len = T1.len + decodeOne(T.subarray(T1.len), e + BigInt(T1.len)).len;
           }
           entry(e, len, what);
@@ -224,32 +379,59 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     // checks above are semantic; this also catches changes that happen to decode equivalently).
     if (problems.length === before) {
       const st = stubs.find((x) => x.name === ru.name)?.s;
-      const slots = st ? slotsAfterStubs(st) : BigInt(ru.ptr?.addr ?? 0), stubPart = ru.ptr ? Number(slots - BigInt(ru.ptr.addr)) : 0;
-      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr ? reencodePi(ru.sites, analysed, ind.addr, ru.ind.size, slots, ru.ptr.size - stubPart, text.addr, orig, ru.name, canonOf, u?.own)
+      const slots = st ? slotsAfterStubs(st) : BigInt(ru.ptr?.addr ?? 0),
+        stubPart = ru.ptr ? Number(slots - BigInt(ru.ptr.addr)) : 0;
+      const fresh: { table: Buffer; code: Buffer; ptr?: Buffer } | string = ru.ptr
+        ? reencodePi(
+            ru.sites,
+            analysed,
+            ind.addr,
+            ru.ind.size,
+            slots,
+            ru.ptr.size - stubPart,
+            text.addr,
+            orig,
+            ru.name,
+            canonOf,
+            u?.own,
+          )
         : reencode(ru.sites, ind.addr, ru.ind.size, text.addr, orig, ru.name);
       if (typeof fresh === 'string') p(fresh);
       else {
         const dt = firstDiff(fresh.table.subarray(0, ru.ind.used), table.subarray(0, ru.ind.used));
-        if (dt >= 0 || fresh.table.length !== table.length) p(`${ru.ind.section}: byte at ${hex(ind.addr + BigInt(Math.max(dt, 0)))} differs from a fresh encoding of the recorded sites`);
-        if (ptr && fresh.ptr && !fresh.ptr.equals(ptr.bytes.subarray(stubPart))) p(`${ru.ptr!.section}: differs from a fresh encoding of the recorded sites`);
+        if (dt >= 0 || fresh.table.length !== table.length)
+          p(
+            `${ru.ind.section}: byte at ${hex(ind.addr + BigInt(Math.max(dt, 0)))} differs from a fresh encoding of the recorded sites`,
+          );
+        if (ptr && fresh.ptr && !fresh.ptr.equals(ptr.bytes.subarray(stubPart)))
+          p(`${ru.ptr!.section}: differs from a fresh encoding of the recorded sites`);
         if (ptr && st) {
           // The stubs: one `jmp entry` each, to the µlib's own code, in address order.
           const b = ptr.bytes;
           st.targets.forEach((t, k) => {
             const J = decodeOne(b.subarray(k * STUB, k * STUB + STUB), st.at + BigInt(k * STUB));
-            if (J.code !== Code.Jmp_rel32_64 || J.target !== t) p(`${ru.ptr!.section}: entry stub ${k} does not jump to ${hex(t)}`);
-            if (t < text.addr || t >= text.addr + text.size || (k && t <= st.targets[k - 1])) p(`${ru.ptr!.section}: entry ${hex(t)} is not in ${ru.text} or not in order`);
+            if (J.code !== Code.Jmp_rel32_64 || J.target !== t)
+              p(`${ru.ptr!.section}: entry stub ${k} does not jump to ${hex(t)}`);
+            if (t < text.addr || t >= text.addr + text.size || (k && t <= st.targets[k - 1]))
+              p(`${ru.ptr!.section}: entry ${hex(t)} is not in ${ru.text} or not in order`);
           });
-          if (st.at !== ptr.addr) p(`${ru.ptr!.section}: the stubs are recorded at ${hex(st.at)}, not at the area's start`);
+          if (st.at !== ptr.addr)
+            p(
+              `${ru.ptr!.section}: the stubs are recorded at ${hex(st.at)}, not at the area's start`,
+            );
         }
         const dc = firstDiff(fresh.code, code);
-        if (dc >= 0) p(`${ru.text}: byte at ${hex(text.addr + BigInt(dc))} differs from a fresh rewrite of the recorded sites`);
+        if (dc >= 0)
+          p(
+            `${ru.text}: byte at ${hex(text.addr + BigInt(dc))} differs from a fresh rewrite of the recorded sites`,
+          );
       }
     }
     // Entries must not overlap (shared stubs and slots are one entry).
     const sorted = [...extents.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
     for (let i = 1; i < sorted.length; i++) {
-      if (sorted[i - 1][0] + BigInt(sorted[i - 1][1]) > sorted[i][0]) p(`table entries ${hex(sorted[i - 1][0])} and ${hex(sorted[i][0])} overlap`);
+      if (sorted[i - 1][0] + BigInt(sorted[i - 1][1]) > sorted[i][0])
+        p(`table entries ${hex(sorted[i - 1][0])} and ${hex(sorted[i][0])} overlap`);
     }
   }
   // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.
@@ -260,20 +442,28 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       if (t) ranges.set(t.index, [t.addr, t.addr + t.size]);
     }
     for (const f of dataAddressFields(elf, ranges)) {
-      if (canon.has(f.value)) problems.push(`${f.sec.name}: the address field at ${hex(f.at)} still holds entry ${hex(f.value)}, not its stub`);
+      if (canon.has(f.value))
+        problems.push(
+          `${f.sec.name}: the address field at ${hex(f.at)} still holds entry ${hex(f.value)}, not its stub`,
+        );
     }
     const secs = dataSections(elf);
     for (const d of rec.data ?? []) {
-      const at = BigInt(d.a), o = BigInt(d.o);
+      const at = BigInt(d.a),
+        o = BigInt(d.o);
       const sec = secs.find((x) => at >= x.addr && at < x.addr + x.size);
       const v = sec ? readAddress(elf.contents(sec), Number(at - sec.addr), d.r) : undefined;
       if (!canon.has(o)) problems.push(`data field ${d.a}: its original value ${d.o} is no entry`);
-      else if (v !== canon.get(o)) problems.push(`data field ${d.a}: holds ${v === undefined ? 'nothing readable' : hex(v)}, not the stub ${hex(canon.get(o)!)} of ${d.o}`);
+      else if (v !== canon.get(o))
+        problems.push(
+          `data field ${d.a}: holds ${v === undefined ? 'nothing readable' : hex(v)}, not the stub ${hex(canon.get(o)!)} of ${d.o}`,
+        );
     }
   }
   // Every µlib of the plan that has a table and code must have been rewritten.
   for (const u of plan.ulibs) {
-    if (u.ind && elf.section(u.text) && !rec.ulibs.some((r) => r.name === u.name)) problems.push(`${u.name}: has a table in the plan but no record`);
+    if (u.ind && elf.section(u.text) && !rec.ulibs.some((r) => r.name === u.name))
+      problems.push(`${u.name}: has a table in the plan but no record`);
   }
   return problems;
 }
@@ -285,9 +475,18 @@ function firstDiff(a: Buffer, b: Buffer): number {
 }
 
 /** The table and code the rewriter makes from these sites (same order, same sharing). */
-function reencode(sites: RewriteRecord['ulibs'][number]['sites'], indAddr: bigint, size: number, textAddr: bigint, orig: Buffer, name: string): { table: Buffer; code: Buffer } | string {
+function reencode(
+  sites: RewriteRecord['ulibs'][number]['sites'],
+  indAddr: bigint,
+  size: number,
+  textAddr: bigint,
+  orig: Buffer,
+  name: string,
+): { table: Buffer; code: Buffer } | string {
   try {
-    const got = new Set<bigint>(), stubs = new Set<bigint>(), moves: Move[] = [];
+    const got = new Set<bigint>(),
+      stubs = new Set<bigint>(),
+      moves: Move[] = [];
     const targets = sites.map((s) => {
       const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
       return s.k === 'stub' ? O.target : s.k === 'got' ? O.memAddr : 0n;
@@ -295,13 +494,30 @@ function reencode(sites: RewriteRecord['ulibs'][number]['sites'], indAddr: bigin
     sites.forEach((s, i) => {
       if (s.k === 'got') got.add(targets[i]);
       else if (s.k === 'stub') stubs.add(targets[i]);
-      else moves.push({ kind: s.k as Extract<SiteKind, 'trampoline' | 'callind'>, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex') });
+      else
+        moves.push({
+          kind: s.k as Extract<SiteKind, 'trampoline' | 'callind'>,
+          ip: BigInt(s.a),
+          orig: Buffer.from(s.o, 'hex'),
+        });
     });
-    const t = buildTable({ addr: indAddr, size, got: [...got], stubs: [...stubs], moves, what: name });
+    const t = buildTable({
+      addr: indAddr,
+      size,
+      got: [...got],
+      stubs: [...stubs],
+      moves,
+      what: name,
+    });
     const code = Buffer.from(orig);
     let m = 0;
     sites.forEach((s, i) => {
-      const entry = s.k === 'stub' ? t.stubAt.get(targets[i])! : s.k === 'got' ? t.gotAt.get(targets[i])! : t.moveAt[m++];
+      const entry =
+        s.k === 'stub'
+          ? t.stubAt.get(targets[i])!
+          : s.k === 'got'
+            ? t.gotAt.get(targets[i])!
+            : t.moveAt[m++];
       patchSite(code, textAddr, decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a)), s.k, entry, name);
     });
     return { table: t.bytes, code };
@@ -310,15 +526,31 @@ function reencode(sites: RewriteRecord['ulibs'][number]['sites'], indAddr: bigin
   }
 }
 
-/** The value a position-independent entry must find in its pointer slot, from the original alone. */
+/**
+ * The value a position-independent entry must find in its pointer slot, from the original alone.
+ */
 function piValue(form: PiForm, o: Instruction): bigint | undefined {
-  const mem = () => (o.isIpRelMemoryOperand ? o.ipRelMemoryAddress : BigInt.asUintN(64, o.memoryDisplacement));
+  const mem = () =>
+    o.isIpRelMemoryOperand ? o.ipRelMemoryAddress : BigInt.asUintN(64, o.memoryDisplacement);
   switch (form) {
-    case 'jmpptr': return o.isCallNear || o.isJmpShortOrNear || o.isJccShortOrNear ? o.nearBranchTarget : undefined;
-    case 'load': return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m ? mem() : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register ? BigInt.asUintN(64, o.immediate(1)) : undefined;
-    case 'immreg': return BigInt.asUintN(64, o.immediate(1));
+    case 'jmpptr':
+      return o.isCallNear || o.isJmpShortOrNear || o.isJccShortOrNear
+        ? o.nearBranchTarget
+        : undefined;
+    case 'load':
+      return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m
+        ? mem()
+        : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register
+          ? BigInt.asUintN(64, o.immediate(1))
+          : undefined;
+    case 'immreg':
+      return BigInt.asUintN(64, o.immediate(1));
     case 'mem2':
-    case 'mem': case 'loadmem': case 'callptr': case 'jmpmem': return mem();
+    case 'mem':
+    case 'loadmem':
+    case 'callptr':
+    case 'jmpmem':
+      return mem();
   }
 }
 
@@ -329,43 +561,104 @@ function piValue(form: PiForm, o: Instruction): bigint | undefined {
  * and it ends by going back to the next instruction (or, for branches, nowhere else).
  * Returns the entry's length, or 0 after reporting a problem.
  */
-function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer,
-  ptr: { addr: bigint; bytes: Buffer; used: number }, canonOf: (v: bigint) => bigint, p: (m: string) => void, direct = false): number {
-  if (!PI_FORMS.includes(form)) { p(`unknown form ${form}`); return 0; }
+function checkPi(
+  form: PiForm,
+  P: bigint,
+  ob: Buffer,
+  a: bigint,
+  cur: Buffer,
+  e: bigint,
+  T: Buffer,
+  ptr: { addr: bigint; bytes: Buffer; used: number },
+  canonOf: (v: bigint) => bigint,
+  p: (m: string) => void,
+  direct = false,
+): number {
+  if (!PI_FORMS.includes(form)) {
+    p(`unknown form ${form}`);
+    return 0;
+  }
   const off = P - ptr.addr;
-  if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slot ${hex(P)} lies outside the used pointer area`); return 0; }
+  if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) {
+    p(`pointer slot ${hex(P)} lies outside the used pointer area`);
+    return 0;
+  }
   const v = ptr.bytes.readBigUInt64LE(Number(off));
   const two = form === 'mem2';
-  if (two && off + BigInt(2 * PTR_SLOT) > BigInt(ptr.used)) { p(`pointer slots ${hex(P)}.. lie outside the used pointer area`); return 0; }
+  if (two && off + BigInt(2 * PTR_SLOT) > BigInt(ptr.used)) {
+    p(`pointer slots ${hex(P)}.. lie outside the used pointer area`);
+    return 0;
+  }
   const v2 = two ? ptr.bytes.readBigUInt64LE(Number(off) + PTR_SLOT) : undefined;
   return withInstruction(ob, a, (o): number => {
     const next = o.nextIP;
     const want = piValue(form, o);
-    if (want === undefined) { p(`the original does not fit the ${form} form`); return 0; }
+    if (want === undefined) {
+      p(`the original does not fit the ${form} form`);
+      return 0;
+    }
     // An address the code takes may be its entry stub's (the address every µlib agrees on).
     const takes = form === 'load' || form === 'immreg';
-    if (v !== want && !(takes && v === canonOf(want))) { p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`); return 0; }
-    if (two && v2 !== BigInt.asUintN(64, o.immediate(1)) && v2 !== canonOf(BigInt.asUintN(64, o.immediate(1)))) { p(`pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`); return 0; }
+    if (v !== want && !(takes && v === canonOf(want))) {
+      p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`);
+      return 0;
+    }
+    if (
+      two &&
+      v2 !== BigInt.asUintN(64, o.immediate(1)) &&
+      v2 !== canonOf(BigInt.asUintN(64, o.immediate(1)))
+    ) {
+      p(
+        `pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`,
+      );
+      return 0;
+    }
     // The site.
     const C = decodeOne(cur, a);
     if (form === 'jmpptr') {
-      if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) { p(`the branch does not reach its entry ${hex(e)}`); return 0; }
+      if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) {
+        p(`the branch does not reach its entry ${hex(e)}`);
+        return 0;
+      }
     } else {
       const call = form === 'callptr';
-      if (C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) || C.len !== 5 || C.target !== e) { p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`); return 0; }
-      if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) { p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`); return 0; }
-      if (call && o.code !== Code.Call_rm64) { p('the original is not an indirect call'); return 0; }
+      if (
+        C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) ||
+        C.len !== 5 ||
+        C.target !== e
+      ) {
+        p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
+        return 0;
+      }
+      if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
+        p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
+        return 0;
+      }
+      if (call && o.code !== Code.Call_rm64) {
+        p('the original is not an indirect call');
+        return 0;
+      }
     }
     if (form === 'jmpptr' && direct) {
       // A table on the image's own pages: the entry jumps straight to what the slot holds.
       const J = decodeOne(T, e);
-      if (J.code !== Code.Jmp_rel32_64 || J.target !== v || !T.subarray(J.len, JMPPTR_LEN).every((b) => b === 0xcc)) { p(`entry ${hex(e)} does not jump straight to ${hex(v)}`); return 0; }
+      if (
+        J.code !== Code.Jmp_rel32_64 ||
+        J.target !== v ||
+        !T.subarray(J.len, JMPPTR_LEN).every((b) => b === 0xcc)
+      ) {
+        p(`entry ${hex(e)} does not jump straight to ${hex(v)}`);
+        return 0;
+      }
       return JMPPTR_LEN;
     }
-    // The scratch registers: untouched by the original (their values are saved and restored around it).
+    // The scratch registers: untouched by the original (their values are saved and restored around
+    // it).
     const pushed = (at: number) => {
       const x = decodeOne(T.subarray(at), e + BigInt(at));
-      return x.code === Code.Push_r64 ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len } : { reg: Register.None, len: 0 };
+      return x.code === Code.Push_r64
+        ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len }
+        : { reg: Register.None, len: 0 };
     };
     let s1 = pushed(0);
     const s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
@@ -373,33 +666,68 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
       // No push: the load's own destination carries the address, which needs it to be written
       // by the load and used nowhere in its memory operand.
       const d = loadDestination(o);
-      const first = withInstruction(T, e, (y) => (y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None));
-      if (d === undefined || first !== d) { p('the entry does not load the address into the instruction\'s own destination'); return 0; }
+      const first = withInstruction(T, e, (y) =>
+        y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None,
+      );
+      if (d === undefined || first !== d) {
+        p("the entry does not load the address into the instruction's own destination");
+        return 0;
+      }
       s1 = { reg: d, len: 0 };
     } else {
       const f = new InstructionInfoFactory();
       try {
         const info = f.info(o);
         try {
-          const used = new Set(info.usedRegisters().map((u: { register: Register }) => RegisterExt.fullRegister(u.register)));
-          for (const r of [s1.reg, s2.reg]) if (r === Register.RSP || used.has(r)) { p('the entry\'s scratch register is one the instruction uses'); return 0; }
-        } finally { info.free(); }
-      } finally { f.free(); }
+          const used = new Set(
+            info
+              .usedRegisters()
+              .map((u: { register: Register }) => RegisterExt.fullRegister(u.register)),
+          );
+          for (const r of [s1.reg, s2.reg])
+            if (r === Register.RSP || used.has(r)) {
+              p("the entry's scratch register is one the instruction uses");
+              return 0;
+            }
+        } finally {
+          info.free();
+        }
+      } finally {
+        f.free();
+      }
     }
     // The entry, instruction by instruction, against the form's sequence.
-    const plan = { form, value: v, scratch: s1.reg === Register.None ? undefined : s1.reg, ...(two ? { value2: v2, scratch2: s2.reg } : {}) };
-    if (two && (s2.reg === Register.None || s2.reg === s1.reg)) { p('the entry does not save two scratch registers'); return 0; }
+    const plan = {
+      form,
+      value: v,
+      scratch: s1.reg === Register.None ? undefined : s1.reg,
+      ...(two ? { value2: v2, scratch2: s2.reg } : {}),
+    };
+    if (two && (s2.reg === Register.None || s2.reg === s1.reg)) {
+      p('the entry does not save two scratch registers');
+      return 0;
+    }
     const expect = piInstructions(o, plan, P);
     try {
-      let at = e, pos = 0;
+      let at = e,
+        pos = 0;
       for (const x of expect) {
-        const same = withInstruction(T.subarray(pos), at, (y) => !y.isInvalid && y.equals(x) ? y.length : 0);
-        if (!same) { p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`); return 0; }
-        pos += same; at += BigInt(same);
+        const same = withInstruction(T.subarray(pos), at, (y) =>
+          !y.isInvalid && y.equals(x) ? y.length : 0,
+        );
+        if (!same) {
+          p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`);
+          return 0;
+        }
+        pos += same;
+        at += BigInt(same);
       }
       if (jumpsBack(form)) {
         const J = decodeOne(T.subarray(pos), at);
-        if (!isJmp(J) || J.target !== next) { p(`entry ${hex(e)} does not jump back to ${hex(next)}`); return 0; }
+        if (!isJmp(J) || J.target !== next) {
+          p(`entry ${hex(e)} does not jump back to ${hex(next)}`);
+          return 0;
+        }
         pos += J.len;
       }
       return pos;
@@ -412,22 +740,51 @@ function checkPi(form: PiForm, P: bigint, ob: Buffer, a: bigint, cur: Buffer, e:
 /**
  * Checks one `abs` site: it jumps to its entry (int3 padding after), the entry is the original
  * instruction on the absolute address the original's RIP-relative operand reached, that address is
- * the µlib's own data (the same in every image), and the entry jumps back. Returns its length, or 0.
+ * the µlib's own data (the same in every image), and the entry jumps back. Returns its length, or
+ * 0.
  */
-function checkAbs(ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer, ownData: (v: bigint) => boolean, p: (m: string) => void): number {
+function checkAbs(
+  ob: Buffer,
+  a: bigint,
+  cur: Buffer,
+  e: bigint,
+  T: Buffer,
+  ownData: (v: bigint) => boolean,
+  p: (m: string) => void,
+): number {
   return withInstruction(ob, a, (o): number => {
-    if (!o.isIpRelMemoryOperand || o.memoryIndex !== Register.None) { p('the original has no RIP-relative operand'); return 0; }
+    if (!o.isIpRelMemoryOperand || o.memoryIndex !== Register.None) {
+      p('the original has no RIP-relative operand');
+      return 0;
+    }
     const X = o.ipRelMemoryAddress;
-    if (!ownData(X)) { p(`${hex(X)} is not the µlib's own data`); return 0; }
+    if (!ownData(X)) {
+      p(`${hex(X)} is not the µlib's own data`);
+      return 0;
+    }
     const C = decodeOne(cur, a);
-    if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) { p(`the site does not jump to its entry ${hex(e)}`); return 0; }
-    if (!cur.subarray(5).every((b) => b === 0xcc)) { p('the rest of the site is not int3 padding'); return 0; }
+    if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) {
+      p(`the site does not jump to its entry ${hex(e)}`);
+      return 0;
+    }
+    if (!cur.subarray(5).every((b) => b === 0xcc)) {
+      p('the rest of the site is not int3 padding');
+      return 0;
+    }
     const expect = piInstructions(o, { form: 'abs', value: X }, 0n);
     try {
-      const len = withInstruction(T, e, (y) => (!y.isInvalid && y.equals(expect[0]) ? y.length : 0));
-      if (!len) { p(`entry ${hex(e)} is not the original instruction on [${hex(X)}]`); return 0; }
+      const len = withInstruction(T, e, (y) =>
+        !y.isInvalid && y.equals(expect[0]) ? y.length : 0,
+      );
+      if (!len) {
+        p(`entry ${hex(e)} is not the original instruction on [${hex(X)}]`);
+        return 0;
+      }
       const J = decodeOne(T.subarray(len), e + BigInt(len));
-      if (!isJmp(J) || J.target !== o.nextIP) { p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`); return 0; }
+      if (!isJmp(J) || J.target !== o.nextIP) {
+        p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`);
+        return 0;
+      }
       return len + J.len;
     } finally {
       for (const x of expect) x.free();
@@ -439,19 +796,47 @@ function checkAbs(ob: Buffer, a: bigint, cur: Buffer, e: bigint, T: Buffer, ownD
 const ENTRY_WINDOW = 128;
 
 /** The table, pointer area and code the rewriter makes from these sites in ASLR mode. */
-function reencodePi(sites: RewriteRecord['ulibs'][number]['sites'], analysed: ImageSite[] | undefined, indAddr: bigint, size: number,
-  ptrAddr: bigint, ptrSize: number, textAddr: bigint, orig: Buffer, name: string, canon: (v: bigint) => bigint, direct?: boolean): { table: Buffer; code: Buffer; ptr: Buffer } | string {
-  if (!analysed || analysed.length !== sites.length) return 'the recorded sites cannot be encoded again (the analysis differs)';
+function reencodePi(
+  sites: RewriteRecord['ulibs'][number]['sites'],
+  analysed: ImageSite[] | undefined,
+  indAddr: bigint,
+  size: number,
+  ptrAddr: bigint,
+  ptrSize: number,
+  textAddr: bigint,
+  orig: Buffer,
+  name: string,
+  canon: (v: bigint) => bigint,
+  direct?: boolean,
+): { table: Buffer; code: Buffer; ptr: Buffer } | string {
+  if (!analysed || analysed.length !== sites.length)
+    return 'the recorded sites cannot be encoded again (the analysis differs)';
   try {
     const t = buildPiTable({
-      addr: indAddr, size, ptrAddr, ptrSize, what: name, canon, direct,
-      sites: sites.map((s, k) => ({ kind: s.k, ip: BigInt(s.a), orig: Buffer.from(s.o, 'hex'), outside: analysed[k].outside, targets: analysed[k].targets, ownData: analysed[k].ownData })),
+      addr: indAddr,
+      size,
+      ptrAddr,
+      ptrSize,
+      what: name,
+      canon,
+      direct,
+      sites: sites.map((s, k) => ({
+        kind: s.k,
+        ip: BigInt(s.a),
+        orig: Buffer.from(s.o, 'hex'),
+        outside: analysed[k].outside,
+        targets: analysed[k].targets,
+        ownData: analysed[k].ownData,
+      })),
     });
     const code = Buffer.from(orig);
     sites.forEach((s, k) => {
       const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
       const plan = t.plans[k];
-      if ((plan?.form) !== s.f) throw new Error(`site ${s.a}: recorded form ${s.f ?? 'classic'}, a fresh plan gives ${plan?.form ?? 'classic'}`);
+      if (plan?.form !== s.f)
+        throw new Error(
+          `site ${s.a}: recorded form ${s.f ?? 'classic'}, a fresh plan gives ${plan?.form ?? 'classic'}`,
+        );
       if (plan) patchPi(code, textAddr, O.ip, O.len, O.immOff, plan.form, t.entryAt[k], name);
       else patchSite(code, textAddr, O, s.k, t.entryAt[k], name);
       if (s.c !== undefined) retarget(code, textAddr, O, BigInt(s.c), name);

@@ -14,16 +14,31 @@ export const libinfoLds = join(fixtures, 'libinfo.lds');
 export const cli = join(root, 'helper', 'cli.ts');
 
 export const UK_CFLAGS = [
-  '-O2', '-fno-PIC', '-mno-red-zone', '-fno-omit-frame-pointer', '-fno-asynchronous-unwind-tables',
-  '-fno-reorder-blocks', '-fcf-protection=none', '-fno-stack-protector', '-nostdlib', '-nostdinc', '-ffreestanding',
+  '-O2',
+  '-fno-PIC',
+  '-mno-red-zone',
+  '-fno-omit-frame-pointer',
+  '-fno-asynchronous-unwind-tables',
+  '-fno-reorder-blocks',
+  '-fcf-protection=none',
+  '-fno-stack-protector',
+  '-nostdlib',
+  '-nostdinc',
+  '-ffreestanding',
 ];
 
 export function tempDir(tag: string): string {
   return mkdtempSync(join(tmpdir(), `spacer-${tag}-`));
 }
 
-/** C source of a µlib: `funcs` functions of some size, a string, data, bss, an init entry and a libinfo record. */
-export function ulibSource(name: string, opts: { funcs?: number; extra?: string; calls?: string[] } = {}): string {
+/**
+ * C source of a µlib: `funcs` functions of some size, a string, data, bss, an init entry and a
+ * libinfo record.
+ */
+export function ulibSource(
+  name: string,
+  opts: { funcs?: number; extra?: string; calls?: string[] } = {},
+): string {
   const n = opts.funcs ?? 3;
   let src = `typedef unsigned long u64;\n`;
   for (const c of opts.calls ?? []) src += `extern u64 ${c}_f0(u64);\n`;
@@ -34,7 +49,8 @@ export function ulibSource(name: string, opts: { funcs?: number; extra?: string;
   src += `const char *${name}_greeting(void) { return "a greeting every µlib has"; }\n`;
   for (let i = 0; i < n; i++) {
     src += `__attribute__((noinline)) u64 ${name}_f${i}(u64 x) { u64 r = x;`;
-    for (let j = 0; j < 8; j++) src += ` r = r * ${31 + i + j} + ${name}_buf[(x + ${j}) & 63] + (u64)${name}_shared()[${j}];`;
+    for (let j = 0; j < 8; j++)
+      src += ` r = r * ${31 + i + j} + ${name}_buf[(x + ${j}) & 63] + (u64)${name}_shared()[${j}];`;
     for (const c of opts.calls ?? []) src += ` r += ${c}_f0(r);`;
     src += ` ${name}_counter += r; return r; }\n`;
   }
@@ -45,15 +61,32 @@ export function ulibSource(name: string, opts: { funcs?: number; extra?: string;
   return src;
 }
 
-/** Compiles one µlib from C source into `<dir>/<name>.o` (compile, ld -r, objcopy as Unikraft does). */
-export async function buildUlib(dir: string, name: string, source: string, cflags: string[] = []): Promise<string> {
+/**
+ * Compiles one µlib from C source into `<dir>/<name>.o` (compile, ld -r, objcopy as Unikraft does).
+ */
+export async function buildUlib(
+  dir: string,
+  name: string,
+  source: string,
+  cflags: string[] = [],
+): Promise<string> {
   const src = join(dir, 'src', name, 'main.c');
   mkdirSync(dirname(src), { recursive: true });
   writeFileSync(src, source);
   const o = join(dir, 'src', name, 'main.o');
   await execa('gcc', [...UK_CFLAGS, ...cflags, '-c', src, '-o', o]);
   const ldo = join(dir, `${name}.ld.o`);
-  await execa('gcc', ['-nostdlib', '-Wl,-r', '-Wl,-d', '-Wl,--build-id=none', '-no-pie', '-nostdinc', o, '-o', ldo]);
+  await execa('gcc', [
+    '-nostdlib',
+    '-Wl,-r',
+    '-Wl,-d',
+    '-Wl,--build-id=none',
+    '-no-pie',
+    '-nostdinc',
+    o,
+    '-o',
+    ldo,
+  ]);
   const out = join(dir, `${name}.o`);
   await execa('objcopy', [ldo, out]);
   return out;
@@ -61,21 +94,49 @@ export async function buildUlib(dir: string, name: string, source: string, cflag
 
 /** A boot µlib: `.data.boot` header and `.text.boot` entry, like a platform library. */
 export function bootSource(): string {
-  return `__attribute__((section(".data.boot"), used)) const unsigned int boot_header[4] = {0x1badb002, 0, 0, 0};\n` +
+  return (
+    `__attribute__((section(".data.boot"), used)) const unsigned int boot_header[4] = {0x1badb002, 0, 0, 0};\n` +
     `__attribute__((section(".text.boot"))) void _start(void) { for (;;) __asm__ volatile("hlt"); }\n` +
     // Like Unikraft's platform, a thread-local variable: the TLS program headers are never empty.
-    `__thread int boot_errno;\nint *boot_errno_p(void) { return &boot_errno; }\n`;
+    `__thread int boot_errno;\nint *boot_errno_p(void) { return &boot_errno; }\n`
+  );
 }
 
-/** Links objects like the kvm platform: gcc with -dT <default script> and -T <extension scripts>. */
-export async function linkWith(script: string, objects: string[], out: string, extra: string[] = [libinfoLds]): Promise<string> {
+/**
+ * Links objects like the kvm platform: gcc with -dT <default script> and -T <extension scripts>.
+ */
+export async function linkWith(
+  script: string,
+  objects: string[],
+  out: string,
+  extra: string[] = [libinfoLds],
+): Promise<string> {
   // --emit-relocs, as lib-spacer's glue adds: the post-link rewrite reads the relocations.
-  await execa('gcc', ['-nostdlib', '-no-pie', '-Wl,--build-id=none', '-Wl,-m,elf_x86_64', '-Wl,--entry=_start', '-Wl,-z,noexecstack', '-Wl,--emit-relocs',
-    ...objects, `-Wl,-dT,${script}`, ...extra.map((e) => `-Wl,-T,${e}`), '-o', out]);
+  await execa('gcc', [
+    '-nostdlib',
+    '-no-pie',
+    '-Wl,--build-id=none',
+    '-Wl,-m,elf_x86_64',
+    '-Wl,--entry=_start',
+    '-Wl,-z,noexecstack',
+    '-Wl,--emit-relocs',
+    ...objects,
+    `-Wl,-dT,${script}`,
+    ...extra.map((e) => `-Wl,-T,${e}`),
+    '-o',
+    out,
+  ]);
   return out;
 }
 
 /** Runs the spacer CLI from source (through tsx). */
-export function spacer(args: string[], opts: { env?: Record<string, string>; reject?: boolean } = {}) {
-  return execa('node', ['--import=tsx', cli, ...args], { reject: opts.reject ?? false, env: opts.env, cwd: root });
+export function spacer(
+  args: string[],
+  opts: { env?: Record<string, string>; reject?: boolean } = {},
+) {
+  return execa('node', ['--import=tsx', cli, ...args], {
+    reject: opts.reject ?? false,
+    env: opts.env,
+    cwd: root,
+  });
 }

@@ -8,7 +8,15 @@ import { readRecord } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { cloneRefusal } from '../helper/x86/clone.js';
 import { codeExtents, codeMapOf } from '../helper/x86/extents.js';
-import { bootExpecting, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type CompiledWorkspace } from '../helper/workspace/index.js';
+import {
+  bootExpecting,
+  compileWorkspace,
+  linkCommand,
+  loadApps,
+  objectsFor,
+  platformScripts,
+  type CompiledWorkspace,
+} from '../helper/workspace/index.js';
 import { tempDir } from './_fixtures.js';
 
 const out = tempDir('aslr');
@@ -21,8 +29,15 @@ const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], out
 async function build(app: (typeof apps)[number], seed: string, dir: string): Promise<BuiltImage> {
   const scripts = platformScripts();
   return buildImage({
-    image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
-    out: join(out, dir, app.name), layout: 'spacer-aslr', map: join(out, `${dir}-map.json`), seed, linkArgs,
+    image: app.name,
+    objects: objectsFor(app, compiled),
+    lds: scripts.defaultLds,
+    extraLds: scripts.extraLds,
+    out: join(out, dir, app.name),
+    layout: 'spacer-aslr',
+    map: join(out, `${dir}-map.json`),
+    seed,
+    linkArgs,
   });
 }
 
@@ -30,7 +45,11 @@ const built: Record<string, BuiltImage[]> = {};
 
 test.before(async () => {
   compiled = await compileWorkspace(join(out, 'objects'));
-  for (const [dir, seed] of [['s1', 'one'], ['s2', 'two'], ['s1again', 'one']]) {
+  for (const [dir, seed] of [
+    ['s1', 'one'],
+    ['s2', 'two'],
+    ['s1again', 'one'],
+  ]) {
     built[dir] = [];
     for (const app of apps) built[dir].push(await build(app, `${app.name}:${seed}`, dir));
   }
@@ -40,9 +59,14 @@ test('every app boots with unchanged output in ASLR mode, for two seeds', async 
   for (const [i, app] of apps.entries()) {
     const expected = readFileSync(app.expectedOutput, 'utf8');
     for (const dir of ['s1', 's2']) {
-      const { failure, firstFailure } = await bootExpecting(built[dir][i].elf, expected, { timeoutMs: 60_000 });
+      const { failure, firstFailure } = await bootExpecting(built[dir][i].elf, expected, {
+        timeoutMs: 60_000,
+      });
       t.is(failure, null, `${dir}/${app.name}`);
-      if (firstFailure) t.log(`${dir}/${app.name}: a first boot failed (${firstFailure}); the second gave the expected output`);
+      if (firstFailure)
+        t.log(
+          `${dir}/${app.name}: a first boot failed (${firstFailure}); the second gave the expected output`,
+        );
     }
   }
 });
@@ -59,13 +83,18 @@ test('same seed: byte-identical image; different seeds: different µlib orders',
 function codeOnly(elf: ElfFile, sec: Section): Buffer {
   const bytes = Buffer.from(elf.contents(sec));
   const code = codeMapOf(codeExtents(elf.symbols(), sec.index, sec.addr, sec.addr + sec.size));
-  for (const r of elf.relocationsFor(sec)) if (!code.isCode(r.offset)) bytes.fill(0, Number(r.offset - sec.addr), Number(r.offset - sec.addr) + 8);
+  for (const r of elf.relocationsFor(sec))
+    if (!code.isCode(r.offset))
+      bytes.fill(0, Number(r.offset - sec.addr), Number(r.offset - sec.addr) + 8);
   return bytes;
 }
 
-test('a µlib\'s code and table are byte-identical wherever the shuffle puts them; only its pointer area (and data kept in its code) differs', (t) => {
-  const a = ElfFile.load(built.s1[0].dbg), b = ElfFile.load(built.s2[0].dbg);
-  let moved = 0, ptrsDiffer = 0, own = 0;
+test("a µlib's code and table are byte-identical wherever the shuffle puts them; only its pointer area (and data kept in its code) differs", (t) => {
+  const a = ElfFile.load(built.s1[0].dbg),
+    b = ElfFile.load(built.s2[0].dbg);
+  let moved = 0,
+    ptrsDiffer = 0,
+    own = 0;
   for (const sec of a.sections.filter((s) => s.name.startsWith('.text.lib'))) {
     const other = b.section(sec.name)!;
     if (sec.addr !== other.addr) moved++;
@@ -76,13 +105,19 @@ test('a µlib\'s code and table are byte-identical wherever the shuffle puts the
     else own++;
     const ind = a.section(sec.name.replace('.text.', '.ind.'));
     if (ind) {
-      t.is(ind.addr - sec.addr, b.section(ind.name)!.addr - other.addr, `${ind.name} at a fixed distance`);
+      t.is(
+        ind.addr - sec.addr,
+        b.section(ind.name)!.addr - other.addr,
+        `${ind.name} at a fixed distance`,
+      );
       // Position-independent entries: the table holds no address, so it is the same in both builds.
       // The image's own code (pages no other image shares) has branch entries that jump straight
       // to their targets instead of through the pointer area: its table follows the shuffle.
-      if (pu.shared || pu.named) t.true(a.contents(ind).equals(b.contents(b.section(ind.name)!)), `${ind.name} identical`);
+      if (pu.shared || pu.named)
+        t.true(a.contents(ind).equals(b.contents(b.section(ind.name)!)), `${ind.name} identical`);
       // What the entries read sits at one address the map keeps; its values follow the shuffle.
-      const pa = a.section(sec.name.replace('.text.', '.ptr.')), pb = b.section(sec.name.replace('.text.', '.ptr.'));
+      const pa = a.section(sec.name.replace('.text.', '.ptr.')),
+        pb = b.section(sec.name.replace('.text.', '.ptr.'));
       t.truthy(pa && pb, `${sec.name}: pointer area`);
       t.is(pa!.addr, pb!.addr, `${pa!.name} at the map's address`);
       if (!a.contents(pa!).equals(b.contents(pb!))) ptrsDiffer++;
@@ -106,7 +141,9 @@ test('the rewrite verifies and says what it moved', (t) => {
 });
 
 test('sites that name the same target share one pointer slot, and only those', (t) => {
-  let piSites = 0, slots = 0, sharing = 0;
+  let piSites = 0,
+    slots = 0,
+    sharing = 0;
   for (const img of built.s1) {
     const rec = readRecord(ElfFile.load(img.dbg))!;
     for (const u of rec.ulibs) {
@@ -120,10 +157,18 @@ test('sites that name the same target share one pointer slot, and only those', (
       for (const [p, l] of bySlot) {
         if (l.length > 1) sharing++;
         // One slot, one value: every site reading it referred to the same address in the original.
-        t.is(new Set(l.map((x) => x.t)).size, 1, `${img.image} ${u.name}: slot ${p} read by sites with different targets`);
-        // An address the code takes reads the stub's address, one it reaches the real one: never both.
+        t.is(
+          new Set(l.map((x) => x.t)).size,
+          1,
+          `${img.image} ${u.name}: slot ${p} read by sites with different targets`,
+        );
+        // An address the code takes reads the stub's address, one it reaches the real one: never
+        // both.
         const taken = l.map((x) => x.f === 'load' || x.f === 'immreg');
-        t.true(taken.every((x) => x === taken[0]), `${img.image} ${u.name}: slot ${p} read as taken and as reached`);
+        t.true(
+          taken.every((x) => x === taken[0]),
+          `${img.image} ${u.name}: slot ${p} read as taken and as reached`,
+        );
       }
     }
   }
@@ -132,39 +177,65 @@ test('sites that name the same target share one pointer slot, and only those', (
   t.log(`${piSites} position-independent sites read ${slots} pointer slots (${sharing} shared)`);
 });
 
-test('calls to small leaf functions of other µlibs reach copies after the caller\'s table; a changed copy is caught', async (t) => {
-  let copies = 0, calls = 0;
+test("calls to small leaf functions of other µlibs reach copies after the caller's table; a changed copy is caught", async (t) => {
+  let copies = 0,
+    calls = 0;
   for (const img of built.s1) {
     const elf = ElfFile.load(img.dbg);
     const rec = readRecord(elf)!;
-    const fn = (addr: bigint) => elf.symbols().find((y) => y.value === addr && y.type === 2 && y.size > 0n)!;
+    const fn = (addr: bigint) =>
+      elf.symbols().find((y) => y.value === addr && y.type === 2 && y.size > 0n)!;
     for (const u of rec.ulibs) {
       const ind = elf.section(u.ind.section)!;
       for (const c of u.clones ?? []) {
         copies++;
         // The copy is the function's own bytes, after the table proper, in the table's section.
-        const f = fn(BigInt(c.from)), sec = elf.sections[f.shndx];
+        const f = fn(BigInt(c.from)),
+          sec = elf.sections[f.shndx];
         const at = Number(BigInt(c.at) - ind.addr);
-        t.true(at >= u.ind.size && at + c.size <= Number(ind.size), `${u.name}: copy of ${c.sym} inside ${u.ind.section}, after the table`);
-        t.true(elf.contents(ind).subarray(at, at + c.size).equals(elf.contents(sec).subarray(Number(f.value - sec.addr), Number(f.value - sec.addr) + c.size)), `${u.name}: copy of ${c.sym}`);
+        t.true(
+          at >= u.ind.size && at + c.size <= Number(ind.size),
+          `${u.name}: copy of ${c.sym} inside ${u.ind.section}, after the table`,
+        );
+        t.true(
+          elf
+            .contents(ind)
+            .subarray(at, at + c.size)
+            .equals(
+              elf
+                .contents(sec)
+                .subarray(Number(f.value - sec.addr), Number(f.value - sec.addr) + c.size),
+            ),
+          `${u.name}: copy of ${c.sym}`,
+        );
         t.is(f.name, c.sym);
       }
       for (const s of u.sites.filter((x) => x.c !== undefined && x.c !== x.t)) {
         calls++;
-        t.true((u.clones ?? []).some((c) => c.at === s.c && c.from === s.t), `${u.name}: site ${s.a} reaches a copy of its target`);
+        t.true(
+          (u.clones ?? []).some((c) => c.at === s.c && c.from === s.t),
+          `${u.name}: site ${s.a} reaches a copy of its target`,
+        );
       }
     }
   }
   t.true(copies >= 5 && calls >= copies, `${copies} copies, reached by ${calls} calls`);
   // Tampering with one byte of a copy: verify names it.
-  const img = built.s1.find((x) => readRecord(ElfFile.load(x.dbg))!.ulibs.some((u) => u.clones?.length))!;
-  const elf = ElfFile.load(img.dbg), u = readRecord(elf)!.ulibs.find((x) => x.clones?.length)!;
-  const ind = elf.section(u.ind.section)!, c = u.clones![0];
+  const img = built.s1.find((x) =>
+    readRecord(ElfFile.load(x.dbg))!.ulibs.some((u) => u.clones?.length),
+  )!;
+  const elf = ElfFile.load(img.dbg),
+    u = readRecord(elf)!.ulibs.find((x) => x.clones?.length)!;
+  const ind = elf.section(u.ind.section)!,
+    c = u.clones![0];
   const bad = Buffer.from(elf.data);
   bad[Number(ind.offset) + Number(BigInt(c.at) - ind.addr) + 1] ^= 0xff;
   const path = join(out, 'tampered.dbg');
   writeFileSync(path, bad);
-  t.true(verifyImage(path).some((p) => p.includes(`the copy of ${c.sym}`)), 'verify reports the changed copy');
+  t.true(
+    verifyImage(path).some((p) => p.includes(`the copy of ${c.sym}`)),
+    'verify reports the changed copy',
+  );
 });
 
 test('only a function that runs the same anywhere is copied', (t) => {
@@ -173,10 +244,15 @@ test('only a function that runs the same anywhere is copied', (t) => {
   const loop = Buffer.from([0x48, 0xff, 0xcf, 0x75, 0xfb, 0xc3]); // dec rdi; jnz -5; ret
   t.is(cloneRefusal(loop, 0x1000n, []), undefined);
   t.regex(cloneRefusal(ret, 0x1000n, [0x1001n])!, /relocation/);
-  t.regex(cloneRefusal(Buffer.from([0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!, /RIP-relative/); // mov rax, [rip]; ret
-  t.regex(cloneRefusal(Buffer.from([0xe8, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!, /branch|calls/); // call next; ret
+  t.regex(
+    cloneRefusal(Buffer.from([0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!,
+    /RIP-relative/,
+  ); // mov rax, [rip]; ret
+  // call next; ret
+  t.regex(cloneRefusal(Buffer.from([0xe8, 0, 0, 0, 0, 0xc3]), 0x1000n, [])!, /branch|calls/);
   t.regex(cloneRefusal(Buffer.from([0xeb, 0x10]), 0x1000n, [])!, /leaves the function/); // jmp +16
   t.regex(cloneRefusal(Buffer.from([0xff, 0xe0]), 0x1000n, [])!, /indirectly/); // jmp rax
-  t.regex(cloneRefusal(Buffer.from([0x48, 0x89, 0xf8]), 0x1000n, [])!, /does not end/); // falls off its end
+  // falls off its end
+  t.regex(cloneRefusal(Buffer.from([0x48, 0x89, 0xf8]), 0x1000n, [])!, /does not end/);
   t.regex(cloneRefusal(Buffer.from([0x48, 0x89]), 0x1000n, [])!, /no whole instruction/);
 });

@@ -7,13 +7,33 @@ import { execa } from 'execa';
 import { ElfFile } from '../helper/elf.js';
 import { scanPages } from '../helper/pages.js';
 import { analyzeImages } from '../helper/report.js';
-import { bootSource, buildUlib, linkWith, platformLds, spacer, tempDir, ulibSource } from './_fixtures.js';
+import {
+  bootSource,
+  buildUlib,
+  linkWith,
+  platformLds,
+  spacer,
+  tempDir,
+  ulibSource,
+} from './_fixtures.js';
 
 const dir = tempDir('compact');
 
 async function image(name: string, objects: string[], map: string) {
   const lds = join(dir, `${name}.lds`);
-  const r = await spacer(['link', '--map', map, '--image', name, '--lds', platformLds, '--out', lds, '--', ...objects]);
+  const r = await spacer([
+    'link',
+    '--map',
+    map,
+    '--image',
+    name,
+    '--lds',
+    platformLds,
+    '--out',
+    lds,
+    '--',
+    ...objects,
+  ]);
   if (r.exitCode !== 0) throw new Error(r.stderr);
   const dbg = await linkWith(lds, objects, join(dir, `${name}.dbg`));
   const f = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
@@ -28,8 +48,14 @@ let stripped: string;
 test.before(async () => {
   const map = join(dir, 'map.json');
   const boot = await buildUlib(dir, 'libboot', bootSource());
-  const [a, b, c] = await Promise.all(['liba', 'libb', 'libc'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 40 }))));
-  const apps = await Promise.all(['app1', 'app2', 'app3'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 2, calls: ['liba'] }))));
+  const [a, b, c] = await Promise.all(
+    ['liba', 'libb', 'libc'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 40 }))),
+  );
+  const apps = await Promise.all(
+    ['app1', 'app2', 'app3'].map((n) =>
+      buildUlib(dir, n, ulibSource(n, { funcs: 2, calls: ['liba'] })),
+    ),
+  );
   // liba, libb, libc shared by two images; the third lacks libb: a hole of whole pages.
   // Twice: the second links use the slots the first ones made shared.
   for (let pass = 0; pass < 2; pass++) {
@@ -42,13 +68,20 @@ test.before(async () => {
 /** Every loaded range and byte of an image: adjacent segments merged, zeros beyond file size. */
 function memory(e: ElfFile): string[] {
   const out: { lo: bigint; hi: bigint; parts: Buffer[] }[] = [];
-  for (const p of [...e.loads].filter((x) => x.memsz > 0n).sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1))) {
+  for (const p of [...e.loads]
+    .filter((x) => x.memsz > 0n)
+    .sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1))) {
     const mem = Buffer.alloc(Number(p.memsz));
     e.data.copy(mem, 0, Number(p.offset), Number(p.offset + p.filesz));
     const last = out[out.length - 1];
-    if (last && last.hi === p.vaddr) { last.parts.push(mem); last.hi += p.memsz; } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
+    if (last && last.hi === p.vaddr) {
+      last.parts.push(mem);
+      last.hi += p.memsz;
+    } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, parts: [mem] });
   }
-  return out.map((r) => `${r.lo.toString(16)}-${r.hi.toString(16)}:${Buffer.concat(r.parts).toString('base64')}`);
+  return out.map(
+    (r) => `${r.lo.toString(16)}-${r.hi.toString(16)}:${Buffer.concat(r.parts).toString('base64')}`,
+  );
 }
 
 test('a packed image loads the same memory from a smaller file, also after objcopy (Unikraft boot info, ELF32)', async (t) => {
@@ -57,28 +90,54 @@ test('a packed image loads the same memory from a smaller file, also after objco
   const r = await spacer(['compact', packed]);
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stderr, /packed, \d+ -> \d+ loaded segments/);
-  const before = ElfFile.load(stripped), after = ElfFile.load(packed);
-  t.deepEqual(memory(after), memory(before), 'the same bytes over the same ranges: no page left unloaded');
-  t.true(statSync(packed).size < statSync(stripped).size - 8192, `${statSync(stripped).size} -> ${statSync(packed).size} bytes`);
+  const before = ElfFile.load(stripped),
+    after = ElfFile.load(packed);
+  t.deepEqual(
+    memory(after),
+    memory(before),
+    'the same bytes over the same ranges: no page left unloaded',
+  );
+  t.true(
+    statSync(packed).size < statSync(stripped).size - 8192,
+    `${statSync(stripped).size} -> ${statSync(packed).size} bytes`,
+  );
   t.true(after.loads.length > before.loads.length, 'segments were cut at the zero runs');
-  t.true(after.loads.some((p) => p.filesz < p.memsz && p.filesz > 0n), 'a piece keeps its zeros as memory size');
-  t.true(after.loads.some((p) => p.offset % 4096n !== p.vaddr % 4096n), 'offsets no longer page-congruent');
+  t.true(
+    after.loads.some((p) => p.filesz < p.memsz && p.filesz > 0n),
+    'a piece keeps its zeros as memory size',
+  );
+  t.true(
+    after.loads.some((p) => p.offset % 4096n !== p.vaddr % 4096n),
+    'offsets no longer page-congruent',
+  );
   // Unikraft's boot makes each loaded segment a memory region and asserts it starts on a page.
-  for (const p of after.loads) if (p.memsz > 0n) t.is(p.vaddr % 4096n, 0n, `PT_LOAD at 0x${p.vaddr.toString(16)} starts on a page`);
+  for (const p of after.loads)
+    if (p.memsz > 0n)
+      t.is(p.vaddr % 4096n, 0n, `PT_LOAD at 0x${p.vaddr.toString(16)} starts on a page`);
   // The report sees the same pages and µlibs.
-  const fa = analyzeImages([stripped]), fb = analyzeImages([packed]);
+  const fa = analyzeImages([stripped]),
+    fb = analyzeImages([packed]);
   t.is(fb.distinct_pages, fa.distinct_pages);
-  t.deepEqual(fb.images[0].ulibs?.map((u) => [u.name, u.nonzero_pages]), fa.images[0].ulibs?.map((u) => [u.name, u.nonzero_pages]));
+  t.deepEqual(
+    fb.images[0].ulibs?.map((u) => [u.name, u.nonzero_pages]),
+    fa.images[0].ulibs?.map((u) => [u.name, u.nonzero_pages]),
+  );
   // What Unikraft runs next: objcopy --update-section (boot info) sizes segments from sections;
   // the zero tails have NOBITS sections, so every segment keeps its memory size.
   // (This platform has no .uk_bootinfo: a platform section of the data segment stands for it.)
-  const target = after.sections.find((x) => (x.flags & 1n) && (x.flags & 2n) && x.type === 1 && !/^\.spacer\./.test(x.name))!;
+  const target = after.sections.find(
+    (x) => x.flags & 1n && x.flags & 2n && x.type === 1 && !/^\.spacer\./.test(x.name),
+  )!;
   t.truthy(target, 'a writable platform section');
   const info = join(dir, 'bootinfo.bin');
   await execa('objcopy', ['-O', 'binary', `--only-section=${target.name}`, packed, info]);
   const patched = join(dir, 'three.patched');
   await execa('objcopy', [packed, patched, `--update-section=${target.name}=${info}`]);
-  t.deepEqual(memory(ElfFile.load(patched)), memory(before), 'objcopy --update-section keeps the loaded memory');
+  t.deepEqual(
+    memory(ElfFile.load(patched)),
+    memory(before),
+    'objcopy --update-section keeps the loaded memory',
+  );
   const elf32 = join(dir, 'three.elf32');
   await execa('objcopy', ['-O', 'elf32-i386', packed, elf32]);
   t.deepEqual(memory(ElfFile.load(elf32)), memory(before), 'objcopy -O elf32-i386 keeps it too');
@@ -116,20 +175,31 @@ test('a compacted image loads the same bytes, drops the holes, and reports like 
   copyFileSync(stripped, compacted);
   const r = await spacer(['compact', '--no-pack', '--holes', compacted]);
   t.is(r.exitCode, 0, r.stderr);
-  const before = ElfFile.load(stripped), after = ElfFile.load(compacted);
+  const before = ElfFile.load(stripped),
+    after = ElfFile.load(compacted);
   t.true(after.sections.length < before.sections.length, 'fewer section headers');
-  t.true(statSync(compacted).size < statSync(stripped).size - 4096, 'the zero pages of the hole left the file');
+  t.true(
+    statSync(compacted).size < statSync(stripped).size - 4096,
+    'the zero pages of the hole left the file',
+  );
   t.true(after.sections.some((s) => s.name === '.spacer.text'));
   t.truthy(after.section('.uk_libinfo'), 'platform sections keep their headers');
   // Same non-zero pages at the same addresses; the hole is no longer loaded.
-  const sa = scanPages(before), sb = scanPages(after);
+  const sa = scanPages(before),
+    sb = scanPages(after);
   t.deepEqual([...sb.nonzero], [...sa.nonzero]);
   t.true(sb.pages < sa.pages);
-  for (const p of after.loads) t.is(p.vaddr % 4096n, p.offset % 4096n, 'offsets congruent to addresses');
+  for (const p of after.loads)
+    t.is(p.vaddr % 4096n, p.offset % 4096n, 'offsets congruent to addresses');
   // The report attributes pages to µlibs from the plan, as for the uncompacted image.
-  const fa = analyzeImages([stripped]), fb = analyzeImages([compacted]);
-  const ra = fa.images[0], rb = fb.images[0];
-  t.deepEqual(rb.ulibs?.map((u) => [u.name, u.nonzero_pages]), ra.ulibs?.map((u) => [u.name, u.nonzero_pages]));
+  const fa = analyzeImages([stripped]),
+    fb = analyzeImages([compacted]);
+  const ra = fa.images[0],
+    rb = fb.images[0];
+  t.deepEqual(
+    rb.ulibs?.map((u) => [u.name, u.nonzero_pages]),
+    ra.ulibs?.map((u) => [u.name, u.nonzero_pages]),
+  );
   t.is(fb.content_bound_bytes, fa.content_bound_bytes, 'the same content bound');
   // Twice is a no-op; the .dbg is refused with one clear line.
   const bytes = readFileSync(compacted);

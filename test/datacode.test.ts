@@ -10,33 +10,63 @@ import { indirectionNeeds } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { codeExtents, decodeCode } from '../helper/x86/extents.js';
 import {
-  bootExpecting, compileWorkspace, linkCommand, loadApps, objectsFor, platformScripts, type CompiledWorkspace,
+  bootExpecting,
+  compileWorkspace,
+  linkCommand,
+  loadApps,
+  objectsFor,
+  platformScripts,
+  type CompiledWorkspace,
 } from '../helper/workspace/index.js';
 import { buildUlib, tempDir } from './_fixtures.js';
 
 const dir = tempDir('datacode');
 
 const sym = (name: string, value: number, size: number, type: number): ElfSymbol =>
-  ({ name, value: BigInt(value), size: BigInt(size), type, shndx: 1, bind: 0, other: 0, index: 0 }) as ElfSymbol;
+  ({
+    name,
+    value: BigInt(value),
+    size: BigInt(size),
+    type,
+    shndx: 1,
+    bind: 0,
+    other: 0,
+    index: 0,
+  }) as ElfSymbol;
 
 test('extents: sized functions are code, data symbols inside them and bytes no function covers are not', (t) => {
   const syms = [
-    sym('f', 0x10, 0x40, STT_FUNC), sym('table', 0x20, 0x10, STT_OBJECT), sym('g', 0x60, 0, STT_FUNC),
-    sym('label', 0x70, 0, STT_NOTYPE), sym('h', 0x80, 0x100, STT_FUNC),
+    sym('f', 0x10, 0x40, STT_FUNC),
+    sym('table', 0x20, 0x10, STT_OBJECT),
+    sym('g', 0x60, 0, STT_FUNC),
+    sym('label', 0x70, 0, STT_NOTYPE),
+    sym('h', 0x80, 0x100, STT_FUNC),
   ];
   const ext = codeExtents(syms, 1, 0n, 0x100n).map((e) => [Number(e.start), Number(e.end), e.name]);
   // f less its table; g has no size (left as data); h clipped to the section.
-  t.deepEqual(ext, [[0x10, 0x20, 'f'], [0x30, 0x50, 'f'], [0x80, 0x100, 'h']]);
+  t.deepEqual(ext, [
+    [0x10, 0x20, 'f'],
+    [0x30, 0x50, 'f'],
+    [0x80, 0x100, 'h'],
+  ]);
   // A code section without any function symbol is all data.
   t.deepEqual(codeExtents([sym('pt', 0, 0, STT_NOTYPE)], 1, 0n, 0x3000n), []);
 });
 
 test('extents: a relocation that does not fit the decoded instructions leaves its function undecided', (t) => {
   // f: mov rax, imm64 (field at +2); g: ret; then 8 bytes of an untyped table inside g.
-  const bytes = Buffer.from([0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc3, 0xc3, 0, 0, 0, 0, 0, 0, 0, 0]);
+  const bytes = Buffer.from([
+    0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc3, 0xc3, 0, 0, 0, 0, 0, 0, 0, 0,
+  ]);
   const ext = codeExtents([sym('f', 0, 11, STT_FUNC), sym('g', 11, 9, STT_FUNC)], 1, 0n, 20n);
-  const r = decodeCode(bytes, 0n, ext, [{ at: 2n, type: 1 }, { at: 12n, type: 1 }]);
-  t.deepEqual(r.undecided.map((u) => [u.name, Number(u.at)]), [['g', 12]]);
+  const r = decodeCode(bytes, 0n, ext, [
+    { at: 2n, type: 1 },
+    { at: 12n, type: 1 },
+  ]);
+  t.deepEqual(
+    r.undecided.map((u) => [u.name, Number(u.at)]),
+    [['g', 12]],
+  );
   t.true(r.code.isCode(2n));
   t.false(r.code.isCode(12n));
   t.true(r.insns.every((i) => i.ip < 11n));
@@ -48,10 +78,27 @@ test('extents: a relocation that does not fit the decoded instructions leaves it
 function dataInText(pad: number, ownSection: boolean): string {
   const asm = [
     '.text',
-    '.globl f', '.type f, @function', 'f:', ...Array<string>(pad).fill('nop'), 'call ext_a', 'ret', '.size f, .-f',
-    '.align 8', 'tbl:', '.quad f + 3', '.quad ext_b', '.quad 0x83', '.long 0x12345678',
+    '.globl f',
+    '.type f, @function',
+    'f:',
+    ...Array<string>(pad).fill('nop'),
+    'call ext_a',
+    'ret',
+    '.size f, .-f',
+    '.align 8',
+    'tbl:',
+    '.quad f + 3',
+    '.quad ext_b',
+    '.quad 0x83',
+    '.long 0x12345678',
     ownSection ? '.section .text.g, "ax", @progbits' : '',
-    '.globl g', '.type g, @function', 'g:', 'movq $ext_b, %rax', 'call ext_a', 'ret', '.size g, .-g',
+    '.globl g',
+    '.type g, @function',
+    'g:',
+    'movq $ext_b, %rax',
+    'call ext_a',
+    'ret',
+    '.size g, .-g',
     '.byte 0xe8, 0x00',
   ];
   return `extern void ext_a(void); extern char ext_b[];\n__asm__(${JSON.stringify(asm.join('\n') + '\n')});\n`;
@@ -60,8 +107,12 @@ function dataInText(pad: number, ownSection: boolean): string {
 test('first pass: data inside .text at many offsets, with and without function sections', async (t) => {
   for (const ownSection of [false, true]) {
     for (let pad = 0; pad < 24; pad += 1) {
-      const obj = await buildUlib(dir, `libd${pad}${ownSection ? 's' : ''}`, dataInText(pad, ownSection),
-        ownSection ? ['-ffunction-sections', '-fdata-sections'] : []);
+      const obj = await buildUlib(
+        dir,
+        `libd${pad}${ownSection ? 's' : ''}`,
+        dataInText(pad, ownSection),
+        ownSection ? ['-ffunction-sections', '-fdata-sections'] : [],
+      );
       const what = `pad ${pad}${ownSection ? ', function sections' : ''}`;
       for (const mode of ['external', 'aslr'] as const) {
         const need = indirectionNeeds(obj, mode);
@@ -75,14 +126,34 @@ test('first pass: data inside .text at many offsets, with and without function s
 });
 
 test('first pass: an untyped table inside a function is named in one line and left as linked', async (t) => {
-  const src = `extern void ext_a(void);\n__asm__(${JSON.stringify([
-    '.text', '.globl f', '.type f, @function', 'f:', 'call ext_a', 'jmp *t0(,%rax,8)', 't0:', '.quad 1f, 2f',
-    '1: call ext_a', '2: ret', '.size f, .-f', '.globl g', '.type g, @function', 'g:', 'call ext_a', 'ret', '.size g, .-g',
-  ].join('\n') + '\n')});\n`;
+  const src = `extern void ext_a(void);\n__asm__(${JSON.stringify(
+    [
+      '.text',
+      '.globl f',
+      '.type f, @function',
+      'f:',
+      'call ext_a',
+      'jmp *t0(,%rax,8)',
+      't0:',
+      '.quad 1f, 2f',
+      '1: call ext_a',
+      '2: ret',
+      '.size f, .-f',
+      '.globl g',
+      '.type g, @function',
+      'g:',
+      'call ext_a',
+      'ret',
+      '.size g, .-g',
+    ].join('\n') + '\n',
+  )});\n`;
   const obj = await buildUlib(dir, 'libjt', src);
   const need = indirectionNeeds(obj, 'external');
   t.is(need.undecided.length, 1);
-  t.regex(need.undecided[0], /libjt\.o: \.text\+0x\w+: the relocation does not fit the instructions of f .*\.type @object and \.size/);
+  t.regex(
+    need.undecided[0],
+    /libjt\.o: \.text\+0x\w+: the relocation does not fit the instructions of f .*\.type @object and \.size/,
+  );
   t.is(need.sites, 1, 'g is still rewritten');
 });
 
@@ -90,34 +161,56 @@ test('first pass: an untyped table inside a function is named in one line and le
 // a jump table and constants in ukmath's (dispatch.S); ukmath's self-test runs them at boot.
 const apps = loadApps().filter((a) => ['faas-sha', 'kvstore'].includes(a.name));
 const builds: { dce: boolean; layout: Layout; compiled?: CompiledWorkspace }[] = [];
-for (const dce of [false, true]) for (const layout of ['spacer', 'spacer-aslr'] as const) builds.push({ dce, layout });
+for (const dce of [false, true])
+  for (const layout of ['spacer', 'spacer-aslr'] as const) builds.push({ dce, layout });
 
 for (const b of builds) {
   test(`example workspace${b.dce ? ' with dead-code elimination' : ''}, ${b.layout}: rewrite, verify and boot`, async (t) => {
     const tag = `${b.dce ? 'dce' : 'plain'}`;
     const compiled = await compileWorkspace(join(dir, `objects-${tag}`), {
-      apps, extraCflags: b.dce ? ['-ffunction-sections', '-fdata-sections'] : [],
+      apps,
+      extraCflags: b.dce ? ['-ffunction-sections', '-fdata-sections'] : [],
     });
     const scripts = platformScripts();
     const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
-      linkCommand({ objects, defaultLds, extraLds, out: output, extraArgs: b.dce ? ['-Wl,--gc-sections'] : [] }, output);
+      linkCommand(
+        {
+          objects,
+          defaultLds,
+          extraLds,
+          out: output,
+          extraArgs: b.dce ? ['-Wl,--gc-sections'] : [],
+        },
+        output,
+      );
     for (const app of apps) {
       const img = await buildImage({
-        image: app.name, objects: objectsFor(app, compiled), lds: scripts.defaultLds, extraLds: scripts.extraLds,
-        out: join(dir, `${tag}-${b.layout}`, app.name), layout: b.layout, map: join(dir, `${tag}-${b.layout}.json`),
-        seed: `${app.name}:7`, linkArgs,
+        image: app.name,
+        objects: objectsFor(app, compiled),
+        lds: scripts.defaultLds,
+        extraLds: scripts.extraLds,
+        out: join(dir, `${tag}-${b.layout}`, app.name),
+        layout: b.layout,
+        map: join(dir, `${tag}-${b.layout}.json`),
+        seed: `${app.name}:7`,
+        linkArgs,
       });
       const elf = ElfFile.load(img.dbg);
       // The page tables are in the platform's code section, exactly as the assembler made them.
       const pml4 = elf.symbols().find((y) => y.name === '_boot_pml4')!;
       const text = elf.sections.find((s) => s.index === pml4.shndx)!;
       t.true(text.name.startsWith('.text'), `${app.name}: page tables in ${text.name}`);
-      const pd = elf.contents(text).subarray(Number(pml4.value - text.addr) + 0x2000, Number(pml4.value - text.addr) + 0x3000);
+      const pd = elf
+        .contents(text)
+        .subarray(Number(pml4.value - text.addr) + 0x2000, Number(pml4.value - text.addr) + 0x3000);
       t.is(pd.readBigUInt64LE(8), (1n << 21n) | 0x83n, `${app.name}: the PD is untouched`);
       t.deepEqual(verifyImage(img.dbg), [], `${app.name}: verify`);
-      const boot = await bootExpecting(img.elf, readFileSync(app.expectedOutput, 'utf8'), { timeoutMs: 60_000 });
+      const boot = await bootExpecting(img.elf, readFileSync(app.expectedOutput, 'utf8'), {
+        timeoutMs: 60_000,
+      });
       t.is(boot.failure, null, `${app.name}: boot`);
-      if (boot.firstFailure) t.log(`${app.name}: a first boot failed (${boot.firstFailure}); the second passed`);
+      if (boot.firstFailure)
+        t.log(`${app.name}: a first boot failed (${boot.firstFailure}); the second passed`);
     }
   });
 }

@@ -23,14 +23,18 @@ test('every app boots in both layouts and prints what its default build prints',
     t.true(a.outputs.spacer!.matches_default, `${a.name} spacer output = default output`);
     for (const l of ['default', 'spacer', 'spacer-aslr'] as const) {
       const x = a.outputs[l];
-      if (x?.first_boot_failed) t.log(`${l}/${a.name}: a first boot failed (${x.first_boot_failed}); the second gave the expected output`);
+      if (x?.first_boot_failed)
+        t.log(
+          `${l}/${a.name}: a first boot failed (${x.first_boot_failed}); the second gave the expected output`,
+        );
     }
   }
   const json = JSON.parse(readFileSync(join(out, 'demo.json'), 'utf8'));
   for (const layout of ['default', 'spacer']) {
     const f = json.layouts[layout];
     t.true(f.outputs_match, layout);
-    for (const k of ['pages', 'distinct_pages', 'content_bound_pages']) t.true(Number.isInteger(f[k]) && f[k] > 0, `${layout}.${k}`);
+    for (const k of ['pages', 'distinct_pages', 'content_bound_pages'])
+      t.true(Number.isInteger(f[k]) && f[k] > 0, `${layout}.${k}`);
     t.true(f.distinct_pages >= f.content_bound_pages, 'no layout beats the content bound');
     for (const a of demo.apps) t.true(existsSync(join(out, layout, `${a.name}.elf`)));
   }
@@ -41,34 +45,58 @@ test('against the default layout: the whole workspace, and every pair of apps on
   t.true(json.layouts.spacer.distinct_pages <= json.layouts.default.distinct_pages);
   t.is(json.pairs.length, (demo.apps.length * (demo.apps.length - 1)) / 2);
   // Each pair's figure is the report of its two images alone.
-  const above = json.pairs.filter((p: { distinct_pages: Record<string, number> }) => p.distinct_pages.spacer > p.distinct_pages.default);
+  const above = json.pairs.filter(
+    (p: { distinct_pages: Record<string, number> }) =>
+      p.distinct_pages.spacer > p.distinct_pages.default,
+  );
   t.is(json.layouts.spacer.pairs_above_default, above.length);
   // No pair keeps more pages with Spacer, also those whose µlib sets differ (faas-parse's nolibc
   // variant, kvstore's ukrand, cpu-bench without three µlibs).
-  t.deepEqual(above.map((p: { a: string; b: string }) => `${p.a}~${p.b}`), []);
-  t.true(json.layouts.spacer.pages_per_image_ratio <= 1.15, `pages per image ${json.layouts.spacer.pages_per_image_ratio}× the default's`);
+  t.deepEqual(
+    above.map((p: { a: string; b: string }) => `${p.a}~${p.b}`),
+    [],
+  );
+  t.true(
+    json.layouts.spacer.pages_per_image_ratio <= 1.15,
+    `pages per image ${json.layouts.spacer.pages_per_image_ratio}× the default's`,
+  );
 });
 
 test('a µlib with identical bytes in two Spacer images sits at the same address, and its pages differ only where another µlib on them differs', (t) => {
   const images = demo.apps.map((a) => ElfFile.load(join(out, 'spacer', `${a.name}.dbg`)));
-  const ulibSections = (e: ElfFile) => e.sections.filter((s) => /^\.(text|rodata|data|ind)\.(lib|app)/.test(s.name));
+  const ulibSections = (e: ElfFile) =>
+    e.sections.filter((s) => /^\.(text|rodata|data|ind)\.(lib|app)/.test(s.name));
   let compared = 0;
   for (let i = 0; i < images.length; i++) {
     for (let j = i + 1; j < images.length; j++) {
-      const a = images[i], b = images[j];
-      const pa = scanPages(a), pb = scanPages(b);
+      const a = images[i],
+        b = images[j];
+      const pa = scanPages(a),
+        pb = scanPages(b);
       const differs = (name: string) => {
-        const x = a.section(name), y = b.section(name);
+        const x = a.section(name),
+          y = b.section(name);
         return !x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y));
       };
       for (const sec of ulibSections(a)) {
         if (differs(sec.name)) continue;
-        const first = Number(sec.addr) >> 12, last = (Number(sec.addr + sec.size) - 1) >> 12;
+        const first = Number(sec.addr) >> 12,
+          last = (Number(sec.addr + sec.size) - 1) >> 12;
         for (let p = first; p <= last; p++) {
           if ((pa.nonzero.get(p) ?? 'z') === (pb.nonzero.get(p) ?? 'z')) continue;
-          // The page differs: only allowed when another µlib section on it differs too (never a per-image table).
-          const on = (e: ElfFile) => ulibSections(e).filter((s) => s.name !== sec.name && Number(s.addr) >> 12 <= p && (Number(s.addr + s.size) - 1) >> 12 >= p);
-          t.true([...on(a), ...on(b)].some((s) => differs(s.name)), `${sec.name} page ${p.toString(16)}: ${demo.apps[i].name} vs ${demo.apps[j].name}`);
+          // The page differs: only allowed when another µlib section on it differs too (never a
+          // per-image table).
+          const on = (e: ElfFile) =>
+            ulibSections(e).filter(
+              (s) =>
+                s.name !== sec.name &&
+                Number(s.addr) >> 12 <= p &&
+                (Number(s.addr + s.size) - 1) >> 12 >= p,
+            );
+          t.true(
+            [...on(a), ...on(b)].some((s) => differs(s.name)),
+            `${sec.name} page ${p.toString(16)}: ${demo.apps[i].name} vs ${demo.apps[j].name}`,
+          );
         }
         compared++;
       }
@@ -88,21 +116,37 @@ test('the default layout shares less of the shared µlibs than Spacer: a µlib a
   t.is(addr(ssha, 'memcpy'), addr(ssort, 'memcpy'));
 });
 
-test('ASLR: the per-app variants in name slots keep one code page for all apps (their own data\'s addresses go through the pointer area)', (t) => {
-  const plans = demo.apps.map((a) => JSON.parse(readFileSync(join(out, 'spacer-aslr', `${a.name}.lds.json`), 'utf8')));
+test("ASLR: the per-app variants in name slots keep one code page for all apps (their own data's addresses go through the pointer area)", (t) => {
+  const plans = demo.apps.map((a) =>
+    JSON.parse(readFileSync(join(out, 'spacer-aslr', `${a.name}.lds.json`), 'utf8')),
+  );
   const images = demo.apps.map((a) => ElfFile.load(join(out, 'spacer-aslr', `${a.name}.dbg`)));
-  const bytesOf = (e: ElfFile, name: string) => Buffer.concat([`.text.${name}`, `.ind.${name}`].map((s) => e.contents(e.section(s)!)));
+  const bytesOf = (e: ElfFile, name: string) =>
+    Buffer.concat([`.text.${name}`, `.ind.${name}`].map((s) => e.contents(e.section(s)!)));
   for (const name of ['libukboot', 'libuklibid']) {
     const entries = plans.map((p) => p.ulibs.find((u: { name: string }) => u.name === name));
-    t.true(entries.every((u) => u.named && u.ownAbs), `${name}: every image has its own variant in the name slot, in the ownAbs form`);
-    t.true(new Set(entries.map((u) => u.variant)).size >= 6, `${name}: the variants differ between apps`);
+    t.true(
+      entries.every((u) => u.named && u.ownAbs),
+      `${name}: every image has its own variant in the name slot, in the ownAbs form`,
+    );
+    t.true(
+      new Set(entries.map((u) => u.variant)).size >= 6,
+      `${name}: the variants differ between apps`,
+    );
     // Code and table equal in every image (at different addresses: the shuffle), the data not.
     const code = images.map((e) => bytesOf(e, name));
-    for (const [i, c] of code.entries()) t.true(c.equals(code[0]), `${name}: ${demo.apps[i].name}'s code and table differ from ${demo.apps[0].name}'s`);
-    t.true(new Set(images.map((e) => e.section(`.text.${name}`)!.addr)).size > 1, `${name}: the shuffle moved it`);
+    for (const [i, c] of code.entries())
+      t.true(
+        c.equals(code[0]),
+        `${name}: ${demo.apps[i].name}'s code and table differ from ${demo.apps[0].name}'s`,
+      );
+    t.true(
+      new Set(images.map((e) => e.section(`.text.${name}`)!.addr)).size > 1,
+      `${name}: the shuffle moved it`,
+    );
   }
   const rodata = images.map((e) => e.contents(e.section('.rodata.libukboot')!).toString('hex'));
-  t.true(new Set(rodata).size > 1, 'ukboot\'s read-only data differs between apps');
+  t.true(new Set(rodata).size > 1, "ukboot's read-only data differs between apps");
 });
 
 test('Spacer images keep few program headers (three more than the default) and no empty PT_LOAD at address 0', (t) => {
@@ -111,8 +155,14 @@ test('Spacer images keep few program headers (three more than the default) and n
     const sp = ElfFile.load(join(out, 'spacer', `${a.name}.elf`));
     // One PT_LOAD more for the µlibs' .bss, one for the indirection tables; packing leaves out the
     // zeros before the platform's page-aligned code (its page tables), which starts one more piece.
-    t.true(sp.loads.length <= def.loads.length + 3, `${a.name}: ${sp.loads.length} PT_LOADs, default ${def.loads.length}`);
-    t.false(sp.segments.some((p) => p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n), a.name);
+    t.true(
+      sp.loads.length <= def.loads.length + 3,
+      `${a.name}: ${sp.loads.length} PT_LOADs, default ${def.loads.length}`,
+    );
+    t.false(
+      sp.segments.some((p) => p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n),
+      a.name,
+    );
   }
 });
 
@@ -133,7 +183,12 @@ test('same objects, same map: the demo rebuilds byte-identical images', async (t
   await runDemo({ out: again, boot: false });
   for (const a of demo.apps) {
     for (const layout of ['default', 'spacer']) {
-      t.true(readFileSync(join(out, layout, `${a.name}.elf`)).equals(readFileSync(join(again, layout, `${a.name}.elf`))), `${layout}/${a.name}`);
+      t.true(
+        readFileSync(join(out, layout, `${a.name}.elf`)).equals(
+          readFileSync(join(again, layout, `${a.name}.elf`)),
+        ),
+        `${layout}/${a.name}`,
+      );
     }
   }
 });

@@ -20,8 +20,20 @@ async function readelfSections(path: string) {
   const { stdout } = await execa('readelf', ['-SW', path]);
   const rows = [];
   for (const line of stdout.split('\n')) {
-    const m = /^\s*\[\s*(\d+)\]\s+(\S*)\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+(\S*?)\s*(\d+)\s+(\d+)\s+(\d+)\s*$/.exec(line);
-    if (m) rows.push({ index: +m[1], name: m[2], addr: BigInt('0x' + m[4]), offset: BigInt('0x' + m[5]), size: BigInt('0x' + m[6]), entsize: BigInt('0x' + m[7]), align: BigInt(m[11]) });
+    const m =
+      /^\s*\[\s*(\d+)\]\s+(\S*)\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+(\S*?)\s*(\d+)\s+(\d+)\s+(\d+)\s*$/.exec(
+        line,
+      );
+    if (m)
+      rows.push({
+        index: +m[1],
+        name: m[2],
+        addr: BigInt('0x' + m[4]),
+        offset: BigInt('0x' + m[5]),
+        size: BigInt('0x' + m[6]),
+        entsize: BigInt('0x' + m[7]),
+        align: BigInt(m[11]),
+      });
   }
   return rows;
 }
@@ -44,14 +56,18 @@ for (const which of ['object', 'image'] as const) {
       t.is(s.addralign, r.align, s.name);
     }
     // Mergeable strings have sh_entsize 1 (an object keeps them in their own input section).
-    if (which === 'object') t.true(elf.sections.some((s) => s.name.startsWith('.rodata.str') && s.entsize === 1n));
+    if (which === 'object')
+      t.true(elf.sections.some((s) => s.name.startsWith('.rodata.str') && s.entsize === 1n));
   });
 }
 
 test('symbols match readelf -s', async (t) => {
   const elf = ElfFile.load(obj);
   const { stdout } = await execa('readelf', ['-sW', obj]);
-  const rows = stdout.split('\n').map((l) => /^\s*(\d+):\s+([0-9a-f]+)\s+(\d+)\s+(\w+)\s+(\w+)\s+\w+\s+(\S+)\s*(\S*)$/.exec(l)).filter(Boolean) as RegExpExecArray[];
+  const rows = stdout
+    .split('\n')
+    .map((l) => /^\s*(\d+):\s+([0-9a-f]+)\s+(\d+)\s+(\w+)\s+(\w+)\s+\w+\s+(\S+)\s*(\S*)$/.exec(l))
+    .filter(Boolean) as RegExpExecArray[];
   const syms = elf.symbols();
   t.is(syms.length, rows.length);
   for (const m of rows) {
@@ -66,7 +82,9 @@ test('symbols match readelf -s', async (t) => {
 test('relocations match readelf -r', async (t) => {
   const elf = ElfFile.load(obj);
   const { stdout } = await execa('readelf', ['-rW', obj]);
-  const counts = [...stdout.matchAll(/Relocation section '([^']+)' at offset 0x[0-9a-f]+ contains (\d+) entr/g)];
+  const counts = [
+    ...stdout.matchAll(/Relocation section '([^']+)' at offset 0x[0-9a-f]+ contains (\d+) entr/g),
+  ];
   t.true(counts.length > 0);
   for (const [, name, n] of counts) {
     const s = elf.section(name)!;
@@ -74,8 +92,10 @@ test('relocations match readelf -r', async (t) => {
     t.is(relocs.length, Number(n), name);
   }
   const text = elf.section('.text')!;
-  const first = /^([0-9a-f]+)\s+([0-9a-f]+)\s+(R_X86_64_\w+)\s+[0-9a-f]+\s+(\S+)\s+([+-])\s+([0-9a-f]+)$/m.exec(
-    stdout.slice(stdout.indexOf("'.rela.text'")))!;
+  const first =
+    /^([0-9a-f]+)\s+([0-9a-f]+)\s+(R_X86_64_\w+)\s+[0-9a-f]+\s+(\S+)\s+([+-])\s+([0-9a-f]+)$/m.exec(
+      stdout.slice(stdout.indexOf("'.rela.text'")),
+    )!;
   const r = elf.relocationsFor(text)[0];
   t.is(r.offset, BigInt('0x' + first[1]));
   t.is(r.addend, (first[5] === '-' ? -1n : 1n) * BigInt('0x' + first[6]));
@@ -83,13 +103,18 @@ test('relocations match readelf -r', async (t) => {
 
 test('program headers of the ELF64 image and its ELF32 form match readelf -l', async (t) => {
   // As the platform does: strip (it drops the --emit-relocs relocations), then rewrap as ELF32.
-  const stripped = join(dir, 'img.stripped'), img32 = join(dir, 'img32.elf');
+  const stripped = join(dir, 'img.stripped'),
+    img32 = join(dir, 'img32.elf');
   await execa('strip', ['-s', image, '-o', stripped]);
   await execa('objcopy', ['-O', 'elf32-i386', stripped, img32]);
   for (const path of [image, img32]) {
     const elf = ElfFile.load(path);
     const { stdout } = await execa('readelf', ['-lW', path]);
-    const loads = [...stdout.matchAll(/^\s*LOAD\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)/gm)];
+    const loads = [
+      ...stdout.matchAll(
+        /^\s*LOAD\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)/gm,
+      ),
+    ];
     t.is(elf.loads.length, loads.length, path);
     elf.loads.forEach((p, i) => {
       t.is(p.offset, BigInt('0x' + loads[i][1]));

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { checkMap, readMap } from '../helper/map.js';
 import { allocate, freshMap, relayout, type AllocRequest } from '../helper/allocate.js';
-import { bootSource, buildUlib, linkWith, platformLds, spacer, tempDir, ulibSource } from './_fixtures.js';
+import {
+  bootSource,
+  buildUlib,
+  linkWith,
+  platformLds,
+  spacer,
+  tempDir,
+  ulibSource,
+} from './_fixtures.js';
 
 const dir = tempDir('map');
 const libs: Record<string, string> = {};
@@ -14,8 +22,16 @@ let bigA = '';
 
 test.before(async () => {
   libs.libboot = await buildUlib(dir, 'libboot', bootSource());
-  for (const [i, n] of ['liba', 'libb', 'libc', 'libd', 'libe'].entries()) libs[n] = await buildUlib(dir, n, ulibSource(n, { funcs: 2 + i }));
-  for (let i = 0; i < 16; i++) apps.push(await buildUlib(dir, `app${i}`, ulibSource(`app${i}`, { funcs: 1 + (i % 4), calls: ['liba'] })));
+  for (const [i, n] of ['liba', 'libb', 'libc', 'libd', 'libe'].entries())
+    libs[n] = await buildUlib(dir, n, ulibSource(n, { funcs: 2 + i }));
+  for (let i = 0; i < 16; i++)
+    apps.push(
+      await buildUlib(
+        dir,
+        `app${i}`,
+        ulibSource(`app${i}`, { funcs: 1 + (i % 4), calls: ['liba'] }),
+      ),
+    );
   const big = join(dir, 'big');
   mkdirSync(big, { recursive: true });
   bigA = await buildUlib(big, 'liba', ulibSource('liba', { funcs: 80 }));
@@ -23,29 +39,60 @@ test.before(async () => {
 
 /** Objects of image i: boot, a subset of the shared µlibs that depends on i, its own app. */
 function objectsOf(i: number): string[] {
-  const shared = ['liba', 'libb', 'libc', 'libd', 'libe'].filter((_, j) => j === 0 || (i >> (j - 1)) & 1);
+  const shared = ['liba', 'libb', 'libc', 'libd', 'libe'].filter(
+    (_, j) => j === 0 || (i >> (j - 1)) & 1,
+  );
   return [libs.libboot, ...shared.map((n) => libs[n]), apps[i]];
 }
 
-const linkArgs = (map: string, image: string, out: string, objects: string[], extra: string[] = []) =>
-  ['link', '--map', map, '--image', image, '--lds', platformLds, '--out', out, ...extra, '--', ...objects];
+const linkArgs = (
+  map: string,
+  image: string,
+  out: string,
+  objects: string[],
+  extra: string[] = [],
+) => [
+  'link',
+  '--map',
+  map,
+  '--image',
+  image,
+  '--lds',
+  platformLds,
+  '--out',
+  out,
+  ...extra,
+  '--',
+  ...objects,
+];
 
 test('16 builds linking at once lose no allocation and leave a consistent map', async (t) => {
   const map = join(dir, 'conc', 'map.json');
-  const runs = await Promise.all(Array.from({ length: 16 }, (_, i) =>
-    spacer(linkArgs(map, `img${i}`, join(dir, 'conc', `img${i}.lds`), objectsOf(i)))));
+  const runs = await Promise.all(
+    Array.from({ length: 16 }, (_, i) =>
+      spacer(linkArgs(map, `img${i}`, join(dir, 'conc', `img${i}.lds`), objectsOf(i))),
+    ),
+  );
   for (const r of runs) t.is(r.exitCode, 0, r.stderr);
   const m = readMap(map)!;
   t.deepEqual(checkMap(m), []);
   t.is(Object.keys(m.images).length, 16);
   t.is(Object.keys(m.ulibs).length, 6 + 16);
   // Every variant used by two images has a stable slot, and every plan that placed it there agrees.
-  const plans = Array.from({ length: 16 }, (_, i) => JSON.parse(readFileSync(join(dir, 'conc', `img${i}.lds.json`), 'utf8')));
+  const plans = Array.from({ length: 16 }, (_, i) =>
+    JSON.parse(readFileSync(join(dir, 'conc', `img${i}.lds.json`), 'utf8')),
+  );
   for (const name of ['libboot', 'liba', 'libb', 'libc', 'libd', 'libe']) {
     const variants = Object.values(m.ulibs[name].variants);
     t.is(variants.length, 1, name);
     t.true(variants[0].images.length >= 2 && !!variants[0].slot, name);
-    const addrs = new Set(plans.flatMap((p) => p.ulibs.filter((u: any) => u.name === name && u.shared).map((u: any) => JSON.stringify(u.slots))));
+    const addrs = new Set(
+      plans.flatMap((p) =>
+        p.ulibs
+          .filter((u: any) => u.name === name && u.shared)
+          .map((u: any) => JSON.stringify(u.slots)),
+      ),
+    );
     t.is(addrs.size, 1, name);
   }
   t.false(existsSync(`${map}.lock`));
@@ -82,14 +129,19 @@ test('a lock left by a dead build is taken over; a live one makes the next build
   const map = join(dir, 'lock', 'map.json');
   mkdirSync(join(dir, 'lock'), { recursive: true });
   const dead = await execa('sh', ['-c', 'echo $$']);
-  writeFileSync(`${map}.lock`, `${dead.stdout.trim()} ${(await execa('hostname')).stdout.trim()}\n`);
+  writeFileSync(
+    `${map}.lock`,
+    `${dead.stdout.trim()} ${(await execa('hostname')).stdout.trim()}\n`,
+  );
   const r1 = await spacer(linkArgs(map, 'img0', join(dir, 'lock', 'a.lds'), objectsOf(0)));
   t.is(r1.exitCode, 0, r1.stderr);
   t.false(existsSync(`${map}.lock`));
   // A live holder: this test process.
   writeFileSync(`${map}.lock`, `${process.pid} ${(await execa('hostname')).stdout.trim()}\n`);
   const before = readFileSync(map, 'utf8');
-  const r2 = await spacer(linkArgs(map, 'img1', join(dir, 'lock', 'b.lds'), objectsOf(1)), { env: { SPACER_LOCK_TIMEOUT: '1' } });
+  const r2 = await spacer(linkArgs(map, 'img1', join(dir, 'lock', 'b.lds'), objectsOf(1)), {
+    env: { SPACER_LOCK_TIMEOUT: '1' },
+  });
   t.is(r2.exitCode, 1);
   t.regex(r2.stderr, new RegExp(`map is locked by process ${process.pid}`));
   t.is(readFileSync(map, 'utf8'), before);
@@ -124,12 +176,36 @@ test('relayout packs variants by the images that use them and names the apps to 
   const o = (n: string) => join(dir, 'relayout', n);
   // Linked as the Unikraft glue links them: with their app and build folders and relink command
   // (img7 without, as a map made before they were recorded).
-  const origin = (i: number) => (i === 7 ? [] : ['--app', `/apps/app${i}`, '--build', `/apps/app${i}/build`, '--relink', `make -C /uk A=/apps/app${i}`]);
-  for (const i of [1, 3, 5, 7]) t.is((await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i), origin(i)))).exitCode, 0);
+  const origin = (i: number) =>
+    i === 7
+      ? []
+      : [
+          '--app',
+          `/apps/app${i}`,
+          '--build',
+          `/apps/app${i}/build`,
+          '--relink',
+          `make -C /uk A=/apps/app${i}`,
+        ];
+  for (const i of [1, 3, 5, 7])
+    t.is(
+      (await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i), origin(i)))).exitCode,
+      0,
+    );
   // Another app's build may not take an image name: one line naming both builds and the fix.
-  const taken = await spacer(linkArgs(map, 'img1', o('x.lds'), objectsOf(1), ['--app', '/apps/other', '--build', '/apps/other/build']));
+  const taken = await spacer(
+    linkArgs(map, 'img1', o('x.lds'), objectsOf(1), [
+      '--app',
+      '/apps/other',
+      '--build',
+      '/apps/other/build',
+    ]),
+  );
   t.is(taken.exitCode, 1);
-  t.regex(taken.stderr.trim(), /^spacer: .*map\.json: image name img1 is already taken by the build in \/apps\/app1\/build \(app \/apps\/app1\), and this one is in \/apps\/other\/build .*set SPACER_IMAGE/);
+  t.regex(
+    taken.stderr.trim(),
+    /^spacer: .*map\.json: image name img1 is already taken by the build in \/apps\/app1\/build \(app \/apps\/app1\), and this one is in \/apps\/other\/build .*set SPACER_IMAGE/,
+  );
   t.is(taken.stderr.trim().split('\n').length, 1);
   const r = await spacer(['map', 'relayout', '--map', map]);
   t.is(r.exitCode, 0, r.stderr);
@@ -137,23 +213,41 @@ test('relayout packs variants by the images that use them and names the apps to 
   t.regex(r.stdout, /relink these \d images to use the new layout:\n/);
   t.regex(r.stdout, /^ {2}img1: make -C \/uk A=\/apps\/app1$/m);
   t.regex(r.stdout, /^ {2}img7: \(no build folder recorded/m);
-  t.regex((await spacer(['map', 'show', '--map', map])).stdout, /img3: \d+ µlibs, built in \/apps\/app3\/build \(app \/apps\/app3\)/);
+  t.regex(
+    (await spacer(['map', 'show', '--map', map])).stdout,
+    /img3: \d+ µlibs, built in \/apps\/app3\/build \(app \/apps\/app3\)/,
+  );
   const m = readMap(map)!;
   t.deepEqual(checkMap(m), []);
   // liba and libboot are in every image: first group, from the start of the text region.
   const text = (n: string) => Object.values(m.ulibs[n].variants)[0].slot?.text?.addr;
-  t.is(Math.min(text('liba')!, ...['libb', 'libc', 'libd'].map((n) => text(n) ?? Infinity)), m.regions.text.base);
+  t.is(
+    Math.min(text('liba')!, ...['libb', 'libc', 'libd'].map((n) => text(n) ?? Infinity)),
+    m.regions.text.base,
+  );
   // The shared code starts right after the boot head; the shared tables follow all of it (what they
   // hold differs between images with different µlib sets).
   t.is(m.regions.text.base, m.text_base + m.head);
-  const shared = Object.values(m.ulibs).flatMap((u) => Object.values(u.variants)).filter((v) => v.slot?.text);
+  const shared = Object.values(m.ulibs)
+    .flatMap((u) => Object.values(u.variants))
+    .filter((v) => v.slot?.text);
   t.true(shared.length >= 2);
   for (const v of shared) t.true(v.slot!.text!.addr + v.slot!.text!.size <= m.regions.ind.base);
-  for (const v of shared.filter((x) => x.slot!.ind)) t.true(v.slot!.ind!.addr >= m.regions.ind.base && v.slot!.ind!.addr + v.slot!.ind!.size <= m.regions.ind.end);
+  for (const v of shared.filter((x) => x.slot!.ind))
+    t.true(
+      v.slot!.ind!.addr >= m.regions.ind.base &&
+        v.slot!.ind!.addr + v.slot!.ind!.size <= m.regions.ind.end,
+    );
   // checkMap tells a code slot that overlaps the table region.
   const bad = structuredClone(m);
-  Object.values(bad.ulibs.liba.variants)[0].slot!.text = { addr: bad.regions.ind.base + 16, size: 32 };
-  t.true(checkMap(bad).some((x) => /overlaps the table region/.test(x)), checkMap(bad).join('; '));
+  Object.values(bad.ulibs.liba.variants)[0].slot!.text = {
+    addr: bad.regions.ind.base + 16,
+    size: 32,
+  };
+  t.true(
+    checkMap(bad).some((x) => /overlaps the table region/.test(x)),
+    checkMap(bad).join('; '),
+  );
   // A second relayout changes nothing.
   const again = await spacer(['map', 'relayout', '--map', map]);
   t.regex(again.stdout, /no image needs a relink/);
@@ -173,7 +267,8 @@ test('same objects and same map: byte-identical script and image', async (t) => 
   const objs = objectsOf(5);
   t.is((await spacer(linkArgs(map, 'img', o('a.lds'), objs))).exitCode, 0);
   t.is((await spacer(linkArgs(map, 'img', o('b.lds'), objs))).exitCode, 0);
-  const a = readFileSync(o('a.lds')), b = readFileSync(o('b.lds'));
+  const a = readFileSync(o('a.lds')),
+    b = readFileSync(o('b.lds'));
   t.true(a.equals(b));
   await linkWith(o('a.lds'), objs, o('a.dbg'));
   await linkWith(o('b.lds'), objs, o('b.dbg'));
@@ -182,8 +277,17 @@ test('same objects and same map: byte-identical script and image', async (t) => 
 
 test('a shared slot smaller than what this link measures (a newer first pass) is one error naming relayout', (t) => {
   const req = (image: string, ind: number): AllocRequest => ({
-    image, head: 0x100, textBase: 0x100000,
-    ulibs: [{ name: 'libx', variant: 'v1', sizes: { text: 0x300, rodata: 0x40, ind }, align: { text: 16, rodata: 8, ind: 16 } }],
+    image,
+    head: 0x100,
+    textBase: 0x100000,
+    ulibs: [
+      {
+        name: 'libx',
+        variant: 'v1',
+        sizes: { text: 0x300, rodata: 0x40, ind },
+        align: { text: 16, rodata: 8, ind: 16 },
+      },
+    ],
   });
   const m = freshMap(req('a', 0x50));
   allocate(m, 'map.json', req('a', 0x50));
@@ -191,7 +295,10 @@ test('a shared slot smaller than what this link measures (a newer first pass) is
   t.true(b.placements[0].shared);
   t.is(b.placements[0].at.ind!.size, 0x50);
   const err = t.throws(() => allocate(structuredClone(m), 'map.json', req('c', 0x80)));
-  t.regex(err!.message, /^map\.json: libx's ind slot holds 80 bytes, this link needs 128 .*spacer map relayout/);
+  t.regex(
+    err!.message,
+    /^map\.json: libx's ind slot holds 80 bytes, this link needs 128 .*spacer map relayout/,
+  );
   // relayout sizes it again from what the map now records.
   const m2 = structuredClone(m);
   t.throws(() => allocate(m2, 'map.json', req('c', 0x80)));

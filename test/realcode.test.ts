@@ -24,19 +24,41 @@ import { fixtures, tempDir, UK_CFLAGS } from './_fixtures.js';
 
 const FIX = join(fixtures, 'realcode');
 const PLATFORM = join(FIX, 'platform.lds');
-/** Unikraft's x86-64 code generation; hosted (glibc headers), so without -nostdinc/-nostdlib/-ffreestanding. */
+/**
+ * Unikraft's x86-64 code generation; hosted (glibc headers), so without
+ * -nostdinc/-nostdlib/-ffreestanding.
+ */
 const CFLAGS = UK_CFLAGS.filter((f) => !['-nostdlib', '-nostdinc', '-ffreestanding'].includes(f));
 /** A subset of better-sqlite3's own defines (deps/defines.gypi), single-threaded, no dlopen. */
 const SQLITE_DEFS = [
-  '-DSQLITE_THREADSAFE=0', '-DSQLITE_OMIT_LOAD_EXTENSION', '-DSQLITE_DEFAULT_MEMSTATUS=0', '-DSQLITE_OMIT_DEPRECATED',
-  '-DSQLITE_DQS=0', '-DSQLITE_USE_URI=0', '-DSQLITE_ENABLE_MATH_FUNCTIONS', '-DSQLITE_LIKE_DOESNT_MATCH_BLOBS',
+  '-DSQLITE_THREADSAFE=0',
+  '-DSQLITE_OMIT_LOAD_EXTENSION',
+  '-DSQLITE_DEFAULT_MEMSTATUS=0',
+  '-DSQLITE_OMIT_DEPRECATED',
+  '-DSQLITE_DQS=0',
+  '-DSQLITE_USE_URI=0',
+  '-DSQLITE_ENABLE_MATH_FUNCTIONS',
+  '-DSQLITE_LIKE_DOESNT_MATCH_BLOBS',
 ];
 const SCALE = '3000';
-const SEEDS = ['sqlite-1', 'sqlite-2', 'sqlite-3', 'sqlite-4', 'sqlite-5', 'sqlite-6', 'sqlite-7', 'sqlite-8'];
+const SEEDS = [
+  'sqlite-1',
+  'sqlite-2',
+  'sqlite-3',
+  'sqlite-4',
+  'sqlite-5',
+  'sqlite-6',
+  'sqlite-7',
+  'sqlite-8',
+];
 
 const canRun = process.platform === 'linux' && process.arch === 'x64';
 const fetched = canRun ? await fetchSqlite() : undefined;
-const skip = !canRun ? 'needs x86-64 Linux (the images run natively)' : !fetched!.ok ? `npm registry unreachable: ${fetched!.unreachable}` : undefined;
+const skip = !canRun
+  ? 'needs x86-64 Linux (the images run natively)'
+  : !fetched!.ok
+    ? `npm registry unreachable: ${fetched!.unreachable}`
+    : undefined;
 const run = skip ? test.skip : test;
 
 const dir = tempDir('realcode');
@@ -59,24 +81,60 @@ const times: Record<string, number> = {};
 
 /** Compiles C into a µlib object as Unikraft does: gcc -c, gcc -Wl,-r (ld -r), objcopy. */
 async function ulib(name: string, source: string, flags: string[]): Promise<string> {
-  const o = join(dir, `${name}.main.o`), ldo = join(dir, `${name}.ld.o`), out = join(dir, `${name}.o`);
+  const o = join(dir, `${name}.main.o`),
+    ldo = join(dir, `${name}.ld.o`),
+    out = join(dir, `${name}.o`);
   await execa('gcc', [...CFLAGS, ...flags, '-c', source, '-o', o]);
-  await execa('gcc', ['-nostdlib', '-Wl,-r', '-Wl,-d', '-Wl,--build-id=none', '-no-pie', o, '-o', ldo]);
+  await execa('gcc', [
+    '-nostdlib',
+    '-Wl,-r',
+    '-Wl,-d',
+    '-Wl,--build-id=none',
+    '-no-pie',
+    o,
+    '-o',
+    ldo,
+  ]);
   await execa('objcopy', [ldo, out]);
   return out;
 }
 
 /** Static link: the µlibs, then the C runtime (libm, libc.a, libgcc) as archives. */
-async function gccLink(out: string, script: string | undefined, extra: string[] = []): Promise<string> {
-  await execa('gcc', ['-static', '-no-pie', '-Wl,--build-id=none', '-Wl,-z,noexecstack', ...extra, ...(script ? [`-Wl,-T,${script}`] : []),
-    objs.app, objs.sqlite, '-lm', '-o', out]);
+async function gccLink(
+  out: string,
+  script: string | undefined,
+  extra: string[] = [],
+): Promise<string> {
+  await execa('gcc', [
+    '-static',
+    '-no-pie',
+    '-Wl,--build-id=none',
+    '-Wl,-z,noexecstack',
+    ...extra,
+    ...(script ? [`-Wl,-T,${script}`] : []),
+    objs.app,
+    objs.sqlite,
+    '-lm',
+    '-o',
+    out,
+  ]);
   return out;
 }
 
-/** A Spacer image: link() (map, aligned script, plan), the real link with --emit-relocs, finish(). */
+/**
+ * A Spacer image: link() (map, aligned script, plan), the real link with --emit-relocs, finish().
+ */
 async function spacerImage(name: string, aslrSeed?: string): Promise<Image> {
-  const lds = join(dir, `${name}.lds`), path = join(dir, name);
-  const plan = await link({ image: name, lds: PLATFORM, out: lds, map: join(dir, `${name}.map.json`), objects: [objs.app, objs.sqlite], aslrSeed });
+  const lds = join(dir, `${name}.lds`),
+    path = join(dir, name);
+  const plan = await link({
+    image: name,
+    lds: PLATFORM,
+    out: lds,
+    map: join(dir, `${name}.map.json`),
+    objects: [objs.app, objs.sqlite],
+    aslrSeed,
+  });
   await gccLink(path, plan.script, ['-Wl,--emit-relocs']);
   const linked = `${path}.linked`;
   copyFileSync(path, linked);
@@ -85,28 +143,38 @@ async function spacerImage(name: string, aslrSeed?: string): Promise<Image> {
 }
 
 /** Runs the workload in a fresh directory (the app creates and removes its database file there);
- *  wall time, and the child's CPU time (user + system) from bash's `times`, less sensitive to load. */
+ * wall time, and the child's CPU time (user + system) from bash's `times`, less sensitive to load.
+ * */
 async function runImage(path: string) {
   const wd = join(dir, `run${++runs}`);
   mkdirSync(wd);
   const t0 = performance.now();
-  const r = await execa('bash', ['-c', '"$@"; rc=$?; times >&2; exit $rc', 'bash', path, join(wd, 'work.db'), SCALE],
-    { reject: false, timeout: 120_000, cwd: wd, stripFinalNewline: false });
+  const r = await execa(
+    'bash',
+    ['-c', '"$@"; rc=$?; times >&2; exit $rc', 'bash', path, join(wd, 'work.db'), SCALE],
+    { reject: false, timeout: 120_000, cwd: wd, stripFinalNewline: false },
+  );
   const ms = performance.now() - t0;
   const lines = r.stderr.split('\n').filter(Boolean);
   const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(lines.at(-1) ?? '');
-  const cpuMs = m ? (Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4])) * 1000 : NaN;
-  return { exitCode: r.exitCode, stdout: r.stdout, stderr: lines.slice(0, -2).join('\n'), ms, cpuMs };
+  const cpuMs = m
+    ? (Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4])) * 1000
+    : NaN;
+  return {
+    exitCode: r.exitCode,
+    stdout: r.stdout,
+    stderr: lines.slice(0, -2).join('\n'),
+    ms,
+    cpuMs,
+  };
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
-if (skip) {
-  test('real code: SQLite as a µlib (skipped)', (t) => {
-    t.log(`skipped: ${skip}`);
-    t.pass();
-  });
-}
+if (skip) test.skip(`real code: SQLite as a µlib (skipped: ${skip})`, () => {});
 
 test.before(async () => {
   if (skip || !fetched?.ok) return;
@@ -115,15 +183,25 @@ test.before(async () => {
   // SQLite (about 9 MB of C) and the app, compiled in parallel: the app needs the same sqlite3.h.
   const t0 = performance.now();
   const [sqlite, app] = await Promise.all([
-    (async () => { const o = await ulib('libsqlite', fetched.source, SQLITE_DEFS); times.compileSqlite = performance.now() - t0; return o; })(),
+    (async () => {
+      const o = await ulib('libsqlite', fetched.source, SQLITE_DEFS);
+      times.compileSqlite = performance.now() - t0;
+      return o;
+    })(),
     ulib('appsql', join(FIX, 'appsql.c'), [`-I${fetched.dir}`, '-Wall']),
   ]);
   objs.sqlite = sqlite;
   objs.app = app;
-  needs = { external: indirectionNeeds(objs.sqlite, 'external'), aslr: indirectionNeeds(objs.sqlite, 'aslr') };
+  needs = {
+    external: indirectionNeeds(objs.sqlite, 'external'),
+    aslr: indirectionNeeds(objs.sqlite, 'aslr'),
+  };
   // The default layout: the platform script as it is, no rewrite; and ld's own default script.
   images.default = { name: 'default', path: await gccLink(join(dir, 'sqlite-default'), PLATFORM) };
-  images.lddefault = { name: 'lddefault', path: await gccLink(join(dir, 'sqlite-lddefault'), undefined) };
+  images.lddefault = {
+    name: 'lddefault',
+    path: await gccLink(join(dir, 'sqlite-lddefault'), undefined),
+  };
   let t = performance.now();
   images.spacer = await spacerImage('sqlite-spacer');
   times.spacer = performance.now() - t;
@@ -136,7 +214,8 @@ test.before(async () => {
     if (images.aslrB.plan!.aslr!.order.join() !== images.aslrA.plan!.aslr!.order.join()) break;
   }
   const r = await runImage(images.default.path);
-  if (r.exitCode !== 0) throw new Error(`the default-layout image failed (exit ${r.exitCode}): ${r.stderr}`);
+  if (r.exitCode !== 0)
+    throw new Error(`the default-layout image failed (exit ${r.exitCode}): ${r.stderr}`);
   expected = r.stdout;
 });
 
@@ -145,65 +224,101 @@ test.after.always(() => {
   if (!process.env.SPACER_KEEP_TMP) rmSync(dir, { recursive: true, force: true });
 });
 
-run('the SQLite amalgamation from better-sqlite3 compiles into one µlib object, and the default layout runs the workload', async (t) => {
-  if (!fetched?.ok) return t.fail();
-  t.log(`SQLite ${fetched.version} from ${fetched.spec} (${fetched.downloaded ? 'downloaded' : 'cached'} ${fetched.tarball})`);
-  t.log(`compile of sqlite3.c (${(readFileSync(fetched.source).length / 1e6).toFixed(1)} MB, ${CFLAGS.join(' ')}): ${(times.compileSqlite / 1000).toFixed(1)} s`);
-  const o = ElfFile.load(objs.sqlite);
-  const text = o.sections.filter((s) => /^\.text(\.|$)/.test(s.name)).reduce((n, s) => n + Number(s.size), 0);
-  t.true(text > 500_000, `libsqlite.o has ${text} bytes of code`);
-  t.log(`libsqlite.o: ${text} bytes of code; first pass: external ${JSON.stringify(needs.external)}, aslr ${JSON.stringify(needs.aslr)}`);
-  // The workload really ran: the rows, the integrity check, the checksum line.
-  t.regex(expected, new RegExp(`^sqlite ${fetched.version.replace(/\./g, '\\.')}, scale ${SCALE}\n`));
-  t.regex(expected, /\ncount: 3000\|12000\|\d+\n/);
-  t.regex(expected, /\ncheck: ok\n/);
-  t.regex(expected, /\nfib: 90\|1779979416004714189\n/);
-  t.regex(expected, /\ncnt: 100000\|\d+\|14286\|100000\n/);
-  t.regex(expected, /\nrows \d+\nchecksum [0-9a-f]{16}\n$/);
-  t.true(expected.split('\n').length > 120);
-  // ld's own default script gives the same output: the platform script changes nothing.
-  const ld = await runImage(images.lddefault.path);
-  t.is(ld.exitCode, 0, ld.stderr);
-  t.is(ld.stdout, expected);
-});
+run(
+  'the SQLite amalgamation from better-sqlite3 compiles into one µlib object, and the default layout runs the workload',
+  async (t) => {
+    if (!fetched?.ok) return t.fail();
+    t.log(
+      `SQLite ${fetched.version} from ${fetched.spec} (${fetched.downloaded ? 'downloaded' : 'cached'} ${fetched.tarball})`,
+    );
+    t.log(
+      `compile of sqlite3.c (${(readFileSync(fetched.source).length / 1e6).toFixed(1)} MB, ${CFLAGS.join(' ')}): ${(times.compileSqlite / 1000).toFixed(1)} s`,
+    );
+    const o = ElfFile.load(objs.sqlite);
+    const text = o.sections
+      .filter((s) => /^\.text(\.|$)/.test(s.name))
+      .reduce((n, s) => n + Number(s.size), 0);
+    t.true(text > 500_000, `libsqlite.o has ${text} bytes of code`);
+    t.log(
+      `libsqlite.o: ${text} bytes of code; first pass: external ${JSON.stringify(needs.external)}, aslr ${JSON.stringify(needs.aslr)}`,
+    );
+    // The workload really ran: the rows, the integrity check, the checksum line.
+    t.regex(
+      expected,
+      new RegExp(`^sqlite ${fetched.version.replace(/\./g, '\\.')}, scale ${SCALE}\n`),
+    );
+    t.regex(expected, /\ncount: 3000\|12000\|\d+\n/);
+    t.regex(expected, /\ncheck: ok\n/);
+    t.regex(expected, /\nfib: 90\|1779979416004714189\n/);
+    t.regex(expected, /\ncnt: 100000\|\d+\|14286\|100000\n/);
+    t.regex(expected, /\nrows \d+\nchecksum [0-9a-f]{16}\n$/);
+    t.true(expected.split('\n').length > 120);
+    // ld's own default script gives the same output: the platform script changes nothing.
+    const ld = await runImage(images.lddefault.path);
+    t.is(ld.exitCode, 0, ld.stderr);
+    t.is(ld.stdout, expected);
+  },
+);
 
-run('the Spacer images (plain, and ASLR under two seeds) verify and print byte-identical output', async (t) => {
-  for (const img of [images.spacer, images.aslrA, images.aslrB]) {
-    t.deepEqual(verifyImage(img.path), [], img.name);
-    t.is(img.plan!.rewrite, img === images.spacer ? 'external' : 'aslr');
-    const r = await runImage(img.path);
-    t.is(r.exitCode, 0, `${img.name}: ${r.stderr}`);
-    t.is(r.stdout, expected, img.name);
-    t.is(r.stderr, '', img.name);
-  }
-  t.notDeepEqual(images.aslrA.plan!.aslr!.order, images.aslrB.plan!.aslr!.order, 'the two seeds give different orders');
-  // Every µlib sits where its plan says (finish checked it too).
-  for (const img of [images.spacer, images.aslrA, images.aslrB]) {
-    const elf = ElfFile.load(img.path);
-    for (const u of img.plan!.ulibs) for (const s of Object.values(u.slots)) {
-      const sec = elf.section(s!.section);
-      if (sec) t.is(sec.addr, BigInt(s!.addr), `${img.name}: ${s!.section}`);
+run(
+  'the Spacer images (plain, and ASLR under two seeds) verify and print byte-identical output',
+  async (t) => {
+    for (const img of [images.spacer, images.aslrA, images.aslrB]) {
+      t.deepEqual(verifyImage(img.path), [], img.name);
+      t.is(img.plan!.rewrite, img === images.spacer ? 'external' : 'aslr');
+      const r = await runImage(img.path);
+      t.is(r.exitCode, 0, `${img.name}: ${r.stderr}`);
+      t.is(r.stdout, expected, img.name);
+      t.is(r.stderr, '', img.name);
     }
-  }
-});
+    t.notDeepEqual(
+      images.aslrA.plan!.aslr!.order,
+      images.aslrB.plan!.aslr!.order,
+      'the two seeds give different orders',
+    );
+    // Every µlib sits where its plan says (finish checked it too).
+    for (const img of [images.spacer, images.aslrA, images.aslrB]) {
+      const elf = ElfFile.load(img.path);
+      for (const u of img.plan!.ulibs)
+        for (const s of Object.values(u.slots)) {
+          const sec = elf.section(s!.section);
+          if (sec) t.is(sec.addr, BigInt(s!.addr), `${img.name}: ${s!.section}`);
+        }
+    }
+  },
+);
 
-run('the rewrite moved thousands of SQLite instructions, within the first pass\'s bound', (t) => {
+run("the rewrite moved thousands of SQLite instructions, within the first pass's bound", (t) => {
   for (const img of [images.spacer, images.aslrA, images.aslrB]) {
-    const st = img.rewrite!, s = st.perUlib.libsqlite, a = st.perUlib.appsql;
+    const st = img.rewrite!,
+      s = st.perUlib.libsqlite,
+      a = st.perUlib.appsql;
     const mode = img.plan!.rewrite as 'external' | 'aslr';
-    t.log(`${img.name} (${mode}${img.plan!.aslr ? `, seed ${img.plan!.aslr.seed}, order ${img.plan!.aslr.order.join(' ')}` : ''}): rewrite ${st.ms.toFixed(0)} ms; ` +
-      `libsqlite: ${s.sites} sites, ${s.trampolines} trampolines (moved instructions), ${s.stubs} stubs, ${s.got} GOT slots, ${s.tableBytes} table bytes ` +
-      `(reserved ${img.plan!.ulibs.find((u) => u.name === 'libsqlite')!.slots.ind?.bytes}), ${s.dataPointers} data pointers on ${s.dataPointerPages.length} pages; ` +
-      `appsql: ${a.sites} sites, ${a.trampolines} trampolines, ${a.stubs} stubs, ${a.tableBytes} table bytes`);
+    t.log(
+      `${img.name} (${mode}${img.plan!.aslr ? `, seed ${img.plan!.aslr.seed}, order ${img.plan!.aslr.order.join(' ')}` : ''}): rewrite ${st.ms.toFixed(0)} ms; ` +
+        `libsqlite: ${s.sites} sites, ${s.trampolines} trampolines (moved instructions), ${s.stubs} stubs, ${s.got} GOT slots, ${s.tableBytes} table bytes ` +
+        `(reserved ${img.plan!.ulibs.find((u) => u.name === 'libsqlite')!.slots.ind?.bytes}), ${s.dataPointers} data pointers on ${s.dataPointerPages.length} pages; ` +
+        `appsql: ${a.sites} sites, ${a.trampolines} trampolines, ${a.stubs} stubs, ${a.tableBytes} table bytes`,
+    );
     t.true(s.rewritten && a.rewritten);
     const need = needs[mode];
-    t.true(s.sites <= need.sites && s.stubs <= need.stubs && s.got <= need.got && s.trampolines <= need.trampolines, `${JSON.stringify(s)} vs ${JSON.stringify(need)}`);
+    t.true(
+      s.sites <= need.sites &&
+        s.stubs <= need.stubs &&
+        s.got <= need.got &&
+        s.trampolines <= need.trampolines,
+      `${JSON.stringify(s)} vs ${JSON.stringify(need)}`,
+    );
     t.true(s.tableBytes <= need.bytes);
     // In ASLR mode function pointers now point to entry stubs at addresses every image shares;
     // what is left (switch tables, into the middle of functions) is counted.
     if (mode === 'external') t.is(s.dataPointers, need.dataPointers);
     else {
-      t.is(s.dataPointers + (st.dataRedirected ?? 0), need.dataPointers, `${s.dataPointers} left, ${st.dataRedirected} redirected of ${need.dataPointers}`);
+      t.is(
+        s.dataPointers + (st.dataRedirected ?? 0),
+        need.dataPointers,
+        `${s.dataPointers} left, ${st.dataRedirected} redirected of ${need.dataPointers}`,
+      );
       t.true((st.dataRedirected ?? 0) >= 100, `${st.dataRedirected} function pointers redirected`);
     }
     // SQLite calls into the C runtime (memcpy, malloc, strlen, ...) through stubs in every mode.
@@ -213,8 +328,14 @@ run('the rewrite moved thousands of SQLite instructions, within the first pass\'
     } else {
       // ASLR: RIP-relative references to its own read-only data, data and bss move too (absolute
       // addresses of its data stay: the data keeps its slot while the code moves).
-      t.true(s.sites >= 1000 && s.trampolines >= 1000, `${s.sites} sites, ${s.trampolines} trampolines`);
-      t.true(s.sites > needs.external.sites * 2, `${s.sites} sites in ASLR mode vs ${needs.external.sites}`);
+      t.true(
+        s.sites >= 1000 && s.trampolines >= 1000,
+        `${s.sites} sites, ${s.trampolines} trampolines`,
+      );
+      t.true(
+        s.sites > needs.external.sites * 2,
+        `${s.sites} sites in ASLR mode vs ${needs.external.sites}`,
+      );
       t.true(s.tableBytes >= 10_000, `${s.tableBytes} table bytes`);
     }
   }
@@ -222,7 +343,9 @@ run('the rewrite moved thousands of SQLite instructions, within the first pass\'
 
 /** objdump's view of a section's code: every direct branch target and RIP-relative address. */
 async function referencedAddresses(path: string, section: string): Promise<bigint[]> {
-  const { stdout } = await execa('objdump', ['-d', '--no-show-raw-insn', '-j', section, path], { maxBuffer: 1 << 30 });
+  const { stdout } = await execa('objdump', ['-d', '--no-show-raw-insn', '-j', section, path], {
+    maxBuffer: 1 << 30,
+  });
   const out: bigint[] = [];
   for (const line of stdout.split('\n')) {
     const m = /^\s*[0-9a-f]+:\s+(j\w+|call)\s+([0-9a-f]+) </.exec(line);
@@ -233,62 +356,105 @@ async function referencedAddresses(path: string, section: string): Promise<bigin
   return out;
 }
 
-run('ASLR: libsqlite\'s code is byte-identical under both seeds at different addresses, and refers only to itself and its table', async (t) => {
-  const a = ElfFile.load(images.aslrA.path), b = ElfFile.load(images.aslrB.path);
-  const ta = a.section('.text.libsqlite')!, tb = b.section('.text.libsqlite')!;
-  t.not(ta.addr, tb.addr, 'the shuffle moved libsqlite');
-  const sha = (e: ElfFile, s: typeof ta) => createHash('sha256').update(e.contents(s)).digest('hex');
-  t.is(sha(a, ta), sha(b, tb), 'same code bytes');
-  // Each image here has its own map, so libsqlite is the image's own µlib: its code follows the
-  // pointer areas on a 64-byte boundary (a µlib other images share would start on a page).
-  t.false(images.aslrA.plan!.ulibs.find((u) => u.name === 'libsqlite')!.shared);
-  t.is(Number(ta.addr) % 64, 0);
-  const ia = a.section('.ind.libsqlite')!, ib = b.section('.ind.libsqlite')!;
-  t.is(ia.addr - ta.addr, ib.addr - tb.addr, 'table at a fixed distance');
-  t.notDeepEqual(Buffer.from(a.contents(ia)), Buffer.from(b.contents(ib)), 'only the tables differ');
-  // Independent check with objdump: every branch and RIP-relative operand of the rewritten code
-  // lands in libsqlite's own code or its table; the same code as linked did refer outside.
-  const inside = (e: ElfFile, x: bigint) => ['.text.libsqlite', '.ind.libsqlite'].some((n) => { const s = e.section(n)!; return x >= s.addr && x < s.addr + s.size; });
-  const refs = await referencedAddresses(images.aslrA.path, '.text.libsqlite');
-  t.true(refs.length > 10_000, `${refs.length} references`);
-  const outside = refs.filter((x) => !inside(a, x));
-  t.deepEqual(outside.slice(0, 10).map((x) => x.toString(16)), [], `${outside.length} references leave the µlib`);
-  const before = (await referencedAddresses(images.aslrA.linked!, '.text.libsqlite')).filter((x) => !inside(a, x));
-  t.true(before.length >= 1000, `${before.length} references left the µlib before the rewrite`);
-  t.log(`objdump: ${refs.length} branch/RIP-relative references in .text.libsqlite; outside the µlib before the rewrite ${before.length}, after ${outside.length}`);
-  // What still differs between the two seeds, page by page (data pointers: switch tables and
-  // function pointers hold absolute code addresses; the rewrite counts them, it cannot move them).
-  const pages = (n: string) => {
-    const x = a.contents(a.section(n)!), y = b.contents(b.section(n)!);
-    let all = 0, diff = 0;
-    for (let o = 0; o < x.length; o += 4096, all++) if (!Buffer.from(x.subarray(o, o + 4096)).equals(Buffer.from(y.subarray(o, o + 4096)))) diff++;
-    return `${diff}/${all}`;
-  };
-  t.log(`pages of libsqlite that differ between the seeds: text ${pages('.text.libsqlite')}, rodata ${pages('.rodata.libsqlite')}, data ${pages('.data.libsqlite')}, table ${pages('.ind.libsqlite')}`);
-});
+run(
+  "ASLR: libsqlite's code is byte-identical under both seeds at different addresses, and refers only to itself and its table",
+  async (t) => {
+    const a = ElfFile.load(images.aslrA.path),
+      b = ElfFile.load(images.aslrB.path);
+    const ta = a.section('.text.libsqlite')!,
+      tb = b.section('.text.libsqlite')!;
+    t.not(ta.addr, tb.addr, 'the shuffle moved libsqlite');
+    const sha = (e: ElfFile, s: typeof ta) =>
+      createHash('sha256').update(e.contents(s)).digest('hex');
+    t.is(sha(a, ta), sha(b, tb), 'same code bytes');
+    // Each image here has its own map, so libsqlite is the image's own µlib: its code follows the
+    // pointer areas on a 64-byte boundary (a µlib other images share would start on a page).
+    t.false(images.aslrA.plan!.ulibs.find((u) => u.name === 'libsqlite')!.shared);
+    t.is(Number(ta.addr) % 64, 0);
+    const ia = a.section('.ind.libsqlite')!,
+      ib = b.section('.ind.libsqlite')!;
+    t.is(ia.addr - ta.addr, ib.addr - tb.addr, 'table at a fixed distance');
+    t.notDeepEqual(
+      Buffer.from(a.contents(ia)),
+      Buffer.from(b.contents(ib)),
+      'only the tables differ',
+    );
+    // Independent check with objdump: every branch and RIP-relative operand of the rewritten code
+    // lands in libsqlite's own code or its table; the same code as linked did refer outside.
+    const inside = (e: ElfFile, x: bigint) =>
+      ['.text.libsqlite', '.ind.libsqlite'].some((n) => {
+        const s = e.section(n)!;
+        return x >= s.addr && x < s.addr + s.size;
+      });
+    const refs = await referencedAddresses(images.aslrA.path, '.text.libsqlite');
+    t.true(refs.length > 10_000, `${refs.length} references`);
+    const outside = refs.filter((x) => !inside(a, x));
+    t.deepEqual(
+      outside.slice(0, 10).map((x) => x.toString(16)),
+      [],
+      `${outside.length} references leave the µlib`,
+    );
+    const before = (await referencedAddresses(images.aslrA.linked!, '.text.libsqlite')).filter(
+      (x) => !inside(a, x),
+    );
+    t.true(before.length >= 1000, `${before.length} references left the µlib before the rewrite`);
+    t.log(
+      `objdump: ${refs.length} branch/RIP-relative references in .text.libsqlite; outside the µlib before the rewrite ${before.length}, after ${outside.length}`,
+    );
+    // What still differs between the two seeds, page by page (data pointers: switch tables and
+    // function pointers hold absolute code addresses; the rewrite counts them, it cannot move
+    // them).
+    const pages = (n: string) => {
+      const x = a.contents(a.section(n)!),
+        y = b.contents(b.section(n)!);
+      let all = 0,
+        diff = 0;
+      for (let o = 0; o < x.length; o += 4096, all++)
+        if (!Buffer.from(x.subarray(o, o + 4096)).equals(Buffer.from(y.subarray(o, o + 4096))))
+          diff++;
+      return `${diff}/${all}`;
+    };
+    t.log(
+      `pages of libsqlite that differ between the seeds: text ${pages('.text.libsqlite')}, rodata ${pages('.rodata.libsqlite')}, data ${pages('.data.libsqlite')}, table ${pages('.ind.libsqlite')}`,
+    );
+  },
+);
 
-run('runtime side by side: default layout vs rewritten images, same output every run', async (t) => {
-  const order = [images.default, images.spacer, images.aslrA, images.aslrB];
-  const ms: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
-  const cpu: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
-  for (let k = 0; k < 5; k++) {
-    for (const img of order) {
-      const r = await runImage(img.path);
-      t.is(r.exitCode, 0, img.name);
-      t.is(r.stdout, expected, img.name);
-      ms[img.name].push(r.ms);
-      cpu[img.name].push(r.cpuMs);
+run(
+  'runtime side by side: default layout vs rewritten images, same output every run',
+  async (t) => {
+    const order = [images.default, images.spacer, images.aslrA, images.aslrB];
+    const ms: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
+    const cpu: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
+    for (let k = 0; k < 5; k++) {
+      for (const img of order) {
+        const r = await runImage(img.path);
+        t.is(r.exitCode, 0, img.name);
+        t.is(r.stdout, expected, img.name);
+        ms[img.name].push(r.ms);
+        cpu[img.name].push(r.cpuMs);
+      }
     }
-  }
-  const show = (xs: Record<string, number[]>) => {
-    const base = median(xs.default);
-    return order.map((i) => `${i.name} ${median(xs[i.name]).toFixed(0)} ms (${(median(xs[i.name]) / base).toFixed(2)}x)`).join(', ');
-  };
-  t.log(`workload (scale ${SCALE}), median of 5 interleaved runs: wall ${show(ms)}`);
-  t.log(`                                           CPU (user+sys) ${show(cpu)}`);
-  t.log(`build: spacer link+gcc+finish ${(times.spacer / 1000).toFixed(1)} s, aslr ${(times.aslr / 1000).toFixed(1)} s`);
-  // A loose bound on CPU time: a trampoline costs two jumps, not a slowdown by multiples.
-  for (const img of order.slice(1)) {
-    t.true(median(cpu[img.name]) < 2.5 * median(cpu.default), `${img.name}: ${median(cpu[img.name]).toFixed(0)} ms vs ${median(cpu.default).toFixed(0)} ms`);
-  }
-});
+    const show = (xs: Record<string, number[]>) => {
+      const base = median(xs.default);
+      return order
+        .map(
+          (i) =>
+            `${i.name} ${median(xs[i.name]).toFixed(0)} ms (${(median(xs[i.name]) / base).toFixed(2)}x)`,
+        )
+        .join(', ');
+    };
+    t.log(`workload (scale ${SCALE}), median of 5 interleaved runs: wall ${show(ms)}`);
+    t.log(`                                           CPU (user+sys) ${show(cpu)}`);
+    t.log(
+      `build: spacer link+gcc+finish ${(times.spacer / 1000).toFixed(1)} s, aslr ${(times.aslr / 1000).toFixed(1)} s`,
+    );
+    // A loose bound on CPU time: a trampoline costs two jumps, not a slowdown by multiples.
+    for (const img of order.slice(1)) {
+      t.true(
+        median(cpu[img.name]) < 2.5 * median(cpu.default),
+        `${img.name}: ${median(cpu[img.name]).toFixed(0)} ms vs ${median(cpu.default).toFixed(0)} ms`,
+      );
+    }
+  },
+);

@@ -8,9 +8,23 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { ElfFile } from '../helper/elf.js';
 import { SpacerError } from '../helper/errors.js';
-import { PAGE_SIZE, countPages, loadedPageRanges, pageContent, pageHash, scanPages } from '../helper/pages.js';
 import {
-  analyzeImages, contentBound, formatReport, imageNames, parseImageArg, reportCommand, type Report, type UlibReport,
+  PAGE_SIZE,
+  countPages,
+  loadedPageRanges,
+  pageContent,
+  pageHash,
+  scanPages,
+} from '../helper/pages.js';
+import {
+  analyzeImages,
+  contentBound,
+  formatReport,
+  imageNames,
+  parseImageArg,
+  reportCommand,
+  type Report,
+  type UlibReport,
 } from '../helper/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'spacer-report-'));
@@ -46,7 +60,12 @@ SECTIONS {
 `;
 
 type Fill = [count: number, byte: number];
-interface Sec { name: string; flags: 'ax' | 'a' | 'aw'; fill?: Fill[]; bss?: number }
+interface Sec {
+  name: string;
+  flags: 'ax' | 'a' | 'aw';
+  fill?: Fill[];
+  bss?: number;
+}
 
 function asm(secs: Sec[]): string {
   let s = '';
@@ -64,27 +83,58 @@ async function build(name: string, lds: string, secs: Sec[], plan?: object): Pro
   writeFileSync(join(dir, `${name}.lds`), lds);
   await execa('as', ['--64', join(dir, `${name}.s`), '-o', join(dir, `${name}.o`)]);
   const out = join(dir, `${name}.elf`);
-  await execa('ld', ['-n', '-m', 'elf_x86_64', '-z', 'noexecstack', '--build-id=none', '-T', join(dir, `${name}.lds`), join(dir, `${name}.o`), '-o', out]);
+  await execa('ld', [
+    '-n',
+    '-m',
+    'elf_x86_64',
+    '-z',
+    'noexecstack',
+    '--build-id=none',
+    '-T',
+    join(dir, `${name}.lds`),
+    join(dir, `${name}.o`),
+    '-o',
+    out,
+  ]);
   if (plan) {
     writeFileSync(join(dir, `${name}.plan.json`), JSON.stringify(plan));
-    await execa('objcopy', ['--add-section', `.spacer.plan=${join(dir, `${name}.plan.json`)}`, out]);
+    await execa('objcopy', [
+      '--add-section',
+      `.spacer.plan=${join(dir, `${name}.plan.json`)}`,
+      out,
+    ]);
   }
   return out;
 }
 
-const slot = (section: string, addr: number, size: number, bytes: number) => ({ section, addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}`, bytes });
+const slot = (section: string, addr: number, size: number, bytes: number) => ({
+  section,
+  addr: `0x${addr.toString(16)}`,
+  size: `0x${size.toString(16)}`,
+  bytes,
+});
 const libA = {
-  name: 'libA', variant: 'aaaaaaaaaaaaaaaa', slots: {
-    text: slot('.text.libA', 0x200000, 0x2000, 8192), rodata: slot('.rodata.libA', 0x203800, 0x800, 2048),
-    data: slot('.data.libA', 0x205000, 0x1000, 100), bss: slot('.bss.libA', 0x206000, 0x2000, 8192),
+  name: 'libA',
+  variant: 'aaaaaaaaaaaaaaaa',
+  slots: {
+    text: slot('.text.libA', 0x200000, 0x2000, 8192),
+    rodata: slot('.rodata.libA', 0x203800, 0x800, 2048),
+    data: slot('.data.libA', 0x205000, 0x1000, 100),
+    bss: slot('.bss.libA', 0x206000, 0x2000, 8192),
   },
 };
 const libB = (variant: string) => ({
-  name: 'libB', variant, slots: { text: slot('.text.libB', 0x202000, 0x1000, 4096), rodata: slot('.rodata.libB', 0x204000, 0x1000, 4096) },
+  name: 'libB',
+  variant,
+  slots: {
+    text: slot('.text.libB', 0x202000, 0x1000, 4096),
+    rodata: slot('.rodata.libB', 0x204000, 0x1000, 4096),
+  },
 });
 
 // Page contents by construction (A1, A2, B1, ... name distinct non-zero contents):
-//   a: 0x200 A1 | 0x201 A2 | 0x202 B1 (0x21) | 0x203 [0x31 x1K, 0 x1K, 0x41 x2K] | 0x204 zero (file bytes)
+// a: 0x200 A1 | 0x201 A2 | 0x202 B1 (0x21) | 0x203 [0x31 x1K, 0 x1K, 0x41 x2K] | 0x204 zero (file
+// bytes)
 //      | 0x205 D (0x51 x100, then zeros) | 0x206, 0x207 zero (bss)            -> 8 pages, 3 zero
 //   b: same libA (A1, A2, rodata 0x41, D, bss), libB differs: 0x202 X (0x22), 0x204 B1 (a's 0x202
 //      content at another address), head 0x32 so page 0x203 differs from a's  -> 8 pages, 2 zero
@@ -94,26 +144,58 @@ let a: string, b: string, c: string;
 let bins: { a: Buffer };
 
 test.before(async () => {
-  a = await build('a', SPACER_LDS, [
-    { name: '.text.libA', flags: 'ax', fill: [[4096, 0x11], [4096, 0x12]] },
-    { name: '.text.libB', flags: 'ax', fill: [[4096, 0x21]] },
-    { name: '.text', flags: 'ax', fill: [[1024, 0x31]] },
-    { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
-    { name: '.rodata.libB', flags: 'a', fill: [[4096, 0]] },
-    { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
-    { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
-  ], { spacer: 1, image: 'a', ulibs: [libA, libB('bbbbbbbbbbbbbbbb')] });
-  b = await build('b', SPACER_LDS, [
-    { name: '.text.libA', flags: 'ax', fill: [[4096, 0x11], [4096, 0x12]] },
-    { name: '.text.libB', flags: 'ax', fill: [[4096, 0x22]] },
-    { name: '.text', flags: 'ax', fill: [[1024, 0x32]] },
-    { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
-    { name: '.rodata.libB', flags: 'a', fill: [[4096, 0x21]] },
-    { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
-    { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
-  ], { spacer: 1, image: 'b', ulibs: [libA, libB('cccccccccccccccc')] });
+  a = await build(
+    'a',
+    SPACER_LDS,
+    [
+      {
+        name: '.text.libA',
+        flags: 'ax',
+        fill: [
+          [4096, 0x11],
+          [4096, 0x12],
+        ],
+      },
+      { name: '.text.libB', flags: 'ax', fill: [[4096, 0x21]] },
+      { name: '.text', flags: 'ax', fill: [[1024, 0x31]] },
+      { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
+      { name: '.rodata.libB', flags: 'a', fill: [[4096, 0]] },
+      { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
+      { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
+    ],
+    { spacer: 1, image: 'a', ulibs: [libA, libB('bbbbbbbbbbbbbbbb')] },
+  );
+  b = await build(
+    'b',
+    SPACER_LDS,
+    [
+      {
+        name: '.text.libA',
+        flags: 'ax',
+        fill: [
+          [4096, 0x11],
+          [4096, 0x12],
+        ],
+      },
+      { name: '.text.libB', flags: 'ax', fill: [[4096, 0x22]] },
+      { name: '.text', flags: 'ax', fill: [[1024, 0x32]] },
+      { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
+      { name: '.rodata.libB', flags: 'a', fill: [[4096, 0x21]] },
+      { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
+      { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
+    ],
+    { spacer: 1, image: 'b', ulibs: [libA, libB('cccccccccccccccc')] },
+  );
   c = await build('c', DEFAULT_LDS, [
-    { name: '.text', flags: 'ax', fill: [[4096, 0x11], [4096, 0x11], [4096, 0x77]] },
+    {
+      name: '.text',
+      flags: 'ax',
+      fill: [
+        [4096, 0x11],
+        [4096, 0x11],
+        [4096, 0x77],
+      ],
+    },
     { name: '.data', flags: 'aw', fill: [[10, 0x88]] },
     { name: '.bss', flags: 'aw', bss: 0x1000 },
   ]);
@@ -123,7 +205,8 @@ test.before(async () => {
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
 const img = (r: Report, name: string) => r.images.find((i) => i.name === name)!;
-const ulib = (r: Report, image: string, name: string) => img(r, image).ulibs!.find((u) => u.name === name)!;
+const ulib = (r: Report, image: string, name: string) =>
+  img(r, image).ulibs!.find((u) => u.name === name)!;
 const shares = (u: UlibReport) => Object.fromEntries(u.shared.map((s) => [s.image, s.pages]));
 
 // ---- the page model -----------------------------------------------------------------------------
@@ -131,25 +214,48 @@ const shares = (u: UlibReport) => Object.fromEntries(u.shared.map((s) => [s.imag
 /** LOAD rows of `readelf -lW`. */
 async function readelfLoads(path: string) {
   const { stdout } = await execa('readelf', ['-lW', path]);
-  return [...stdout.matchAll(/^\s*LOAD\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)/gm)]
-    .map((m) => ({ offset: BigInt(m[1]), vaddr: BigInt(m[2]), filesz: BigInt(m[4]), memsz: BigInt(m[5]) }));
+  return [
+    ...stdout.matchAll(
+      /^\s*LOAD\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)/gm,
+    ),
+  ].map((m) => ({
+    offset: BigInt(m[1]),
+    vaddr: BigInt(m[2]),
+    filesz: BigInt(m[4]),
+    memsz: BigInt(m[5]),
+  }));
 }
 
 test('pages match readelf -lW: every page-aligned address a PT_LOAD covers, counted once', async (t) => {
-  for (const [path, expected] of [[a, 8], [b, 8], [c, 5]] as const) {
+  for (const [path, expected] of [
+    [a, 8],
+    [b, 8],
+    [c, 5],
+  ] as const) {
     const loads = await readelfLoads(path);
     const pages = new Set<bigint>();
-    for (const l of loads) for (let p = l.vaddr / 4096n; p * 4096n < l.vaddr + l.memsz; p++) pages.add(p);
+    for (const l of loads)
+      for (let p = l.vaddr / 4096n; p * 4096n < l.vaddr + l.memsz; p++) pages.add(p);
     const scan = scanPages(ElfFile.load(path));
     t.is(pages.size, expected, path);
     t.is(scan.pages, pages.size, path);
-    t.deepEqual(scan.ranges.flatMap(([s, e]) => Array.from({ length: e - s }, (_, i) => BigInt(s + i))), [...pages].sort((x, y) => Number(x - y)), path);
+    t.deepEqual(
+      scan.ranges.flatMap(([s, e]) => Array.from({ length: e - s }, (_, i) => BigInt(s + i))),
+      [...pages].sort((x, y) => Number(x - y)),
+      path,
+    );
   }
   // The fixture really has a page partly covered by two segments, with no file bytes between them.
   const loads = await readelfLoads(a);
-  const onPage = loads.filter((l) => l.vaddr / 4096n <= 0x203n && (l.vaddr + l.memsz - 1n) / 4096n >= 0x203n);
+  const onPage = loads.filter(
+    (l) => l.vaddr / 4096n <= 0x203n && (l.vaddr + l.memsz - 1n) / 4096n >= 0x203n,
+  );
   t.is(onPage.length, 2);
-  t.is(onPage[1].offset - onPage[0].offset, onPage[0].filesz, 'segments are back to back in the file');
+  t.is(
+    onPage[1].offset - onPage[0].offset,
+    onPage[0].filesz,
+    'segments are back to back in the file',
+  );
 });
 
 test('page contents equal the memory image objcopy -O binary makes (hole and segment boundary included)', (t) => {
@@ -158,7 +264,8 @@ test('page contents equal the memory image objcopy -O binary makes (hole and seg
   t.true(bins.a.length > 5 * PAGE_SIZE && bins.a.length <= 6 * PAGE_SIZE);
   for (let i = 0; i < 8; i++) {
     const expected = Buffer.alloc(PAGE_SIZE);
-    if (i * PAGE_SIZE < bins.a.length) bins.a.copy(expected, 0, i * PAGE_SIZE, Math.min(bins.a.length, (i + 1) * PAGE_SIZE));
+    if (i * PAGE_SIZE < bins.a.length)
+      bins.a.copy(expected, 0, i * PAGE_SIZE, Math.min(bins.a.length, (i + 1) * PAGE_SIZE));
     const p = P(0x200000) + i;
     t.true(pageContent(elf, p).equals(expected), `page ${p.toString(16)}`);
     if (expected.equals(Buffer.alloc(PAGE_SIZE))) t.false(scan.nonzero.has(p));
@@ -166,17 +273,37 @@ test('page contents equal the memory image objcopy -O binary makes (hole and seg
   }
   // The shared page: head bytes, the 1 KiB hole as zeros, then rodata.
   const shared = pageContent(elf, 0x203);
-  t.deepEqual([shared[0], shared[1023], shared[1024], shared[2047], shared[2048], shared[4095]], [0x31, 0x31, 0, 0, 0x41, 0x41]);
+  t.deepEqual(
+    [shared[0], shared[1023], shared[1024], shared[2047], shared[2048], shared[4095]],
+    [0x31, 0x31, 0, 0, 0x41, 0x41],
+  );
   t.deepEqual([...scan.nonzero.keys()], [0x200, 0x201, 0x202, 0x203, 0x205]);
   t.is(scan.zeroPages, 3);
 });
 
 test('page counts of the real Unikraft 0.17 builds (program headers from shared data) are 118 / 118 / 172', (t) => {
-  // vaddr, memsz of the PT_LOADs of hwA, chello, hwB (readelf -lW of the .dbg images), incl. the empty one.
-  const hwA = [[0x100000n, 0x270b7n], [0x128000n, 0x10078n], [0x139000n, 0x3d000n], [0x139000n, 0n]];
-  const chello = [[0x100000n, 0x27077n], [0x128000n, 0x10078n], [0x139000n, 0x3d000n], [0x139000n, 0n]];
-  const hwB = [[0x100000n, 0x52ab7n], [0x153000n, 0x170c8n], [0x16b000n, 0x41000n], [0x16b000n, 0n]];
-  const count = (l: bigint[][]) => countPages(loadedPageRanges(l.map(([vaddr, memsz]) => ({ vaddr, memsz }))));
+  // vaddr, memsz of the PT_LOADs of hwA, chello, hwB (readelf -lW of the .dbg images), incl. the
+  // empty one.
+  const hwA = [
+    [0x100000n, 0x270b7n],
+    [0x128000n, 0x10078n],
+    [0x139000n, 0x3d000n],
+    [0x139000n, 0n],
+  ];
+  const chello = [
+    [0x100000n, 0x27077n],
+    [0x128000n, 0x10078n],
+    [0x139000n, 0x3d000n],
+    [0x139000n, 0n],
+  ];
+  const hwB = [
+    [0x100000n, 0x52ab7n],
+    [0x153000n, 0x170c8n],
+    [0x16b000n, 0x41000n],
+    [0x16b000n, 0n],
+  ];
+  const count = (l: bigint[][]) =>
+    countPages(loadedPageRanges(l.map(([vaddr, memsz]) => ({ vaddr, memsz }))));
   t.deepEqual([count(hwA), count(chello), count(hwB)], [118, 118, 172]);
 });
 
@@ -184,9 +311,22 @@ test('page counts of the real Unikraft 0.17 builds (program headers from shared 
 
 test('totals, instances and pairwise sharing are exact', (t) => {
   const r = analyzeImages([`${a}@3`, `${b}@2`, c]);
-  t.deepEqual(r.images.map((i) => [i.name, i.instances, i.pages, i.nonzero_pages, i.zero_pages, i.format, i.spacer_plan]), [
-    ['a', 3, 8, 5, 3, 'elf64', true], ['b', 2, 8, 6, 2, 'elf64', true], ['c', 1, 5, 4, 1, 'elf64', false],
-  ]);
+  t.deepEqual(
+    r.images.map((i) => [
+      i.name,
+      i.instances,
+      i.pages,
+      i.nonzero_pages,
+      i.zero_pages,
+      i.format,
+      i.spacer_plan,
+    ]),
+    [
+      ['a', 3, 8, 5, 3, 'elf64', true],
+      ['b', 2, 8, 6, 2, 'elf64', true],
+      ['c', 1, 5, 4, 1, 'elf64', false],
+    ],
+  );
   t.is(r.instances, 6);
   t.is(r.pages, 3 * 8 + 2 * 8 + 5);
   t.is(r.zero_pages, 3 * 3 + 2 * 2 + 1);
@@ -209,9 +349,16 @@ test('totals, instances and pairwise sharing are exact', (t) => {
 test('per-µlib pages and which are byte-identical in each other image', (t) => {
   const r = analyzeImages([a, b, c]);
   t.is(img(r, 'c').ulibs, undefined, 'default layout: totals only');
-  const aA = ulib(r, 'a', 'libA'), aB = ulib(r, 'a', 'libB'), bA = ulib(r, 'b', 'libA'), bB = ulib(r, 'b', 'libB');
-  t.deepEqual(img(r, 'a').ulibs!.map((u) => u.name), ['libA', 'libB']);
-  t.deepEqual([aA.pages, aA.zero_pages, aA.nonzero_pages], [6, 2, 4]); // 0x200 0x201 0x203 0x205 + bss 0x206 0x207
+  const aA = ulib(r, 'a', 'libA'),
+    aB = ulib(r, 'a', 'libB'),
+    bA = ulib(r, 'b', 'libA'),
+    bB = ulib(r, 'b', 'libB');
+  t.deepEqual(
+    img(r, 'a').ulibs!.map((u) => u.name),
+    ['libA', 'libB'],
+  );
+  // 0x200 0x201 0x203 0x205 + bss 0x206 0x207
+  t.deepEqual([aA.pages, aA.zero_pages, aA.nonzero_pages], [6, 2, 4]);
   t.is(aA.variant, 'aaaaaaaaaaaaaaaa');
   t.deepEqual(aA.sections, ['.text.libA', '.rodata.libA', '.data.libA', '.bss.libA']);
   t.deepEqual(shares(aA), { b: 3, c: 1 });
@@ -235,8 +382,10 @@ test('per-µlib pages and which are byte-identical in each other image', (t) => 
 });
 
 test('content bound: distinct µlib variants (text+rodata+data from the plan) plus own bytes, rounded up once', (t) => {
-  // libA/aaaa 8192+2048+100 (bss 8192 left out) + libB/bbbb 8192 + libB/cccc 8192 + the two 1 KiB heads
-  // = 28772 bytes -> 8 pages (7.02 rounded up once; rounding each part would give 9, counting bss 10).
+  // libA/aaaa 8192+2048+100 (bss 8192 left out) + libB/bbbb 8192 + libB/cccc 8192 + the two 1 KiB
+  // heads
+  // = 28772 bytes -> 8 pages (7.02 rounded up once; rounding each part would give 9, counting bss
+  // 10).
   const r = analyzeImages([`${a}@3`, `${b}@5`]);
   t.is(r.content_bound_bytes, 28772);
   t.is(r.content_bound_pages, 8);
@@ -262,14 +411,25 @@ test('the ELF32 form (objcopy -O elf32-i386) gives the same figures as the ELF64
   const e32 = ElfFile.load(a32);
   t.is(e32.header.class, 32);
   // Different file offsets, same memory.
-  t.notDeepEqual(e32.loads.map((l) => l.offset), ElfFile.load(a).loads.map((l) => l.offset));
+  t.notDeepEqual(
+    e32.loads.map((l) => l.offset),
+    ElfFile.load(a).loads.map((l) => l.offset),
+  );
   const r = analyzeImages([a, a32]);
   const [x, y] = r.images;
   t.deepEqual([y.name, y.format], ['a32', 'elf32']);
   t.deepEqual([y.pages, y.nonzero_pages, y.zero_pages], [x.pages, x.nonzero_pages, x.zero_pages]);
   t.is(r.distinct_pages, 5);
-  t.deepEqual(r.pairs, [{ a: 'a', b: 'a32', shared_nonzero_pages: 5, shared_nonzero_pages_of_b: 5 }]);
-  t.deepEqual(y.ulibs!.map((u) => [u.name, u.pages, u.zero_pages, shares(u)]), [['libA', 6, 2, { a: 4 }], ['libB', 2, 1, { a: 1 }]]);
+  t.deepEqual(r.pairs, [
+    { a: 'a', b: 'a32', shared_nonzero_pages: 5, shared_nonzero_pages_of_b: 5 },
+  ]);
+  t.deepEqual(
+    y.ulibs!.map((u) => [u.name, u.pages, u.zero_pages, shares(u)]),
+    [
+      ['libA', 6, 2, { a: 4 }],
+      ['libB', 2, 1, { a: 1 }],
+    ],
+  );
   // Same variants, own bytes counted per image: 10340 + 8192 + 2 * 1024.
   t.deepEqual([r.content_bound_bytes, r.content_bound_pages], [20580, 6]);
 });
@@ -277,19 +437,49 @@ test('the ELF32 form (objcopy -O elf32-i386) gives the same figures as the ELF64
 test('image arguments: path@N, and names from the file name, the parent directory when two collide', (t) => {
   t.deepEqual(parseImageArg('out/x.elf@20'), { path: 'out/x.elf', instances: 20 });
   t.deepEqual(parseImageArg('out/x.elf'), { path: 'out/x.elf', instances: 1 });
-  t.throws(() => parseImageArg('out/x.elf@0'), { instanceOf: SpacerError, message: /out\/x\.elf@0: instance count/ });
-  t.throws(() => parseImageArg('out/x.elf@many'), { instanceOf: SpacerError, message: /^out\/x\.elf@many: / });
-  t.deepEqual(imageNames([{ path: 'hwA/hello_qemu-x86_64.dbg' }, { path: 'hwB/hello_qemu-x86_64.dbg' }, { path: 'hwB/other.dbg' }]),
-    ['hwA/hello_qemu-x86_64', 'hwB/hello_qemu-x86_64', 'other']);
+  t.throws(() => parseImageArg('out/x.elf@0'), {
+    instanceOf: SpacerError,
+    message: /out\/x\.elf@0: instance count/,
+  });
+  t.throws(() => parseImageArg('out/x.elf@many'), {
+    instanceOf: SpacerError,
+    message: /^out\/x\.elf@many: /,
+  });
+  t.deepEqual(
+    imageNames([
+      { path: 'hwA/hello_qemu-x86_64.dbg' },
+      { path: 'hwB/hello_qemu-x86_64.dbg' },
+      { path: 'hwB/other.dbg' },
+    ]),
+    ['hwA/hello_qemu-x86_64', 'hwB/hello_qemu-x86_64', 'other'],
+  );
   t.deepEqual(imageNames([{ path: 'x/img.dbg' }, { path: 'x/img' }]), ['x/img.dbg', 'x/img']);
   // Two Unikraft apps with the same image name, each in its own <app>/build: named by app.
-  t.deepEqual(imageNames([{ path: 'hwA/build/helloworld_qemu-x86_64' }, { path: 'hwB/build/helloworld_qemu-x86_64' }]),
-    ['hwA/helloworld_qemu-x86_64', 'hwB/helloworld_qemu-x86_64']);
+  t.deepEqual(
+    imageNames([
+      { path: 'hwA/build/helloworld_qemu-x86_64' },
+      { path: 'hwB/build/helloworld_qemu-x86_64' },
+    ]),
+    ['hwA/helloworld_qemu-x86_64', 'hwB/helloworld_qemu-x86_64'],
+  );
   t.deepEqual(imageNames([{ path: 'x/img.dbg' }, { path: 'x/img.dbg' }]), ['img', 'img#2']);
   t.deepEqual(imageNames([{ path: 'x/a.dbg', name: 'A' }, { path: 'y/A.elf' }]), ['A', 'y/A']);
-  t.throws(() => imageNames([{ path: 'p', name: 'n' }, { path: 'q', name: 'n' }]), { instanceOf: SpacerError });
+  t.throws(
+    () =>
+      imageNames([
+        { path: 'p', name: 'n' },
+        { path: 'q', name: 'n' },
+      ]),
+    { instanceOf: SpacerError },
+  );
   const r = analyzeImages([{ path: a, name: 'first', instances: 4 }, { path: b }]);
-  t.deepEqual(r.images.map((i) => [i.name, i.instances]), [['first', 4], ['b', 1]]);
+  t.deepEqual(
+    r.images.map((i) => [i.name, i.instances]),
+    [
+      ['first', 4],
+      ['b', 1],
+    ],
+  );
   t.is(r.pages, 4 * 8 + 8);
 });
 

@@ -12,10 +12,29 @@
 // and example apps alike.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { type AppSpec, appLibName, loadUlibsConfig, objectBasename, objectKey } from '../workspace/index.js';
+import {
+  type AppSpec,
+  appLibName,
+  loadUlibsConfig,
+  objectBasename,
+  objectKey,
+} from '../workspace/index.js';
 
-/** µlibs every generated app links (besides the platform), alphabetical like apps.json: the FaaS set. */
-export const FAAS_LIBS = ['nolibc', 'ukalloc', 'ukboot', 'ukcompress', 'ukconsole', 'ukhash', 'uklibid', 'ukmath', 'uksort'] as const;
+/**
+ * µlibs every generated app links (besides the platform), alphabetical like apps.json: the FaaS
+ * set.
+ */
+export const FAAS_LIBS = [
+  'nolibc',
+  'ukalloc',
+  'ukboot',
+  'ukcompress',
+  'ukconsole',
+  'ukhash',
+  'uklibid',
+  'ukmath',
+  'uksort',
+] as const;
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same workload on every machine. */
 export function prng(seed: number): () => number {
@@ -38,22 +57,67 @@ export interface GeneratedApp {
   source: string;
 }
 
-const WORDS = ['unikernel', 'page', 'library', 'kernel', 'memory', 'share', 'merge', 'layout', 'image', 'linker',
-  'section', 'dedup', 'qemu', 'function', 'request', 'tenant', 'cold', 'start', 'warm', 'invoke', 'event', 'queue',
-  'cache', 'token', 'payload', 'route', 'stream', 'batch', 'shard', 'replica', 'blob', 'index'];
+const WORDS = [
+  'unikernel',
+  'page',
+  'library',
+  'kernel',
+  'memory',
+  'share',
+  'merge',
+  'layout',
+  'image',
+  'linker',
+  'section',
+  'dedup',
+  'qemu',
+  'function',
+  'request',
+  'tenant',
+  'cold',
+  'start',
+  'warm',
+  'invoke',
+  'event',
+  'queue',
+  'cache',
+  'token',
+  'payload',
+  'route',
+  'stream',
+  'batch',
+  'shard',
+  'replica',
+  'blob',
+  'index',
+];
 
-const hex32 = (r: () => number) => '0x' + Math.floor(r() * 0x100000000).toString(16).padStart(8, '0') + 'u';
+const hex32 = (r: () => number) =>
+  '0x' +
+  Math.floor(r() * 0x100000000)
+    .toString(16)
+    .padStart(8, '0') +
+  'u';
 const int = (r: () => number, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
 
 function statement(r: () => number, tab: string, tabMask: number): string {
   switch (int(r, 0, 6)) {
-    case 0: return `x = x * ${hex32(r)} + ${hex32(r)};`;
-    case 1: return `x ^= x >> ${int(r, 1, 27)};`;
-    case 2: return `y += ${tab}[(x >> ${int(r, 0, 20)}) & ${tabMask}];`;
-    case 3: { const s = int(r, 1, 31); return `x = (x << ${s}) | (x >> ${32 - s});`; }
-    case 4: return `if (x & ${hex32(r)}) y ^= ${hex32(r)}; else y += x;`;
-    case 5: return `y = (y ^ x) * ${hex32(r)};`;
-    default: return `x += y ^ ${hex32(r)};`;
+    case 0:
+      return `x = x * ${hex32(r)} + ${hex32(r)};`;
+    case 1:
+      return `x ^= x >> ${int(r, 1, 27)};`;
+    case 2:
+      return `y += ${tab}[(x >> ${int(r, 0, 20)}) & ${tabMask}];`;
+    case 3: {
+      const s = int(r, 1, 31);
+      return `x = (x << ${s}) | (x >> ${32 - s});`;
+    }
+    case 4:
+      return `if (x & ${hex32(r)}) y ^= ${hex32(r)}; else y += x;`;
+    case 5:
+      return `y = (y ^ x) * ${hex32(r)};`;
+    default:
+      return `x += y ^ ${hex32(r)};`;
   }
 }
 
@@ -99,12 +163,24 @@ export function generateApp(seed: number, index: number): GeneratedApp {
     const bytes = Math.round(Math.exp(Math.log(300) + r() * (Math.log(8192) - Math.log(300))));
     functionSizes.push(bytes);
     const t = int(r, 0, nTables - 1);
-    L.push(`static __attribute__((noinline)) uint32_t step${f}(uint32_t x)`, '{', `\tuint32_t y = ${hex32(r)};`, '');
-    for (let s = 0; s < Math.max(4, Math.round(bytes / 16)); s++) L.push('\t' + statement(r, `tab${t}`, tabSizes[t] - 1));
+    L.push(
+      `static __attribute__((noinline)) uint32_t step${f}(uint32_t x)`,
+      '{',
+      `\tuint32_t y = ${hex32(r)};`,
+      '',
+    );
+    for (let s = 0; s < Math.max(4, Math.round(bytes / 16)); s++)
+      L.push('\t' + statement(r, `tab${t}`, tabSizes[t] - 1));
     L.push('\treturn x ^ y;', '}', '');
   }
   // main: the generated chain, then the µlib calls, then the result.
-  L.push('int main(int argc __unused, char *argv[] __unused)', '{', '\tuint32_t acc = input;', '\tsize_t i;', '');
+  L.push(
+    'int main(int argc __unused, char *argv[] __unused)',
+    '{',
+    '\tuint32_t acc = input;',
+    '\tsize_t i;',
+    '',
+  );
   L.push(`\tprintf("${name}: start\\n");`);
   for (let f = 0; f < nFuncs; f++) L.push(`\tacc = step${f}(acc);`);
   L.push(`\tfor (i = 0; i < ${nStrings}; i++)`, `\t\tacc = acc * 31u + (uint32_t)i;`);
@@ -112,15 +188,40 @@ export function generateApp(seed: number, index: number): GeneratedApp {
   L.push(`\tprintf("%s\\n", msg${int(r, 0, nStrings - 1)});`);
   if (has('ukhash')) {
     const m = int(r, 0, nStrings - 1);
-    L.push('\t{', '\t\tuint8_t d[UK_SHA256_DIGEST_LEN];', '\t\tchar hex[2 * UK_SHA256_DIGEST_LEN + 1];', '');
-    L.push(`\t\tuk_sha256(msg${m}, strlen(msg${m}), d);`, '\t\tprintf("sha256: %s\\n", uk_hex(hex, d, sizeof(d)));');
+    L.push(
+      '\t{',
+      '\t\tuint8_t d[UK_SHA256_DIGEST_LEN];',
+      '\t\tchar hex[2 * UK_SHA256_DIGEST_LEN + 1];',
+      '',
+    );
+    L.push(
+      `\t\tuk_sha256(msg${m}, strlen(msg${m}), d);`,
+      '\t\tprintf("sha256: %s\\n", uk_hex(hex, d, sizeof(d)));',
+    );
     L.push(`\t\tacc ^= uk_crc32(0, msg${m}, strlen(msg${m}));`, '\t}');
   }
   if (has('uksort')) {
     const n = int(r, 16, 400);
-    L.push('\t{', `\t\tuint32_t *a = malloc(${n} * sizeof(uint32_t));`, '\t\tuint32_t v = acc;', '');
-    L.push('\t\tif (!a)', '\t\t\treturn 1;', `\t\tfor (i = 0; i < ${n}; i++) {`, '\t\t\tv = v * 1664525u + 1013904223u;', '\t\t\ta[i] = v >> 8;', '\t\t}');
-    L.push(`\t\tuk_qsort(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`, `\t\tacc += a[${n >> 1}] ^ (uint32_t)uk_is_sorted(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`, '\t\tfree(a);', '\t}');
+    L.push(
+      '\t{',
+      `\t\tuint32_t *a = malloc(${n} * sizeof(uint32_t));`,
+      '\t\tuint32_t v = acc;',
+      '',
+    );
+    L.push(
+      '\t\tif (!a)',
+      '\t\t\treturn 1;',
+      `\t\tfor (i = 0; i < ${n}; i++) {`,
+      '\t\t\tv = v * 1664525u + 1013904223u;',
+      '\t\t\ta[i] = v >> 8;',
+      '\t\t}',
+    );
+    L.push(
+      `\t\tuk_qsort(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
+      `\t\tacc += a[${n >> 1}] ^ (uint32_t)uk_is_sorted(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
+      '\t\tfree(a);',
+      '\t}',
+    );
   }
   if (has('ukmath')) {
     L.push(`\tacc += (uint32_t)uk_powmod(acc | 1u, ${int(r, 3, 65537)}u, 1000000007u);`);
@@ -128,25 +229,49 @@ export function generateApp(seed: number, index: number): GeneratedApp {
   }
   if (has('ukcompress')) {
     const m = int(r, 0, nStrings - 1);
-    L.push('\t{', `\t\tuint8_t out[UK_LZSS_BOUND(sizeof(msg${m}))];`, `\t\tlong c = uk_lzss_compress((const uint8_t *)msg${m}, sizeof(msg${m}), out, sizeof(out));`, '');
+    L.push(
+      '\t{',
+      `\t\tuint8_t out[UK_LZSS_BOUND(sizeof(msg${m}))];`,
+      `\t\tlong c = uk_lzss_compress((const uint8_t *)msg${m}, sizeof(msg${m}), out, sizeof(out));`,
+      '',
+    );
     L.push('\t\tprintf("lzss: %ld bytes\\n", c);', '\t\tacc += (uint32_t)c;', '\t}');
   }
   if (has('ukrand')) L.push('\tuk_rand_seed(acc);', '\tacc ^= uk_rand_u32();');
-  if (variants.nolibc === 'full') L.push(`\tacc += (uint32_t)strtoul("${int(r, 1, 999999)}", NULL, 10);`);
-  L.push(`\tprintf("${name}: result %08x\\n", (unsigned int)acc);`, `\tprintf("${name}: done\\n");`, '\treturn 0;', '}', '');
+  if (variants.nolibc === 'full')
+    L.push(`\tacc += (uint32_t)strtoul("${int(r, 1, 999999)}", NULL, 10);`);
+  L.push(
+    `\tprintf("${name}: result %08x\\n", (unsigned int)acc);`,
+    `\tprintf("${name}: done\\n");`,
+    '\treturn 0;',
+    '}',
+    '',
+  );
   return { name, libs, variants, functionSizes, source: L.join('\n') };
 }
 
-/** An AppSpec for a generated app whose sources are in `dir`, built exactly as loadApps() builds one. */
+/**
+ * An AppSpec for a generated app whose sources are in `dir`, built exactly as loadApps() builds
+ * one.
+ */
 export function appSpec(g: Pick<GeneratedApp, 'name' | 'libs' | 'variants'>, dir: string): AppSpec {
   const cfg = loadUlibsConfig();
   const appLib = appLibName(g.name);
   const order = [...cfg.platform, appLib, ...g.libs];
-  const keyOf = (lib: string) => lib === appLib ? appLib : objectKey(lib, g.variants[lib], cfg.perApp.includes(lib) ? g.name : undefined);
+  const keyOf = (lib: string) =>
+    lib === appLib
+      ? appLib
+      : objectKey(lib, g.variants[lib], cfg.perApp.includes(lib) ? g.name : undefined);
   return {
-    name: g.name, dir, appLib, libs: [...g.libs],
-    ulibs: order.map(objectBasename), objectKeys: order.map(keyOf), variants: { ...g.variants },
-    expectedOutput: join(dir, 'expected.txt'), bench: false,
+    name: g.name,
+    dir,
+    appLib,
+    libs: [...g.libs],
+    ulibs: order.map(objectBasename),
+    objectKeys: order.map(keyOf),
+    variants: { ...g.variants },
+    expectedOutput: join(dir, 'expected.txt'),
+    bench: false,
   };
 }
 
@@ -154,9 +279,14 @@ export function appSpec(g: Pick<GeneratedApp, 'name' | 'libs' | 'variants'>, dir
  * Writes N generated apps under `root/<name>/main.c` (a file is rewritten only when its content
  * changes, so compileWorkspace finds unchanged apps up to date) and returns their AppSpecs.
  */
-export function generateApps(n: number, seed: number, root: string): { apps: AppSpec[]; generated: GeneratedApp[] } {
+export function generateApps(
+  n: number,
+  seed: number,
+  root: string,
+): { apps: AppSpec[]; generated: GeneratedApp[] } {
   root = resolve(root);
-  const apps: AppSpec[] = [], generated: GeneratedApp[] = [];
+  const apps: AppSpec[] = [],
+    generated: GeneratedApp[] = [];
   for (let i = 0; i < n; i++) {
     const g = generateApp(seed, i);
     const dir = join(root, g.name);

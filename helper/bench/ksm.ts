@@ -1,7 +1,15 @@
 // Real KSM, as bench/README.md describes: save every setting, set smart_scan=0, a high
 // pages_to_scan and use_zero_pages=1, run, wait for convergence, read the counters, unmerge
 // (run=2) and restore every setting (run last), also on failure and on SIGINT/SIGTERM.
-import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 export const KSM_DIR = '/sys/kernel/mm/ksm';
@@ -24,7 +32,8 @@ export interface KsmCounters {
 export function ksmUnavailable(dir = KSM_DIR): string | null {
   if (process.platform !== 'linux') return `not Linux (${process.platform})`;
   if (!existsSync(join(dir, 'run'))) return `${dir} does not exist (kernel without CONFIG_KSM)`;
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return `not running as root (uid ${process.getuid()})`;
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return `not running as root (uid ${process.getuid()})`;
   try {
     accessSync(join(dir, 'run'), constants.W_OK);
   } catch {
@@ -99,7 +108,10 @@ export class KsmSession {
   private readonly onSignal: (sig: NodeJS.Signals) => void;
   private cleanups: (() => void)[] = [];
 
-  constructor(readonly dir = KSM_DIR, readonly pagesToScan = 20000) {
+  constructor(
+    readonly dir = KSM_DIR,
+    readonly pagesToScan = 20000,
+  ) {
     this.saved = readKsmSettings(dir);
     this.onSignal = (sig) => {
       this.close();
@@ -143,12 +155,18 @@ export class KsmSession {
    * Waits until at least `minScans` full scans have completed since the call and the counters
    * read at the last two full-scan boundaries are equal.
    */
-  async converge(opts: { timeoutMs?: number; minScans?: number; pollMs?: number } = {}): Promise<ConvergeResult> {
+  async converge(
+    opts: { timeoutMs?: number; minScans?: number; pollMs?: number } = {},
+  ): Promise<ConvergeResult> {
     const t0 = Date.now();
-    const timeout = opts.timeoutMs ?? 600_000, minScans = opts.minScans ?? 3;
-    const key = (c: KsmCounters) => `${c.pages_shared}/${c.pages_sharing}/${c.pages_unshared}/${c.zero_pages}`;
+    const timeout = opts.timeoutMs ?? 600_000,
+      minScans = opts.minScans ?? 3;
+    const key = (c: KsmCounters) =>
+      `${c.pages_shared}/${c.pages_sharing}/${c.pages_unshared}/${c.zero_pages}`;
     const start = readKsmCounters(this.dir).full_scans;
-    let last = start, prevKey = '', c = readKsmCounters(this.dir);
+    let last = start,
+      prevKey = '',
+      c = readKsmCounters(this.dir);
     while (Date.now() - t0 < timeout) {
       await sleep(opts.pollMs ?? 100);
       c = readKsmCounters(this.dir);
@@ -156,7 +174,12 @@ export class KsmSession {
       last = c.full_scans;
       const k = key(c);
       if (c.full_scans - start >= minScans && k === prevKey && c.pages_volatile === 0) {
-        return { counters: c, converged: true, full_scans: c.full_scans - start, ms: Date.now() - t0 };
+        return {
+          counters: c,
+          converged: true,
+          full_scans: c.full_scans - start,
+          ms: Date.now() - t0,
+        };
       }
       prevKey = k;
     }
@@ -168,19 +191,36 @@ export class KsmSession {
     if (this.closed) return;
     this.closed = true;
     for (const fn of this.cleanups.splice(0)) {
-      try { fn(); } catch { /* keep restoring */ }
+      try {
+        fn();
+      } catch {
+        /* keep restoring */
+      }
     }
     process.removeListener('SIGINT', this.onSignal);
     process.removeListener('SIGTERM', this.onSignal);
     process.removeListener('exit', this.closeOnExit);
     const errors: string[] = [];
-    try { this.write('run', '2'); } catch (e) { errors.push(`run=2: ${(e as Error).message}`); }
+    try {
+      this.write('run', '2');
+    } catch (e) {
+      errors.push(`run=2: ${(e as Error).message}`);
+    }
     const current = readKsmSettings(this.dir);
     for (const [f, v] of Object.entries(this.saved)) {
       if (f === 'run' || current[f] === v) continue;
-      try { this.write(f, v); } catch (e) { errors.push(`${f}=${v}: ${(e as Error).message}`); }
+      try {
+        this.write(f, v);
+      } catch (e) {
+        errors.push(`${f}=${v}: ${(e as Error).message}`);
+      }
     }
-    try { this.write('run', this.saved.run ?? '0'); } catch (e) { errors.push(`run=${this.saved.run}: ${(e as Error).message}`); }
-    if (errors.length) process.stderr.write(`bench: could not restore every KSM setting: ${errors.join('; ')}\n`);
+    try {
+      this.write('run', this.saved.run ?? '0');
+    } catch (e) {
+      errors.push(`run=${this.saved.run}: ${(e as Error).message}`);
+    }
+    if (errors.length)
+      process.stderr.write(`bench: could not restore every KSM setting: ${errors.join('; ')}\n`);
   }
 }

@@ -28,24 +28,49 @@ function fail(msg: string): never {
 export function parseArgs(argv: string[]): BenchOptions | 'help' {
   const o: BenchOptions = {};
   const int = (flag: string, v: string | undefined, min: number) => {
-    if (v === undefined || !/^\d+$/.test(v) || Number(v) < min) fail(`${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`);
+    if (v === undefined || !/^\d+$/.test(v) || Number(v) < min)
+      fail(
+        `${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`,
+      );
     return Number(v);
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const [flag, inline] =
+      a.startsWith('--') && a.includes('=')
+        ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+        : [a, undefined];
     const val = () => inline ?? argv[++i];
     switch (flag) {
-      case '--help': case '-h': return 'help';
-      case '--apps': o.apps = int('--apps', val(), 1); break;
-      case '--quick': o.quick = true; break;
-      case '--out': o.out = val() ?? fail('--out needs a directory'); break;
-      case '--work': o.work = val() ?? fail('--work needs a directory'); break;
-      case '--no-ksm': o.ksm = false; break;
-      case '--guests': o.guests = int('--guests', val(), 0); break;
-      case '--seed': o.seed = int('--seed', val(), 0); break;
-      case '--jobs': o.jobs = int('--jobs', val(), 1); break;
-      default: fail(`unknown argument ${JSON.stringify(a)}`);
+      case '--help':
+      case '-h':
+        return 'help';
+      case '--apps':
+        o.apps = int('--apps', val(), 1);
+        break;
+      case '--quick':
+        o.quick = true;
+        break;
+      case '--out':
+        o.out = val() ?? fail('--out needs a directory');
+        break;
+      case '--work':
+        o.work = val() ?? fail('--work needs a directory');
+        break;
+      case '--no-ksm':
+        o.ksm = false;
+        break;
+      case '--guests':
+        o.guests = int('--guests', val(), 0);
+        break;
+      case '--seed':
+        o.seed = int('--seed', val(), 0);
+        break;
+      case '--jobs':
+        o.jobs = int('--jobs', val(), 1);
+        break;
+      default:
+        fail(`unknown argument ${JSON.stringify(a)}`);
     }
   }
   return o;

@@ -9,7 +9,14 @@ import { readPlan, rewritePlan } from '../finish.js';
 import type { Plan } from '../link.js';
 import { packImage, sameLoadedMemory } from '../pack.js';
 import { analyzeImages } from '../report.js';
-import { analyzeUlib, loadImage as loadRewriteImage, readRecord, rewriteImage, type Mode, type RewritePlan } from '../rewrite.js';
+import {
+  analyzeUlib,
+  loadImage as loadRewriteImage,
+  readRecord,
+  rewriteImage,
+  type Mode,
+  type RewritePlan,
+} from '../rewrite.js';
 import { verifyImage } from '../verify.js';
 import type { Corpus, CorpusImage, ImageKind } from './corpus.js';
 import { imageStruct, mutate, type ImageStruct } from './mutate.js';
@@ -63,12 +70,22 @@ export interface CaseResult extends CaseStart {
 }
 
 /** Kinds of images a case draws, by weight. */
-const KIND_WEIGHTS: readonly (readonly [ImageKind, number])[] = [['rewritten', 30], ['plain', 35], ['default', 10], ['elf32', 25]];
+const KIND_WEIGHTS: readonly (readonly [ImageKind, number])[] = [
+  ['rewritten', 30],
+  ['plain', 35],
+  ['default', 10],
+  ['elf32', 25],
+];
 
-/** Control characters other than newlines (which are 'multi-line'): they do not belong in a message line. */
+/**
+ * Control characters other than newlines (which are 'multi-line'): they do not belong in a message
+ * line.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
 /** Error text that belongs to JavaScript or Node, not to a message written for a user. */
-const JS_INTERNAL = /Cannot read propert|Cannot set propert|is not a function|is not iterable|is not an object|Cannot convert|Invalid array length|Maximum call stack|is not defined|Cannot mix BigInt|Division by zero|memory access out of bounds|unreachable|RuntimeError|\bERR_[A-Z_]{4,}|Attempt to access memory|Invalid typed array|Invalid string length|\bundefined\b|\bNaN\b|out of range\. It must be|Cannot access|before initialization/;
+const JS_INTERNAL =
+  /Cannot read propert|Cannot set propert|is not a function|is not iterable|is not an object|Cannot convert|Invalid array length|Maximum call stack|is not defined|Cannot mix BigInt|Division by zero|memory access out of bounds|unreachable|RuntimeError|\bERR_[A-Z_]{4,}|Attempt to access memory|Invalid typed array|Invalid string length|\bundefined\b|\bNaN\b|out of range\. It must be|Cannot access|before initialization/;
 
 /**
  * Whether a message wraps an internal JavaScript error or prints a value that is not there
@@ -82,16 +99,60 @@ function internal(m: string): boolean {
 export function classify(step: Step, e: unknown, paths: readonly string[], ms: number): StepResult {
   if (isSpacerError(e)) {
     const m = e.message;
-    if (m.includes('\n') || m.includes('\r')) return { step, outcome: 'finding', kind: 'multi-line', name: 'SpacerError', message: m, stack: e.stack, ms };
-    if (CONTROL.test(m)) return { step, outcome: 'finding', kind: 'control-chars', name: 'SpacerError', message: m, stack: e.stack, ms };
-    if (!paths.some((p) => m.startsWith(`${p}: `))) return { step, outcome: 'finding', kind: 'no-path', name: 'SpacerError', message: m, stack: e.stack, ms };
+    if (m.includes('\n') || m.includes('\r'))
+      return {
+        step,
+        outcome: 'finding',
+        kind: 'multi-line',
+        name: 'SpacerError',
+        message: m,
+        stack: e.stack,
+        ms,
+      };
+    if (CONTROL.test(m))
+      return {
+        step,
+        outcome: 'finding',
+        kind: 'control-chars',
+        name: 'SpacerError',
+        message: m,
+        stack: e.stack,
+        ms,
+      };
+    if (!paths.some((p) => m.startsWith(`${p}: `)))
+      return {
+        step,
+        outcome: 'finding',
+        kind: 'no-path',
+        name: 'SpacerError',
+        message: m,
+        stack: e.stack,
+        ms,
+      };
     // The rewriter and the report turn any exception into a SpacerError ("cannot rewrite (...)",
     // "malformed ELF file (...)"): clear only when what they wrap is a message written for people.
-    if (internal(m)) return { step, outcome: 'finding', kind: 'masked', name: 'SpacerError', message: m, stack: e.stack, ms };
+    if (internal(m))
+      return {
+        step,
+        outcome: 'finding',
+        kind: 'masked',
+        name: 'SpacerError',
+        message: m,
+        stack: e.stack,
+        ms,
+      };
     return { step, outcome: 'error', message: m, ms };
   }
   const err = e instanceof Error ? e : new Error(`non-Error thrown: ${String(e)}`);
-  return { step, outcome: 'finding', kind: 'exception', name: err.constructor?.name ?? err.name, message: err.message, stack: err.stack, ms };
+  return {
+    step,
+    outcome: 'finding',
+    kind: 'exception',
+    name: err.constructor?.name ?? err.name,
+    message: err.message,
+    stack: err.stack,
+    ms,
+  };
 }
 
 /** Per-process state: the corpus, each image's structure, and the scratch folder. */
@@ -130,7 +191,10 @@ function planText(ctx: CaseContext, img: CorpusImage): string {
   return t;
 }
 
-/** The image and the mutation of case `index` (deterministic in seed and index), written to the scratch folder. */
+/**
+ * The image and the mutation of case `index` (deterministic in seed and index), written to the
+ * scratch folder.
+ */
 export function prepareCase(ctx: CaseContext, index: number): CaseStart {
   const rng = caseRng(ctx.seed, index);
   const kinds = KIND_WEIGHTS.filter(([k]) => ctx.corpus.images.some((i) => i.kind === k));
@@ -149,7 +213,12 @@ export function prepareCase(ctx: CaseContext, index: number): CaseStart {
 }
 
 /** Case `index` of a check run: a given file (and plan), copied to the scratch folder unchanged. */
-export function prepareFile(ctx: CaseContext, index: number, path: string, plan?: string): CaseStart {
+export function prepareFile(
+  ctx: CaseContext,
+  index: number,
+  path: string,
+  plan?: string,
+): CaseStart {
   for (const f of readdirSync(ctx.dir)) rmSync(join(ctx.dir, f), { recursive: true, force: true });
   const file = join(ctx.dir, `case-${basename(path)}`);
   copyFileSync(path, file);
@@ -161,25 +230,46 @@ export function prepareFile(ctx: CaseContext, index: number, path: string, plan?
   return { index, image: path, imageKind: 'file', mutations: [], ops: [], file, plan: p };
 }
 
-async function step(ctx: CaseContext, name: Step, paths: readonly string[], fn: () => unknown): Promise<StepResult> {
+async function step(
+  ctx: CaseContext,
+  name: Step,
+  paths: readonly string[],
+  fn: () => unknown,
+): Promise<StepResult> {
   ctx.onStep?.(name);
   const t0 = performance.now();
   try {
     const note = await fn();
-    return { step: name, outcome: 'ok', ms: performance.now() - t0, ...(typeof note === 'string' ? { note } : {}) };
+    return {
+      step: name,
+      outcome: 'ok',
+      ms: performance.now() - t0,
+      ...(typeof note === 'string' ? { note } : {}),
+    };
   } catch (e) {
     return classify(name, e, paths, performance.now() - t0);
   }
 }
 
-/** Verify problems are printed one per line after "spacer: <image>: ": each must be one clear line. */
+/**
+ * Verify problems are printed one per line after "spacer: <image>: ": each must be one clear line.
+ */
 function checkProblems(problems: string[], r: StepResult): StepResult {
   const bad = problems.find((p) => p.includes('\n') || p.includes('\r'));
-  if (bad) return { ...r, outcome: 'finding', kind: 'multi-line', name: 'verify problem', message: bad };
+  if (bad)
+    return { ...r, outcome: 'finding', kind: 'multi-line', name: 'verify problem', message: bad };
   const ctl = problems.find((p) => CONTROL.test(p));
-  if (ctl) return { ...r, outcome: 'finding', kind: 'control-chars', name: 'verify problem', message: ctl };
+  if (ctl)
+    return {
+      ...r,
+      outcome: 'finding',
+      kind: 'control-chars',
+      name: 'verify problem',
+      message: ctl,
+    };
   const masked = problems.find(internal);
-  if (masked) return { ...r, outcome: 'finding', kind: 'masked', name: 'verify problem', message: masked };
+  if (masked)
+    return { ...r, outcome: 'finding', kind: 'masked', name: 'verify problem', message: masked };
   return r;
 }
 
@@ -206,11 +296,18 @@ async function packStep(ctx: CaseContext, file: string): Promise<StepResult> {
   let pk = await step(ctx, 'pack', [packed], () => {
     const r = packImage(packed);
     if (r.alreadyPacked) return 'nothing to pack';
-    if (!sameLoadedMemory(new ElfFile(packed, original), ElfFile.load(packed))) throw new Error(`packing changed the loaded memory (${r.before} -> ${r.after} bytes)`);
+    if (!sameLoadedMemory(new ElfFile(packed, original), ElfFile.load(packed)))
+      throw new Error(`packing changed the loaded memory (${r.before} -> ${r.after} bytes)`);
     return `packed, ${r.before} -> ${r.after} bytes`;
   });
   if (pk.outcome === 'error' && !readFileSync(packed).equals(original)) {
-    pk = { ...pk, outcome: 'finding', kind: 'not-atomic', name: 'SpacerError', message: `packing failed but changed the file: ${pk.message}` };
+    pk = {
+      ...pk,
+      outcome: 'finding',
+      kind: 'not-atomic',
+      name: 'SpacerError',
+      message: `packing failed but changed the file: ${pk.message}`,
+    };
   }
   rmSync(packed, { force: true });
   return pk;
@@ -221,23 +318,27 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
   const file = c.file;
   const steps: StepResult[] = [];
 
-  steps.push(await step(ctx, 'load', [file], () => {
-    const elf = ElfFile.load(file);
-    void elf.header, elf.loads, elf.is64;
-    for (const s of elf.sections) {
-      elf.contents(s);
-      if (s.type === SHT_REL || s.type === SHT_RELA) elf.relocations(s);
-    }
-    elf.symbols();
-    for (const s of elf.sections) elf.relocationsFor(s);
-    return `${elf.sections.length} sections, ${elf.segments.length} segments`;
-  }));
+  steps.push(
+    await step(ctx, 'load', [file], () => {
+      const elf = ElfFile.load(file);
+      void [elf.header, elf.loads, elf.is64];
+      for (const s of elf.sections) {
+        elf.contents(s);
+        if (s.type === SHT_REL || s.type === SHT_RELA) elf.relocations(s);
+      }
+      elf.symbols();
+      for (const s of elf.sections) elf.relocationsFor(s);
+      return `${elf.sections.length} sections, ${elf.segments.length} segments`;
+    }),
+  );
 
-  steps.push(await step(ctx, 'analyze', [file], () => {
-    const r = analyzeImages([{ path: file }]);
-    JSON.stringify(r);
-    return `${r.pages} pages`;
-  }));
+  steps.push(
+    await step(ctx, 'analyze', [file], () => {
+      const r = analyzeImages([{ path: file }]);
+      JSON.stringify(r);
+      return `${r.pages} pages`;
+    }),
+  );
 
   let problems: string[] | undefined;
   let verify = await step(ctx, 'verify', [file], () => {
@@ -254,7 +355,8 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
   // The rewrite, on a copy, with the link plan (the image's own, or its mutated copy).
   const copy = join(ctx.dir, `rw-${basename(file)}`);
   copyFileSync(file, copy);
-  // A checked file without a plan: an empty plan (loads the image, reads its record, checks relocations).
+  // A checked file without a plan: an empty plan (loads the image, reads its record, checks
+  // relocations).
   const planPath = c.plan ?? ctx.corpus.images.find((i) => i.id === c.image)?.plan;
   const paths = planPath ? [copy, planPath] : [copy];
   const before = readFileSync(copy);
@@ -272,17 +374,35 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
     const st = await rewriteImage(copy, rp, mode);
     if (st.alreadyDone) return 'already done';
     const p = verifyImage(copy);
-    return p.length ? `rewritten, but verify finds ${p.length} problem(s): ${p[0]}` : `rewritten (${st.sites} sites)`;
+    return p.length
+      ? `rewritten, but verify finds ${p.length} problem(s): ${p[0]}`
+      : `rewritten (${st.sites} sites)`;
   });
   if (rw.outcome === 'error' && !readFileSync(copy).equals(before)) {
-    rw = { ...rw, outcome: 'finding', kind: 'not-atomic', name: 'SpacerError', message: `the rewrite failed but changed the file: ${rw.message}` };
+    rw = {
+      ...rw,
+      outcome: 'finding',
+      kind: 'not-atomic',
+      name: 'SpacerError',
+      message: `the rewrite failed but changed the file: ${rw.message}`,
+    };
   }
   if (rw.outcome === 'finding' && rw.kind === 'masked' && rp && mode) {
     const stack = probeRewrite(copy, rp, mode);
     if (stack) rw.stack = `(recovered by re-running the rewriter's analysis)\n${stack}`;
   }
-  const left = readdirSync(ctx.dir).filter((f) => f.includes('.spacer-rewrite-') || f.includes('.spacer.tmp') || f.includes('.spacer-plan'));
-  if (left.length && rw.outcome !== 'finding') rw = { ...rw, outcome: 'finding', kind: 'leftover', name: 'files', message: `temporary files left behind: ${left.join(', ')}` };
+  const left = readdirSync(ctx.dir).filter(
+    (f) =>
+      f.includes('.spacer-rewrite-') || f.includes('.spacer.tmp') || f.includes('.spacer-plan'),
+  );
+  if (left.length && rw.outcome !== 'finding')
+    rw = {
+      ...rw,
+      outcome: 'finding',
+      kind: 'leftover',
+      name: 'files',
+      message: `temporary files left behind: ${left.join(', ')}`,
+    };
   steps.push(rw);
   return steps;
 }
@@ -291,7 +411,12 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
  * Prepares and runs case `index` (or checks `file.path`); `onStart` is told what is about to run
  * (for the watchdog).
  */
-export async function runCase(ctx: CaseContext, index: number, onStart: (c: CaseStart) => void = () => {}, file?: { path: string; plan?: string }): Promise<CaseResult> {
+export async function runCase(
+  ctx: CaseContext,
+  index: number,
+  onStart: (c: CaseStart) => void = () => {},
+  file?: { path: string; plan?: string },
+): Promise<CaseResult> {
   const t0 = performance.now();
   const c = file ? prepareFile(ctx, index, file.path, file.plan) : prepareCase(ctx, index);
   onStart(c);
@@ -301,7 +426,15 @@ export async function runCase(ctx: CaseContext, index: number, onStart: (c: Case
   await new Promise((r) => setTimeout(r, 0));
   if (ctx.rejections.length) {
     const e = ctx.rejections[0] as Error;
-    steps.push({ step: 'rewrite', outcome: 'finding', kind: 'unhandled-rejection', name: e?.constructor?.name ?? 'rejection', message: String(e?.message ?? e), stack: e?.stack, ms: 0 });
+    steps.push({
+      step: 'rewrite',
+      outcome: 'finding',
+      kind: 'unhandled-rejection',
+      name: e?.constructor?.name ?? 'rejection',
+      message: String(e?.message ?? e),
+      stack: e?.stack,
+      ms: 0,
+    });
   }
   return { ...c, steps, ms: performance.now() - t0 };
 }

@@ -7,7 +7,15 @@
 //   default    default-layout `.dbg` (no plan, no relocations);
 //   elf32      every layout's stripped ELF32 multiboot `.elf` (spacer ones keep `.spacer.plan`).
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { runDemo } from '../demo.js';
@@ -23,7 +31,9 @@ export interface CorpusImage {
   id: string;
   kind: ImageKind;
   path: string;
-  /** The link plan (`.lds.json`) the rewrite step uses: the image's own, else its app's spacer plan. */
+  /**
+   * The link plan (`.lds.json`) the rewrite step uses: the image's own, else its app's spacer plan.
+   */
   plan: string;
   sha256: string;
   size: number;
@@ -44,19 +54,32 @@ function helperStamp(): string {
   const root = new URL('..', import.meta.url);
   for (const d of ['.', 'x86']) {
     const dirPath = new URL(`${d}/`, root);
-    for (const f of readdirSync(dirPath).filter((x) => x.endsWith('.js')).sort()) h.update(f).update(readFileSync(new URL(f, dirPath)));
+    for (const f of readdirSync(dirPath)
+      .filter((x) => x.endsWith('.js'))
+      .sort())
+      h.update(f).update(readFileSync(new URL(f, dirPath)));
   }
   return h.digest('hex');
 }
 const STAMP = '.helper-stamp';
 
 function appsIn(dir: string): string[] {
-  if (!existsSync(join(dir, STAMP)) || readFileSync(join(dir, STAMP), 'utf8') !== helperStamp()) return [];
-  const apps = (l: string) => (existsSync(join(dir, l)) ? readdirSync(join(dir, l)).filter((f) => f.endsWith('.lds.json')).map((f) => f.slice(0, -'.lds.json'.length)) : []);
+  if (!existsSync(join(dir, STAMP)) || readFileSync(join(dir, STAMP), 'utf8') !== helperStamp())
+    return [];
+  const apps = (l: string) =>
+    existsSync(join(dir, l))
+      ? readdirSync(join(dir, l))
+          .filter((f) => f.endsWith('.lds.json'))
+          .map((f) => f.slice(0, -'.lds.json'.length))
+      : [];
   const a = apps('spacer').sort();
   // Complete only when every layout has every app's images.
-  const ok = a.length > 0 && LAYOUTS.every((l) => a.every((n) => existsSync(join(dir, l, `${n}.dbg`)) && existsSync(join(dir, l, `${n}.elf`))))
-    && SPACER_LAYOUTS.every((l) => a.every((n) => existsSync(join(dir, l, `${n}.lds.json`))));
+  const ok =
+    a.length > 0 &&
+    LAYOUTS.every((l) =>
+      a.every((n) => existsSync(join(dir, l, `${n}.dbg`)) && existsSync(join(dir, l, `${n}.elf`))),
+    ) &&
+    SPACER_LAYOUTS.every((l) => a.every((n) => existsSync(join(dir, l, `${n}.lds.json`))));
   return ok ? a : [];
 }
 
@@ -67,8 +90,10 @@ export async function unrewrite(src: string, dst: string): Promise<void> {
   if (!rec) throw new Error(`${src}: not rewritten`);
   const out = Buffer.from(elf.data);
   for (const u of rec.ulibs) {
-    const text = elf.section(u.text)!, ind = elf.section(u.ind.section)!;
-    for (const s of u.sites) Buffer.from(s.o, 'hex').copy(out, num(text.offset) + Number(BigInt(s.a) - text.addr));
+    const text = elf.section(u.text)!,
+      ind = elf.section(u.ind.section)!;
+    for (const s of u.sites)
+      Buffer.from(s.o, 'hex').copy(out, num(text.offset) + Number(BigInt(s.a) - text.addr));
     out.fill(0xcc, num(ind.offset), num(ind.offset) + num(ind.size));
     if (u.ptr) {
       const ptr = elf.section(u.ptr.section)!;
@@ -78,45 +103,69 @@ export async function unrewrite(src: string, dst: string): Promise<void> {
   for (const d of rec.data ?? []) {
     // Data fields that the rewrite pointed at entry stubs hold their linked values again.
     const at = BigInt(d.a);
-    const sec = elf.sections.find((x) => x.size && at >= x.addr && at < x.addr + x.size && x.type === SHT_PROGBITS)!;
+    const sec = elf.sections.find(
+      (x) => x.size && at >= x.addr && at < x.addr + x.size && x.type === SHT_PROGBITS,
+    )!;
     writeAddress(out, num(sec.offset) + Number(at - sec.addr), d.r, BigInt(d.o));
   }
   for (const u of rec.ulibs) {
     const text = elf.section(u.text)!;
     const code = out.subarray(num(text.offset), num(text.offset) + num(text.size));
-    if (sha256(code) !== u.textSha256) throw new Error(`${src}: ${u.text}: the original code does not match its recorded hash`);
+    if (sha256(code) !== u.textSha256)
+      throw new Error(`${src}: ${u.text}: the original code does not match its recorded hash`);
   }
   const tmp = `${dst}.tmp`;
   writeFileSync(tmp, out);
   try {
-    await execa('objcopy', ['--remove-section=.spacer.rewrite', '--remove-section=.spacer.plan', tmp, dst]);
+    await execa('objcopy', [
+      '--remove-section=.spacer.rewrite',
+      '--remove-section=.spacer.plan',
+      tmp,
+      dst,
+    ]);
   } finally {
     rmSync(tmp, { force: true });
   }
 }
 
-/** Rewrites a copy of a plain image with its plan: must succeed and give the finished image's code and tables. */
-async function checkPlain(plain: string, finished: string, plan: string, scratch: string): Promise<void> {
+/**
+ * Rewrites a copy of a plain image with its plan: must succeed and give the finished image's code
+ * and tables.
+ */
+async function checkPlain(
+  plain: string,
+  finished: string,
+  plan: string,
+  scratch: string,
+): Promise<void> {
   const copy = join(scratch, basename(plain));
   copyFileSync(plain, copy);
   const p = readPlan(plan);
   const st = await rewriteImage(copy, rewritePlan(p), p.rewrite as 'external' | 'aslr');
-  if (st.alreadyDone || !st.sites) throw new Error(`${plain}: the rewrite of the plain image did nothing`);
-  const a = ElfFile.load(copy), b = ElfFile.load(finished);
+  if (st.alreadyDone || !st.sites)
+    throw new Error(`${plain}: the rewrite of the plain image did nothing`);
+  const a = ElfFile.load(copy),
+    b = ElfFile.load(finished);
   for (const s of b.sections) {
     if (!/^\.(text|ind|ptr)\./.test(s.name)) continue;
     const x = a.section(s.name);
-    if (!x || !a.contents(x).equals(b.contents(s))) throw new Error(`${plain}: ${s.name} after the rewrite differs from ${finished}`);
+    if (!x || !a.contents(x).equals(b.contents(s)))
+      throw new Error(`${plain}: ${s.name} after the rewrite differs from ${finished}`);
   }
   rmSync(copy, { force: true });
 }
 
 /** Builds the images once (or reuses a complete set in `dir`) and lists the corpus. */
-export async function buildCorpus(dir: string, log: (line: string) => void = () => {}): Promise<Corpus> {
+export async function buildCorpus(
+  dir: string,
+  log: (line: string) => void = () => {},
+): Promise<Corpus> {
   dir = resolve(dir);
   let apps = appsIn(dir);
   if (!apps.length) {
-    log(`fuzz: building the example images (demo, no boot) in ${dir} (none yet, or made by another version of the helper)`);
+    log(
+      `fuzz: building the example images (demo, no boot) in ${dir} (none yet, or made by another version of the helper)`,
+    );
     await runDemo({ out: dir, boot: false, log });
     writeFileSync(join(dir, STAMP), helperStamp());
     apps = appsIn(dir);
@@ -128,7 +177,14 @@ export async function buildCorpus(dir: string, log: (line: string) => void = () 
   const add = (layout: string, file: string, kind: ImageKind, plan: string) => {
     const path = join(dir, layout, file);
     const data = readFileSync(path);
-    images.push({ id: `${layout}/${file}`, kind, path, plan, sha256: sha256(data), size: data.length });
+    images.push({
+      id: `${layout}/${file}`,
+      kind,
+      path,
+      plan,
+      sha256: sha256(data),
+      size: data.length,
+    });
   };
   const scratch = join(dir, 'fuzz-check');
   mkdirSync(scratch, { recursive: true });

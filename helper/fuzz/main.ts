@@ -1,6 +1,13 @@
 // `npm run fuzz`: the fuzz run from the command line.
 import { writeReproducers } from './reproducers.js';
-import { checkFiles, formatSummary, printable, replayCase, runFuzz, type FuzzOptions } from './run.js';
+import {
+  checkFiles,
+  formatSummary,
+  printable,
+  replayCase,
+  runFuzz,
+  type FuzzOptions,
+} from './run.js';
 
 const HELP = `usage: npm run fuzz -- [options]
 
@@ -38,37 +45,74 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
-type Cli = FuzzOptions & { replay?: number; json?: boolean; check?: string[]; plan?: string; writeReproducers?: string };
+type Cli = FuzzOptions & {
+  replay?: number;
+  json?: boolean;
+  check?: string[];
+  plan?: string;
+  writeReproducers?: string;
+};
 
 export function parseArgs(argv: string[]): Cli | 'help' {
   const o: Cli = {};
   const int = (flag: string, v: string | undefined, min: number) => {
-    if (v === undefined || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < min) fail(`${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`);
+    if (v === undefined || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < min)
+      fail(
+        `${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`,
+      );
     return Number(v);
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const [flag, inline] =
+      a.startsWith('--') && a.includes('=')
+        ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+        : [a, undefined];
     const val = () => inline ?? argv[++i];
     switch (flag) {
-      case '--help': case '-h': return 'help';
-      case '--iterations': o.iterations = int(flag, val(), 1); break;
-      case '--seed': o.seed = val() ?? fail('--seed needs a value'); break;
-      case '--out': o.out = val() ?? fail('--out needs a directory'); break;
-      case '--images': o.images = val() ?? fail('--images needs a directory'); break;
-      case '--timeout-ms': o.timeoutMs = int(flag, val(), 100); break;
-      case '--jobs': o.jobs = int(flag, val(), 1); break;
-      case '--first': o.first = int(flag, val(), 0); break;
-      case '--case': o.replay = int(flag, val(), 0); break;
-      case '--json': o.json = true; break;
-      case '--plan': o.plan = val() ?? fail('--plan needs a file'); break;
-      case '--write-reproducers': o.writeReproducers = val() ?? fail('--write-reproducers needs a directory'); break;
+      case '--help':
+      case '-h':
+        return 'help';
+      case '--iterations':
+        o.iterations = int(flag, val(), 1);
+        break;
+      case '--seed':
+        o.seed = val() ?? fail('--seed needs a value');
+        break;
+      case '--out':
+        o.out = val() ?? fail('--out needs a directory');
+        break;
+      case '--images':
+        o.images = val() ?? fail('--images needs a directory');
+        break;
+      case '--timeout-ms':
+        o.timeoutMs = int(flag, val(), 100);
+        break;
+      case '--jobs':
+        o.jobs = int(flag, val(), 1);
+        break;
+      case '--first':
+        o.first = int(flag, val(), 0);
+        break;
+      case '--case':
+        o.replay = int(flag, val(), 0);
+        break;
+      case '--json':
+        o.json = true;
+        break;
+      case '--plan':
+        o.plan = val() ?? fail('--plan needs a file');
+        break;
+      case '--write-reproducers':
+        o.writeReproducers = val() ?? fail('--write-reproducers needs a directory');
+        break;
       case '--check':
         o.check = [];
         while (i + 1 < argv.length && !argv[i + 1].startsWith('--')) o.check.push(argv[++i]);
         if (!o.check.length) fail('--check needs files');
         break;
-      default: fail(`unknown argument ${JSON.stringify(a)}`);
+      default:
+        fail(`unknown argument ${JSON.stringify(a)}`);
     }
   }
   return o;
@@ -79,22 +123,36 @@ const log = (l: string) => process.stderr.write(`${l}\n`);
 if (opts === 'help') {
   process.stdout.write(HELP);
 } else if (opts.writeReproducers) {
-  for (const f of writeReproducers(opts.writeReproducers)) process.stdout.write(`${opts.writeReproducers}/${f}\n`);
+  for (const f of writeReproducers(opts.writeReproducers))
+    process.stdout.write(`${opts.writeReproducers}/${f}\n`);
 } else if (opts.check) {
-  const s = await checkFiles(opts.check.map((path) => ({ path, plan: opts.plan })), { ...opts, log });
+  const s = await checkFiles(
+    opts.check.map((path) => ({ path, plan: opts.plan })),
+    { ...opts, log },
+  );
   process.stdout.write((opts.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
   if (s.findings.length) process.exitCode = 1;
 } else if (opts.replay !== undefined) {
   const r = await replayCase({ ...opts, index: opts.replay, log });
   if (opts.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else {
-    const L = [`case ${r.index} of seed ${JSON.stringify(opts.seed ?? '1')}: ${r.image} (${r.imageKind}), ${r.mutations.join(' + ')}`];
+    const L = [
+      `case ${r.index} of seed ${JSON.stringify(opts.seed ?? '1')}: ${r.image} (${r.imageKind}), ${r.mutations.join(' + ')}`,
+    ];
     for (const op of r.ops) L.push(`  mutation: ${printable(op)}`);
     L.push(`  file: ${r.file}${r.plan ? `, plan: ${r.plan}` : ''}`);
     for (const s of r.steps) {
-      L.push(`  ${s.step}: ${s.outcome === 'finding' ? `FINDING (${s.kind}${s.name ? ` ${s.name}` : ''})` : s.outcome === 'error' ? 'clear error' : 'ok'} in ${s.ms.toFixed(0)} ms${s.note ? `: ${s.note}` : ''}`);
+      L.push(
+        `  ${s.step}: ${s.outcome === 'finding' ? `FINDING (${s.kind}${s.name ? ` ${s.name}` : ''})` : s.outcome === 'error' ? 'clear error' : 'ok'} in ${s.ms.toFixed(0)} ms${s.note ? `: ${s.note}` : ''}`,
+      );
       if (s.message) L.push(`    ${printable(s.message).split('\n').join('\n    | ')}`);
-      if (s.outcome === 'finding' && s.stack) L.push(...s.stack.split('\n').slice(1).map((l) => `    ${l.trim()}`));
+      if (s.outcome === 'finding' && s.stack)
+        L.push(
+          ...s.stack
+            .split('\n')
+            .slice(1)
+            .map((l) => `    ${l.trim()}`),
+        );
     }
     process.stdout.write(L.join('\n') + '\n');
   }

@@ -7,7 +7,12 @@ export class Rng {
 
   constructor(seed: string) {
     const h = createHash('sha256').update(seed).digest();
-    this.s = new Uint32Array([h.readUInt32LE(0), h.readUInt32LE(4), h.readUInt32LE(8), h.readUInt32LE(12)]);
+    this.s = new Uint32Array([
+      h.readUInt32LE(0),
+      h.readUInt32LE(4),
+      h.readUInt32LE(8),
+      h.readUInt32LE(12),
+    ]);
     if (!this.s.some((x) => x !== 0)) this.s[0] = 1;
   }
 

@@ -54,7 +54,10 @@ export function workspaceRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = path.join(dir, 'example');
-    if (existsSync(path.join(candidate, 'apps.json')) && existsSync(path.join(candidate, 'ulibs.json'))) {
+    if (
+      existsSync(path.join(candidate, 'apps.json')) &&
+      existsSync(path.join(candidate, 'ulibs.json'))
+    ) {
       return (cachedRoot = candidate);
     }
     const parent = path.dirname(dir);
@@ -65,7 +68,9 @@ export function workspaceRoot(): string {
 
 /** The µlib configuration (platform libs, per-app libs, variants). */
 export function loadUlibsConfig(): UlibsConfig {
-  const raw = JSON.parse(readFileSync(path.join(workspaceRoot(), 'ulibs.json'), 'utf8')) as Partial<UlibsConfig>;
+  const raw = JSON.parse(
+    readFileSync(path.join(workspaceRoot(), 'ulibs.json'), 'utf8'),
+  ) as Partial<UlibsConfig>;
   return {
     platform: raw.platform ?? [],
     perApp: raw.perApp ?? [],

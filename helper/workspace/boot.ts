@@ -29,7 +29,10 @@ export interface BootResult {
   /** exitCode === 0 && !timedOut */
   success: boolean;
   durationMs: number;
-  /** With BootOptions.marks: ms from the start of qemu to each marker's arrival (undefined: never seen). */
+  /**
+   * With BootOptions.marks: ms from the start of qemu to each marker's arrival (undefined: never
+   * seen).
+   */
   markMs?: (number | undefined)[];
   /** qemu's stderr, for diagnostics. */
   stderr: string;
@@ -38,17 +41,26 @@ export interface BootResult {
 /** The qemu command line used by bootImage (without the binary). */
 export function qemuArgs(elfPath: string, opts: BootOptions = {}): string[] {
   return [
-    '-machine', 'pc',
-    '-accel', 'tcg',
-    '-cpu', 'qemu64',
-    '-m', opts.memory ?? '64M',
+    '-machine',
+    'pc',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'qemu64',
+    '-m',
+    opts.memory ?? '64M',
     '-nodefaults',
     '-no-reboot',
-    '-display', 'none',
-    '-serial', 'stdio',
-    '-monitor', 'none',
-    '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
-    '-kernel', elfPath,
+    '-display',
+    'none',
+    '-serial',
+    'stdio',
+    '-monitor',
+    'none',
+    '-device',
+    'isa-debug-exit,iobase=0xf4,iosize=0x04',
+    '-kernel',
+    elfPath,
     ...(opts.extraArgs ?? []),
   ];
 }
@@ -76,14 +88,17 @@ export async function bootImage(elfPath: string, opts: BootOptions = {}): Promis
     sub.stdout?.on('data', (chunk: Buffer | string) => {
       const now = Number(process.hrtime.bigint() - start) / 1e6;
       seen += String(chunk);
-      marks.forEach((m, k) => { if (markMs[k] === undefined && seen.includes(m)) markMs[k] = now; });
+      marks.forEach((m, k) => {
+        if (markMs[k] === undefined && seen.includes(m)) markMs[k] = now;
+      });
     });
   }
   const r = await sub;
   const durationMs = Number(process.hrtime.bigint() - start) / 1e6;
   const qemuStatus = r.exitCode;
   const timedOut = r.timedOut === true;
-  const exitCode = !timedOut && qemuStatus !== undefined && qemuStatus % 2 === 1 ? (qemuStatus - 1) / 2 : -1;
+  const exitCode =
+    !timedOut && qemuStatus !== undefined && qemuStatus % 2 === 1 ? (qemuStatus - 1) / 2 : -1;
   return {
     output: String(r.stdout ?? '').replace(/\r\n/g, '\n'),
     exitCode,
@@ -105,9 +120,13 @@ export function bootFailure(r: BootResult, expected: string | null): string | nu
   // guest that wrote 0 to isa-debug-exit).
   const err = r.stderr.trim().split('\n')[0];
   const qemu = err ? ` (qemu: ${err})` : '';
-  if (r.timedOut) return `timed out after ${(r.durationMs / 1000).toFixed(1)} s with ${r.output.length} bytes of output${qemu}`;
+  if (r.timedOut)
+    return `timed out after ${(r.durationMs / 1000).toFixed(1)} s with ${r.output.length} bytes of output${qemu}`;
   if (!r.success) {
-    const why = r.exitCode >= 0 ? `the guest exited with ${r.exitCode}` : `qemu ended with status ${r.qemuStatus ?? 'none (killed by a signal)'}`;
+    const why =
+      r.exitCode >= 0
+        ? `the guest exited with ${r.exitCode}`
+        : `qemu ended with status ${r.qemuStatus ?? 'none (killed by a signal)'}`;
     return `${why}, ${r.output.length} bytes of output${qemu}`;
   }
   if (expected !== null && r.output !== expected) {
@@ -134,7 +153,11 @@ export interface CheckedBoot {
  * machine too loaded to run it in time). Callers report `firstFailure`; a failure that comes back
  * is the image's.
  */
-export async function bootExpecting(elfPath: string, expected: string | null, opts: BootOptions = {}): Promise<CheckedBoot> {
+export async function bootExpecting(
+  elfPath: string,
+  expected: string | null,
+  opts: BootOptions = {},
+): Promise<CheckedBoot> {
   const first = await bootImage(elfPath, opts);
   const why = bootFailure(first, expected);
   if (!why) return { result: first, failure: null };

@@ -44,7 +44,14 @@ export const UK_CFLAGS: readonly string[] = [
 ];
 
 /** Flags of the per-library partial link (Unikraft's libNAME.ld.o rule). */
-export const UK_LDRFLAGS: readonly string[] = ['-nostdlib', '-Wl,-r', '-Wl,-d', '-Wl,--build-id=none', '-no-pie', '-nostdinc'];
+export const UK_LDRFLAGS: readonly string[] = [
+  '-nostdlib',
+  '-Wl,-r',
+  '-Wl,-d',
+  '-Wl,--build-id=none',
+  '-no-pie',
+  '-nostdinc',
+];
 
 export interface CompileOptions {
   /** Parallel compile jobs (µlib instances), default 2. */
@@ -74,12 +81,12 @@ export interface CompiledWorkspace {
 
 interface Unit {
   key: string;
-  lib: string;               // µlib name (UK_LIBNAME)
-  sources: string[];         // absolute paths
+  lib: string; // µlib name (UK_LIBNAME)
+  sources: string[]; // absolute paths
   generated: { name: string; content: string }[];
   defines: string[];
-  exportsyms?: string;       // content of the exportsyms list; undefined = keep all
-  dir: string;               // absolute unit build dir
+  exportsyms?: string; // content of the exportsyms list; undefined = keep all
+  dir: string; // absolute unit build dir
 }
 
 const STAMP = '.stamp';
@@ -202,7 +209,10 @@ function planUnits(outDir: string, apps: AppSpec[]): Unit[] {
  * Outputs are written atomically. Builds are deterministic: paths inside the
  * objects are mapped to fixed prefixes (-ffile-prefix-map).
  */
-export async function compileWorkspace(outDir: string, opts: CompileOptions = {}): Promise<CompiledWorkspace> {
+export async function compileWorkspace(
+  outDir: string,
+  opts: CompileOptions = {},
+): Promise<CompiledWorkspace> {
   const root = workspaceRoot();
   outDir = path.resolve(outDir);
   await mkdir(outDir, { recursive: true });
@@ -211,7 +221,8 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
   const gccVersion = (await execa('gcc', ['--version'])).stdout.split('\n')[0];
   const headers = listHeaders(path.join(root, 'include'));
   const headerHash = createHash('sha256');
-  for (const h of headers) headerHash.update(path.relative(root, h)).update('\0').update(readFileSync(h)).update('\0');
+  for (const h of headers)
+    headerHash.update(path.relative(root, h)).update('\0').update(readFileSync(h)).update('\0');
   const headerDigest = headerHash.digest('hex');
 
   const cflags = [
@@ -229,12 +240,17 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
     const out = path.join(u.dir, objectBasename(u.lib));
     const fp = createHash('sha256');
     fp.update(gccVersion).update('\0').update(headerDigest).update('\0');
-    fp.update(JSON.stringify([cflags.filter((f) => !f.startsWith('-ffile-prefix-map=')), u.defines, u.lib]));
-    for (const s of u.sources) fp.update(path.relative(root, s)).update('\0').update(readFileSync(s)).update('\0');
+    fp.update(
+      JSON.stringify([cflags.filter((f) => !f.startsWith('-ffile-prefix-map=')), u.defines, u.lib]),
+    );
+    for (const s of u.sources)
+      fp.update(path.relative(root, s)).update('\0').update(readFileSync(s)).update('\0');
     for (const g of u.generated) fp.update(g.name).update('\0').update(g.content).update('\0');
     for (const s of u.sources) {
       // private headers next to the sources
-      for (const h of readdirSync(path.dirname(s)).filter((f) => f.endsWith('.h')).sort()) {
+      for (const h of readdirSync(path.dirname(s))
+        .filter((f) => f.endsWith('.h'))
+        .sort()) {
         fp.update(h).update(readFileSync(path.join(path.dirname(s), h)));
       }
     }
@@ -242,14 +258,20 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
     const digest = fp.digest('hex');
     const stampFile = path.join(u.dir, STAMP);
     result.objects[u.key] = out;
-    if (!opts.force && existsSync(out) && existsSync(stampFile) && (await readFile(stampFile, 'utf8')) === digest) {
+    if (
+      !opts.force &&
+      existsSync(out) &&
+      existsSync(stampFile) &&
+      (await readFile(stampFile, 'utf8')) === digest
+    ) {
       result.upToDate.push(u.key);
       return;
     }
     await mkdir(u.dir, { recursive: true });
     opts.log?.(`compile ${u.key}`);
     // Intermediate files go to a private work directory, finished files are renamed into place:
-    // concurrent builds into the same outDir (same inputs, same bytes) cannot see half-written files.
+    // concurrent builds into the same outDir (same inputs, same bytes) cannot see half-written
+    // files.
     const work = await mkdtemp(path.join(u.dir, '.work-'));
     try {
       const objs: string[] = [];
@@ -261,9 +283,16 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
         srcs.push(p);
       }
       for (const src of srcs) {
-        const obj = path.join(work, path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')));
+        const obj = path.join(
+          work,
+          path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')),
+        );
         const rel = src.startsWith(root + path.sep) ? path.relative(root, src) : src;
-        await execa('gcc', [...cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj], { cwd: root });
+        await execa(
+          'gcc',
+          [...cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj],
+          { cwd: root },
+        );
         objs.push(obj);
       }
       const ldoName = objectBasename(u.lib).replace(/\.o$/, '.ld.o');
@@ -297,7 +326,10 @@ export async function compileWorkspace(outDir: string, opts: CompileOptions = {}
 export function objectsFor(app: AppSpec, compiled: CompiledWorkspace): string[] {
   return app.objectKeys.map((k) => {
     const p = compiled.objects[k];
-    if (!p) throw new Error(`app ${app.name}: µlib ${k} was not compiled (pass the app to compileWorkspace)`);
+    if (!p)
+      throw new Error(
+        `app ${app.name}: µlib ${k} was not compiled (pass the app to compileWorkspace)`,
+      );
     return p;
   });
 }

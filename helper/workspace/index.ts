@@ -31,4 +31,12 @@ export {
   linkImage,
   platformScripts,
 } from './link.js';
-export { type BootOptions, type BootResult, bootExpecting, bootFailure, bootImage, type CheckedBoot, qemuArgs } from './boot.js';
+export {
+  type BootOptions,
+  type BootResult,
+  bootExpecting,
+  bootFailure,
+  bootImage,
+  type CheckedBoot,
+  qemuArgs,
+} from './boot.js';

@@ -10,15 +10,54 @@ export const MODES: readonly Mode[] = ['external', 'aslr'];
 
 // x86-64 relocation types (System V psABI).
 export const R_X86_64 = {
-  NONE: 0, _64: 1, PC32: 2, GOT32: 3, PLT32: 4, COPY: 5, GLOB_DAT: 6, JUMP_SLOT: 7, RELATIVE: 8,
-  GOTPCREL: 9, _32: 10, _32S: 11, _16: 12, PC16: 13, _8: 14, PC8: 15, DTPMOD64: 16, DTPOFF64: 17,
-  TPOFF64: 18, TLSGD: 19, TLSLD: 20, DTPOFF32: 21, GOTTPOFF: 22, TPOFF32: 23, PC64: 24, GOTOFF64: 25,
-  GOTPC32: 26, GOT64: 27, GOTPCREL64: 28, GOTPC64: 29, GOTPLT64: 30, PLTOFF64: 31, SIZE32: 32,
-  SIZE64: 33, GOTPC32_TLSDESC: 34, TLSDESC_CALL: 35, TLSDESC: 36, IRELATIVE: 37, RELATIVE64: 38,
-  GOTPCRELX: 41, REX_GOTPCRELX: 42, CODE_4_GOTPCRELX: 43, CODE_4_GOTTPOFF: 44,
+  NONE: 0,
+  _64: 1,
+  PC32: 2,
+  GOT32: 3,
+  PLT32: 4,
+  COPY: 5,
+  GLOB_DAT: 6,
+  JUMP_SLOT: 7,
+  RELATIVE: 8,
+  GOTPCREL: 9,
+  _32: 10,
+  _32S: 11,
+  _16: 12,
+  PC16: 13,
+  _8: 14,
+  PC8: 15,
+  DTPMOD64: 16,
+  DTPOFF64: 17,
+  TPOFF64: 18,
+  TLSGD: 19,
+  TLSLD: 20,
+  DTPOFF32: 21,
+  GOTTPOFF: 22,
+  TPOFF32: 23,
+  PC64: 24,
+  GOTOFF64: 25,
+  GOTPC32: 26,
+  GOT64: 27,
+  GOTPCREL64: 28,
+  GOTPC64: 29,
+  GOTPLT64: 30,
+  PLTOFF64: 31,
+  SIZE32: 32,
+  SIZE64: 33,
+  GOTPC32_TLSDESC: 34,
+  TLSDESC_CALL: 35,
+  TLSDESC: 36,
+  IRELATIVE: 37,
+  RELATIVE64: 38,
+  GOTPCRELX: 41,
+  REX_GOTPCRELX: 42,
+  CODE_4_GOTPCRELX: 43,
+  CODE_4_GOTTPOFF: 44,
 } as const;
 
-const NAMES = new Map<number, string>(Object.entries(R_X86_64).map(([k, v]) => [v, `R_X86_64_${k.replace(/^_/, '')}`]));
+const NAMES = new Map<number, string>(
+  Object.entries(R_X86_64).map(([k, v]) => [v, `R_X86_64_${k.replace(/^_/, '')}`]),
+);
 export function relocName(type: number): string {
   return NAMES.get(type) ?? `relocation type ${type}`;
 }
@@ -37,21 +76,45 @@ export type RelocClass = 'pcrel' | 'abs' | 'tls' | 'got' | 'size' | 'ignore';
 export function relocClass(type: number): RelocClass | undefined {
   const R = R_X86_64;
   switch (type) {
-    case R.NONE: return 'ignore';
-    case R.PC32: case R.PLT32: case R.PC64: return 'pcrel';
-    case R._32: case R._32S: case R._64: return 'abs';
-    case R.TPOFF32: case R.TPOFF64: case R.GOTTPOFF: case R.CODE_4_GOTTPOFF: return 'tls';
-    case R.GOTPCREL: case R.GOTPCRELX: case R.REX_GOTPCRELX: case R.CODE_4_GOTPCRELX: return 'got';
-    case R.SIZE32: case R.SIZE64: return 'size';
-    default: return undefined;
+    case R.NONE:
+      return 'ignore';
+    case R.PC32:
+    case R.PLT32:
+    case R.PC64:
+      return 'pcrel';
+    case R._32:
+    case R._32S:
+    case R._64:
+      return 'abs';
+    case R.TPOFF32:
+    case R.TPOFF64:
+    case R.GOTTPOFF:
+    case R.CODE_4_GOTTPOFF:
+      return 'tls';
+    case R.GOTPCREL:
+    case R.GOTPCRELX:
+    case R.REX_GOTPCRELX:
+    case R.CODE_4_GOTPCRELX:
+      return 'got';
+    case R.SIZE32:
+    case R.SIZE64:
+      return 'size';
+    default:
+      return undefined;
   }
 }
 
 /** Relocations whose instruction ld may rewrite in a static link (same length, other form). */
 export function isRelaxable(type: number): boolean {
   const R = R_X86_64;
-  return type === R.GOTPCREL || type === R.GOTPCRELX || type === R.REX_GOTPCRELX || type === R.CODE_4_GOTPCRELX
-    || type === R.GOTTPOFF || type === R.CODE_4_GOTTPOFF;
+  return (
+    type === R.GOTPCREL ||
+    type === R.GOTPCRELX ||
+    type === R.REX_GOTPCRELX ||
+    type === R.CODE_4_GOTPCRELX ||
+    type === R.GOTTPOFF ||
+    type === R.CODE_4_GOTTPOFF
+  );
 }
 
 /**
@@ -62,18 +125,28 @@ export function isRelaxable(type: number): boolean {
  */
 export type Place = 'same' | 'own' | 'foreign';
 
-const STB_LOCAL = 0, STB_WEAK = 2, STT_NOTYPE = 0, STT_TLS = 6, STT_GNU_IFUNC = 10;
+const STB_LOCAL = 0,
+  STB_WEAK = 2,
+  STT_NOTYPE = 0,
+  STT_TLS = 6,
+  STT_GNU_IFUNC = 10;
 
-export function symbolPlace(sym: ElfSymbol | undefined, sectionPlace: (shndx: number) => Place): Place {
+export function symbolPlace(
+  sym: ElfSymbol | undefined,
+  sectionPlace: (shndx: number) => Place,
+): Place {
   if (!sym || sym.index === 0) return 'foreign';
-  if (sym.shndx === SHN_UNDEF || sym.shndx >= 0xff00) return 'foreign'; // UNDEF, ABS, COMMON, reserved
+  // UNDEF, ABS, COMMON, reserved
+  if (sym.shndx === SHN_UNDEF || sym.shndx >= 0xff00) return 'foreign';
   if (sym.bind === STB_WEAK) return 'foreign';
   if (sym.type === STT_TLS || sym.type === STT_GNU_IFUNC) return 'foreign';
   if (sym.type === STT_NOTYPE && sym.bind !== STB_LOCAL) return 'foreign';
   return sectionPlace(sym.shndx);
 }
 
-/** A stable name for "the symbol" of a relocation (sharing stubs and GOT slots in the first pass). */
+/**
+ * A stable name for "the symbol" of a relocation (sharing stubs and GOT slots in the first pass).
+ */
 export function symbolKey(sym: ElfSymbol | undefined): string {
   if (!sym || sym.index === 0) return '∅';
   if (sym.type === STT_SECTION) return `§${sym.shndx}`;
@@ -103,14 +176,20 @@ export function refTarget(ref: CodeRef, insnEnd: bigint): string {
  */
 export function isOutside(cls: RelocClass, place: Place, mode: Mode, ownAbs = false): boolean {
   switch (cls) {
-    case 'ignore': return false;
-    case 'tls': case 'got': return true;
-    case 'size': return place === 'foreign';
-    case 'pcrel': return mode === 'external' ? place === 'foreign' : place !== 'same';
+    case 'ignore':
+      return false;
+    case 'tls':
+    case 'got':
+      return true;
+    case 'size':
+      return place === 'foreign';
+    case 'pcrel':
+      return mode === 'external' ? place === 'foreign' : place !== 'same';
     // ASLR moves a µlib's code per build, but its read-only data, data and bss keep their map
     // slots: an absolute address of those is the same in every build and stays in place.
     // A name slot's variant (`ownAbs`) lays its data out per image: those addresses differ too.
-    case 'abs': return mode === 'external' ? place === 'foreign' : ownAbs || place !== 'own';
+    case 'abs':
+      return mode === 'external' ? place === 'foreign' : ownAbs || place !== 'own';
   }
 }
 
@@ -128,7 +207,8 @@ export function operandAt(i: Insn, off: number): Operand | undefined {
 
 /**
  * How a site is redirected:
- * - `stub`: call/jmp/jcc rel32 keeps its place, its rel32 goes to a shared `jmp target` in the table;
+ * - `stub`: call/jmp/jcc rel32 keeps its place, its rel32 goes to a shared `jmp target` in the
+ * table;
  * - `got`: `lea reg, [rip+X]` becomes `mov reg, [rip+G]` (same length), G an 8-byte slot holding X;
  * - `callind`: `call [mem]` becomes `jmp` to `push <return address>; jmp [mem]` in the table;
  * - `trampoline`: the instruction becomes `jmp` to its copy in the table, followed by `jmp` back.
@@ -136,33 +216,48 @@ export function operandAt(i: Insn, off: number): Operand | undefined {
 export type SiteKind = 'stub' | 'got' | 'callind' | 'trampoline';
 export const SITE_KINDS: readonly SiteKind[] = ['stub', 'got', 'callind', 'trampoline'];
 
-export const JMP_REL32 = 5, PUSH_IMM32 = 5, GOT_SLOT = 8;
+export const JMP_REL32 = 5,
+  PUSH_IMM32 = 5,
+  GOT_SLOT = 8;
 
 /** Kind of a site, or a reason it cannot be redirected. */
 export function siteKind(i: Insn, ops: Operand[]): SiteKind | { error: string } {
   if (ops.includes('branch')) {
-    if (i.immSize !== 4) return { error: `a ${i.immSize * 8}-bit relative branch cannot reach a table entry` };
+    if (i.immSize !== 4)
+      return { error: `a ${i.immSize * 8}-bit relative branch cannot reach a table entry` };
     return 'stub';
   }
   if ((i.code === Code.Lea_r64_m || i.code === Code.Lea_r32_m) && i.ipRel) return 'got';
   if (i.flow === FlowControl.IndirectCall) {
-    if (i.code !== Code.Call_rm64 || !i.hasMem) return { error: 'an indirect call of this form is not supported' };
-    if (i.memBase === Register.RSP || i.memIndex === Register.RSP) return { error: 'an indirect call through a stack operand cannot be moved (the pushed return address would shift it)' };
+    if (i.code !== Code.Call_rm64 || !i.hasMem)
+      return { error: 'an indirect call of this form is not supported' };
+    if (i.memBase === Register.RSP || i.memIndex === Register.RSP)
+      return {
+        error:
+          'an indirect call through a stack operand cannot be moved (the pushed return address would shift it)',
+      };
   } else if (i.flow !== FlowControl.Next && i.flow !== FlowControl.IndirectBranch) {
     return { error: 'this kind of control transfer cannot be moved' };
   }
-  if (i.len < JMP_REL32) return { error: `the instruction is ${i.len} bytes, too short for the 5-byte jump to its trampoline` };
+  if (i.len < JMP_REL32)
+    return {
+      error: `the instruction is ${i.len} bytes, too short for the 5-byte jump to its trampoline`,
+    };
   return i.flow === FlowControl.IndirectCall ? 'callind' : 'trampoline';
 }
 
 /** Upper bound of the table bytes one site's own entry takes (stubs and GOT slots are shared). */
 export function entryBound(kind: SiteKind, len: number): number {
   switch (kind) {
-    case 'stub': return JMP_REL32;
-    case 'got': return GOT_SLOT;
+    case 'stub':
+      return JMP_REL32;
+    case 'got':
+      return GOT_SLOT;
     // The moved instruction is never longer than the original (see table.ts), + jmp back / push.
-    case 'trampoline': return len + JMP_REL32;
-    case 'callind': return PUSH_IMM32 + len;
+    case 'trampoline':
+      return len + JMP_REL32;
+    case 'callind':
+      return PUSH_IMM32 + len;
   }
 }
 
@@ -199,8 +294,15 @@ export interface Site {
  * Groups the relocations of one code section by instruction and returns the instructions that
  * refer outside (sorted by address). `fail` reports an unusable relocation or instruction.
  */
-export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex: (addr: bigint) => number,
-  fail: (at: bigint, msg: string) => never, code?: CodeMap, ownAbs = false): Site[] {
+export function findSites(
+  insns: Insn[],
+  refs: CodeRef[],
+  mode: Mode,
+  findIndex: (addr: bigint) => number,
+  fail: (at: bigint, msg: string) => never,
+  code?: CodeMap,
+  ownAbs = false,
+): Site[] {
   const byInsn = new Map<number, { ref: CodeRef; op: Operand }[]>();
   for (const r of refs) {
     const cls = relocClass(r.type);
@@ -211,12 +313,21 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
       if (cls === undefined || isOutside(cls, r.place, mode, ownAbs)) code.data.push(r);
       continue;
     }
-    if (cls === undefined) fail(r.at, `${relocName(r.type)} in code is not supported (compile without -fPIC/-mcmodel=large, or with -ftls-model=local-exec)`);
+    if (cls === undefined)
+      fail(
+        r.at,
+        `${relocName(r.type)} in code is not supported (compile without -fPIC/-mcmodel=large, or with -ftls-model=local-exec)`,
+      );
     const k = findIndex(r.at);
     const i = k < 0 ? undefined : insns[k];
-    if (!i || i.invalid) fail(r.at, `${relocName(r.type)} does not fall inside a decoded instruction (data in code?)`);
+    if (!i || i.invalid)
+      fail(r.at, `${relocName(r.type)} does not fall inside a decoded instruction (data in code?)`);
     const op = operandAt(i, Number(r.at - i.ip));
-    if (!op) fail(r.at, `${relocName(r.type)} does not patch an operand of the instruction at 0x${i.ip.toString(16)} (decoding out of sync?)`);
+    if (!op)
+      fail(
+        r.at,
+        `${relocName(r.type)} does not patch an operand of the instruction at 0x${i.ip.toString(16)} (decoding out of sync?)`,
+      );
     let l = byInsn.get(k);
     if (!l) byInsn.set(k, (l = []));
     l.push({ ref: r, op });
@@ -225,18 +336,38 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
   for (const k of [...byInsn.keys()].sort((a, b) => a - b)) {
     const l = byInsn.get(k)!;
     // ASLR mode: code that takes the address of its own code (`lea f(%rip)`) must get the same
-    // address that data holding `f` gets, the entry stub (see rewrite.ts): it goes through the table too.
-    const takesOwnAddress = (ref: CodeRef, op: Operand) => mode === 'aslr' && ref.place === 'same' && op === 'disp'
-      && relocClass(ref.type) === 'pcrel' && (insns[k].code === Code.Lea_r64_m || insns[k].code === Code.Lea_r32_m);
-    const outs = l.map(({ ref, op }) => isOutside(relocClass(ref.type)!, ref.place, mode, ownAbs) || takesOwnAddress(ref, op));
+    // address that data holding `f` gets, the entry stub (see rewrite.ts): it goes through the
+    // table too.
+    const takesOwnAddress = (ref: CodeRef, op: Operand) =>
+      mode === 'aslr' &&
+      ref.place === 'same' &&
+      op === 'disp' &&
+      relocClass(ref.type) === 'pcrel' &&
+      (insns[k].code === Code.Lea_r64_m || insns[k].code === Code.Lea_r32_m);
+    const outs = l.map(
+      ({ ref, op }) =>
+        isOutside(relocClass(ref.type)!, ref.place, mode, ownAbs) || takesOwnAddress(ref, op),
+    );
     if (!outs.includes(true)) continue;
     const i = insns[k];
-    const kind = siteKind(i, l.map((x) => x.op));
+    const kind = siteKind(
+      i,
+      l.map((x) => x.op),
+    );
     if (typeof kind !== 'string') fail(i.ip, `${kind.error}`);
     const first = l[outs.indexOf(true)].ref;
     const end = i.ip + BigInt(i.len);
     sites.push({
-      insn: i, kind, refs: l.map((x, j) => ({ type: x.ref.type, op: x.op, outside: outs[j], target: refTarget(x.ref, end), place: x.ref.place })), relaxable: l.some((x) => isRelaxable(x.ref.type)),
+      insn: i,
+      kind,
+      refs: l.map((x, j) => ({
+        type: x.ref.type,
+        op: x.op,
+        outside: outs[j],
+        target: refTarget(x.ref, end),
+        place: x.ref.place,
+      })),
+      relaxable: l.some((x) => isRelaxable(x.ref.type)),
       key: refTarget(first, end),
     });
   }
@@ -250,5 +381,10 @@ export function findSites(insns: Insn[], refs: CodeRef[], mode: Mode, findIndex:
  */
 export function refersToOwnData(refs: Site['refs']): boolean {
   const out = refs.filter((x) => x.outside);
-  return out.length === 1 && out[0].op === 'disp' && out[0].place === 'own' && relocClass(out[0].type) === 'pcrel';
+  return (
+    out.length === 1 &&
+    out[0].op === 'disp' &&
+    out[0].place === 'own' &&
+    relocClass(out[0].type) === 'pcrel'
+  );
 }

@@ -18,7 +18,11 @@ export const CLONE_ALIGN = 16;
  * undefined when a copy anywhere is the same function. `relocAt` are the addresses of the
  * relocated fields of the section holding it.
  */
-export function cloneRefusal(bytes: Uint8Array, ip: bigint, relocAt: readonly bigint[]): string | undefined {
+export function cloneRefusal(
+  bytes: Uint8Array,
+  ip: bigint,
+  relocAt: readonly bigint[],
+): string | undefined {
   if (!bytes.length) return 'it is empty';
   if (bytes.length > CLONE_MAX) return `it is longer than ${CLONE_MAX} bytes`;
   const end = ip + BigInt(bytes.length);
@@ -32,7 +36,9 @@ export function cloneRefusal(bytes: Uint8Array, ip: bigint, relocAt: readonly bi
       d.decodeOut(i);
       const at = hex(i.ip);
       if (i.isInvalid || i.nextIP > end) return `the bytes at ${at} are no whole instruction`;
-      for (let k = 0; k < i.opCount; k++) if (i.opKind(k) === OpKind.Memory && i.isIpRelMemoryOperand) return `the instruction at ${at} is RIP-relative`;
+      for (let k = 0; k < i.opCount; k++)
+        if (i.opKind(k) === OpKind.Memory && i.isIpRelMemoryOperand)
+          return `the instruction at ${at} is RIP-relative`;
       const flow = i.flowControl;
       if (flow === FlowControl.UnconditionalBranch || flow === FlowControl.ConditionalBranch) {
         if (i.opKind(0) !== OpKind.NearBranch64) return `the branch at ${at} is not relative`;
@@ -44,7 +50,8 @@ export function cloneRefusal(bytes: Uint8Array, ip: bigint, relocAt: readonly bi
       last = flow;
     }
     // It must not run off its end into whatever follows it.
-    if (last !== FlowControl.Return && last !== FlowControl.UnconditionalBranch) return 'it does not end with a return or a jump';
+    if (last !== FlowControl.Return && last !== FlowControl.UnconditionalBranch)
+      return 'it does not end with a return or a jump';
     return undefined;
   } finally {
     i.free();
@@ -56,8 +63,12 @@ export function cloneRefusal(bytes: Uint8Array, ip: bigint, relocAt: readonly bi
  * Where copies of these sizes go after a table that ends at `tableEnd`: one after the other, each
  * on 16 bytes. The one layout `spacer link` sizes, the rewrite writes and `spacer verify` expects.
  */
-export function cloneLayout(tableEnd: bigint, sizes: readonly number[]): { at: bigint[]; end: bigint } {
-  const a = BigInt(CLONE_ALIGN), up = (v: bigint) => (v + a - 1n) / a * a;
+export function cloneLayout(
+  tableEnd: bigint,
+  sizes: readonly number[],
+): { at: bigint[]; end: bigint } {
+  const a = BigInt(CLONE_ALIGN),
+    up = (v: bigint) => ((v + a - 1n) / a) * a;
   const at: bigint[] = [];
   let next = up(tableEnd);
   for (const n of sizes) {

@@ -1,7 +1,15 @@
 // x86-64 decoding for the rewriter: iced-x86 decodes, and every instruction is copied into a plain
 // record at once (iced objects live in WebAssembly memory and must be freed), so the rest of the
 // rewriter never holds an iced object longer than one call.
-import { Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register } from 'iced-x86';
+import {
+  Code,
+  Decoder,
+  DecoderOptions,
+  FlowControl,
+  Instruction,
+  OpKind,
+  Register,
+} from 'iced-x86';
 
 export { Code, FlowControl, Register };
 
@@ -17,13 +25,18 @@ export interface Insn {
   nearBranch: boolean;
   /** Target of a relative near branch. */
   target: bigint;
-  /** Has a memory operand; `ipRel` if it is RIP-relative, then `memAddr` is its absolute address. */
+  /**
+   * Has a memory operand; `ipRel` if it is RIP-relative, then `memAddr` is its absolute address.
+   */
   hasMem: boolean;
   ipRel: boolean;
   memAddr: bigint;
   memBase: Register;
   memIndex: Register;
-  /** Displacement and immediate fields as encoded (size 0: none). A rel branch's displacement is imm. */
+  /**
+   * Displacement and immediate fields as encoded (size 0: none). A rel branch's displacement is
+   * imm.
+   */
   dispOff: number;
   dispSize: number;
   immOff: number;
@@ -38,9 +51,25 @@ export interface Insn {
 function light(i: Instruction): Insn {
   const nearBranch = !i.isInvalid && (i.isCallNear || i.isJmpShortOrNear || i.isJccShortOrNear);
   return {
-    ip: i.ip, len: i.length, code: i.code, flow: i.flowControl, invalid: i.isInvalid, nearBranch, target: nearBranch ? i.nearBranchTarget : 0n,
-    hasMem: false, ipRel: false, memAddr: 0n, memBase: Register.None, memIndex: Register.None,
-    dispOff: 0, dispSize: 0, immOff: 0, immSize: 0, imm2Off: 0, imm2Size: 0, op0Register: Register.None,
+    ip: i.ip,
+    len: i.length,
+    code: i.code,
+    flow: i.flowControl,
+    invalid: i.isInvalid,
+    nearBranch,
+    target: nearBranch ? i.nearBranchTarget : 0n,
+    hasMem: false,
+    ipRel: false,
+    memAddr: 0n,
+    memBase: Register.None,
+    memIndex: Register.None,
+    dispOff: 0,
+    dispSize: 0,
+    immOff: 0,
+    immSize: 0,
+    imm2Off: 0,
+    imm2Size: 0,
+    op0Register: Register.None,
   };
 }
 
@@ -52,13 +81,28 @@ function record(d: Decoder, i: Instruction): Insn {
     for (let k = 0; k < i.opCount; k++) if (i.opKind(k) === OpKind.Memory) hasMem = true;
     const ipRel = hasMem && i.isIpRelMemoryOperand;
     return {
-      ip: i.ip, len: i.length, code: i.code, flow: i.flowControl, invalid: i.isInvalid,
-      nearBranch, target: nearBranch ? i.nearBranchTarget : 0n,
-      hasMem, ipRel, memAddr: ipRel ? i.ipRelMemoryAddress : hasMem ? BigInt.asUintN(64, i.memoryDisplacement) : 0n,
-      memBase: hasMem ? i.memoryBase : Register.None, memIndex: hasMem ? i.memoryIndex : Register.None,
-      dispOff: co.hasDisplacement ? co.displacementOffset : 0, dispSize: co.hasDisplacement ? co.displacementSize : 0,
-      immOff: co.hasImmediate ? co.immediateOffset : 0, immSize: co.hasImmediate ? co.immediateSize : 0,
-      imm2Off: co.hasImmediate2 ? co.immediateOffset2 : 0, imm2Size: co.hasImmediate2 ? co.immediateSize2 : 0,
+      ip: i.ip,
+      len: i.length,
+      code: i.code,
+      flow: i.flowControl,
+      invalid: i.isInvalid,
+      nearBranch,
+      target: nearBranch ? i.nearBranchTarget : 0n,
+      hasMem,
+      ipRel,
+      memAddr: ipRel
+        ? i.ipRelMemoryAddress
+        : hasMem
+          ? BigInt.asUintN(64, i.memoryDisplacement)
+          : 0n,
+      memBase: hasMem ? i.memoryBase : Register.None,
+      memIndex: hasMem ? i.memoryIndex : Register.None,
+      dispOff: co.hasDisplacement ? co.displacementOffset : 0,
+      dispSize: co.hasDisplacement ? co.displacementSize : 0,
+      immOff: co.hasImmediate ? co.immediateOffset : 0,
+      immSize: co.hasImmediate ? co.immediateSize : 0,
+      imm2Off: co.hasImmediate2 ? co.immediateOffset2 : 0,
+      imm2Size: co.hasImmediate2 ? co.immediateSize2 : 0,
       op0Register: i.opCount > 0 && i.opKind(0) === OpKind.Register ? i.op0Register : Register.None,
     };
   } finally {
@@ -72,7 +116,12 @@ function record(d: Decoder, i: Instruction): Insn {
  * restarts at the anchor, so alignment padding of any kind cannot desynchronise the sweep.
  * Invalid bytes become one-byte `invalid` records.
  */
-export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] = [], detail?: bigint[]): Insn[] {
+export function decodeRange(
+  bytes: Uint8Array,
+  base: bigint,
+  anchors: bigint[] = [],
+  detail?: bigint[],
+): Insn[] {
   const end = base + BigInt(bytes.length);
   const sorted = (l: bigint[]) => [...new Set(l)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const marks = sorted(anchors).filter((a) => a > base && a < end);
@@ -83,7 +132,9 @@ export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] =
   const d = new Decoder(64, bytes, DecoderOptions.None);
   const i = new Instruction();
   try {
-    let ip = base, m = 0, w = 0;
+    let ip = base,
+      m = 0,
+      w = 0;
     while (ip < end) {
       while (m < marks.length && marks[m] <= ip) m++;
       const limit = m < marks.length ? marks[m] : end;
@@ -97,10 +148,20 @@ export function decodeRange(bytes: Uint8Array, base: bigint, anchors: bigint[] =
       }
       const r = full ? record(d, i) : light(i);
       if (r.invalid || ip + BigInt(r.len) > limit) {
-        // Invalid, or it would swallow the start of the next function: skip one byte (or to the anchor).
+        // Invalid, or it would swallow the start of the next function: skip one byte (or to the
+        // anchor).
         const skip = r.invalid ? 1n : limit - ip;
-        out.push({ ...r, len: Number(skip), invalid: true, nearBranch: false, hasMem: false, ipRel: false,
-          dispSize: 0, immSize: 0, imm2Size: 0 });
+        out.push({
+          ...r,
+          len: Number(skip),
+          invalid: true,
+          nearBranch: false,
+          hasMem: false,
+          ipRel: false,
+          dispSize: 0,
+          immSize: 0,
+          imm2Size: 0,
+        });
         ip += skip;
         continue;
       }
@@ -149,12 +210,15 @@ export function withInstruction<T>(bytes: Uint8Array, ip: bigint, fn: (i: Instru
 /** True when the two encodings are the same instruction with the same absolute operands
  * (iced's equality ignores the address and the length; RIP-relative operands compare by target). */
 export function sameInstruction(a: Uint8Array, aIp: bigint, b: Uint8Array, bIp: bigint): boolean {
-  return withInstruction(a, aIp, (x) => withInstruction(b, bIp, (y) => !x.isInvalid && !y.isInvalid && x.equals(y)));
+  return withInstruction(a, aIp, (x) =>
+    withInstruction(b, bIp, (y) => !x.isInvalid && !y.isInvalid && x.equals(y)),
+  );
 }
 
 /** Index of the instruction containing `addr` in a sorted list, or -1. */
 export function findInsn(insns: Insn[], addr: bigint): number {
-  let lo = 0, hi = insns.length - 1;
+  let lo = 0,
+    hi = insns.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
     const x = insns[mid];

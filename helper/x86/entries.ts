@@ -8,12 +8,21 @@
 // pointers are then the same in every image; only the pointer area (stubs and slots) differs.
 // Everything in the µlibs agrees on one address per entry, so comparing function pointers still
 // works; the platform's boot code, which the rewrite does not touch, keeps real addresses.
-import { type ElfFile, type ElfSymbol, SHF_ALLOC, SHF_EXECINSTR, SHT_PROGBITS, STT_FUNC, type Section } from '../elf.js';
+import {
+  type ElfFile,
+  type ElfSymbol,
+  SHF_ALLOC,
+  SHF_EXECINSTR,
+  SHT_PROGBITS,
+  STT_FUNC,
+  type Section,
+} from '../elf.js';
 import { R_X86_64 } from './classify.js';
 import { jmpRel32 } from './table.js';
 
 export const STUB = 5;
-const STB_GLOBAL = 1, STB_WEAK = 2;
+const STB_GLOBAL = 1,
+  STB_WEAK = 2;
 
 /**
  * A global function: another µlib may take its address by name. Only STT_FUNC: untyped globals in
@@ -21,7 +30,9 @@ const STB_GLOBAL = 1, STB_WEAK = 2;
  * whose address must stay the real one.
  */
 export function isEntrySymbol(y: ElfSymbol, codeIndex: number): boolean {
-  return y.shndx === codeIndex && (y.bind === STB_GLOBAL || y.bind === STB_WEAK) && y.type === STT_FUNC;
+  return (
+    y.shndx === codeIndex && (y.bind === STB_GLOBAL || y.bind === STB_WEAK) && y.type === STT_FUNC
+  );
 }
 
 /** A data field holding an address: its relocation types. */
@@ -30,7 +41,9 @@ export const DATA_ADDRESS_TYPES = new Set<number>([R_X86_64._64, R_X86_64._32, R
 export function readAddress(data: Buffer, off: number, type: number): bigint | undefined {
   if (type === R_X86_64._64) return off + 8 <= data.length ? data.readBigUInt64LE(off) : undefined;
   if (off + 4 > data.length) return undefined;
-  return type === R_X86_64._32 ? BigInt(data.readUInt32LE(off)) : BigInt.asUintN(64, BigInt(data.readInt32LE(off)));
+  return type === R_X86_64._32
+    ? BigInt(data.readUInt32LE(off))
+    : BigInt.asUintN(64, BigInt(data.readInt32LE(off)));
 }
 
 export function writeAddress(data: Buffer, off: number, type: number, v: bigint): void {
@@ -41,7 +54,13 @@ export function writeAddress(data: Buffer, off: number, type: number, v: bigint)
 
 /** Sections whose relocated address fields may be redirected to stubs: loaded data, not code. */
 export function dataSections(elf: ElfFile): Section[] {
-  return elf.sections.filter((s) => s.type === SHT_PROGBITS && (s.flags & SHF_ALLOC) !== 0n && !(s.flags & SHF_EXECINSTR) && !s.name.startsWith('.spacer.'));
+  return elf.sections.filter(
+    (s) =>
+      s.type === SHT_PROGBITS &&
+      (s.flags & SHF_ALLOC) !== 0n &&
+      !(s.flags & SHF_EXECINSTR) &&
+      !s.name.startsWith('.spacer.'),
+  );
 }
 
 /** The stubs of one µlib: at `at`, one per entry (sorted), each `jmp entry`. */
@@ -51,7 +70,9 @@ export interface UlibStubs {
 }
 
 export function stubBytes(s: UlibStubs, what: string): Buffer {
-  return Buffer.concat(s.targets.map((t, k) => jmpRel32(s.at + BigInt(k * STUB), t, `${what}: entry stub`)));
+  return Buffer.concat(
+    s.targets.map((t, k) => jmpRel32(s.at + BigInt(k * STUB), t, `${what}: entry stub`)),
+  );
 }
 
 /** Stub address per entry address, over every µlib's stubs. */
@@ -62,10 +83,17 @@ export function stubMap(all: UlibStubs[]): Map<bigint, bigint> {
 }
 
 /** Where a µlib's pointer slots start, after its stubs. */
-export const slotsAfterStubs = (s: UlibStubs) => s.at + ((BigInt(s.targets.length * STUB) + 7n) & ~7n);
+export const slotsAfterStubs = (s: UlibStubs) =>
+  s.at + ((BigInt(s.targets.length * STUB) + 7n) & ~7n);
 
-/** Relocated address fields of data sections whose symbol is in one of `codeIndexes` and whose value lies in it. */
-export function dataAddressFields(elf: ElfFile, codeRanges: Map<number, [bigint, bigint]>): { sec: Section; at: bigint; type: number; value: bigint; local: boolean }[] {
+/**
+ * Relocated address fields of data sections whose symbol is in one of `codeIndexes` and whose value
+ * lies in it.
+ */
+export function dataAddressFields(
+  elf: ElfFile,
+  codeRanges: Map<number, [bigint, bigint]>,
+): { sec: Section; at: bigint; type: number; value: bigint; local: boolean }[] {
   const syms = elf.symbols();
   const out: { sec: Section; at: bigint; type: number; value: bigint; local: boolean }[] = [];
   for (const sec of dataSections(elf)) {
@@ -79,7 +107,8 @@ export function dataAddressFields(elf: ElfFile, codeRanges: Map<number, [bigint,
       const off = Number(r.offset - sec.addr);
       if (off < 0) continue;
       const v = readAddress(data, off, r.type);
-      if (v !== undefined && v >= range[0] && v < range[1]) out.push({ sec, at: r.offset, type: r.type, value: v, local: syms[r.sym].bind === 0 });
+      if (v !== undefined && v >= range[0] && v < range[1])
+        out.push({ sec, at: r.offset, type: r.type, value: v, local: syms[r.sym].bind === 0 });
     }
   }
   return out;

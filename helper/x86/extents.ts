@@ -30,7 +30,8 @@ export interface Undecided {
   at: bigint;
 }
 
-const byStart = (a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
+const byStart = (a: { start: bigint }, b: { start: bigint }) =>
+  a.start < b.start ? -1 : a.start > b.start ? 1 : 0;
 
 /**
  * The code extents of section `shndx`, whose bytes are [lo, hi): every function symbol with a size,
@@ -38,7 +39,12 @@ const byStart = (a: { start: bigint }, b: { start: bigint }) => (a.start < b.sta
  * A function symbol without a size (hand-written code with `.type` but no `.size`) and bytes no
  * function covers are data. Overlapping function symbols (aliases) are merged.
  */
-export function codeExtents(syms: readonly ElfSymbol[], shndx: number, lo: bigint, hi: bigint): Extent[] {
+export function codeExtents(
+  syms: readonly ElfSymbol[],
+  shndx: number,
+  lo: bigint,
+  hi: bigint,
+): Extent[] {
   const funcs: Extent[] = [];
   const data: Extent[] = [];
   for (const y of syms) {
@@ -47,7 +53,8 @@ export function codeExtents(syms: readonly ElfSymbol[], shndx: number, lo: bigin
     const end0 = y.value + (y.size > 0n ? y.size : y.type === STT_OBJECT ? 1n : 0n);
     const end = end0 > hi ? hi : end0;
     if (end <= start) continue;
-    if (y.type === STT_FUNC && y.size > 0n) funcs.push({ start, end, name: y.name || hex(y.value) });
+    if (y.type === STT_FUNC && y.size > 0n)
+      funcs.push({ start, end, name: y.name || hex(y.value) });
     else if (y.type === STT_OBJECT) data.push({ start, end, name: y.name || hex(y.value) });
   }
   funcs.sort(byStart);
@@ -78,7 +85,8 @@ export function codeMapOf(extents: readonly Extent[]): CodeMap {
   return {
     data: [],
     isCode(addr: bigint): boolean {
-      let lo = 0, hi = extents.length - 1;
+      let lo = 0,
+        hi = extents.length - 1;
       while (lo <= hi) {
         const mid = (lo + hi) >> 1;
         if (addr < extents[mid].start) hi = mid - 1;
@@ -90,7 +98,10 @@ export function codeMapOf(extents: readonly Extent[]): CodeMap {
   };
 }
 
-/** The decoded code of one section: its instructions, the extents they cover, and what was left undecided. */
+/**
+ * The decoded code of one section: its instructions, the extents they cover, and what was left
+ * undecided.
+ */
 export interface DecodedCode {
   insns: Insn[];
   code: CodeMap;
@@ -103,15 +114,22 @@ export interface DecodedCode {
  * dropped from the code (undecided). `relocs` are the addresses of the section's relocated fields
  * and their types; `detail` as for decodeRange.
  */
-export function decodeCode(bytes: Uint8Array, base: bigint, extents: readonly Extent[],
-  relocs: readonly { at: bigint; type: number }[]): DecodedCode {
-  const fields = relocs.filter((r) => relocClass(r.type) !== 'ignore').sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+export function decodeCode(
+  bytes: Uint8Array,
+  base: bigint,
+  extents: readonly Extent[],
+  relocs: readonly { at: bigint; type: number }[],
+): DecodedCode {
+  const fields = relocs
+    .filter((r) => relocClass(r.type) !== 'ignore')
+    .sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
   const insns: Insn[] = [];
   const kept: Extent[] = [];
   const undecided: Undecided[] = [];
   let r = 0;
   for (const e of extents) {
-    const from = Number(e.start - base), to = Number(e.end - base);
+    const from = Number(e.start - base),
+      to = Number(e.end - base);
     while (r < fields.length && fields[r].at < e.start) r++;
     const mine: bigint[] = [];
     for (let k = r; k < fields.length && fields[k].at < e.end; k++) mine.push(fields[k].at);
@@ -132,7 +150,9 @@ export function decodeCode(bytes: Uint8Array, base: bigint, extents: readonly Ex
 
 /** One line for an undecided function: where, and what to do. */
 export function undecidedLine(where: string, u: Undecided): string {
-  return `${where}+${hex(u.at)}: the relocation does not fit the instructions of ${u.name} (data inside a function?); `
-    + `${u.name} is left as linked and its page is not shared; give the data a symbol with .type @object and .size, `
-    + 'or move it out of the function';
+  return (
+    `${where}+${hex(u.at)}: the relocation does not fit the instructions of ${u.name} (data inside a function?); ` +
+    `${u.name} is left as linked and its page is not shared; give the data a symbol with .type @object and .size, ` +
+    'or move it out of the function'
+  );
 }

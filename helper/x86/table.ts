@@ -3,8 +3,8 @@
 //   [pad to 8] GOT slots (8 bytes each, value = address)      one per distinct lea target
 //              stubs     `E9 rel32`      -> target             one per distinct branch target
 //              trampolines, in site order:
-//                trampoline: <the instruction, re-encoded here> `E9 rel32` -> next original instruction
-//                callind:    `68 imm32` (push return address)   <jmp through the call's memory operand>
+// trampoline: <the instruction, re-encoded here> `E9 rel32` -> next original instruction
+// callind: `68 imm32` (push return address) <jmp through the call's memory operand>
 //   unused bytes stay 0xCC (int3)
 //
 // A moved instruction is re-encoded by iced's BlockEncoder so it refers to the same absolute
@@ -17,17 +17,25 @@ import { decodeOne, withInstruction } from './decode.js';
 
 export class TableError extends Error {
   /** For an overflow: the bytes the table would need. */
-  constructor(message: string, readonly need?: number, readonly ptrNeed?: number) {
+  constructor(
+    message: string,
+    readonly need?: number,
+    readonly ptrNeed?: number,
+  ) {
     super(message);
   }
 }
 
-const I32_MIN = -(2n ** 31n), I32_MAX = 2n ** 31n - 1n;
+const I32_MIN = -(2n ** 31n),
+  I32_MAX = 2n ** 31n - 1n;
 
 /** rel32 for a field whose instruction ends at `end`, reaching `target`. */
 export function rel32(end: bigint, target: bigint, what: string): number {
   const d = target - end;
-  if (d < I32_MIN || d > I32_MAX) throw new TableError(`${what}: 0x${target.toString(16)} is out of reach of a rel32 from 0x${end.toString(16)} (more than 2 GiB away)`);
+  if (d < I32_MIN || d > I32_MAX)
+    throw new TableError(
+      `${what}: 0x${target.toString(16)} is out of reach of a rel32 from 0x${end.toString(16)} (more than 2 GiB away)`,
+    );
   return Number(d);
 }
 
@@ -40,8 +48,16 @@ export function jmpRel32(at: bigint, target: bigint, what: string): Buffer {
 
 const LEGACY_PREFIXES = new Set([0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3]);
 
-/** Encodes `i` (decoded from `orig` at its own address) at `at`, at most `orig.length` bytes long. */
-function moveInstruction(orig: Buffer, i: Instruction, at: bigint, what: string, jmpInsteadOfCall = false): Buffer {
+/**
+ * Encodes `i` (decoded from `orig` at its own address) at `at`, at most `orig.length` bytes long.
+ */
+function moveInstruction(
+  orig: Buffer,
+  i: Instruction,
+  at: bigint,
+  what: string,
+  jmpInsteadOfCall = false,
+): Buffer {
   const L = i.length;
   const x = jmpInsteadOfCall ? i.clone() : i;
   try {
@@ -56,21 +72,29 @@ function moveInstruction(orig: Buffer, i: Instruction, at: bigint, what: string,
     } finally {
       be.free();
     }
-    if (enc && enc.length <= L && withInstruction(enc, at, (y) => y.length === enc!.length && y.equals(x))) return Buffer.from(enc);
+    if (
+      enc &&
+      enc.length <= L &&
+      withInstruction(enc, at, (y) => y.length === enc!.length && y.equals(x))
+    )
+      return Buffer.from(enc);
     // Fallback: the original bytes (position-independent except a RIP-relative displacement).
     const b = Buffer.from(orig.subarray(0, L));
     if (jmpInsteadOfCall) {
       let p = 0;
       while (p < L && (LEGACY_PREFIXES.has(b[p]) || (b[p] & 0xf0) === 0x40)) p++;
-      if (b[p] !== 0xff || p + 1 >= L) throw new TableError(`${what}: cannot turn the indirect call into a jump`);
+      if (b[p] !== 0xff || p + 1 >= L)
+        throw new TableError(`${what}: cannot turn the indirect call into a jump`);
       b[p + 1] = (b[p + 1] & ~0x38) | (4 << 3); // FF /2 (call) -> FF /4 (jmp)
     }
     if (i.isIpRelMemoryOperand) {
       const o = decodeOne(orig, i.ip);
-      if (o.dispSize !== 4) throw new TableError(`${what}: RIP-relative operand without a 32-bit displacement`);
+      if (o.dispSize !== 4)
+        throw new TableError(`${what}: RIP-relative operand without a 32-bit displacement`);
       b.writeInt32LE(rel32(at + BigInt(L), i.ipRelMemoryAddress, what), o.dispOff);
     }
-    if (!withInstruction(b, at, (y) => y.length === L && y.equals(x))) throw new TableError(`${what}: the instruction cannot be re-encoded at 0x${at.toString(16)}`);
+    if (!withInstruction(b, at, (y) => y.length === L && y.equals(x)))
+      throw new TableError(`${what}: the instruction cannot be re-encoded at 0x${at.toString(16)}`);
     return b;
   } finally {
     if (jmpInsteadOfCall) x.free();
@@ -107,11 +131,15 @@ export interface Table {
 export function encodeTrampoline(m: Move, at: bigint, what: string): Buffer {
   const w = `${what}: site 0x${m.ip.toString(16)}`;
   return withInstruction(m.orig, m.ip, (i) => {
-    if (i.isInvalid || i.length !== m.orig.length) throw new TableError(`${w}: the original bytes do not decode to one instruction`);
+    if (i.isInvalid || i.length !== m.orig.length)
+      throw new TableError(`${w}: the original bytes do not decode to one instruction`);
     const next = i.nextIP;
     if (m.kind === 'callind') {
       // push imm32 sign-extends: the return address must be below 2 GiB (small code model).
-      if (next > I32_MAX) throw new TableError(`${w}: return address 0x${next.toString(16)} does not fit push imm32 (above 2 GiB)`);
+      if (next > I32_MAX)
+        throw new TableError(
+          `${w}: return address 0x${next.toString(16)} does not fit push imm32 (above 2 GiB)`,
+        );
       const push = Buffer.from([0x68, 0, 0, 0, 0]);
       push.writeInt32LE(Number(next), 1);
       return Buffer.concat([push, moveInstruction(m.orig, i, at + BigInt(PUSH_IMM32), w, true)]);
@@ -125,8 +153,13 @@ export function encodeTrampoline(m: Move, at: bigint, what: string): Buffer {
 export function buildTable(r: TableRequest): Table {
   const parts: Buffer[] = [];
   let cur = r.addr;
-  const put = (b: Buffer) => { parts.push(b); cur += BigInt(b.length); };
-  const gotAt = new Map<bigint, bigint>(), stubAt = new Map<bigint, bigint>(), moveAt: bigint[] = [];
+  const put = (b: Buffer) => {
+    parts.push(b);
+    cur += BigInt(b.length);
+  };
+  const gotAt = new Map<bigint, bigint>(),
+    stubAt = new Map<bigint, bigint>(),
+    moveAt: bigint[] = [];
   if (r.got.length) {
     const pad = Number((8n - (cur % 8n)) % 8n);
     if (pad) put(Buffer.alloc(pad, 0xcc));
@@ -146,7 +179,11 @@ export function buildTable(r: TableRequest): Table {
     put(encodeTrampoline(m, cur, r.what));
   }
   const used = Number(cur - r.addr);
-  if (used > r.size) throw new TableError(`${r.what}: the indirection table needs ${used} bytes, the plan reserves ${r.size}`, used);
+  if (used > r.size)
+    throw new TableError(
+      `${r.what}: the indirection table needs ${used} bytes, the plan reserves ${r.size}`,
+      used,
+    );
   const bytes = Buffer.alloc(r.size, 0xcc);
   Buffer.concat(parts).copy(bytes);
   return { bytes, used, gotAt, stubAt, moveAt };

@@ -12,7 +12,14 @@ import { TableError, jmpRel32, rel32 } from './table.js';
  * - got: `lea reg, [rip+X]` (8D) becomes `mov reg, [rip+G]` (8B), G the slot holding X;
  * - trampoline / callind: `jmp entry` and int3 (0xCC) over the rest of the instruction.
  */
-export function patchSite(code: Buffer, base: bigint, i: Insn, kind: SiteKind, entry: bigint, what: string): void {
+export function patchSite(
+  code: Buffer,
+  base: bigint,
+  i: Insn,
+  kind: SiteKind,
+  entry: bigint,
+  what: string,
+): void {
   const off = Number(i.ip - base);
   const end = i.ip + BigInt(i.len);
   const w = `${what}: site 0x${i.ip.toString(16)}`;
@@ -25,7 +32,8 @@ export function patchSite(code: Buffer, base: bigint, i: Insn, kind: SiteKind, e
     case 'got': {
       // RIP-relative operands never have a SIB byte: [REX] 8D ModRM disp32.
       const op = off + i.dispOff - 2;
-      if (i.dispSize !== 4 || code[op] !== 0x8d) throw new TableError(`${w}: not a lea with a RIP-relative operand`);
+      if (i.dispSize !== 4 || code[op] !== 0x8d)
+        throw new TableError(`${w}: not a lea with a RIP-relative operand`);
       code[op] = 0x8b;
       code.writeInt32LE(rel32(end, entry, w), off + i.dispOff);
       return;

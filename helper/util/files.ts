@@ -1,0 +1,59 @@
+// Files the helper replaces: every write goes to a temporary name beside the target (one naming
+// scheme, so a crashed build leaves recognisable leftovers) and lands with a rename, so a reader
+// or make never sees half a file.
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { dirname } from 'node:path';
+
+/** A temporary name beside `path`, unique to this process and call: `<path>.spacer-tmp-<pid>-<n>`. */
+export function tempPath(path: string, tag = ''): string {
+  return `${path}.spacer-tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}${tag ? `.${tag}` : ''}`;
+}
+
+/** Is `file` one of tempPath's names? */
+export function isTempPath(file: string): boolean {
+  return /\.spacer-tmp-\d+-[a-z0-9]+(\.|$)/.test(file);
+}
+
+/** Writes the whole file to a temporary name, syncs it, then renames it over `path`. */
+export function writeFileAtomic(path: string, data: string | Buffer): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = tempPath(path);
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Runs `make(tmp)` to produce a file at a temporary name beside `path`, then renames it over
+ * `path`; on any failure the temporary file is removed and `path` is left as it was.
+ */
+export async function replaceAtomically(
+  path: string,
+  make: (tmp: string) => Promise<void> | void,
+): Promise<void> {
+  const tmp = tempPath(path);
+  try {
+    await make(tmp);
+    renameSync(tmp, path);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
