@@ -34,10 +34,13 @@ void kvmplat_serial_init(void)
 
 static void serial_putc(char c)
 {
-	unsigned int spins = 0;
-
-	while (!(inb(COM1 + UART_LSR) & LSR_THRE) && spins < 100000)
-		spins++;
+	/*
+	 * Wait as long as it takes: qemu holds THRE clear while its output
+	 * backend cannot take more (a busy host, a slow reader), and a byte
+	 * written then is lost.
+	 */
+	while (!(inb(COM1 + UART_LSR) & LSR_THRE))
+		;
 	outb(COM1 + UART_THR, (uint8_t)c);
 }
 
