@@ -21,6 +21,10 @@ export const SHF_WRITE = 0x1n,
   SHF_TLS = 0x400n;
 export const PT_LOAD = 1,
   PT_TLS = 7;
+/** Program header flags: executable, writable, readable. */
+export const PF_X = 1,
+  PF_W = 2,
+  PF_R = 4;
 export const ET_REL = 1,
   ET_EXEC = 2,
   ET_DYN = 3;

@@ -12,18 +12,10 @@
 import { createHash } from 'node:crypto';
 import { type ElfFile } from './elf.js';
 import { SpacerError } from './errors.js';
-import {
-  analyzeUlib,
-  cloneSources,
-  isDirect,
-  loadImage,
-  planFromRecord,
-  readRecord,
-  retarget,
-  REWRITE_SECTION,
-  type CloneSource,
-  type RewriteRecord,
-} from './rewrite.js';
+import { analyzeUlib } from './rewrite/analyze.js';
+import { cloneSources, isDirect, retarget, type CloneSource } from './rewrite/clones.js';
+import { loadImage, planFromRecord, readRecord, type RewriteRecord } from './rewrite/record.js';
+import { REWRITE_SECTION, type ImageSite } from './rewrite/types.js';
 import { cloneLayout } from './x86/clone.js';
 import { type SiteKind } from './x86/classify.js';
 import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
@@ -49,7 +41,6 @@ import {
   type PiForm,
 } from './x86/pi.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
-import { type ImageSite } from './rewrite.js';
 
 /** Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file. */
 export function verifyImage(dbgPath: string): string[] {

@@ -1,0 +1,208 @@
+// The analysis of one µlib in a linked image: every instruction of `.text.<ulib>` whose relocation
+// points outside the µlib (per mode), and the data relocations that do. The rewrite acts on it;
+// verify runs it again on the rebuilt original code.
+import { ElfFile, SHF_EXECINSTR, SHT_PROGBITS, type Section } from '../elf.js';
+import { SpacerError } from '../errors.js';
+import {
+  findSites,
+  isOutside,
+  refersToOwnData,
+  relocClass,
+  symbolKey,
+  symbolPlace,
+  R_X86_64,
+  type CodeRef,
+  type Mode,
+  type Operand,
+  type Place,
+  type Site,
+} from '../x86/classify.js';
+import { findInsn } from '../x86/decode.js';
+import { codeExtents, decodeCode } from '../x86/extents.js';
+import { hex } from '../util/units.js';
+import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
+
+/** The targets of a site's outside operands, by operand. */
+export function targetsOf(refs: Site['refs']): Partial<Record<Operand, string>> {
+  return Object.fromEntries(refs.filter((x) => x.outside).map((x) => [x.op, x.target]));
+}
+
+function readField(code: Buffer, off: number, size: number, type: number): bigint {
+  if (size === 8) return code.readBigUInt64LE(off);
+  if (size === 4)
+    return type === R_X86_64._32
+      ? BigInt(code.readUInt32LE(off))
+      : BigInt.asUintN(64, BigInt(code.readInt32LE(off)));
+  if (size === 2) return BigInt(code.readUInt16LE(off));
+  return BigInt(code[off] ?? 0);
+}
+
+/**
+ * Finds the sites of one µlib in a linked image: every instruction of `.text.<ulib>` with a
+ * relocation that points outside (per mode), and the data relocations that do. `code` replaces
+ * the section's bytes (verification passes the reconstructed original).
+ */
+export function analyzeUlib(
+  elf: ElfFile,
+  u: RewriteUlib,
+  mode: Mode,
+  code?: Buffer,
+): UlibAnalysis | undefined {
+  const where = `${elf.path}: ${u.name}`;
+  const text = elf.section(u.text);
+  if (!text) return undefined; // all of it dropped by --gc-sections
+  if (text.type !== SHT_PROGBITS || !(text.flags & SHF_EXECINSTR))
+    throw new SpacerError(`${where}: ${u.text} is not a code section; check the plan`);
+  const own = new Set<number>();
+  for (const name of [u.text, ...u.sections]) {
+    const s = elf.section(name);
+    if (s) own.add(s.index);
+  }
+  const syms = elf.symbols();
+  const placeFrom =
+    (from: number) =>
+    (shndx: number): Place =>
+      shndx === from ? 'same' : own.has(shndx) ? 'own' : 'foreign';
+  const bytes = code ?? Buffer.from(elf.contents(text));
+  const lo = text.addr,
+    hi = text.addr + text.size;
+  const relocs = elf.relocationsFor(text);
+  const { insns, code: codeAt } = decodeCode(
+    bytes,
+    lo,
+    codeExtents(syms, text.index, lo, hi),
+    relocs.map((r) => ({ at: r.offset, type: r.type })),
+  );
+  for (const r of relocs) {
+    if (r.offset < lo || r.offset >= hi)
+      throw new SpacerError(
+        `${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`,
+      );
+  }
+  const refs: CodeRef[] = relocs.map((r) => ({
+    at: r.offset,
+    type: r.type,
+    place: symbolPlace(syms[r.sym], placeFrom(text.index)),
+    symKey: symbolKey(syms[r.sym]),
+    addend: r.addend,
+  }));
+  const fail = (at: bigint, msg: string): never => {
+    throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
+  };
+  const found = findSites(
+    insns,
+    refs,
+    mode,
+    (a) => findInsn(insns, a),
+    fail,
+    codeAt,
+    mode === 'aslr' && u.ownAbs,
+  );
+  const sites = found.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
+  // Data relocations of the µlib's other sections (and data within its code); those into its own
+  // code are branch targets too.
+  const dataPointers: bigint[] = codeAt.data.map((r) => r.at);
+  const targets: bigint[] = insns.filter((i) => i.nearBranch).map((i) => i.target);
+  dataRefs(elf, u, text, mode, placeFrom(text.index), dataPointers, targets);
+  enteredAtStart(sites, targets, lo, hi, fail);
+  return { text, sites, dataPointers };
+}
+
+/** A site as the rewrite needs it: what it referred to, its original bytes and outside operands. */
+function imageSite(s: Site, bytes: Buffer, lo: bigint, ownDataCounts: boolean): ImageSite {
+  const i = s.insn,
+    off = Number(i.ip - lo);
+  let target: bigint;
+  if (s.kind === 'stub') target = i.target;
+  else if (s.kind === 'got') target = i.memAddr;
+  else {
+    const r = s.refs.find((x) => x.outside)!;
+    target =
+      r.op === 'disp'
+        ? i.memAddr
+        : r.op === 'imm'
+          ? readField(bytes, off + i.immOff, i.immSize, r.type)
+          : r.op === 'imm2'
+            ? readField(bytes, off + i.imm2Off, i.imm2Size, r.type)
+            : i.target;
+  }
+  return {
+    insn: i,
+    kind: s.kind,
+    target,
+    orig: Buffer.from(bytes.subarray(off, off + i.len)),
+    outside: s.refs.filter((x) => x.outside).map((x) => x.op),
+    targets: targetsOf(s.refs),
+    // A name slot holds each image's own variant, laid out its own way: its data addresses
+    // differ.
+    ownData: ownDataCounts && refersToOwnData(s.refs),
+  };
+}
+
+/**
+ * The relocations of the µlib's sections other than its code: those that point outside go to
+ * `dataPointers`, the addresses they hold to `targets`.
+ */
+function dataRefs(
+  elf: ElfFile,
+  u: RewriteUlib,
+  text: Section,
+  mode: Mode,
+  place: (shndx: number) => Place,
+  dataPointers: bigint[],
+  targets: bigint[],
+): void {
+  const syms = elf.symbols();
+  for (const name of new Set(u.sections)) {
+    const s = elf.section(name);
+    if (!s || s.index === text.index || s.flags & SHF_EXECINSTR) continue;
+    const data = elf.contents(s);
+    for (const r of elf.relocationsFor(s)) {
+      const cls = relocClass(r.type) ?? 'abs';
+      if (cls === 'ignore') continue;
+      if (isOutside(cls, symbolPlace(syms[r.sym], place), mode, mode === 'aslr' && u.ownAbs))
+        dataPointers.push(r.offset);
+      const off = r.offset - s.addr;
+      if (off >= 0n && off + 8n <= BigInt(data.length) && r.type === R_X86_64._64)
+        targets.push(data.readBigUInt64LE(Number(off)));
+      else if (
+        off >= 0n &&
+        off + 4n <= BigInt(data.length) &&
+        (r.type === R_X86_64._32 || r.type === R_X86_64._32S)
+      )
+        targets.push(BigInt(data.readUInt32LE(Number(off))));
+    }
+  }
+}
+
+/**
+ * A redirected site must be entered at its first byte only: a branch into its middle means the
+ * linear decode went out of step (data in code), and the rewrite would break that branch.
+ */
+function enteredAtStart(
+  sites: ImageSite[],
+  targets: bigint[],
+  lo: bigint,
+  hi: bigint,
+  fail: (at: bigint, msg: string) => never,
+): void {
+  const sorted = targets
+    .filter((t) => t > lo && t < hi)
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const s of sites) {
+    const a = s.insn.ip,
+      b = a + BigInt(s.insn.len);
+    let l = 0,
+      h = sorted.length;
+    while (l < h) {
+      const m = (l + h) >> 1;
+      if (sorted[m] <= a) l = m + 1;
+      else h = m;
+    }
+    if (l < sorted.length && sorted[l] < b)
+      fail(
+        sorted[l],
+        `a branch or code pointer targets the middle of the instruction at ${hex(a)} (data in code?)`,
+      );
+  }
+}

@@ -1,0 +1,335 @@
+// ASLR mode with position-independent entries (docs/aslr.md): each µlib's entry stubs at the
+// start of its pointer area, its sites' entries (x86/pi.ts) that are the same in every image, the
+// copies of leaf callees after its table (x86/clone.ts), and data fields that held an entry's
+// address redirected to its stub.
+import { ElfFile, PT_LOAD, SHT_PROGBITS, STT_FUNC, type Section, num } from '../elf.js';
+import { SpacerError } from '../errors.js';
+import { cloneLayout } from '../x86/clone.js';
+import {
+  dataAddressFields,
+  isEntrySymbol,
+  slotsAfterStubs,
+  stubBytes,
+  stubMap,
+  writeAddress,
+  type UlibStubs,
+} from '../x86/entries.js';
+import { buildPiTable, patchPi, piPlan, type PiPlan, type PiTable } from '../x86/pi.js';
+import { TableError } from '../x86/table.js';
+import { patchSite } from '../x86/tactics.js';
+import { hex } from '../util/units.js';
+import { cloneSources, isDirect, retarget, type CloneSource } from './clones.js';
+import { recordText, tableTooSmall, type UlibJob, type UlibResult } from './external.js';
+import { type RecordUlib, type RewriteRecord } from './record.js';
+import { type RewritePlan, type RewriteUlib, type UlibAnalysis } from './types.js';
+
+/** What every µlib's ASLR rewrite shares: the sites' forms, entry stubs and copies' sources. */
+export interface AslrContext {
+  /** Per µlib with a pointer area: each site's position-independent form, decided once. */
+  plansOf: Map<string, (PiPlan | undefined)[]>;
+  stubsOf: Map<string, UlibStubs>;
+  /** Every µlib's entries: an address of code -> its stub's. */
+  canon: Map<bigint, bigint>;
+  /** The image's functions that may be copied (read on first use). */
+  sources: () => (name: string) => CloneSource | undefined;
+}
+
+/**
+ * Each site's position-independent form, decided once; then every µlib's entry stubs, so every
+ * table and data field can use them.
+ */
+export function aslrContext(
+  elf: ElfFile,
+  plan: RewritePlan,
+  analyses: Map<string, UlibAnalysis | undefined>,
+): AslrContext {
+  const plansOf = new Map<string, (PiPlan | undefined)[]>();
+  for (const u of plan.ulibs) {
+    const a = analyses.get(u.name);
+    if (a && u.ptr)
+      plansOf.set(
+        u.name,
+        a.sites.map((x) => piPlan(x.orig, x.insn.ip, x.kind, x.outside, x.ownData)),
+      );
+  }
+  const stubsOf = entryStubs(elf, plan, analyses, plansOf);
+  let sourcesOf: ((name: string) => CloneSource | undefined) | undefined;
+  return {
+    plansOf,
+    stubsOf,
+    canon: stubMap([...stubsOf.values()]),
+    sources: () => (sourcesOf ??= cloneSources(elf)),
+  };
+}
+
+/**
+ * ASLR mode: each µlib's entry stubs (see x86/entries.ts), at the start of its pointer area. Its
+ * entries are its global code symbols and the functions of its own whose address its code
+ * (through the table) or its data take: all determined by the µlib alone, so the same in every
+ * image.
+ */
+function entryStubs(
+  elf: ElfFile,
+  plan: RewritePlan,
+  analyses: Map<string, UlibAnalysis | undefined>,
+  plansOf: Map<string, (PiPlan | undefined)[]>,
+): Map<string, UlibStubs> {
+  const out = new Map<string, UlibStubs>();
+  const syms = elf.symbols();
+  for (const u of plan.ulibs) {
+    const a = analyses.get(u.name);
+    if (!a || !u.ptr || !u.ind) continue;
+    const lo = a.text.addr,
+      hi = lo + a.text.size;
+    const inCode = (v: bigint | undefined): v is bigint => v !== undefined && v >= lo && v < hi;
+    // Only function starts: a switch table's targets (inside a function) keep their addresses, so
+    // a switch dispatch costs no extra jump (its table's page differs per image and is counted).
+    const starts = new Set(
+      syms
+        .filter((y) => y.shndx === a.text.index && y.type === STT_FUNC && inCode(y.value))
+        .map((y) => y.value),
+    );
+    const entries = new Set<bigint>();
+    for (const y of syms)
+      if (isEntrySymbol(y, a.text.index) && inCode(y.value)) entries.add(y.value);
+    for (const p of plansOf.get(u.name) ?? []) {
+      const v =
+        p?.form === 'load' || p?.form === 'immreg'
+          ? p.value
+          : p?.form === 'mem2'
+            ? p.value2
+            : undefined;
+      if (v !== undefined && starts.has(v)) entries.add(v);
+    }
+    // Data pointing into it: from its own sections, and, through a local symbol (only its own
+    // object can name one), from global tables such as the init table.
+    const own = new Set(u.sections);
+    for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]])))
+      if ((own.has(f.sec.name) || f.local) && starts.has(f.value)) entries.add(f.value);
+    out.set(u.name, {
+      at: u.ptr.addr,
+      targets: [...entries].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)),
+    });
+  }
+  return out;
+}
+
+/** The µlib's pointer area as the linker script reserved it: where the plan says, blank, loaded. */
+function checkPtr(elf: ElfFile, u: RewriteUlib, where: string): Section {
+  const want = u.ptr!;
+  const s = elf.section(want.section);
+  if (!s)
+    throw new SpacerError(
+      `${where}: the image has no section ${want.section}; reserve the pointer area in the linker script`,
+    );
+  if (s.addr !== want.addr)
+    throw new SpacerError(
+      `${where}: ${want.section} is at ${hex(s.addr)}, the plan says ${hex(want.addr)}; relink with the plan's script`,
+    );
+  if (s.type !== SHT_PROGBITS || s.size < BigInt(want.size))
+    throw new SpacerError(
+      `${where}: ${want.section} is not ${want.size} bytes of contents; relink with the plan's script`,
+    );
+  if (
+    !elf.segments.some(
+      (p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz,
+    )
+  )
+    throw new SpacerError(
+      `${where}: ${want.section} is not loaded; place it in a PT_LOAD of the linker script`,
+    );
+  if (
+    !elf
+      .contents(s)
+      .subarray(0, want.size)
+      .every((b) => b === 0xcc)
+  )
+    throw new SpacerError(
+      `${where}: ${want.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`,
+    );
+  return s;
+}
+
+/**
+ * Rewrites one µlib with position-independent entries: the table is the same in every image, the
+ * pointer area is not.
+ */
+export function rewriteAslr(job: UlibJob, ctx: AslrContext): UlibResult {
+  const { elf, u, a, ind, where, out } = job;
+  const uPtr = u.ptr!,
+    uInd = u.ind!;
+  const ptr = checkPtr(elf, u, where);
+  const stubs = ctx.stubsOf.get(u.name)!;
+  const slots = slotsAfterStubs(stubs),
+    stubPart = Number(slots - ptr.addr);
+  if (stubPart > uPtr.size) {
+    throw new SpacerError(
+      `${where}: its ${stubs.targets.length} entry stubs need ${stubPart} bytes, the plan reserves ${uPtr.size} for ${uPtr.section}; relink (spacer link sizes it from the object)`,
+    );
+  }
+  const code = Buffer.from(elf.contents(a.text));
+  // Copies of leaf callees after the table (planned by spacer link): calls reach them directly.
+  const cap = uInd.clones?.length ? (uInd.table ?? uInd.size) : uInd.size;
+  const { clones, copyOf } = placeClones(job, cap, ctx);
+  const copied: (bigint | undefined)[] = [];
+  let table: PiTable;
+  try {
+    table = buildPiTable({
+      addr: ind.addr,
+      size: cap,
+      ptrAddr: slots,
+      ptrSize: uPtr.size - stubPart,
+      sites: a.sites.map((x) => ({
+        kind: x.kind,
+        ip: x.insn.ip,
+        orig: x.orig,
+        outside: x.outside,
+        targets: x.targets,
+        ownData: x.ownData,
+      })),
+      what: where,
+      canon: (v) => ctx.canon.get(v) ?? v,
+      plans: ctx.plansOf.get(u.name),
+      direct: u.own,
+    });
+    a.sites.forEach((x, k) => {
+      const plan = table.plans[k];
+      if (plan)
+        patchPi(
+          code,
+          a.text.addr,
+          x.insn.ip,
+          x.insn.len,
+          x.insn.immOff,
+          plan.form,
+          table.entryAt[k],
+          where,
+        );
+      else patchSite(code, a.text.addr, x.insn, x.kind, table.entryAt[k], where);
+      // A direct call or jump to a copied function reaches the copy (its entry stays, unused).
+      const copy = plan?.form === 'jmpptr' && isDirect(x.insn) ? copyOf.get(x.target) : undefined;
+      if (copy !== undefined) retarget(code, a.text.addr, x.insn, copy, where);
+      copied.push(copy);
+    });
+  } catch (e) {
+    if (e instanceof TableError) {
+      const fix = e.need
+        ? `reserve at least ${e.need} bytes for ${uInd.section}`
+        : e.ptrNeed
+          ? `reserve at least ${e.ptrNeed + stubPart} bytes for ${uPtr.section}`
+          : '';
+      throw tableTooSmall(e, fix);
+    }
+    throw e;
+  }
+  code.copy(out, num(a.text.offset));
+  table.bytes.copy(out, num(ind.offset));
+  const sources = clones.length ? ctx.sources() : undefined;
+  for (const c of clones)
+    sources!(c.sym)!.bytes.copy(out, num(ind.offset) + Number(BigInt(c.at) - ind.addr));
+  stubBytes(stubs, where).copy(out, num(ptr.offset));
+  table.ptr.copy(out, num(ptr.offset) + stubPart);
+  return {
+    stats: {
+      stubs: new Set(a.sites.filter((x) => x.kind === 'stub').map((x) => x.target)).size,
+      trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
+      got: a.sites.filter((x) => x.kind === 'got').length,
+      tableBytes: table.used,
+      rewritten: true,
+      classic: table.plans.filter((x) => !x).length,
+    },
+    record: {
+      ...recordText(job),
+      ind: { section: uInd.section, addr: hex(ind.addr), size: cap, used: table.used },
+      ptr: {
+        section: uPtr.section,
+        addr: hex(ptr.addr),
+        size: uPtr.size,
+        used: stubPart + table.ptrUsed,
+      },
+      stubs: { at: hex(stubs.at), targets: stubs.targets.map(hex) },
+      ...(clones.length ? { clones } : {}),
+      sites: a.sites.map((x, k) => ({
+        a: hex(x.insn.ip),
+        o: x.orig.toString('hex'),
+        k: x.kind,
+        e: hex(table.entryAt[k]),
+        t: hex(x.target),
+        ...(table.plans[k]
+          ? {
+              f: table.plans[k]!.form,
+              ...(table.ptrAt[k] !== undefined ? { p: hex(table.ptrAt[k]!) } : {}),
+            }
+          : {}),
+        ...(copied[k] !== undefined ? { c: hex(copied[k]!) } : {}),
+      })),
+    },
+  };
+}
+
+/** The copies the plan puts after the µlib's table of `cap` bytes: where each goes. */
+function placeClones(
+  job: UlibJob,
+  cap: number,
+  ctx: AslrContext,
+): { clones: NonNullable<RecordUlib['clones']>; copyOf: Map<bigint, bigint> } {
+  const { u, ind, where } = job;
+  const reserved = u.ind!;
+  const clones: NonNullable<RecordUlib['clones']> = [],
+    copyOf = new Map<bigint, bigint>();
+  if (!reserved.clones?.length) return { clones, copyOf };
+  if (!Number.isSafeInteger(cap) || cap < 0 || cap > reserved.size)
+    throw new SpacerError(
+      `${where}: the plan's table size ${cap} does not fit ${reserved.section}; relink with the plan's script`,
+    );
+  const sourcesOf = ctx.sources();
+  const srcs = reserved.clones.map((name) => {
+    const src = sourcesOf(name);
+    if (!src || src.refusal)
+      throw new SpacerError(
+        `${where}: the plan copies ${name} after its table, but ${src ? `a copy would not run the same: ${src.refusal}` : 'the image defines no such function'}; relink (spacer link plans the copies from the objects)`,
+      );
+    return src;
+  });
+  const lay = cloneLayout(
+    ind.addr + BigInt(cap),
+    srcs.map((x) => x.bytes.length),
+  );
+  srcs.forEach((src, k) => {
+    const at = lay.at[k];
+    if (at + BigInt(src.bytes.length) > ind.addr + BigInt(reserved.size))
+      throw new SpacerError(
+        `${where}: the copy of ${src.name} does not fit in ${reserved.section}; relink with the plan's script`,
+      );
+    copyOf.set(src.addr, at);
+    clones.push({ sym: src.name, from: hex(src.addr), at: hex(at), size: src.bytes.length });
+  });
+  return { clones, copyOf };
+}
+
+/** Data fields holding an entry's address now hold its stub's (the same in every image). */
+export function redirectData(
+  elf: ElfFile,
+  plan: RewritePlan,
+  analyses: Map<string, UlibAnalysis | undefined>,
+  ctx: AslrContext,
+  out: Buffer,
+): { redirected: NonNullable<RewriteRecord['data']>; changedData: Set<string> } {
+  const redirected: NonNullable<RewriteRecord['data']> = [];
+  const changedData = new Set<string>();
+  if (!ctx.canon.size) return { redirected, changedData };
+  const ranges = new Map<number, [bigint, bigint]>();
+  for (const u of plan.ulibs) {
+    const a = analyses.get(u.name);
+    if (a && ctx.stubsOf.has(u.name))
+      ranges.set(a.text.index, [a.text.addr, a.text.addr + a.text.size]);
+  }
+  for (const f of dataAddressFields(elf, ranges)) {
+    const stub = ctx.canon.get(f.value);
+    if (stub === undefined) continue;
+    writeAddress(out, num(f.sec.offset) + Number(f.at - f.sec.addr), f.type, stub);
+    redirected.push({ a: hex(f.at), o: hex(f.value), r: f.type });
+    changedData.add(f.sec.name);
+  }
+  return { redirected, changedData };
+}

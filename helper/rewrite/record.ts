@@ -1,0 +1,307 @@
+// `.spacer.rewrite`, the record of a rewrite: what was done, enough for verify to prove it and for
+// a second run to recognise the same plan. Written as JSON by the rewrite, read (and every field
+// checked) here.
+// JSON: every field is validated where it is read, so the parsed value is `any` until then.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+import { ElfFile, EM_X86_64, ET_EXEC, ET_REL } from '../elf.js';
+import { SpacerError } from '../errors.js';
+import { MODES, type Mode, type SiteKind } from '../x86/classify.js';
+import { type PiForm } from '../x86/pi.js';
+import { hex } from '../util/units.js';
+import { REWRITE_SECTION, type RewritePlan, type RewriteStats } from './types.js';
+
+/** `.spacer.rewrite`: what was done, enough to verify it and to recognise the same plan. */
+export interface RewriteRecord {
+  spacer_rewrite: 1;
+  mode: Mode;
+  plan: CanonicalPlan;
+  stats: Omit<RewriteStats, 'ms' | 'alreadyDone'>;
+  ulibs: RecordUlib[];
+  /** ASLR mode: data fields redirected to entry stubs: address, original value, relocation type. */
+  data?: { a: string; o: string; r: number }[];
+}
+
+export interface RecordUlib {
+  name: string;
+  text: string;
+  textAddr: string;
+  textSize: number;
+  /** SHA-256 of the original `.text.<ulib>`: everything but the sites must be unchanged. */
+  textSha256: string;
+  ind: { section: string; addr: string; size: number; used: number };
+  /** ASLR mode with position-independent entries: the pointer area. */
+  ptr?: { section: string; addr: string; size: number; used: number };
+  /**
+   * ASLR mode: entry stubs at the start of the pointer area, one `jmp` per entry (hex addresses).
+   */
+  stubs?: { at: string; targets: string[] };
+  /**
+   * ASLR mode: copies of other µlibs' functions after the table: name, original address, copy's
+   * address, bytes.
+   */
+  clones?: { sym: string; from: string; at: string; size: number }[];
+  sites: RecordSite[];
+}
+
+export interface RecordSite {
+  /** Address, original bytes (hex), kind, table entry address, the address it referred to. */
+  a: string;
+  o: string;
+  k: SiteKind;
+  e: string;
+  t: string;
+  /** Position-independent entry: its form and pointer slot. */
+  f?: PiForm;
+  p?: string;
+  /** A call or jump that reaches a copy of its target instead of its entry: the copy's address. */
+  c?: string;
+}
+
+export interface CanonicalPlan {
+  ulibs: {
+    name: string;
+    text: string;
+    sections: string[];
+    ind: { section: string; addr: string; size: number; table?: number; clones?: string[] } | null;
+    ptr?: { section: string; addr: string; size: number };
+    own?: boolean;
+    named?: boolean;
+    ownAbs?: boolean;
+  }[];
+}
+
+export function canonicalPlan(plan: RewritePlan): CanonicalPlan {
+  return {
+    ulibs: plan.ulibs.map((u) => ({
+      name: u.name,
+      text: u.text,
+      sections: [...u.sections],
+      ind: u.ind
+        ? {
+            section: u.ind.section,
+            addr: hex(u.ind.addr),
+            size: u.ind.size,
+            ...(u.ind.clones?.length ? { table: u.ind.table, clones: [...u.ind.clones] } : {}),
+          }
+        : null,
+      ...(u.ptr
+        ? { ptr: { section: u.ptr.section, addr: hex(u.ptr.addr), size: u.ptr.size } }
+        : {}),
+      ...(u.own ? { own: true } : {}),
+      ...(u.named ? { named: true } : {}),
+      ...(u.ownAbs ? { ownAbs: true } : {}),
+    })),
+  };
+}
+
+export function planFromRecord(rec: RewriteRecord): RewritePlan {
+  return {
+    ulibs: rec.plan.ulibs.map((u) => ({
+      name: u.name,
+      text: u.text,
+      sections: u.sections,
+      ind: u.ind
+        ? {
+            section: u.ind.section,
+            addr: BigInt(u.ind.addr),
+            size: u.ind.size,
+            ...(u.ind.clones?.length ? { table: u.ind.table, clones: u.ind.clones } : {}),
+          }
+        : undefined,
+      ptr: u.ptr
+        ? { section: u.ptr.section, addr: BigInt(u.ptr.addr), size: u.ptr.size }
+        : undefined,
+      ...(u.own ? { own: true } : {}),
+      ...(u.named ? { named: true } : {}),
+      ...(u.ownAbs ? { ownAbs: true } : {}),
+    })),
+  };
+}
+
+/** Loads a linked x86-64 ELF64 executable, or throws one SpacerError line. */
+export function loadImage(path: string): ElfFile {
+  const elf = ElfFile.load(path);
+  if (elf.header.type === ET_REL)
+    throw new SpacerError(
+      `${path}: a relocatable object, not a linked image; pass the image (.dbg) linked with -Wl,--emit-relocs`,
+    );
+  if (elf.header.class !== 64 || elf.header.machine !== EM_X86_64)
+    throw new SpacerError(
+      `${path}: not an x86-64 ELF64 image; pass the ELF64 .dbg, not the ELF32 boot copy`,
+    );
+  if (elf.header.type !== ET_EXEC)
+    throw new SpacerError(
+      `${path}: not an executable (ELF type ${elf.header.type}); pass the linked, non-PIE image`,
+    );
+  return elf;
+}
+
+/** The record of an earlier rewrite, if any; a record that does not parse is an error. */
+export function readRecord(elf: ElfFile): RewriteRecord | undefined {
+  const s = elf.section(REWRITE_SECTION);
+  if (!s) return undefined;
+  const bad = (what: string): never => {
+    throw new SpacerError(
+      `${elf.path}: ${REWRITE_SECTION} is corrupt (${what}); relink the image and rewrite it again`,
+    );
+  };
+  let rec: RewriteRecord | undefined;
+  try {
+    rec = JSON.parse(elf.contents(s).toString('utf8'));
+  } catch {
+    bad('not valid JSON');
+  }
+  if (rec?.spacer_rewrite !== 1 || !Array.isArray(rec!.ulibs) || !MODES.includes(rec!.mode)) {
+    throw new SpacerError(
+      `${elf.path}: ${REWRITE_SECTION} is not a lib-spacer rewrite record; relink the image and rewrite it again`,
+    );
+  }
+  // Every field verify reads, checked here: a damaged record is one clear line, never a crash.
+  checkRecordPlan(rec!.plan, bad);
+  (rec!.ulibs as unknown[]).forEach((u, i) => checkRecordUlib(u, i, bad));
+  if (
+    rec!.data !== undefined &&
+    (!Array.isArray(rec!.data) ||
+      !rec!.data.every(
+        (d: any) =>
+          typeof d === 'object' &&
+          d !== null &&
+          isHex(d.a) &&
+          isHex(d.o) &&
+          [1, 10, 11].includes(d.r),
+      ))
+  )
+    bad('redirected data');
+  return rec!;
+}
+
+type Bad = (what: string) => never;
+const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
+const isBytes = (v: unknown) => typeof v === 'string' && /^([0-9a-f]{2}){1,15}$/i.test(v);
+const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
+const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** The record's copy of the plan: each entry's names, table, pointer area, copies and flags. */
+function checkRecordPlan(recPlan: unknown, bad: Bad): void {
+  const plan = recPlan as { ulibs?: unknown };
+  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.ulibs)) bad('no plan');
+  for (const [i, pu] of (plan.ulibs as any[]).entries()) {
+    if (
+      typeof pu !== 'object' ||
+      pu === null ||
+      !isName(pu.name) ||
+      !isName(pu.text) ||
+      !Array.isArray(pu.sections) ||
+      !pu.sections.every(isName)
+    )
+      bad(`plan entry ${i}`);
+    if (
+      pu.ind !== null &&
+      (typeof pu.ind !== 'object' ||
+        !isName(pu.ind.section) ||
+        !isHex(pu.ind.addr) ||
+        !isCount(pu.ind.size))
+    )
+      bad(`plan entry ${i} table`);
+    if (
+      pu.ptr !== undefined &&
+      (typeof pu.ptr !== 'object' ||
+        pu.ptr === null ||
+        !isName(pu.ptr.section) ||
+        !isHex(pu.ptr.addr) ||
+        !isCount(pu.ptr.size))
+    )
+      bad(`plan entry ${i} pointer area`);
+    if (
+      pu.ind &&
+      (pu.ind.clones !== undefined || pu.ind.table !== undefined) &&
+      (!isCount(pu.ind.table) || !Array.isArray(pu.ind.clones) || !pu.ind.clones.every(isName))
+    )
+      bad(`plan entry ${i} copies`);
+    if (
+      (pu.own !== undefined && pu.own !== true) ||
+      (pu.named !== undefined && pu.named !== true) ||
+      (pu.ownAbs !== undefined && pu.ownAbs !== true)
+    )
+      bad(`plan entry ${i} own`);
+  }
+}
+
+/** One µlib of the record: its code, table, pointer area, stubs, copies and sites. */
+function checkRecordUlib(ru: unknown, i: number, bad: Bad): void {
+  const u = ru as any;
+  if (
+    typeof u !== 'object' ||
+    u === null ||
+    !isName(u.name) ||
+    !isName(u.text) ||
+    !isHex(u.textAddr) ||
+    !isCount(u.textSize) ||
+    typeof u.textSha256 !== 'string'
+  )
+    bad(`µlib entry ${i}`);
+  if (
+    typeof u.ind !== 'object' ||
+    u.ind === null ||
+    !isName(u.ind.section) ||
+    !isHex(u.ind.addr) ||
+    !isCount(u.ind.size) ||
+    !isCount(u.ind.used)
+  )
+    bad(`µlib entry ${i} table`);
+  if (
+    u.ptr !== undefined &&
+    (typeof u.ptr !== 'object' ||
+      u.ptr === null ||
+      !isName(u.ptr.section) ||
+      !isHex(u.ptr.addr) ||
+      !isCount(u.ptr.size) ||
+      !isCount(u.ptr.used))
+  )
+    bad(`µlib entry ${i} pointer area`);
+  if (
+    u.stubs !== undefined &&
+    (typeof u.stubs !== 'object' ||
+      u.stubs === null ||
+      !isHex(u.stubs.at) ||
+      !Array.isArray(u.stubs.targets) ||
+      !u.stubs.targets.every(isHex))
+  )
+    bad(`µlib entry ${i} stubs`);
+  if (
+    u.clones !== undefined &&
+    (!Array.isArray(u.clones) ||
+      !u.clones.every(
+        (c: any) =>
+          typeof c === 'object' &&
+          c !== null &&
+          isName(c.sym) &&
+          isHex(c.from) &&
+          isHex(c.at) &&
+          isCount(c.size),
+      ))
+  )
+    bad(`µlib entry ${i} copies`);
+  if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
+  for (const [j, x] of (u.sites as any[]).entries()) {
+    if (
+      typeof x !== 'object' ||
+      x === null ||
+      !isHex(x.a) ||
+      !isBytes(x.o) ||
+      !isHex(x.e) ||
+      !isHex(x.t) ||
+      typeof x.k !== 'string' ||
+      !/^[a-z]{1,16}$/.test(x.k)
+    )
+      bad(`µlib entry ${i} site ${j}`);
+    if (
+      (x.f !== undefined || x.p !== undefined) &&
+      (typeof x.f !== 'string' ||
+        !/^[a-z0-9]{1,16}$/.test(x.f) ||
+        (x.f === 'abs' ? x.p !== undefined : !isHex(x.p)))
+    )
+      bad(`µlib entry ${i} site ${j} pointer`);
+    if (x.c !== undefined && !isHex(x.c)) bad(`µlib entry ${i} site ${j} copy`);
+  }
+}

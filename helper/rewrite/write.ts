@@ -1,0 +1,59 @@
+// The rewrite's one write: the patched bytes plus the record (and any extra) sections, added by
+// objcopy, checked, and renamed over the image; on any failure the image is left as it was.
+import { chmodSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { ElfFile } from '../elf.js';
+import { SpacerError } from '../errors.js';
+import { replaceAtomically, tempPath } from '../util/files.js';
+import { objcopy } from '../util/tools.js';
+import { type ExtraSection } from './types.js';
+
+/** Problems of the file as written (empty: it may replace the image). */
+export type CheckFile = (path: string) => string[];
+
+/**
+ * Writes `data` plus `sections` to a temporary file, checks that objcopy moved none of the
+ * `changed` sections and that `check` accepts the file, then renames it over `path`.
+ */
+export async function writeAtomically(
+  path: string,
+  data: Buffer,
+  sections: ExtraSection[],
+  changed: string[],
+  check: CheckFile,
+): Promise<void> {
+  const tmpElf = tempPath(path, 'elf');
+  const tmpSecs = sections.map((_, i) => tempPath(path, `${i}.sec`));
+  const mode = statSync(path).mode & 0o7777;
+  try {
+    writeFileSync(tmpElf, data);
+    sections.forEach((sec, i) => writeFileSync(tmpSecs[i], sec.data));
+    const args = sections.flatMap((sec, i) => [
+      '--add-section',
+      `${sec.name}=${tmpSecs[i]}`,
+      '--set-section-flags',
+      `${sec.name}=readonly,contents`,
+    ]);
+    await replaceAtomically(path, async (tmpOut) => {
+      await objcopy([...args, tmpElf, tmpOut], path);
+      // objcopy must not have moved what was patched.
+      const a = new ElfFile(path, data),
+        b = ElfFile.load(tmpOut);
+      for (const name of changed) {
+        const x = a.section(name),
+          y = b.section(name);
+        if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y)))
+          throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
+      }
+      // The file as written must verify too, before it replaces the image.
+      const problems = check(tmpOut);
+      if (problems.length)
+        throw new SpacerError(
+          // eslint-disable-next-line no-control-regex -- control characters are what it replaces
+          `${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`,
+        );
+      chmodSync(tmpOut, mode);
+    });
+  } finally {
+    for (const f of [tmpElf, ...tmpSecs]) rmSync(f, { force: true });
+  }
+}
