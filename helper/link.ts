@@ -2,28 +2,19 @@
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
 import { statSync } from 'node:fs';
-import {
-  allocate,
-  allocateAslr,
-  freshMap,
-  nameSlotCandidate,
-  type AllocRequest,
-  type UlibRequest,
-} from './allocate.js';
 import { SpacerError } from './errors.js';
-import {
-  PAGE,
-  SLOT_KINDS,
-  type ImageOrigin,
-  type MapSnapshot,
-  type SlotKind,
-  hex,
-  snapshotMap,
-  updateMap,
-  writeFileAtomic,
-} from './map.js';
-import { alignUp, readObject, type UlibObject } from './objects.js';
-import { generateScript, loadPlatform, measure, outputName, type SlotPlacement } from './script.js';
+import type { Plan, PlanUlib } from './plan.js';
+import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
+import { allocateAslr } from './layout/aslr.js';
+import { snapshotMap, type MapSnapshot } from './layout/map-file.js';
+import { updateMap } from './layout/map-lock.js';
+import { SLOT_KINDS, type ImageOrigin, type SlotKind } from './layout/map-types.js';
+import { nameSlotCandidate } from './layout/name-slots.js';
+import { readObject, type UlibObject } from './objects.js';
+import { generateScript, loadPlatform, measure, type SlotPlacement } from './script.js';
+import { writeFileAtomic } from './util/files.js';
+import { outputName } from './util/sections.js';
+import { PAGE, alignUp, hex } from './util/units.js';
 
 export interface LinkOptions {
   image: string;
@@ -47,41 +38,7 @@ export interface LinkOptions {
   log?: (line: string) => void;
 }
 
-export interface PlanUlib {
-  name: string;
-  path: string;
-  variant: string;
-  /** Stable slot (the same in every image) or placed in this image's own area. */
-  shared: boolean;
-  /** In its name slot (a per-app library at a stable address). */
-  named?: boolean;
-  /**
-   * ASLR mode: the absolute addresses of its own data go through its table too (a name slot's
-   * variant).
-   */
-  ownAbs?: boolean;
-  /** Per area: the output section, its address and size, and the bytes measured from the object. */
-  slots: Partial<
-    Record<
-      SlotKind,
-      { section: string; addr: string; size: string; bytes: number; clones?: string[] }
-    >
-  >;
-}
-
-export interface Plan {
-  spacer: 1;
-  image: string;
-  map: string;
-  script: string;
-  ulibs: PlanUlib[];
-  notes: string[];
-  /** ASLR mode: the seed and the µlib order it gave. */
-  aslr?: { seed: string; order: string[] };
-  /** What the post-link rewrite redirects: references outside each µlib (external), or also
-   *  its own absolute addresses and other sections (aslr); none: no rewrite. */
-  rewrite: 'external' | 'aslr' | 'none';
-}
+export type { Plan, PlanUlib };
 
 export async function link(o: LinkOptions): Promise<Plan> {
   const log = o.log ?? (() => {});

@@ -1,8 +1,12 @@
 // `spacer map show|check`: the workspace map, for people.
 import { existsSync } from 'node:fs';
 import { SpacerError } from './errors.js';
-import { AREAS, checkMap, hex, parseMapFile, readMap, updateMap, type SpacerMap } from './map.js';
-import { gc, relayout, type RelayoutResult } from './allocate.js';
+import { checkMap } from './layout/map-check.js';
+import { parseMapFile, readMap } from './layout/map-file.js';
+import { updateMap } from './layout/map-lock.js';
+import { AREAS, type SpacerMap } from './layout/map-types.js';
+import { gc, relayout, type RelayoutResult } from './layout/relayout.js';
+import { hex } from './util/units.js';
 
 function kib(n: number): string {
   return n >= 1 << 20

@@ -90,7 +90,3 @@ export function readObject(path: string): UlibObject {
   }
   return { name: ulibName(path), path, sections, variant: h.digest('hex').slice(0, 16), elf };
 }
-
-export function alignUp(v: number, a: number): number {
-  return a <= 1 ? v : Math.ceil(v / a) * a;
-}

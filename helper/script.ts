@@ -20,8 +20,10 @@ import {
   type OutputSection,
   type Script,
 } from './ldscript.js';
-import { KINDS, type Kind, type SlotKind, hex } from './map.js';
-import { alignUp, type UlibObject } from './objects.js';
+import { KINDS, type Kind, type SlotKind } from './layout/map-types.js';
+import type { UlibObject } from './objects.js';
+import { outputName } from './util/sections.js';
+import { alignUp, hex } from './util/units.js';
 
 /** Output section of the platform script that holds each kind. */
 export const KIND_SECTION: Record<Kind, string> = {
@@ -220,10 +222,6 @@ const q = (path: string) => {
     );
   return `"${path}"`;
 };
-
-export function outputName(kind: SlotKind, ulib: string): string {
-  return kind === 'ind' || kind === 'ptr' ? `.${kind}.${ulib}` : `${KIND_SECTION[kind]}.${ulib}`;
-}
 
 /** Writes the aligned script. Same plan, same bytes. */
 export function generateScript(plan: ScriptPlan): string {

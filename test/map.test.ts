@@ -3,8 +3,10 @@ import test from 'ava';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { checkMap, readMap } from '../helper/map.js';
-import { allocate, freshMap, relayout, type AllocRequest } from '../helper/allocate.js';
+import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
+import { checkMap } from '../helper/layout/map-check.js';
+import { readMap } from '../helper/layout/map-file.js';
+import { relayout } from '../helper/layout/relayout.js';
 import {
   bootSource,
   buildUlib,

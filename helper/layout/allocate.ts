@@ -1,0 +1,342 @@
+// The address allocator. Placement is per µlib *variant* (exact content), never per name:
+//   - a variant that a single image uses lives in that image's own area, packed after the
+//     shared slots the image uses (its pages are that image's anyway);
+//   - once a second image uses it, it gets a stable slot: every variant promoted by the same
+//     link is packed into one group (no per-µlib page padding), the group starting on a page;
+//   - a slot never moves. A µlib that changed is a new variant: it gets its own place and the
+//     old slot stays for the images that use it (nothing they use moves).
+//   - a µlib that several images use, each in its own variant (ukboot and uklibid are built per
+//     app), gets a *name slot*: one address, with headroom, that each of those variants takes.
+//     Their bytes differ per image, but their symbols sit at the same addresses, so the shared
+//     code that calls or reads them (and its tables) stays identical.
+import { SpacerError } from '../errors.js';
+import { PAGE, alignUp, hex } from '../util/units.js';
+import {
+  AREAS,
+  type Area,
+  type Extent,
+  type ImageOrigin,
+  type SlotKind,
+  type SpacerMap,
+  type VariantEntry,
+} from './map-types.js';
+import { allocateRecord } from './record.js';
+import { fitsNameSlot, growNameSlots, headroom, wantsNameSlot } from './name-slots.js';
+
+const MiB = 1 << 20;
+/** Smallest capacity a region gets when a map is created; every loaded address must be RAM. */
+const MIN_CAPACITY: Record<Exclude<Area, 'ind'>, number> = {
+  text: 2 * MiB,
+  rodata: MiB,
+  data: MiB,
+  bss: 2 * MiB,
+};
+
+export interface UlibRequest {
+  name: string;
+  variant: string;
+  sizes: Partial<Record<Area, number>>;
+  align: Partial<Record<Area, number>>;
+  /** Rewrite mode the table size (`sizes.ind`) was measured for. */
+  mode?: 'external' | 'aslr';
+  /** ASLR mode: bytes of the µlib's pointer area. */
+  ptr?: number;
+  /** ASLR mode, a µlib with a name slot: table and pointer-area bytes when the absolute addresses
+   *  of its own data go through its table too (see allocateAslr). */
+  ownAbs?: { ind: number; ptr: number };
+  /** Recorded as the variant's `abs_ptr` (allocateAslr passes ownAbs.ptr here). */
+  absPtr?: number;
+}
+
+export interface AllocRequest {
+  image: string;
+  /** In link order. */
+  ulibs: UlibRequest[];
+  head: number;
+  textBase: number;
+  /** Where this link runs (the Unikraft glue passes it); recorded in the map. */
+  origin?: ImageOrigin;
+}
+
+export interface Placement {
+  ulib: string;
+  variant: string;
+  /** Stable (slot in the map) or placed in the image's own area for this link. */
+  shared: boolean;
+  /** In the µlib's name slot: a stable address, content of this image only. */
+  named?: boolean;
+  /**
+   * ASLR mode: its own data's absolute addresses go through its table (UlibRequest.ownAbs sizes).
+   */
+  ownAbs?: boolean;
+  at: Partial<Record<SlotKind, Extent>>;
+}
+
+export interface AllocResult {
+  placements: Placement[];
+  /** Where the image's own area ends in the read-only data and data regions (its reserve). */
+  ownEnd: Partial<Record<Area, number>>;
+  /** One line per event worth telling the user (new variants, promotions). */
+  notes: string[];
+}
+
+/**
+ * End of the region for the shared µlibs' tables: what they need plus a quarter. In a fresh map it
+ * follows the boot head; relayout moves it after the shared code (see there). Tables of µlibs
+ * shared later that no longer fit go right after their group's code (see allocate).
+ */
+export function indEnd(base: number, need: number): number {
+  return alignUp(base + need + Math.max(Math.ceil(need / 4), 256), 64);
+}
+
+/**
+ * A new map sized from the first image. The tables of shared µlibs go right after the boot head
+ * (until 'spacer map relayout' moves them after the shared code), then code, read-only data, data
+ * and bss regions, each at least MIN_CAPACITY and 4x the first need.
+ */
+export function freshMap(req: AllocRequest): SpacerMap {
+  // The platform's boot head gets a quarter more room (at least 256 bytes).
+  const head = alignUp(req.head + Math.max(Math.ceil(req.head / 4), 256), 64);
+  const need = (k: Area) =>
+    req.ulibs.reduce((a, u) => alignUp(a, u.align[k] ?? 1) + (u.sizes[k] ?? 0), 0);
+  const regions = {} as SpacerMap['regions'];
+  const indBase = req.textBase + head;
+  regions.ind = { base: indBase, end: indEnd(indBase, need('ind')), next: indBase };
+  let at = regions.ind.end;
+  for (const k of AREAS.filter((a) => a !== 'ind')) {
+    const cap = alignUp(Math.max(MIN_CAPACITY[k as Exclude<Area, 'ind'>], 4 * need(k)), MiB);
+    regions[k] = { base: at, end: alignUp(at + cap, MiB), next: at };
+    at = regions[k].end;
+  }
+  return {
+    schema: 1,
+    page_size: PAGE,
+    text_base: req.textBase,
+    head,
+    regions,
+    ulibs: {},
+    images: {},
+  };
+}
+
+/**
+ * Packs variants one after the other from `from` (rounded up to a page when `page`); returns their
+ * extents.
+ */
+export function packExtents(
+  m: SpacerMap,
+  mapPath: string,
+  area: Area,
+  from: number,
+  items: { name: string; v: VariantEntry }[],
+  limit: number,
+  page: boolean,
+): Map<VariantEntry, Extent> {
+  const out = new Map<VariantEntry, Extent>();
+  let next = page ? alignUp(from, PAGE) : from;
+  for (const { name, v } of items) {
+    const size = v.sizes[area] ?? 0;
+    if (!size) continue;
+    const addr = alignUp(next, v.align[area] ?? 1);
+    if (addr + size > limit) {
+      const r = m.regions[area];
+      throw new SpacerError(
+        `${mapPath}: the ${area} region (${hex(r.base)}..${hex(r.end)}) has no room for ${name} (${size} bytes); run 'spacer map relayout' (or start a new map) and relink every app`,
+      );
+    }
+    out.set(v, { addr, size });
+    next = addr + size;
+  }
+  return out;
+}
+
+/** Updates `m` for one image; deterministic for the same map and objects. */
+export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
+  const { notes, entries } = allocateRecord(m, mapPath, req);
+  promoteShared(m, mapPath, entries, notes);
+  const { named, ownAt } = nameSlots(m, mapPath, entries, notes);
+  const ownEnd = placeOwn(m, mapPath, entries, named, ownAt, notes);
+  checkSlotSizes(m, mapPath, req, entries, named);
+  return {
+    placements: entries.map((x) => ({
+      ulib: x.name,
+      variant: x.variant,
+      shared: !!x.v.slot,
+      ...(named.has(x.v) ? { named: true } : {}),
+      at: x.v.slot ?? ownAt.get(x.v) ?? {},
+    })),
+    ownEnd,
+    notes,
+  };
+}
+
+type Entry = { name: string; v: VariantEntry; variant: string };
+type OwnAt = Map<VariantEntry, Partial<Record<Area, Extent>>>;
+
+/** Variants that a second image now uses get stable slots, packed together as one group. */
+function promoteShared(m: SpacerMap, mapPath: string, entries: Entry[], notes: string[]): void {
+  const promote = entries.filter((x) => !x.v.slot && x.v.images.length >= 2);
+  if (promote.length) {
+    const indNeed = promote.reduce(
+      (a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0),
+      0,
+    );
+    const indFits = alignUp(m.regions.ind.next, 16) + indNeed <= m.regions.ind.end;
+    for (const a of AREAS) {
+      if (a === 'ind' && !indFits) continue;
+      const r = m.regions[a];
+      const got = packExtents(m, mapPath, a, r.next, promote, r.end, false);
+      for (const [v, ext] of got) (v.slot ??= {})[a] = ext;
+      if (got.size) r.next = Math.max(...[...got.values()].map((e) => e.addr + e.size));
+      if (a === 'text' && !indFits && indNeed) {
+        // The table region is full: these tables follow the group's code (they cost that page its
+        // sharing).
+        const t = m.regions.text;
+        const tables = packExtents(m, mapPath, 'ind', t.next, promote, t.end, false);
+        for (const [v, ext] of tables) (v.slot ??= {}).ind = ext;
+        if (tables.size) t.next = Math.max(...[...tables.values()].map((e) => e.addr + e.size));
+        notes.push(
+          "the table region is full: the new shared µlibs' tables follow their code; run 'spacer map relayout' (then relink) to pack them again",
+        );
+      }
+    }
+    for (const x of promote) x.v.slot ??= {};
+    notes.push(`shared now, given stable slots: ${promote.map((x) => x.name).join(', ')}`);
+  }
+}
+
+/**
+ * Variants of this image only, of µlibs other images use in other variants: their name slots (grown
+ * when one lacks an area this variant needs). Returns the variants placed there and where.
+ */
+function nameSlots(
+  m: SpacerMap,
+  mapPath: string,
+  entries: Entry[],
+  notes: string[],
+): { named: Set<VariantEntry>; ownAt: OwnAt } {
+  const single = entries.filter((x) => !x.v.slot && wantsNameSlot(m.ulibs[x.name]));
+  const grow = single.filter(
+    (x) =>
+      !fitsNameSlot(m.ulibs[x.name], x.v) &&
+      AREAS.some((a) => (x.v.sizes[a] ?? 0) && !m.ulibs[x.name].slot?.[a]),
+  );
+  if (grow.length) {
+    growNameSlots(
+      m,
+      mapPath,
+      grow.map((x) => x.name),
+    );
+    notes.push(
+      `name slots (one address for each image's own variant): ${grow.map((x) => x.name).join(', ')}`,
+    );
+  }
+  const named = new Set<VariantEntry>();
+  const ownAt = new Map<VariantEntry, Partial<Record<Area, Extent>>>();
+  for (const x of single) {
+    const lib = m.ulibs[x.name];
+    if (!fitsNameSlot(lib, x.v)) {
+      notes.push(
+        `${x.name}: variant ${x.variant} outgrew its name slot; it goes to this image's own area (shares less). 'spacer map relayout' sizes the slot again`,
+      );
+      continue;
+    }
+    named.add(x.v);
+    ownAt.set(
+      x.v,
+      Object.fromEntries(
+        AREAS.filter((a) => x.v.sizes[a]).map((a) => [
+          a,
+          { addr: lib.slot![a]!.addr, size: x.v.sizes[a]! },
+        ]),
+      ),
+    );
+  }
+  return { named, ownAt };
+}
+
+/** Places the image's own variants; returns where its own area ends (its reserve). */
+function placeOwn(
+  m: SpacerMap,
+  mapPath: string,
+  entries: Entry[],
+  named: Set<VariantEntry>,
+  ownAt: OwnAt,
+  notes: string[],
+): Partial<Record<Area, number>> {
+  // The image's own variants go right after the last shared slot it uses, on the same page: that
+  // page then differs per image, but a fresh page would cost each image one more page, and the
+  // shared tail it holds is smaller than a page.
+  // Their tables follow their code: per-image pages anyway, no fixed place needed.
+  const own = entries.filter((x) => !x.v.slot && !named.has(x.v));
+  const ownEnd: Partial<Record<Area, number>> = {};
+  for (const a of AREAS) {
+    if (a === 'ind') continue;
+    const r = m.regions[a];
+    const ends = entries
+      .filter((x) => x.v.slot?.[a])
+      .map((x) => x.v.slot![a]!.addr + x.v.slot![a]!.size);
+    // Tables in the text region (the table region after the shared code, or spilled after a group).
+    if (a === 'text')
+      for (const x of entries)
+        if (x.v.slot?.ind && x.v.slot.ind.addr >= r.base)
+          ends.push(x.v.slot.ind.addr + x.v.slot.ind.size);
+    for (const x of entries) {
+      if (!named.has(x.v)) continue;
+      const slot = m.ulibs[x.name].slot!;
+      if (slot[a]) ends.push(slot[a].addr + slot[a].size);
+      if (a === 'text' && slot.ind) ends.push(slot.ind.addr + slot.ind.size);
+    }
+    const start = Math.max(r.base, ...ends);
+    const got = packExtents(m, mapPath, a, start, own, r.end, false);
+    for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
+    if (a === 'rodata' || a === 'data') {
+      // The reserve: what follows the own area starts at the same address in every such image.
+      const bytes = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
+      if (bytes > (m.own?.[a] ?? 0)) {
+        if (m.own?.[a])
+          notes.push(
+            `the image's own ${a} (${bytes} bytes) outgrew its reserve (${m.own[a]}); the reserve grows, images linked before share a little less until relinked`,
+          );
+        (m.own ??= {})[a] = headroom(bytes);
+      }
+      const reserve = m.own?.[a] ?? 0; // none yet: no image had bytes of its own here
+      if (start + reserve > r.end)
+        throw new SpacerError(
+          `${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`,
+        );
+      ownEnd[a] = start + reserve;
+    }
+    if (a === 'text') {
+      const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
+      const tables = packExtents(m, mapPath, 'ind', after, own, r.end, false);
+      for (const [v, ext] of tables) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!).ind = ext;
+    }
+  }
+  return ownEnd;
+}
+
+/** Refuses a slot smaller than what this link measured for it. */
+function checkSlotSizes(
+  m: SpacerMap,
+  mapPath: string,
+  req: AllocRequest,
+  entries: Entry[],
+  named: Set<VariantEntry>,
+): void {
+  // A slot never moves, and a variant's content never changes, but what a newer helper measures
+  // may (a table or pointer area sized by another first pass): such a slot is too small to use.
+  for (const u of req.ulibs) {
+    const x = entries.find((e) => e.name === u.name)!;
+    const slot = x.v.slot ?? (named.has(x.v) ? m.ulibs[x.name].slot : undefined);
+    for (const a of AREAS) {
+      const need = u.sizes[a] ?? 0,
+        have = slot?.[a]?.size;
+      if (need && have !== undefined && need > have) {
+        throw new SpacerError(
+          `${mapPath}: ${u.name}'s ${a} slot holds ${have} bytes, this link needs ${need} (a newer lib-spacer measures more); run 'spacer map relayout' and relink every app`,
+        );
+      }
+    }
+  }
+}

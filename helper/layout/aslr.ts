@@ -1,0 +1,148 @@
+// ASLR mode: each build's µlib code in an order shuffled from a seed, with slots from the map for
+// everything else.
+import { SpacerError } from '../errors.js';
+import { PAGE, alignUp, hex } from '../util/units.js';
+import { allocate, type AllocRequest, type AllocResult, type Placement } from './allocate.js';
+import type { SpacerMap } from './map-types.js';
+
+/** A deterministic generator from a seed string (splitmix32 over a hash of the seed). */
+function seededRandom(seed: string): () => number {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(seed)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  return () => {
+    h = (h + 0x9e3779b9) >>> 0;
+    let z = h;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
+  };
+}
+
+/**
+ * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
+ * starts on a page, its indirection table right after it: the table's entries are position-
+ * independent, so code and table pages are the same wherever the µlib lands. What the entries
+ * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
+ * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place before the
+ * code, followed by their own code on the same page. Read-only data, data and bss keep the map's
+ * slots (allocated as in the plain layout): code
+ * reaches them only through its table, so they need not move with it, and their pages stay shared.
+ */
+export function allocateAslr(
+  m: SpacerMap,
+  mapPath: string,
+  req: AllocRequest,
+  seed: string,
+): AllocResult & { order: string[] } {
+  // Slots for everything but the code and its table; the pointer area takes the table's map area.
+  // No mode either: the map records a mode only with its measured table size, and this request
+  // carries the pointer area's size in its place.
+  const still: AllocRequest = {
+    ...req,
+    ulibs: req.ulibs.map((u) => ({
+      ...u,
+      mode: undefined,
+      sizes: { ...u.sizes, text: undefined, ind: u.ptr || undefined },
+      align: { ...u.align, text: undefined, ind: u.ptr ? 8 : undefined },
+      ...(u.ownAbs?.ptr ? { absPtr: u.ownAbs.ptr } : {}),
+    })),
+  };
+  const base = allocate(m, mapPath, still);
+  const rand = seededRandom(seed);
+  const order = req.ulibs.map((u) => u.name);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
+  // Pointer areas: those with a map address keep it; the image's own go before the code.
+  const own: string[] = [];
+  const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
+  const ownAbs = new Set<string>();
+  for (const p of base.placements) {
+    const a = at.get(p.ulib)!;
+    if (a.ind) a.ptr = a.ind;
+    delete a.ind;
+    // A name slot's variant lays its data out its own way, so its code differs between images
+    // wherever it holds an absolute address of that data. With those addresses in its pointer
+    // area too (when the slot has room for the larger area), its code and table are the same in
+    // every image whose variant differs only in data.
+    const u = byName.get(p.ulib)!,
+      cap = m.ulibs[p.ulib]?.slot?.ind?.size ?? 0;
+    if (p.named && u.ownAbs && a.ptr && u.ownAbs.ptr <= cap) {
+      a.ptr = { addr: a.ptr.addr, size: u.ownAbs.ptr };
+      u.sizes.ind = u.ownAbs.ind;
+      ownAbs.add(p.ulib);
+    }
+    if (a.ptr && !p.shared && !p.named) own.push(p.ulib);
+  }
+  const r = m.regions.text;
+  // Code starts after everything the map placed in the text region (name slots, spilled areas)
+  // and the image's own pointer areas (that page differs per image anyway).
+  let next = Math.max(r.base, r.next);
+  for (const n of own) {
+    const a = at.get(n)!;
+    const addr = alignUp(next, 8);
+    a.ptr = { addr, size: a.ptr!.size };
+    next = addr + a.ptr.size;
+  }
+  // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
+  // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
+  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
+  // image.
+  const isOwn = new Set(base.placements.filter((p) => !p.shared && !p.named).map((p) => p.ulib));
+  const ownCode = order.filter((n) => isOwn.has(n) && (byName.get(n)!.sizes.text ?? 0) > 0);
+  const ownBytes = ownCode.reduce(
+    (a, n) =>
+      alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0),
+    0,
+  );
+  const start = alignUp(next, 64);
+  const slack = alignUp(start, PAGE) - start - ownBytes;
+  next =
+    start +
+    (slack > 0
+      ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
+      : Math.floor(rand() * 16) * 64);
+  const place = (n: string, addr: number) => {
+    const u = byName.get(n)!;
+    const text = u.sizes.text!,
+      ind = u.sizes.ind ?? 0;
+    const tableAt = alignUp(addr + text, 16);
+    next = ind ? tableAt + ind : addr + text;
+    if (next > r.end)
+      throw new SpacerError(
+        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
+      );
+    at.get(n)!.text = { addr, size: text };
+    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
+  };
+  for (const n of ownCode) place(n, alignUp(next, Math.max(64, byName.get(n)!.align.text ?? 1)));
+  next = alignUp(next, PAGE);
+  for (const n of order) {
+    if (isOwn.has(n)) continue;
+    const u = byName.get(n)!;
+    const text = u.sizes.text ?? 0,
+      ind = u.sizes.ind ?? 0;
+    if (!text) continue;
+    const addr = alignUp(next, PAGE);
+    const tableAt = alignUp(addr + text, 16);
+    next = ind ? tableAt + ind : addr + text;
+    if (next > r.end)
+      throw new SpacerError(
+        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
+      );
+    at.get(n)!.text = { addr, size: text };
+    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
+  }
+  return {
+    placements: base.placements.map((p) => ({
+      ...p,
+      ...(ownAbs.has(p.ulib) ? { ownAbs: true } : {}),
+      at: at.get(p.ulib)!,
+    })),
+    ownEnd: base.ownEnd,
+    notes: base.notes,
+    order,
+  };
+}

@@ -1,0 +1,256 @@
+// The workspace map file: one JSON file shared by every app built with this checkout of the
+// library, written by hand (one line per variant and per image, keys sorted) and read back with
+// one error line per problem naming the file.
+// Reading JSON: each field is validated where it is read, so the parsed value is `any` until then.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { SpacerError } from '../errors.js';
+import { PAGE, hex } from '../util/units.js';
+import { assertConsistent } from './map-check.js';
+import {
+  AREAS,
+  MAP_SCHEMA,
+  type Area,
+  type Extent,
+  type ImageEntry,
+  type Region,
+  type SpacerMap,
+  type UlibEntry,
+  type VariantEntry,
+} from './map-types.js';
+
+// ---- serialisation: addresses are written as hex strings so people can read the file ----
+
+export function encodeMap(m: SpacerMap): string {
+  // Hand-written so a map of a thousand images stays quick to write (every link rewrites it) and
+  // easy to read: the header indented, then one line per variant and per image, keys sorted.
+  const j = JSON.stringify;
+  const keys = (o: object) => Object.keys(o).sort();
+  const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) => {
+    const parts: string[] = [];
+    for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
+    return `{${parts.join(', ')}}`;
+  };
+  const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
+  const out: string[] = [];
+  out.push(
+    '{',
+    `  "schema": ${j(m.schema)},`,
+    `  "page_size": ${j(m.page_size)},`,
+    `  "text_base": ${j(hex(m.text_base))},`,
+    `  "head": ${j(hex(m.head))},`,
+  );
+  out.push('  "regions": {');
+  AREAS.forEach((k, i) => {
+    const r = m.regions[k];
+    out.push(
+      `    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`,
+    );
+  });
+  out.push('  },');
+  if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
+  out.push('  "ulibs": {');
+  const names = keys(m.ulibs);
+  names.forEach((name, i) => {
+    const u = m.ulibs[name];
+    out.push(`    ${j(name)}: {`);
+    if (u.slot) out.push(`      "slot": ${perArea(u.slot, extent)},`);
+    out.push('      "variants": {');
+    const hs = keys(u.variants);
+    hs.forEach((h, k) => {
+      const v = u.variants[h];
+      const fields = [
+        `"sizes": ${perArea(v.sizes, (x) => x)}`,
+        `"align": ${perArea(v.align, (x) => x)}`,
+        `"images": ${j([...v.images].sort())}`,
+      ];
+      if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
+      if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
+      if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
+      out.push(`        ${j(h)}: {${fields.join(', ')}}${k < hs.length - 1 ? ',' : ''}`);
+    });
+    out.push('      }', `    }${i < names.length - 1 ? ',' : ''}`);
+  });
+  out.push('  },', '  "images": {');
+  const ims = keys(m.images);
+  ims.forEach((n, i) => {
+    const u = m.images[n].ulibs;
+    const o = m.images[n].origin;
+    const origin = o
+      ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
+      : '';
+    out.push(
+      `    ${j(n)}: {"ulibs": {${keys(u)
+        .map((k) => `${j(k)}: ${j(u[k])}`)
+        .join(', ')}}${origin}}${i < ims.length - 1 ? ',' : ''}`,
+    );
+  });
+  out.push('  }', '}');
+  return out.join('\n') + '\n';
+}
+
+function decode(path: string, text: string): SpacerMap {
+  let raw: any;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new SpacerError(
+      `${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`,
+    );
+  }
+  const bad = (what: string): never => {
+    throw new SpacerError(
+      `${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`,
+    );
+  };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad('not a JSON object');
+  if (typeof raw.schema !== 'number') bad('no schema version');
+  if (raw.schema > MAP_SCHEMA) {
+    throw new SpacerError(
+      `${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`,
+    );
+  }
+  if (raw.schema < 1) bad(`schema ${raw.schema}`);
+  const addr = (v: unknown, what: string): number => {
+    if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) bad(`${what} is not a hex address`);
+    const n = parseInt(v as string, 16);
+    if (!Number.isSafeInteger(n)) bad(`${what} out of range`);
+    return n;
+  };
+  const count = (v: unknown, what: string): number => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      bad(`${what} is not a byte count`);
+    return v as number;
+  };
+  const regions = {} as Record<Area, Region>;
+  for (const k of AREAS) {
+    const r = raw.regions?.[k];
+    if (!r) bad(`missing region ${k}`);
+    regions[k] = {
+      base: addr(r.base, `regions.${k}.base`),
+      end: addr(r.end, `regions.${k}.end`),
+      next: addr(r.next, `regions.${k}.next`),
+    };
+  }
+  const ulibs: Record<string, UlibEntry> = {};
+  for (const [name, u] of Object.entries<any>(raw.ulibs ?? {})) {
+    if (typeof u?.variants !== 'object' || u.variants === null) bad(`ulibs.${name}`);
+    const variants: Record<string, VariantEntry> = {};
+    for (const [h, v] of Object.entries<any>(u.variants)) {
+      const at = `ulibs.${name}.variants.${h}`;
+      if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
+      const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
+      if (Array.isArray(v.modes))
+        e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
+      if (v.abs_ptr !== undefined) e.abs_ptr = count(v.abs_ptr, `${at}.abs_ptr`);
+      for (const a of AREAS) {
+        if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
+        if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);
+      }
+      if (v.slot) {
+        e.slot = {};
+        for (const a of AREAS)
+          if (v.slot[a])
+            e.slot[a] = {
+              addr: addr(v.slot[a].addr, `${at}.slot.${a}.addr`),
+              size: addr(v.slot[a].size, `${at}.slot.${a}.size`),
+            };
+      }
+      variants[h] = e;
+    }
+    ulibs[name] = { variants };
+    if (u.slot) {
+      const slot: Partial<Record<Area, Extent>> = {};
+      for (const a of AREAS)
+        if (u.slot[a])
+          slot[a] = {
+            addr: addr(u.slot[a].addr, `ulibs.${name}.slot.${a}.addr`),
+            size: addr(u.slot[a].size, `ulibs.${name}.slot.${a}.size`),
+          };
+      ulibs[name].slot = slot;
+    }
+  }
+  const images: Record<string, ImageEntry> = {};
+  for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
+    if (typeof im?.ulibs !== 'object' || im.ulibs === null) bad(`images.${name}`);
+    images[name] = { ulibs: im.ulibs };
+    if (im.origin !== undefined) {
+      const o = im.origin;
+      if (
+        typeof o?.app !== 'string' ||
+        typeof o.build !== 'string' ||
+        (o.relink !== undefined && typeof o.relink !== 'string')
+      )
+        bad(`images.${name}.origin`);
+      images[name].origin = {
+        app: o.app,
+        build: o.build,
+        ...(o.relink !== undefined ? { relink: o.relink } : {}),
+      };
+    }
+  }
+  let own: Partial<Record<Area, number>> | undefined;
+  if (raw.own !== undefined) {
+    if (typeof raw.own !== 'object' || raw.own === null) bad('own');
+    own = {};
+    for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = count(raw.own[a], `own.${a}`);
+  }
+  return {
+    schema: raw.schema,
+    page_size: raw.page_size ?? PAGE,
+    text_base: addr(raw.text_base, 'text_base'),
+    head: addr(raw.head, 'head'),
+    regions,
+    ...(own ? { own } : {}),
+    ulibs,
+    images,
+  };
+}
+
+/**
+ * A map as read from its file: the text (to tell whether an update changed it) and the file's
+ * identity.
+ */
+export interface MapSnapshot {
+  path: string;
+  map: SpacerMap;
+  text: string;
+  id: string;
+}
+
+export const fileId = (path: string) => {
+  const st = statSync(path, { bigint: true });
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+};
+
+/**
+ * Reads and parses the map file without the consistency check (undefined when there is no map yet).
+ */
+export function snapshotMap(path: string): MapSnapshot | undefined {
+  if (!existsSync(path)) return undefined;
+  let text: string, id: string;
+  try {
+    id = fileId(path);
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new SpacerError(
+      `${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`,
+    );
+  }
+  if (text.trim() === '')
+    throw new SpacerError(
+      `${path}: corrupt map (empty file); delete it and relink every app to start a new map`,
+    );
+  return { path, map: decode(path, text), text, id };
+}
+
+/** Parses the map file without the consistency check (undefined when there is no map yet). */
+export function parseMapFile(path: string): SpacerMap | undefined {
+  return snapshotMap(path)?.map;
+}
+
+export function readMap(path: string): SpacerMap | undefined {
+  const m = parseMapFile(path);
+  if (m) assertConsistent(path, m);
+  return m;
+}

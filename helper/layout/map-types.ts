@@ -1,0 +1,94 @@
+// The workspace map's shape: what it places (areas, slot kinds) and the JSON entries it holds.
+// The file format is in map-file.ts, its consistency rules in map-check.ts, its lock in
+// map-lock.ts; the allocator that fills it in allocate.ts, relayout.ts and aslr.ts.
+
+export const MAP_SCHEMA = 1;
+/** Section kinds of the platform script that hold µlib code and data. */
+export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
+export type Kind = (typeof KINDS)[number];
+/** Everything the map places, in address order: the indirection tables of shared µlibs (`ind`,
+ *  right after the platform's boot head), then the section kinds. */
+export const AREAS = ['ind', 'text', 'rodata', 'data', 'bss'] as const;
+export type Area = (typeof AREAS)[number];
+/** What an image's plan places per µlib: the map's areas, and in ASLR mode its pointer area
+ *  (`ptr`, at the map's `ind` extent; its table, `ind`, then follows its code). */
+export const SLOT_KINDS = [...AREAS, 'ptr'] as const;
+export type SlotKind = (typeof SLOT_KINDS)[number];
+
+export interface Extent {
+  addr: number;
+  size: number;
+}
+
+export interface Region {
+  /** First address of the region (page-aligned). */
+  base: number;
+  /** One past the last usable address. */
+  end: number;
+  /** Next free address (bump allocation; slots never move). */
+  next: number;
+}
+
+/**
+ * One variant of a µlib: the same library built in one configuration (its content hash).
+ * It gets a stable slot once two images use it; until then it lives in the image's own area.
+ */
+export interface VariantEntry {
+  /** Bytes per area, measured from the object (ind: the indirection table it needs). */
+  sizes: Partial<Record<Area, number>>;
+  /** Start alignment per area (largest input section alignment). */
+  align: Partial<Record<Area, number>>;
+  /** Images whose last link used this variant. */
+  images: string[];
+  /** Rewrite modes whose table size was measured (`sizes.ind` is the largest). */
+  modes?: ('external' | 'aslr')[];
+  /** ASLR mode, a µlib with a name slot: pointer-area bytes when its own data's absolute addresses
+   *  go through its table too (the name slot is sized for it; see allocateAslr). */
+  abs_ptr?: number;
+  /** Stable placement, the same in every image; never moves once given. */
+  slot?: Partial<Record<Area, Extent>>;
+}
+
+export interface UlibEntry {
+  variants: Record<string, VariantEntry>;
+  /**
+   * The name's slot: where every variant of this µlib that a single image uses goes, once two
+   * images use the µlib in different variants (ukboot and uklibid are built per app). Its content
+   * is per image, but its address is the same in every image, so references to it from shared
+   * code (and the tables holding them) are the same too. Each extent is a capacity with headroom.
+   */
+  slot?: Partial<Record<Area, Extent>>;
+}
+
+export interface ImageEntry {
+  /** µlib name → variant used by the image's last link. */
+  ulibs: Record<string, string>;
+  /** Where its last link ran (from the Unikraft glue): the app and build folders, and the command
+   *  that relinks it. Two builds with different folders may not share one image name. */
+  origin?: ImageOrigin;
+}
+
+export interface ImageOrigin {
+  app: string;
+  build: string;
+  relink?: string;
+}
+
+export interface SpacerMap {
+  schema: number;
+  page_size: number;
+  /** Address of the platform's first text byte (the default script's `. = ...` before .text). */
+  text_base: number;
+  /** Bytes reserved at text_base for the platform's boot head (.data.boot, .text.boot, ...). */
+  head: number;
+  regions: Record<Area, Region>;
+  /**
+   * Bytes reserved for an image's own area in the read-only data and data regions. The sections
+   * the platform places after the µlibs there (libinfo, boot info) start right after the reserve,
+   * at the same address in every image whose own bytes fit: shared code that reads them stays
+   * identical. Grows when an image needs more.
+   */
+  own?: Partial<Record<Area, number>>;
+  ulibs: Record<string, UlibEntry>;
+  images: Record<string, ImageEntry>;
+}
