@@ -40,7 +40,12 @@ export const STT_NOTYPE = 0,
   STT_OBJECT = 1,
   STT_FUNC = 2,
   STT_SECTION = 3,
-  STT_FILE = 4;
+  STT_FILE = 4,
+  STT_TLS = 6,
+  STT_GNU_IFUNC = 10;
+export const STB_LOCAL = 0,
+  STB_GLOBAL = 1,
+  STB_WEAK = 2;
 
 export interface ElfHeader {
   class: 32 | 64;

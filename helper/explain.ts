@@ -5,7 +5,8 @@
 import { ElfFile, type Section, SHT_NOBITS, SHT_RELA, num } from './elf.js';
 import { SpacerError } from './errors.js';
 import { scanPages } from './pages.js';
-import { readImagePlan, loadImage, planSection, type PlanSlot } from './report.js';
+import { readImagePlan, type RecordedSlot } from './plan.js';
+import { loadImage, planSection } from './report.js';
 
 export interface Cause {
   section: string;
@@ -93,7 +94,7 @@ export function explain(pathA: string, pathB: string, maxCauses = 8): UlibExplan
     const seenPages = new Set<number>();
     for (const [kind, slot] of Object.entries(ua.slots)) {
       if (!slot) continue;
-      const slotB = (ub.slots as Record<string, PlanSlot | undefined>)[kind];
+      const slotB = (ub.slots as Record<string, RecordedSlot | undefined>)[kind];
       const sa = planSection(a, kind, slot),
         sb = slotB ? planSection(b, kind, slotB) : undefined;
       if (!sa || !sb) continue;

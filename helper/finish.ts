@@ -6,74 +6,19 @@
 //   report` can attribute pages to µlibs later.
 // Each step replaces the image atomically (temp + rename): a half-written .dbg would be newer
 // than its inputs and make would never relink it.
-import { readFileSync, renameSync, rmSync } from 'node:fs';
-import { deflateSync, inflateSync } from 'node:zlib';
-import { execa } from 'execa';
+import { rmSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
-import { writeFileAtomic } from './map.js';
-import type { Plan } from './link.js';
-import { rewriteImage, type RewritePlan, type RewriteStats } from './rewrite.js';
+import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
+import { rewriteImageWith } from './rewrite/image.js';
+import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
+import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
+import { objcopy } from './util/tools.js';
+import { hex, PAGE_N } from './util/units.js';
+import { verifyImage } from './verify.js';
 
-export const PLAN_SECTION = '.spacer.plan';
-
-/** The JSON text of a `.spacer.plan` section: stored deflated (zlib), plain JSON also read. */
-export function planSectionText(bytes: Buffer): string {
-  if (bytes[0] === 0x78) {
-    // Bounded: a plan is kilobytes; a damaged or hostile section must not inflate to gigabytes.
-    try {
-      return inflateSync(bytes, { maxOutputLength: 16 << 20 }).toString('utf8');
-    } catch {
-      /* not zlib after all: read as text */
-    }
-  }
-  return bytes.toString('utf8').replace(/\0+$/, '');
-}
-
-export function readPlan(path: string): Plan {
-  let plan: Plan | undefined;
-  const bad = (what: string): never => {
-    throw new SpacerError(`${path}: not a usable link plan (${what}); run 'spacer link' again`);
-  };
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new SpacerError(
-      `${path}: cannot read the link plan (${(e as NodeJS.ErrnoException).code ?? 'error'}); run 'spacer link' again`,
-    );
-  }
-  try {
-    plan = JSON.parse(text);
-  } catch {
-    bad('not valid JSON');
-  }
-  if (plan?.spacer !== 1 || !Array.isArray(plan!.ulibs)) bad('not a lib-spacer plan');
-  // Every field the post-link step reads.
-  const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
-  const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
-  for (const [i, u] of (plan!.ulibs as unknown as any[]).entries()) {
-    if (
-      typeof u !== 'object' ||
-      u === null ||
-      !isName(u.name) ||
-      typeof u.slots !== 'object' ||
-      u.slots === null
-    )
-      bad(`µlib entry ${i}`);
-    for (const [k, slot] of Object.entries<any>(u.slots)) {
-      if (
-        typeof slot !== 'object' ||
-        slot === null ||
-        !isName(slot.section) ||
-        !isHex(slot.addr) ||
-        !isHex(slot.size)
-      )
-        bad(`${u.name} ${k} slot`);
-    }
-  }
-  return plan!;
-}
+export { PLAN_SECTION, planSectionText, readPlan };
 
 /** Problems of a linked image against its plan; empty when the layout is what the map says. */
 export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
@@ -85,17 +30,15 @@ export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
       // No section: the linker dropped all of it (--gc-sections, as CONFIG_OPTIMIZE_DEADELIM does).
       if (!sec) continue;
       if (sec.addr !== BigInt(s.addr))
-        problems.push(`${u.name}: ${s.section} at 0x${sec.addr.toString(16)}, map says ${s.addr}`);
+        problems.push(`${u.name}: ${s.section} at ${hex(sec.addr)}, map says ${s.addr}`);
       if (sec.size > BigInt(s.size))
         problems.push(`${u.name}: ${s.section} is ${sec.size} bytes, its slot ${BigInt(s.size)}`);
     }
   }
   elf.segments.forEach((p, i) => {
     // Unikraft's boot turns each loaded segment into a memory region and checks it is page-aligned.
-    if (p.type === PT_LOAD && p.memsz > 0n && p.vaddr % 4096n)
-      problems.push(
-        `program header ${i} (a PT_LOAD at 0x${p.vaddr.toString(16)}) does not start on a page`,
-      );
+    if (p.type === PT_LOAD && p.memsz > 0n && p.vaddr % PAGE_N)
+      problems.push(`program header ${i} (a PT_LOAD at ${hex(p.vaddr)}) does not start on a page`);
     if (p.type === PT_LOAD && p.vaddr === 0n && p.memsz === 0n)
       problems.push(
         `program header ${i} is an empty PT_LOAD at address 0: the platform script names a program header no section uses, and qemu's multiboot loader hangs on it`,
@@ -156,13 +99,7 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   const embedded = elf.section(PLAN_SECTION);
   // The image records where each µlib sits, not where the build ran: no paths, so the same
   // objects give the same image in any build folder.
-  const planText = JSON.stringify({
-    spacer: plan.spacer,
-    image: plan.image,
-    rewrite: plan.rewrite,
-    ...(plan.aslr ? { aslr: plan.aslr } : {}),
-    ulibs: plan.ulibs.map((u) => ({ name: u.name, variant: u.variant, slots: u.slots })),
-  });
+  const planText = JSON.stringify(recordedPlan(plan));
   // Deflated: the plan is most of what the recorded metadata adds to the image file.
   const planBytes = deflateSync(Buffer.from(planText), { level: 9 });
   if (embedded) {
@@ -185,32 +122,32 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   // writing; `spacer verify` re-checks any image from its record.)
   let rewrite: RewriteStats | undefined;
   if (plan.rewrite && plan.rewrite !== 'none') {
-    rewrite = await rewriteImage(imagePath, rewritePlan(plan), plan.rewrite, [
-      { name: PLAN_SECTION, data: planBytes },
-    ]);
+    rewrite = await rewriteImageWith(
+      imagePath,
+      rewritePlan(plan),
+      plan.rewrite,
+      [{ name: PLAN_SECTION, data: planBytes }],
+      verifyImage,
+    );
     if (!rewrite.alreadyDone)
       return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
   }
   // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
-  const tmpPlan = `${imagePath}.spacer-plan.tmp`;
-  const tmpImage = `${imagePath}.spacer.tmp-${process.pid}`;
+  const tmpPlan = tempPath(imagePath, 'plan');
   writeFileAtomic(tmpPlan, planBytes);
   try {
-    await execa('objcopy', [
-      '--add-section',
-      `${PLAN_SECTION}=${tmpPlan}`,
-      '--set-section-flags',
-      `${PLAN_SECTION}=readonly,contents`,
-      imagePath,
-      tmpImage,
-    ]);
-    renameSync(tmpImage, imagePath);
-  } catch (e) {
-    rmSync(tmpImage, { force: true });
-    const err = e as { stderr?: string; code?: string };
-    if (err.code === 'ENOENT') throw new SpacerError('objcopy not found; install binutils');
-    throw new SpacerError(
-      `${imagePath}: objcopy failed (${(err.stderr ?? String(e)).trim().split('\n')[0]}); the image was left unchanged`,
+    await replaceAtomically(imagePath, (tmpImage) =>
+      objcopy(
+        [
+          '--add-section',
+          `${PLAN_SECTION}=${tmpPlan}`,
+          '--set-section-flags',
+          `${PLAN_SECTION}=readonly,contents`,
+          imagePath,
+          tmpImage,
+        ],
+        imagePath,
+      ),
     );
   } finally {
     rmSync(tmpPlan, { force: true });

@@ -10,12 +10,14 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { ElfFile, ET_REL, SHF_ALLOC, SHF_TLS, SHT_NOBITS, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
-import { PLAN_SECTION, planSectionText } from './finish.js';
+import { PLAN_SECTION, readImagePlan, type ImagePlan, type RecordedSlot } from './plan.js';
 import { COMPACTED } from './compact.js';
-import { SLOT_KINDS, type SlotKind, type Kind } from './map.js';
+import { SLOT_KINDS, type Kind } from './map.js';
 import { PAGE_SIZE, inRanges, pageAddr, pagesOf, scanPages, type PageScan } from './pages.js';
 
 // ---------------------------------------------------------------------------------------------
+export { readImagePlan, type ImagePlan };
+
 // Types: the Report is exactly the JSON `spacer report --json` prints (numbers, no BigInt).
 
 export interface ImageInput {
@@ -91,24 +93,6 @@ export interface Report {
   /** Every pair of images (i < j, input order); empty when sharing was not computed. */
   pairs: PairReport[];
   pairs_note?: string;
-}
-
-/** One slot of a µlib in `.spacer.plan` (what `spacer link` measured). */
-export interface PlanSlot {
-  section: string;
-  addr?: string;
-  size?: string;
-  /** Bytes measured from the µlib's object. */
-  bytes: number;
-}
-
-/** The parts of `.spacer.plan` the report uses. */
-export interface ImagePlan {
-  spacer: 1;
-  image: string;
-  ulibs: { name: string; variant: string; slots: Partial<Record<SlotKind, PlanSlot>> }[];
-  /** ASLR builds: the seed and the shuffled µlib order. */
-  aslr?: { seed: string; order: string[] };
 }
 
 /** What the content bound needs from one image. */
@@ -253,51 +237,6 @@ export function loadImage(path: string): ElfFile {
   return elf;
 }
 
-/** The image's `.spacer.plan`, validated; null when it has none (default layout). */
-export function readImagePlan(elf: ElfFile): ImagePlan | null {
-  const sec = elf.section(PLAN_SECTION);
-  if (!sec) return null;
-  const bad = (what: string): never => {
-    throw new SpacerError(
-      `${elf.path}: ${PLAN_SECTION} ${what}; run 'spacer finish' on a freshly linked image`,
-    );
-  };
-  if (sec.type === SHT_NOBITS) bad('has no contents');
-  let plan: any;
-  try {
-    plan = JSON.parse(planSectionText(elf.contents(sec)));
-  } catch {
-    bad('is not valid JSON (damaged)');
-  }
-  if (plan?.spacer !== 1)
-    bad(`is not a lib-spacer plan of version 1 (spacer: ${JSON.stringify(plan?.spacer)})`);
-  if (!Array.isArray(plan.ulibs)) bad('has no ulibs list');
-  const names = new Set<string>();
-  plan.ulibs.forEach((u: any, i: number) => {
-    if (typeof u?.name !== 'string' || !u.name) bad(`ulibs[${i}] has no name`);
-    if (names.has(u.name)) bad(`lists ${u.name} twice`);
-    names.add(u.name);
-    if (typeof u.variant !== 'string') bad(`${u.name} has no variant`);
-    if (typeof u.slots !== 'object' || u.slots === null) bad(`${u.name} has no slots`);
-    for (const [k, s] of Object.entries<any>(u.slots)) {
-      if (!(SLOT_KINDS as readonly string[]).includes(k))
-        bad(`${u.name} has an unknown slot kind ${JSON.stringify(k)}`);
-      if (typeof s?.section !== 'string') bad(`${u.name}.${k} has no section name`);
-      if (!Number.isSafeInteger(s.bytes) || s.bytes < 0) bad(`${u.name}.${k} has no byte count`);
-      for (const f of ['addr', 'size'] as const) {
-        if (s[f] !== undefined && (typeof s[f] !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(s[f])))
-          bad(`${u.name}.${k}.${f} is not a hex address`);
-      }
-    }
-  });
-  return {
-    spacer: 1,
-    image: String(plan.image ?? ''),
-    ulibs: plan.ulibs,
-    ...(plan.aslr ? { aslr: plan.aslr } : {}),
-  };
-}
-
 const isAlloc = (s: Section) => (s.flags & SHF_ALLOC) !== 0n;
 /** Allocated sections that occupy memory pages (a NOBITS TLS section only describes a template). */
 const occupies = (s: Section) =>
@@ -339,7 +278,7 @@ export function ulibSections(elf: ElfFile, plan: ImagePlan | null): Map<string, 
  * The section a plan slot names. A compacted image (spacer compact) has one header per run of
  * µlib sections: then the plan's address and size say where the slot's bytes are (index -1).
  */
-export function planSection(elf: ElfFile, kind: string, slot: PlanSlot): Section | undefined {
+export function planSection(elf: ElfFile, kind: string, slot: RecordedSlot): Section | undefined {
   const s = elf.section(slot.section);
   if (s || !slot.addr || !slot.size) return s;
   const addr = BigInt(slot.addr),

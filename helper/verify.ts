@@ -18,7 +18,8 @@ import { loadImage, planFromRecord, readRecord, type RewriteRecord } from './rew
 import { REWRITE_SECTION, type ImageSite } from './rewrite/types.js';
 import { cloneLayout } from './x86/clone.js';
 import { type SiteKind } from './x86/classify.js';
-import { Code, FlowControl, decodeOne, hex, withInstruction } from './x86/decode.js';
+import { Code, FlowControl, decodeOne, withInstruction } from './x86/decode.js';
+import { hex } from './util/units.js';
 import { patchSite } from './x86/tactics.js';
 import {
   STUB,

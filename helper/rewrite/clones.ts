@@ -6,6 +6,7 @@ import {
   SHF_EXECINSTR,
   SHN_UNDEF,
   SHT_PROGBITS,
+  STB_LOCAL,
   STT_FUNC,
   type ElfSymbol,
 } from '../elf.js';
@@ -51,7 +52,7 @@ export function cloneSources(elf: ElfFile): (name: string) => CloneSource | unde
     if (
       y.type !== STT_FUNC ||
       y.shndx === SHN_UNDEF ||
-      y.bind === 0 /* local */ ||
+      y.bind === STB_LOCAL ||
       y.size <= 0n ||
       byName.has(y.name)
     )

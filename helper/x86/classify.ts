@@ -2,7 +2,16 @@
 // so would make its code pages differ between images), and how each one is redirected. The same
 // rules run on the relocatable object (first pass, sizes the table before any address is known)
 // and on the linked image (the rewrite), so the first pass always over-approximates the second.
-import { SHN_UNDEF, STT_SECTION, type ElfSymbol } from '../elf.js';
+import {
+  SHN_UNDEF,
+  STB_LOCAL,
+  STB_WEAK,
+  STT_GNU_IFUNC,
+  STT_NOTYPE,
+  STT_SECTION,
+  STT_TLS,
+  type ElfSymbol,
+} from '../elf.js';
 import { Code, FlowControl, Register, type Insn } from './decode.js';
 
 export type Mode = 'external' | 'aslr';
@@ -125,12 +134,6 @@ export function isRelaxable(type: number): boolean {
  */
 export type Place = 'same' | 'own' | 'foreign';
 
-const STB_LOCAL = 0,
-  STB_WEAK = 2,
-  STT_NOTYPE = 0,
-  STT_TLS = 6,
-  STT_GNU_IFUNC = 10;
-
 export function symbolPlace(
   sym: ElfSymbol | undefined,
   sectionPlace: (shndx: number) => Place,
@@ -214,7 +217,6 @@ export function operandAt(i: Insn, off: number): Operand | undefined {
  * - `trampoline`: the instruction becomes `jmp` to its copy in the table, followed by `jmp` back.
  */
 export type SiteKind = 'stub' | 'got' | 'callind' | 'trampoline';
-export const SITE_KINDS: readonly SiteKind[] = ['stub', 'got', 'callind', 'trampoline'];
 
 export const JMP_REL32 = 5,
   PUSH_IMM32 = 5,

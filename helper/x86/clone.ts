@@ -6,7 +6,7 @@
 // table: a direct call again, and the copy is the same in every image that links the same callee.
 // The copies use the free tail of the table's last page, which is padding otherwise.
 import { Decoder, DecoderOptions, FlowControl, Instruction, OpKind } from 'iced-x86';
-import { hex } from './decode.js';
+import { hex } from '../util/units.js';
 
 /** Longest function copied (bytes): the copies share the tail of one page. */
 export const CLONE_MAX = 512;

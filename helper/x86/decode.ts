@@ -207,14 +207,6 @@ export function withInstruction<T>(bytes: Uint8Array, ip: bigint, fn: (i: Instru
   }
 }
 
-/** True when the two encodings are the same instruction with the same absolute operands
- * (iced's equality ignores the address and the length; RIP-relative operands compare by target). */
-export function sameInstruction(a: Uint8Array, aIp: bigint, b: Uint8Array, bIp: bigint): boolean {
-  return withInstruction(a, aIp, (x) =>
-    withInstruction(b, bIp, (y) => !x.isInvalid && !y.isInvalid && x.equals(y)),
-  );
-}
-
 /** Index of the instruction containing `addr` in a sorted list, or -1. */
 export function findInsn(insns: Insn[], addr: bigint): number {
   let lo = 0,
@@ -227,8 +219,4 @@ export function findInsn(insns: Insn[], addr: bigint): number {
     else return mid;
   }
   return -1;
-}
-
-export function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
 }

@@ -14,6 +14,9 @@ import {
   SHF_ALLOC,
   SHF_EXECINSTR,
   SHT_PROGBITS,
+  STB_GLOBAL,
+  STB_LOCAL,
+  STB_WEAK,
   STT_FUNC,
   type Section,
 } from '../elf.js';
@@ -21,8 +24,6 @@ import { R_X86_64 } from './classify.js';
 import { jmpRel32 } from './table.js';
 
 export const STUB = 5;
-const STB_GLOBAL = 1,
-  STB_WEAK = 2;
 
 /**
  * A global function: another µlib may take its address by name. Only STT_FUNC: untyped globals in
@@ -108,7 +109,13 @@ export function dataAddressFields(
       if (off < 0) continue;
       const v = readAddress(data, off, r.type);
       if (v !== undefined && v >= range[0] && v < range[1])
-        out.push({ sec, at: r.offset, type: r.type, value: v, local: syms[r.sym].bind === 0 });
+        out.push({
+          sec,
+          at: r.offset,
+          type: r.type,
+          value: v,
+          local: syms[r.sym].bind === STB_LOCAL,
+        });
     }
   }
   return out;

@@ -11,7 +11,8 @@
 // the fix. The decision depends only on the bytes before each relocated field, which are the same
 // in the object and in the linked image, so both passes decide alike.
 import { STT_FUNC, STT_OBJECT, type ElfSymbol } from '../elf.js';
-import { decodeRange, findInsn, hex, type Insn } from './decode.js';
+import { decodeRange, findInsn, type Insn } from './decode.js';
+import { hex } from '../util/units.js';
 import { operandAt, relocClass, type CodeMap } from './classify.js';
 
 /** Bytes [start, end) of one function that hold instructions. */
