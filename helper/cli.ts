@@ -9,10 +9,11 @@ import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
 import { checkFirecrackerImage } from './image/firecracker.js';
 import { finish } from './finish.js';
-import { link } from './link.js';
+import { placeInMap, readObjects, writeScript } from './link.js';
+import { FINISH_PASS, formatTimings, timed } from './pipeline.js';
 import { checkMapFile, mapGc, mapRelayout, relinkAdvice, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
-import { writeFileAtomic } from './map.js';
+import { writeFileAtomic } from './util/files.js';
 import { randomBytes } from 'node:crypto';
 
 /** Parsed options, as the handlers read them (yargs' own types are loose here). */
@@ -21,6 +22,12 @@ interface Args {
 }
 
 const log = (line: string) => process.stderr.write(line + '\n');
+
+const TIMINGS = {
+  type: 'boolean',
+  default: false,
+  describe: 'print the milliseconds each pass took to stderr',
+} as const;
 
 function mapOption(y: any) {
   return y.option('map', {
@@ -91,6 +98,7 @@ async function main(argv: string[]): Promise<void> {
             type: 'string',
             describe: "the command that relinks this image, printed by 'spacer map relayout'",
           })
+          .option('timings', TIMINGS)
           .example(
             '$0 link --image hello --lds build/libkvmplat/link64.lds --out build/spacer/hello.lds -- build/lib*.o',
             '',
@@ -103,7 +111,8 @@ async function main(argv: string[]): Promise<void> {
           writeFileAtomic(`${a.out}.seed`, aslrSeed + '\n');
           if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${aslrSeed} (written to ${a.out}.seed)`);
         }
-        await link({
+        const times: Record<string, number> = {};
+        const opts = {
           image: a.image,
           lds: a.lds,
           out: a.out,
@@ -121,7 +130,11 @@ async function main(argv: string[]): Promise<void> {
                 },
               }
             : {}),
-        });
+        };
+        const s = await timed(times, 'objects', () => readObjects(opts));
+        s.placed = await timed(times, 'map', () => placeInMap(s));
+        await timed(times, 'script', () => writeScript(s));
+        if (a.timings) log(formatTimings(times));
       },
     )
     .command(
@@ -138,12 +151,15 @@ async function main(argv: string[]): Promise<void> {
             type: 'string',
             demandOption: true,
             describe: "the plan 'spacer link' wrote (<script>.json)",
-          }),
+          })
+          .option('timings', TIMINGS),
       async (a: Args) => {
-        const r = await finish(a.image, a.plan);
+        const times: Record<string, number> = {};
+        const r = await timed(times, FINISH_PASS, () => finish(a.image, a.plan));
         log(
           `spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`,
         );
+        if (a.timings) log(formatTimings(times));
       },
     )
     .command(
@@ -173,20 +189,22 @@ async function main(argv: string[]): Promise<void> {
             describe:
               "firecracker: then check every rule of Firecracker's ELF loader and boot " +
               "path, and that its copy gives the input's memory (else restore the input, fail)",
-          }),
-      (a: Args) => {
+          })
+          .option('timings', TIMINGS),
+      async (a: Args) => {
         // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
         const input = ElfFile.load(a.image);
         if (input.header.class !== 64)
           throw new SpacerError(
             `${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`,
           );
-        const p = a.pack ? packImage(a.image) : undefined;
+        const times: Record<string, number> = {};
+        const p = a.pack ? await timed(times, 'pack', () => packImage(a.image)) : undefined;
         if (p && !p.alreadyPacked)
           log(
             `spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
           );
-        const r = compactImage(a.image, { holes: a.holes });
+        const r = await timed(times, 'compact', () => compactImage(a.image, { holes: a.holes }));
         log(
           r.alreadyCompact
             ? `spacer: ${a.image}: already compact`
@@ -209,6 +227,7 @@ async function main(argv: string[]): Promise<void> {
               "holds, and its copy is the input's memory",
           );
         }
+        if (a.timings) log(formatTimings(times));
       },
     )
     .command(
@@ -264,11 +283,13 @@ async function main(argv: string[]): Promise<void> {
             default: true,
             describe: 'boot the images under qemu (--no-boot to skip)',
           })
-          .option('jobs', { type: 'number', default: 2, describe: 'qemu guests booted at once' }),
+          .option('jobs', { type: 'number', default: 2, describe: 'qemu guests booted at once' })
+          .option('timings', TIMINGS),
       async (a: Args) => {
         const { runDemo, formatDemo } = await import('./demo.js');
         const r = await runDemo({ out: a.out, boot: a.boot, jobs: a.jobs, log });
         process.stdout.write(formatDemo(r) + '\n');
+        if (a.timings) log(formatTimings(r.timings));
         if (Object.values(r.layouts).some((f) => f.outputs_match === false)) {
           log(
             'spacer: demo: some image did not print what its default build prints; see the table above',

@@ -3,7 +3,7 @@
 // each prints what its default build prints, and compares the layouts with the page model.
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from './map.js';
+import { writeFileAtomic } from './util/files.js';
 import { mapRelayout } from './mapcmd.js';
 import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
@@ -77,6 +77,8 @@ export interface DemoResult {
   /** Every pair of apps: the distinct non-zero pages of its two images, per layout. */
   pairs: { a: string; b: string; distinct_pages: Partial<Record<Layout, number>> }[];
   reports: Record<string, Report>;
+  /** Milliseconds per pass, summed over every image (report: the page model, once). */
+  timings: Record<string, number>;
 }
 
 async function pool<T, R>(
@@ -115,23 +117,24 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
     linkCommand({ objects, defaultLds, extraLds, out: output }, output);
   const built: Record<string, BuiltImage[]> = {};
+  const timings: Record<string, number> = {};
   const linkAll = async (layout: Layout) => {
     built[layout] = [];
     // Apps link one after another: the order they reach the map is the order slots are given.
     for (const app of apps) {
-      built[layout].push(
-        await buildImage({
-          image: app.name,
-          objects: objectsFor(app, compiled),
-          lds: scripts.defaultLds,
-          extraLds: scripts.extraLds,
-          out: join(out, layout, app.name),
-          layout,
-          map: mapOf(layout),
-          seed: `${app.name}-1`,
-          linkArgs,
-        }),
-      );
+      const b = await buildImage({
+        image: app.name,
+        objects: objectsFor(app, compiled),
+        lds: scripts.defaultLds,
+        extraLds: scripts.extraLds,
+        out: join(out, layout, app.name),
+        layout,
+        map: mapOf(layout),
+        seed: `${app.name}-1`,
+        linkArgs,
+      });
+      built[layout].push(b);
+      for (const [k, ms] of Object.entries(b.passes)) timings[k] = (timings[k] ?? 0) + ms;
     }
   };
   for (const layout of LAYOUTS) {
@@ -166,7 +169,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       });
     }
   }
-  const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {} };
+  const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {}, timings };
   for (const [i, app] of apps.entries()) {
     const entry: DemoResult['apps'][number] = {
       name: app.name,
@@ -189,6 +192,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     }
     result.apps.push(entry);
   }
+  const reportStart = performance.now();
   // The page model: the content bound is a property of the workspace, computed from the Spacer
   // images (which record their µlib variants) and applied to both layouts.
   const bound = contentBound(built.spacer.map((b) => b.dbg));
@@ -236,6 +240,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
           : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
     };
   }
+  timings.report = performance.now() - reportStart;
   mkdirSync(out, { recursive: true });
   writeFileAtomic(
     join(out, 'demo.json'),

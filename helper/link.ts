@@ -39,8 +39,32 @@ export interface LinkOptions {
 }
 
 export type { Plan, PlanUlib };
+/** What the objects pass found, and after the map pass, where everything goes. */
+export interface LinkState {
+  o: LinkOptions;
+  log: (line: string) => void;
+  ulibs: UlibObject[];
+  platform: ReturnType<typeof loadPlatform>;
+  mode: Plan['rewrite'];
+  ulibReqs: UlibRequest[];
+  calls: Map<string, string[]>;
+  req: AllocRequest;
+  seen: MapSnapshot | undefined;
+  placed?: Awaited<ReturnType<typeof placeInMap>>;
+}
 
+/** `spacer link` in one go: the objects, map and script passes. */
 export async function link(o: LinkOptions): Promise<Plan> {
+  const s = await readObjects(o);
+  s.placed = await placeInMap(s);
+  return writeScript(s);
+}
+
+/**
+ * The objects pass: reads every µlib object (its sections, its variant hash) and measures what
+ * each slot will hold, including the indirection table its relocations need.
+ */
+export async function readObjects(o: LinkOptions): Promise<LinkState> {
   const log = o.log ?? (() => {});
   if (!o.objects.length)
     throw new SpacerError(
@@ -117,6 +141,12 @@ export async function link(o: LinkOptions): Promise<Plan> {
     textBase: platform.textBase,
     ...(o.origin ? { origin: o.origin } : {}),
   };
+  return { o, log, ulibs, platform, mode, ulibReqs, calls, req, seen };
+}
+
+/** The map pass: places every variant under the map lock (ASLR: copies of leaf callees too). */
+export async function placeInMap(s: LinkState) {
+  const { o, log, ulibs, mode, calls, req, seen } = s;
   // Place every variant under the map lock; the map lands with an atomic rename.
   const {
     placements: placed,
@@ -140,6 +170,13 @@ export async function link(o: LinkOptions): Promise<Plan> {
   // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.
   const clones =
     mode === 'aslr' ? await planClones(placed, ulibs, calls) : new Map<string, string[]>();
+  return { placed, notes, map, order, ownEnd, clones };
+}
+
+/** The script pass: writes the aligned script and the plan the post-link passes check. */
+export function writeScript(s: LinkState): Plan {
+  const { o, log, ulibs, platform, mode, ulibReqs } = s;
+  const { placed, notes, map, order, ownEnd, clones } = s.placed!;
   const placements: SlotPlacement[] = [];
   for (const a of placed) {
     const u = ulibs.find((x) => x.name === a.ulib)!;

@@ -8,11 +8,11 @@ import { SpacerError } from './errors.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
 import { finish } from './finish.js';
-import { link, type Plan } from './link.js';
+import { placeInMap, readObjects, writeScript, type LinkState, type Plan } from './link.js';
+import { tempPath } from './util/files.js';
 import type { RewriteStats } from './rewrite.js';
 
 export type Layout = 'default' | 'spacer' | 'spacer-aslr';
-export const SPACER_LAYOUTS: readonly Layout[] = ['spacer', 'spacer-aslr'];
 
 export interface ImageRequest {
   image: string;
@@ -38,49 +38,159 @@ export interface BuiltImage {
   dbg: string;
   elf: string;
   plan?: Plan;
-  /** Milliseconds per pass. */
+  /** Milliseconds per pass, by name. */
+  passes: Record<string, number>;
+  /** The same, summed as the benchmark reports them. */
   times: { plan: number; link: number; finish: number; image: number };
   /** What the post-link rewrite did (spacer layouts). */
   rewrite?: RewriteStats;
 }
 
-const now = () => performance.now();
+/** What the passes share: the request, then what each pass leaves for the next. */
+export interface PassContext {
+  r: ImageRequest;
+  out: string;
+  dbg: string;
+  elf: string;
+  spacer: boolean;
+  link?: LinkState;
+  plan?: Plan;
+  script: string;
+  rewrite?: RewriteStats;
+  /** Milliseconds per pass, by name. */
+  times: Record<string, number>;
+}
+
+/** The post-link pass, as `spacer finish` runs it (finish.ts: layout check, rewrite, verify,
+ *  record). */
+export const FINISH_PASS = 'layout check + rewrite + verify + record';
+
+export interface Pass {
+  name: string;
+  run: (c: PassContext) => Promise<void> | void;
+}
+
+const spacerOnly =
+  (f: (c: PassContext) => Promise<void> | void) =>
+  (c: PassContext): Promise<void> | void =>
+    c.spacer ? f(c) : undefined;
+
+/** The passes of one image, in order. `spacer link` runs the first three, `spacer finish` the
+ *  post-link one, `spacer compact` pack and compact (make runs link, strip and the ELF32 step). */
+export const PASSES: readonly Pass[] = [
+  // objects: what each µlib holds and needs, read before the map is touched.
+  {
+    name: 'objects',
+    run: spacerOnly(async (c) => void (c.link = await readObjects(linkOptions(c)))),
+  },
+  // map: every variant gets its place under the map lock, the same in every image.
+  { name: 'map', run: spacerOnly(async (c) => void (c.link!.placed = await placeInMap(c.link!))) },
+  // script: the aligned linker script, derived from the platform's, and the plan.
+  {
+    name: 'script',
+    run: spacerOnly((c) => void ((c.plan = writeScript(c.link!)), (c.script = c.plan.script))),
+  },
+  // link: the real GNU linker, with the platform's extension scripts as they are.
+  { name: 'link', run: runLinker },
+  // layout check + rewrite + verify + record: finish.ts checks every µlib at its slot, sends
+  // references leaving a µlib through its table, proves them and records the plan in the image.
+  {
+    name: FINISH_PASS,
+    run: spacerOnly(
+      async (c) => void (c.rewrite = (await finish(c.dbg, `${c.out}.lds.json`)).rewrite),
+    ),
+  },
+  // strip, pack, compact, ELF32: the bootable file (pack: Spacer layouts only).
+  { name: 'image', run: (c) => bootableImage(c.dbg, c.elf, { pack: c.spacer }) },
+];
+
+function linkOptions(c: PassContext) {
+  const r = c.r;
+  if (!r.map) throw new SpacerError(`${r.image}: the ${r.layout} layout needs a workspace map`);
+  const aslrSeed = r.layout === 'spacer-aslr' ? (r.seed ?? r.image) : undefined;
+  return {
+    image: r.image,
+    lds: r.lds,
+    out: `${c.out}.lds`,
+    map: r.map,
+    objects: r.objects,
+    aslrSeed,
+    log: r.log,
+  };
+}
+
+/** Runs `passes` over `c`, timing each. */
+export async function runPasses(
+  passes: readonly Pass[],
+  c: { times: Record<string, number> } & PassContext,
+): Promise<void> {
+  for (const p of passes) {
+    const t = performance.now();
+    await p.run(c);
+    c.times[p.name] = (c.times[p.name] ?? 0) + performance.now() - t;
+  }
+}
+
+/** Runs one pass by hand (the CLI's split around make's steps), timing it into `times`. */
+export async function timed<T>(
+  times: Record<string, number>,
+  name: string,
+  fn: () => Promise<T> | T,
+): Promise<T> {
+  const t = performance.now();
+  try {
+    return await fn();
+  } finally {
+    times[name] = (times[name] ?? 0) + performance.now() - t;
+  }
+}
+
+/** `--timings`: one line per pass on stderr. */
+export function formatTimings(times: Record<string, number>): string {
+  return Object.entries(times)
+    .map(([k, ms]) => `spacer: timing: ${k.padEnd(42)} ${ms.toFixed(1).padStart(9)} ms`)
+    .join('\n');
+}
 
 export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   const out = resolve(r.out);
   mkdirSync(dirname(out), { recursive: true });
-  const dbg = `${out}.dbg`,
-    elf = `${out}.elf`;
-  const times = { plan: 0, link: 0, finish: 0, image: 0 };
-  let t = now();
-  let script = r.lds;
-  let plan: Plan | undefined;
-  if (r.layout !== 'default') {
-    if (!r.map) throw new SpacerError(`${r.image}: the ${r.layout} layout needs a workspace map`);
-    // objects → map → script: every µlib gets its place; the aligned script is derived from the
-    // platform's.
-    const aslrSeed = r.layout === 'spacer-aslr' ? (r.seed ?? r.image) : undefined;
-    plan = await link({
-      image: r.image,
-      lds: r.lds,
-      out: `${out}.lds`,
-      map: r.map,
-      objects: r.objects,
-      aslrSeed,
-      log: r.log,
-    });
-    script = plan.script;
-  }
-  times.plan = now() - t;
-  t = now();
-  // link: the real GNU linker, with the platform's extension scripts as they are.
-  const tmp = `${dbg}.tmp-${process.pid}`;
+  const c: PassContext = {
+    r,
+    out,
+    dbg: `${out}.dbg`,
+    elf: `${out}.elf`,
+    spacer: r.layout !== 'default',
+    script: r.lds,
+    times: {},
+  };
+  await runPasses(PASSES, c);
+  const t = c.times;
+  return {
+    image: r.image,
+    dbg: c.dbg,
+    elf: c.elf,
+    plan: c.plan,
+    passes: t,
+    times: {
+      plan: t.objects + t.map + t.script,
+      link: t.link,
+      finish: t[FINISH_PASS],
+      image: t.image,
+    },
+    rewrite: c.rewrite,
+  };
+}
+
+async function runLinker(c: PassContext): Promise<void> {
+  const r = c.r;
+  const tmp = tempPath(c.dbg);
   try {
     // --emit-relocs keeps the relocations in the image: the rewrite and --explain read them.
-    const args = r.linkArgs(r.objects, script, r.extraLds, tmp);
-    if (r.layout !== 'default') args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
+    const args = r.linkArgs(r.objects, c.script, r.extraLds, tmp);
+    if (c.spacer) args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
     await execa('gcc', args);
-    renameSync(tmp, dbg);
+    renameSync(tmp, c.dbg);
   } catch (e) {
     rmSync(tmp, { force: true });
     const err = e as { stderr?: string };
@@ -93,18 +203,6 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
       String(e);
     throw new SpacerError(`${r.image}: link failed: ${first.trim()}`);
   }
-  times.link = now() - t;
-  t = now();
-  // verify layout → rewrite → verify rewrite → record the plan in the image (spacer finish).
-  let rewrite: RewriteStats | undefined;
-  if (plan) rewrite = (await finish(dbg, `${out}.lds.json`)).rewrite;
-  times.finish = now() - t;
-  t = now();
-  // image: strip, pack (Spacer layouts: the file keeps the loaded bytes, not the padding) and
-  // rewrap as ELF32 multiboot (qemu's -kernel refuses ELF64), as Unikraft does.
-  await bootableImage(dbg, elf, { pack: r.layout !== 'default' });
-  times.image = now() - t;
-  return { image: r.image, dbg, elf, plan, times, rewrite };
 }
 
 /** strip (+ pack) + ELF32 multiboot image, written atomically. The default layout is not packed:
