@@ -11,16 +11,14 @@
 //   - table entries do not overlap and the unused part of the table is still 0xCC.
 import { createHash } from 'node:crypto';
 import { type ElfFile } from './elf.js';
-import { SpacerError } from './errors.js';
+import { SpacerError, isSpacerError } from './errors.js';
 import { analyzeUlib } from './rewrite/analyze.js';
 import { cloneSources, isDirect, retarget, type CloneSource } from './rewrite/clones.js';
 import { loadImage, planFromRecord, readRecord, type RewriteRecord } from './rewrite/record.js';
 import { REWRITE_SECTION, type ImageSite } from './rewrite/types.js';
 import { cloneLayout } from './x86/clone.js';
-import { type SiteKind } from './x86/classify.js';
-import { Code, FlowControl, decodeOne, withInstruction } from './x86/decode.js';
+import { Code, decodeOne, withInstruction } from './x86/decode.js';
 import { hex } from './util/units.js';
-import { patchSite } from './x86/tactics.js';
 import {
   STUB,
   dataAddressFields,
@@ -29,19 +27,15 @@ import {
   slotsAfterStubs,
   stubMap,
 } from './x86/entries.js';
-import { buildTable, type Move } from './x86/table.js';
 import {
-  buildPiTable,
-  JMPPTR_LEN,
-  jumpsBack,
-  loadDestination,
-  patchPi,
-  piInstructions,
-  PI_FORMS,
-  PTR_SLOT,
-  type PiForm,
-} from './x86/pi.js';
-import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
+  checkAbs,
+  checkPi,
+  ENTRY_WINDOW,
+  firstDiff,
+  isJmp,
+  reencode,
+  reencodePi,
+} from './verify/encode.js';
 
 /** Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file. */
 export function verifyImage(dbgPath: string): string[] {
@@ -56,9 +50,6 @@ export function verifyImage(dbgPath: string): string[] {
   if (!rec) return [`${dbgPath}: no ${REWRITE_SECTION} section: the image was not rewritten`];
   return verifyRecord(elf, rec);
 }
-
-const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) =>
-  i.nearBranch && i.flow === FlowControl.UnconditionalBranch;
 
 /** Checks `elf` against a rewrite record (also run by the rewriter before it writes anything). */
 export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
@@ -184,7 +175,9 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
             `the recorded sites are not the ones the original code needs (recorded ${ru.sites.length}, needed ${a?.sites.length ?? 0})`,
           );
       } catch (e) {
-        p(`the original code cannot be analysed (${(e as Error).message})`);
+        // A user's image or record that cannot be analysed is a problem; a bug is not.
+        if (!isSpacerError(e)) throw e;
+        p(`the original code cannot be analysed (${e.message})`);
       }
     }
 
@@ -458,383 +451,4 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       problems.push(`${u.name}: has a table in the plan but no record`);
   }
   return problems;
-}
-
-function firstDiff(a: Buffer, b: Buffer): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : n;
-}
-
-/** The table and code the rewriter makes from these sites (same order, same sharing). */
-function reencode(
-  sites: RewriteRecord['ulibs'][number]['sites'],
-  indAddr: bigint,
-  size: number,
-  textAddr: bigint,
-  orig: Buffer,
-  name: string,
-): { table: Buffer; code: Buffer } | string {
-  try {
-    const got = new Set<bigint>(),
-      stubs = new Set<bigint>(),
-      moves: Move[] = [];
-    const targets = sites.map((s) => {
-      const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
-      return s.k === 'stub' ? O.target : s.k === 'got' ? O.memAddr : 0n;
-    });
-    sites.forEach((s, i) => {
-      if (s.k === 'got') got.add(targets[i]);
-      else if (s.k === 'stub') stubs.add(targets[i]);
-      else
-        moves.push({
-          kind: s.k as Extract<SiteKind, 'trampoline' | 'callind'>,
-          ip: BigInt(s.a),
-          orig: Buffer.from(s.o, 'hex'),
-        });
-    });
-    const t = buildTable({
-      addr: indAddr,
-      size,
-      got: [...got],
-      stubs: [...stubs],
-      moves,
-      what: name,
-    });
-    const code = Buffer.from(orig);
-    let m = 0;
-    sites.forEach((s, i) => {
-      const entry =
-        s.k === 'stub'
-          ? t.stubAt.get(targets[i])!
-          : s.k === 'got'
-            ? t.gotAt.get(targets[i])!
-            : t.moveAt[m++];
-      patchSite(code, textAddr, decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a)), s.k, entry, name);
-    });
-    return { table: t.bytes, code };
-  } catch (e) {
-    return `the recorded sites cannot be encoded again (${(e as Error).message})`;
-  }
-}
-
-/**
- * The value a position-independent entry must find in its pointer slot, from the original alone.
- */
-function piValue(form: PiForm, o: Instruction): bigint | undefined {
-  const mem = () =>
-    o.isIpRelMemoryOperand ? o.ipRelMemoryAddress : BigInt.asUintN(64, o.memoryDisplacement);
-  switch (form) {
-    case 'jmpptr':
-      return o.isCallNear || o.isJmpShortOrNear || o.isJccShortOrNear
-        ? o.nearBranchTarget
-        : undefined;
-    case 'load':
-      return o.code === Code.Lea_r64_m || o.code === Code.Lea_r32_m
-        ? mem()
-        : o.opCount === 2 && o.opKind(1) !== OpKind.Memory && o.opKind(1) !== OpKind.Register
-          ? BigInt.asUintN(64, o.immediate(1))
-          : undefined;
-    case 'immreg':
-      return BigInt.asUintN(64, o.immediate(1));
-    case 'mem2':
-    case 'mem':
-    case 'loadmem':
-    case 'callptr':
-    case 'jmpmem':
-      return mem();
-  }
-}
-
-/**
- * Checks one position-independent site: the site reaches its entry, the entry is the form's
- * sequence for the original instruction (decoded, compared operand by operand), its scratch
- * register is one the original does not touch, its pointer slot holds what the original used,
- * and it ends by going back to the next instruction (or, for branches, nowhere else).
- * Returns the entry's length, or 0 after reporting a problem.
- */
-function checkPi(
-  form: PiForm,
-  P: bigint,
-  ob: Buffer,
-  a: bigint,
-  cur: Buffer,
-  e: bigint,
-  T: Buffer,
-  ptr: { addr: bigint; bytes: Buffer; used: number },
-  canonOf: (v: bigint) => bigint,
-  p: (m: string) => void,
-  direct = false,
-): number {
-  if (!PI_FORMS.includes(form)) {
-    p(`unknown form ${form}`);
-    return 0;
-  }
-  const off = P - ptr.addr;
-  if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) {
-    p(`pointer slot ${hex(P)} lies outside the used pointer area`);
-    return 0;
-  }
-  const v = ptr.bytes.readBigUInt64LE(Number(off));
-  const two = form === 'mem2';
-  if (two && off + BigInt(2 * PTR_SLOT) > BigInt(ptr.used)) {
-    p(`pointer slots ${hex(P)}.. lie outside the used pointer area`);
-    return 0;
-  }
-  const v2 = two ? ptr.bytes.readBigUInt64LE(Number(off) + PTR_SLOT) : undefined;
-  return withInstruction(ob, a, (o): number => {
-    const next = o.nextIP;
-    const want = piValue(form, o);
-    if (want === undefined) {
-      p(`the original does not fit the ${form} form`);
-      return 0;
-    }
-    // An address the code takes may be its entry stub's (the address every µlib agrees on).
-    const takes = form === 'load' || form === 'immreg';
-    if (v !== want && !(takes && v === canonOf(want))) {
-      p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`);
-      return 0;
-    }
-    if (
-      two &&
-      v2 !== BigInt.asUintN(64, o.immediate(1)) &&
-      v2 !== canonOf(BigInt.asUintN(64, o.immediate(1)))
-    ) {
-      p(
-        `pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`,
-      );
-      return 0;
-    }
-    // The site.
-    const C = decodeOne(cur, a);
-    if (form === 'jmpptr') {
-      if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) {
-        p(`the branch does not reach its entry ${hex(e)}`);
-        return 0;
-      }
-    } else {
-      const call = form === 'callptr';
-      if (
-        C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) ||
-        C.len !== 5 ||
-        C.target !== e
-      ) {
-        p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
-        return 0;
-      }
-      if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
-        p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
-        return 0;
-      }
-      if (call && o.code !== Code.Call_rm64) {
-        p('the original is not an indirect call');
-        return 0;
-      }
-    }
-    if (form === 'jmpptr' && direct) {
-      // A table on the image's own pages: the entry jumps straight to what the slot holds.
-      const J = decodeOne(T, e);
-      if (
-        J.code !== Code.Jmp_rel32_64 ||
-        J.target !== v ||
-        !T.subarray(J.len, JMPPTR_LEN).every((b) => b === 0xcc)
-      ) {
-        p(`entry ${hex(e)} does not jump straight to ${hex(v)}`);
-        return 0;
-      }
-      return JMPPTR_LEN;
-    }
-    // The scratch registers: untouched by the original (their values are saved and restored around
-    // it).
-    const pushed = (at: number) => {
-      const x = decodeOne(T.subarray(at), e + BigInt(at));
-      return x.code === Code.Push_r64
-        ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len }
-        : { reg: Register.None, len: 0 };
-    };
-    let s1 = pushed(0);
-    const s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
-    if (form === 'loadmem') {
-      // No push: the load's own destination carries the address, which needs it to be written
-      // by the load and used nowhere in its memory operand.
-      const d = loadDestination(o);
-      const first = withInstruction(T, e, (y) =>
-        y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None,
-      );
-      if (d === undefined || first !== d) {
-        p("the entry does not load the address into the instruction's own destination");
-        return 0;
-      }
-      s1 = { reg: d, len: 0 };
-    } else {
-      const f = new InstructionInfoFactory();
-      try {
-        const info = f.info(o);
-        try {
-          const used = new Set(
-            info
-              .usedRegisters()
-              .map((u: { register: Register }) => RegisterExt.fullRegister(u.register)),
-          );
-          for (const r of [s1.reg, s2.reg])
-            if (r === Register.RSP || used.has(r)) {
-              p("the entry's scratch register is one the instruction uses");
-              return 0;
-            }
-        } finally {
-          info.free();
-        }
-      } finally {
-        f.free();
-      }
-    }
-    // The entry, instruction by instruction, against the form's sequence.
-    const plan = {
-      form,
-      value: v,
-      scratch: s1.reg === Register.None ? undefined : s1.reg,
-      ...(two ? { value2: v2, scratch2: s2.reg } : {}),
-    };
-    if (two && (s2.reg === Register.None || s2.reg === s1.reg)) {
-      p('the entry does not save two scratch registers');
-      return 0;
-    }
-    const expect = piInstructions(o, plan, P);
-    try {
-      let at = e,
-        pos = 0;
-      for (const x of expect) {
-        const same = withInstruction(T.subarray(pos), at, (y) =>
-          !y.isInvalid && y.equals(x) ? y.length : 0,
-        );
-        if (!same) {
-          p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`);
-          return 0;
-        }
-        pos += same;
-        at += BigInt(same);
-      }
-      if (jumpsBack(form)) {
-        const J = decodeOne(T.subarray(pos), at);
-        if (!isJmp(J) || J.target !== next) {
-          p(`entry ${hex(e)} does not jump back to ${hex(next)}`);
-          return 0;
-        }
-        pos += J.len;
-      }
-      return pos;
-    } finally {
-      for (const x of expect) x.free();
-    }
-  });
-}
-
-/**
- * Checks one `abs` site: it jumps to its entry (int3 padding after), the entry is the original
- * instruction on the absolute address the original's RIP-relative operand reached, that address is
- * the µlib's own data (the same in every image), and the entry jumps back. Returns its length, or
- * 0.
- */
-function checkAbs(
-  ob: Buffer,
-  a: bigint,
-  cur: Buffer,
-  e: bigint,
-  T: Buffer,
-  ownData: (v: bigint) => boolean,
-  p: (m: string) => void,
-): number {
-  return withInstruction(ob, a, (o): number => {
-    if (!o.isIpRelMemoryOperand || o.memoryIndex !== Register.None) {
-      p('the original has no RIP-relative operand');
-      return 0;
-    }
-    const X = o.ipRelMemoryAddress;
-    if (!ownData(X)) {
-      p(`${hex(X)} is not the µlib's own data`);
-      return 0;
-    }
-    const C = decodeOne(cur, a);
-    if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) {
-      p(`the site does not jump to its entry ${hex(e)}`);
-      return 0;
-    }
-    if (!cur.subarray(5).every((b) => b === 0xcc)) {
-      p('the rest of the site is not int3 padding');
-      return 0;
-    }
-    const expect = piInstructions(o, { form: 'abs', value: X }, 0n);
-    try {
-      const len = withInstruction(T, e, (y) =>
-        !y.isInvalid && y.equals(expect[0]) ? y.length : 0,
-      );
-      if (!len) {
-        p(`entry ${hex(e)} is not the original instruction on [${hex(X)}]`);
-        return 0;
-      }
-      const J = decodeOne(T.subarray(len), e + BigInt(len));
-      if (!isJmp(J) || J.target !== o.nextIP) {
-        p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`);
-        return 0;
-      }
-      return len + J.len;
-    } finally {
-      for (const x of expect) x.free();
-    }
-  });
-}
-
-/** Bytes of table an entry check looks at: no entry is longer than piBound(15, 2) = 45 bytes. */
-const ENTRY_WINDOW = 128;
-
-/** The table, pointer area and code the rewriter makes from these sites in ASLR mode. */
-function reencodePi(
-  sites: RewriteRecord['ulibs'][number]['sites'],
-  analysed: ImageSite[] | undefined,
-  indAddr: bigint,
-  size: number,
-  ptrAddr: bigint,
-  ptrSize: number,
-  textAddr: bigint,
-  orig: Buffer,
-  name: string,
-  canon: (v: bigint) => bigint,
-  direct?: boolean,
-): { table: Buffer; code: Buffer; ptr: Buffer } | string {
-  if (!analysed || analysed.length !== sites.length)
-    return 'the recorded sites cannot be encoded again (the analysis differs)';
-  try {
-    const t = buildPiTable({
-      addr: indAddr,
-      size,
-      ptrAddr,
-      ptrSize,
-      what: name,
-      canon,
-      direct,
-      sites: sites.map((s, k) => ({
-        kind: s.k,
-        ip: BigInt(s.a),
-        orig: Buffer.from(s.o, 'hex'),
-        outside: analysed[k].outside,
-        targets: analysed[k].targets,
-        ownData: analysed[k].ownData,
-      })),
-    });
-    const code = Buffer.from(orig);
-    sites.forEach((s, k) => {
-      const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
-      const plan = t.plans[k];
-      if (plan?.form !== s.f)
-        throw new Error(
-          `site ${s.a}: recorded form ${s.f ?? 'classic'}, a fresh plan gives ${plan?.form ?? 'classic'}`,
-        );
-      if (plan) patchPi(code, textAddr, O.ip, O.len, O.immOff, plan.form, t.entryAt[k], name);
-      else patchSite(code, textAddr, O, s.k, t.entryAt[k], name);
-      if (s.c !== undefined) retarget(code, textAddr, O, BigInt(s.c), name);
-    });
-    return { table: t.bytes, code, ptr: t.ptr };
-  } catch (e) {
-    return `the recorded sites cannot be encoded again (${(e as Error).message})`;
-  }
 }
