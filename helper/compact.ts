@@ -18,14 +18,14 @@
 // Every loaded byte is checked against the original before the file is replaced (atomically).
 import { SpacerError } from './errors.js';
 import { ElfFile, PT_LOAD, SHT_STRTAB, type Section } from './elf.js';
-import { writeFileAtomic } from './map.js';
+import { writeFileAtomic } from './util/files.js';
+import { PAGE_N } from './util/units.js';
 
 const SHT_NOBITS = 8;
 const SHDR64 = 64,
   PHDR64 = 56;
-const PAGE = 0x1000n;
-const floorPage = (x: bigint) => x - (x % PAGE);
-const ceilPage = (x: bigint) => floorPage(x + PAGE - 1n);
+const floorPage = (x: bigint) => x - (x % PAGE_N);
+const ceilPage = (x: bigint) => floorPage(x + PAGE_N - 1n);
 /** Names of the headers compaction writes for runs of µlib sections. */
 export const COMPACTED = /^\.spacer\.(text|rodata|data|bss)$/;
 
@@ -303,7 +303,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     if (covered < p.filesz) fail(p.vaddr);
   }
   writeFileAtomic(path, file);
-  const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE);
+  const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE_N);
   return {
     image: path,
     before,

@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './util/files.js';
+import { pool } from './util/pool.js';
 import { mapRelayout } from './mapcmd.js';
 import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
@@ -79,24 +80,6 @@ export interface DemoResult {
   reports: Record<string, Report>;
   /** Milliseconds per pass, summed over every image (report: the page model, once). */
   timings: Record<string, number>;
-}
-
-async function pool<T, R>(
-  items: T[],
-  jobs: number,
-  fn: (x: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(jobs, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i], i);
-      }
-    }),
-  );
-  return out;
 }
 
 export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {

@@ -30,9 +30,9 @@ import {
   SHT_STRTAB,
   type ProgramHeader,
 } from './elf.js';
-import { writeFileAtomic } from './map.js';
+import { writeFileAtomic } from './util/files.js';
+import { PAGE_N } from './util/units.js';
 
-const PAGE = 4096n;
 /** Zero runs shorter than this stay in the file: a new program header costs 32 or 56 bytes. */
 export const PACK_MIN_GAP = 512;
 /** Spacer's own zero pads (a region's start when an image lacks its first µlib): never patched. */
@@ -143,7 +143,7 @@ export function packImage(
     const runs: [bigint, bigint][] = [];
     for (const r of keep) {
       const last = runs[runs.length - 1];
-      const start = r[0] - (r[0] % PAGE);
+      const start = r[0] - (r[0] % PAGE_N);
       if (last && start - last[1] < minGap) last[1] = max(last[1], r[1]);
       else runs.push([last || start >= p.vaddr ? max(start, p.vaddr) : p.vaddr, r[1]]);
     }

@@ -212,8 +212,8 @@ export async function bootableImage(
   elf: string,
   opts: { pack?: boolean } = {},
 ): Promise<void> {
-  const stripped = `${elf}.stripped-${process.pid}`,
-    tmp = `${elf}.tmp-${process.pid}`;
+  const stripped = tempPath(elf, 'stripped'),
+    tmp = tempPath(elf);
   try {
     // The rewrite record is for `spacer verify` on the .dbg; the image keeps only the plan.
     await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', stripped]);
