@@ -1,11 +1,12 @@
 // `npm run bench`: the benchmark from the command line (see bench/README.md).
+import { parseFlags } from './args.js';
 import { formatBench, runBench, type BenchOptions } from './index.js';
 
 const HELP = `usage: npm run bench -- [options]
 
 Generates FaaS unikernels, links them (and the example apps) in the layouts default, dce, spacer
 and spacer-aslr (when buildImage supports it), and measures memory with the page model of
-shared/metrics.md, under real KSM when run as root, plus link, rewrite and runtime overheads.
+docs/metrics.md, under real KSM when run as root, plus link, rewrite and runtime overheads.
 Writes bench.json, bench.md and bench.svg; prints bench.md; progress goes to stderr.
 
 options:
@@ -20,60 +21,23 @@ options:
   --help         this text
 `;
 
-function fail(msg: string): never {
-  process.stderr.write(`bench: ${msg}; see --help\n`);
-  process.exit(1);
-}
-
 export function parseArgs(argv: string[]): BenchOptions | 'help' {
   const o: BenchOptions = {};
-  const int = (flag: string, v: string | undefined, min: number) => {
-    if (v === undefined || !/^\d+$/.test(v) || Number(v) < min)
-      fail(
-        `${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`,
-      );
-    return Number(v);
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const [flag, inline] =
-      a.startsWith('--') && a.includes('=')
-        ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
-        : [a, undefined];
-    const val = () => inline ?? argv[++i];
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return 'help';
-      case '--apps':
-        o.apps = int('--apps', val(), 1);
-        break;
-      case '--quick':
-        o.quick = true;
-        break;
-      case '--out':
-        o.out = val() ?? fail('--out needs a directory');
-        break;
-      case '--work':
-        o.work = val() ?? fail('--work needs a directory');
-        break;
-      case '--no-ksm':
-        o.ksm = false;
-        break;
-      case '--guests':
-        o.guests = int('--guests', val(), 0);
-        break;
-      case '--seed':
-        o.seed = int('--seed', val(), 0);
-        break;
-      case '--jobs':
-        o.jobs = int('--jobs', val(), 1);
-        break;
-      default:
-        fail(`unknown argument ${JSON.stringify(a)}`);
-    }
-  }
-  return o;
+  const help = parseFlags(
+    argv,
+    { tool: 'bench', exitCode: 1 },
+    {
+      '--apps': (r) => (o.apps = r.int(1)),
+      '--quick': () => (o.quick = true),
+      '--out': (r) => (o.out = r.str('a directory')),
+      '--work': (r) => (o.work = r.str('a directory')),
+      '--no-ksm': () => (o.ksm = false),
+      '--guests': (r) => (o.guests = r.int(0)),
+      '--seed': (r) => (o.seed = r.int(0)),
+      '--jobs': (r) => (o.jobs = r.int(1)),
+    },
+  );
+  return help ?? o;
 }
 
 const opts = parseArgs(process.argv.slice(2));

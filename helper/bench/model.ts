@@ -1,0 +1,224 @@
+// The page model (docs/metrics.md) over the first k FaaS apps: every image's pages hashed once,
+// the curves of P and D accumulated per checkpoint, the figures at N taken from analyzeImages (the
+// code behind `spacer report`) and checked against the curve (bench/README.md, step 3).
+import { statSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { packImage } from '../pack.js';
+import { scanPages } from '../pages.js';
+import {
+  analyzeImages,
+  contentBound,
+  contentInputs,
+  loadImage,
+  type ContentInputs,
+} from '../report.js';
+import { PAGE } from '../util/units.js';
+import type { Built, Workload } from './build.js';
+import type { LayoutChoice } from './layouts.js';
+import { lap, MiB, Progress, r3 } from './progress.js';
+import {
+  type BenchLayout,
+  type BenchResult,
+  type BenchRun,
+  CHECKPOINTS,
+  type CurvePoint,
+} from './types.js';
+
+/** One image's pages: counts, and its non-zero contents as small ids (per layout). */
+export interface Scanned {
+  pages: number;
+  zero: number;
+  ids: Int32Array;
+  elfBytes: number;
+}
+
+/** The FaaS images' scans per layout (the example apps left out). */
+export type Scans = Partial<Record<BenchLayout, Scanned[]>>;
+
+/** Scans every image of a layout once; page contents become small ids (per layout). */
+function scanLayout(paths: string[], onEach: () => void): { scans: Scanned[]; contents: number } {
+  const intern = new Map<string, number>();
+  const scans = paths.map((p) => {
+    const scan = scanPages(loadImage(p));
+    const ids = new Int32Array(scan.nonzero.size);
+    let k = 0;
+    for (const h of scan.nonzero.values()) {
+      let id = intern.get(h);
+      if (id === undefined) {
+        id = intern.size;
+        intern.set(h, id);
+      }
+      ids[k++] = id;
+    }
+    onEach();
+    return { pages: scan.pages, zero: scan.zeroPages, ids, elfBytes: statSync(p).size };
+  });
+  return { scans, contents: intern.size };
+}
+
+function curve(
+  scans: Scanned[],
+  checkpoints: number[],
+  boundAt: (k: number) => number | null,
+): CurvePoint[] {
+  const seen = new Set<number>();
+  const out: CurvePoint[] = [];
+  let pages = 0,
+    zero = 0,
+    elf = 0,
+    next = 0;
+  scans.forEach((s, i) => {
+    pages += s.pages;
+    zero += s.zero;
+    elf += s.elfBytes;
+    for (const id of s.ids) seen.add(id);
+    if (checkpoints[next] === i + 1) {
+      next++;
+      out.push({
+        instances: i + 1,
+        pages,
+        nonzero_pages: pages - zero,
+        zero_pages: zero,
+        distinct_pages: seen.size,
+        memory_mib: r3((seen.size * PAGE) / MiB),
+        content_bound_pages: boundAt(i + 1),
+        elf_bytes: elf,
+      });
+    }
+  });
+  return out;
+}
+
+/** What KSM keeps for these images (one instance each): Σ over contents of ⌈m / maxSharing⌉. */
+export function ksmExpectation(scans: Scanned[], maxSharing: number) {
+  const m = new Map<number, number>();
+  let zero = 0;
+  for (const s of scans) {
+    zero += s.zero;
+    for (const id of s.ids) m.set(id, (m.get(id) ?? 0) + 1);
+  }
+  let kept = 0;
+  for (const c of m.values()) kept += Math.ceil(c / maxSharing);
+  return { distinct: m.size, kept, zero };
+}
+
+/** The result with the run's options, machine and workload, and no figures yet. */
+function emptyResult(run: BenchRun, w: Workload, choice: LayoutChoice): BenchResult {
+  const { N, seed, guests, quick, jobs } = run;
+  const { generated } = w;
+  return {
+    schema: 1,
+    options: { apps: N, seed, guests, quick, jobs },
+    machine: { cpus: cpus().length, kernel: release(), accel: 'tcg' },
+    layouts_supported: choice.layouts,
+    layouts_skipped: choice.skipped,
+    workload: {
+      faas_apps: N,
+      example_apps: w.examples.map((a) => a.name),
+      ulib_mix: Object.fromEntries(
+        [...new Set(generated.flatMap((g) => g.libs))]
+          .sort()
+          .map((l) => [l, generated.filter((g) => g.libs.includes(l)).length]),
+      ),
+      nolibc_full: generated.filter((g) => g.variants.nolibc === 'full').length,
+    },
+    layouts: {},
+    curves: {},
+    ksm: { ran: false },
+    overheads: {
+      link: {},
+      link_ratio_spacer: null,
+      link_ratio_spacer_aslr: null,
+      rewrite: { available: false, note: '', layouts: {} },
+      runtime: null,
+    },
+    durations_ms: run.durations,
+    targets: [],
+    out: run.out,
+  };
+}
+
+/**
+ * The page model of every layout: the result with its curves and the figures at N, and the scans
+ * (KSM's expectation is computed from them).
+ */
+export function pageModel(
+  run: BenchRun,
+  w: Workload,
+  built: Built,
+  choice: LayoutChoice,
+): { result: BenchResult; scans: Scans } {
+  const t = Date.now();
+  const { N, log } = run;
+  const { layouts } = choice;
+  const nEx = w.examples.length;
+  const checkpoints = [...new Set([...CHECKPOINTS.filter((k) => k <= N), N])].sort((a, b) => a - b);
+  const sp = new Progress('page model', layouts.length * w.all.length, log);
+  const scans: Scans = {};
+  const workspaceDistinct: Partial<Record<BenchLayout, number>> = {};
+  for (const l of layouts) {
+    const r = scanLayout(
+      built[l]!.map((b) => b.elf),
+      () => sp.tick(),
+    );
+    scans[l] = r.scans.slice(nEx);
+    workspaceDistinct[l] = r.contents;
+  }
+  // The content bound is a property of the workspace: from the Spacer images (their plans), for
+  // every layout.
+  const spacerInputs: ContentInputs[] | null = built.spacer
+    ? built.spacer.slice(nEx).map((b) => contentInputs(loadImage(b.dbg), b.image))
+    : null;
+  const boundCache = new Map<number, number | null>();
+  const boundAt = (k: number) => {
+    if (!spacerInputs) return null;
+    if (!boundCache.has(k)) boundCache.set(k, contentBound(spacerInputs.slice(0, k)).pages);
+    return boundCache.get(k)!;
+  };
+  const result = emptyResult(run, w, choice);
+  const bound = spacerInputs ? contentBound(spacerInputs) : undefined;
+  for (const l of layouts) {
+    result.curves[l] = curve(scans[l]!, checkpoints, boundAt);
+    const images = built[l]!.slice(nEx);
+    result.layouts[l] = {
+      ...figuresAtN(l, images, result.curves[l]!.at(-1)!, bound),
+      workspace_images: w.all.length,
+      workspace_distinct_pages: workspaceDistinct[l]!,
+    };
+  }
+  lap(run.durations, 'model', t);
+  return { result, scans };
+}
+
+/**
+ * A layout's figures at N through the same code as `spacer report`, a cross-check of the curve's
+ * last point.
+ */
+function figuresAtN(
+  l: BenchLayout,
+  images: NonNullable<Built[BenchLayout]>,
+  last: CurvePoint,
+  bound: ReturnType<typeof contentBound> | undefined,
+) {
+  const rep = analyzeImages(
+    images.map((b) => ({ path: b.elf, name: b.image })),
+    { pairs: false, bound },
+  );
+  if (rep.distinct_pages !== last.distinct_pages || rep.pages !== last.pages) {
+    throw new Error(
+      `bench: ${l}: the incremental page model (D ${last.distinct_pages}, P ${last.pages}) disagrees with analyzeImages (D ${rep.distinct_pages}, P ${rep.pages})`,
+    );
+  }
+  return {
+    instances: rep.instances,
+    pages: rep.pages,
+    nonzero_pages: rep.nonzero_pages,
+    zero_pages: rep.zero_pages,
+    distinct_pages: rep.distinct_pages,
+    memory_mib: r3((rep.distinct_pages * PAGE) / MiB),
+    content_bound_pages: rep.content_bound_pages,
+    d_over_l: rep.d_over_l,
+    elf_bytes: last.elf_bytes,
+    elf_bytes_packed: images.reduce((n, b) => n + packImage(b.elf, { write: false }).after, 0),
+  };
+}
