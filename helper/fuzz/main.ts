@@ -1,4 +1,5 @@
 // `npm run fuzz`: the fuzz run from the command line.
+import { parseFlags } from '../bench/args.js';
 import { writeReproducers } from './reproducers.js';
 import {
   checkFiles,
@@ -40,11 +41,6 @@ options:
   --help           this text
 `;
 
-function fail(msg: string): never {
-  process.stderr.write(`fuzz: ${msg}; see --help\n`);
-  process.exit(2);
-}
-
 type Cli = FuzzOptions & {
   replay?: number;
   json?: boolean;
@@ -55,67 +51,28 @@ type Cli = FuzzOptions & {
 
 export function parseArgs(argv: string[]): Cli | 'help' {
   const o: Cli = {};
-  const int = (flag: string, v: string | undefined, min: number) => {
-    if (v === undefined || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < min)
-      fail(
-        `${flag} needs a whole number of at least ${min}${v === undefined ? '' : ` (got ${JSON.stringify(v)})`}`,
-      );
-    return Number(v);
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const [flag, inline] =
-      a.startsWith('--') && a.includes('=')
-        ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
-        : [a, undefined];
-    const val = () => inline ?? argv[++i];
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return 'help';
-      case '--iterations':
-        o.iterations = int(flag, val(), 1);
-        break;
-      case '--seed':
-        o.seed = val() ?? fail('--seed needs a value');
-        break;
-      case '--out':
-        o.out = val() ?? fail('--out needs a directory');
-        break;
-      case '--images':
-        o.images = val() ?? fail('--images needs a directory');
-        break;
-      case '--timeout-ms':
-        o.timeoutMs = int(flag, val(), 100);
-        break;
-      case '--jobs':
-        o.jobs = int(flag, val(), 1);
-        break;
-      case '--first':
-        o.first = int(flag, val(), 0);
-        break;
-      case '--case':
-        o.replay = int(flag, val(), 0);
-        break;
-      case '--json':
-        o.json = true;
-        break;
-      case '--plan':
-        o.plan = val() ?? fail('--plan needs a file');
-        break;
-      case '--write-reproducers':
-        o.writeReproducers = val() ?? fail('--write-reproducers needs a directory');
-        break;
-      case '--check':
-        o.check = [];
-        while (i + 1 < argv.length && !argv[i + 1].startsWith('--')) o.check.push(argv[++i]);
-        if (!o.check.length) fail('--check needs files');
-        break;
-      default:
-        fail(`unknown argument ${JSON.stringify(a)}`);
-    }
-  }
-  return o;
+  const help = parseFlags(
+    argv,
+    { tool: 'fuzz', exitCode: 2, safeIntegers: true },
+    {
+      '--iterations': (r) => (o.iterations = r.int(1)),
+      '--seed': (r) => (o.seed = r.str('a value')),
+      '--out': (r) => (o.out = r.str('a directory')),
+      '--images': (r) => (o.images = r.str('a directory')),
+      '--timeout-ms': (r) => (o.timeoutMs = r.int(100)),
+      '--jobs': (r) => (o.jobs = r.int(1)),
+      '--first': (r) => (o.first = r.int(0)),
+      '--case': (r) => (o.replay = r.int(0)),
+      '--json': () => (o.json = true),
+      '--plan': (r) => (o.plan = r.str('a file')),
+      '--write-reproducers': (r) => (o.writeReproducers = r.str('a directory')),
+      '--check': (r) => {
+        o.check = r.rest();
+        if (!o.check.length) r.fail('--check needs files');
+      },
+    },
+  );
+  return help ?? o;
 }
 
 const opts = parseArgs(process.argv.slice(2));
