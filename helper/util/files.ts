@@ -1,18 +1,11 @@
 // Files the helper replaces: every write goes to a temporary name beside the target (one naming
 // scheme, so a crashed build leaves recognisable leftovers) and lands with a rename, so a reader
 // or make never sees half a file.
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-/** A temporary name beside `path`, unique to this process and call: `<path>.spacer-tmp-<pid>-<n>`. */
+/** A temporary name beside `path`, unique to this process and call:
+ * `<path>.spacer-tmp-<pid>-<n>`. */
 export function tempPath(path: string, tag = ''): string {
   return `${path}.spacer-tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}${tag ? `.${tag}` : ''}`;
 }

@@ -3,7 +3,14 @@
 // indirection table) and `.ptr.<ulib>` (its ASLR pointer area).
 
 export type SectionKind = 'text' | 'rodata' | 'data' | 'bss' | 'ind' | 'ptr';
-export const SECTION_KINDS: readonly SectionKind[] = ['text', 'rodata', 'data', 'bss', 'ind', 'ptr'];
+export const SECTION_KINDS: readonly SectionKind[] = [
+  'text',
+  'rodata',
+  'data',
+  'bss',
+  'ind',
+  'ptr',
+];
 
 /** The output section of `ulib`'s `kind`. */
 export function outputName(kind: SectionKind, ulib: string): string {
