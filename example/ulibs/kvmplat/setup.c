@@ -203,6 +203,7 @@ void _ukplat_entry64(uint32_t mbi_addr, uint32_t magic)
 
 	parse_multiboot(mbi_addr, magic);
 	kvmplat_tls_init();
+	kvmplat_traps_init();
 
 	for (fn = uk_boot_earlytab_start; fn < uk_boot_earlytab_end; fn++)
 		(*fn)(&bootinfo);

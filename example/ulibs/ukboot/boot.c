@@ -25,6 +25,21 @@ extern int main(int argc, char *argv[]);
 
 static char *app_argv[2] = { (char *)ukboot_app_name, NULL };
 
+/*
+ * The name again, as a local array: the compiler builds it from immediates in the code, so this
+ * library's *code* differs per app, not only its data (Unikraft's boot code has such constants).
+ */
+static int name_matches(void)
+{
+	volatile char local[] = CONFIG_UK_NAME;
+	unsigned int i;
+
+	for (i = 0; i < sizeof(local); i++)
+		if (local[i] != ukboot_app_name[i])
+			return 0;
+	return 1;
+}
+
 static void report_libraries(void)
 {
 	const struct uk_libinfo *li, *sorted[MAX_LIBINFO];
@@ -56,6 +71,8 @@ int ukboot_entry(void)
 	unsigned int count = 0;
 	int rc;
 
+	if (!name_matches())
+		return 99;
 	for (fn = uk_inittab_start; fn < uk_inittab_end; fn++) {
 		rc = (*fn)();
 		count++;
