@@ -93,7 +93,8 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
     const recorded = known?.ulibs[u.name]?.variants[u.variant];
     // ASLR tables are not map slots (they follow their code), so ASLR sizes are measured each time.
-    let ptr = 0;
+    let ptr = 0,
+      pinned = false;
     let ind =
       mode === 'none'
         ? 0
@@ -104,7 +105,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
             : -1;
     if (ind < 0) {
       const need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
-      ({ bytes: ind, ptrBytes: ptr } = need);
+      ({ bytes: ind, ptrBytes: ptr, pinned } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);
     }
@@ -131,6 +132,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       align,
       mode: mode === 'none' ? undefined : mode,
       ...(ptr ? { ptr } : {}),
+      ...(pinned ? { pinned } : {}),
       ...(ownAbs ? { ownAbs } : {}),
     });
   }
@@ -298,7 +300,13 @@ async function planClones(
   return out;
 }
 
-type Needs = { bytes: number; ptrBytes: number; calls: string[]; undecided: string[] };
+type Needs = {
+  bytes: number;
+  ptrBytes: number;
+  calls: string[];
+  undecided: string[];
+  pinned: boolean;
+};
 const needsCache = new Map<string, Needs>();
 
 /** Table bytes (and in ASLR mode pointer-area bytes) a µlib object needs in a rewrite mode, cached
@@ -321,6 +329,7 @@ export async function tableBytesFor(
         ptrBytes: need.ptrBytes,
         calls: need.calls,
         undecided: need.undecided,
+        pinned: need.pinned,
       }),
     );
   }

@@ -129,6 +129,27 @@ test("a µlib's code and table are byte-identical wherever the shuffle puts them
   t.true(ptrsDiffer >= 3, `${ptrsDiffer} pointer areas differ between seeds`);
 });
 
+test('the platform and a µlib with addresses in its code keep their place; unwind tables are the same under every seed', (t) => {
+  for (let i = 0; i < apps.length; i++) {
+    const a = ElfFile.load(built.s1[i].dbg),
+      b = ElfFile.load(built.s2[i].dbg);
+    // kvmplat: boot page tables inside its code; ukmath: a jump table inside its code.
+    for (const name of ['.text.libkvmplat', '.text.libukmath']) {
+      const x = a.section(name)!,
+        y = b.section(name)!;
+      t.is(x.addr, y.addr, `${apps[i].name}: ${name} at one address under both seeds`);
+      t.true(a.contents(x).equals(b.contents(y)), `${apps[i].name}: ${name} byte-identical`);
+    }
+    t.true(built.s1[i].plan!.aslr!.order[0] === 'libkvmplat', 'the platform comes first');
+    // .eh_frame (kvmplat's interrupt stubs) holds PC-relative addresses of the platform's code.
+    const ea = a.section('.eh_frame')!,
+      eb = b.section('.eh_frame')!;
+    t.true(ea.size > 0x4000, `${apps[i].name}: .eh_frame of ${ea.size} bytes`);
+    t.is(ea.addr, eb.addr);
+    t.true(a.contents(ea).equals(b.contents(eb)), `${apps[i].name}: .eh_frame identical`);
+  }
+});
+
 test('the rewrite verifies and says what it moved', (t) => {
   for (const img of built.s1) {
     // The packed image keeps sections the build patches later in the file, zeros or not.

@@ -44,6 +44,8 @@ export interface UlibRequest {
   /** ASLR mode, a µlib with a name slot: table and pointer-area bytes when the absolute addresses
    *  of its own data go through its table too (see allocateAslr). */
   ownAbs?: { ind: number; ptr: number };
+  /** ASLR mode: its code depends on its position (data in code with addresses): never shuffled. */
+  pinned?: boolean;
   /** Recorded as the variant's `abs_ptr` (allocateAslr passes ownAbs.ptr here). */
   absPtr?: number;
 }

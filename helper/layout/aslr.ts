@@ -18,6 +18,11 @@ function seededRandom(seed: string): () => number {
   };
 }
 
+/** Unikraft's platform µlib (`libkvmplat`, `libxenplat`, ...). */
+export function isPlatform(name: string): boolean {
+  return /^lib[a-z0-9]*plat$/.test(name);
+}
+
 /**
  * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
  * starts on a page, its indirection table right after it: the table's entries are position-
@@ -49,11 +54,17 @@ export function allocateAslr(
   };
   const base = allocate(m, mapPath, still);
   const rand = seededRandom(seed);
-  const order = req.ulibs.map((u) => u.name);
+  // The platform keeps its place: its boot code and the page tables inside it hold real addresses
+  // of itself, and its unwind tables PC-relative ones, so shuffling it would make those pages
+  // differ per image. The rest is shuffled.
+  const fixed = new Set(req.ulibs.filter((u) => u.pinned || isPlatform(u.name)).map((u) => u.name));
+  const pinned = req.ulibs.map((u) => u.name).filter((n) => fixed.has(n));
+  const order = req.ulibs.map((u) => u.name).filter((n) => !fixed.has(n));
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
+  order.unshift(...pinned);
   const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
   // Pointer areas: those with a map address keep it; the image's own go before the code.
   const own: string[] = [];
@@ -77,33 +88,10 @@ export function allocateAslr(
     if (a.ptr && !p.shared && !p.named) own.push(p.ulib);
   }
   const r = m.regions.text;
-  // Code starts after everything the map placed in the text region (name slots, spilled areas)
-  // and the image's own pointer areas (that page differs per image anyway).
+  // Code starts after everything the map placed in the text region (name slots, spilled areas):
+  // first the platform, at the same address in every image of the map, then the image's own
+  // pointer areas (that page differs per image anyway).
   let next = Math.max(r.base, r.next);
-  for (const n of own) {
-    const a = at.get(n)!;
-    const addr = alignUp(next, 8);
-    a.ptr = { addr, size: a.ptr!.size };
-    next = addr + a.ptr.size;
-  }
-  // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
-  // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
-  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
-  // image.
-  const isOwn = new Set(base.placements.filter((p) => !p.shared && !p.named).map((p) => p.ulib));
-  const ownCode = order.filter((n) => isOwn.has(n) && (byName.get(n)!.sizes.text ?? 0) > 0);
-  const ownBytes = ownCode.reduce(
-    (a, n) =>
-      alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0),
-    0,
-  );
-  const start = alignUp(next, 64);
-  const slack = alignUp(start, PAGE) - start - ownBytes;
-  next =
-    start +
-    (slack > 0
-      ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
-      : Math.floor(rand() * 16) * 64);
   const place = (n: string, addr: number) => {
     const u = byName.get(n)!;
     const text = u.sizes.text!,
@@ -117,24 +105,41 @@ export function allocateAslr(
     at.get(n)!.text = { addr, size: text };
     if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
   };
+  const hasCode = (n: string) => (byName.get(n)!.sizes.text ?? 0) > 0;
+  for (const n of pinned.filter(hasCode)) {
+    place(n, alignUp(next, PAGE));
+    next = alignUp(next, PAGE); // the rest of its table's page is the platform's (callee copies)
+  }
+  for (const n of own) {
+    const a = at.get(n)!;
+    const addr = alignUp(next, 8);
+    a.ptr = { addr, size: a.ptr!.size };
+    next = addr + a.ptr.size;
+  }
+  // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
+  // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
+  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
+  // image.
+  const isOwn = new Set(
+    base.placements.filter((p) => !p.shared && !p.named && !fixed.has(p.ulib)).map((p) => p.ulib),
+  );
+  const ownCode = order.filter((n) => isOwn.has(n) && hasCode(n));
+  const ownBytes = ownCode.reduce(
+    (a, n) =>
+      alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0),
+    0,
+  );
+  const start = alignUp(next, 64);
+  const slack = alignUp(start, PAGE) - start - ownBytes;
+  next =
+    start +
+    (slack > 0
+      ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
+      : Math.floor(rand() * 16) * 64);
   for (const n of ownCode) place(n, alignUp(next, Math.max(64, byName.get(n)!.align.text ?? 1)));
   next = alignUp(next, PAGE);
-  for (const n of order) {
-    if (isOwn.has(n)) continue;
-    const u = byName.get(n)!;
-    const text = u.sizes.text ?? 0,
-      ind = u.sizes.ind ?? 0;
-    if (!text) continue;
-    const addr = alignUp(next, PAGE);
-    const tableAt = alignUp(addr + text, 16);
-    next = ind ? tableAt + ind : addr + text;
-    if (next > r.end)
-      throw new SpacerError(
-        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
-      );
-    at.get(n)!.text = { addr, size: text };
-    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
-  }
+  for (const n of order)
+    if (!isOwn.has(n) && !fixed.has(n) && hasCode(n)) place(n, alignUp(next, PAGE));
   return {
     placements: base.placements.map((p) => ({
       ...p,

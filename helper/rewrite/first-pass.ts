@@ -59,6 +59,12 @@ export interface IndNeeds {
    * Functions left as linked because data inside them could not be told from code (one line each).
    */
   undecided: string[];
+  /**
+   * ASLR mode: its code holds bytes that depend on where the code lands (data in code with
+   * addresses, functions left as linked), so its pages are the same in every image only if it is
+   * never shuffled (allocateAslr keeps its place).
+   */
+  pinned: boolean;
 }
 
 export type SlotKind = 'text' | 'rodata' | 'data' | 'bss';
@@ -92,6 +98,8 @@ interface Tally {
   slotKeys: Set<string>;
   calls: Set<string>;
   undecided: string[];
+  /** Relocations left as linked in the code that change with its position. */
+  linked: number;
 }
 
 /** The object being sized: where it is, its symbols, and the slot each section lands in. */
@@ -143,6 +151,7 @@ export function indirectionNeeds(
     slotKeys: new Set(),
     calls: new Set(),
     undecided: [],
+    linked: 0,
   };
   for (const s of elf.sections) {
     const k = ctx.slot[s.index];
@@ -168,6 +177,7 @@ export function indirectionNeeds(
     ptrBytes: t.ptrBytes,
     calls: [...t.calls],
     undecided: t.undecided,
+    pinned: mode === 'aslr' && (t.linked > 0 || t.undecided.length > 0),
   };
 }
 
@@ -208,6 +218,7 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: Relocation[], t: Tall
   };
   const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code, ctx.ownAbs);
   t.dataPointers += code.data.length;
+  t.linked += code.data.length;
   const relocAt = new Map(relocs.map((r) => [r.offset, r]));
   for (const site of found) {
     t.sites++;
