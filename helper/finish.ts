@@ -85,6 +85,7 @@ export function rewritePlan(plan: Plan): RewritePlan {
         ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
         ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
         ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
+        ...(plan.rewrite === 'aslr' && u.pinned ? { pinned: true } : {}),
       })),
   };
 }

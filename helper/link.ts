@@ -5,7 +5,7 @@ import { statSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
-import { allocateAslr } from './layout/aslr.js';
+import { allocateAslr, isPlatform } from './layout/aslr.js';
 import { snapshotMap, type MapSnapshot } from './layout/map-file.js';
 import { updateMap } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind } from './layout/map-types.js';
@@ -104,8 +104,11 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
             ? (recorded.sizes.ind ?? 0)
             : -1;
     if (ind < 0) {
-      const need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
-      ({ bytes: ind, ptrBytes: ptr, pinned } = need);
+      let need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
+      // ASLR: a µlib that keeps its place is sized (and rewritten) for it.
+      pinned = mode === 'aslr' && (need.pinned || isPlatform(u.name));
+      if (pinned) need = await tableBytesFor(u.path, 'aslr', false, true);
+      ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);
     }
@@ -215,6 +218,7 @@ export function writeScript(s: LinkState): Plan {
       shared: a.shared,
       ...(a.named ? { named: true } : {}),
       ...(a.ownAbs ? { ownAbs: true } : {}),
+      ...(a.pinned ? { pinned: true } : {}),
       slots: Object.fromEntries(
         SLOT_KINDS.filter((k) => a.at[k]).map((k) => {
           const r = ulibReqs.find((x) => x.name === a.ulib)!;
@@ -316,12 +320,13 @@ export async function tableBytesFor(
   path: string,
   mode: 'external' | 'aslr',
   ownAbs = false,
+  pinned = false,
 ): Promise<Needs> {
-  const key = `${mode}\0${ownAbs}\0${path}\0${statSync(path).mtimeMs}`;
+  const key = `${mode}\0${ownAbs}\0${pinned}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
   if (n === undefined) {
     const { indirectionNeeds } = await import('./rewrite.js');
-    const need = indirectionNeeds(path, mode, ownAbs);
+    const need = indirectionNeeds(path, mode, ownAbs, pinned);
     needsCache.set(
       key,
       (n = {

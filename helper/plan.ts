@@ -36,6 +36,8 @@ export interface PlanUlib {
    * variant).
    */
   ownAbs?: boolean;
+  /** ASLR mode: it keeps its place (the platform, code with data holding addresses). */
+  pinned?: boolean;
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
   slots: Partial<Record<SlotKind, PlanSlot>>;
 }

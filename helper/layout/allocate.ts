@@ -71,6 +71,8 @@ export interface Placement {
    * ASLR mode: its own data's absolute addresses go through its table (UlibRequest.ownAbs sizes).
    */
   ownAbs?: boolean;
+  /** ASLR mode: kept in place, rewritten for it (UlibRequest.pinned). */
+  pinned?: boolean;
   at: Partial<Record<SlotKind, Extent>>;
 }
 

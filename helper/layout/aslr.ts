@@ -144,6 +144,7 @@ export function allocateAslr(
     placements: base.placements.map((p) => ({
       ...p,
       ...(ownAbs.has(p.ulib) ? { ownAbs: true } : {}),
+      ...(byName.get(p.ulib)!.pinned && !ownAbs.has(p.ulib) ? { pinned: true } : {}),
       at: at.get(p.ulib)!,
     })),
     ownEnd: base.ownEnd,

@@ -97,6 +97,7 @@ export function analyzeUlib(
     fail,
     codeAt,
     mode === 'aslr' && u.ownAbs,
+    mode === 'aslr' && u.pinned,
   );
   const sites = found.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
   // Data relocations of the µlib's other sections (and data within its code); those into its own
@@ -160,7 +161,15 @@ function dataRefs(
     for (const r of elf.relocationsFor(s)) {
       const cls = relocClass(r.type) ?? 'abs';
       if (cls === 'ignore') continue;
-      if (isOutside(cls, symbolPlace(syms[r.sym], place), mode, mode === 'aslr' && u.ownAbs))
+      if (
+        isOutside(
+          cls,
+          symbolPlace(syms[r.sym], place),
+          mode,
+          mode === 'aslr' && u.ownAbs,
+          mode === 'aslr' && u.pinned,
+        )
+      )
         dataPointers.push(r.offset);
       const off = r.offset - s.addr;
       if (off >= 0n && off + 8n <= BigInt(data.length) && r.type === R_X86_64._64)

@@ -79,6 +79,11 @@ function entryStubs(
   for (const u of plan.ulibs) {
     const a = analyses.get(u.name);
     if (!a || !u.ptr || !u.ind) continue;
+    // A µlib that keeps its place has the same addresses in every image: no stubs.
+    if (u.pinned) {
+      out.set(u.name, { at: u.ptr.addr, targets: [] });
+      continue;
+    }
     const lo = a.text.addr,
       hi = lo + a.text.size;
     const inCode = (v: bigint | undefined): v is bigint => v !== undefined && v >= lo && v < hi;

@@ -110,6 +110,8 @@ interface ObjectContext {
   slot: (SlotKind | undefined)[];
   mode: Mode;
   ownAbs: boolean;
+  /** ASLR mode: the µlib keeps its place (allocateAslr), so its own data is at a fixed distance. */
+  pinned: boolean;
 }
 
 /**
@@ -121,6 +123,7 @@ export function indirectionNeeds(
   objPath: string,
   mode: Mode = 'external',
   ownAbs = false,
+  pinned = false,
 ): IndNeeds {
   checkMode(mode, objPath);
   const elf = ElfFile.load(objPath);
@@ -139,6 +142,7 @@ export function indirectionNeeds(
     slot: elf.sections.map(inputSlot),
     mode,
     ownAbs,
+    pinned,
   };
   const t: Tally = {
     bytes: 0,
@@ -166,7 +170,7 @@ export function indirectionNeeds(
   if (mode !== 'aslr')
     t.bytes +=
       t.stubs.size * entryBound('stub', 5) + t.got.size * entryBound('got', 7) + (t.sites ? 7 : 0);
-  else t.ptrBytes += entryCount(ctx) * STUB + 7;
+  else t.ptrBytes += (pinned ? 0 : entryCount(ctx)) * STUB + 7;
   return {
     bytes: t.bytes,
     sites: t.sites,
@@ -216,7 +220,16 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: Relocation[], t: Tall
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const found = findSites(insns, refs, mode, (a) => findInsn(insns, a), fail, code, ctx.ownAbs);
+  const found = findSites(
+    insns,
+    refs,
+    mode,
+    (a) => findInsn(insns, a),
+    fail,
+    code,
+    ctx.ownAbs,
+    ctx.pinned,
+  );
   t.dataPointers += code.data.length;
   t.linked += code.data.length;
   const relocAt = new Map(relocs.map((r) => [r.offset, r]));
@@ -306,7 +319,7 @@ function tallyData(ctx: ObjectContext, relocs: Relocation[], t: Tally): void {
     // Judged from the code's side: a pointer to the µlib's own code moves with it in ASLR mode.
     if (
       cls !== 'ignore' &&
-      isOutside(cls, symbolPlace(ctx.syms[r.sym], place), ctx.mode, ctx.ownAbs)
+      isOutside(cls, symbolPlace(ctx.syms[r.sym], place), ctx.mode, ctx.ownAbs, ctx.pinned)
     )
       t.dataPointers++;
   }

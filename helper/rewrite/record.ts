@@ -67,6 +67,7 @@ export interface CanonicalPlan {
     own?: boolean;
     named?: boolean;
     ownAbs?: boolean;
+    pinned?: boolean;
   }[];
 }
 
@@ -90,6 +91,7 @@ export function canonicalPlan(plan: RewritePlan): CanonicalPlan {
       ...(u.own ? { own: true } : {}),
       ...(u.named ? { named: true } : {}),
       ...(u.ownAbs ? { ownAbs: true } : {}),
+      ...(u.pinned ? { pinned: true } : {}),
     })),
   };
 }
@@ -114,6 +116,7 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
       ...(u.own ? { own: true } : {}),
       ...(u.named ? { named: true } : {}),
       ...(u.ownAbs ? { ownAbs: true } : {}),
+      ...(u.pinned ? { pinned: true } : {}),
     })),
   };
 }
@@ -221,7 +224,8 @@ function checkRecordPlan(recPlan: unknown, bad: Bad): void {
     if (
       (pu.own !== undefined && pu.own !== true) ||
       (pu.named !== undefined && pu.named !== true) ||
-      (pu.ownAbs !== undefined && pu.ownAbs !== true)
+      (pu.ownAbs !== undefined && pu.ownAbs !== true) ||
+      (pu.pinned !== undefined && pu.pinned !== true)
     )
       bad(`plan entry ${i} own`);
   }

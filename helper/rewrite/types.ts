@@ -42,6 +42,8 @@ export interface RewriteUlib {
    * differ between the variants), so its code is the same in images whose variants differ only in
    * data. */
   ownAbs?: boolean;
+  /** ASLR mode: it keeps its place in every image, so references to its own data stay as linked. */
+  pinned?: boolean;
 }
 
 export interface RewritePlan {

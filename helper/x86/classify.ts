@@ -177,7 +177,13 @@ export function refTarget(ref: CodeRef, insnEnd: bigint): string {
  * placed independently per build): outside = not in the same output section, and every absolute
  * address (the µlib itself moves).
  */
-export function isOutside(cls: RelocClass, place: Place, mode: Mode, ownAbs = false): boolean {
+export function isOutside(
+  cls: RelocClass,
+  place: Place,
+  mode: Mode,
+  ownAbs = false,
+  pinned = false,
+): boolean {
   switch (cls) {
     case 'ignore':
       return false;
@@ -187,7 +193,8 @@ export function isOutside(cls: RelocClass, place: Place, mode: Mode, ownAbs = fa
     case 'size':
       return place === 'foreign';
     case 'pcrel':
-      return mode === 'external' ? place === 'foreign' : place !== 'same';
+      // A µlib that keeps its place (`pinned`) keeps its distance to its own data too.
+      return mode === 'external' || pinned ? place === 'foreign' : place !== 'same';
     // ASLR moves a µlib's code per build, but its read-only data, data and bss keep their map
     // slots: an absolute address of those is the same in every build and stays in place.
     // A name slot's variant (`ownAbs`) lays its data out per image: those addresses differ too.
@@ -304,6 +311,7 @@ export function findSites(
   fail: (at: bigint, msg: string) => never,
   code?: CodeMap,
   ownAbs = false,
+  pinned = false,
 ): Site[] {
   const byInsn = new Map<number, { ref: CodeRef; op: Operand }[]>();
   for (const r of refs) {
@@ -312,7 +320,7 @@ export function findSites(
     // Data in a code section (Unikraft's kvm platform keeps its boot page tables in .text): bytes
     // no function covers. Left as linked, which is always correct; counted when it points outside.
     if (code && !code.isCode(r.at)) {
-      if (cls === undefined || isOutside(cls, r.place, mode, ownAbs)) code.data.push(r);
+      if (cls === undefined || isOutside(cls, r.place, mode, ownAbs, pinned)) code.data.push(r);
       continue;
     }
     if (cls === undefined)
@@ -348,7 +356,8 @@ export function findSites(
       (insns[k].code === Code.Lea_r64_m || insns[k].code === Code.Lea_r32_m);
     const outs = l.map(
       ({ ref, op }) =>
-        isOutside(relocClass(ref.type)!, ref.place, mode, ownAbs) || takesOwnAddress(ref, op),
+        isOutside(relocClass(ref.type)!, ref.place, mode, ownAbs, pinned) ||
+        takesOwnAddress(ref, op),
     );
     if (!outs.includes(true)) continue;
     const i = insns[k];
