@@ -174,10 +174,11 @@ function firstDifference(imgs: Img[], i: number, p: Piece): number {
 const within = (ranges: [bigint, bigint][], a: bigint) => ranges.some(([x, y]) => a >= x && a < y);
 
 /** The symbol holding `addr`: a sized one that covers it, else the closest label before it. */
-function symbolAt(elf: ElfFile, addr: bigint): string | undefined {
+function symbolAt(elf: ElfFile, s: Section, addr: bigint): string | undefined {
   let best: ElfSymbol | undefined;
   for (const y of elf.symbols()) {
-    if (!y.name || y.type === STT_SECTION || y.type === STT_FILE || y.value > addr) continue;
+    if (!y.name || y.type === STT_SECTION || y.type === STT_FILE) continue;
+    if (y.value > addr || y.value < s.addr) continue;
     if (y.size && addr >= y.value + y.size) continue;
     if (!best || y.value > best.value || (y.value === best.value && y.size > best.size)) best = y;
   }
@@ -197,7 +198,7 @@ function pieceCause(imgs: Img[], i: number, p: Piece, off: number): [OwnCause, s
   const img = imgs[i];
   const { o } = p;
   const addr = o.s.addr + BigInt(off);
-  const sym = symbolAt(img.elf, addr);
+  const sym = symbolAt(img.elf, o.s, addr);
   const at = `${o.s.name}+0x${off.toString(16)}${sym ? ` (${sym})` : ''}`;
   if (UNWIND.test(o.s.name)) return ['unwind tables', `${at}: code addresses of this layout`];
   if (o.kind === 'ind') return ['table', `${at}: the indirection table holds this image's targets`];
@@ -215,10 +216,10 @@ function pieceCause(imgs: Img[], i: number, p: Piece, off: number): [OwnCause, s
     if (users.length === 1)
       return ['per-app µlib variant', `${at}: ${o.ulib} ${variant}, used by this image alone`];
   }
+  if (!o.ulib) return ['platform data', `${at}: the platform's own section`];
   const writable = (o.s.flags & SHF_WRITE) !== 0n;
   if (!writable && codeAddressAt(img, o, off))
     return ['switch tables', `${at}: a table of code addresses of this layout`];
-  if (!o.ulib) return ['platform data', `${at}: the platform's own section`];
   return ['addresses', `${at}: addresses of this image's layout in ${o.ulib}'s shared variant`];
 }
 
