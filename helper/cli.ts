@@ -240,7 +240,7 @@ async function main(argv: string[]): Promise<void> {
           describe: 'an image linked by lib-spacer (.dbg or stripped)',
         }),
       async (a: Args) => {
-        const { loadImage, readImagePlan } = await import('./report.js');
+        const { loadImage, readImagePlan } = await import('./report/index.js');
         const plan = readImagePlan(loadImage(a.image));
         if (!plan)
           throw new SpacerError(
@@ -313,20 +313,16 @@ async function main(argv: string[]): Promise<void> {
             type: 'boolean',
             default: false,
             describe:
-              'with two Spacer images: for each µlib in both whose pages differ, which bytes differ and why',
+              'with Spacer images: the cause of each own page (content no other image holds); with two, also which bytes of each µlib differ and why',
           }),
       async (a: Args) => {
-        const { reportCommand } = await import('./report.js');
+        const { reportCommand, explainCommand } = await import('./report/index.js');
         const images = [...(a.images ?? []), ...(a['--'] ?? [])].map(String);
         if (!images.length) throw new SpacerError('spacer report: name at least one image');
         if (a.explain) {
-          if (images.length !== 2)
-            throw new SpacerError('spacer report --explain: name exactly two images');
-          const { explain, formatExplain } = await import('./explain.js');
-          const ex = explain(images[0], images[1]);
-          process.stdout.write(
-            (a.json ? JSON.stringify(ex, null, 2) : formatExplain(images[0], images[1], ex)) + '\n',
-          );
+          if (images.length < 2)
+            throw new SpacerError('spacer report --explain: name at least two images');
+          process.stdout.write((await explainCommand(images, { json: a.json })) + '\n');
           return;
         }
         process.stdout.write(reportCommand(images, { json: a.json }) + '\n');

@@ -39,6 +39,10 @@ export interface LayoutFigures {
   distinct_pages: number;
   content_bound_pages: number | null;
   d_over_l: number | null;
+  /** L_pg, the page floor (docs/metrics.md) of the Spacer images, applied to every layout. */
+  page_floor_pages: number | null;
+  /** Mean own pages per image: non-zero pages whose content no other image holds. */
+  own_pages_per_image: number;
   elf_bytes: number;
   /** The same images packed (spacer compact --pack; Spacer layouts are packed as built). */
   elf_bytes_packed: number;
@@ -208,6 +212,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       distinct_pages: rep.distinct_pages,
       content_bound_pages: rep.content_bound_pages,
       d_over_l: rep.d_over_l,
+      page_floor_pages: rep.page_floor_pages,
+      own_pages_per_image: rep.own_pages_per_image,
       elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
       elf_bytes_packed: built[layout].reduce(
         (a, b) => a + packImage(b.elf, { write: false }).after,
@@ -254,12 +260,13 @@ export function formatDemo(r: DemoResult): string {
   }
   lines.push('');
   lines.push(
-    'layout     images  pages P  non-zero  distinct D  bound L  D/L    P ratio  ELF bytes  (packed)  outputs',
+    'layout     images  pages P  non-zero  distinct D  bound L  D/L    floor L_pg  own/image  P ratio  ELF bytes  (packed)  outputs',
   );
   for (const [l, f] of Object.entries(r.layouts)) {
     lines.push(
       `${l.padEnd(10)} ${String(f.images).padStart(6)}  ${String(f.pages).padStart(7)}  ${String(f.nonzero_pages).padStart(8)}  ` +
         `${String(f.distinct_pages).padStart(10)}  ${String(f.content_bound_pages ?? '-').padStart(7)}  ${(f.d_over_l ?? NaN).toFixed(2).padStart(5)}  ` +
+        `${String(f.page_floor_pages ?? '-').padStart(10)}  ${f.own_pages_per_image.toFixed(2).padStart(9)}  ` +
         `${f.pages_per_image_ratio.toFixed(2).padStart(7)}  ` +
         `${String(f.elf_bytes).padStart(9)}  ${String(f.elf_bytes_packed).padStart(8)}  ${f.outputs_match === null ? 'not booted' : f.outputs_match ? 'all match' : 'MISMATCH'}`,
     );

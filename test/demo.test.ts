@@ -40,6 +40,21 @@ test('every app boots in both layouts and prints what its default build prints',
   }
 });
 
+test('the page floor L_pg and own pages per image, for every layout', (t) => {
+  const json = JSON.parse(readFileSync(join(out, 'demo.json'), 'utf8'));
+  for (const [layout, f] of Object.entries(json.layouts) as [string, Record<string, number>][]) {
+    // L_pg is the Spacer images' floor, applied to every layout as L is.
+    t.is(f.page_floor_pages, json.layouts.spacer.page_floor_pages, layout);
+    t.true(f.own_pages_per_image > 0, layout);
+    // Own pages are distinct contents of one image each: together at most D.
+    t.true(f.own_pages_per_image * f.images <= f.distinct_pages + 1e-6, layout);
+  }
+  const sp = json.layouts.spacer;
+  t.true(Number.isInteger(sp.page_floor_pages) && sp.page_floor_pages > 0);
+  t.true(sp.page_floor_pages >= sp.content_bound_pages, 'the floor is at least L');
+  t.true(sp.page_floor_pages <= sp.distinct_pages, `L_pg ${sp.page_floor_pages} ≤ D`);
+});
+
 test('against the default layout: the whole workspace, and every pair of apps on its own', (t) => {
   const json = JSON.parse(readFileSync(join(out, 'demo.json'), 'utf8'));
   t.true(json.layouts.spacer.distinct_pages <= json.layouts.default.distinct_pages);

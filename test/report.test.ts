@@ -23,9 +23,11 @@ import {
   imageNames,
   parseImageArg,
   reportCommand,
+  explainCommand,
   type Report,
   type UlibReport,
-} from '../helper/report.js';
+} from '../helper/report/index.js';
+import { OWN_CAUSES, explainOwnPages } from '../helper/report/own.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'spacer-report-'));
 const P = (addr: number) => addr / PAGE_SIZE;
@@ -377,8 +379,9 @@ test('per-µlib pages and which are byte-identical in each other image', (t) => 
   t.regex(text, /^ {2}a ~ b\s+4\/5 of a\s+4\/6 of b$/m);
   t.regex(text, /^pages without sharing \(P\)\s+21 \(3 instances\)$/m);
   t.regex(text, /^distinct non-zero pages \(D\)\s+9$/m);
-  t.regex(text, /^c\s+1\s+5\s+4\s+1\s+elf64\s+default$/m);
-  t.regex(text, /^a\s+1\s+8\s+5\s+3\s+elf64\s+spacer, 2 µlibs$/m);
+  t.regex(text, /^c\s+1\s+5\s+4\s+1\s+2\s+elf64\s+default$/m);
+  t.regex(text, /^a\s+1\s+8\s+5\s+3\s+1\s+elf64\s+spacer, 2 µlibs$/m);
+  t.regex(text, /^own pages\s+5 \(1\.67 per image; content no other image holds\)$/m);
 });
 
 test('content bound: distinct µlib variants (text+rodata+data from the plan) plus own bytes, rounded up once', (t) => {
@@ -392,7 +395,17 @@ test('content bound: distinct µlib variants (text+rodata+data from the plan) pl
   t.is(r.content_bound_note, undefined);
   t.is(r.distinct_pages, 7);
   t.is(r.d_over_l, 0.875);
-  t.deepEqual(contentBound([a, b]), { pages: 8, bytes: 28772, ulib_variants: 3, images: 2 });
+  // L_pg: libA/aaaa is shared (code 8192, rodata 2048, data 100: 2 + 1 + 1 pages); each image
+  // has its own libB (code 4096, rodata 4096) and 1 KiB head (code): 2 + 1 pages each. 4 + 3 + 3.
+  t.deepEqual(contentBound([a, b]), {
+    pages: 8,
+    bytes: 28772,
+    ulib_variants: 3,
+    images: 2,
+    floor_pages: 10,
+  });
+  t.is(r.page_floor_pages, 10);
+  t.regex(formatReport(r), /^page floor \(L_pg\)\s+10 pages$/m);
   t.regex(formatReport(r), /^content bound \(L\)\s+8 pages \(28772 bytes\)$/m);
   t.regex(formatReport(r), /^D\/L\s+0\.88$/m);
   t.deepEqual(JSON.parse(reportCommand([`${a}@3`, `${b}@5`], { json: true })), r);
@@ -402,6 +415,7 @@ test('content bound: distinct µlib variants (text+rodata+data from the plan) pl
   t.is(applied.d_over_l, Math.round((3 / 8) * 1000) / 1000);
   const none = contentBound([a, c]);
   t.is(none.pages, null);
+  t.is(none.floor_pages, null);
   t.regex(none.note!, /^c has no \.spacer\.plan/);
 });
 
@@ -490,6 +504,68 @@ test('sharing can be switched off (and is for very many images)', (t) => {
   t.deepEqual(ulib(r, 'a', 'libA').shared, []);
   t.is(ulib(r, 'a', 'libA').pages, 6);
   t.is(r.distinct_pages, 7);
+});
+
+test('own pages: what each image adds to D, and with the contents it shares they make up D', (t) => {
+  // a holds its head page alone; b its libB page X and its head; c its S and 0x88 pages. A1, A2,
+  // B1 and D are held by two images or more.
+  const r = analyzeImages([a, b, c]);
+  t.deepEqual(
+    r.images.map((i) => i.own_pages),
+    [1, 2, 2],
+  );
+  t.is(r.own_pages, 5);
+  t.is(r.own_pages_per_image, 1.667);
+  t.is(r.distinct_pages, r.own_pages + 4);
+  // None of them repeats an own content: leaving an image out takes exactly its own pages off D.
+  const all = [a, b, c];
+  all.forEach((_, i) => {
+    const rest = analyzeImages(all.filter((_, j) => j !== i));
+    t.is(r.distinct_pages - rest.distinct_pages, r.images[i].own_pages, r.images[i].name);
+  });
+  // Instances do not make a page shared: it is still one image's content.
+  t.deepEqual(
+    analyzeImages([`${a}@3`, `${b}@5`]).images.map((i) => i.own_pages),
+    [1, 2],
+  );
+  // One image alone: every non-zero page is its own.
+  t.is(analyzeImages([a]).own_pages, 5);
+});
+
+test('--explain names a cause for every own page: a neighbour, a per-app variant', async (t) => {
+  const own = explainOwnPages([a, b]);
+  const r = analyzeImages([a, b]);
+  t.deepEqual(
+    own.map((x) => [x.image, x.own_pages]),
+    r.images.map((i) => [i.name, i.own_pages]),
+  );
+  for (const x of own) {
+    t.is(x.pages.length, x.own_pages);
+    for (const p of x.pages) t.true(OWN_CAUSES.includes(p.cause), `${x.image} ${p.addr}`);
+    t.is(
+      Object.values(x.causes).reduce((n, k) => n + k, 0),
+      x.own_pages,
+    );
+  }
+  // Page 0x203: libA's rodata (the larger part) is the same in both; the head before it differs.
+  const head = own[0].pages.find((p) => p.addr === '0x203000')!;
+  t.deepEqual([head.cause, head.section, head.ulib], ['neighbour', '.text', null]);
+  t.regex(head.detail, /platform data/);
+  // b's libB is its own variant (cccc), used by no other image.
+  const x = own[1].pages.find((p) => p.addr === '0x202000')!;
+  t.deepEqual([x.cause, x.section, x.ulib], ['per-app µlib variant', '.text.libB', 'libB']);
+  // The command: the two images' µlib differences, then the own pages; JSON has both.
+  const text = await explainCommand([a, b]);
+  t.regex(text, /^libB: \d+ of \d+ pages differ$/m);
+  t.regex(text, /^b: 2 own pages \(per-app µlib variant 1, neighbour 1\)$/m);
+  const json = JSON.parse(await explainCommand([a, b, a], { json: true }));
+  t.false('ulibs' in json, 'the µlib comparison is for two images');
+  t.is(json.own_pages.length, 3);
+  // A default-layout image has no plan to say whose bytes a page holds.
+  t.throws(() => explainOwnPages([a, c]), {
+    instanceOf: SpacerError,
+    message: /no \.spacer\.plan/,
+  });
 });
 
 // ---- bad input ----------------------------------------------------------------------------------

@@ -218,6 +218,8 @@ function figuresAtN(
     memory_mib: r3((rep.distinct_pages * PAGE) / MiB),
     content_bound_pages: rep.content_bound_pages,
     d_over_l: rep.d_over_l,
+    page_floor_pages: rep.page_floor_pages,
+    own_pages_per_image: rep.own_pages_per_image,
     elf_bytes: last.elf_bytes,
     elf_bytes_packed: images.reduce((n, b) => n + packImage(b.elf, { write: false }).after, 0),
   };

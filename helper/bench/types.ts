@@ -88,6 +88,10 @@ export interface GuestFigures {
 /** The figures at N instances: those of the curve, and more. */
 export interface LayoutFigures extends CurvePoint {
   d_over_l: number | null;
+  /** L_pg, the page floor of the Spacer images (docs/metrics.md), applied to every layout. */
+  page_floor_pages: number | null;
+  /** Mean own pages per image: non-zero pages whose content no other image holds. */
+  own_pages_per_image: number;
   /** Distinct pages of the whole workspace (the N FaaS apps and the example apps). */
   workspace_images: number;
   workspace_distinct_pages: number;
