@@ -1,18 +1,15 @@
 // The content bound L and the page floor L_pg of a set of images (docs/metrics.md): both come
 // from the `.spacer.plan` the images carry (each µlib variant's bytes) and the bytes of each
 // image that belong to no µlib.
+import { createHash } from 'node:crypto';
 import { basename, extname } from 'node:path';
 import { ElfFile, SHT_NOBITS, type Section } from '../elf.js';
 import { COMPACTED } from '../compact.js';
-import { ownClassBytes, pageFloor, type FloorImage } from '../floor.js';
-import { type Kind } from '../map.js';
+import { pageFloor, sectionClass, type FloorImage } from '../floor.js';
 import { PAGE_SIZE } from '../pages.js';
 import { PLAN_SECTION, readImagePlan, type ImagePlan } from '../plan.js';
 import { isAlloc, loadImage, ulibSections } from './image.js';
 import type { ContentBound, ContentInputs } from './types.js';
-
-/** Kinds whose bytes count towards L (bss is zeros). */
-const CONTENT_KINDS: readonly Kind[] = ['text', 'rodata', 'data'];
 
 /**
  * Zero pads that keep segments on pages are nothing of the image's own, nor is a compacted run
@@ -36,26 +33,44 @@ function ownBytes(elf: ElfFile, mine: ReadonlySet<number>): number {
   return n;
 }
 
-/** What the page floor needs from an image: per µlib variant its code, rodata and data bytes
- *  (tables, pointer areas and stubs are the layout's cost, not content), and its own bytes. */
+/**
+ * What the page floor needs from an image: per µlib variant its code, rodata and data bytes
+ * (tables, pointer areas and stubs are the layout's cost, not content), and each section of its
+ * own as one more "variant" keyed by its content: a section every image holds alike (the
+ * platform's unwind tables, say) is content once, not once per image.
+ */
 function floorImage(
   elf: ElfFile,
   name: string,
   plan: ImagePlan,
   mine: ReadonlySet<number>,
 ): FloorImage {
+  const parts: FloorImage['ulibs'] = [];
+  for (const s of elf.sections) {
+    const c = sectionClass(s);
+    if (!c || mine.has(s.index) || notOwn(s) || !s.size) continue;
+    const hash = createHash('sha256').update(elf.contents(s)).digest('hex').slice(0, 16);
+    parts.push({
+      name: `(${s.name})`,
+      variant: hash,
+      bytes: { code: 0, rodata: 0, data: 0, [c]: Number(s.size) },
+    });
+  }
   return {
     name,
-    ulibs: plan.ulibs.map((u) => ({
-      name: u.name,
-      variant: u.variant,
-      bytes: {
-        code: u.slots.text?.bytes ?? 0,
-        rodata: u.slots.rodata?.bytes ?? 0,
-        data: u.slots.data?.bytes ?? 0,
-      },
-    })),
-    own: ownClassBytes(elf, mine, notOwn),
+    ulibs: [
+      ...plan.ulibs.map((u) => ({
+        name: u.name,
+        variant: u.variant,
+        bytes: {
+          code: u.slots.text?.bytes ?? 0,
+          rodata: u.slots.rodata?.bytes ?? 0,
+          data: u.slots.data?.bytes ?? 0,
+        },
+      })),
+      ...parts,
+    ],
+    own: { code: 0, rodata: 0, data: 0 },
   };
 }
 
@@ -86,7 +101,8 @@ function missingNote(missing: string[]): string {
 
 /**
  * L = ceil((Σ over distinct (µlib, variant) of its text + rodata + data bytes from the plans
- *           + Σ over images of their own bytes) / 4096), rounded up once; instances do not count.
+ *           + Σ over distinct contents of the images' own sections) / 4096), rounded up once;
+ * instances do not count.
  * L_pg (floor_pages) is the page floor of the same images (floor.ts).
  * Null (with a note) unless every image carries a `.spacer.plan`.
  */
@@ -108,18 +124,15 @@ export function contentBound(images: readonly (string | ElfFile | ContentInputs)
   if (!ins.length) return { ...none, note: 'no images' };
   const missing = ins.filter((i) => !i.plan || i.own_bytes === null || !i.floor);
   if (missing.length) return { ...none, note: missingNote(missing.map((i) => i.name)) };
+  // Distinct content: each µlib variant once, and each section of an image's own once per content.
   const variants = new Map<string, number>();
-  let own = 0;
-  for (const i of ins) {
-    own += i.own_bytes!;
-    for (const u of i.plan!.ulibs) {
-      let b = 0;
-      for (const k of CONTENT_KINDS) b += u.slots[k]?.bytes ?? 0;
+  for (const i of ins)
+    for (const u of i.floor!.ulibs) {
       const key = `${u.name}\0${u.variant}`;
+      const b = u.bytes.code + u.bytes.rodata + u.bytes.data;
       variants.set(key, Math.max(variants.get(key) ?? 0, b));
     }
-  }
-  let bytes = own;
+  let bytes = 0;
   for (const b of variants.values()) bytes += b;
   return {
     pages: Math.ceil(bytes / PAGE_SIZE),
