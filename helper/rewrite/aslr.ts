@@ -2,7 +2,7 @@
 // start of its pointer area, its sites' entries (x86/pi.ts) that are the same in every image, the
 // copies of leaf callees after its table (x86/clone.ts), and data fields that held an entry's
 // address redirected to its stub.
-import { ElfFile, PT_LOAD, SHT_PROGBITS, STT_FUNC, type Section, num } from '../elf.js';
+import { ElfFile, STT_FUNC, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { cloneLayout } from '../x86/clone.js';
 import {
@@ -14,14 +14,17 @@ import {
   writeAddress,
   type UlibStubs,
 } from '../x86/entries.js';
-import { buildPiTable, patchPi, piPlan, type PiPlan, type PiTable } from '../x86/pi.js';
+import { piPlan, type PiPlan } from '../x86/pi.js';
+import { patchPi } from '../x86/pi-encode.js';
+import { buildPiTable, type PiTable } from '../x86/pi-table.js';
 import { TableError } from '../x86/table.js';
 import { patchSite } from '../x86/tactics.js';
 import { hex } from '../util/units.js';
 import { cloneSources, isDirect, retarget, type CloneSource } from './clones.js';
+import { checkPtr } from './reserved.js';
 import { recordText, tableTooSmall, type UlibJob, type UlibResult } from './external.js';
 import { type RecordUlib, type RewriteRecord } from './record.js';
-import { type RewritePlan, type RewriteUlib, type UlibAnalysis } from './types.js';
+import { type RewritePlan, type UlibAnalysis } from './types.js';
 
 /** What every µlib's ASLR rewrite shares: the sites' forms, entry stubs and copies' sources. */
 export interface AslrContext {
@@ -112,42 +115,6 @@ function entryStubs(
     });
   }
   return out;
-}
-
-/** The µlib's pointer area as the linker script reserved it: where the plan says, blank, loaded. */
-function checkPtr(elf: ElfFile, u: RewriteUlib, where: string): Section {
-  const want = u.ptr!;
-  const s = elf.section(want.section);
-  if (!s)
-    throw new SpacerError(
-      `${where}: the image has no section ${want.section}; reserve the pointer area in the linker script`,
-    );
-  if (s.addr !== want.addr)
-    throw new SpacerError(
-      `${where}: ${want.section} is at ${hex(s.addr)}, the plan says ${hex(want.addr)}; relink with the plan's script`,
-    );
-  if (s.type !== SHT_PROGBITS || s.size < BigInt(want.size))
-    throw new SpacerError(
-      `${where}: ${want.section} is not ${want.size} bytes of contents; relink with the plan's script`,
-    );
-  if (
-    !elf.segments.some(
-      (p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz,
-    )
-  )
-    throw new SpacerError(
-      `${where}: ${want.section} is not loaded; place it in a PT_LOAD of the linker script`,
-    );
-  if (
-    !elf
-      .contents(s)
-      .subarray(0, want.size)
-      .every((b) => b === 0xcc)
-  )
-    throw new SpacerError(
-      `${where}: ${want.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`,
-    );
-  return s;
 }
 
 /**

@@ -28,7 +28,9 @@ import {
 } from '../x86/classify.js';
 import { Code, findInsn } from '../x86/decode.js';
 import { codeExtents, decodeCode, undecidedLine } from '../x86/extents.js';
-import { encodePi, piBound, piPlan, PTR_SLOT, slotKey } from '../x86/pi.js';
+import { piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
+import { encodePi } from '../x86/pi-encode.js';
+import { slotKey } from '../x86/pi-table.js';
 import { STUB, isEntrySymbol } from '../x86/entries.js';
 import { hex } from '../util/units.js';
 import { targetsOf } from './analyze.js';

@@ -9,17 +9,9 @@ import { Code, FlowControl, decodeOne, withInstruction } from '../x86/decode.js'
 import { hex } from '../util/units.js';
 import { patchSite } from '../x86/tactics.js';
 import { buildTable, type Move } from '../x86/table.js';
-import {
-  buildPiTable,
-  JMPPTR_LEN,
-  jumpsBack,
-  loadDestination,
-  patchPi,
-  piInstructions,
-  PI_FORMS,
-  PTR_SLOT,
-  type PiForm,
-} from '../x86/pi.js';
+import { loadDestination, PI_FORMS, PTR_SLOT, type PiForm } from '../x86/pi.js';
+import { JMPPTR_LEN, jumpsBack, patchPi, piInstructions } from '../x86/pi-encode.js';
+import { buildPiTable } from '../x86/pi-table.js';
 import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
 
 /** A near jump (`jmp rel`): the end of a stub or trampoline. */
