@@ -126,7 +126,7 @@ export interface PiPlan {
 }
 
 /** Full registers the instruction reads or writes (including its memory operand's). */
-function usedFull(i: Instruction): Set<Register> {
+export function usedFull(i: Instruction): Set<Register> {
   const f = new InstructionInfoFactory();
   try {
     const info = f.info(i);
