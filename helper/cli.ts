@@ -8,9 +8,8 @@ import { ElfFile } from './elf.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
 import { checkFirecrackerImage } from './image/firecracker.js';
-import { finish } from './finish.js';
 import { placeInMap, readObjects, writeScript } from './link.js';
-import { FINISH_PASS, formatTimings, timed } from './pipeline.js';
+import { finish, formatTimings, timed } from './pipeline.js';
 import { checkMapFile, mapGc, mapRelayout, relinkAdvice, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
 import { writeFileAtomic } from './util/files.js';
@@ -155,7 +154,7 @@ async function main(argv: string[]): Promise<void> {
           .option('timings', TIMINGS),
       async (a: Args) => {
         const times: Record<string, number> = {};
-        const r = await timed(times, FINISH_PASS, () => finish(a.image, a.plan));
+        const r = await finish(a.image, a.plan, times);
         log(
           `spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`,
         );

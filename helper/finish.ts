@@ -1,18 +1,22 @@
-// `spacer finish`: the post-link step, run on the linked `.dbg` before it is stripped.
-//   verify layout: every µlib section at its slot, no empty PT_LOAD at 0;
-//   rewrite: references that leave a µlib go through its indirection table;
-//   verify rewrite: every moved instruction still reaches the same targets;
+// `spacer finish`: the post-link passes, run on the linked `.dbg` before it is stripped
+// (pipeline.ts lists them; `spacer finish` and the demo run that list):
+//   layout check: every µlib section at its slot, no empty PT_LOAD at 0;
+//   rewrite: references that leave a µlib go through its indirection table (in memory);
+//   verify: the rewritten image, written beside the original, proves every moved instruction
+//     still reaches the same targets before it may replace the image;
 //   record: the plan goes into the image as a non-loaded `.spacer.plan` section, so `spacer
-//   report` can attribute pages to µlibs later.
-// Each step replaces the image atomically (temp + rename): a half-written .dbg would be newer
+//     report` can attribute pages to µlibs later (with a rewrite: the verified file, which
+//     carries it, replaces the image).
+// Each write replaces the image atomically (temp + rename): a half-written .dbg would be newer
 // than its inputs and make would never relink it.
 import { rmSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
-import { rewriteImageWith } from './rewrite/image.js';
+import { prepareRewrite, type PreparedRewrite } from './rewrite/image.js';
 import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
+import { commitStaged, stageWrite } from './rewrite/write.js';
 import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
 import { objcopy } from './util/tools.js';
 import { hex, PAGE_N } from './util/units.js';
@@ -45,13 +49,6 @@ export function verifyLayout(elf: ElfFile, plan: Plan): string[] {
       );
   });
   return problems;
-}
-
-export interface FinishResult {
-  image: string;
-  ulibs: number;
-  alreadyDone: boolean;
-  rewrite?: RewriteStats;
 }
 
 /** What the rewrite needs from the plan: each µlib's sections and its table. */
@@ -90,7 +87,33 @@ export function rewritePlan(plan: Plan): RewritePlan {
   };
 }
 
-export async function finish(imagePath: string, planPath: string): Promise<FinishResult> {
+/** What the finish passes share: the image, its plan, and what each pass leaves for the next. */
+export interface FinishState {
+  image: string;
+  plan: Plan;
+  /** The plan as the image records it (deflated JSON of recordedPlan). */
+  planBytes: Buffer;
+  /** The image already carries this plan: the other passes have nothing to do. */
+  alreadyDone: boolean;
+  /** The rewrite, done in memory (rewrite pass), then written and verified (verify pass). */
+  prepared?: PreparedRewrite;
+  /** The verified file, waiting beside the image to replace it (record pass). */
+  staged?: string;
+  rewrite?: RewriteStats;
+}
+
+export interface FinishResult {
+  image: string;
+  ulibs: number;
+  alreadyDone: boolean;
+  rewrite?: RewriteStats;
+}
+
+/**
+ * Layout check: the linked image against its plan, before anything touches the file; a wrong
+ * layout stops the build and leaves the image as it is.
+ */
+export function checkLayout(imagePath: string, planPath: string): FinishState {
   const plan = readPlan(planPath);
   const elf = ElfFile.load(imagePath);
   if (elf.header.class !== 64)
@@ -103,55 +126,84 @@ export async function finish(imagePath: string, planPath: string): Promise<Finis
   const planText = JSON.stringify(recordedPlan(plan));
   // Deflated: the plan is most of what the recorded metadata adds to the image file.
   const planBytes = deflateSync(Buffer.from(planText), { level: 9 });
+  const s: FinishState = { image: imagePath, plan, planBytes, alreadyDone: false };
   if (embedded) {
     // Running twice is a no-op when the image already carries this plan.
-    if (planSectionText(elf.contents(embedded)) === planText)
-      return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: true };
+    if (planSectionText(elf.contents(embedded)) === planText) return { ...s, alreadyDone: true };
     throw new SpacerError(
       `${imagePath}: already finished with another plan; relink it (make removes the .dbg when its script changes)`,
     );
   }
-  // Verify before touching the file: a wrong layout stops the build and leaves the image as it is.
   const problems = verifyLayout(elf, plan);
   if (problems.length) {
     throw new SpacerError(
       `${imagePath}: layout differs from the map (${problems[0]}${problems.length > 1 ? `, and ${problems.length - 1} more` : ''}); relink with the script ${plan.script}`,
     );
   }
-  // Rewrite the references that leave each µlib, then prove the result.
-  // The plan is recorded in the same write. (The rewrite verifies its result in memory before
-  // writing; `spacer verify` re-checks any image from its record.)
-  let rewrite: RewriteStats | undefined;
-  if (plan.rewrite && plan.rewrite !== 'none') {
-    rewrite = await rewriteImageWith(
-      imagePath,
-      rewritePlan(plan),
-      plan.rewrite,
-      [{ name: PLAN_SECTION, data: planBytes }],
-      verifyImage,
-    );
-    if (!rewrite.alreadyDone)
-      return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
+  return s;
+}
+
+/** Rewrite: the references that leave each µlib, in memory; the plan goes in the same write. */
+export function rewriteStep(s: FinishState): void {
+  const mode = s.plan.rewrite;
+  if (s.alreadyDone || !mode || mode === 'none') return;
+  const p = prepareRewrite(s.image, rewritePlan(s.plan), mode, [
+    { name: PLAN_SECTION, data: s.planBytes },
+  ]);
+  if ('data' in p) s.prepared = p;
+  else s.rewrite = p;
+}
+
+/**
+ * Verify: the rewritten image is written beside the original and must verify (verify.ts, from
+ * its record: one verification, of what will really be on disk) before it may replace it.
+ */
+export async function verifyStep(s: FinishState): Promise<void> {
+  const p = s.prepared;
+  if (!p) return;
+  s.staged = await stageWrite(s.image, p.data, p.sections, p.changed, verifyImage);
+}
+
+/**
+ * Record: the plan in the image (not loaded: pages and boot are unchanged), atomically. After a
+ * rewrite the verified file, which carries the plan, replaces the image.
+ */
+export async function recordStep(s: FinishState): Promise<void> {
+  if (s.alreadyDone) return;
+  if (s.prepared && !s.staged) throw new Error(`${s.image}: the record pass ran before verify`);
+  if (s.staged && s.prepared) {
+    commitStaged(s.staged, s.image);
+    s.rewrite = { ...s.prepared.stats, ms: performance.now() - s.prepared.t0, alreadyDone: false };
+    s.staged = s.prepared = undefined;
+    return;
   }
-  // Record the plan in the image (not loaded: pages and boot are unchanged), atomically.
-  const tmpPlan = tempPath(imagePath, 'plan');
-  writeFileAtomic(tmpPlan, planBytes);
+  const tmpPlan = tempPath(s.image, 'plan');
+  writeFileAtomic(tmpPlan, s.planBytes);
   try {
-    await replaceAtomically(imagePath, (tmpImage) =>
+    await replaceAtomically(s.image, (tmpImage) =>
       objcopy(
         [
           '--add-section',
           `${PLAN_SECTION}=${tmpPlan}`,
           '--set-section-flags',
           `${PLAN_SECTION}=readonly,contents`,
-          imagePath,
+          s.image,
           tmpImage,
         ],
-        imagePath,
+        s.image,
       ),
     );
   } finally {
     rmSync(tmpPlan, { force: true });
   }
-  return { image: imagePath, ulibs: plan.ulibs.length, alreadyDone: false, rewrite };
+}
+
+/** What `spacer finish` reports. */
+export function finishResult(s: FinishState): FinishResult {
+  return {
+    image: s.image,
+    ulibs: s.plan.ulibs.length,
+    alreadyDone: s.alreadyDone,
+    ...(s.rewrite ? { rewrite: s.rewrite } : {}),
+  };
 }

@@ -7,7 +7,15 @@ import { execa } from 'execa';
 import { SpacerError } from './errors.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
-import { finish } from './finish.js';
+import {
+  checkLayout,
+  finishResult,
+  recordStep,
+  rewriteStep,
+  verifyStep,
+  type FinishResult,
+  type FinishState,
+} from './finish.js';
 import { placeInMap, readObjects, writeScript, type LinkState, type Plan } from './link.js';
 import { tempPath } from './util/files.js';
 import type { RewriteStats } from './rewrite.js';
@@ -46,37 +54,52 @@ export interface BuiltImage {
   rewrite?: RewriteStats;
 }
 
-/** What the passes share: the request, then what each pass leaves for the next. */
-export interface PassContext {
-  r: ImageRequest;
-  out: string;
+/** What the post-link passes share: `spacer finish` runs them with only this. */
+export interface FinishContext {
+  /** The linked ELF64 image and the plan `spacer link` wrote for it. */
   dbg: string;
-  elf: string;
+  planPath: string;
   spacer: boolean;
-  link?: LinkState;
-  plan?: Plan;
-  script: string;
-  rewrite?: RewriteStats;
+  /** finish.ts's state, from the layout check on. */
+  fin?: FinishState;
   /** Milliseconds per pass, by name. */
   times: Record<string, number>;
 }
 
-/** The post-link pass, as `spacer finish` runs it (finish.ts: layout check, rewrite, verify,
- *  record). */
-export const FINISH_PASS = 'layout check + rewrite + verify + record';
+/** What the passes share: the request, then what each pass leaves for the next. */
+export interface PassContext extends FinishContext {
+  r: ImageRequest;
+  out: string;
+  elf: string;
+  link?: LinkState;
+  plan?: Plan;
+  script: string;
+}
 
-export interface Pass {
+export interface Pass<C extends FinishContext = PassContext> {
   name: string;
-  run: (c: PassContext) => Promise<void> | void;
+  run: (c: C) => Promise<void> | void;
 }
 
 const spacerOnly =
-  (f: (c: PassContext) => Promise<void> | void) =>
-  (c: PassContext): Promise<void> | void =>
+  <C extends FinishContext>(f: (c: C) => Promise<void> | void) =>
+  (c: C): Promise<void> | void =>
     c.spacer ? f(c) : undefined;
 
+/** The post-link passes, as `spacer finish` runs them on the .dbg (finish.ts). */
+export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
+  // layout check: every µlib at its slot, before anything touches the image.
+  { name: 'layout check', run: spacerOnly((c) => void (c.fin = checkLayout(c.dbg, c.planPath))) },
+  // rewrite: references leaving a µlib go through its table, so its code pages match everywhere.
+  { name: 'rewrite', run: spacerOnly((c) => rewriteStep(c.fin!)) },
+  // verify: the rewritten file must prove every site reaches what it did before it replaces all.
+  { name: 'verify', run: spacerOnly((c) => verifyStep(c.fin!)) },
+  // record: the plan in the image, so report and explain can attribute its pages to µlibs.
+  { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
+];
+
 /** The passes of one image, in order. `spacer link` runs the first three, `spacer finish` the
- *  post-link one, `spacer compact` pack and compact (make runs link, strip and the ELF32 step). */
+ *  post-link ones, `spacer compact` pack and compact (make runs link, strip and the ELF32 step). */
 export const PASSES: readonly Pass[] = [
   // objects: what each µlib holds and needs, read before the map is touched.
   {
@@ -92,17 +115,22 @@ export const PASSES: readonly Pass[] = [
   },
   // link: the real GNU linker, with the platform's extension scripts as they are.
   { name: 'link', run: runLinker },
-  // layout check + rewrite + verify + record: finish.ts checks every µlib at its slot, sends
-  // references leaving a µlib through its table, proves them and records the plan in the image.
-  {
-    name: FINISH_PASS,
-    run: spacerOnly(
-      async (c) => void (c.rewrite = (await finish(c.dbg, `${c.out}.lds.json`)).rewrite),
-    ),
-  },
+  // layout check, rewrite, verify, record: the post-link passes above.
+  ...FINISH_PASSES,
   // strip, pack, compact, ELF32: the bootable file (pack: Spacer layouts only).
   { name: 'image', run: (c) => bootableImage(c.dbg, c.elf, { pack: c.spacer }) },
 ];
+
+/** `spacer finish`: the post-link passes on a linked image, timed into `times`. */
+export async function finish(
+  image: string,
+  planPath: string,
+  times: Record<string, number> = {},
+): Promise<FinishResult> {
+  const c: FinishContext = { dbg: image, planPath, spacer: true, times };
+  await runPasses(FINISH_PASSES, c);
+  return finishResult(c.fin!);
+}
 
 function linkOptions(c: PassContext) {
   const r = c.r;
@@ -120,9 +148,9 @@ function linkOptions(c: PassContext) {
 }
 
 /** Runs `passes` over `c`, timing each. */
-export async function runPasses(
-  passes: readonly Pass[],
-  c: { times: Record<string, number> } & PassContext,
+export async function runPasses<C extends FinishContext>(
+  passes: readonly Pass<C>[],
+  c: C,
 ): Promise<void> {
   for (const p of passes) {
     const t = performance.now();
@@ -159,6 +187,7 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
     r,
     out,
     dbg: `${out}.dbg`,
+    planPath: `${out}.lds.json`,
     elf: `${out}.elf`,
     spacer: r.layout !== 'default',
     script: r.lds,
@@ -175,10 +204,10 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
     times: {
       plan: t.objects + t.map + t.script,
       link: t.link,
-      finish: t[FINISH_PASS],
+      finish: FINISH_PASSES.reduce((ms, p) => ms + t[p.name], 0),
       image: t.image,
     },
-    rewrite: c.rewrite,
+    rewrite: c.fin?.rewrite,
   };
 }
 

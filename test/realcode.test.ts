@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { fetchSqlite } from '../scripts/fetch-sqlite.js';
 import { ElfFile } from '../helper/elf.js';
-import { finish } from '../helper/finish.js';
+import { finish } from '../helper/pipeline.js';
 import { link, type Plan } from '../helper/link.js';
 import { indirectionNeeds, type IndNeeds, type RewriteStats } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';

@@ -1,7 +1,14 @@
 // The analysis of one µlib in a linked image: every instruction of `.text.<ulib>` whose relocation
 // points outside the µlib (per mode), and the data relocations that do. The rewrite acts on it;
 // verify runs it again on the rebuilt original code.
-import { ElfFile, SHF_EXECINSTR, SHT_PROGBITS, type Section } from '../elf.js';
+import {
+  ElfFile,
+  SHF_EXECINSTR,
+  SHT_PROGBITS,
+  type ElfSymbol,
+  type Relocation,
+  type Section,
+} from '../elf.js';
 import { SpacerError } from '../errors.js';
 import {
   findSites,
@@ -23,6 +30,39 @@ import { hex } from '../util/units.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
 
 /** The targets of a site's outside operands, by operand. */
+/** The code's relocations as findSites reads them: where the symbol lies, and which it is. */
+export function codeRefs(
+  relocs: Relocation[],
+  syms: ElfSymbol[],
+  place: (shndx: number) => Place,
+): CodeRef[] {
+  return relocs.map((r) => ({
+    at: r.offset,
+    type: r.type,
+    place: symbolPlace(syms[r.sym], place),
+    symKey: symbolKey(syms[r.sym]),
+    addend: r.addend,
+  }));
+}
+
+/** A data relocation that points outside the µlib, judged from its code's side. */
+export function dataOutside(
+  r: Relocation,
+  syms: ElfSymbol[],
+  place: (shndx: number) => Place,
+  mode: Mode,
+  ownAbs = false,
+  pinned = false,
+): boolean {
+  return isOutside(
+    relocClass(r.type) ?? 'abs',
+    symbolPlace(syms[r.sym], place),
+    mode,
+    ownAbs,
+    pinned,
+  );
+}
+
 export function targetsOf(refs: Site['refs']): Partial<Record<Operand, string>> {
   return Object.fromEntries(refs.filter((x) => x.outside).map((x) => [x.op, x.target]));
 }
@@ -79,13 +119,7 @@ export function analyzeUlib(
         `${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`,
       );
   }
-  const refs: CodeRef[] = relocs.map((r) => ({
-    at: r.offset,
-    type: r.type,
-    place: symbolPlace(syms[r.sym], placeFrom(text.index)),
-    symKey: symbolKey(syms[r.sym]),
-    addend: r.addend,
-  }));
+  const refs = codeRefs(relocs, syms, placeFrom(text.index));
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
@@ -159,16 +193,9 @@ function dataRefs(
     if (!s || s.index === text.index || s.flags & SHF_EXECINSTR) continue;
     const data = elf.contents(s);
     for (const r of elf.relocationsFor(s)) {
-      const cls = relocClass(r.type) ?? 'abs';
-      if (cls === 'ignore') continue;
+      if (relocClass(r.type) === 'ignore') continue;
       if (
-        isOutside(
-          cls,
-          symbolPlace(syms[r.sym], place),
-          mode,
-          mode === 'aslr' && u.ownAbs,
-          mode === 'aslr' && u.pinned,
-        )
+        dataOutside(r, syms, place, mode, mode === 'aslr' && u.ownAbs, mode === 'aslr' && u.pinned)
       )
         dataPointers.push(r.offset);
       const off = r.offset - s.addr;

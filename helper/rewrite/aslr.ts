@@ -2,7 +2,7 @@
 // start of its pointer area, its sites' entries (x86/pi.ts) that are the same in every image, the
 // copies of leaf callees after its table (x86/clone.ts), and data fields that held an entry's
 // address redirected to its stub.
-import { ElfFile, PT_LOAD, SHT_PROGBITS, STT_FUNC, type Section, num } from '../elf.js';
+import { ElfFile, STT_FUNC, type Section, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { cloneLayout } from '../x86/clone.js';
 import {
@@ -14,14 +14,17 @@ import {
   writeAddress,
   type UlibStubs,
 } from '../x86/entries.js';
-import { buildPiTable, patchPi, piPlan, type PiPlan, type PiTable } from '../x86/pi.js';
+import { piPlan, type PiPlan } from '../x86/pi.js';
+import { patchPi } from '../x86/pi-encode.js';
+import { buildPiTable, type PiTable } from '../x86/pi-table.js';
 import { TableError } from '../x86/table.js';
 import { patchSite } from '../x86/tactics.js';
 import { hex } from '../util/units.js';
 import { cloneSources, isDirect, retarget, type CloneSource } from './clones.js';
+import { checkPtr } from './reserved.js';
 import { recordText, tableTooSmall, type UlibJob, type UlibResult } from './external.js';
 import { type RecordUlib, type RewriteRecord } from './record.js';
-import { type RewritePlan, type RewriteUlib, type UlibAnalysis } from './types.js';
+import { type RewritePlan, type UlibAnalysis } from './types.js';
 
 /** What every µlib's ASLR rewrite shares: the sites' forms, entry stubs and copies' sources. */
 export interface AslrContext {
@@ -119,42 +122,6 @@ function entryStubs(
   return out;
 }
 
-/** The µlib's pointer area as the linker script reserved it: where the plan says, blank, loaded. */
-function checkPtr(elf: ElfFile, u: RewriteUlib, where: string): Section {
-  const want = u.ptr!;
-  const s = elf.section(want.section);
-  if (!s)
-    throw new SpacerError(
-      `${where}: the image has no section ${want.section}; reserve the pointer area in the linker script`,
-    );
-  if (s.addr !== want.addr)
-    throw new SpacerError(
-      `${where}: ${want.section} is at ${hex(s.addr)}, the plan says ${hex(want.addr)}; relink with the plan's script`,
-    );
-  if (s.type !== SHT_PROGBITS || s.size < BigInt(want.size))
-    throw new SpacerError(
-      `${where}: ${want.section} is not ${want.size} bytes of contents; relink with the plan's script`,
-    );
-  if (
-    !elf.segments.some(
-      (p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz,
-    )
-  )
-    throw new SpacerError(
-      `${where}: ${want.section} is not loaded; place it in a PT_LOAD of the linker script`,
-    );
-  if (
-    !elf
-      .contents(s)
-      .subarray(0, want.size)
-      .every((b) => b === 0xcc)
-  )
-    throw new SpacerError(
-      `${where}: ${want.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`,
-    );
-  return s;
-}
-
 /**
  * Rewrites one µlib with position-independent entries: the table is the same in every image, the
  * pointer area is not.
@@ -176,6 +143,50 @@ export function rewriteAslr(job: UlibJob, ctx: AslrContext): UlibResult {
   // Copies of leaf callees after the table (planned by spacer link): calls reach them directly.
   const cap = uInd.clones?.length ? (uInd.table ?? uInd.size) : uInd.size;
   const { clones, copyOf } = placeClones(job, cap, ctx);
+  const { table, copied } = tableAndPatches(job, ctx, code, { cap, slots, stubPart, copyOf });
+  code.copy(out, num(a.text.offset));
+  table.bytes.copy(out, num(ind.offset));
+  const sources = clones.length ? ctx.sources() : undefined;
+  for (const c of clones)
+    sources!(c.sym)!.bytes.copy(out, num(ind.offset) + Number(BigInt(c.at) - ind.addr));
+  stubBytes(stubs, where).copy(out, num(ptr.offset));
+  table.ptr.copy(out, num(ptr.offset) + stubPart);
+  return {
+    stats: {
+      stubs: new Set(a.sites.filter((x) => x.kind === 'stub').map((x) => x.target)).size,
+      trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
+      got: a.sites.filter((x) => x.kind === 'got').length,
+      tableBytes: table.used,
+      rewritten: true,
+      classic: table.plans.filter((x) => !x).length,
+    },
+    record: aslrRecord(job, { table, ptr, stubs, stubPart, cap, clones, copied }),
+  };
+}
+
+/** Where rewriteAslr puts the table and how big it and the pointer area are. */
+interface AslrLayout {
+  /** The table's bytes (before any copies), the pointer slots' start, the stubs' bytes. */
+  cap: number;
+  slots: bigint;
+  stubPart: number;
+  /** A copied function's address -> its copy's. */
+  copyOf: Map<bigint, bigint>;
+}
+
+/**
+ * The µlib's position-independent table, and its sites patched in `code` to reach their entries
+ * (or the copies of their targets); a table or pointer area too small is the user's error line.
+ */
+function tableAndPatches(
+  job: UlibJob,
+  ctx: AslrContext,
+  code: Buffer,
+  { cap, slots, stubPart, copyOf }: AslrLayout,
+): { table: PiTable; copied: (bigint | undefined)[] } {
+  const { u, a, ind, where } = job;
+  const uPtr = u.ptr!,
+    uInd = u.ind!;
   const copied: (bigint | undefined)[] = [];
   let table: PiTable;
   try {
@@ -227,48 +238,51 @@ export function rewriteAslr(job: UlibJob, ctx: AslrContext): UlibResult {
     }
     throw e;
   }
-  code.copy(out, num(a.text.offset));
-  table.bytes.copy(out, num(ind.offset));
-  const sources = clones.length ? ctx.sources() : undefined;
-  for (const c of clones)
-    sources!(c.sym)!.bytes.copy(out, num(ind.offset) + Number(BigInt(c.at) - ind.addr));
-  stubBytes(stubs, where).copy(out, num(ptr.offset));
-  table.ptr.copy(out, num(ptr.offset) + stubPart);
+  return { table, copied };
+}
+
+/** The record of one µlib's ASLR rewrite. */
+function aslrRecord(
+  job: UlibJob,
+  r: {
+    table: PiTable;
+    ptr: Section;
+    stubs: UlibStubs;
+    stubPart: number;
+    cap: number;
+    clones: NonNullable<RecordUlib['clones']>;
+    copied: (bigint | undefined)[];
+  },
+): RecordUlib {
+  const { u, a, ind } = job;
+  const { table, ptr, stubs, stubPart, cap, clones, copied } = r;
+  const uPtr = u.ptr!,
+    uInd = u.ind!;
   return {
-    stats: {
-      stubs: new Set(a.sites.filter((x) => x.kind === 'stub').map((x) => x.target)).size,
-      trampolines: a.sites.filter((x) => x.kind === 'trampoline' || x.kind === 'callind').length,
-      got: a.sites.filter((x) => x.kind === 'got').length,
-      tableBytes: table.used,
-      rewritten: true,
-      classic: table.plans.filter((x) => !x).length,
+    ...recordText(job),
+    ind: { section: uInd.section, addr: hex(ind.addr), size: cap, used: table.used },
+    ptr: {
+      section: uPtr.section,
+      addr: hex(ptr.addr),
+      size: uPtr.size,
+      used: stubPart + table.ptrUsed,
     },
-    record: {
-      ...recordText(job),
-      ind: { section: uInd.section, addr: hex(ind.addr), size: cap, used: table.used },
-      ptr: {
-        section: uPtr.section,
-        addr: hex(ptr.addr),
-        size: uPtr.size,
-        used: stubPart + table.ptrUsed,
-      },
-      stubs: { at: hex(stubs.at), targets: stubs.targets.map(hex) },
-      ...(clones.length ? { clones } : {}),
-      sites: a.sites.map((x, k) => ({
-        a: hex(x.insn.ip),
-        o: x.orig.toString('hex'),
-        k: x.kind,
-        e: hex(table.entryAt[k]),
-        t: hex(x.target),
-        ...(table.plans[k]
-          ? {
-              f: table.plans[k]!.form,
-              ...(table.ptrAt[k] !== undefined ? { p: hex(table.ptrAt[k]!) } : {}),
-            }
-          : {}),
-        ...(copied[k] !== undefined ? { c: hex(copied[k]!) } : {}),
-      })),
-    },
+    stubs: { at: hex(stubs.at), targets: stubs.targets.map(hex) },
+    ...(clones.length ? { clones } : {}),
+    sites: a.sites.map((x, k) => ({
+      a: hex(x.insn.ip),
+      o: x.orig.toString('hex'),
+      k: x.kind,
+      e: hex(table.entryAt[k]),
+      t: hex(x.target),
+      ...(table.plans[k]
+        ? {
+            f: table.plans[k]!.form,
+            ...(table.ptrAt[k] !== undefined ? { p: hex(table.ptrAt[k]!) } : {}),
+          }
+        : {}),
+      ...(copied[k] !== undefined ? { c: hex(copied[k]!) } : {}),
+    })),
   };
 }
 

@@ -16,22 +16,19 @@ import { SpacerError } from '../errors.js';
 import {
   entryBound,
   findSites,
-  isOutside,
-  relocClass,
-  symbolKey,
-  symbolPlace,
   R_X86_64,
-  type CodeRef,
   type Mode,
   type Place,
   type Site,
 } from '../x86/classify.js';
 import { Code, findInsn } from '../x86/decode.js';
 import { codeExtents, decodeCode, undecidedLine } from '../x86/extents.js';
-import { encodePi, piBound, piPlan, PTR_SLOT, slotKey } from '../x86/pi.js';
+import { piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
+import { encodePi } from '../x86/pi-encode.js';
+import { slotKey } from '../x86/pi-table.js';
 import { STUB, isEntrySymbol } from '../x86/entries.js';
 import { hex } from '../util/units.js';
-import { targetsOf } from './analyze.js';
+import { codeRefs, dataOutside, targetsOf } from './analyze.js';
 import { checkMode } from './types.js';
 
 export interface IndNeeds {
@@ -210,13 +207,7 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: Relocation[], t: Tall
   );
   for (const u of left) t.undecided.push(undecidedLine(`${objPath}: ${s.name}`, u));
   const place = placeFromText(ctx);
-  const refs: CodeRef[] = relocs.map((r) => ({
-    at: r.offset,
-    type: r.type,
-    place: symbolPlace(syms[r.sym], place),
-    symKey: `${symbolKey(syms[r.sym])}`,
-    addend: r.addend,
-  }));
+  const refs = codeRefs(relocs, syms, place);
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
@@ -315,13 +306,8 @@ function tallyAslrEntry(ctx: ObjectContext, site: Site, code0: Buffer, t: Tally)
 function tallyData(ctx: ObjectContext, relocs: Relocation[], t: Tally): void {
   const place = placeFromText(ctx);
   for (const r of relocs) {
-    const cls = relocClass(r.type) ?? 'abs';
     // Judged from the code's side: a pointer to the µlib's own code moves with it in ASLR mode.
-    if (
-      cls !== 'ignore' &&
-      isOutside(cls, symbolPlace(ctx.syms[r.sym], place), ctx.mode, ctx.ownAbs, ctx.pinned)
-    )
-      t.dataPointers++;
+    if (dataOutside(r, ctx.syms, place, ctx.mode, ctx.ownAbs, ctx.pinned)) t.dataPointers++;
   }
 }
 

@@ -1,16 +1,7 @@
 // The rewrite of a linked image (ELF64, -Wl,--emit-relocs): each µlib of the plan is analysed,
 // its sites redirected through its table (external.ts, or aslr.ts for position-independent
 // entries), and the patched bytes plus the record written in one atomic step (write.ts).
-import {
-  ElfFile,
-  PF_X,
-  PT_LOAD,
-  SHF_ALLOC,
-  SHT_PROGBITS,
-  SHT_REL,
-  SHT_RELA,
-  type Section,
-} from '../elf.js';
+import { ElfFile, SHF_ALLOC, SHT_REL, SHT_RELA } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
@@ -23,18 +14,33 @@ import {
   type RecordUlib,
   type RewriteRecord,
 } from './record.js';
+import { checkInd } from './reserved.js';
 import {
   checkMode,
+  COUNT_KEYS,
   REWRITE_SECTION,
+  type CountKey,
   type ExtraSection,
   type Mode,
+  type RewriteCounts,
   type RewritePlan,
   type RewriteStats,
-  type RewriteUlib,
   type UlibAnalysis,
   type UlibRewriteStats,
 } from './types.js';
-import { writeAtomically, type CheckFile } from './write.js';
+import { commitStaged, stageWrite, type CheckFile } from './write.js';
+
+/** A rewrite done in memory: the patched bytes and the sections to add, not yet written. */
+export interface PreparedRewrite {
+  data: Buffer;
+  /** The record, then the caller's extra sections. */
+  sections: ExtraSection[];
+  /** The sections patched in `data` (objcopy must not move them). */
+  changed: string[];
+  stats: Omit<RewriteStats, 'ms' | 'alreadyDone'>;
+  /** When the rewrite started (performance.now()): its `ms` runs until the write. */
+  t0: number;
+}
 
 /**
  * Rewrites the µlibs of a linked image (ELF64, -Wl,--emit-relocs) per `plan`; atomic. `check`
@@ -48,6 +54,24 @@ export async function rewriteImageWith(
   extra: ExtraSection[],
   check: CheckFile,
 ): Promise<RewriteStats> {
+  const p = prepareRewrite(dbgPath, plan, mode, extra);
+  if (!('data' in p)) return p;
+  const staged = await stageWrite(dbgPath, p.data, p.sections, p.changed, check);
+  commitStaged(staged, dbgPath);
+  return { ...p.stats, ms: performance.now() - p.t0, alreadyDone: false };
+}
+
+/**
+ * The rewrite in memory: each µlib analysed and its sites redirected, the record built. An image
+ * that already carries this rewrite gives its recorded figures (alreadyDone); another rewrite is
+ * a user's error.
+ */
+export function prepareRewrite(
+  dbgPath: string,
+  plan: RewritePlan,
+  mode: Mode,
+  extra: ExtraSection[],
+): PreparedRewrite | RewriteStats {
   const t0 = performance.now();
   checkMode(mode, dbgPath);
   const elf = loadImage(dbgPath);
@@ -72,25 +96,12 @@ export async function rewriteImageWith(
   for (const u of plan.ulibs) {
     const a = analyses.get(u.name);
     if (!a) {
-      perUlib[u.name] = {
-        sites: 0,
-        stubs: 0,
-        trampolines: 0,
-        got: 0,
-        tableBytes: 0,
-        dataPointers: 0,
-        dataPointerPages: [],
-        rewritten: false,
-      };
+      perUlib[u.name] = { ...emptyUlibStats(0), rewritten: false };
       continue;
     }
     allData.push(...a.dataPointers);
     const st: UlibRewriteStats = {
-      sites: a.sites.length,
-      stubs: 0,
-      trampolines: 0,
-      got: 0,
-      tableBytes: 0,
+      ...emptyUlibStats(a.sites.length),
       dataPointers: a.dataPointers.length,
       dataPointerPages: pagesOf(a.dataPointers),
       rewritten: false,
@@ -122,18 +133,16 @@ export async function rewriteImageWith(
     ulibs: records,
     ...(redirected.length ? { data: redirected } : {}),
   };
-
-  await writeAtomically(
-    dbgPath,
-    out,
-    [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra],
-    [
+  return {
+    data: out,
+    sections: [{ name: REWRITE_SECTION, data: JSON.stringify(record) }, ...extra],
+    changed: [
       ...records.flatMap((r) => [r.text, r.ind.section, ...(r.ptr ? [r.ptr.section] : [])]),
       ...changedData,
     ],
-    check,
-  );
-  return { ...stats, ms: performance.now() - t0, alreadyDone: false };
+    stats,
+    t0,
+  };
 }
 
 /** The image can be rewritten: it kept its relocations and names each µlib once. */
@@ -158,50 +167,6 @@ function checkRewritable(elf: ElfFile, plan: RewritePlan): void {
       );
     seen.add(u.name);
   }
-}
-
-/** The µlib's table as the linker script reserved it: where the plan says, blank, executable. */
-function checkInd(elf: ElfFile, u: RewriteUlib, a: UlibAnalysis, where: string): Section {
-  const want = u.ind!;
-  const ind = elf.section(want.section);
-  if (!ind)
-    throw new SpacerError(
-      `${where}: the image has no section ${want.section}; reserve the indirection table in the linker script`,
-    );
-  if (ind.addr !== want.addr)
-    throw new SpacerError(
-      `${where}: ${want.section} is at ${hex(ind.addr)}, the plan says ${hex(want.addr)}; relink with the plan's script`,
-    );
-  if (ind.type !== SHT_PROGBITS)
-    throw new SpacerError(
-      `${where}: ${want.section} has no contents in the file; reserve it with FILL(0xCCCCCCCC) and '. = . + SIZE' so it is PROGBITS`,
-    );
-  if (!Number.isSafeInteger(want.size) || want.size < 0 || ind.size < BigInt(want.size))
-    throw new SpacerError(
-      `${where}: ${want.section} is ${ind.size} bytes, the plan reserves ${want.size}; relink with the plan's script`,
-    );
-  if (!inExecutableLoad(elf, ind))
-    throw new SpacerError(
-      `${where}: ${want.section} is not in an executable PT_LOAD; place it in the text segment of the linker script`,
-    );
-  if (ind.addr < a.text.addr + a.text.size && a.text.addr < ind.addr + BigInt(want.size))
-    throw new SpacerError(`${where}: ${want.section} overlaps ${u.text}; fix the linker script`);
-  const blank = elf.contents(ind).subarray(0, want.size);
-  if (!blank.every((b) => b === 0xcc))
-    throw new SpacerError(
-      `${where}: ${want.section} is not blank (0xCC); fill it with FILL(0xCCCCCCCC) in the linker script`,
-    );
-  return ind;
-}
-
-function inExecutableLoad(elf: ElfFile, s: Section): boolean {
-  return elf.segments.some(
-    (p) =>
-      p.type === PT_LOAD &&
-      (p.flags & PF_X) !== 0 &&
-      s.addr >= p.vaddr &&
-      s.addr + s.size <= p.vaddr + p.filesz,
-  );
 }
 
 /** The pages (hex) holding these addresses, ascending. */
@@ -233,16 +198,13 @@ function sumStats(
   perUlib: Record<string, UlibRewriteStats>,
   allData: bigint[],
 ): Omit<RewriteStats, 'ms' | 'alreadyDone'> {
-  const sum = (k: 'sites' | 'stubs' | 'trampolines' | 'got' | 'tableBytes' | 'dataPointers') =>
-    Object.values(perUlib).reduce((n, s) => n + s[k], 0);
-  return {
-    sites: sum('sites'),
-    stubs: sum('stubs'),
-    trampolines: sum('trampolines'),
-    got: sum('got'),
-    tableBytes: sum('tableBytes'),
-    dataPointers: sum('dataPointers'),
-    dataPointerPages: pagesOf(allData),
-    perUlib,
-  };
+  const all = Object.values(perUlib);
+  const sums = Object.fromEntries(COUNT_KEYS.map((k) => [k, all.reduce((n, s) => n + s[k], 0)]));
+  return { ...(sums as Record<CountKey, number>), dataPointerPages: pagesOf(allData), perUlib };
+}
+
+/** A µlib's figures before its rewrite: `sites` sites, nothing else counted yet. */
+function emptyUlibStats(sites: number): RewriteCounts {
+  const zeros = Object.fromEntries(COUNT_KEYS.map((k) => [k, 0])) as Record<CountKey, number>;
+  return { ...zeros, sites, dataPointerPages: [] };
 }

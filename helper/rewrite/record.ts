@@ -166,12 +166,7 @@ export function readRecord(elf: ElfFile): RewriteRecord | undefined {
     rec!.data !== undefined &&
     (!Array.isArray(rec!.data) ||
       !rec!.data.every(
-        (d: any) =>
-          typeof d === 'object' &&
-          d !== null &&
-          isHex(d.a) &&
-          isHex(d.o) &&
-          [1, 10, 11].includes(d.r),
+        (d: any) => isObject(d) && isHex(d.a) && isHex(d.o) && [1, 10, 11].includes(d.r),
       ))
   )
     bad('redirected data');
@@ -182,43 +177,39 @@ type Bad = (what: string) => never;
 const isHex = (v: unknown) => typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v);
 const isBytes = (v: unknown) => typeof v === 'string' && /^([0-9a-f]{2}){1,15}$/i.test(v);
 const isName = (v: unknown) => typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v);
+const isNames = (v: unknown) => Array.isArray(v) && v.every(isName);
 const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isObject = (v: unknown): v is any => typeof v === 'object' && v !== null;
+const isKind = (v: unknown) => typeof v === 'string' && /^[a-z]{1,16}$/.test(v);
+/** An object each of whose `tests` keys passes its test. */
+const hasFields = (v: unknown, tests: Record<string, (x: unknown) => boolean>) =>
+  isObject(v) && Object.entries(tests).every(([k, test]) => test(v[k]));
+const AREA = { section: isName, addr: isHex, size: isCount };
+/** A table or pointer area: its section, address and size (and the bytes used, in a record). */
+const isArea = (v: any, used: boolean) => hasFields(v, AREA) && (!used || isCount(v.used));
+const RECORD_ULIB = {
+  name: isName,
+  text: isName,
+  textAddr: isHex,
+  textSize: isCount,
+  textSha256: (v: unknown) => typeof v === 'string',
+};
+const SITE = { a: isHex, o: isBytes, e: isHex, t: isHex, k: isKind };
+const CLONE = { sym: isName, from: isHex, at: isHex, size: isCount };
 
 /** The record's copy of the plan: each entry's names, table, pointer area, copies and flags. */
 function checkRecordPlan(recPlan: unknown, bad: Bad): void {
   const plan = recPlan as { ulibs?: unknown };
-  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.ulibs)) bad('no plan');
+  if (!isObject(plan) || !Array.isArray(plan.ulibs)) bad('no plan');
   for (const [i, pu] of (plan.ulibs as any[]).entries()) {
-    if (
-      typeof pu !== 'object' ||
-      pu === null ||
-      !isName(pu.name) ||
-      !isName(pu.text) ||
-      !Array.isArray(pu.sections) ||
-      !pu.sections.every(isName)
-    )
+    if (!hasFields(pu, { name: isName, text: isName }) || !isNames(pu.sections))
       bad(`plan entry ${i}`);
-    if (
-      pu.ind !== null &&
-      (typeof pu.ind !== 'object' ||
-        !isName(pu.ind.section) ||
-        !isHex(pu.ind.addr) ||
-        !isCount(pu.ind.size))
-    )
-      bad(`plan entry ${i} table`);
-    if (
-      pu.ptr !== undefined &&
-      (typeof pu.ptr !== 'object' ||
-        pu.ptr === null ||
-        !isName(pu.ptr.section) ||
-        !isHex(pu.ptr.addr) ||
-        !isCount(pu.ptr.size))
-    )
-      bad(`plan entry ${i} pointer area`);
+    if (pu.ind !== null && !isArea(pu.ind, false)) bad(`plan entry ${i} table`);
+    if (pu.ptr !== undefined && !isArea(pu.ptr, false)) bad(`plan entry ${i} pointer area`);
     if (
       pu.ind &&
       (pu.ind.clones !== undefined || pu.ind.table !== undefined) &&
-      (!isCount(pu.ind.table) || !Array.isArray(pu.ind.clones) || !pu.ind.clones.every(isName))
+      (!isCount(pu.ind.table) || !isNames(pu.ind.clones))
     )
       bad(`plan entry ${i} copies`);
     if (
@@ -234,39 +225,12 @@ function checkRecordPlan(recPlan: unknown, bad: Bad): void {
 /** One µlib of the record: its code, table, pointer area, stubs, copies and sites. */
 function checkRecordUlib(ru: unknown, i: number, bad: Bad): void {
   const u = ru as any;
-  if (
-    typeof u !== 'object' ||
-    u === null ||
-    !isName(u.name) ||
-    !isName(u.text) ||
-    !isHex(u.textAddr) ||
-    !isCount(u.textSize) ||
-    typeof u.textSha256 !== 'string'
-  )
-    bad(`µlib entry ${i}`);
-  if (
-    typeof u.ind !== 'object' ||
-    u.ind === null ||
-    !isName(u.ind.section) ||
-    !isHex(u.ind.addr) ||
-    !isCount(u.ind.size) ||
-    !isCount(u.ind.used)
-  )
-    bad(`µlib entry ${i} table`);
-  if (
-    u.ptr !== undefined &&
-    (typeof u.ptr !== 'object' ||
-      u.ptr === null ||
-      !isName(u.ptr.section) ||
-      !isHex(u.ptr.addr) ||
-      !isCount(u.ptr.size) ||
-      !isCount(u.ptr.used))
-  )
-    bad(`µlib entry ${i} pointer area`);
+  if (!hasFields(u, RECORD_ULIB)) bad(`µlib entry ${i}`);
+  if (!isArea(u.ind, true)) bad(`µlib entry ${i} table`);
+  if (u.ptr !== undefined && !isArea(u.ptr, true)) bad(`µlib entry ${i} pointer area`);
   if (
     u.stubs !== undefined &&
-    (typeof u.stubs !== 'object' ||
-      u.stubs === null ||
+    (!isObject(u.stubs) ||
       !isHex(u.stubs.at) ||
       !Array.isArray(u.stubs.targets) ||
       !u.stubs.targets.every(isHex))
@@ -274,31 +238,12 @@ function checkRecordUlib(ru: unknown, i: number, bad: Bad): void {
     bad(`µlib entry ${i} stubs`);
   if (
     u.clones !== undefined &&
-    (!Array.isArray(u.clones) ||
-      !u.clones.every(
-        (c: any) =>
-          typeof c === 'object' &&
-          c !== null &&
-          isName(c.sym) &&
-          isHex(c.from) &&
-          isHex(c.at) &&
-          isCount(c.size),
-      ))
+    (!Array.isArray(u.clones) || !u.clones.every((c: unknown) => hasFields(c, CLONE)))
   )
     bad(`µlib entry ${i} copies`);
   if (!Array.isArray(u.sites)) bad(`µlib entry ${i} sites`);
   for (const [j, x] of (u.sites as any[]).entries()) {
-    if (
-      typeof x !== 'object' ||
-      x === null ||
-      !isHex(x.a) ||
-      !isBytes(x.o) ||
-      !isHex(x.e) ||
-      !isHex(x.t) ||
-      typeof x.k !== 'string' ||
-      !/^[a-z]{1,16}$/.test(x.k)
-    )
-      bad(`µlib entry ${i} site ${j}`);
+    if (!hasFields(x, SITE)) bad(`µlib entry ${i} site ${j}`);
     if (
       (x.f !== undefined || x.p !== undefined) &&
       (typeof x.f !== 'string' ||

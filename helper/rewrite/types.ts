@@ -50,24 +50,8 @@ export interface RewritePlan {
   ulibs: RewriteUlib[];
 }
 
-export interface UlibRewriteStats {
-  sites: number;
-  stubs: number;
-  trampolines: number;
-  got: number;
-  tableBytes: number;
-  dataPointers: number;
-  dataPointerPages: string[];
-  /** False when the plan gives the µlib no table (or its code is not in the image). */
-  rewritten: boolean;
-  /**
-   * ASLR mode: sites with a classic (position-dependent) entry; their table page differs between
-   * images.
-   */
-  classic?: number;
-}
-
-export interface RewriteStats {
+/** The figures of a rewrite, per µlib and summed over the image (COUNT_KEYS, then the pages). */
+export interface RewriteCounts {
   sites: number;
   stubs: number;
   /** Moved instructions, including indirect calls (push + jmp). */
@@ -81,6 +65,30 @@ export interface RewriteStats {
   dataPointers: number;
   /** The pages those sit on (hex addresses): they differ between images. */
   dataPointerPages: string[];
+}
+
+/** The counted figures, in the order the record writes them. */
+export const COUNT_KEYS = [
+  'sites',
+  'stubs',
+  'trampolines',
+  'got',
+  'tableBytes',
+  'dataPointers',
+] as const;
+export type CountKey = (typeof COUNT_KEYS)[number];
+
+export interface UlibRewriteStats extends RewriteCounts {
+  /** False when the plan gives the µlib no table (or its code is not in the image). */
+  rewritten: boolean;
+  /**
+   * ASLR mode: sites with a classic (position-dependent) entry; their table page differs between
+   * images.
+   */
+  classic?: number;
+}
+
+export interface RewriteStats extends RewriteCounts {
   perUlib: Record<string, UlibRewriteStats>;
   /** ASLR mode: data fields holding an entry's address, now its stub's. */
   dataRedirected?: number;

@@ -1,9 +1,11 @@
 // The rewrite's one write: the patched bytes plus the record (and any extra) sections, added by
-// objcopy, checked, and renamed over the image; on any failure the image is left as it was.
-import { chmodSync, rmSync, statSync, writeFileSync } from 'node:fs';
+// objcopy into a file beside the image (staged), checked, then renamed over the image; on any
+// failure the image is left as it was. `spacer finish` runs the two halves as its verify and
+// record passes; rewriteImageWith runs them back to back.
+import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { ElfFile } from '../elf.js';
 import { SpacerError } from '../errors.js';
-import { replaceAtomically, tempPath } from '../util/files.js';
+import { tempPath } from '../util/files.js';
 import { objcopy } from '../util/tools.js';
 import { type ExtraSection } from './types.js';
 
@@ -11,18 +13,20 @@ import { type ExtraSection } from './types.js';
 export type CheckFile = (path: string) => string[];
 
 /**
- * Writes `data` plus `sections` to a temporary file, checks that objcopy moved none of the
- * `changed` sections and that `check` accepts the file, then renames it over `path`.
+ * Writes `data` plus `sections` to a temporary file beside `path`, checks that objcopy moved none
+ * of the `changed` sections and that `check` accepts the file, and returns the file's name (with
+ * `path`'s mode): commitStaged renames it over `path`. On any failure nothing is left behind.
  */
-export async function writeAtomically(
+export async function stageWrite(
   path: string,
   data: Buffer,
   sections: ExtraSection[],
   changed: string[],
   check: CheckFile,
-): Promise<void> {
+): Promise<string> {
   const tmpElf = tempPath(path, 'elf');
   const tmpSecs = sections.map((_, i) => tempPath(path, `${i}.sec`));
+  const tmpOut = tempPath(path);
   const mode = statSync(path).mode & 0o7777;
   try {
     writeFileSync(tmpElf, data);
@@ -33,27 +37,39 @@ export async function writeAtomically(
       '--set-section-flags',
       `${sec.name}=readonly,contents`,
     ]);
-    await replaceAtomically(path, async (tmpOut) => {
-      await objcopy([...args, tmpElf, tmpOut], path);
-      // objcopy must not have moved what was patched.
-      const a = new ElfFile(path, data),
-        b = ElfFile.load(tmpOut);
-      for (const name of changed) {
-        const x = a.section(name),
-          y = b.section(name);
-        if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y)))
-          throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
-      }
-      // The file as written must verify too, before it replaces the image.
-      const problems = check(tmpOut);
-      if (problems.length)
-        throw new SpacerError(
-          // eslint-disable-next-line no-control-regex -- control characters are what it replaces
-          `${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`,
-        );
-      chmodSync(tmpOut, mode);
-    });
+    await objcopy([...args, tmpElf, tmpOut], path);
+    // objcopy must not have moved what was patched.
+    const a = new ElfFile(path, data),
+      b = ElfFile.load(tmpOut);
+    for (const name of changed) {
+      const x = a.section(name),
+        y = b.section(name);
+      if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y)))
+        throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
+    }
+    // The file as written must verify too, before it replaces the image.
+    const problems = check(tmpOut);
+    if (problems.length)
+      throw new SpacerError(
+        // eslint-disable-next-line no-control-regex -- control characters are what it replaces
+        `${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`,
+      );
+    chmodSync(tmpOut, mode);
+    return tmpOut;
+  } catch (e) {
+    rmSync(tmpOut, { force: true });
+    throw e;
   } finally {
     for (const f of [tmpElf, ...tmpSecs]) rmSync(f, { force: true });
+  }
+}
+
+/** Renames a file stageWrite checked over `path` (the file is removed if that fails). */
+export function commitStaged(staged: string, path: string): void {
+  try {
+    renameSync(staged, path);
+  } catch (e) {
+    rmSync(staged, { force: true });
+    throw e;
   }
 }

@@ -10,17 +10,16 @@ import { hex } from '../util/units.js';
 import { patchSite } from '../x86/tactics.js';
 import { buildTable, type Move } from '../x86/table.js';
 import {
-  buildPiTable,
-  JMPPTR_LEN,
-  jumpsBack,
   loadDestination,
-  patchPi,
-  piInstructions,
   PI_FORMS,
   PTR_SLOT,
+  usedFull,
   type PiForm,
+  type PiPlan,
 } from '../x86/pi.js';
-import { InstructionInfoFactory, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
+import { JMPPTR_LEN, jumpsBack, patchPi, piInstructions } from '../x86/pi-encode.js';
+import { buildPiTable } from '../x86/pi-table.js';
+import { OpKind, Register, type Instruction } from 'iced-x86';
 
 /** A near jump (`jmp rel`): the end of a stub or trampoline. */
 export const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) =>
@@ -149,54 +148,8 @@ export function checkPi(
   }
   const v2 = two ? ptr.bytes.readBigUInt64LE(Number(off) + PTR_SLOT) : undefined;
   return withInstruction(ob, a, (o): number => {
-    const next = o.nextIP;
-    const want = piValue(form, o);
-    if (want === undefined) {
-      p(`the original does not fit the ${form} form`);
-      return 0;
-    }
-    // An address the code takes may be its entry stub's (the address every µlib agrees on).
-    const takes = form === 'load' || form === 'immreg';
-    if (v !== want && !(takes && v === canonOf(want))) {
-      p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`);
-      return 0;
-    }
-    if (
-      two &&
-      v2 !== BigInt.asUintN(64, o.immediate(1)) &&
-      v2 !== canonOf(BigInt.asUintN(64, o.immediate(1)))
-    ) {
-      p(
-        `pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(BigInt.asUintN(64, o.immediate(1)))}`,
-      );
-      return 0;
-    }
-    // The site.
-    const C = decodeOne(cur, a);
-    if (form === 'jmpptr') {
-      if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) {
-        p(`the branch does not reach its entry ${hex(e)}`);
-        return 0;
-      }
-    } else {
-      const call = form === 'callptr';
-      if (
-        C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) ||
-        C.len !== 5 ||
-        C.target !== e
-      ) {
-        p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
-        return 0;
-      }
-      if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
-        p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
-        return 0;
-      }
-      if (call && o.code !== Code.Call_rm64) {
-        p('the original is not an indirect call');
-        return 0;
-      }
-    }
+    if (!slotsHold(form, o, P, v, v2, canonOf, p)) return 0;
+    if (!reachesEntry(form, o, cur, a, e, p)) return 0;
     if (form === 'jmpptr' && direct) {
       // A table on the image's own pages: the entry jumps straight to what the slot holds.
       const J = decodeOne(T, e);
@@ -210,89 +163,164 @@ export function checkPi(
       }
       return JMPPTR_LEN;
     }
-    // The scratch registers: untouched by the original (their values are saved and restored around
-    // it).
-    const pushed = (at: number) => {
-      const x = decodeOne(T.subarray(at), e + BigInt(at));
-      return x.code === Code.Push_r64
-        ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len }
-        : { reg: Register.None, len: 0 };
-    };
-    let s1 = pushed(0);
-    const s2 = two ? pushed(s1.len) : { reg: Register.None, len: 0 };
-    if (form === 'loadmem') {
-      // No push: the load's own destination carries the address, which needs it to be written
-      // by the load and used nowhere in its memory operand.
-      const d = loadDestination(o);
-      const first = withInstruction(T, e, (y) =>
-        y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None,
-      );
-      if (d === undefined || first !== d) {
-        p("the entry does not load the address into the instruction's own destination");
-        return 0;
-      }
-      s1 = { reg: d, len: 0 };
-    } else {
-      const f = new InstructionInfoFactory();
-      try {
-        const info = f.info(o);
-        try {
-          const used = new Set(
-            info
-              .usedRegisters()
-              .map((u: { register: Register }) => RegisterExt.fullRegister(u.register)),
-          );
-          for (const r of [s1.reg, s2.reg])
-            if (r === Register.RSP || used.has(r)) {
-              p("the entry's scratch register is one the instruction uses");
-              return 0;
-            }
-        } finally {
-          info.free();
-        }
-      } finally {
-        f.free();
-      }
-    }
+    const sc = scratchOf(form, o, T, e, p);
+    if (!sc) return 0;
+    const [s1, s2] = sc;
     // The entry, instruction by instruction, against the form's sequence.
     const plan = {
       form,
       value: v,
-      scratch: s1.reg === Register.None ? undefined : s1.reg,
-      ...(two ? { value2: v2, scratch2: s2.reg } : {}),
+      scratch: s1 === Register.None ? undefined : s1,
+      ...(two ? { value2: v2, scratch2: s2 } : {}),
     };
-    if (two && (s2.reg === Register.None || s2.reg === s1.reg)) {
+    if (two && (s2 === Register.None || s2 === s1)) {
       p('the entry does not save two scratch registers');
       return 0;
     }
-    const expect = piInstructions(o, plan, P);
-    try {
-      let at = e,
-        pos = 0;
-      for (const x of expect) {
-        const same = withInstruction(T.subarray(pos), at, (y) =>
-          !y.isInvalid && y.equals(x) ? y.length : 0,
-        );
-        if (!same) {
-          p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`);
-          return 0;
-        }
-        pos += same;
-        at += BigInt(same);
-      }
-      if (jumpsBack(form)) {
-        const J = decodeOne(T.subarray(pos), at);
-        if (!isJmp(J) || J.target !== next) {
-          p(`entry ${hex(e)} does not jump back to ${hex(next)}`);
-          return 0;
-        }
-        pos += J.len;
-      }
-      return pos;
-    } finally {
-      for (const x of expect) x.free();
-    }
+    return sequenceLength(form, o, plan, P, T, e, p);
   });
+}
+
+/** The pointer slots hold what the original used (an address it takes: maybe its stub's). */
+function slotsHold(
+  form: PiForm,
+  o: Instruction,
+  P: bigint,
+  v: bigint,
+  v2: bigint | undefined,
+  canonOf: (v: bigint) => bigint,
+  p: (m: string) => void,
+): boolean {
+  const want = piValue(form, o);
+  if (want === undefined) {
+    p(`the original does not fit the ${form} form`);
+    return false;
+  }
+  // An address the code takes may be its entry stub's (the address every µlib agrees on).
+  const takes = form === 'load' || form === 'immreg';
+  if (v !== want && !(takes && v === canonOf(want))) {
+    p(`pointer slot ${hex(P)} holds ${hex(v)}, the original used ${hex(want)}`);
+    return false;
+  }
+  const imm = form === 'mem2' ? BigInt.asUintN(64, o.immediate(1)) : undefined;
+  if (imm !== undefined && v2 !== imm && v2 !== canonOf(imm)) {
+    p(`pointer slot ${hex(P + 8n)} holds ${hex(v2!)}, the original's immediate is ${hex(imm)}`);
+    return false;
+  }
+  return true;
+}
+
+/** The site reaches its entry: its branch retargeted, or a jmp (call) and int3 (nop) padding. */
+function reachesEntry(
+  form: PiForm,
+  o: Instruction,
+  cur: Buffer,
+  a: bigint,
+  e: bigint,
+  p: (m: string) => void,
+): boolean {
+  const C = decodeOne(cur, a);
+  if (form === 'jmpptr') {
+    if (C.code !== o.code || C.len !== o.length || !C.nearBranch || C.target !== e) {
+      p(`the branch does not reach its entry ${hex(e)}`);
+      return false;
+    }
+    return true;
+  }
+  const call = form === 'callptr';
+  if (C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) || C.len !== 5 || C.target !== e) {
+    p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
+    return false;
+  }
+  if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
+    p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
+    return false;
+  }
+  if (call && o.code !== Code.Call_rm64) {
+    p('the original is not an indirect call');
+    return false;
+  }
+  return true;
+}
+
+/**
+ * The entry's scratch registers (Register.None where it has none), untouched by the original:
+ * their values are saved and restored around it. undefined after reporting a problem.
+ */
+function scratchOf(
+  form: PiForm,
+  o: Instruction,
+  T: Buffer,
+  e: bigint,
+  p: (m: string) => void,
+): [Register, Register] | undefined {
+  const pushed = (at: number) => {
+    const x = decodeOne(T.subarray(at), e + BigInt(at));
+    return x.code === Code.Push_r64
+      ? { reg: withInstruction(T.subarray(at), e + BigInt(at), (y) => y.op0Register), len: x.len }
+      : { reg: Register.None, len: 0 };
+  };
+  const s1 = pushed(0);
+  const s2 = form === 'mem2' ? pushed(s1.len).reg : Register.None;
+  if (form === 'loadmem') {
+    // No push: the load's own destination carries the address, which needs it to be written
+    // by the load and used nowhere in its memory operand.
+    const d = loadDestination(o);
+    const first = withInstruction(T, e, (y) =>
+      y.code === Code.Mov_r64_rm64 ? y.op0Register : Register.None,
+    );
+    if (d === undefined || first !== d) {
+      p("the entry does not load the address into the instruction's own destination");
+      return undefined;
+    }
+    return [d, s2];
+  }
+  const used = usedFull(o);
+  for (const r of [s1.reg, s2])
+    if (r === Register.RSP || used.has(r)) {
+      p("the entry's scratch register is one the instruction uses");
+      return undefined;
+    }
+  return [s1.reg, s2];
+}
+
+/** The entry holds the form's sequence, then (most forms) a jump back: its length, or 0. */
+function sequenceLength(
+  form: PiForm,
+  o: Instruction,
+  plan: PiPlan,
+  P: bigint,
+  T: Buffer,
+  e: bigint,
+  p: (m: string) => void,
+): number {
+  const expect = piInstructions(o, plan, P);
+  try {
+    let at = e,
+      pos = 0;
+    for (const x of expect) {
+      const same = withInstruction(T.subarray(pos), at, (y) =>
+        !y.isInvalid && y.equals(x) ? y.length : 0,
+      );
+      if (!same) {
+        p(`entry ${hex(e)} is not the ${form} sequence for the original instruction`);
+        return 0;
+      }
+      pos += same;
+      at += BigInt(same);
+    }
+    if (jumpsBack(form)) {
+      const J = decodeOne(T.subarray(pos), at);
+      if (!isJmp(J) || J.target !== o.nextIP) {
+        p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`);
+        return 0;
+      }
+      pos += J.len;
+    }
+    return pos;
+  } finally {
+    for (const x of expect) x.free();
+  }
 }
 
 /**

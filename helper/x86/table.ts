@@ -149,42 +149,69 @@ export function encodeTrampoline(m: Move, at: bigint, what: string): Buffer {
   });
 }
 
+/** A table's entries, laid out one after the other from its address. */
+export class TableWriter {
+  private readonly parts: Buffer[] = [];
+  /** Where the next entry goes. */
+  cur: bigint;
+
+  constructor(readonly addr: bigint) {
+    this.cur = addr;
+  }
+
+  put(b: Buffer): void {
+    this.parts.push(b);
+    this.cur += BigInt(b.length);
+  }
+
+  /** int3 up to the next 8-byte boundary, where an address slot goes. */
+  align8(): void {
+    const pad = Number((8n - (this.cur % 8n)) % 8n);
+    if (pad) this.put(Buffer.alloc(pad, 0xcc));
+  }
+
+  /** The bytes used so far. */
+  get used(): number {
+    return Number(this.cur - this.addr);
+  }
+
+  /** The table's `size` bytes, the entries then 0xCC; TableError (with the bytes needed) when
+   *  they do not fit. */
+  bytes(size: number, what: string): Buffer {
+    if (this.used > size)
+      throw new TableError(
+        `${what}: the indirection table needs ${this.used} bytes, the plan reserves ${size}`,
+        this.used,
+      );
+    const bytes = Buffer.alloc(size, 0xcc);
+    Buffer.concat(this.parts).copy(bytes);
+    return bytes;
+  }
+}
+
 /** Lays out and encodes a table; throws TableError (with the bytes needed) if it does not fit. */
 export function buildTable(r: TableRequest): Table {
-  const parts: Buffer[] = [];
-  let cur = r.addr;
-  const put = (b: Buffer) => {
-    parts.push(b);
-    cur += BigInt(b.length);
-  };
+  const t = new TableWriter(r.addr);
   const gotAt = new Map<bigint, bigint>(),
     stubAt = new Map<bigint, bigint>(),
     moveAt: bigint[] = [];
   if (r.got.length) {
-    const pad = Number((8n - (cur % 8n)) % 8n);
-    if (pad) put(Buffer.alloc(pad, 0xcc));
+    t.align8();
     for (const v of r.got) {
       const b = Buffer.alloc(GOT_SLOT);
       b.writeBigUInt64LE(BigInt.asUintN(64, v));
-      gotAt.set(v, cur);
-      put(b);
+      gotAt.set(v, t.cur);
+      t.put(b);
     }
   }
-  for (const t of r.stubs) {
-    stubAt.set(t, cur);
-    put(jmpRel32(cur, t, `${r.what}: stub`));
+  for (const x of r.stubs) {
+    stubAt.set(x, t.cur);
+    t.put(jmpRel32(t.cur, x, `${r.what}: stub`));
   }
   for (const m of r.moves) {
-    moveAt.push(cur);
-    put(encodeTrampoline(m, cur, r.what));
+    moveAt.push(t.cur);
+    t.put(encodeTrampoline(m, t.cur, r.what));
   }
-  const used = Number(cur - r.addr);
-  if (used > r.size)
-    throw new TableError(
-      `${r.what}: the indirection table needs ${used} bytes, the plan reserves ${r.size}`,
-      used,
-    );
-  const bytes = Buffer.alloc(r.size, 0xcc);
-  Buffer.concat(parts).copy(bytes);
-  return { bytes, used, gotAt, stubAt, moveAt };
+  const bytes = t.bytes(r.size, r.what);
+  return { bytes, used: t.used, gotAt, stubAt, moveAt };
 }
