@@ -120,20 +120,8 @@ export function allocateAslr(
   for (const n of ownCode) place(n, alignUp(next, Math.max(64, byName.get(n)!.align.text ?? 1)));
   next = alignUp(next, PAGE);
   for (const n of order) {
-    if (isOwn.has(n)) continue;
-    const u = byName.get(n)!;
-    const text = u.sizes.text ?? 0,
-      ind = u.sizes.ind ?? 0;
-    if (!text) continue;
-    const addr = alignUp(next, PAGE);
-    const tableAt = alignUp(addr + text, 16);
-    next = ind ? tableAt + ind : addr + text;
-    if (next > r.end)
-      throw new SpacerError(
-        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
-      );
-    at.get(n)!.text = { addr, size: text };
-    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
+    // Shared µlibs with code: each on its own page.
+    if (!isOwn.has(n) && byName.get(n)!.sizes.text) place(n, alignUp(next, PAGE));
   }
   return {
     placements: base.placements.map((p) => ({
