@@ -17,11 +17,17 @@
 // is for an image that was not packed.
 // Every loaded byte is checked against the original before the file is replaced (atomically).
 import { SpacerError } from './errors.js';
-import { ElfFile, PT_LOAD, SHT_STRTAB, type ProgramHeader, type Section } from './elf.js';
+import {
+  ElfFile,
+  PT_LOAD,
+  SHT_NOBITS,
+  SHT_STRTAB,
+  type ProgramHeader,
+  type Section,
+} from './elf.js';
 import { writeFileAtomic } from './util/files.js';
 import { PAGE_N } from './util/units.js';
 
-const SHT_NOBITS = 8;
 const SHDR64 = 64,
   PHDR64 = 56;
 const floorPage = (x: bigint) => x - (x % PAGE_N);
