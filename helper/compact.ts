@@ -17,11 +17,17 @@
 // is for an image that was not packed.
 // Every loaded byte is checked against the original before the file is replaced (atomically).
 import { SpacerError } from './errors.js';
-import { ElfFile, PT_LOAD, SHT_STRTAB, type Section } from './elf.js';
+import {
+  ElfFile,
+  PT_LOAD,
+  SHT_NOBITS,
+  SHT_STRTAB,
+  type ProgramHeader,
+  type Section,
+} from './elf.js';
 import { writeFileAtomic } from './util/files.js';
 import { PAGE_N } from './util/units.js';
 
-const SHT_NOBITS = 8;
 const SHDR64 = 64,
   PHDR64 = 56;
 const floorPage = (x: bigint) => x - (x % PAGE_N);
@@ -53,16 +59,6 @@ interface Run {
   s: Section;
   end: bigint;
   kind?: string;
-}
-interface Seg {
-  type: number;
-  flags: number;
-  offset: bigint;
-  vaddr: bigint;
-  paddr: bigint;
-  filesz: bigint;
-  memsz: bigint;
-  align: bigint;
 }
 interface Hole {
   from: bigint;
@@ -101,7 +97,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   const isProg = (s: Section) => (s.flags & 2n) !== 0n && s.type !== SHT_NOBITS && s.size > 0n;
 
   // 1. Holes: whole zero pages between two consecutive sections of a loaded segment.
-  const segs: Seg[] = [];
+  const segs: ProgramHeader[] = [];
   const holes: Hole[] = [];
   for (const p of elf.segments) {
     if (p.type !== PT_LOAD) {
@@ -111,7 +107,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     const inside = elf.sections
       .filter((s) => isProg(s) && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz)
       .sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-    let cur: Seg = { ...p };
+    let cur: ProgramHeader = { ...p };
     let endPrev = 0n;
     for (let i = 0; i < inside.length; i++) {
       if (i > 0) {

@@ -2,6 +2,7 @@
 // for ELF32 and ELF64 little-endian files. 64-bit fields are BigInt so nothing above 2^53
 // is silently rounded; `num()` converts where a JavaScript number is safe.
 import { readFileSync } from 'node:fs';
+import { EHDR, PHDR, readFields, SHDR, SYM } from './elflayout.js';
 import { SpacerError } from './errors.js';
 
 export const SHT_NULL = 0,
@@ -11,13 +12,10 @@ export const SHT_NULL = 0,
   SHT_RELA = 4,
   SHT_NOBITS = 8,
   SHT_REL = 9,
-  SHT_GROUP = 17,
   SHT_SYMTAB_SHNDX = 18;
 export const SHF_WRITE = 0x1n,
   SHF_ALLOC = 0x2n,
   SHF_EXECINSTR = 0x4n,
-  SHF_MERGE = 0x10n,
-  SHF_STRINGS = 0x20n,
   SHF_TLS = 0x400n;
 export const PT_LOAD = 1,
   PT_TLS = 7;
@@ -40,7 +38,6 @@ export const STT_NOTYPE = 0,
   STT_OBJECT = 1,
   STT_FUNC = 2,
   STT_SECTION = 3,
-  STT_FILE = 4,
   STT_TLS = 6,
   STT_GNU_IFUNC = 10;
 export const STB_LOCAL = 0,
@@ -98,6 +95,11 @@ export interface ElfSymbol {
   other: number;
   shndx: number;
 }
+
+/** A record's fields as the file has them: `name` is the offset of the name in its string table. */
+type Named<T> = Omit<T, 'index' | 'name'> & { name: number };
+/** A symbol as the file has it: st_info holds its binding and type. */
+type RawSymbol = Omit<Named<ElfSymbol>, 'bind' | 'type'> & { info: number };
 
 export interface Relocation {
   offset: bigint;
@@ -177,25 +179,10 @@ export class ElfFile {
       );
     const is64 = cls === 2;
     this.need(0, is64 ? 64 : 52, 'ELF header');
-    const u16 = (o: number) => d.readUInt16LE(o);
-    const u32 = (o: number) => d.readUInt32LE(o);
-    const addr = (o: number) => (is64 ? d.readBigUInt64LE(o) : BigInt(u32(o)));
-    const o = is64 ? 12 : 0; // fields after e_entry/e_phoff/e_shoff move by 12 bytes in ELF64
-    const h: ElfHeader = {
-      class: is64 ? 64 : 32,
-      type: u16(16),
-      machine: u16(18),
-      entry: addr(24),
-      phoff: is64 ? d.readBigUInt64LE(32) : BigInt(u32(28)),
-      shoff: is64 ? d.readBigUInt64LE(40) : BigInt(u32(32)),
-      flags: u32(36 + o),
-      ehsize: u16(40 + o),
-      phentsize: u16(42 + o),
-      phnum: u16(44 + o),
-      shentsize: u16(46 + o),
-      shnum: u16(48 + o),
-      shstrndx: u16(50 + o),
-    };
+    const bits = is64 ? 64 : 32;
+    // The fields after e_ident (its class and data bytes were checked above).
+    const fields = EHDR[bits].filter((f) => f.name.startsWith('e_'));
+    const h: ElfHeader = { class: bits, ...readFields<Omit<ElfHeader, 'class'>>(d, 0, fields) };
     if (h.machine !== EM_X86_64 && h.machine !== EM_386) {
       this.fail(
         `foreign architecture (e_machine ${h.machine}); lib-spacer handles x86-64 images only`,
@@ -218,46 +205,13 @@ export class ElfFile {
     let shnum = h.shnum;
     const entsz = is64 ? 64 : 40;
     const base = this.need(h.shoff, entsz, 'section header 0');
-    if (shnum === 0)
-      shnum = this.n(
-        is64 ? d.readBigUInt64LE(base + 32) : BigInt(d.readUInt32LE(base + 20)),
-        'section count',
-      );
+    const layout = SHDR[h.class];
+    if (shnum === 0) shnum = this.n(readFields<Section>(d, base, layout).size, 'section count');
     this.need(h.shoff, shnum * entsz, 'section header table');
     const raw: Section[] = [];
     for (let i = 0; i < shnum; i++) {
-      const p = base + i * entsz;
-      raw.push(
-        is64
-          ? ({
-              index: i,
-              name: '',
-              type: d.readUInt32LE(p + 4),
-              flags: d.readBigUInt64LE(p + 8),
-              addr: d.readBigUInt64LE(p + 16),
-              offset: d.readBigUInt64LE(p + 24),
-              size: d.readBigUInt64LE(p + 32),
-              link: d.readUInt32LE(p + 40),
-              info: d.readUInt32LE(p + 44),
-              addralign: d.readBigUInt64LE(p + 48),
-              entsize: d.readBigUInt64LE(p + 56),
-              nameOff: d.readUInt32LE(p),
-            } as Section & { nameOff: number })
-          : ({
-              index: i,
-              name: '',
-              type: d.readUInt32LE(p + 4),
-              flags: BigInt(d.readUInt32LE(p + 8)),
-              addr: BigInt(d.readUInt32LE(p + 12)),
-              offset: BigInt(d.readUInt32LE(p + 16)),
-              size: BigInt(d.readUInt32LE(p + 20)),
-              link: d.readUInt32LE(p + 24),
-              info: d.readUInt32LE(p + 28),
-              addralign: BigInt(d.readUInt32LE(p + 32)),
-              entsize: BigInt(d.readUInt32LE(p + 36)),
-              nameOff: d.readUInt32LE(p),
-            } as Section & { nameOff: number }),
-      );
+      const { name: nameOff, ...f } = readFields<Named<Section>>(d, base + i * entsz, layout);
+      raw.push({ index: i, name: '', ...f, nameOff } as Section & { nameOff: number });
     }
     let shstrndx = h.shstrndx;
     if (shstrndx === SHN_XINDEX) shstrndx = raw[0].link;
@@ -288,28 +242,7 @@ export class ElfFile {
     const base = this.need(h.phoff, h.phnum * entsz, 'program header table');
     const out: ProgramHeader[] = [];
     for (let i = 0; i < h.phnum; i++) {
-      const p = base + i * entsz;
-      const ph: ProgramHeader = is64
-        ? {
-            type: d.readUInt32LE(p),
-            flags: d.readUInt32LE(p + 4),
-            offset: d.readBigUInt64LE(p + 8),
-            vaddr: d.readBigUInt64LE(p + 16),
-            paddr: d.readBigUInt64LE(p + 24),
-            filesz: d.readBigUInt64LE(p + 32),
-            memsz: d.readBigUInt64LE(p + 40),
-            align: d.readBigUInt64LE(p + 48),
-          }
-        : {
-            type: d.readUInt32LE(p),
-            offset: BigInt(d.readUInt32LE(p + 4)),
-            vaddr: BigInt(d.readUInt32LE(p + 8)),
-            paddr: BigInt(d.readUInt32LE(p + 12)),
-            filesz: BigInt(d.readUInt32LE(p + 16)),
-            memsz: BigInt(d.readUInt32LE(p + 20)),
-            flags: d.readUInt32LE(p + 24),
-            align: BigInt(d.readUInt32LE(p + 28)),
-          };
+      const ph = readFields<ProgramHeader>(d, base + i * entsz, PHDR[h.class]);
       if (ph.type === PT_LOAD) {
         if (ph.filesz > ph.memsz) this.fail(`segment ${i} has filesz > memsz; not a valid image`);
         if (ph.vaddr + ph.memsz > ADDRESS_LIMIT)
@@ -371,36 +304,11 @@ export class ElfFile {
       );
     const d = this.data,
       base = this.need(tab.offset, this.n(tab.size, 'symbol table size'), 'symbol table');
-    const out: ElfSymbol[] = [];
+    const out: ElfSymbol[] = [],
+      layout = SYM[this.header.class];
     for (let i = 0; i < n; i++) {
-      const p = base + i * entsz;
-      const nameOff = d.readUInt32LE(p);
-      let sym: ElfSymbol;
-      if (this.is64) {
-        const info = d[p + 4];
-        sym = {
-          index: i,
-          name: '',
-          bind: info >> 4,
-          type: info & 15,
-          other: d[p + 5],
-          shndx: d.readUInt16LE(p + 6),
-          value: d.readBigUInt64LE(p + 8),
-          size: d.readBigUInt64LE(p + 16),
-        };
-      } else {
-        const info = d[p + 12];
-        sym = {
-          index: i,
-          name: '',
-          value: BigInt(d.readUInt32LE(p + 4)),
-          size: BigInt(d.readUInt32LE(p + 8)),
-          bind: info >> 4,
-          type: info & 15,
-          other: d[p + 13],
-          shndx: d.readUInt16LE(p + 14),
-        };
-      }
+      const { name: nameOff, info, ...f } = readFields<RawSymbol>(d, base + i * entsz, layout);
+      const sym: ElfSymbol = { index: i, name: '', bind: info >> 4, type: info & 15, ...f };
       if (sym.shndx === SHN_XINDEX && xndxSec)
         sym.shndx = d.readUInt32LE(
           this.need(xndxSec.offset + BigInt(4 * i), 4, 'extended section index'),

@@ -92,6 +92,33 @@ function skipWs(s: string, i: number): number {
   return i;
 }
 
+/** Commands that may end without ';'. */
+const COMMAND = /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|INCLUDE)\s*\(/;
+
+/**
+ * The first index in s[from, end) where `stop` says a statement ends, or -1: quoted strings are
+ * skipped, and `paren` is the parenthesis depth after the character at k.
+ */
+function scanTo(
+  s: string,
+  from: number,
+  end: number,
+  stop: (k: number, paren: number) => boolean,
+): number {
+  let paren = 0;
+  for (let k = from; k < end; k++) {
+    const ch = s[k];
+    if (ch === '"') {
+      k = s.indexOf('"', k + 1);
+      continue;
+    }
+    if (ch === '(') paren++;
+    else if (ch === ')') paren--;
+    if (stop(k, paren)) return k;
+  }
+  return -1;
+}
+
 function readName(s: string, i: number): [string, number] {
   if (s[i] === '"') {
     const end = s.indexOf('"', i + 1);
@@ -116,39 +143,15 @@ export function parseScript(src: string): Script {
       if (i < bodyEnd) statements.push({ kind: 'other', text: src.slice(i, bodyEnd) });
       break;
     }
-    // Find whether a '{' comes before a ';' at paren depth 0.
-    let k = j,
-      paren = 0,
-      brace = -1,
-      semi = -1;
-    for (; k < bodyEnd; k++) {
-      const ch = s[k];
-      if (ch === '"') {
-        k = s.indexOf('"', k + 1);
-        continue;
-      }
-      if (ch === '(') paren++;
-      else if (ch === ')') {
-        paren--;
-        if (
-          paren === 0 &&
-          /^(ASSERT|PROVIDE|PROVIDE_HIDDEN|HIDDEN|INCLUDE)\s*\(/.test(s.slice(j, k + 1))
-        ) {
-          // A command such as ASSERT(...) may end without ';'.
-          const nx = skipWs(s, k + 1);
-          if (s[nx] !== ';') {
-            semi = k;
-            break;
-          }
-        }
-      } else if (paren === 0 && ch === ';') {
-        semi = k;
-        break;
-      } else if (paren === 0 && ch === '{') {
-        brace = k;
-        break;
-      }
-    }
+    // Find whether a '{' comes before a ';' at paren depth 0; a command such as ASSERT(...) may
+    // end without ';'.
+    const stop = scanTo(s, j, bodyEnd, (k, paren) => {
+      if (paren !== 0) return false;
+      if (s[k] === ')') return COMMAND.test(s.slice(j, k + 1)) && s[skipWs(s, k + 1)] !== ';';
+      return s[k] === ';' || s[k] === '{';
+    });
+    const brace = stop >= 0 && s[stop] === '{' ? stop : -1,
+      semi = stop >= 0 && s[stop] !== '{' ? stop : -1;
     if (brace >= 0) {
       const close = matchClose(s, brace, '{', '}');
       // Trailer: phdrs, region, fill.
@@ -207,33 +210,16 @@ function parseItems(src: string, s: string, start: number, end: number): Item[] 
       if (i < end) items.push({ text: src.slice(i, end) });
       break;
     }
-    let k = j,
-      paren = 0,
-      endAt = -1;
-    for (; k < end; k++) {
-      const ch = s[k];
-      if (ch === '"') {
-        k = s.indexOf('"', k + 1);
-        continue;
-      }
-      if (ch === '(') paren++;
-      else if (ch === ')') {
-        if (--paren === 0) {
-          // An input description ends at its closing paren, unless an assignment continues.
-          const head = s.slice(j, k);
-          if (!/=/.test(head.split('(')[0])) {
-            endAt = k + 1;
-            const nx = skipWs(s, endAt);
-            if (s[nx] === ';') endAt = nx + 1;
-            break;
-          }
-        }
-      } else if (paren === 0 && ch === ';') {
-        endAt = k + 1;
-        break;
-      }
+    // An input description ends at its closing paren, unless an assignment continues.
+    const stop = scanTo(s, j, end, (k, paren) => {
+      if (paren !== 0) return false;
+      return s[k] === ';' || (s[k] === ')' && !/=/.test(s.slice(j, k).split('(')[0]));
+    });
+    let endAt = stop < 0 ? end : stop + 1;
+    if (s[stop] === ')') {
+      const nx = skipWs(s, endAt);
+      if (s[nx] === ';') endAt = nx + 1;
     }
-    if (endAt < 0) endAt = end;
     const text = src.slice(i, endAt);
     items.push({ text, input: parseInput(s.slice(j, endAt)) });
     i = endAt;

@@ -6,6 +6,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { buildImage, type BuiltImage, type Layout } from '../helper/pipeline.js';
+import {
+  type AppSpec,
+  type CompiledWorkspace,
+  linkCommand,
+  objectsFor,
+  platformScripts,
+} from '../helper/workspace/index.js';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const fixtures = join(root, 'test', 'fixtures');
@@ -73,8 +81,21 @@ export async function buildUlib(
   const src = join(dir, 'src', name, 'main.c');
   mkdirSync(dirname(src), { recursive: true });
   writeFileSync(src, source);
-  const o = join(dir, 'src', name, 'main.o');
-  await execa('gcc', [...UK_CFLAGS, ...cflags, '-c', src, '-o', o]);
+  return compileUlib(dir, name, src, [...UK_CFLAGS, ...cflags], join(dir, 'src', name, 'main.o'));
+}
+
+/**
+ * Compiles the C file `src` with exactly `cflags` into `<dir>/<name>.o` as Unikraft does: gcc -c
+ * (into `o`), gcc -Wl,-r (ld -r), objcopy.
+ */
+export async function compileUlib(
+  dir: string,
+  name: string,
+  src: string,
+  cflags: string[],
+  o = join(dir, `${name}.main.o`),
+): Promise<string> {
+  await execa('gcc', [...cflags, '-c', src, '-o', o]);
   const ldo = join(dir, `${name}.ld.o`);
   await execa('gcc', [
     '-nostdlib',
@@ -91,6 +112,13 @@ export async function buildUlib(
   await execa('objcopy', [ldo, out]);
   return out;
 }
+
+/** The µlib `name` of `ulibSource`, compiled into `<dir>/<name>.o`. */
+export const testUlib = (dir: string, name: string, opts: Parameters<typeof ulibSource>[1] = {}) =>
+  buildUlib(dir, name, ulibSource(name, opts));
+
+/** The boot µlib (`bootSource`), compiled into `<dir>/libboot.o`. */
+export const bootUlib = (dir: string) => buildUlib(dir, 'libboot', bootSource());
 
 /** A boot µlib: `.data.boot` header and `.text.boot` entry, like a platform library. */
 export function bootSource(): string {
@@ -129,6 +157,21 @@ export async function linkWith(
   return out;
 }
 
+/** objdump's view of a section's code: every direct branch target and RIP-relative address. */
+export async function referencedAddresses(path: string, section: string): Promise<bigint[]> {
+  const { stdout } = await execa('objdump', ['-d', '--no-show-raw-insn', '-j', section, path], {
+    maxBuffer: 1 << 30,
+  });
+  const out: bigint[] = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^\s*[0-9a-f]+:\s+(j\w+|call)\s+([0-9a-f]+) </.exec(line);
+    if (m) out.push(BigInt('0x' + m[2]));
+    const r = /# ([0-9a-f]+)(?: <|$)/.exec(line);
+    if (r && line.includes('(%rip)')) out.push(BigInt('0x' + r[1]));
+  }
+  return out;
+}
+
 /** Runs the spacer CLI from source (through tsx). */
 export function spacer(
   args: string[],
@@ -138,5 +181,60 @@ export function spacer(
     reject: opts.reject ?? false,
     env: opts.env,
     cwd: root,
+  });
+}
+
+/** The arguments of `spacer link` with the test platform script (`extra`: more options). */
+export const spacerLinkArgs = (
+  map: string,
+  image: string,
+  out: string,
+  objects: string[],
+  extra: string[] = [],
+) => [
+  'link',
+  '--map',
+  map,
+  '--image',
+  image,
+  '--lds',
+  platformLds,
+  '--out',
+  out,
+  ...extra,
+  '--',
+  ...objects,
+];
+
+/**
+ * `spacer link` of `objects` into `<dir>/<name>.lds` (and its plan, `.lds.json`) with the test
+ * platform script, then the link itself into `<dir>/<name>.dbg`.
+ */
+export async function spacerLink(dir: string, name: string, objects: string[], map: string) {
+  const lds = join(dir, `${name}.lds`);
+  const r = await spacer(spacerLinkArgs(map, name, lds, objects));
+  if (r.exitCode !== 0) throw new Error(r.stderr);
+  return { lds, dbg: await linkWith(lds, objects, join(dir, `${name}.dbg`)) };
+}
+
+/**
+ * Builds an example app with the helper's pipeline, linked with the example platform's scripts as
+ * the Unikraft glue links it; `extraArgs` go to the link command (e.g. --gc-sections).
+ */
+export function buildExample(
+  app: AppSpec,
+  compiled: CompiledWorkspace,
+  opts: { out: string; layout: Layout; map: string; seed?: string; extraArgs?: string[] },
+): Promise<BuiltImage> {
+  const { extraArgs, ...where } = opts;
+  const scripts = platformScripts();
+  return buildImage({
+    image: app.name,
+    objects: objectsFor(app, compiled),
+    lds: scripts.defaultLds,
+    extraLds: scripts.extraLds,
+    ...where,
+    linkArgs: (objects, defaultLds, extraLds, out) =>
+      linkCommand({ objects, defaultLds, extraLds, out, extraArgs }, out),
   });
 }

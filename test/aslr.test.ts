@@ -3,7 +3,7 @@ import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ElfFile, type Section } from '../helper/elf.js';
-import { buildImage, type BuiltImage } from '../helper/pipeline.js';
+import type { BuiltImage } from '../helper/pipeline.js';
 import { readRecord } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { cloneRefusal } from '../helper/x86/clone.js';
@@ -11,35 +11,22 @@ import { codeExtents, codeMapOf } from '../helper/x86/extents.js';
 import {
   bootExpecting,
   compileWorkspace,
-  linkCommand,
   loadApps,
-  objectsFor,
-  platformScripts,
   type CompiledWorkspace,
 } from '../helper/workspace/index.js';
-import { tempDir } from './_fixtures.js';
+import { buildExample, tempDir } from './_fixtures.js';
 
 const out = tempDir('aslr');
 const apps = loadApps().filter((a) => ['faas-sha', 'faas-lz', 'kvstore'].includes(a.name));
 let compiled: CompiledWorkspace;
 
-const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
-  linkCommand({ objects, defaultLds, extraLds, out: output }, output);
-
-async function build(app: (typeof apps)[number], seed: string, dir: string): Promise<BuiltImage> {
-  const scripts = platformScripts();
-  return buildImage({
-    image: app.name,
-    objects: objectsFor(app, compiled),
-    lds: scripts.defaultLds,
-    extraLds: scripts.extraLds,
+const build = (app: (typeof apps)[number], seed: string, dir: string): Promise<BuiltImage> =>
+  buildExample(app, compiled, {
     out: join(out, dir, app.name),
     layout: 'spacer-aslr',
     map: join(out, `${dir}-map.json`),
     seed,
-    linkArgs,
   });
-}
 
 const built: Record<string, BuiltImage[]> = {};
 

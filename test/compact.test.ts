@@ -7,35 +7,12 @@ import { execa } from 'execa';
 import { ElfFile } from '../helper/elf.js';
 import { scanPages } from '../helper/pages.js';
 import { analyzeImages } from '../helper/report.js';
-import {
-  bootSource,
-  buildUlib,
-  linkWith,
-  platformLds,
-  spacer,
-  tempDir,
-  ulibSource,
-} from './_fixtures.js';
+import { bootUlib, spacer, spacerLink, tempDir, testUlib } from './_fixtures.js';
 
 const dir = tempDir('compact');
 
 async function image(name: string, objects: string[], map: string) {
-  const lds = join(dir, `${name}.lds`);
-  const r = await spacer([
-    'link',
-    '--map',
-    map,
-    '--image',
-    name,
-    '--lds',
-    platformLds,
-    '--out',
-    lds,
-    '--',
-    ...objects,
-  ]);
-  if (r.exitCode !== 0) throw new Error(r.stderr);
-  const dbg = await linkWith(lds, objects, join(dir, `${name}.dbg`));
+  const { lds, dbg } = await spacerLink(dir, name, objects, map);
   const f = await spacer(['finish', dbg, '--plan', `${lds}.json`]);
   if (f.exitCode !== 0) throw new Error(f.stderr);
   const stripped = join(dir, `${name}.stripped`);
@@ -47,14 +24,12 @@ let stripped: string;
 
 test.before(async () => {
   const map = join(dir, 'map.json');
-  const boot = await buildUlib(dir, 'libboot', bootSource());
+  const boot = await bootUlib(dir);
   const [a, b, c] = await Promise.all(
-    ['liba', 'libb', 'libc'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 40 }))),
+    ['liba', 'libb', 'libc'].map((n) => testUlib(dir, n, { funcs: 40 })),
   );
   const apps = await Promise.all(
-    ['app1', 'app2', 'app3'].map((n) =>
-      buildUlib(dir, n, ulibSource(n, { funcs: 2, calls: ['liba'] })),
-    ),
+    ['app1', 'app2', 'app3'].map((n) => testUlib(dir, n, { funcs: 2, calls: ['liba'] })),
   );
   // liba, libb, libc shared by two images; the third lacks libb: a hole of whole pages.
   // Twice: the second links use the slots the first ones made shared.

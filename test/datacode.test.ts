@@ -5,20 +5,17 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ElfFile, STT_FUNC, STT_NOTYPE, STT_OBJECT, type ElfSymbol } from '../helper/elf.js';
-import { buildImage, type Layout } from '../helper/pipeline.js';
+import type { Layout } from '../helper/pipeline.js';
 import { indirectionNeeds } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { codeExtents, decodeCode } from '../helper/x86/extents.js';
 import {
   bootExpecting,
   compileWorkspace,
-  linkCommand,
   loadApps,
-  objectsFor,
-  platformScripts,
   type CompiledWorkspace,
 } from '../helper/workspace/index.js';
-import { buildUlib, tempDir } from './_fixtures.js';
+import { buildExample, buildUlib, tempDir } from './_fixtures.js';
 
 const dir = tempDir('datacode');
 
@@ -171,29 +168,13 @@ for (const b of builds) {
       apps,
       extraCflags: b.dce ? ['-ffunction-sections', '-fdata-sections'] : [],
     });
-    const scripts = platformScripts();
-    const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
-      linkCommand(
-        {
-          objects,
-          defaultLds,
-          extraLds,
-          out: output,
-          extraArgs: b.dce ? ['-Wl,--gc-sections'] : [],
-        },
-        output,
-      );
     for (const app of apps) {
-      const img = await buildImage({
-        image: app.name,
-        objects: objectsFor(app, compiled),
-        lds: scripts.defaultLds,
-        extraLds: scripts.extraLds,
+      const img = await buildExample(app, compiled, {
         out: join(dir, `${tag}-${b.layout}`, app.name),
         layout: b.layout,
         map: join(dir, `${tag}-${b.layout}.json`),
         seed: `${app.name}:7`,
-        linkArgs,
+        extraArgs: b.dce ? ['-Wl,--gc-sections'] : [],
       });
       const elf = ElfFile.load(img.dbg);
       // The page tables are in the platform's code section, exactly as the assembler made them.

@@ -4,14 +4,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { ElfFile } from '../helper/elf.js';
-import { buildUlib, bootSource, linkWith, platformLds, tempDir, ulibSource } from './_fixtures.js';
+import { bootUlib, linkWith, platformLds, tempDir, testUlib } from './_fixtures.js';
 
 const dir = tempDir('elf');
 let obj: string, image: string;
 
 test.before(async () => {
-  obj = await buildUlib(dir, 'libalpha', ulibSource('libalpha', { funcs: 4 }));
-  const boot = await buildUlib(dir, 'libboot', bootSource());
+  obj = await testUlib(dir, 'libalpha', { funcs: 4 });
+  const boot = await bootUlib(dir);
   image = await linkWith(platformLds, [boot, obj], join(dir, 'img.dbg'));
 });
 

@@ -18,16 +18,9 @@ import {
   firecrackerLoadRules,
   firecrackerMemoryDiff,
 } from '../helper/image/firecracker.js';
-import { buildImage, type Layout } from '../helper/pipeline.js';
-import {
-  type CompiledWorkspace,
-  compileWorkspace,
-  linkCommand,
-  loadApps,
-  objectsFor,
-  platformScripts,
-} from '../helper/workspace/index.js';
-import { root, spacer, tempDir } from './_fixtures.js';
+import type { Layout } from '../helper/pipeline.js';
+import { type CompiledWorkspace, compileWorkspace, loadApps } from '../helper/workspace/index.js';
+import { buildExample, root, spacer, tempDir } from './_fixtures.js';
 
 const out = tempDir('firecracker');
 const apps = loadApps();
@@ -50,25 +43,16 @@ test.after.always(() => {
   if (!process.env.SPACER_KEEP_TMP) rmSync(out, { recursive: true, force: true });
 });
 
-const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
-  linkCommand({ objects, defaultLds, extraLds, out: output }, output);
-
 test.before(async () => {
   compiled = await compileWorkspace(join(out, 'objects'));
-  const s = platformScripts();
   for (const layout of LAYOUTS) {
     // Twice: the second links use the slots the first ones made shared (as the demo does).
     for (let pass = 0; pass < (layout === 'default' ? 1 : 2); pass++) {
       for (const app of apps) {
-        const b = await buildImage({
-          image: app.name,
-          objects: objectsFor(app, compiled),
-          lds: s.defaultLds,
-          extraLds: s.extraLds,
+        const b = await buildExample(app, compiled, {
           out: join(out, layout, app.name),
           layout,
           map: join(out, `${layout}-map.json`),
-          linkArgs,
         });
         if (pass === 0 && layout !== 'default') continue;
         const fc = join(out, layout, `${app.name}.fc`);
@@ -205,142 +189,47 @@ const u32 = (v: number) => {
   return b;
 };
 
+/** A mutation that changes the file in place. */
+const edit =
+  (change: (d: Buffer) => void) =>
+  (d: Buffer): Buffer => {
+    change(d);
+    return d;
+  };
+
 /** Each mutation: the rules it breaks (the one under test first, then those it cannot help
  *  breaking). */
 const mutations: [FirecrackerRule[], (d: Buffer) => Buffer, FirecrackerOptions?][] = [
   [['elf-header'], (d) => d.subarray(0, 40)],
-  [
-    ['elf-magic'],
-    (d) => {
-      d[0] = 0;
-      return d;
-    },
-  ],
-  [
-    ['elf-endian'],
-    (d) => {
-      d[5] = 2;
-      return d;
-    },
-  ],
-  [
-    ['elf-class'],
-    (d) => {
-      d[4] = 1;
-      return d;
-    },
-  ],
-  [
-    ['elf-phentsize'],
-    (d) => {
-      d.writeUInt16LE(32, 54);
-      return d;
-    },
-  ],
-  [
-    ['elf-phoff'],
-    (d) => {
-      d.writeBigUInt64LE(16n, 32);
-      return d;
-    },
-  ],
-  [
-    ['entry-high', 'entry-loaded'],
-    (d) => {
-      d.writeBigUInt64LE(0x9000n, 24);
-      return d;
-    },
-  ],
-  [
-    ['phdr-table'],
-    (d) => {
-      d.writeUInt16LE(0xfff0, 56);
-      return d;
-    },
-  ],
-  [
-    ['segment-in-file'],
-    (d) => {
-      set(d, codeOf(d), 'offset', BigInt(d.length));
-      return d;
-    },
-  ],
+  [['elf-magic'], edit((d) => (d[0] = 0))],
+  [['elf-endian'], edit((d) => (d[5] = 2))],
+  [['elf-class'], edit((d) => (d[4] = 1))],
+  [['elf-phentsize'], edit((d) => d.writeUInt16LE(32, 54))],
+  [['elf-phoff'], edit((d) => d.writeBigUInt64LE(16n, 32))],
+  [['entry-high', 'entry-loaded'], edit((d) => d.writeBigUInt64LE(0x9000n, 24))],
+  [['phdr-table'], edit((d) => d.writeUInt16LE(0xfff0, 56))],
+  [['segment-in-file'], edit((d) => set(d, codeOf(d), 'offset', BigInt(d.length)))],
   [
     ['segment-in-ram', 'entry-loaded', 'ram-size', 'vaddr-paddr'],
-    (d) => {
-      set(d, codeOf(d), 'paddr', 200n << 20n);
-      return d;
-    },
+    edit((d) => set(d, codeOf(d), 'paddr', 200n << 20n)),
   ],
   [
     ['segment-overflow', 'boot-mapped', 'ram-size', 'overlap'],
-    (d) => {
-      set(d, codeOf(d), 'memsz', (1n << 64n) - 0x1000n);
-      return d;
-    },
+    edit((d) => set(d, codeOf(d), 'memsz', (1n << 64n) - 0x1000n)),
   ],
   [['note-read'], (d) => withNote(d, note(1, 'GNU\0', Buffer.alloc(4)), 100n)],
   [['note-overflow'], (d) => withNote(d, note(1, 'GNU\0', Buffer.alloc(4), 0xfffffffe))],
   [['pvh-note'], (d) => withNote(d, note(18, 'Xen\0', u32(0x100000)))],
   [['pvh-note'], (d) => withNote(d, note(18, 'Xen\0', Buffer.alloc(2)))],
-  [
-    ['machine'],
-    (d) => {
-      d.writeUInt16LE(3, 18);
-      return d;
-    },
-  ],
-  [
-    ['entry-loaded'],
-    (d) => {
-      d.writeBigUInt64LE(bssOf(d).vaddr + 0x10n, 24);
-      return d;
-    },
-  ],
-  [
-    ['boot-mapped'],
-    (d) => {
-      place(d, bssOf(d), 3n << 29n);
-      return d;
-    },
-    { memBytes: 2n << 30n },
-  ],
-  [
-    ['low-memory'],
-    (d) => {
-      place(d, bssOf(d), 0x80000n);
-      return d;
-    },
-  ],
-  [
-    ['ram-size'],
-    (d) => {
-      set(d, bssOf(d), 'memsz', 200n << 20n);
-      return d;
-    },
-  ],
+  [['machine'], edit((d) => d.writeUInt16LE(3, 18))],
+  [['entry-loaded'], edit((d) => d.writeBigUInt64LE(bssOf(d).vaddr + 0x10n, 24))],
+  [['boot-mapped'], edit((d) => place(d, bssOf(d), 3n << 29n)), { memBytes: 2n << 30n }],
+  [['low-memory'], edit((d) => place(d, bssOf(d), 0x80000n))],
+  [['ram-size'], edit((d) => set(d, bssOf(d), 'memsz', 200n << 20n))],
   [['initrd'], (d) => d, { initrdBytes: 127n << 20n }],
-  [
-    ['vaddr-paddr'],
-    (d) => {
-      set(d, bssOf(d), 'paddr', bssOf(d).paddr + 0x100000n);
-      return d;
-    },
-  ],
-  [
-    ['page-start'],
-    (d) => {
-      place(d, bssOf(d), bssOf(d).vaddr + 0x10n);
-      return d;
-    },
-  ],
-  [
-    ['overlap'],
-    (d) => {
-      place(d, bssOf(d), codeOf(d).vaddr);
-      return d;
-    },
-  ],
+  [['vaddr-paddr'], edit((d) => set(d, bssOf(d), 'paddr', bssOf(d).paddr + 0x100000n))],
+  [['page-start'], edit((d) => place(d, bssOf(d), bssOf(d).vaddr + 0x10n))],
+  [['overlap'], edit((d) => place(d, bssOf(d), codeOf(d).vaddr))],
   [['regions'], (d) => d, { regionCapacity: 20 }],
 ];
 
@@ -398,20 +287,8 @@ const memoryMutations: [FirecrackerRule, (d: Buffer) => Buffer][] = [
       return d;
     },
   ],
-  [
-    'memory-regions',
-    (d) => {
-      d.writeUInt32LE(0, bssOf(d).at);
-      return d;
-    },
-  ],
-  [
-    'memory-entry',
-    (d) => {
-      d.writeBigUInt64LE(d.readBigUInt64LE(24) + 1n, 24);
-      return d;
-    },
-  ],
+  ['memory-regions', edit((d) => d.writeUInt32LE(0, bssOf(d).at))],
+  ['memory-entry', edit((d) => d.writeBigUInt64LE(d.readBigUInt64LE(24) + 1n, 24))],
 ];
 
 for (const [i, [rule, mutate]] of memoryMutations.entries()) {

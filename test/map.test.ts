@@ -7,15 +7,7 @@ import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate
 import { checkMap } from '../helper/layout/map-check.js';
 import { readMap } from '../helper/layout/map-file.js';
 import { relayout } from '../helper/layout/relayout.js';
-import {
-  bootSource,
-  buildUlib,
-  linkWith,
-  platformLds,
-  spacer,
-  tempDir,
-  ulibSource,
-} from './_fixtures.js';
+import { bootUlib, linkWith, spacer, spacerLinkArgs, tempDir, testUlib } from './_fixtures.js';
 
 const dir = tempDir('map');
 const libs: Record<string, string> = {};
@@ -23,20 +15,14 @@ const apps: string[] = [];
 let bigA = '';
 
 test.before(async () => {
-  libs.libboot = await buildUlib(dir, 'libboot', bootSource());
+  libs.libboot = await bootUlib(dir);
   for (const [i, n] of ['liba', 'libb', 'libc', 'libd', 'libe'].entries())
-    libs[n] = await buildUlib(dir, n, ulibSource(n, { funcs: 2 + i }));
+    libs[n] = await testUlib(dir, n, { funcs: 2 + i });
   for (let i = 0; i < 16; i++)
-    apps.push(
-      await buildUlib(
-        dir,
-        `app${i}`,
-        ulibSource(`app${i}`, { funcs: 1 + (i % 4), calls: ['liba'] }),
-      ),
-    );
+    apps.push(await testUlib(dir, `app${i}`, { funcs: 1 + (i % 4), calls: ['liba'] }));
   const big = join(dir, 'big');
   mkdirSync(big, { recursive: true });
-  bigA = await buildUlib(big, 'liba', ulibSource('liba', { funcs: 80 }));
+  bigA = await testUlib(big, 'liba', { funcs: 80 });
 });
 
 /** Objects of image i: boot, a subset of the shared µlibs that depends on i, its own app. */
@@ -47,32 +33,11 @@ function objectsOf(i: number): string[] {
   return [libs.libboot, ...shared.map((n) => libs[n]), apps[i]];
 }
 
-const linkArgs = (
-  map: string,
-  image: string,
-  out: string,
-  objects: string[],
-  extra: string[] = [],
-) => [
-  'link',
-  '--map',
-  map,
-  '--image',
-  image,
-  '--lds',
-  platformLds,
-  '--out',
-  out,
-  ...extra,
-  '--',
-  ...objects,
-];
-
 test('16 builds linking at once lose no allocation and leave a consistent map', async (t) => {
   const map = join(dir, 'conc', 'map.json');
   const runs = await Promise.all(
     Array.from({ length: 16 }, (_, i) =>
-      spacer(linkArgs(map, `img${i}`, join(dir, 'conc', `img${i}.lds`), objectsOf(i))),
+      spacer(spacerLinkArgs(map, `img${i}`, join(dir, 'conc', `img${i}.lds`), objectsOf(i))),
     ),
   );
   for (const r of runs) t.is(r.exitCode, 0, r.stderr);
@@ -102,7 +67,7 @@ test('16 builds linking at once lose no allocation and leave a consistent map', 
 
 test('a corrupt, truncated or newer-schema map is one error line and is left as it was', async (t) => {
   const map = join(dir, 'corrupt', 'map.json');
-  const ok = await spacer(linkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)));
+  const ok = await spacer(spacerLinkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)));
   t.is(ok.exitCode, 0, ok.stderr);
   const good = readFileSync(map, 'utf8');
   const cases: [string, RegExp][] = [
@@ -114,7 +79,9 @@ test('a corrupt, truncated or newer-schema map is one error line and is left as 
   ];
   for (const [text, re] of cases) {
     writeFileSync(map, text);
-    const r = await spacer(linkArgs(map, 'img1', join(dir, 'corrupt', 'b.lds'), objectsOf(1)));
+    const r = await spacer(
+      spacerLinkArgs(map, 'img1', join(dir, 'corrupt', 'b.lds'), objectsOf(1)),
+    );
     t.is(r.exitCode, 1);
     t.regex(r.stderr, re);
     t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
@@ -135,13 +102,13 @@ test('a lock left by a dead build is taken over; a live one makes the next build
     `${map}.lock`,
     `${dead.stdout.trim()} ${(await execa('hostname')).stdout.trim()}\n`,
   );
-  const r1 = await spacer(linkArgs(map, 'img0', join(dir, 'lock', 'a.lds'), objectsOf(0)));
+  const r1 = await spacer(spacerLinkArgs(map, 'img0', join(dir, 'lock', 'a.lds'), objectsOf(0)));
   t.is(r1.exitCode, 0, r1.stderr);
   t.false(existsSync(`${map}.lock`));
   // A live holder: this test process.
   writeFileSync(`${map}.lock`, `${process.pid} ${(await execa('hostname')).stdout.trim()}\n`);
   const before = readFileSync(map, 'utf8');
-  const r2 = await spacer(linkArgs(map, 'img1', join(dir, 'lock', 'b.lds'), objectsOf(1)), {
+  const r2 = await spacer(spacerLinkArgs(map, 'img1', join(dir, 'lock', 'b.lds'), objectsOf(1)), {
     env: { SPACER_LOCK_TIMEOUT: '1' },
   });
   t.is(r2.exitCode, 1);
@@ -153,23 +120,23 @@ test('a changed µlib is a new variant: it gets its own place and nothing earlie
   const map = join(dir, 'grow', 'map.json');
   const o = (n: string) => join(dir, 'grow', n);
   // Two images share liba: it gets a stable slot.
-  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
-  t.is((await spacer(linkArgs(map, 'two', o('two.lds'), objectsOf(2)))).exitCode, 0);
-  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'two', o('two.lds'), objectsOf(2)))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
   const scriptBefore = readFileSync(o('one.lds'), 'utf8');
   const m0 = readMap(map)!;
   const [h0] = Object.keys(m0.ulibs.liba.variants);
   const slotBefore = JSON.stringify(m0.ulibs.liba.variants[h0].slot);
   t.truthy(m0.ulibs.liba.variants[h0].slot);
   // A third image brings a grown liba.
-  const r = await spacer(linkArgs(map, 'big', o('big.lds'), [libs.libboot, bigA, apps[1]]));
+  const r = await spacer(spacerLinkArgs(map, 'big', o('big.lds'), [libs.libboot, bigA, apps[1]]));
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stderr, /liba: new variant [0-9a-f]{16} \(other images use [0-9a-f]{16}\)/);
   const m = readMap(map)!;
   t.is(Object.keys(m.ulibs.liba.variants).length, 2);
   t.is(JSON.stringify(m.ulibs.liba.variants[h0].slot), slotBefore, 'old slot unchanged');
   // Relinking the first image gives the very same script.
-  t.is((await spacer(linkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'one', o('one.lds'), objectsOf(0)))).exitCode, 0);
   t.is(readFileSync(o('one.lds'), 'utf8'), scriptBefore);
 });
 
@@ -191,12 +158,13 @@ test('relayout packs variants by the images that use them and names the apps to 
         ];
   for (const i of [1, 3, 5, 7])
     t.is(
-      (await spacer(linkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i), origin(i)))).exitCode,
+      (await spacer(spacerLinkArgs(map, `img${i}`, o(`img${i}.lds`), objectsOf(i), origin(i))))
+        .exitCode,
       0,
     );
   // Another app's build may not take an image name: one line naming both builds and the fix.
   const taken = await spacer(
-    linkArgs(map, 'img1', o('x.lds'), objectsOf(1), [
+    spacerLinkArgs(map, 'img1', o('x.lds'), objectsOf(1), [
       '--app',
       '/apps/other',
       '--build',
@@ -267,8 +235,8 @@ test('same objects and same map: byte-identical script and image', async (t) => 
   const map = join(dir, 'det', 'map.json');
   const o = (n: string) => join(dir, 'det', n);
   const objs = objectsOf(5);
-  t.is((await spacer(linkArgs(map, 'img', o('a.lds'), objs))).exitCode, 0);
-  t.is((await spacer(linkArgs(map, 'img', o('b.lds'), objs))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'img', o('a.lds'), objs))).exitCode, 0);
+  t.is((await spacer(spacerLinkArgs(map, 'img', o('b.lds'), objs))).exitCode, 0);
   const a = readFileSync(o('a.lds')),
     b = readFileSync(o('b.lds'));
   t.true(a.equals(b));

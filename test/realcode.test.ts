@@ -20,7 +20,7 @@ import { finish } from '../helper/pipeline.js';
 import { link, type Plan } from '../helper/link.js';
 import { indirectionNeeds, type IndNeeds, type RewriteStats } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
-import { fixtures, tempDir, UK_CFLAGS } from './_fixtures.js';
+import { compileUlib, fixtures, referencedAddresses, tempDir, UK_CFLAGS } from './_fixtures.js';
 
 const FIX = join(fixtures, 'realcode');
 const PLATFORM = join(FIX, 'platform.lds');
@@ -80,24 +80,8 @@ let expected = '';
 const times: Record<string, number> = {};
 
 /** Compiles C into a µlib object as Unikraft does: gcc -c, gcc -Wl,-r (ld -r), objcopy. */
-async function ulib(name: string, source: string, flags: string[]): Promise<string> {
-  const o = join(dir, `${name}.main.o`),
-    ldo = join(dir, `${name}.ld.o`),
-    out = join(dir, `${name}.o`);
-  await execa('gcc', [...CFLAGS, ...flags, '-c', source, '-o', o]);
-  await execa('gcc', [
-    '-nostdlib',
-    '-Wl,-r',
-    '-Wl,-d',
-    '-Wl,--build-id=none',
-    '-no-pie',
-    o,
-    '-o',
-    ldo,
-  ]);
-  await execa('objcopy', [ldo, out]);
-  return out;
-}
+const ulib = (name: string, source: string, flags: string[]) =>
+  compileUlib(dir, name, source, [...CFLAGS, ...flags]);
 
 /** Static link: the µlibs, then the C runtime (libm, libc.a, libgcc) as archives. */
 async function gccLink(
@@ -340,21 +324,6 @@ run("the rewrite moved thousands of SQLite instructions, within the first pass's
     }
   }
 });
-
-/** objdump's view of a section's code: every direct branch target and RIP-relative address. */
-async function referencedAddresses(path: string, section: string): Promise<bigint[]> {
-  const { stdout } = await execa('objdump', ['-d', '--no-show-raw-insn', '-j', section, path], {
-    maxBuffer: 1 << 30,
-  });
-  const out: bigint[] = [];
-  for (const line of stdout.split('\n')) {
-    const m = /^\s*[0-9a-f]+:\s+(j\w+|call)\s+([0-9a-f]+) </.exec(line);
-    if (m) out.push(BigInt('0x' + m[2]));
-    const r = /# ([0-9a-f]+)(?: <|$)/.exec(line);
-    if (r && line.includes('(%rip)')) out.push(BigInt('0x' + r[1]));
-  }
-  return out;
-}
 
 run(
   "ASLR: libsqlite's code is byte-identical under both seeds at different addresses, and refers only to itself and its table",

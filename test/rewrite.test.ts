@@ -24,7 +24,7 @@ import { entryBound, siteKind } from '../helper/x86/classify.js';
 import { Code, decodeOne, decodeRange } from '../helper/x86/decode.js';
 import { patchSite } from '../helper/x86/tactics.js';
 import { encodeTrampoline, TableError } from '../helper/x86/table.js';
-import { buildUlib, fixtures, tempDir } from './_fixtures.js';
+import { buildUlib, fixtures, referencedAddresses, tempDir } from './_fixtures.js';
 
 const FIX = join(fixtures, 'rewrite');
 const ULIBS = ['liba', 'libb', 'libc'] as const;
@@ -247,19 +247,6 @@ async function rewritten(
   const path = copy(base);
   const stats = await rewriteImage(path, planFor(l), mode);
   return { path, stats };
-}
-
-/** objdump's view of a µlib's code: every branch target and RIP-relative address it names. */
-async function referencedAddresses(path: string, section: string): Promise<bigint[]> {
-  const { stdout } = await execa('objdump', ['-d', '--no-show-raw-insn', '-j', section, path]);
-  const out: bigint[] = [];
-  for (const line of stdout.split('\n')) {
-    const m = /^\s*[0-9a-f]+:\s+(j\w+|call)\s+([0-9a-f]+) </.exec(line);
-    if (m) out.push(BigInt('0x' + m[2]));
-    const r = /# ([0-9a-f]+)(?: <|$)/.exec(line);
-    if (r && line.includes('(%rip)')) out.push(BigInt('0x' + r[1]));
-  }
-  return out;
 }
 
 for (const mode of ['external', 'aslr'] as Mode[]) {

@@ -8,52 +8,29 @@ import { parseScript, renderScript, globMatch } from '../helper/ldscript.js';
 import { readMap } from '../helper/layout/map-file.js';
 import { analyzePlatform } from '../helper/script.js';
 import {
-  bootSource,
-  buildUlib,
+  bootUlib,
   linkWith,
   platformLds,
   root,
   spacer,
+  spacerLink,
   tempDir,
-  ulibSource,
+  testUlib,
 } from './_fixtures.js';
 
 const dir = tempDir('script');
 const objs: Record<string, string> = {};
 
 test.before(async () => {
-  objs.libboot = await buildUlib(dir, 'libboot', bootSource());
+  objs.libboot = await bootUlib(dir);
   for (const n of ['liba', 'libb', 'libc'])
-    objs[n] = await buildUlib(
-      dir,
-      n,
-      ulibSource(n, { funcs: 3, calls: n === 'liba' ? [] : ['liba'] }),
-    );
-  objs.app1 = await buildUlib(dir, 'app1', ulibSource('app1', { funcs: 1, calls: ['libb'] }));
-  objs.app2 = await buildUlib(
-    dir,
-    'app2',
-    ulibSource('app2', { funcs: 5, calls: ['libb', 'libc'] }),
-  );
+    objs[n] = await testUlib(dir, n, { funcs: 3, calls: n === 'liba' ? [] : ['liba'] });
+  objs.app1 = await testUlib(dir, 'app1', { funcs: 1, calls: ['libb'] });
+  objs.app2 = await testUlib(dir, 'app2', { funcs: 5, calls: ['libb', 'libc'] });
 });
 
 async function linkImage(name: string, objects: string[], map = join(dir, 'map.json')) {
-  const lds = join(dir, `${name}.lds`);
-  const r = await spacer([
-    'link',
-    '--map',
-    map,
-    '--image',
-    name,
-    '--lds',
-    platformLds,
-    '--out',
-    lds,
-    '--',
-    ...objects,
-  ]);
-  if (r.exitCode !== 0) throw new Error(r.stderr);
-  const dbg = await linkWith(lds, objects, join(dir, `${name}.dbg`));
+  const { lds, dbg } = await spacerLink(dir, name, objects, map);
   return {
     lds,
     dbg,
@@ -202,29 +179,20 @@ test('per-app variants share one name slot, and what follows the own area starts
   const per = await Promise.all(
     ['pera', 'perb', 'perc'].map(async (tag) => {
       const d = join(dir, tag);
-      return buildUlib(
-        d,
-        'libper',
-        ulibSource('libper', { funcs: 2, extra: `const char libper_name[] = "${tag}-image";\n` }),
-      );
+      return testUlib(d, 'libper', {
+        funcs: 2,
+        extra: `const char libper_name[] = "${tag}-image";\n`,
+      });
     }),
   );
-  const libuse = await buildUlib(
-    dir,
-    'libuse',
-    ulibSource('libuse', { funcs: 2, calls: ['libper'] }),
-  );
+  const libuse = await testUlib(dir, 'libuse', { funcs: 2, calls: ['libper'] });
   const apps = await Promise.all(
     [1, 2, 3].map((i) =>
-      buildUlib(
-        dir,
-        `nsapp${i}`,
-        ulibSource(`nsapp${i}`, {
-          funcs: i,
-          calls: ['libuse'],
-          extra: `unsigned char nsapp${i}_own[${i * 40}] = {1};\n`,
-        }),
-      ),
+      testUlib(dir, `nsapp${i}`, {
+        funcs: i,
+        calls: ['libuse'],
+        extra: `unsigned char nsapp${i}_own[${i * 40}] = {1};\n`,
+      }),
     ),
   );
   const objects = (i: number) => [objs.libboot, libuse, per[i], apps[i]];
@@ -262,7 +230,7 @@ test('an image without the first µlib of a region still has every segment on a 
   const map = join(dir, 'pad-map.json');
   // libr and libs become shared (libr first in every region); the third image has no libr.
   const [libr, libs, libq] = await Promise.all(
-    ['libr', 'libs', 'libq'].map((n) => buildUlib(dir, n, ulibSource(n, { funcs: 2 }))),
+    ['libr', 'libs', 'libq'].map((n) => testUlib(dir, n, { funcs: 2 })),
   );
   await linkImage('padA', [objs.libboot, libr, libs], map);
   await linkImage('padB', [objs.libboot, libr, libs], map);

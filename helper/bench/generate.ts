@@ -12,13 +12,7 @@
 // and example apps alike.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import {
-  type AppSpec,
-  appLibName,
-  loadUlibsConfig,
-  objectBasename,
-  objectKey,
-} from '../workspace/index.js';
+import { type AppSpec, appSpecOf, loadUlibsConfig } from '../workspace/index.js';
 
 /**
  * µlibs every generated app links (besides the platform), alphabetical like apps.json: the FaaS
@@ -255,24 +249,7 @@ export function generateApp(seed: number, index: number): GeneratedApp {
  * one.
  */
 export function appSpec(g: Pick<GeneratedApp, 'name' | 'libs' | 'variants'>, dir: string): AppSpec {
-  const cfg = loadUlibsConfig();
-  const appLib = appLibName(g.name);
-  const order = [...cfg.platform, appLib, ...g.libs];
-  const keyOf = (lib: string) =>
-    lib === appLib
-      ? appLib
-      : objectKey(lib, g.variants[lib], cfg.perApp.includes(lib) ? g.name : undefined);
-  return {
-    name: g.name,
-    dir,
-    appLib,
-    libs: [...g.libs],
-    ulibs: order.map(objectBasename),
-    objectKeys: order.map(keyOf),
-    variants: { ...g.variants },
-    expectedOutput: join(dir, 'expected.txt'),
-    bench: false,
-  };
+  return appSpecOf(loadUlibsConfig(), g, dir, false);
 }
 
 /**

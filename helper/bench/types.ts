@@ -48,15 +48,19 @@ export interface CurvePoint {
   elf_bytes_packed?: number;
 }
 
-export interface KsmFigures {
+/** KSM's counters (/sys/kernel/mm/ksm) at the end of a run, and the run's length (ms). */
+export interface KsmCounters {
   pages_shared: number;
   pages_sharing: number;
   pages_unshared: number;
   zero_pages: number;
   general_profit: number | null;
   converged: boolean;
-  full_scans: number;
   ms: number;
+}
+
+export interface KsmFigures extends KsmCounters {
+  full_scans: number;
   /** The model: D, and what KSM keeps given max_page_sharing (Σ over contents of ⌈m/max⌉). */
   model_distinct_pages: number;
   model_expected_kept: number;
@@ -66,16 +70,9 @@ export interface KsmFigures {
   model_agrees: boolean;
 }
 
-export interface GuestFigures {
+export interface GuestFigures extends KsmCounters {
   guests: number;
   alive: number;
-  pages_shared: number;
-  pages_sharing: number;
-  pages_unshared: number;
-  zero_pages: number;
-  general_profit: number | null;
-  converged: boolean;
-  ms: number;
   /**
    * D of the page model for the same images, for comparison (guests also hold their RAM, BIOS, page
    * tables).

@@ -251,26 +251,33 @@ async function step(
   }
 }
 
+/** Step result `r`, turned into a finding. */
+function asFinding(r: StepResult, kind: FindingKind, name: string, message: string): StepResult {
+  return { ...r, outcome: 'finding', kind, name, message };
+}
+
 /**
  * Verify problems are printed one per line after "spacer: <image>: ": each must be one clear line.
  */
 function checkProblems(problems: string[], r: StepResult): StepResult {
   const bad = problems.find((p) => p.includes('\n') || p.includes('\r'));
-  if (bad)
-    return { ...r, outcome: 'finding', kind: 'multi-line', name: 'verify problem', message: bad };
+  if (bad) return asFinding(r, 'multi-line', 'verify problem', bad);
   const ctl = problems.find((p) => CONTROL.test(p));
-  if (ctl)
-    return {
-      ...r,
-      outcome: 'finding',
-      kind: 'control-chars',
-      name: 'verify problem',
-      message: ctl,
-    };
+  if (ctl) return asFinding(r, 'control-chars', 'verify problem', ctl);
   const masked = problems.find(internal);
-  if (masked)
-    return { ...r, outcome: 'finding', kind: 'masked', name: 'verify problem', message: masked };
+  if (masked) return asFinding(r, 'masked', 'verify problem', masked);
   return r;
+}
+
+/** A step that fails must leave its file as it was (`original`): else that is a finding. */
+function checkAtomic(r: StepResult, file: string, original: Buffer, what: string): StepResult {
+  if (r.outcome !== 'error' || readFileSync(file).equals(original)) return r;
+  return asFinding(
+    r,
+    'not-atomic',
+    'SpacerError',
+    `${what} failed but changed the file: ${r.message}`,
+  );
 }
 
 /**
@@ -300,15 +307,7 @@ async function packStep(ctx: CaseContext, file: string): Promise<StepResult> {
       throw new Error(`packing changed the loaded memory (${r.before} -> ${r.after} bytes)`);
     return `packed, ${r.before} -> ${r.after} bytes`;
   });
-  if (pk.outcome === 'error' && !readFileSync(packed).equals(original)) {
-    pk = {
-      ...pk,
-      outcome: 'finding',
-      kind: 'not-atomic',
-      name: 'SpacerError',
-      message: `packing failed but changed the file: ${pk.message}`,
-    };
-  }
+  pk = checkAtomic(pk, packed, original, 'packing');
   rmSync(packed, { force: true });
   return pk;
 }
@@ -378,15 +377,7 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
       ? `rewritten, but verify finds ${p.length} problem(s): ${p[0]}`
       : `rewritten (${st.sites} sites)`;
   });
-  if (rw.outcome === 'error' && !readFileSync(copy).equals(before)) {
-    rw = {
-      ...rw,
-      outcome: 'finding',
-      kind: 'not-atomic',
-      name: 'SpacerError',
-      message: `the rewrite failed but changed the file: ${rw.message}`,
-    };
-  }
+  rw = checkAtomic(rw, copy, before, 'the rewrite');
   if (rw.outcome === 'finding' && rw.kind === 'masked' && rp && mode) {
     const stack = probeRewrite(copy, rp, mode);
     if (stack) rw.stack = `(recovered by re-running the rewriter's analysis)\n${stack}`;
@@ -396,13 +387,7 @@ export async function runSteps(ctx: CaseContext, c: CaseStart): Promise<StepResu
       f.includes('.spacer-rewrite-') || f.includes('.spacer.tmp') || f.includes('.spacer-plan'),
   );
   if (left.length && rw.outcome !== 'finding')
-    rw = {
-      ...rw,
-      outcome: 'finding',
-      kind: 'leftover',
-      name: 'files',
-      message: `temporary files left behind: ${left.join(', ')}`,
-    };
+    rw = asFinding(rw, 'leftover', 'files', `temporary files left behind: ${left.join(', ')}`);
   steps.push(rw);
   return steps;
 }

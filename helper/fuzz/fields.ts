@@ -2,6 +2,7 @@
 // likely to break a reader, the ELF header tables' field layouts (data), and the regions worth
 // hitting.
 import { SHT_NOBITS, type Section } from '../elf.js';
+import { EHDR, PHDR, SHDR, type FieldDef, type RecordLayout } from '../elflayout.js';
 import type { ImageStruct } from './image.js';
 import type { Rng } from './rng.js';
 
@@ -122,128 +123,31 @@ export function interesting(
 // ---------------------------------------------------------------------------------------------
 // Field layouts
 
-export interface FieldDef {
-  name: string;
-  off: number;
-  width: number;
+/**
+ * A header's fields the mutations pick, each with its weight: `name:weight` words, in the
+ * layout's order (the others, such as e_flags, are left alone).
+ */
+function pick(layout: RecordLayout, weights: string): Record<32 | 64, [FieldDef, number][]> {
+  const w = new Map(weights.split(/\s+/).map((word) => word.split(':') as [string, string]));
+  const of = (defs: FieldDef[]): [FieldDef, number][] =>
+    defs.filter((d) => w.has(d.name)).map((d) => [d, Number(w.get(d.name))]);
+  return { 64: of(layout[64]), 32: of(layout[32]) };
 }
 
-export const EHDR64: FieldDef[] = [
-  { name: 'EI_CLASS', off: 4, width: 1 },
-  { name: 'EI_DATA', off: 5, width: 1 },
-  { name: 'e_type', off: 16, width: 2 },
-  { name: 'e_machine', off: 18, width: 2 },
-  { name: 'e_entry', off: 24, width: 8 },
-  { name: 'e_phoff', off: 32, width: 8 },
-  { name: 'e_shoff', off: 40, width: 8 },
-  { name: 'e_ehsize', off: 52, width: 2 },
-  { name: 'e_phentsize', off: 54, width: 2 },
-  { name: 'e_phnum', off: 56, width: 2 },
-  { name: 'e_shentsize', off: 58, width: 2 },
-  { name: 'e_shnum', off: 60, width: 2 },
-  { name: 'e_shstrndx', off: 62, width: 2 },
-];
-export const EHDR32: FieldDef[] = [
-  { name: 'EI_CLASS', off: 4, width: 1 },
-  { name: 'EI_DATA', off: 5, width: 1 },
-  { name: 'e_type', off: 16, width: 2 },
-  { name: 'e_machine', off: 18, width: 2 },
-  { name: 'e_entry', off: 24, width: 4 },
-  { name: 'e_phoff', off: 28, width: 4 },
-  { name: 'e_shoff', off: 32, width: 4 },
-  { name: 'e_ehsize', off: 40, width: 2 },
-  { name: 'e_phentsize', off: 42, width: 2 },
-  { name: 'e_phnum', off: 44, width: 2 },
-  { name: 'e_shentsize', off: 46, width: 2 },
-  { name: 'e_shnum', off: 48, width: 2 },
-  { name: 'e_shstrndx', off: 50, width: 2 },
-];
-export const EHDR_WEIGHT: Record<string, number> = {
-  EI_CLASS: 1,
-  EI_DATA: 1,
-  e_type: 2,
-  e_machine: 1,
-  e_entry: 1,
-  e_phoff: 6,
-  e_shoff: 8,
-  e_ehsize: 1,
-  e_phentsize: 3,
-  e_phnum: 5,
-  e_shentsize: 4,
-  e_shnum: 6,
-  e_shstrndx: 6,
-};
-
-export const SHDR64: FieldDef[] = [
-  { name: 'sh_name', off: 0, width: 4 },
-  { name: 'sh_type', off: 4, width: 4 },
-  { name: 'sh_flags', off: 8, width: 8 },
-  { name: 'sh_addr', off: 16, width: 8 },
-  { name: 'sh_offset', off: 24, width: 8 },
-  { name: 'sh_size', off: 32, width: 8 },
-  { name: 'sh_link', off: 40, width: 4 },
-  { name: 'sh_info', off: 44, width: 4 },
-  { name: 'sh_addralign', off: 48, width: 8 },
-  { name: 'sh_entsize', off: 56, width: 8 },
-];
-export const SHDR32: FieldDef[] = [
-  { name: 'sh_name', off: 0, width: 4 },
-  { name: 'sh_type', off: 4, width: 4 },
-  { name: 'sh_flags', off: 8, width: 4 },
-  { name: 'sh_addr', off: 12, width: 4 },
-  { name: 'sh_offset', off: 16, width: 4 },
-  { name: 'sh_size', off: 20, width: 4 },
-  { name: 'sh_link', off: 24, width: 4 },
-  { name: 'sh_info', off: 28, width: 4 },
-  { name: 'sh_addralign', off: 32, width: 4 },
-  { name: 'sh_entsize', off: 36, width: 4 },
-];
-export const SHDR_WEIGHT: Record<string, number> = {
-  sh_name: 6,
-  sh_type: 8,
-  sh_flags: 5,
-  sh_addr: 8,
-  sh_offset: 14,
-  sh_size: 16,
-  sh_link: 8,
-  sh_info: 8,
-  sh_addralign: 2,
-  sh_entsize: 3,
-};
-
-export const PHDR64: FieldDef[] = [
-  { name: 'p_type', off: 0, width: 4 },
-  { name: 'p_flags', off: 4, width: 4 },
-  { name: 'p_offset', off: 8, width: 8 },
-  { name: 'p_vaddr', off: 16, width: 8 },
-  { name: 'p_paddr', off: 24, width: 8 },
-  { name: 'p_filesz', off: 32, width: 8 },
-  { name: 'p_memsz', off: 40, width: 8 },
-  { name: 'p_align', off: 48, width: 8 },
-];
-export const PHDR32: FieldDef[] = [
-  { name: 'p_type', off: 0, width: 4 },
-  { name: 'p_offset', off: 4, width: 4 },
-  { name: 'p_vaddr', off: 8, width: 4 },
-  { name: 'p_paddr', off: 12, width: 4 },
-  { name: 'p_filesz', off: 16, width: 4 },
-  { name: 'p_memsz', off: 20, width: 4 },
-  { name: 'p_flags', off: 24, width: 4 },
-  { name: 'p_align', off: 28, width: 4 },
-];
-export const PHDR_WEIGHT: Record<string, number> = {
-  p_type: 3,
-  p_flags: 2,
-  p_offset: 6,
-  p_vaddr: 6,
-  p_paddr: 1,
-  p_filesz: 7,
-  p_memsz: 7,
-  p_align: 1,
-};
-
-export const weighted = (defs: FieldDef[], w: Record<string, number>) =>
-  defs.map((d) => [d, w[d.name] ?? 1] as const);
+export const EHDR_FIELDS = pick(
+  EHDR,
+  'EI_CLASS:1 EI_DATA:1 e_type:2 e_machine:1 e_entry:1 e_phoff:6 e_shoff:8 e_ehsize:1 ' +
+    'e_phentsize:3 e_phnum:5 e_shentsize:4 e_shnum:6 e_shstrndx:6',
+);
+export const SHDR_FIELDS = pick(
+  SHDR,
+  'sh_name:6 sh_type:8 sh_flags:5 sh_addr:8 sh_offset:14 sh_size:16 sh_link:8 sh_info:8 ' +
+    'sh_addralign:2 sh_entsize:3',
+);
+export const PHDR_FIELDS = pick(
+  PHDR,
+  'p_type:3 p_flags:2 p_offset:6 p_vaddr:6 p_paddr:1 p_filesz:7 p_memsz:7 p_align:1',
+);
 
 /** The buffer being mutated (may grow or shrink) and what was done to it. */
 export interface State {

@@ -2,23 +2,16 @@
 import { SHT_NOBITS, SHT_SYMTAB } from '../elf.js';
 import { hex } from '../util/units.js';
 import {
-  EHDR32,
-  EHDR64,
-  EHDR_WEIGHT,
+  EHDR_FIELDS,
   get,
   hotRegion,
   hotSection,
   interesting,
   type Op,
   P64,
-  PHDR32,
-  PHDR64,
-  PHDR_WEIGHT,
+  PHDR_FIELDS,
   put,
-  SHDR32,
-  SHDR64,
-  SHDR_WEIGHT,
-  weighted,
+  SHDR_FIELDS,
 } from './fields.js';
 
 export const bitflip: Op = (rng, st, s) => {
@@ -86,7 +79,7 @@ export const truncate: Op = (rng, st, s) => {
 };
 
 export const ehdrField: Op = (rng, st, s) => {
-  const f = rng.weighted(weighted(st.is64 ? EHDR64 : EHDR32, EHDR_WEIGHT));
+  const f = rng.weighted(EHDR_FIELDS[st.is64 ? 64 : 32]);
   const cur = get(s.buf, f.off, f.width);
   if (cur === undefined) return false;
   const ctx =
@@ -110,7 +103,7 @@ const SH_TYPES = [0n, 1n, 2n, 3n, 4n, 8n, 9n, 11n, 17n, 18n, 0x6ffffff6n, 0xffff
 export const shdrField: Op = (rng, st, s) => {
   if (!st.shnum) return false;
   const sec = hotSection(rng, st);
-  const f = rng.weighted(weighted(st.is64 ? SHDR64 : SHDR32, SHDR_WEIGHT));
+  const f = rng.weighted(SHDR_FIELDS[st.is64 ? 64 : 32]);
   const off = st.shoff + sec.index * st.shentsize + f.off;
   const cur = get(s.buf, off, f.width);
   if (cur === undefined) return false;
@@ -178,9 +171,9 @@ export const phdrField: Op = (rng, st, s) => {
   if (!st.phnum) return false;
   const i = rng.int(st.phnum);
   const base = st.phoff + i * st.phentsize;
-  const defs = st.is64 ? PHDR64 : PHDR32;
-  const fd = (n: string) => defs.find((d) => d.name === n)!;
-  const f = rng.weighted(weighted(defs, PHDR_WEIGHT));
+  const defs = PHDR_FIELDS[st.is64 ? 64 : 32];
+  const fd = (n: string) => defs.find(([d]) => d.name === n)![0];
+  const f = rng.weighted(defs);
   const cur = get(s.buf, base + f.off, f.width);
   if (cur === undefined) return false;
   const filesz = get(s.buf, base + fd('p_filesz').off, f.width) ?? 0n,

@@ -24,7 +24,8 @@
 // not in any release, and stock Unikraft images, p_align 0x1000, would fail it too.)
 import { readFileSync } from 'node:fs';
 import { SpacerError } from '../errors.js';
-import { ElfFile, PT_LOAD } from '../elf.js';
+import { ElfFile, PT_LOAD, type ProgramHeader } from '../elf.js';
+import { PHDR, readFields } from '../elflayout.js';
 import { loadedMemory } from '../pack.js';
 
 const PT_NOTE = 4;
@@ -115,16 +116,7 @@ export interface FirecrackerOptions {
   regionCapacity?: number;
 }
 
-interface Phdr {
-  index: number;
-  type: number;
-  flags: number;
-  offset: bigint;
-  vaddr: bigint;
-  paddr: bigint;
-  filesz: bigint;
-  memsz: bigint;
-}
+type Phdr = ProgramHeader & { index: number };
 
 interface Parsed {
   data: Buffer;
@@ -186,16 +178,9 @@ function parse(data: Buffer, bad: Bad): Parsed | undefined {
   }
   const phdrs: Phdr[] = [];
   for (let i = 0; i < phnum; i++) {
-    const o = Number(phoff) + i * 56;
     phdrs.push({
       index: i,
-      type: data.readUInt32LE(o),
-      flags: data.readUInt32LE(o + 4),
-      offset: data.readBigUInt64LE(o + 8),
-      vaddr: data.readBigUInt64LE(o + 16),
-      paddr: data.readBigUInt64LE(o + 24),
-      filesz: data.readBigUInt64LE(o + 32),
-      memsz: data.readBigUInt64LE(o + 40),
+      ...readFields<ProgramHeader>(data, Number(phoff) + i * 56, PHDR[64]),
     });
   }
   return { data, entry, machine: data.readUInt16LE(18), phdrs };

@@ -97,6 +97,35 @@ export function objectBasename(lib: string): string {
   return lib.startsWith('app') ? `${lib}.o` : `lib${lib}.o`;
 }
 
+/**
+ * The AppSpec of an application whose sources are in `dir`: its link order (platform µlibs, its
+ * own µlib, its libraries) and the object each µlib of it is built as.
+ */
+export function appSpecOf(
+  cfg: UlibsConfig,
+  a: { name: string; libs: string[]; variants: Record<string, string> },
+  dir: string,
+  bench: boolean,
+): AppSpec {
+  const appLib = appLibName(a.name);
+  const order = [...cfg.platform, appLib, ...a.libs];
+  const keyOf = (lib: string): string => {
+    if (lib === appLib) return appLib;
+    return objectKey(lib, a.variants[lib], cfg.perApp.includes(lib) ? a.name : undefined);
+  };
+  return {
+    name: a.name,
+    dir,
+    appLib,
+    libs: [...a.libs],
+    ulibs: order.map(objectBasename),
+    objectKeys: order.map(keyOf),
+    variants: { ...a.variants },
+    expectedOutput: path.join(dir, 'expected.txt'),
+    bench,
+  };
+}
+
 /** All applications of example/apps.json, with their link order resolved. */
 export function loadApps(): AppSpec[] {
   const root = workspaceRoot();
@@ -107,23 +136,11 @@ export function loadApps(): AppSpec[] {
     for (const [lib, v] of Object.entries(variants)) {
       if (!cfg.variants[lib]?.[v]) throw new Error(`app ${a.name}: unknown variant ${lib}+${v}`);
     }
-    const appLib = appLibName(a.name);
-    const order = [...cfg.platform, appLib, ...a.libs];
-    const keyOf = (lib: string): string => {
-      if (lib === appLib) return appLib;
-      return objectKey(lib, variants[lib], cfg.perApp.includes(lib) ? a.name : undefined);
-    };
-    const dir = path.join(root, 'apps', a.name);
-    return {
-      name: a.name,
-      dir,
-      appLib,
-      libs: [...a.libs],
-      ulibs: order.map(objectBasename),
-      objectKeys: order.map(keyOf),
-      variants: { ...variants },
-      expectedOutput: path.join(dir, 'expected.txt'),
-      bench: a.bench === true,
-    };
+    return appSpecOf(
+      cfg,
+      { name: a.name, libs: a.libs, variants },
+      path.join(root, 'apps', a.name),
+      a.bench === true,
+    );
   });
 }

@@ -73,21 +73,15 @@ function light(i: Instruction): Insn {
   };
 }
 
+/** Every field: `light`'s, with the operands' details. */
 function record(d: Decoder, i: Instruction): Insn {
   const co = d.getConstantOffsets(i);
   try {
-    const nearBranch = !i.isInvalid && (i.isCallNear || i.isJmpShortOrNear || i.isJccShortOrNear);
     let hasMem = false;
     for (let k = 0; k < i.opCount; k++) if (i.opKind(k) === OpKind.Memory) hasMem = true;
     const ipRel = hasMem && i.isIpRelMemoryOperand;
     return {
-      ip: i.ip,
-      len: i.length,
-      code: i.code,
-      flow: i.flowControl,
-      invalid: i.isInvalid,
-      nearBranch,
-      target: nearBranch ? i.nearBranchTarget : 0n,
+      ...light(i),
       hasMem,
       ipRel,
       memAddr: ipRel
