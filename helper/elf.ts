@@ -38,6 +38,7 @@ export const STT_NOTYPE = 0,
   STT_OBJECT = 1,
   STT_FUNC = 2,
   STT_SECTION = 3,
+  STT_FILE = 4,
   STT_TLS = 6,
   STT_GNU_IFUNC = 10;
 export const STB_LOCAL = 0,
