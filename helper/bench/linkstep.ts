@@ -114,7 +114,7 @@ export async function linkStep(
   result: BenchResult,
 ): Promise<void> {
   const t = Date.now();
-  const n = Math.min(w.faas.length, run.quick ? 3 : 5);
+  const n = Math.min(w.faas.length, run.quick ? 2 : 5);
   const apps = w.faas.slice(0, n);
   const base = join(run.work, 'link-step');
   rmSync(base, { recursive: true, force: true });

@@ -70,7 +70,7 @@ export async function mapScaling(
   const objects = objectsFor(app, w.compiled.normal);
   const dir = join(run.work, 'map-scaling');
   const changed = appChanged(app, objects, objectsFor(other, w.compiled.normal), other, dir);
-  const reps = run.quick ? 3 : 5;
+  const reps = run.quick ? 2 : 5;
   const out: NonNullable<BenchResult['map_scaling']> = {};
   for (const n of MAP_SIZES) {
     const m = synthesizeMap(base, n, app.name);
