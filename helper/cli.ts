@@ -4,16 +4,12 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { SpacerError, isSpacerError } from './errors.js';
-import { ElfFile } from './elf.js';
-import { compactImage } from './compact.js';
-import { packImage } from './pack.js';
-import { checkFirecrackerImage } from './image/firecracker.js';
-import { placeInMap, readObjects, writeScript } from './link.js';
-import { finish, formatTimings, timed } from './pipeline.js';
-import { checkMapFile, mapGc, mapRelayout, relinkAdvice, showMap } from './mapcmd.js';
 import { defaultMapPath } from './paths.js';
-import { writeFileAtomic } from './util/files.js';
-import { randomBytes } from 'node:crypto';
+import { formatTimings, timed } from './util/timing.js';
+
+// Each command imports its modules when it runs (the bundle, helper/dist/spacer.mjs, keeps them in
+// chunks of their own): `spacer --help`, `map show` or `report` do not load iced-x86's WebAssembly,
+// and `link` loads it only when a new variant's table has to be measured.
 
 /** Parsed options, as the handlers read them (yargs' own types are loose here). */
 interface Args {
@@ -103,8 +99,11 @@ async function main(argv: string[]): Promise<void> {
             '',
           ),
       async (a: Args) => {
+        const { placeInMap, readObjects, writeScript } = await import('./link.js');
+        const { writeFileAtomic } = await import('./util/files.js');
         let aslrSeed: string | undefined;
         if (a.aslr || a.seed !== undefined) {
+          const { randomBytes } = await import('node:crypto');
           aslrSeed = a.seed ? String(a.seed) : randomBytes(8).toString('hex');
           // Recorded so the build can be reproduced: SPACER_ASLR_SEED=<this> gives the same image.
           writeFileAtomic(`${a.out}.seed`, aslrSeed + '\n');
@@ -153,6 +152,7 @@ async function main(argv: string[]): Promise<void> {
           })
           .option('timings', TIMINGS),
       async (a: Args) => {
+        const { finish } = await import('./pipeline.js');
         const times: Record<string, number> = {};
         const r = await finish(a.image, a.plan, times);
         log(
@@ -191,6 +191,10 @@ async function main(argv: string[]): Promise<void> {
           })
           .option('timings', TIMINGS),
       async (a: Args) => {
+        const { ElfFile } = await import('./elf.js');
+        const { packImage } = await import('./pack.js');
+        const { compactImage } = await import('./compact.js');
+        const { writeFileAtomic } = await import('./util/files.js');
         // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
         const input = ElfFile.load(a.image);
         if (input.header.class !== 64)
@@ -211,6 +215,7 @@ async function main(argv: string[]): Promise<void> {
         );
         if (a.vmm === 'firecracker') {
           // The rules of helper/image/firecracker.ts, on the file as it leaves this step.
+          const { checkFirecrackerImage } = await import('./image/firecracker.js');
           const problems = checkFirecrackerImage(a.image, input);
           if (problems.length) {
             writeFileAtomic(a.image, input.data);
@@ -333,7 +338,8 @@ async function main(argv: string[]): Promise<void> {
           'show',
           'print the map: regions, slots per µlib, images',
           (yy) => mapOption(yy),
-          (a: Args) => {
+          async (a: Args) => {
+            const { showMap } = await import('./mapcmd.js');
             process.stdout.write(showMap(a.map ?? defaultMapPath()) + '\n');
           },
         )
@@ -341,7 +347,8 @@ async function main(argv: string[]): Promise<void> {
           'check',
           'validate the map (exit 1 if it has problems)',
           (yy) => mapOption(yy),
-          (a: Args) => {
+          async (a: Args) => {
+            const { checkMapFile } = await import('./mapcmd.js');
             const path = a.map ?? defaultMapPath();
             const problems = checkMapFile(path);
             if (problems.length) {
@@ -355,6 +362,7 @@ async function main(argv: string[]): Promise<void> {
           're-plan every slot from the images the map records (variants used by the same images packed together, most used first); lists the apps to relink',
           (yy) => mapOption(yy),
           async (a: Args) => {
+            const { mapRelayout, relinkAdvice } = await import('./mapcmd.js');
             const path = a.map ?? defaultMapPath();
             const r = await mapRelayout(path);
             process.stdout.write(
@@ -373,6 +381,7 @@ async function main(argv: string[]): Promise<void> {
               describe: 'images to forget first',
             }),
           async (a: Args) => {
+            const { mapGc } = await import('./mapcmd.js');
             const path = a.map ?? defaultMapPath();
             const r = await mapGc(path, (a.forget ?? []).map(String));
             process.stdout.write(

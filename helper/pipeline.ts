@@ -159,26 +159,8 @@ export async function runPasses<C extends FinishContext>(
   }
 }
 
-/** Runs one pass by hand (the CLI's split around make's steps), timing it into `times`. */
-export async function timed<T>(
-  times: Record<string, number>,
-  name: string,
-  fn: () => Promise<T> | T,
-): Promise<T> {
-  const t = performance.now();
-  try {
-    return await fn();
-  } finally {
-    times[name] = (times[name] ?? 0) + performance.now() - t;
-  }
-}
-
-/** `--timings`: one line per pass on stderr. */
-export function formatTimings(times: Record<string, number>): string {
-  return Object.entries(times)
-    .map(([k, ms]) => `spacer: timing: ${k.padEnd(42)} ${ms.toFixed(1).padStart(9)} ms`)
-    .join('\n');
-}
+// One pass by hand (the CLI's split around make's steps) and `--timings`: util/timing.ts.
+export { formatTimings, timed } from './util/timing.js';
 
 export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
   const out = resolve(r.out);

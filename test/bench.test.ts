@@ -74,10 +74,22 @@ test('bench.json has the figures of every supported layout and the curves', (t) 
   t.true(j.targets.length >= 6);
   for (const x of j.targets) t.true(['PASS', 'FAIL', 'SKIP'].includes(x.status), x.id);
   t.true(j.overheads.link.spacer!.link_step_ms > 0);
+  // The link step as make runs it (#14): ld per layout, the helper's cold and warm times, and one
+  // relink against maps of 100, 1 000 and 10 000 images.
+  for (const l of j.layouts_supported) t.true(j.link_step![l]!.ld_ms > 0, `${l}: ld_ms`);
+  t.true(j.link_step!.spacer!.helper_cold_ms! > 0 && j.link_step!.spacer!.helper_warm_ms! > 0);
+  t.is(j.link_step!.default!.helper_warm_ms, null);
+  t.deepEqual(Object.keys(j.map_scaling!), ['100', '1000', '10000']);
+  for (const [n, s] of Object.entries(j.map_scaling!)) {
+    t.is(s.images, Number(n));
+    t.true(s.helper_ms > 0);
+  }
   t.truthy(j.overheads.runtime);
   t.true(j.overheads.runtime!.all_ok, 'cpu-bench printed the same output in every layout');
   const md = readFileSync(join(out, 'bench.md'), 'utf8');
   t.regex(md, /\| layout \| instances \|/);
+  t.regex(md, /\| layout \| samples \| ld \(ms\) \| helper cold \(ms\) \|/);
+  t.regex(md, /^\| 10000 \| /m);
   t.regex(md, /(PASS|FAIL)/);
 });
 

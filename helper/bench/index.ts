@@ -14,6 +14,8 @@ import { pageModel } from './model.js';
 import { writeReport } from './report.js';
 import { runtimeOverhead } from './runtime.js';
 import { targets } from './targets.js';
+import { linkStep } from './linkstep.js';
+import { mapScaling } from './mapscale.js';
 import { linkTiming } from './timing.js';
 import type { BenchOptions, BenchResult, BenchRun } from './types.js';
 
@@ -33,6 +35,10 @@ export async function runBench(o: BenchOptions = {}): Promise<BenchResult> {
   await realKsm(run, result, built, w.examples.length, scans);
   // What the helper costs at link time, measured after everything else so --jobs does not matter.
   await linkTiming(run, w, choice.plans, built, result, o.timingSamples);
+  // The link step as make runs it (CLI processes): cold, warm, and against maps of 100..10 000.
+  await linkStep(run, w, choice.plans, result);
+  const spacer = choice.plans.find((q) => q.layout === 'spacer');
+  if (spacer) await mapScaling(run, w, spacer, result);
   // What the layouts cost at run time: cpu-bench's loop under each.
   await runtimeOverhead(run, w, built, result, o.runtimeRounds);
   // The targets, computed from the figures above.

@@ -2,6 +2,7 @@
 // (bench.md, also what `npm run bench` prints).
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../util/files.js';
+import { linkStepTables } from './linkstep.js';
 import { fmtDur } from './progress.js';
 import { plotSvg } from './svg.js';
 import type { BenchLayout, BenchResult } from './types.js';
@@ -48,6 +49,7 @@ export function formatBenchMarkdown(r: BenchResult): string {
     curveTable,
     guestTable,
     linkOverheads,
+    linkStepTables,
     runtimeLine,
     targetsAndMachine,
   ])

@@ -125,6 +125,26 @@ export interface RewriteFigures {
   data_pointers_median: number;
 }
 
+/** The link step as make runs it, CLI processes (bench/linkstep.ts); medians in ms. */
+export interface LinkStepFigures {
+  samples: number;
+  ld_ms: number;
+  /** spacer link + finish + compact, the image new to the map (null: no helper in this layout). */
+  helper_cold_ms: number | null;
+  /** The same, relinked after only the app µlib changed. */
+  helper_warm_ms: number | null;
+  warm: { link_ms: number; finish_ms: number; compact_ms: number } | null;
+  warm_over_ld: number | null;
+}
+
+/** One relink (spacer link + finish) against a map of `images` images (bench/mapscale.ts). */
+export interface MapScalingFigures {
+  images: number;
+  map_bytes: number;
+  samples: number;
+  helper_ms: number;
+}
+
 export interface Target {
   id: string;
   what: string;
@@ -182,6 +202,12 @@ export interface BenchResult {
       retried?: string[];
     } | null;
   };
+  /** Per layout (issue #14); absent when the step did not run. */
+  link_step?: Partial<Record<BenchLayout, LinkStepFigures>>;
+  /** How the CLI was run for link_step and map_scaling. */
+  link_step_entry?: string;
+  /** By map size in images (100, 1000, 10000). */
+  map_scaling?: Record<string, MapScalingFigures>;
   durations_ms: Record<string, number>;
   targets: Target[];
   out: string;

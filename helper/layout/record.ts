@@ -61,9 +61,12 @@ export function allocateRecord(
     let e = lib.variants[u.variant];
     if (!e) {
       const others = Object.keys(lib.variants).filter((h) => lib.variants[h].images.length);
+      // A few of them by name: with a thousand apps, every app's own variant is one of them.
+      const named = others.slice(0, 3).join(', ');
+      const more = others.length > 3 ? `, and ${others.length - 3} more` : '';
       if (others.length)
         notes.push(
-          `${u.name}: new variant ${u.variant} (other images use ${others.join(', ')}); it shares no pages with those`,
+          `${u.name}: new variant ${u.variant} (other images use ${named}${more}); it shares no pages with those`,
         );
       e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }

@@ -1,0 +1,212 @@
+// The link step as make runs it (issue #14): `spacer link`, ld, `spacer finish`, strip and
+// `spacer compact`, each helper command a process of the bundled CLI (helper/dist/spacer.mjs), so
+// Node's start-up counts as it does for a user. Per layout: ld's time, the helper's time on a cold
+// link (the image new to the workspace map, nothing cached) and on a warm relink (only the app's
+// code changed). The map-size scaling is in mapscale.ts.
+import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { execa } from 'execa';
+import { mapGc } from '../mapcmd.js';
+import { packageRoot } from '../paths.js';
+import {
+  type AppSpec,
+  linkCommand,
+  objectBasename,
+  objectsFor,
+  platformScripts,
+} from '../workspace/index.js';
+import type { Workload } from './build.js';
+import type { LayoutPlan } from './layouts.js';
+import { lap, median, Progress, r1, r3 } from './progress.js';
+import type { BenchResult, BenchRun, LinkStepFigures } from './types.js';
+
+/** The command line that runs the CLI: the bundle when built, else the sources through tsx. */
+export function spacerCommand(): { argv: string[]; entry: string } {
+  const root = packageRoot();
+  const bundle = join(root, 'helper', 'dist', 'spacer.mjs');
+  if (existsSync(bundle)) return { argv: [bundle], entry: 'helper/dist/spacer.mjs' };
+  return {
+    argv: ['--import', 'tsx', join(root, 'helper', 'cli.ts')],
+    entry: 'helper/cli.ts through tsx (no bundle: run npm run build)',
+  };
+}
+
+/** Milliseconds `fn` took. */
+async function ms(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/** Milliseconds of one image's link step: ld and each helper command. */
+export interface StepTimes {
+  link: number;
+  ld: number;
+  finish: number;
+  compact: number;
+}
+
+/**
+ * One link step of `image` from `objects` into `dir`, as make runs it; `map` undefined: the
+ * layout without the helper (ld only, with `extraArgs`).
+ */
+export async function linkStepOnce(o: {
+  image: string;
+  objects: string[];
+  dir: string;
+  map?: string;
+  aslr?: boolean;
+  extraArgs?: string[];
+  compact?: boolean;
+}): Promise<StepTimes> {
+  const cli = spacerCommand().argv;
+  const spacer = (args: string[]) => execa(process.execPath, [...cli, ...args]);
+  const s = platformScripts();
+  mkdirSync(o.dir, { recursive: true });
+  const out = join(o.dir, o.image);
+  const lds = `${out}.lds`,
+    dbg = `${out}.dbg`,
+    elf = `${out}.elf`;
+  const t: StepTimes = { link: 0, ld: 0, finish: 0, compact: 0 };
+  if (o.map) {
+    const aslr = o.aslr ? ['--aslr', '--seed', o.image] : [];
+    const args = ['link', '--image', o.image, '--lds', s.defaultLds, '--out', lds];
+    t.link = await ms(() => spacer([...args, '--map', o.map!, ...aslr, '--', ...o.objects]));
+  }
+  const req = { objects: o.objects, extraLds: s.extraLds, out: dbg, extraArgs: o.extraArgs };
+  const ldArgs = linkCommand({ ...req, defaultLds: o.map ? lds : s.defaultLds }, dbg);
+  if (o.map) ldArgs.splice(ldArgs.indexOf('-o'), 0, '-Wl,--emit-relocs');
+  t.ld = await ms(() => execa('gcc', ldArgs));
+  if (!o.map) return t;
+  t.finish = await ms(() => spacer(['finish', '--plan', `${lds}.json`, dbg]));
+  if (o.compact === false) return t;
+  await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', elf]);
+  t.compact = await ms(() => spacer(['compact', elf]));
+  return t;
+}
+
+/**
+ * `app`'s objects with its own µlib's code replaced by `other`'s (same name, same µlibs): what a
+ * relink sees when only the app changed. The copy goes to `dir`.
+ */
+export function appChanged(
+  app: AppSpec,
+  objects: string[],
+  otherObjects: string[],
+  other: AppSpec,
+  dir: string,
+): string[] {
+  const own = objectBasename(app.appLib);
+  const i = objects.findIndex((p) => basename(p) === own);
+  const j = otherObjects.findIndex((p) => basename(p) === objectBasename(other.appLib));
+  if (i < 0 || j < 0) throw new Error(`bench: ${app.name}: no app object among its objects`);
+  mkdirSync(dir, { recursive: true });
+  const copy = join(dir, own);
+  copyFileSync(otherObjects[j], copy);
+  return objects.map((p, k) => (k === i ? copy : p));
+}
+
+/** Fills result.link_step: per layout, medians over a few FaaS apps. */
+export async function linkStep(
+  run: BenchRun,
+  w: Workload,
+  plans: LayoutPlan[],
+  result: BenchResult,
+): Promise<void> {
+  const t = Date.now();
+  const n = Math.min(w.faas.length, run.quick ? 2 : 5);
+  const apps = w.faas.slice(0, n);
+  const base = join(run.work, 'link-step');
+  rmSync(base, { recursive: true, force: true });
+  const p = new Progress('link step (CLI processes)', n * plans.length, run.log);
+  const fig: BenchResult['link_step'] = {};
+  for (const q of plans) {
+    const compiled = q.dce ? w.compiled.dce : w.compiled.normal;
+    const extraArgs = q.dce ? ['-Wl,--gc-sections'] : undefined;
+    const cold: StepTimes[] = [],
+      warm: StepTimes[] = [];
+    for (const [k, app] of apps.entries()) {
+      const other = w.faas[(k + 1) % w.faas.length];
+      const objects = objectsFor(app, compiled);
+      const dir = join(base, q.layout, app.name);
+      let map: string | undefined;
+      if (q.map) {
+        // The workspace's map without this image: its first link, as on a fresh build folder.
+        map = join(dir, 'map.json');
+        mkdirSync(dir, { recursive: true });
+        copyFileSync(q.map, map);
+        await mapGc(map, [app.name]);
+      }
+      const aslr = q.layout === 'spacer-aslr';
+      cold.push(await linkStepOnce({ image: app.name, objects, dir, map, aslr, extraArgs }));
+      const changed = appChanged(app, objects, objectsFor(other, compiled), other, join(dir, 'o'));
+      warm.push(
+        await linkStepOnce({ image: app.name, objects: changed, dir, map, aslr, extraArgs }),
+      );
+      p.tick();
+    }
+    fig[q.layout] = stepFigures(cold, warm, !!q.map);
+  }
+  result.link_step = fig;
+  result.link_step_entry = spacerCommand().entry;
+  lap(run.durations, 'link_step', t);
+}
+
+function stepFigures(cold: StepTimes[], warm: StepTimes[], helper: boolean): LinkStepFigures {
+  const h = (x: StepTimes) => x.link + x.finish + x.compact;
+  const ld = median([...cold, ...warm].map((x) => x.ld));
+  const hw = median(warm.map(h));
+  return {
+    samples: cold.length,
+    ld_ms: r1(ld),
+    helper_cold_ms: helper ? r1(median(cold.map(h))) : null,
+    helper_warm_ms: helper ? r1(hw) : null,
+    warm: helper
+      ? {
+          link_ms: r1(median(warm.map((x) => x.link))),
+          finish_ms: r1(median(warm.map((x) => x.finish))),
+          compact_ms: r1(median(warm.map((x) => x.compact))),
+        }
+      : null,
+    warm_over_ld: helper ? r3(hw / ld) : null,
+  };
+}
+
+/** bench.md: the link step per layout and the map-size scaling. */
+export function linkStepTables(r: BenchResult, out: string[]): void {
+  const L = r.link_step;
+  if (!L) return;
+  out.push(
+    `#### Link step as make runs it (CLI processes: ${r.link_step_entry ?? '?'}; medians)`,
+    '',
+    '| layout | samples | ld (ms) | helper cold (ms) | helper warm (ms) | warm: link + finish + compact (ms) | warm / ld |',
+    '|---|---|---|---|---|---|---|',
+  );
+  const f1 = (x: number | null) => (x === null ? '-' : x.toFixed(1));
+  for (const [l, f] of Object.entries(L)) {
+    const w = f.warm;
+    out.push(
+      `| ${l} | ${f.samples} | ${f1(f.ld_ms)} | ${f1(f.helper_cold_ms)} | ${f1(f.helper_warm_ms)} | ` +
+        `${w ? `${f1(w.link_ms)} + ${f1(w.finish_ms)} + ${f1(w.compact_ms)}` : '-'} | ${f.warm_over_ld ?? '-'} |`,
+    );
+  }
+  out.push(
+    '',
+    'cold: the image new to the workspace map; warm: relinked after only its app µlib changed.',
+    '',
+  );
+  const S = r.map_scaling;
+  if (!S) return;
+  out.push(
+    '#### Map size: one relink (spacer link + finish) against a map of N images',
+    '',
+    '| images | map bytes | helper (ms) | vs the smallest map |',
+    '|---|---|---|---|',
+  );
+  const first = Object.values(S)[0]?.helper_ms;
+  for (const [n, s] of Object.entries(S))
+    out.push(
+      `| ${n} | ${s.map_bytes.toLocaleString('en-US').replace(/,/g, ' ')} | ${s.helper_ms.toFixed(1)} | ${first ? `${((100 * s.helper_ms) / first).toFixed(0)} %` : '-'} |`,
+    );
+  out.push('');
+}

@@ -1,0 +1,105 @@
+// What the size of the workspace map costs one relink (issue #14: with 10 000 images the helper's
+// time per link should stay within 10 % of that with 100). The bench's own spacer map is grown to
+// N images by copies of one of its FaaS images, each with an app variant of its own (as N
+// different apps would have), then one app is relinked against it (`spacer link` + `spacer
+// finish`, as processes) after only its code changed.
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { assertConsistent } from '../layout/map-check.js';
+import { encodeMap, parseMapFile } from '../layout/map-file.js';
+import type { SpacerMap } from '../layout/map-types.js';
+import { writeFileAtomic } from '../util/files.js';
+import { objectsFor } from '../workspace/index.js';
+import type { Workload } from './build.js';
+import type { LayoutPlan } from './layouts.js';
+import { appChanged, linkStepOnce } from './linkstep.js';
+import { lap, median, r1 } from './progress.js';
+import type { BenchResult, BenchRun } from './types.js';
+
+/** Map sizes of the scaling figures (images). */
+export const MAP_SIZES = [100, 1000, 10000];
+
+/**
+ * `base` with at least `n` images: copies of `template` named synth-<i>, using its shared variants
+ * and, for each µlib it uses in a variant of its own (its app, per-app µlibs), a new variant of
+ * the same sizes used by the copy alone.
+ */
+export function synthesizeMap(base: SpacerMap, n: number, template: string): SpacerMap {
+  const m = structuredClone(base);
+  const t = m.images[template];
+  if (!t) throw new Error(`bench: no image ${template} in the map to copy`);
+  const have = Object.keys(m.images).length;
+  for (let i = 0; have + i < n; i++) {
+    const name = `synth-${i}`;
+    const ulibs: Record<string, string> = {};
+    for (const [u, h] of Object.entries(t.ulibs)) {
+      const v = m.ulibs[u].variants[h];
+      if (v.images.length > 1 || v.slot) {
+        v.images.push(name);
+        ulibs[u] = h;
+        continue;
+      }
+      const nh = createHash('sha256').update(`${name}\0${u}`).digest('hex').slice(0, 16);
+      m.ulibs[u].variants[nh] = {
+        sizes: { ...v.sizes },
+        align: { ...v.align },
+        images: [name],
+        ...(v.modes ? { modes: [...v.modes] } : {}),
+        ...(v.abs_ptr ? { abs_ptr: v.abs_ptr } : {}),
+      };
+      ulibs[u] = nh;
+    }
+    m.images[name] = { ulibs, ...(t.origin ? { origin: { ...t.origin } } : {}) };
+  }
+  return m;
+}
+
+/** Fills result.map_scaling: one relink of a FaaS app against maps of MAP_SIZES images. */
+export async function mapScaling(
+  run: BenchRun,
+  w: Workload,
+  q: LayoutPlan,
+  result: BenchResult,
+): Promise<void> {
+  const t = Date.now();
+  const base = parseMapFile(q.map!);
+  if (!base || w.faas.length < 1) return;
+  const app = w.faas[0],
+    other = w.faas[1 % w.faas.length];
+  const objects = objectsFor(app, w.compiled.normal);
+  const dir = join(run.work, 'map-scaling');
+  const changed = appChanged(app, objects, objectsFor(other, w.compiled.normal), other, dir);
+  const reps = run.quick ? 2 : 5;
+  const out: NonNullable<BenchResult['map_scaling']> = {};
+  for (const n of MAP_SIZES) {
+    const m = synthesizeMap(base, n, app.name);
+    assertConsistent(`bench map of ${n} images`, m);
+    const d = join(dir, String(n));
+    mkdirSync(d, { recursive: true });
+    const pristine = join(d, 'map.pristine.json'),
+      map = join(d, 'map.json');
+    writeFileAtomic(pristine, encodeMap(m));
+    const times: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      copyFileSync(pristine, map);
+      const s = await linkStepOnce({
+        image: app.name,
+        objects: changed,
+        dir: d,
+        map,
+        compact: false,
+      });
+      times.push(s.link + s.finish);
+    }
+    out[String(n)] = {
+      images: Object.keys(m.images).length,
+      map_bytes: statSync(pristine).size,
+      samples: reps,
+      helper_ms: r1(median(times)),
+    };
+    run.log(`bench: map of ${n} images: relink ${r1(median(times))} ms (link + finish)`);
+  }
+  result.map_scaling = out;
+  lap(run.durations, 'map_scaling', t);
+}

@@ -1,0 +1,33 @@
+// The `spacer` command as make runs it: helper/cli.ts and everything it imports in one entry file,
+// helper/dist/spacer.mjs, so Node reads a handful of files at start-up instead of hundreds. Each
+// command's modules are imported by cli.ts when the command runs (code splitting puts them in
+// helper/dist/chunks/): `spacer --help` or `map show` never load the x86 decoder. iced-x86 stays
+// a package (its WebAssembly is read from its own folder). Run by `npm run build`, after tsc.
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'helper', 'dist');
+
+// Chunk names carry a content hash: the ones of an older build are removed, not left to pile up.
+rmSync(join(dist, 'chunks'), { recursive: true, force: true });
+await build({
+  entryPoints: { spacer: join(root, 'helper', 'cli.ts') },
+  outdir: dist,
+  outExtension: { '.js': '.mjs' },
+  chunkNames: 'chunks/[name]-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external: ['iced-x86'],
+  // Bundled CommonJS packages (execa's cross-spawn) call require(): the ES module gets one.
+  banner: {
+    js: "import { createRequire as __spacerRequire } from 'node:module'; const require = __spacerRequire(import.meta.url);",
+  },
+  legalComments: 'none',
+  logLevel: 'warning',
+});
