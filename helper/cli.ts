@@ -15,6 +15,7 @@ import { checkMapFile, mapGc, mapRelayout, relinkAdvice, showMap } from './mapcm
 import { defaultMapPath } from './paths.js';
 import { writeFileAtomic } from './util/files.js';
 import { randomBytes } from 'node:crypto';
+import { auditCommand, auditOptions } from './audit/index.js';
 
 /** Parsed options, as the handlers read them (yargs' own types are loose here). */
 interface Args {
@@ -267,6 +268,12 @@ async function main(argv: string[]): Promise<void> {
           process.exitCode = 1;
         } else process.stdout.write(`${a.image}: every rewritten site verified\n`);
       },
+    )
+    .command(
+      'audit <images..>',
+      'find every page of an ASLR image that depends on the seed; fail unless it carries 64 bits of seed-derived salt',
+      (y) => auditOptions(y),
+      async (a: Args) => auditCommand({ images: a.images, json: a.json, harden: a.harden }),
     )
     .command(
       'demo',

@@ -8,6 +8,7 @@ import { pool } from './util/pool.js';
 import { mapRelayout } from './mapcmd.js';
 import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
+import { hardenBuilt } from './harden.js';
 import { analyzeImages, contentBound, type Report } from './report.js';
 import { packageRoot } from './paths.js';
 import {
@@ -116,6 +117,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         seed: `${app.name}-1`,
         linkArgs,
       });
+      if (layout === 'spacer-aslr') await hardenBuilt(b);
       built[layout].push(b);
       for (const [k, ms] of Object.entries(b.passes)) timings[k] = (timings[k] ?? 0) + ms;
     }
