@@ -53,7 +53,7 @@ export function auditImage(path: string): AuditResult {
         causes: p.causes,
         salt,
         ok: false,
-        problem: `carries no seed-derived salt at ${salt.at.join(', ')}; run 'spacer harden' on it`,
+        problem: `carries no seed-derived salt at ${salt.at.join(', ')}; run 'spacer audit --harden' on the .dbg and rebuild the image from it`,
       };
     return { page, causes: p.causes, salt, ok: true };
   });
