@@ -2,14 +2,15 @@
  * lib-spacer benchmark: loads one unikernel image into private anonymous memory the way the page
  * model of docs/metrics.md sees it, so that KSM can be measured against the model.
  *
- *   loader IMAGE     (ELF32 or ELF64, little endian)
+ *   loader [--ro-only] IMAGE     (ELF32 or ELF64, little endian)
  *
  * Every PT_LOAD with memsz > 0 is placed at its virtual address modulo the page size: its file
  * bytes, then zeros up to memsz, segments in program-header order (a later segment wins where two
  * overlap). The page runs the segments cover are mapped MAP_PRIVATE|MAP_ANONYMOUS, marked
  * MADV_NOHUGEPAGE and MADV_MERGEABLE, and every page is written (so zero pages are present too and
  * KSM with use_zero_pages=1 merges them into the kernel's zero page). Then the loader prints
- * "ready <pages>" on stdout and sleeps until it is killed.
+ * "ready <pages>" on stdout and sleeps until it is killed. With --ro-only, only pages no writable
+ * PT_LOAD touches are marked MADV_MERGEABLE (code and read-only data; writable pages stay private).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +26,7 @@
 
 struct seg {
 	uint64_t vaddr, memsz, filesz, offset;
+	int writable;
 };
 
 struct run {
@@ -55,22 +57,56 @@ static int cmp_run(const void *a, const void *b)
 	return x->first < y->first ? -1 : x->first > y->first ? 1 : 0;
 }
 
+/* Whether page number pg lies (even partly) in a writable segment. */
+static int page_writable(const struct seg *segs, int nseg, uint64_t pg)
+{
+	int i;
+
+	for (i = 0; i < nseg; i++)
+		if (segs[i].writable && pg >= segs[i].vaddr / PAGE &&
+		    pg <= (segs[i].vaddr + segs[i].memsz - 1) / PAGE)
+			return 1;
+	return 0;
+}
+
+/* MADV_MERGEABLE on a run's pages: all of them, or (ro_only) those of no writable segment. */
+static void mark_mergeable(const char *img, const struct run *r, const struct seg *segs, int nseg,
+			   int ro_only)
+{
+	uint64_t pg = r->first, start;
+
+	while (pg < r->end) {
+		if (ro_only && page_writable(segs, nseg, pg)) {
+			pg++;
+			continue;
+		}
+		start = pg;
+		while (pg < r->end && !(ro_only && page_writable(segs, nseg, pg)))
+			pg++;
+		if (madvise(r->mem + (start - r->first) * PAGE, (size_t)((pg - start) * PAGE),
+			    MADV_MERGEABLE))
+			die(img, "madvise(MADV_MERGEABLE)");
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *img;
 	unsigned char *data;
 	long size;
 	FILE *f;
-	int is64, i, nseg = 0, nrun = 0, phnum, phentsize;
+	int is64, i, nseg = 0, nrun = 0, phnum, phentsize, ro_only = 0;
 	uint64_t phoff, pages = 0;
 	struct seg *segs;
 	struct run *runs;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: loader IMAGE\n");
+	if (argc == 3 && !strcmp(argv[1], "--ro-only"))
+		ro_only = 1;
+	else if (argc != 2) {
+		fprintf(stderr, "usage: loader [--ro-only] IMAGE\n");
 		return 2;
 	}
-	img = argv[1];
+	img = argv[argc - 1];
 	f = fopen(img, "rb");
 	if (!f)
 		die(img, "cannot open");
@@ -99,6 +135,7 @@ int main(int argc, char **argv)
 
 		if (rd(p, 4) != PT_LOAD)
 			continue;
+		s.writable = (rd(p + (is64 ? 4 : 24), 4) & 2) != 0; /* PF_W */
 		if (is64) {
 			s.offset = rd(p + 8, 8); s.vaddr = rd(p + 16, 8);
 			s.filesz = rd(p + 32, 8); s.memsz = rd(p + 40, 8);
@@ -140,8 +177,7 @@ int main(int argc, char **argv)
 			die(img, "mmap");
 		if (madvise(runs[i].mem, len, MADV_NOHUGEPAGE))
 			die(img, "madvise(MADV_NOHUGEPAGE)");
-		if (madvise(runs[i].mem, len, MADV_MERGEABLE))
-			die(img, "madvise(MADV_MERGEABLE)");
+		mark_mergeable(img, &runs[i], segs, nseg, ro_only);
 		/* Fault every page in (written as zeros first): the model counts every page. */
 		memset(runs[i].mem, 0, len);
 		pages += runs[i].end - runs[i].first;

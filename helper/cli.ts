@@ -158,6 +158,10 @@ async function main(argv: string[]): Promise<void> {
         log(
           `spacer: ${a.image}: ${r.ulibs} µlibs at their slots${r.alreadyDone ? ' (already finished)' : ''}`,
         );
+        if (r.hardened?.unplaced)
+          log(
+            `spacer: ${a.image}: warning: ${r.hardened.unplaced} of ${r.hardened.pages} seed-dependent pages have no room for a salt; 'spacer audit ${a.image}' names them`,
+          );
         if (a.timings) log(formatTimings(times));
       },
     )
@@ -270,6 +274,33 @@ async function main(argv: string[]): Promise<void> {
           if (problems.length > 20) log(`spacer: ${a.image}: ... and ${problems.length - 20} more`);
           process.exitCode = 1;
         } else process.stdout.write(`${a.image}: every rewritten site verified\n`);
+      },
+    )
+    .command(
+      'audit <images..>',
+      'find every page of an ASLR image that depends on the seed; fail unless it carries 64 bits of seed-derived salt',
+      (y) =>
+        y
+          .positional('images', {
+            type: 'string',
+            array: true,
+            demandOption: true,
+            describe: 'ASLR debug images (.dbg, as spacer finish wrote them)',
+          })
+          .option('harden', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'first salt every seed-dependent page that has no salt yet (rewrites the .dbg)',
+          })
+          .option('json', {
+            type: 'boolean',
+            default: false,
+            describe: 'print the findings as JSON',
+          }),
+      async (a: Args) => {
+        const { auditCommand } = await import('./audit/index.js');
+        await auditCommand({ images: a.images, json: a.json, harden: a.harden });
       },
     )
     .command(

@@ -21,6 +21,7 @@ import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
 import { objcopy } from './util/tools.js';
 import { hex, PAGE_N } from './util/units.js';
 import { verifyImage } from './verify.js';
+import { hardenImage } from './harden.js';
 
 export { PLAN_SECTION, planSectionText, readPlan };
 
@@ -100,6 +101,8 @@ export interface FinishState {
   /** The verified file, waiting beside the image to replace it (record pass). */
   staged?: string;
   rewrite?: RewriteStats;
+  /** ASLR hardening: seed-dependent pages, salted by this run, with no room for a salt. */
+  hardened?: { pages: number; written: number; unplaced: number };
 }
 
 export interface FinishResult {
@@ -107,6 +110,7 @@ export interface FinishResult {
   ulibs: number;
   alreadyDone: boolean;
   rewrite?: RewriteStats;
+  hardened?: FinishState['hardened'];
 }
 
 /**
@@ -199,11 +203,24 @@ export async function recordStep(s: FinishState): Promise<void> {
 }
 
 /** What `spacer finish` reports. */
+/**
+ * Harden (ASLR): every page whose bytes depend on the seed gets 64 bits of seed-derived salt
+ * (harden.ts, docs/security.md), so guessing that page's content costs 2^64 tries, not one per
+ * layout. Runs on the recorded image; the same seed gives the same bytes, a hardened image is left
+ * as it is.
+ */
+export function hardenStep(s: FinishState): void {
+  if (s.plan.rewrite !== 'aslr') return;
+  const r = hardenImage(s.image);
+  s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
+}
+
 export function finishResult(s: FinishState): FinishResult {
   return {
     image: s.image,
     ulibs: s.plan.ulibs.length,
     alreadyDone: s.alreadyDone,
     ...(s.rewrite ? { rewrite: s.rewrite } : {}),
+    ...(s.hardened ? { hardened: s.hardened } : {}),
   };
 }

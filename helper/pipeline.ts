@@ -10,6 +10,7 @@ import { packImage } from './pack.js';
 import {
   checkLayout,
   finishResult,
+  hardenStep,
   recordStep,
   rewriteStep,
   verifyStep,
@@ -96,6 +97,8 @@ export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
   { name: 'verify', run: spacerOnly((c) => verifyStep(c.fin!)) },
   // record: the plan in the image, so report and explain can attribute its pages to µlibs.
   { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
+  // harden: in ASLR mode, each page that depends on the seed carries 64 bits of salt from it.
+  { name: 'harden', run: spacerOnly((c) => hardenStep(c.fin!)) },
 ];
 
 /** The passes of one image, in order. `spacer link` runs the first three, `spacer finish` the
@@ -115,7 +118,7 @@ export const PASSES: readonly Pass[] = [
   },
   // link: the real GNU linker, with the platform's extension scripts as they are.
   { name: 'link', run: runLinker },
-  // layout check, rewrite, verify, record: the post-link passes above.
+  // layout check, rewrite, verify, record, harden: the post-link passes above.
   ...FINISH_PASSES,
   // strip, pack, compact, ELF32: the bootable file (pack: Spacer layouts only).
   { name: 'image', run: (c) => bootableImage(c.dbg, c.elf, { pack: c.spacer }) },

@@ -10,6 +10,7 @@
 //     and jumps through the same memory operand;
 //   - table entries do not overlap and the unused part of the table is still 0xCC.
 import { createHash } from 'node:crypto';
+import { unsaltedContents } from './audit/salt.js';
 import { type ElfFile, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { analyzeUlib } from './rewrite/analyze.js';
@@ -175,7 +176,8 @@ function ulibAreas(elf: ElfFile, ru: RecordUlib, p: (msg: string) => void): Area
     p(`${ru.ind.section} is missing or moved (recorded at ${ru.ind.addr})`);
     return undefined;
   }
-  const code = elf.contents(text);
+  // Page-table salts (harden.ts) are the only ones inside a section: compare the code without them.
+  const code = unsaltedContents(elf, text);
   const table = elf.contents(ind).subarray(0, ru.ind.size);
   if (!ru.ptr) return { text, ind, code, table };
   const ps = elf.section(ru.ptr.section);

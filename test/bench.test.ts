@@ -93,6 +93,22 @@ test('bench.json has the figures of every supported layout and the curves', (t) 
   t.regex(md, /(PASS|FAIL)/);
 });
 
+test('merging only read-only segments keeps more distinct pages than merging all, at most every non-zero page', (t) => {
+  const j = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) as BenchResult;
+  for (const l of j.layouts_supported) {
+    const all = j.layouts[l]!,
+      ro = j.mergeable_ro_only![l]!;
+    // Fewer pages may merge, so D can only grow; the writable pages count once per instance.
+    t.true(ro.distinct_pages >= all.distinct_pages, `${l}: ro-only D ${ro.distinct_pages}`);
+    t.true(ro.distinct_pages <= all.nonzero_pages, `${l}: ro-only D within the non-zero pages`);
+    t.true(ro.writable_nonzero_pages >= 30, `${l}: every image has a non-zero writable page`);
+    t.true(ro.distinct_pages - ro.writable_nonzero_pages <= all.distinct_pages, l);
+    if (j.ksm.ran) t.true(ro.ksm!.model_agrees, `${l}: real KSM with loader --ro-only agrees`);
+  }
+  const md = readFileSync(join(out, 'bench.md'), 'utf8');
+  t.regex(md, /\| read-only only: D \|/);
+});
+
 test('the plot is SVG with one series per supported layout', (t) => {
   const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
   t.regex(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*>/);

@@ -148,8 +148,14 @@ test("ASLR: the per-app variants in name slots keep one code page for all apps (
       new Set(entries.map((u) => u.variant)).size >= 6,
       `${name}: the variants differ between apps`,
     );
-    // Code and table equal in every image (at different addresses: the shuffle), the data not.
     const code = images.map((e) => bytesOf(e, name));
+    if (name === 'libukboot') {
+      // ukboot builds the app's name from immediates in its code, as Unikraft's boot code does:
+      // its code is per app too, so it is the image's own, and the test is that it differs.
+      t.true(new Set(code.map((c) => c.toString('hex'))).size > 1, `${name}: per-app code`);
+      continue;
+    }
+    // Code and table equal in every image (at different addresses: the shuffle), the data not.
     for (const [i, c] of code.entries())
       t.true(
         c.equals(code[0]),
@@ -164,14 +170,15 @@ test("ASLR: the per-app variants in name slots keep one code page for all apps (
   t.true(new Set(rodata).size > 1, "ukboot's read-only data differs between apps");
 });
 
-test('Spacer images keep few program headers (three more than the default) and no empty PT_LOAD at address 0', (t) => {
+test('Spacer images keep few program headers (four more than the default) and no empty PT_LOAD at address 0', (t) => {
   for (const a of demo.apps) {
     const def = ElfFile.load(join(out, 'default', `${a.name}.elf`));
     const sp = ElfFile.load(join(out, 'spacer', `${a.name}.elf`));
     // One PT_LOAD more for the µlibs' .bss, one for the indirection tables; packing leaves out the
-    // zeros before the platform's page-aligned code (its page tables), which starts one more piece.
+    // zeros before the platform's page-aligned code (its page tables), which starts one more piece,
+    // and those between the µlibs' read-only data and the unwind tables (one more).
     t.true(
-      sp.loads.length <= def.loads.length + 3,
+      sp.loads.length <= def.loads.length + 4,
       `${a.name}: ${sp.loads.length} PT_LOADs, default ${def.loads.length}`,
     );
     t.false(

@@ -12,7 +12,7 @@ import { PAGE } from '../util/units.js';
 import { qemuArgs } from '../workspace/index.js';
 import type { Built } from './build.js';
 import { type KsmCounters, KsmSession, ksmUnavailable, readKsmSettings } from './ksm.js';
-import { ksmExpectation, type Scanned, type Scans } from './model.js';
+import { ksmExpectation, roOnlyScans, type Scanned, type Scans } from './model.js';
 import { fmtDur, lap, MiB, Progress, r3 } from './progress.js';
 import type { BenchLayout, BenchResult, BenchRun, GuestFigures } from './types.js';
 
@@ -126,6 +126,19 @@ export async function realKsm(
   try {
     for (const l of result.layouts_supported)
       result.layouts[l]!.ksm = await ksmLoaders(ctx, l, built[l]!.slice(nEx), scans[l]!, tools);
+    // Only read-only segments mergeable: KSM sees those pages alone.
+    for (const l of result.layouts_supported) {
+      const ro = result.mergeable_ro_only?.[l];
+      if (ro)
+        ro.ksm = await ksmLoaders(
+          ctx,
+          l,
+          built[l]!.slice(nEx),
+          roOnlyScans(scans[l]!),
+          tools,
+          true,
+        );
+    }
     if (run.guests > 0) {
       for (const l of result.layouts_supported) {
         const images = built[l]!.slice(nEx, nEx + run.guests);
@@ -160,21 +173,24 @@ async function ksmLoaders(
   images: BuiltImage[],
   scans: Scanned[],
   tools: Tools,
+  roOnly = false,
 ) {
-  const kp = new Progress(`KSM ${l}: loaders`, images.length, log);
+  const what = roOnly ? `${l} (read-only segments only)` : l;
+  const kp = new Progress(`KSM ${what}: loaders`, images.length, log);
   await pool(images, 16, async (b) => {
-    procs.push(await spawnReady(tools.loader, [b.elf], /^ready \d+/m, 60_000));
+    const args = roOnly ? ['--ro-only', b.elf] : [b.elf];
+    procs.push(await spawnReady(tools.loader, args, /^ready \d+/m, 60_000));
     kp.tick();
   });
   const exp = ksmExpectation(scans, maxSharing);
-  log(`bench: KSM ${l}: ${images.length} loaders ready, waiting for convergence`);
+  log(`bench: KSM ${what}: ${images.length} loaders ready, waiting for convergence`);
   const c = await session.converge({ timeoutMs: 900_000 });
   await killAll(procs);
   session.unmergeAll();
   const kept = c.counters.pages_shared + c.counters.pages_unshared;
   const dev = exp.kept ? ((kept - exp.kept) / exp.kept) * 100 : 0;
   log(
-    `bench: KSM ${l}: shared ${c.counters.pages_shared} + unshared ${c.counters.pages_unshared} = ${kept}, model ${exp.kept} (D ${exp.distinct}); sharing ${c.counters.pages_sharing}, zero ${c.counters.zero_pages} (model ${exp.zero}); ${c.converged ? 'converged' : 'NOT converged'} in ${fmtDur(c.ms)}`,
+    `bench: KSM ${what}: shared ${c.counters.pages_shared} + unshared ${c.counters.pages_unshared} = ${kept}, model ${exp.kept} (D ${exp.distinct}); sharing ${c.counters.pages_sharing}, zero ${c.counters.zero_pages} (model ${exp.zero}); ${c.converged ? 'converged' : 'NOT converged'} in ${fmtDur(c.ms)}`,
   );
   return {
     ...pick(c.counters),

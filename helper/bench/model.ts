@@ -4,7 +4,8 @@
 import { statSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { packImage } from '../pack.js';
-import { scanPages } from '../pages.js';
+import { PF_W } from '../elf.js';
+import { loadedPageRanges, scanPages } from '../pages.js';
 import {
   analyzeImages,
   contentBound,
@@ -30,6 +31,13 @@ export interface Scanned {
   zero: number;
   ids: Int32Array;
   elfBytes: number;
+  /**
+   * Per entry of `ids`: 1 when the page lies (even partly) in a writable PT_LOAD, which a loader
+   * that marks only read-only segments mergeable leaves unmerged.
+   */
+  writable: Uint8Array;
+  /** Zero pages outside writable segments (what KSM merges into the zero page with --ro-only). */
+  roZero: number;
 }
 
 /** The FaaS images' scans per layout (the example apps left out). */
@@ -39,10 +47,14 @@ export type Scans = Partial<Record<BenchLayout, Scanned[]>>;
 function scanLayout(paths: string[], onEach: () => void): { scans: Scanned[]; contents: number } {
   const intern = new Map<string, number>();
   const scans = paths.map((p) => {
-    const scan = scanPages(loadImage(p));
+    const elf = loadImage(p);
+    const scan = scanPages(elf);
     const ids = new Int32Array(scan.nonzero.size);
+    const writable = new Uint8Array(scan.nonzero.size);
+    const rw = loadedPageRanges(elf.loads.filter((s) => s.flags & PF_W));
     let k = 0;
-    for (const h of scan.nonzero.values()) {
+    for (const [page, h] of scan.nonzero) {
+      writable[k] = rw.some(([s, e]) => page >= s && page < e) ? 1 : 0;
       let id = intern.get(h);
       if (id === undefined) {
         id = intern.size;
@@ -51,7 +63,18 @@ function scanLayout(paths: string[], onEach: () => void): { scans: Scanned[]; co
       ids[k++] = id;
     }
     onEach();
-    return { pages: scan.pages, zero: scan.zeroPages, ids, elfBytes: statSync(p).size };
+    let rwPages = 0;
+    for (const [s, e] of rw)
+      for (let pg = s; pg < e; pg++) if (scan.ranges.some(([a, b]) => pg >= a && pg < b)) rwPages++;
+    const roZero = scan.pages - rwPages - (ids.length - writable.reduce((a, w) => a + w, 0));
+    return {
+      pages: scan.pages,
+      zero: scan.zeroPages,
+      ids,
+      elfBytes: statSync(p).size,
+      writable,
+      roZero,
+    };
   });
   return { scans, contents: intern.size };
 }
@@ -100,6 +123,32 @@ export function ksmExpectation(scans: Scanned[], maxSharing: number) {
   let kept = 0;
   for (const c of m.values()) kept += Math.ceil(c / maxSharing);
   return { distinct: m.size, kept, zero };
+}
+
+/**
+ * D when the loader marks only read-only segments mergeable (code and read-only data): the
+ * distinct contents of read-only non-zero pages, plus every non-zero page of a writable segment,
+ * kept once per instance. Zero pages are left out as in D (docs/metrics.md).
+ */
+export function roOnlyDistinct(scans: Scanned[]): { distinct: number; writable: number } {
+  const seen = new Set<number>();
+  let writable = 0;
+  for (const s of scans)
+    s.ids.forEach((id, k) => {
+      if (s.writable[k]) writable++;
+      else seen.add(id);
+    });
+  return { distinct: seen.size + writable, writable };
+}
+
+/** The read-only pages of each scan, as KSM sees them when only those are mergeable. */
+export function roOnlyScans(scans: Scanned[]): Scanned[] {
+  return scans.map((s) => ({
+    ...s,
+    ids: s.ids.filter((_, k) => !s.writable[k]),
+    writable: new Uint8Array(0),
+    zero: s.roZero,
+  }));
 }
 
 /** The result with the run's options, machine and workload, and no figures yet. */
@@ -186,6 +235,12 @@ export function pageModel(
       workspace_distinct_pages: workspaceDistinct[l]!,
     };
   }
+  result.mergeable_ro_only = Object.fromEntries(
+    layouts.map((l) => {
+      const ro = roOnlyDistinct(scans[l]!);
+      return [l, { distinct_pages: ro.distinct, writable_nonzero_pages: ro.writable }];
+    }),
+  );
   lap(run.durations, 'model', t);
   return { result, scans };
 }

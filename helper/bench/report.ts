@@ -46,6 +46,7 @@ export function formatBenchMarkdown(r: BenchResult): string {
   const out: string[] = [];
   for (const section of [
     layoutTable,
+    roOnlyTable,
     curveTable,
     guestTable,
     linkOverheads,
@@ -81,6 +82,24 @@ function layoutTable(r: BenchResult, out: string[]): void {
   for (const [l, why] of Object.entries(r.layouts_skipped))
     out.push(`| ${l} | skipped: ${why} | | | | | | | | | | |`);
   out.push('');
+}
+
+/** D when the loader marks only read-only segments mergeable, beside D with every page. */
+function roOnlyTable(r: BenchResult, out: string[]): void {
+  const ro = r.mergeable_ro_only;
+  if (!ro) return;
+  const L = r.layouts_supported.filter((l) => ro[l]);
+  out.push(
+    `Mergeable: every page (all) or read-only segments only (code and read-only data; writable pages kept per instance), ${r.options.apps} instances:`,
+    '',
+  );
+  out.push(`| mergeable | ${L.join(' | ')} |`, `|---|${L.map(() => '---').join('|')}|`);
+  out.push(`| all: D | ${L.map((l) => num(r.layouts[l]!.distinct_pages)).join(' | ')} |`);
+  out.push(`| read-only only: D | ${L.map((l) => num(ro[l]!.distinct_pages)).join(' | ')} |`);
+  out.push(
+    `| of which writable pages | ${L.map((l) => num(ro[l]!.writable_nonzero_pages)).join(' | ')} |`,
+    '',
+  );
 }
 
 /** D against instances: the curves. */

@@ -96,6 +96,15 @@ export interface LayoutFigures extends CurvePoint {
   guests?: GuestFigures;
 }
 
+/** D when only read-only segments are mergeable (bench.json `mergeable_ro_only.<layout>`). */
+export interface RoOnlyFigures {
+  distinct_pages: number;
+  /** Non-zero pages of writable segments: never merged, one per image. */
+  writable_nonzero_pages: number;
+  /** Real KSM with `loader --ro-only`, against the model of the read-only pages alone. */
+  ksm?: KsmFigures;
+}
+
 export interface TimingFigures {
   samples: number;
   /** Medians in ms. */
@@ -166,6 +175,11 @@ export interface BenchResult {
     nolibc_full: number;
   };
   layouts: Partial<Record<BenchLayout, LayoutFigures>>;
+  /**
+   * The loader marks only read-only segments mergeable (code, read-only data; never writable
+   * data): D at N per layout, and how many of those pages are writable ones kept per instance.
+   */
+  mergeable_ro_only?: Partial<Record<BenchLayout, RoOnlyFigures>>;
   curves: Partial<Record<BenchLayout, CurvePoint[]>>;
   ksm: {
     ran: boolean;

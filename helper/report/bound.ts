@@ -137,7 +137,8 @@ export function contentBound(images: readonly (string | ElfFile | ContentInputs)
   return {
     pages: Math.ceil(bytes / PAGE_SIZE),
     bytes,
-    ulib_variants: variants.size,
+    // Own sections are keyed '(name)': they are not µlib variants.
+    ulib_variants: [...variants.keys()].filter((k) => !k.startsWith('(')).length,
     images: ins.length,
     // Named by position: two inputs with one display name are still two images.
     floor_pages: pageFloor(ins.map((i, k) => ({ ...i.floor!, name: String(k) }))).pages,
