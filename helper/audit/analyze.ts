@@ -3,8 +3,8 @@
 // pointer areas, entry stubs, pointer slots), its relocations (--emit-relocs) and its sections.
 //
 // The model: in ASLR mode each µlib's code block (code, table, copies) moves as one unit, by an
-// amount drawn from the seed; everything else (the boot head, pointer areas, read-only data, data,
-// bss) keeps its map address. A page's bytes depend on the seed when
+// amount drawn from the seed; everything else (the boot head, pinned µlibs, pointer areas,
+// read-only data, data, bss) keeps its map address. A page's bytes depend on the seed when
 //   - it holds part of a unit that does not start on a page (the image's own code, after a gap
 //     drawn from the seed), or part of a unit and bytes of something else;
 //   - it holds an entry stub (`jmp` to moved code) or a pointer slot holding an address of moved
@@ -79,7 +79,9 @@ export function readAslrImage(elf: ElfFile): AslrImage {
   const units: Unit[] = [];
   for (const u of record.plan.ulibs) {
     const text = elf.section(u.text);
-    if (!text || text.size === 0n) continue;
+    // A pinned µlib (the platform, code with addresses in it) sits at its map address under every
+    // seed: a fixed place, not a unit.
+    if (!text || text.size === 0n || u.pinned) continue;
     const start = Number(text.addr);
     let end = start + Number(text.size);
     if (u.ind) end = Math.max(end, Number(BigInt(u.ind.addr)) + u.ind.size);

@@ -1,7 +1,17 @@
 // Files the helper replaces: every write goes to a temporary name beside the target (one naming
 // scheme, so a crashed build leaves recognisable leftovers) and lands with a rename, so a reader
 // or make never sees half a file.
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 
 /** A temporary name beside `path`, unique to this process and call:
@@ -15,12 +25,22 @@ export function isTempPath(file: string): boolean {
   return /\.spacer-tmp-\d+-[a-z0-9]+(\.|$)/.test(file);
 }
 
-/** Writes the whole file to a temporary name, syncs it, then renames it over `path`. */
+/**
+ * Writes the whole file to a temporary name, syncs it, then renames it over `path`; a file that
+ * was there keeps its permissions (an executable stays executable).
+ */
 export function writeFileAtomic(path: string, data: string | Buffer): void {
   mkdirSync(dirname(path), { recursive: true });
+  let mode: number | undefined;
+  try {
+    mode = statSync(path).mode & 0o7777;
+  } catch {
+    mode = undefined;
+  }
   const tmp = tempPath(path);
   const fd = openSync(tmp, 'w');
   try {
+    if (mode !== undefined) fchmodSync(fd, mode);
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     fsyncSync(fd);
   } finally {

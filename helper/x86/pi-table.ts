@@ -1,6 +1,7 @@
 // A µlib's table and pointer area in ASLR mode: one position-independent entry (pi.ts,
 // pi-encode.ts) per site that has a form, pointer slots shared by what the relocations name, and
 // classic entries (table.ts) for the rest.
+import { SpacerError } from '../errors.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { directEntry, encodePi } from './pi-encode.js';
@@ -156,11 +157,12 @@ class PointerArea {
       if (key !== undefined) this.shared.set(key, at);
       return at;
     }
-    // Same symbol, class and addend: the same value; anything else is a bug in the keys.
+    // Same symbol, class and addend: the same value. Another value means the code's bytes do not
+    // say what its relocations say (an image changed after the link).
     const i = Number((p - this.addr) / BigInt(PTR_SLOT));
     if (this.vals[i] !== plan.value || (plan.form === 'mem2' && this.vals[i + 1] !== plan.value2)) {
-      throw new Error(
-        `${this.what}: site 0x${s.ip.toString(16)} shares pointer slot 0x${p.toString(16)} (${key}) but needs another value`,
+      throw new SpacerError(
+        `${this.what}: the site at 0x${s.ip.toString(16)} reaches another address than its relocation (${key}) says; the code was changed after the link: relink the image`,
       );
     }
     return p;
