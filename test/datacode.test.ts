@@ -101,6 +101,34 @@ function dataInText(pad: number, ownSection: boolean): string {
   return `extern void ext_a(void); extern char ext_b[];\n__asm__(${JSON.stringify(asm.join('\n') + '\n')});\n`;
 }
 
+test('extents: a call or jmp to a symbol in bytes no sized function covers is decoded on its own', (t) => {
+  // Hand-written stubs without .size (Unikraft's ENTRY): push rdi; mov edi, 32; call sym (PLT32
+  // at +7); pop rdi; iretq; jmp sym (PLT32 at +16); then E8 before a PC32 field (a data word) and
+  // an E8 with no relocation.
+  const bytes = Buffer.from([
+    0x57, 0xbf, 0x20, 0, 0, 0, 0xe8, 0, 0, 0, 0, 0x5f, 0x48, 0xcf, 0x90, 0xe9, 0, 0, 0, 0, 0xe8, 0,
+    0, 0, 0, 0xe8, 0, 0, 0, 0,
+  ]);
+  const ext = codeExtents([sym('stub', 0, 0, STT_FUNC)], 1, 0n, 30n);
+  t.deepEqual(ext, [], 'a function without a size is data');
+  const r = decodeCode(bytes, 0n, ext, [
+    { at: 7n, type: 4 },
+    { at: 16n, type: 4 },
+    { at: 21n, type: 2 },
+  ]);
+  t.deepEqual(
+    r.insns.map((i) => [Number(i.ip), i.len, i.nearBranch]),
+    [
+      [6, 5, true],
+      [15, 5, true],
+    ],
+  );
+  t.true(r.code.isCode(7n) && r.code.isCode(16n));
+  t.false(r.code.isCode(0n), 'the bytes around the call stay data');
+  t.false(r.code.isCode(21n), 'a PC32 field after an E8 byte is not taken for a call');
+  t.false(r.code.isCode(26n));
+});
+
 test('first pass: data inside .text at many offsets, with and without function sections', async (t) => {
   for (const ownSection of [false, true]) {
     for (let pad = 0; pad < 24; pad += 1) {

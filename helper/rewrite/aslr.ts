@@ -90,8 +90,8 @@ function entryStubs(
     const lo = a.text.addr,
       hi = lo + a.text.size;
     const inCode = (v: bigint | undefined): v is bigint => v !== undefined && v >= lo && v < hi;
-    // Only function starts: a switch table's targets (inside a function) keep their addresses, so
-    // a switch dispatch costs no extra jump (its table's page differs per image and is counted).
+    // Function starts, for addresses its code takes (a switch dispatch reads its table, it does
+    // not compute a case's address).
     const starts = new Set(
       syms
         .filter((y) => y.shndx === a.text.index && y.type === STT_FUNC && inCode(y.value))
@@ -109,11 +109,14 @@ function entryStubs(
             : undefined;
       if (v !== undefined && starts.has(v)) entries.add(v);
     }
-    // Data pointing into it: from its own sections, and, through a local symbol (only its own
-    // object can name one), from global tables such as the init table.
+    // Data pointing into it: from its own sections any address of its code (switch tables hold
+    // addresses inside functions: through a stub, a switch dispatch costs one more jump and its
+    // table's page is the same in every image), and, through a local symbol (only its own object
+    // can name one), function starts from global tables such as the init table.
     const own = new Set(u.sections);
     for (const f of dataAddressFields(elf, new Map([[a.text.index, [lo, hi]]])))
-      if ((own.has(f.sec.name) || f.local) && starts.has(f.value)) entries.add(f.value);
+      if (own.has(f.sec.name) ? inCode(f.value) : f.local && starts.has(f.value))
+        entries.add(f.value);
     out.set(u.name, {
       at: u.ptr.addr,
       targets: [...entries].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)),

@@ -146,7 +146,45 @@ export function decodeCode(
     kept.push(e);
     for (const i of part) insns.push(i);
   }
+  const branches = lonelyBranches(bytes, base, extents, fields);
+  if (!branches.length) return { insns, code: codeMapOf(kept), undecided };
+  for (const b of branches) {
+    insns.push(b);
+    kept.push({ start: b.ip, end: b.ip + BigInt(b.len), name: `call/jmp at ${hex(b.ip)}` });
+  }
+  insns.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+  kept.sort(byStart);
   return { insns, code: codeMapOf(kept), undecided };
+}
+
+const R_X86_64_PLT32 = 4;
+
+/**
+ * Calls and jumps to a symbol in bytes no function covers. Hand-written code without `.size`
+ * (Unikraft's interrupt stubs, `ENTRY` without `END`) is data to the rewriter, but `call sym` and
+ * `jmp sym` in it are unmistakable: the assembler writes R_X86_64_PLT32 for them, one byte after
+ * an E8 or E9 opcode. Each is decoded on its own (five bytes, a near branch whose displacement is
+ * the relocated field) so it is rewritten like any call; the bytes around it stay as linked.
+ */
+function lonelyBranches(
+  bytes: Uint8Array,
+  base: bigint,
+  extents: readonly Extent[],
+  fields: readonly { at: bigint; type: number }[],
+): Insn[] {
+  const covered = codeMapOf(extents);
+  const out: Insn[] = [];
+  for (const f of fields) {
+    if (f.type !== R_X86_64_PLT32 || covered.isCode(f.at) || covered.isCode(f.at - 1n)) continue;
+    const off = Number(f.at - base);
+    if (off < 1 || off + 4 > bytes.length || (bytes[off - 1] !== 0xe8 && bytes[off - 1] !== 0xe9))
+      continue;
+    const part = decodeRange(bytes.subarray(off - 1, off + 4), f.at - 1n, [], [f.at]);
+    const i = part[0];
+    if (part.length === 1 && i.len === 5 && i.nearBranch && operandAt(i, 1) !== undefined)
+      out.push(i);
+  }
+  return out;
 }
 
 /** One line for an undecided function: where, and what to do. */

@@ -17,6 +17,11 @@ void uk_console_write(const char *buf, size_t len);
 void uk_console_flush(void);
 unsigned long uk_console_bytes(void);
 
+/* Interrupts: the platform's stubs call uk_console_irq with the vector (as Unikraft's kvm stubs
+ * call the interrupt controller's handler, in another library); the boot reads the counts back. */
+void uk_console_irq(unsigned int vec);
+unsigned int uk_console_irq_count(unsigned int vec);
+
 /* Kernel messages: "[<library>] message", the library found through uklibid. */
 int uk_vprintk(unsigned int libid, const char *fmt, va_list ap);
 int uk_printk(unsigned int libid, const char *fmt, ...)

@@ -40,7 +40,6 @@ static inline uint64_t rdtsc(void)
 void kvmplat_serial_init(void);
 void kvmplat_tls_init(void);
 void kvmplat_traps_init(void);
-void kvmplat_trap(uint32_t vec);
 /* Takes memory from the start of the heap region (before ukalloc runs). */
 void *kvmplat_reserve(size_t size, size_t align);
 

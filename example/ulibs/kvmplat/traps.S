@@ -3,6 +3,9 @@
  * with unwind information for every register they save, as Unikraft's kvm platform writes its
  * IRQ stubs. That gives the platform object a large .eh_frame whose FDEs hold PC-relative
  * addresses of its code, and a table in .rodata with the absolute address of every stub.
+ * Like Unikraft's (ENTRY without END), the stubs are function symbols without a size, so the
+ * rewriter sees data in code; and like Unikraft's, each calls into another library (ukconsole's
+ * interrupt handler), so a call in those bytes names an address that ASLR moves.
  */
 	.altmacro
 
@@ -45,7 +48,7 @@ kvmplat_irq_\vec:
 	SAVE r14
 	SAVE r15
 	movl $\vec, %edi
-	call kvmplat_trap
+	call uk_console_irq
 	RESTORE r15
 	RESTORE r14
 	RESTORE r13
@@ -63,7 +66,6 @@ kvmplat_irq_\vec:
 	RESTORE rdi
 	iretq
 	.cfi_endproc
-	.size kvmplat_irq_\vec, . - kvmplat_irq_\vec
 .endm
 
 .macro ADDR vec

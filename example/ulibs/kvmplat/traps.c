@@ -4,6 +4,7 @@
  * table entry that a layout broke stops the boot with a status of its own.
  */
 #include <stdint.h>
+#include <uk/console.h>
 #include <uk/plat.h>
 #include "io.h"
 
@@ -30,13 +31,6 @@ struct idt_ptr {
 extern void (*const kvmplat_irq_stubs[IRQ_COUNT])(void);
 
 static struct gate idt[256] __attribute__((aligned(16)));
-static volatile uint32_t trap_count[256];
-
-/* Called by every stub with its vector. */
-void kvmplat_trap(uint32_t vec)
-{
-	trap_count[vec & 0xff]++;
-}
 
 static void set_gate(unsigned int vec, uintptr_t addr)
 {
@@ -67,7 +61,7 @@ void kvmplat_traps_init(void)
 	RAISE(128);
 	RAISE(128);
 	RAISE(255);
-	if (trap_count[32] != 1 || trap_count[128] != 2 || trap_count[255] != 1 ||
-	    trap_count[33] != 0)
+	if (uk_console_irq_count(32) != 1 || uk_console_irq_count(128) != 2 ||
+	    uk_console_irq_count(255) != 1 || uk_console_irq_count(33) != 0)
 		ukplat_terminate(0x3e);
 }

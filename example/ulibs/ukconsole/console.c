@@ -111,3 +111,15 @@ static int console_late(void)
 	return 0;
 }
 uk_late_initcall(console_late, 9);
+
+static volatile unsigned int irq_count[256];
+
+void uk_console_irq(unsigned int vec)
+{
+	irq_count[vec & 0xff]++;
+}
+
+unsigned int uk_console_irq_count(unsigned int vec)
+{
+	return irq_count[vec & 0xff];
+}
