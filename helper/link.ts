@@ -282,7 +282,9 @@ async function planClones(
   for (const a of placed) {
     const want = calls.get(a.ulib),
       ind = a.at.ind;
-    if (!want || !ind || !(a.shared || a.named)) continue;
+    // Copies fill the rest of the table's page: only behind code that starts on a page of its own
+    // (own code is packed, the next µlib's code follows its table).
+    if (!want || !ind || !(a.shared || a.named) || (a.at.text?.addr ?? 1) % PAGE !== 0) continue;
     const tableEnd = BigInt(ind.addr + ind.size),
       room = BigInt(alignUp(ind.addr + ind.size, PAGE));
     const chosen: string[] = [],

@@ -53,6 +53,18 @@ test('the page floor L_pg and own pages per image, for every layout', (t) => {
   t.true(Number.isInteger(sp.page_floor_pages) && sp.page_floor_pages > 0);
   t.true(sp.page_floor_pages >= sp.content_bound_pages, 'the floor is at least L');
   t.true(sp.page_floor_pages <= sp.distinct_pages, `L_pg ${sp.page_floor_pages} ≤ D`);
+  // ASLR's cost per image: its pointer area and entry stubs, about one page more than the plain
+  // layout's own pages (the platform pinned, switch tables and interrupt stubs through tables).
+  const as = json.layouts['spacer-aslr'];
+  t.true(
+    as.own_pages_per_image <= sp.own_pages_per_image + 1,
+    `ASLR own pages per image ${as.own_pages_per_image}, plain ${sp.own_pages_per_image}`,
+  );
+  t.true(
+    as.distinct_pages <= 1.15 * sp.distinct_pages,
+    `ASLR D ${as.distinct_pages}, plain ${sp.distinct_pages}`,
+  );
+  t.true(as.distinct_pages < json.layouts.default.distinct_pages, 'ASLR keeps fewer than default');
 });
 
 test('against the default layout: the whole workspace, and every pair of apps on its own', (t) => {

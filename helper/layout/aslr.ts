@@ -120,8 +120,10 @@ export function allocateAslr(
   // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
   // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
   // image.
+  // A name slot's variant (ukboot, uklibid) is per app as well: its code joins the own code (on
+  // real Unikraft ukboot's code holds the app's name, so its page is the image's own anyway).
   const isOwn = new Set(
-    base.placements.filter((p) => !p.shared && !p.named && !fixed.has(p.ulib)).map((p) => p.ulib),
+    base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
   );
   const ownCode = order.filter((n) => isOwn.has(n) && hasCode(n));
   const ownBytes = ownCode.reduce(
