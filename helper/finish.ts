@@ -80,7 +80,7 @@ export function rewritePlan(plan: Plan): RewritePlan {
               size: Number(BigInt(u.slots.ptr.size)),
             }
           : undefined,
-        ...(plan.rewrite === 'aslr' && !u.shared && !u.named ? { own: true } : {}),
+        ...(plan.rewrite === 'aslr' && (!u.shared || u.named) && !u.pinned ? { own: true } : {}),
         ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
         ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
         ...(plan.rewrite === 'aslr' && u.pinned ? { pinned: true } : {}),

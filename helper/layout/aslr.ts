@@ -58,6 +58,13 @@ export function allocateAslr(
   // of itself, and its unwind tables PC-relative ones, so shuffling it would make those pages
   // differ per image. The rest is shuffled.
   const fixed = new Set(req.ulibs.filter((u) => u.pinned || isPlatform(u.name)).map((u) => u.name));
+  // The image's own code: µlibs only it uses, and the per-app variants of the name slots (ukboot,
+  // uklibid; on real Unikraft ukboot's code holds the app's name). Its pages are its own wherever it
+  // goes, so it is not rewritten: no table, no pointer area, references left as linked (correct for
+  // this image), packed after a gap drawn from the seed.
+  const isOwn = new Set(
+    base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
+  );
   const pinned = req.ulibs.map((u) => u.name).filter((n) => fixed.has(n));
   const order = req.ulibs.map((u) => u.name).filter((n) => !fixed.has(n));
   for (let i = order.length - 1; i > 0; i--) {
@@ -74,6 +81,11 @@ export function allocateAslr(
     const a = at.get(p.ulib)!;
     if (a.ind) a.ptr = a.ind;
     delete a.ind;
+    if (isOwn.has(p.ulib)) {
+      delete a.ptr;
+      byName.get(p.ulib)!.sizes.ind = 0;
+      continue;
+    }
     // A name slot's variant lays its data out its own way, so its code differs between images
     // wherever it holds an absolute address of that data. With those addresses in its pointer
     // area too (when the slot has room for the larger area), its code and table are the same in
@@ -120,11 +132,6 @@ export function allocateAslr(
   // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
   // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
   // image.
-  // A name slot's variant (ukboot, uklibid) is per app as well: its code joins the own code (on
-  // real Unikraft ukboot's code holds the app's name, so its page is the image's own anyway).
-  const isOwn = new Set(
-    base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
-  );
   const ownCode = order.filter((n) => isOwn.has(n) && hasCode(n));
   const ownBytes = ownCode.reduce(
     (a, n) =>
