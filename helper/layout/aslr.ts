@@ -59,9 +59,9 @@ export function allocateAslr(
   // differ per image. The rest is shuffled.
   const fixed = new Set(req.ulibs.filter((u) => u.pinned || isPlatform(u.name)).map((u) => u.name));
   // The image's own code: µlibs only it uses, and the per-app variants of the name slots (ukboot,
-  // uklibid; on real Unikraft ukboot's code holds the app's name). Its pages are its own wherever it
-  // goes, so it is not rewritten: no table, no pointer area, references left as linked (correct for
-  // this image), packed after a gap drawn from the seed.
+  // uklibid; on real Unikraft ukboot's code holds the app's name). Its pages are its own wherever
+  // it goes, so it is not rewritten: no table, no pointer area, references left as linked
+  // (correct for this image), packed after a gap drawn from the seed.
   const isOwn = new Set(
     base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
   );
