@@ -142,52 +142,41 @@ const libB = (variant: string) => ({
 //      content at another address), head 0x32 so page 0x203 differs from a's  -> 8 pages, 2 zero
 //   c: default layout: 0x400 A1 | 0x401 A1 | 0x402 S (0x77) | 0x500 0x88 x10 | 0x501 bss zero
 //                                                                              -> 5 pages, 1 zero
+/** A Spacer image: libA as in every such image, libB's code and read-only data and a 1 KiB head
+ *  filled with the given bytes, libB of the given variant. */
+const spacerImage = (
+  name: string,
+  fill: { libB: number; head: number; roB: number },
+  variant: string,
+) =>
+  build(
+    name,
+    SPACER_LDS,
+    [
+      {
+        name: '.text.libA',
+        flags: 'ax',
+        fill: [
+          [4096, 0x11],
+          [4096, 0x12],
+        ],
+      },
+      { name: '.text.libB', flags: 'ax', fill: [[4096, fill.libB]] },
+      { name: '.text', flags: 'ax', fill: [[1024, fill.head]] },
+      { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
+      { name: '.rodata.libB', flags: 'a', fill: [[4096, fill.roB]] },
+      { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
+      { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
+    ],
+    { spacer: 1, image: name, ulibs: [libA, libB(variant)] },
+  );
+
 let a: string, b: string, c: string;
 let bins: { a: Buffer };
 
 test.before(async () => {
-  a = await build(
-    'a',
-    SPACER_LDS,
-    [
-      {
-        name: '.text.libA',
-        flags: 'ax',
-        fill: [
-          [4096, 0x11],
-          [4096, 0x12],
-        ],
-      },
-      { name: '.text.libB', flags: 'ax', fill: [[4096, 0x21]] },
-      { name: '.text', flags: 'ax', fill: [[1024, 0x31]] },
-      { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
-      { name: '.rodata.libB', flags: 'a', fill: [[4096, 0]] },
-      { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
-      { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
-    ],
-    { spacer: 1, image: 'a', ulibs: [libA, libB('bbbbbbbbbbbbbbbb')] },
-  );
-  b = await build(
-    'b',
-    SPACER_LDS,
-    [
-      {
-        name: '.text.libA',
-        flags: 'ax',
-        fill: [
-          [4096, 0x11],
-          [4096, 0x12],
-        ],
-      },
-      { name: '.text.libB', flags: 'ax', fill: [[4096, 0x22]] },
-      { name: '.text', flags: 'ax', fill: [[1024, 0x32]] },
-      { name: '.rodata.libA', flags: 'a', fill: [[2048, 0x41]] },
-      { name: '.rodata.libB', flags: 'a', fill: [[4096, 0x21]] },
-      { name: '.data.libA', flags: 'aw', fill: [[100, 0x51]] },
-      { name: '.bss.libA', flags: 'aw', bss: 0x2000 },
-    ],
-    { spacer: 1, image: 'b', ulibs: [libA, libB('cccccccccccccccc')] },
-  );
+  a = await spacerImage('a', { libB: 0x21, head: 0x31, roB: 0 }, 'bbbbbbbbbbbbbbbb');
+  b = await spacerImage('b', { libB: 0x22, head: 0x32, roB: 0x21 }, 'cccccccccccccccc');
   c = await build('c', DEFAULT_LDS, [
     {
       name: '.text',

@@ -18,13 +18,14 @@ import {
   symbolKey,
   symbolPlace,
   R_X86_64,
+  type CodeMap,
   type CodeRef,
   type Mode,
   type Operand,
   type Place,
   type Site,
 } from '../x86/classify.js';
-import { findInsn } from '../x86/decode.js';
+import { findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
@@ -43,6 +44,22 @@ export function codeRefs(
     symKey: symbolKey(syms[r.sym]),
     addend: r.addend,
   }));
+}
+
+/** The sites of decoded code (findSites), failing in one line that names where (`at`'s place). */
+export function sitesIn(
+  insns: Insn[],
+  refs: CodeRef[],
+  mode: Mode,
+  where: (at: bigint) => string,
+  code: CodeMap,
+  forms: { ownAbs: boolean; pinned: boolean },
+): Site[] {
+  const fail = (at: bigint, msg: string): never => {
+    throw new SpacerError(`${where(at)}: ${msg}; the µlib cannot be rewritten`);
+  };
+  const find = (a: bigint) => findInsn(insns, a);
+  return findSites(insns, refs, mode, find, fail, code, forms.ownAbs, forms.pinned);
 }
 
 /** A data relocation that points outside the µlib, judged from its code's side. */
@@ -123,16 +140,10 @@ export function analyzeUlib(
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const found = findSites(
-    insns,
-    refs,
-    mode,
-    (a) => findInsn(insns, a),
-    fail,
-    codeAt,
-    mode === 'aslr' && u.ownAbs,
-    mode === 'aslr' && u.pinned,
-  );
+  const found = sitesIn(insns, refs, mode, (at) => `${where}: ${hex(at)}`, codeAt, {
+    ownAbs: mode === 'aslr' && !!u.ownAbs,
+    pinned: mode === 'aslr' && !!u.pinned,
+  });
   const sites = found.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
   // Data relocations of the µlib's other sections (and data within its code); those into its own
   // code are branch targets too.

@@ -13,22 +13,15 @@ import {
   type Section,
 } from '../elf.js';
 import { SpacerError } from '../errors.js';
-import {
-  entryBound,
-  findSites,
-  R_X86_64,
-  type Mode,
-  type Place,
-  type Site,
-} from '../x86/classify.js';
-import { Code, findInsn } from '../x86/decode.js';
+import { entryBound, R_X86_64, type Mode, type Place, type Site } from '../x86/classify.js';
+import { Code } from '../x86/decode.js';
 import { codeExtents, decodeCode, undecidedLine } from '../x86/extents.js';
 import { piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
 import { encodePi } from '../x86/pi-encode.js';
 import { slotKey } from '../x86/pi-table.js';
 import { STUB, isEntrySymbol } from '../x86/entries.js';
 import { hex } from '../util/units.js';
-import { codeRefs, dataOutside, targetsOf } from './analyze.js';
+import { codeRefs, dataOutside, sitesIn, targetsOf } from './analyze.js';
 import { checkMode } from './types.js';
 
 export interface IndNeeds {
@@ -208,19 +201,10 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: Relocation[], t: Tall
   for (const u of left) t.undecided.push(undecidedLine(`${objPath}: ${s.name}`, u));
   const place = placeFromText(ctx);
   const refs = codeRefs(relocs, syms, place);
-  const fail = (at: bigint, msg: string): never => {
-    throw new SpacerError(`${objPath}: ${s.name}+${hex(at)}: ${msg}; the µlib cannot be rewritten`);
-  };
-  const found = findSites(
-    insns,
-    refs,
-    mode,
-    (a) => findInsn(insns, a),
-    fail,
-    code,
-    ctx.ownAbs,
-    ctx.pinned,
-  );
+  const found = sitesIn(insns, refs, mode, (at) => `${objPath}: ${s.name}+${hex(at)}`, code, {
+    ownAbs: ctx.ownAbs,
+    pinned: ctx.pinned,
+  });
   t.dataPointers += code.data.length;
   t.linked += code.data.length;
   const relocAt = new Map(relocs.map((r) => [r.offset, r]));
