@@ -182,6 +182,18 @@ test('first pass: an untyped table inside a function is named in one line and le
   t.is(need.sites, 1, 'g is still rewritten');
 });
 
+test('first pass: a µlib whose loaded unwind tables describe its code keeps its place in ASLR mode', async (t) => {
+  const dir = tempDir('unwind');
+  const src = 'int ext(int);\nint f(int x) { return ext(x) + 1; }\n';
+  const plain = await buildUlib(dir, 'libplain', src);
+  const unwind = await buildUlib(dir, 'libunwind', src, ['-fasynchronous-unwind-tables']);
+  t.falsy(ElfFile.load(plain).section('.eh_frame'), 'Unikraft flags: no .eh_frame');
+  t.truthy(ElfFile.load(unwind).section('.eh_frame'));
+  t.false(indirectionNeeds(plain, 'aslr').pinned);
+  t.true(indirectionNeeds(unwind, 'aslr').pinned);
+  t.false(indirectionNeeds(unwind, 'external').pinned, 'only ASLR mode shuffles');
+});
+
 // The example workspace keeps the platform's boot page tables in kvmplat's .text (pagetable.S) and
 // a jump table and constants in ukmath's (dispatch.S); ukmath's self-test runs them at boot.
 const apps = loadApps().filter((a) => ['faas-sha', 'kvstore'].includes(a.name));

@@ -51,8 +51,8 @@ export interface IndNeeds {
   undecided: string[];
   /**
    * ASLR mode: its code holds bytes that depend on where the code lands (data in code with
-   * addresses, functions left as linked), so its pages are the same in every image only if it is
-   * never shuffled (allocateAslr keeps its place).
+   * addresses, functions left as linked), or its loaded unwind tables describe its code, so its
+   * pages are the same in every image only if it is never shuffled (allocateAslr keeps its place).
    */
   pinned: boolean;
 }
@@ -171,8 +171,25 @@ export function indirectionNeeds(
     ptrBytes: t.ptrBytes,
     calls: [...t.calls],
     undecided: t.undecided,
-    pinned: mode === 'aslr' && (t.linked > 0 || t.undecided.length > 0),
+    pinned: mode === 'aslr' && (t.linked > 0 || t.undecided.length > 0 || unwindsOwnCode(ctx)),
   };
+}
+
+/**
+ * Loaded unwind tables (`.eh_frame`) that describe this object's code: their PC-relative addresses,
+ * and the image's `.eh_frame_hdr` sorted by them, would change with a shuffle, so the µlib keeps
+ * its place (on real Unikraft: hand-written assembly with CFI, such as the context switch).
+ */
+function unwindsOwnCode({ elf, syms, slot }: ObjectContext): boolean {
+  return elf.sections.some(
+    (s) =>
+      s.name === '.eh_frame' &&
+      (s.flags & SHF_ALLOC) !== 0n &&
+      elf.relocationsFor(s).some((r) => {
+        const at = syms[r.sym]?.shndx ?? -1;
+        return slot[at] === 'text' && (elf.sections[at].flags & SHF_EXECINSTR) !== 0n;
+      }),
+  );
 }
 
 /** Where a relocation's symbol lives, seen from the object's code. */
