@@ -44,7 +44,7 @@ export default tseslint.config(
       'helper/report.ts',
       'helper/rewrite.ts',
       'helper/finish.ts',
-      'helper/cli.ts',
+      'helper/commands/common.ts',
       'helper/fuzz/reproducers.ts',
       'test/**/*.ts',
     ],

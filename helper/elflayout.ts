@@ -76,3 +76,24 @@ export function readFields<T>(d: Buffer, at: number, defs: FieldDef[]): T {
   }
   return out as T;
 }
+
+/**
+ * Writes the given fields (named without their prefix, as readFields names them) of the record at
+ * `at`; fields not given keep their bytes.
+ */
+export function writeFields(
+  d: Buffer,
+  at: number,
+  defs: FieldDef[],
+  values: Readonly<Record<string, number | bigint>>,
+): void {
+  for (const f of defs) {
+    const v = values[f.name.slice(f.name.indexOf('_') + 1)];
+    if (v === undefined) continue;
+    const o = at + f.off;
+    if (f.width === 8) d.writeBigUInt64LE(BigInt(v), o);
+    else if (f.width === 4) d.writeUInt32LE(Number(v), o);
+    else if (f.width === 2) d.writeUInt16LE(Number(v), o);
+    else d[o] = Number(v);
+  }
+}

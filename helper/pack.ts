@@ -29,7 +29,9 @@ import {
   SHT_NOBITS,
   SHT_STRTAB,
   type ProgramHeader,
+  type Section,
 } from './elf.js';
+import { EHDR, PHDR, SHDR, writeFields } from './elflayout.js';
 import { writeFileAtomic } from './util/files.js';
 import { PAGE_N } from './util/units.js';
 
@@ -49,6 +51,7 @@ export interface PackResult {
   alreadyPacked: boolean;
 }
 
+/** A PT_LOAD of the packed file: file bytes [vaddr, fileEnd), zero fill up to memEnd. */
 interface Piece {
   vaddr: bigint;
   paddr: bigint;
@@ -60,8 +63,40 @@ interface Piece {
   offset: bigint;
 }
 
+/** A zero tail no section covers: it gets a NOBITS section header of its own. */
+interface ZeroTail {
+  addr: bigint;
+  size: bigint;
+  flags: bigint;
+}
+
+/** The packed file as it is being laid out. */
+interface Layout {
+  elf: ElfFile;
+  pieces: Piece[];
+  /** File offset of each section's bytes. */
+  secOff: Map<number, bigint>;
+  /** Allocated sections whose bytes are all zeros and no longer in the file. */
+  nobits: Set<number>;
+  tails: ZeroTail[];
+  /** The section name table, with `.spacer.zero` added when needed, and that name's offset. */
+  names: Buffer;
+  tailName: number;
+  /** Bytes to place, at their file offsets. */
+  body: [bigint, Buffer][];
+  shoff: bigint;
+}
+
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
+const byStart = (a: [bigint, bigint], b: [bigint, bigint]) =>
+  a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+const alignTo = (o: bigint, a: bigint, want: bigint) => o + ((((want - o) % a) + a) % a);
+
+function isZero(data: Buffer, from: bigint, to: bigint): boolean {
+  for (let i = Number(from); i < Number(to); i++) if (data[i] !== 0) return false;
+  return true;
+}
 
 /**
  * Packs a stripped ELF executable (ELF32 or ELF64) in place (`write: false`: only says how small it
@@ -71,162 +106,217 @@ export function packImage(
   path: string,
   opts: { minGap?: number; write?: boolean } = {},
 ): PackResult {
-  const minGap = BigInt(opts.minGap ?? PACK_MIN_GAP);
   const elf = ElfFile.load(path);
-  const data = elf.data,
-    h = elf.header,
-    is64 = h.class === 64;
-  const loads = elf.segments.filter((p) => p.type === PT_LOAD);
-  const unchanged: PackResult = {
+  refuseUnpackable(path, elf);
+  const loads = elf.loads;
+  const result = (file: Buffer, pieces: number, dropped: bigint): PackResult => ({
     image: path,
-    before: data.length,
-    after: data.length,
+    before: elf.data.length,
+    after: file.length,
     loadsBefore: loads.length,
-    loadsAfter: loads.length,
-    dropped: 0,
-    alreadyPacked: true,
-  };
-  if (h.type !== ET_EXEC)
+    loadsAfter: pieces,
+    dropped: Number(dropped),
+    alreadyPacked: file === elf.data,
+  });
+  const unchanged = result(elf.data, loads.length, 0n);
+  // 1. Pieces: what each PT_LOAD must keep in the file, cut where zeros cross pages.
+  const cut = cutPieces(elf, BigInt(opts.minGap ?? PACK_MIN_GAP));
+  if (!cut) return unchanged;
+  // 2. The file: headers, pieces, non-loaded sections, names, section headers.
+  const file = layoutFile(elf, cut.pieces);
+  if (!file || file.length >= elf.data.length) return unchanged;
+  // 3. Every loaded byte, before and after: the same memory, the same coverage.
+  check(path, elf, new ElfFile(path, file));
+  if (opts.write !== false) writeFileAtomic(path, file);
+  return result(file, cut.pieces.length, cut.dropped);
+}
+
+/** Only a stripped executable is packed (the .dbg keeps its layout for verify and report). */
+function refuseUnpackable(path: string, elf: ElfFile): void {
+  if (elf.header.type !== ET_EXEC)
     throw new SpacerError(
-      `${path}: not an executable image (ELF type ${h.type}); 'spacer compact' packs the final, stripped image`,
+      `${path}: not an executable image (ELF type ${elf.header.type}); 'spacer compact' packs the final, stripped image`,
     );
-  if (elf.sections.some((s) => s.index !== 0 && s.link !== 0)) {
+  if (elf.sections.some((s) => s.index !== 0 && s.link !== 0))
     throw new SpacerError(
       `${path}: the image has symbols or relocations; run 'spacer compact' on the stripped image (strip -s), not on the .dbg`,
     );
-  }
-  const phEnd = h.phoff + BigInt(h.phnum * h.phentsize);
-  // A segment that loads the ELF headers themselves is left as it is: nothing to pack then.
-  if (loads.some((p) => p.filesz > 0n && p.offset < phEnd)) return unchanged;
-  const isZero = (from: bigint, to: bigint) => {
-    for (let i = Number(from); i < Number(to); i++) if (data[i] !== 0) return false;
-    return true;
-  };
+}
 
-  // 1. Pieces: per PT_LOAD, the ranges its file part must keep (every section but Spacer's zero
-  //    pads, and any non-zero byte outside sections), merged over gaps shorter than minGap.
+/**
+ * The pieces of every PT_LOAD, or undefined when the image is left as it is: a segment loads the
+ * ELF headers themselves, or another segment's bytes (TLS template, notes) would not stay whole.
+ */
+function cutPieces(elf: ElfFile, minGap: bigint): { pieces: Piece[]; dropped: bigint } | undefined {
+  const h = elf.header;
+  const phEnd = h.phoff + BigInt(h.phnum * h.phentsize);
+  if (elf.loads.some((p) => p.filesz > 0n && p.offset < phEnd)) return undefined;
   const pieces: Piece[] = [];
   let dropped = 0n;
-  for (const p of loads) {
-    const fileEnd = p.vaddr + p.filesz,
-      memEnd = p.vaddr + p.memsz;
-    const keep: [bigint, bigint][] = [];
-    const inside = elf.sections
-      .filter(
-        (s) =>
-          s.index !== 0 &&
-          s.flags & SHF_ALLOC &&
-          s.type !== SHT_NOBITS &&
-          s.size > 0n &&
-          s.addr < fileEnd &&
-          s.addr + s.size > p.vaddr,
-      )
-      .sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-    const fileOf = (a: bigint) => p.offset + (a - p.vaddr);
-    let cur = p.vaddr;
-    const between = (lo: bigint, hi: bigint) => {
-      // Bytes no section claims: kept only where they are not zero (ld fills gaps with zeros).
-      if (hi > lo && !isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
-    };
-    for (const s of inside) {
-      const lo = max(s.addr, p.vaddr),
-        hi = min(s.addr + s.size, fileEnd);
-      if (lo > cur) between(cur, lo);
-      if (!PAD.test(s.name) || !isZero(fileOf(lo), fileOf(hi))) keep.push([lo, hi]);
-      if (hi > cur) cur = hi;
-    }
-    between(cur, fileEnd);
-    keep.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    // A piece starts on a page (Unikraft's boot makes each loaded segment a memory region and
-    // asserts it is page-aligned): a cut leaves out the zeros up to the page holding the next
-    // bytes.
-    const runs: [bigint, bigint][] = [];
-    for (const r of keep) {
-      const last = runs[runs.length - 1];
-      const start = r[0] - (r[0] % PAGE_N);
-      if (last && start - last[1] < minGap) last[1] = max(last[1], r[1]);
-      else runs.push([last || start >= p.vaddr ? max(start, p.vaddr) : p.vaddr, r[1]]);
-    }
-    // Leading zeros shorter than minGap stay with the first run; the segment keeps its start.
-    if (runs.length && runs[0][0] - p.vaddr < minGap) runs[0][0] = p.vaddr;
-    // a piece of zeros only
-    if (!runs.length || runs[0][0] > p.vaddr) runs.unshift([p.vaddr, p.vaddr]);
-    runs.forEach((r, i) => {
-      const end = i + 1 < runs.length ? runs[i + 1][0] : memEnd;
+  for (const p of elf.loads) {
+    const runs = runsOf(keptRanges(elf, p), p, minGap);
+    runs.forEach((r, i) =>
       pieces.push({
         vaddr: r[0],
         paddr: p.paddr + (r[0] - p.vaddr),
         fileEnd: r[1],
-        memEnd: end,
+        memEnd: i + 1 < runs.length ? runs[i + 1][0] : p.vaddr + p.memsz,
         flags: p.flags,
         src: p,
         align: 16n,
         offset: 0n,
-      });
-    });
+      }),
+    );
     dropped += p.filesz - runs.reduce((n, r) => n + (r[1] - r[0]), 0n);
   }
   // The piece holding the TLS template keeps the TLS alignment in the file as well.
   const tls = elf.segments.find((p) => p.type === PT_TLS);
-  const pieceOf = (a: bigint, len: bigint) =>
-    pieces.find((q) => a >= q.vaddr && a + len <= q.fileEnd);
   if (tls && tls.filesz > 0n) {
-    const q = pieceOf(tls.vaddr, tls.filesz);
-    if (!q) return unchanged;
+    const q = pieceOf(pieces, tls.vaddr, tls.filesz);
+    if (!q) return undefined;
     q.align = max(q.align, tls.align);
   }
-  for (const p of elf.segments) {
-    if (p.type === PT_LOAD || p.filesz === 0n) continue;
-    // a segment whose bytes we cannot place: leave the file
-    if (!pieceOf(p.vaddr, p.filesz)) return unchanged;
-  }
+  // a segment whose bytes we cannot place: leave the file
+  const lost = elf.segments.some(
+    (p) => p.type !== PT_LOAD && p.filesz > 0n && !pieceOf(pieces, p.vaddr, p.filesz),
+  );
+  return lost ? undefined : { pieces, dropped };
+}
 
-  // 2. The file: headers, pieces, non-loaded sections, names, section headers.
-  const phentsize = is64 ? 56 : 32,
-    shentsize = is64 ? 64 : 40;
-  const others = elf.segments.filter((p) => p.type !== PT_LOAD);
-  const phnum = pieces.length + others.length;
-  let off = BigInt(h.ehsize + phnum * phentsize);
-  const alignTo = (o: bigint, a: bigint, want: bigint) => o + ((((want - o) % a) + a) % a);
+const pieceOf = (pieces: Piece[], a: bigint, len: bigint) =>
+  pieces.find((q) => a >= q.vaddr && a + len <= q.fileEnd);
+
+/**
+ * The address ranges of one PT_LOAD whose bytes the file must keep: every section but Spacer's
+ * zero pads, and any non-zero byte outside sections (ld fills gaps between sections with zeros).
+ */
+function keptRanges(elf: ElfFile, p: ProgramHeader): [bigint, bigint][] {
+  const fileEnd = p.vaddr + p.filesz;
+  const fileOf = (a: bigint) => p.offset + (a - p.vaddr);
+  const zeros = (lo: bigint, hi: bigint) => isZero(elf.data, fileOf(lo), fileOf(hi));
+  const inside = elf.sections
+    .filter(
+      (s) =>
+        s.index !== 0 &&
+        s.flags & SHF_ALLOC &&
+        s.type !== SHT_NOBITS &&
+        s.size > 0n &&
+        s.addr < fileEnd &&
+        s.addr + s.size > p.vaddr,
+    )
+    .sort((a, b) => byStart([a.addr, 0n], [b.addr, 0n]));
+  const keep: [bigint, bigint][] = [];
+  let cur = p.vaddr;
+  for (const s of inside) {
+    const lo = max(s.addr, p.vaddr),
+      hi = min(s.addr + s.size, fileEnd);
+    if (lo > cur && !zeros(cur, lo)) keep.push([cur, lo]);
+    if (!PAD.test(s.name) || !zeros(lo, hi)) keep.push([lo, hi]);
+    if (hi > cur) cur = hi;
+  }
+  if (fileEnd > cur && !zeros(cur, fileEnd)) keep.push([cur, fileEnd]);
+  return keep.sort(byStart);
+}
+
+/**
+ * The kept ranges merged over gaps shorter than minGap, each starting on a page (Unikraft's boot
+ * makes each loaded segment a memory region and asserts it is page-aligned): a cut leaves out the
+ * zeros up to the page holding the next bytes. The first run always starts at the segment.
+ */
+function runsOf(keep: [bigint, bigint][], p: ProgramHeader, minGap: bigint): [bigint, bigint][] {
+  const runs: [bigint, bigint][] = [];
+  for (const r of keep) {
+    const last = runs[runs.length - 1];
+    const start = r[0] - (r[0] % PAGE_N);
+    if (last && start - last[1] < minGap) last[1] = max(last[1], r[1]);
+    else runs.push([last || start >= p.vaddr ? max(start, p.vaddr) : p.vaddr, r[1]]);
+  }
+  // Leading zeros shorter than minGap stay with the first run; the segment keeps its start.
+  if (runs.length && runs[0][0] - p.vaddr < minGap) runs[0][0] = p.vaddr;
+  // a piece of zeros only
+  if (!runs.length || runs[0][0] > p.vaddr) runs.unshift([p.vaddr, p.vaddr]);
+  return runs;
+}
+
+/** The packed file's bytes, or undefined when some section cannot be placed. */
+function layoutFile(elf: ElfFile, pieces: Piece[]): Buffer | undefined {
+  const h = elf.header,
+    is64 = h.class === 64;
+  const phnum = pieces.length + elf.segments.filter((p) => p.type !== PT_LOAD).length;
+  let off = BigInt(h.ehsize) + BigInt(phnum) * (is64 ? 56n : 32n);
   for (const q of pieces) {
-    if (q.fileEnd === q.vaddr) {
-      q.offset = 0n;
-      continue;
-    }
+    if (q.fileEnd === q.vaddr) continue; // zero fill only: offset 0
     q.offset = alignTo(off, q.align, q.vaddr % q.align);
     off = q.offset + (q.fileEnd - q.vaddr);
   }
+  const placed = placeLoadedSections(elf, pieces, off);
+  const shstr = elf.sections[h.shstrndx];
+  // no section names: nothing to name the zero tails with
+  if (!placed || !shstr || h.shstrndx === 0 || shstr.type !== SHT_STRTAB) return undefined;
+  const tails = zeroTails(elf, pieces);
+  const named = withTailName(
+    elf.data.subarray(Number(shstr.offset), Number(shstr.offset + shstr.size)),
+    tails,
+  );
+  const l: Layout = { elf, pieces, ...placed, tails, ...named, body: [], shoff: 0n };
+  for (const q of pieces)
+    if (q.fileEnd > q.vaddr) {
+      const from = q.src.offset + (q.vaddr - q.src.vaddr);
+      l.body.push([q.offset, elf.data.subarray(Number(from), Number(from + q.fileEnd - q.vaddr))]);
+    }
+  off = placeOtherSections(l, off);
+  l.shoff = alignTo(off, is64 ? 8n : 4n, 0n);
+  const file = Buffer.alloc(
+    Number(l.shoff) + (elf.sections.length + tails.length) * (is64 ? 64 : 40),
+  );
+  elf.data.copy(file, 0, 0, h.ehsize);
+  for (const [o, b] of l.body) b.copy(file, Number(o));
+  writeHeaders(file, l);
+  return file;
+}
+
+/**
+ * File offsets of the allocated sections (inside their piece); a section whose bytes fall out of
+ * the file must be all zeros, and becomes NOBITS. Undefined when one is not.
+ */
+function placeLoadedSections(
+  elf: ElfFile,
+  pieces: Piece[],
+  off: bigint,
+): { secOff: Map<number, bigint>; nobits: Set<number> } | undefined {
   const secOff = new Map<number, bigint>();
   const nobits = new Set<number>();
   for (const s of elf.sections) {
-    if (s.index === 0) continue;
-    if (s.flags & SHF_ALLOC) {
-      const q =
-        pieces.find((x) => s.addr >= x.vaddr && s.addr < max(x.memEnd, x.vaddr + 1n)) ??
-        pieces.find((x) => s.addr === x.memEnd);
-      if (s.type !== SHT_NOBITS && s.size > 0n) {
-        const inFile = q && s.addr + s.size <= q.fileEnd;
-        if (!inFile) {
-          const src = loads.find((p) => s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz);
-          if (
-            !src ||
-            !isZero(src.offset + (s.addr - src.vaddr), src.offset + (s.addr + s.size - src.vaddr))
-          )
-            return unchanged;
-          nobits.add(s.index); // all zeros: loaded as zero fill
-        }
-      }
-      secOff.set(
-        s.index,
-        q
-          ? (q.fileEnd > q.vaddr ? q.offset : off) + min(s.addr - q.vaddr, q.fileEnd - q.vaddr)
-          : off,
-      );
+    if (s.index === 0 || !(s.flags & SHF_ALLOC)) continue;
+    const q =
+      pieces.find((x) => s.addr >= x.vaddr && s.addr < max(x.memEnd, x.vaddr + 1n)) ??
+      pieces.find((x) => s.addr === x.memEnd);
+    if (s.type !== SHT_NOBITS && s.size > 0n && !(q && s.addr + s.size <= q.fileEnd)) {
+      if (!allZeros(elf, s)) return undefined;
+      nobits.add(s.index); // all zeros: loaded as zero fill
     }
+    secOff.set(
+      s.index,
+      q ? (q.fileEnd > q.vaddr ? q.offset : off) + min(s.addr - q.vaddr, q.fileEnd - q.vaddr) : off,
+    );
   }
-  // Zero tails no section covers get a NOBITS section of their own (`.spacer.zero`): objcopy,
-  // which Unikraft runs on the image afterwards (boot info), sizes segments from their sections.
-  const gaps: { addr: bigint; size: bigint; flags: bigint }[] = [];
+  return { secOff, nobits };
+}
+
+/** Whether a loaded section's bytes are all zeros in the input file. */
+function allZeros(elf: ElfFile, s: Section): boolean {
+  const src = elf.loads.find((p) => s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.filesz);
+  if (!src) return false;
+  const at = src.offset + (s.addr - src.vaddr);
+  return isZero(elf.data, at, at + s.size);
+}
+
+/**
+ * Zero tails no section covers get a NOBITS section of their own (`.spacer.zero`): objcopy,
+ * which Unikraft runs on the image afterwards (boot info), sizes segments from their sections.
+ */
+function zeroTails(elf: ElfFile, pieces: Piece[]): ZeroTail[] {
+  const tails: ZeroTail[] = [];
   for (const q of pieces) {
     let end = q.fileEnd;
     for (const s of elf.sections) {
@@ -235,169 +325,118 @@ export function packImage(
       if (s.addr + s.size > end) end = s.addr + s.size;
     }
     if (end < q.memEnd)
-      gaps.push({
+      tails.push({
         addr: end,
         size: q.memEnd - end,
         flags: SHF_ALLOC | (q.flags & 2 ? 1n : 0n) | (q.flags & 1 ? 4n : 0n),
       });
   }
-  const shstr = elf.sections[h.shstrndx];
-  // no section names: nothing to name the zero tails with
-  if (!shstr || h.shstrndx === 0 || shstr.type !== SHT_STRTAB) return unchanged;
-  let names = data.subarray(Number(shstr.offset), Number(shstr.offset + shstr.size));
-  let gapName = names.indexOf(Buffer.from('\0.spacer.zero\0'));
-  if (gapName >= 0) gapName += 1;
-  else if (gaps.length) {
-    gapName = names.length;
-    names = Buffer.concat([names, Buffer.from('.spacer.zero\0')]);
-  }
-  const body: [bigint, Buffer][] = [];
-  for (const q of pieces)
-    if (q.fileEnd > q.vaddr)
-      body.push([
-        q.offset,
-        data.subarray(
-          Number(q.src.offset + (q.vaddr - q.src.vaddr)),
-          Number(q.src.offset + (q.fileEnd - q.src.vaddr)),
-        ),
-      ]);
-  for (const s of elf.sections) {
+  return tails;
+}
+
+/** The section names, with `.spacer.zero` added when a zero tail needs it and it is not there. */
+function withTailName(names: Buffer, tails: ZeroTail[]): { names: Buffer; tailName: number } {
+  const at = names.indexOf(Buffer.from('\0.spacer.zero\0'));
+  if (at >= 0) return { names, tailName: at + 1 };
+  if (!tails.length) return { names, tailName: -1 };
+  return {
+    names: Buffer.concat([names, Buffer.from('.spacer.zero\0')]),
+    tailName: names.length,
+  };
+}
+
+/** Sections that are not loaded follow the pieces, each at its alignment; returns the end. */
+function placeOtherSections(l: Layout, off: bigint): bigint {
+  const h = l.elf.header;
+  for (const s of l.elf.sections) {
     if (s.index === 0 || s.flags & SHF_ALLOC) continue;
     if (s.type === SHT_NOBITS || s.size === 0n) {
-      secOff.set(s.index, off);
+      l.secOff.set(s.index, off);
       continue;
     }
     off = alignTo(off, max(1n, s.addralign), 0n);
-    secOff.set(s.index, off);
+    l.secOff.set(s.index, off);
     const bytes =
-      s.index === h.shstrndx ? names : data.subarray(Number(s.offset), Number(s.offset + s.size));
-    body.push([off, bytes]);
+      s.index === h.shstrndx
+        ? l.names
+        : l.elf.data.subarray(Number(s.offset), Number(s.offset + s.size));
+    l.body.push([off, bytes]);
     off += BigInt(bytes.length);
   }
-  const shoff = alignTo(off, is64 ? 8n : 4n, 0n);
-  const shnum = elf.sections.length + gaps.length;
-  const total = Number(shoff) + shnum * shentsize;
-  if (total >= data.length) return unchanged;
-  const file = Buffer.alloc(total);
-  data.copy(file, 0, 0, h.ehsize);
-  for (const [o, b] of body) b.copy(file, Number(o));
+  return off;
+}
 
-  // ELF header: where the tables are now.
-  if (is64) {
-    file.writeBigUInt64LE(BigInt(h.ehsize), 32);
-    file.writeBigUInt64LE(shoff, 40);
-    file.writeUInt16LE(phentsize, 54);
-    file.writeUInt16LE(phnum, 56);
-    file.writeUInt16LE(shentsize, 58);
-    file.writeUInt16LE(shnum, 60);
-  } else {
-    file.writeUInt32LE(h.ehsize, 28);
-    file.writeUInt32LE(Number(shoff), 32);
-    file.writeUInt16LE(phentsize, 42);
-    file.writeUInt16LE(phnum, 44);
-    file.writeUInt16LE(shentsize, 46);
-    file.writeUInt16LE(shnum, 48);
-  }
-  // Program headers: the pieces in address order, then the others at their bytes' new offsets.
-  const phdrs: ProgramHeader[] = [
-    ...pieces.map((q) => ({
-      type: PT_LOAD,
-      flags: q.flags,
-      offset: q.offset,
-      vaddr: q.vaddr,
-      paddr: q.paddr,
-      filesz: q.fileEnd - q.vaddr,
-      memsz: q.memEnd - q.vaddr,
-      align: q.align,
-    })),
-    ...others.map((p) => {
-      if (p.filesz === 0n) {
-        // No bytes (a TLS segment of .tbss only, GNU_STACK): an offset inside the file, where its
-        // address would be.
-        const q = pieces.find(
-          (x) => p.vaddr >= x.vaddr && p.vaddr <= x.fileEnd && x.fileEnd > x.vaddr,
-        );
-        return {
-          ...p,
-          offset: p.memsz === 0n && p.vaddr === 0n ? 0n : q ? q.offset + (p.vaddr - q.vaddr) : 0n,
-        };
-      }
-      const q = pieceOf(p.vaddr, p.filesz)!;
-      return { ...p, offset: q.offset + (p.vaddr - q.vaddr) };
-    }),
-  ];
-  phdrs.forEach((p, i) => {
-    const o = h.ehsize + i * phentsize;
-    if (is64) {
-      file.writeUInt32LE(p.type, o);
-      file.writeUInt32LE(p.flags, o + 4);
-      file.writeBigUInt64LE(p.offset, o + 8);
-      file.writeBigUInt64LE(p.vaddr, o + 16);
-      file.writeBigUInt64LE(p.paddr, o + 24);
-      file.writeBigUInt64LE(p.filesz, o + 32);
-      file.writeBigUInt64LE(p.memsz, o + 40);
-      file.writeBigUInt64LE(p.align, o + 48);
-    } else {
-      const w = (v: bigint, at: number) => file.writeUInt32LE(Number(v), o + at);
-      file.writeUInt32LE(p.type, o);
-      w(p.offset, 4);
-      w(p.vaddr, 8);
-      w(p.paddr, 12);
-      w(p.filesz, 16);
-      w(p.memsz, 20);
-      file.writeUInt32LE(p.flags, o + 24);
-      w(p.align, 28);
-    }
+/** The ELF header, program headers and section headers of the packed file. */
+function writeHeaders(file: Buffer, l: Layout): void {
+  const { elf, pieces } = l;
+  const h = elf.header,
+    cls = h.class === 64 ? 64 : 32;
+  const [phentsize, shentsize] = cls === 64 ? [56, 64] : [32, 40];
+  const phdrs = programHeaders(elf, pieces);
+  const shnum = elf.sections.length + l.tails.length;
+  writeFields(file, 0, EHDR[cls], {
+    phoff: h.ehsize,
+    shoff: l.shoff,
+    phentsize,
+    phnum: phdrs.length,
+    shentsize,
+    shnum,
   });
+  phdrs.forEach((p, i) => writeFields(file, h.ehsize + i * phentsize, PHDR[cls], { ...p }));
   // Section headers: the original entries, with their new offsets (and NOBITS for zero sections).
   elf.sections.forEach((s, i) => {
     const src = Number(h.shoff) + i * h.shentsize,
-      dst = Number(shoff) + i * shentsize;
-    data.copy(file, dst, src, src + shentsize);
+      dst = Number(l.shoff) + i * shentsize;
+    elf.data.copy(file, dst, src, src + shentsize);
     if (s.index === 0) return;
-    if (nobits.has(s.index)) file.writeUInt32LE(SHT_NOBITS, dst + 4);
-    const o = secOff.get(s.index) ?? 0n;
-    if (is64) file.writeBigUInt64LE(o, dst + 24);
-    else file.writeUInt32LE(Number(o), dst + 16);
-    if (s.index === h.shstrndx) {
-      if (is64) file.writeBigUInt64LE(BigInt(names.length), dst + 32);
-      else file.writeUInt32LE(names.length, dst + 20);
-    }
+    writeFields(file, dst, SHDR[cls], {
+      offset: l.secOff.get(s.index) ?? 0n,
+      ...(l.nobits.has(s.index) ? { type: SHT_NOBITS } : {}),
+      ...(s.index === h.shstrndx ? { size: l.names.length } : {}),
+    });
   });
-  gaps.forEach((g, k) => {
-    const dst = Number(shoff) + (elf.sections.length + k) * shentsize;
+  l.tails.forEach((g, k) => {
     const q = pieces.find((x) => g.addr >= x.vaddr && g.addr < x.memEnd)!;
-    const o = (q.fileEnd > q.vaddr ? q.offset : 0n) + (q.fileEnd - q.vaddr);
-    file.writeUInt32LE(gapName, dst);
-    file.writeUInt32LE(SHT_NOBITS, dst + 4);
-    if (is64) {
-      file.writeBigUInt64LE(g.flags, dst + 8);
-      file.writeBigUInt64LE(g.addr, dst + 16);
-      file.writeBigUInt64LE(o, dst + 24);
-      file.writeBigUInt64LE(g.size, dst + 32);
-      file.writeBigUInt64LE(1n, dst + 48);
-    } else {
-      const w = (v: bigint, at: number) => file.writeUInt32LE(Number(v), dst + at);
-      w(g.flags, 8);
-      w(g.addr, 12);
-      w(o, 16);
-      w(g.size, 20);
-      w(1n, 32);
-    }
+    writeFields(file, Number(l.shoff) + (elf.sections.length + k) * shentsize, SHDR[cls], {
+      name: l.tailName,
+      type: SHT_NOBITS,
+      flags: g.flags,
+      addr: g.addr,
+      offset: (q.fileEnd > q.vaddr ? q.offset : 0n) + (q.fileEnd - q.vaddr),
+      size: g.size,
+      addralign: 1n,
+    });
   });
+}
 
-  // 3. Every loaded byte, before and after: the same memory, the same coverage.
-  check(path, elf, new ElfFile(path, file));
-  if (opts.write !== false) writeFileAtomic(path, file);
-  return {
-    image: path,
-    before: data.length,
-    after: file.length,
-    loadsBefore: loads.length,
-    loadsAfter: pieces.length,
-    dropped: Number(dropped),
-    alreadyPacked: false,
-  };
+/** The pieces in address order, then the other segments at their bytes' new offsets. */
+function programHeaders(elf: ElfFile, pieces: Piece[]): ProgramHeader[] {
+  const loads = pieces.map((q) => ({
+    type: PT_LOAD,
+    flags: q.flags,
+    offset: q.offset,
+    vaddr: q.vaddr,
+    paddr: q.paddr,
+    filesz: q.fileEnd - q.vaddr,
+    memsz: q.memEnd - q.vaddr,
+    align: q.align,
+  }));
+  const others = elf.segments
+    .filter((p) => p.type !== PT_LOAD)
+    .map((p) => {
+      if (p.filesz > 0n) {
+        const q = pieceOf(pieces, p.vaddr, p.filesz)!;
+        return { ...p, offset: q.offset + (p.vaddr - q.vaddr) };
+      }
+      // No bytes (a TLS segment of .tbss only, GNU_STACK): an offset inside the file, where its
+      // address would be.
+      const q = pieces.find(
+        (x) => p.vaddr >= x.vaddr && p.vaddr <= x.fileEnd && x.fileEnd > x.vaddr,
+      );
+      const at = p.memsz === 0n && p.vaddr === 0n ? 0n : q ? q.offset + (p.vaddr - q.vaddr) : 0n;
+      return { ...p, offset: at };
+    });
+  return [...loads, ...others];
 }
 
 /**

@@ -1,0 +1,219 @@
+// The commands make runs around ld: `link` before it (objects → map → script), `finish` after it
+// on the .dbg (layout check → rewrite → verify → record → harden), `compact` on the stripped image.
+import type { ElfFile } from '../elf.js';
+import { SpacerError } from '../errors.js';
+import { defaultMapPath } from '../paths.js';
+import { formatTimings, timed } from '../util/timing.js';
+import { fileList, imageArg, log, mapOption, TIMINGS, type Args, type Command } from './common.js';
+
+export const linkCommand: Command = {
+  command: 'link [objects..]',
+  describe:
+    'place every µlib of one image in the workspace map and write the aligned linker script',
+  builder: (y) =>
+    mapOption(y)
+      .positional('objects', {
+        type: 'string',
+        array: true,
+        describe: 'the per-library objects of the link (libNAME.o), in link order',
+      })
+      .option('image', {
+        type: 'string',
+        demandOption: true,
+        describe: 'image name recorded in the map (e.g. CONFIG_UK_NAME)',
+      })
+      .option('lds', {
+        type: 'string',
+        demandOption: true,
+        describe: "the platform's preprocessed default linker script",
+      })
+      .option('out', {
+        type: 'string',
+        demandOption: true,
+        describe: 'where to write the aligned script (the plan goes to <out>.json)',
+      })
+      .option('aslr', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "ASLR mode: shuffle the µlibs' code per build; references leaving a µlib go through " +
+          'its table',
+      })
+      .option('seed', {
+        type: 'string',
+        describe:
+          'ASLR seed (same seed, same image); without it a fresh one is drawn and written to ' +
+          '<out>.seed',
+      })
+      .option('rewrite', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'redirect references that leave a µlib through its indirection table (--no-rewrite: ' +
+          'layout only)',
+      })
+      .option('app', {
+        type: 'string',
+        describe: 'the app folder (Unikraft: A=), recorded in the map with --build',
+      })
+      .option('build', {
+        type: 'string',
+        describe: 'the build folder (Unikraft: O=); another build may not take this image name',
+      })
+      .option('relink', {
+        type: 'string',
+        describe: "the command that relinks this image, printed by 'spacer map relayout'",
+      })
+      .option('timings', TIMINGS)
+      .example(
+        '$0 link --image hello --lds build/libkvmplat/link64.lds ' +
+          '--out build/spacer/hello.lds -- build/lib*.o',
+        '',
+      ),
+  handler: async (a) => {
+    const { placeInMap, readObjects, writeScript } = await import('../link.js');
+    const times: Record<string, number> = {};
+    const opts = {
+      image: a.image,
+      lds: a.lds,
+      out: a.out,
+      map: a.map ?? defaultMapPath(),
+      objects: fileList(a, 'objects'),
+      aslrSeed: await aslrSeed(a),
+      rewrite: a.rewrite,
+      log,
+      ...(a.app || a.build ? { origin: origin(a) } : {}),
+    };
+    const s = await timed(times, 'objects', () => readObjects(opts));
+    s.placed = await timed(times, 'map', () => placeInMap(s));
+    await timed(times, 'script', () => writeScript(s));
+    if (a.timings) log(formatTimings(times));
+  },
+};
+
+/** The ASLR seed of a link: given, or drawn and written to <out>.seed to redo the build. */
+async function aslrSeed(a: Args): Promise<string | undefined> {
+  if (!a.aslr && a.seed === undefined) return undefined;
+  const { randomBytes } = await import('node:crypto');
+  const { writeFileAtomic } = await import('../util/files.js');
+  const seed = a.seed ? String(a.seed) : randomBytes(8).toString('hex');
+  // SPACER_ASLR_SEED=<this> gives the same image.
+  writeFileAtomic(`${a.out}.seed`, seed + '\n');
+  if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${seed} (written to ${a.out}.seed)`);
+  return seed;
+}
+
+/** Where the image was built, for the map (relayout prints how to relink it). */
+const origin = (a: Args) => ({
+  app: String(a.app ?? ''),
+  build: String(a.build ?? ''),
+  ...(a.relink ? { relink: String(a.relink) } : {}),
+});
+
+export const finishCommand: Command = {
+  command: 'finish <image>',
+  describe:
+    'post-link step on the .dbg: check every µlib sits at its slot and record the plan in the image',
+  builder: (y) =>
+    imageArg(y, 'the linked ELF64 debug image')
+      .option('plan', {
+        type: 'string',
+        demandOption: true,
+        describe: "the plan 'spacer link' wrote (<script>.json)",
+      })
+      .option('timings', TIMINGS),
+  handler: async (a) => {
+    const { finish } = await import('../pipeline.js');
+    const times: Record<string, number> = {};
+    const r = await finish(a.image, a.plan, times);
+    const again = r.alreadyDone ? ' (already finished)' : '';
+    log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${again}`);
+    if (r.hardened?.unplaced)
+      log(
+        `spacer: ${a.image}: warning: ${r.hardened.unplaced} of ${r.hardened.pages} ` +
+          `seed-dependent pages have no room for a salt; 'spacer audit ${a.image}' names them`,
+      );
+    if (a.timings) log(formatTimings(times));
+  },
+};
+
+export const compactCommand: Command = {
+  command: 'compact <image>',
+  describe:
+    'after strip: the file keeps the loaded bytes, not the padding (pack), and one section ' +
+    'header per run of µlib sections; loaded memory unchanged',
+  builder: (y) =>
+    imageArg(y, 'the stripped ELF64 image (strip -s), before any ELF32 conversion')
+      .option('pack', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'leave zero runs between sections out of the file (segments split, memory sizes ' +
+          "kept; file offsets no longer page-congruent). --no-pack keeps the linker's file layout",
+      })
+      .option('holes', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'also drop whole zero pages between µlib groups from memory (splits segments; ' +
+          'Unikraft 0.17 then sees one-page free regions)',
+      })
+      .option('vmm', {
+        choices: ['qemu', 'firecracker'],
+        describe:
+          "firecracker: then check every rule of Firecracker's ELF loader and boot " +
+          "path, and that its copy gives the input's memory (else restore the input, fail)",
+      })
+      .option('timings', TIMINGS),
+  handler: async (a) => {
+    const { ElfFile } = await import('../elf.js');
+    const { packImage } = await import('../pack.js');
+    const { compactImage } = await import('../compact.js');
+    // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
+    const input = ElfFile.load(a.image);
+    if (input.header.class !== 64)
+      throw new SpacerError(
+        `${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, ` +
+          'before any ELF32 conversion',
+      );
+    const times: Record<string, number> = {};
+    const p = a.pack ? await timed(times, 'pack', () => packImage(a.image)) : undefined;
+    if (p && !p.alreadyPacked)
+      log(
+        `spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ` +
+          `${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
+      );
+    const r = await timed(times, 'compact', () => compactImage(a.image, { holes: a.holes }));
+    log(
+      r.alreadyCompact
+        ? `spacer: ${a.image}: already compact`
+        : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ` +
+            `${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`,
+    );
+    if (a.vmm === 'firecracker') await checkFirecracker(a.image, input);
+    if (a.timings) log(formatTimings(times));
+  },
+};
+
+/**
+ * The rules of helper/image/firecracker.ts, on the file as it leaves `compact`: on a problem the
+ * input is put back and the command fails.
+ */
+async function checkFirecracker(image: string, input: ElfFile): Promise<void> {
+  const { checkFirecrackerImage } = await import('../image/firecracker.js');
+  const { writeFileAtomic } = await import('../util/files.js');
+  const problems = checkFirecrackerImage(image, input);
+  if (problems.length) {
+    writeFileAtomic(image, input.data);
+    const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
+    throw new SpacerError(
+      `${image}: Firecracker would not load this image ` +
+        `(${problems.slice(0, 3).join('; ')}${more}); the file is back as it was before ` +
+        `'spacer compact'; report this (CONFIG_SPACER_NOPACK skips packing)`,
+    );
+  }
+  log(
+    `spacer: ${image}: Firecracker: every rule of its ELF loader and boot ` +
+      "path holds, and its copy is the input's memory",
+  );
+}
