@@ -5,29 +5,18 @@ import { ownPages, pageFloor, type FloorImage } from '../helper/floor.js';
 const b = (code: number, rodata = 0, data = 0) => ({ code, rodata, data });
 
 test('page floor: shared variants per class once, each image its own per class', (t) => {
-  const images: FloorImage[] = [
-    // Two apps share libc and alloc; each has its app and its own boot variant.
-    {
-      name: 'a',
-      ulibs: [
-        { name: 'libc', variant: 'v1', bytes: b(5000, 100, 10) },
-        { name: 'alloc', variant: 'v1', bytes: b(3000, 0, 0) },
-        { name: 'boot', variant: 'a', bytes: b(100, 20, 0) },
-        { name: 'app', variant: 'a', bytes: b(200, 30, 8) },
-      ],
-      own: b(0, 50, 0),
-    },
-    {
-      name: 'b',
-      ulibs: [
-        { name: 'libc', variant: 'v1', bytes: b(5000, 100, 10) },
-        { name: 'alloc', variant: 'v1', bytes: b(3000, 0, 0) },
-        { name: 'boot', variant: 'b', bytes: b(100, 20, 0) },
-        { name: 'app', variant: 'b', bytes: b(5000, 0, 0) },
-      ],
-      own: b(0, 50, 0),
-    },
-  ];
+  // Two apps share libc and alloc; each has its app and its own boot variant.
+  const image = (name: string, app: ReturnType<typeof b>): FloorImage => ({
+    name,
+    ulibs: [
+      { name: 'libc', variant: 'v1', bytes: b(5000, 100, 10) },
+      { name: 'alloc', variant: 'v1', bytes: b(3000, 0, 0) },
+      { name: 'boot', variant: name, bytes: b(100, 20, 0) },
+      { name: 'app', variant: name, bytes: app },
+    ],
+    own: b(0, 50, 0),
+  });
+  const images = [image('a', b(200, 30, 8)), image('b', b(5000, 0, 0))];
   const f = pageFloor(images);
   // Shared: code 8000 -> 2 pages, rodata 100 -> 1, data 10 -> 1.
   t.is(f.shared_pages, 4);
