@@ -134,6 +134,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       sizes,
       align,
       mode: mode === 'none' ? undefined : mode,
+      codeSig: u.codeSig,
       ...(ptr ? { ptr } : {}),
       ...(pinned ? { pinned } : {}),
       ...(ownAbs ? { ownAbs } : {}),

@@ -8,6 +8,7 @@ import {
   ET_REL,
   EM_X86_64,
   SHF_ALLOC,
+  SHF_EXECINSTR,
   SHT_NOBITS,
   SHT_PROGBITS,
   SHN_COMMON,
@@ -31,6 +32,13 @@ export interface UlibObject {
   sections: InputSection[];
   /** 16 hex digits of SHA-256 over loaded contents and relocations. */
   variant: string;
+  /**
+   * 16 hex digits over what decides the linked code's bytes at a given address: every allocated
+   * section's name, type, flags, alignment and size, and the code sections' contents and
+   * relocations. Two variants with the same code signature (ukboot built for two apps whose names
+   * have the same length) link to the same code in a name slot.
+   */
+  codeSig: string;
   /** The object as read (its symbols serve later passes without reading it again). */
   elf: ElfFile;
 }
@@ -51,7 +59,8 @@ export function readObject(path: string): UlibObject {
       `${path}: not an x86-64 ELF64 object; lib-spacer supports kvm x86_64 builds`,
     );
   }
-  const h = createHash('sha256');
+  const h = createHash('sha256'),
+    code = createHash('sha256');
   const sections: InputSection[] = [];
   const syms = elf.symbols();
   for (const s of elf.sections) {
@@ -64,8 +73,14 @@ export function readObject(path: string): UlibObject {
       nobits,
       flags: s.flags,
     });
-    h.update(`${s.name}\0${s.type}\0${s.flags}\0${s.addralign}\0${s.size}\0`);
-    if (s.type === SHT_PROGBITS || !nobits) h.update(elf.contents(s));
+    const head = `${s.name}\0${s.type}\0${s.flags}\0${s.addralign}\0${s.size}\0`;
+    const isCode = !!(s.flags & SHF_EXECINSTR);
+    h.update(head);
+    code.update(head);
+    if (s.type === SHT_PROGBITS || !nobits) {
+      h.update(elf.contents(s));
+      if (isCode) code.update(elf.contents(s));
+    }
     for (const r of elf.relocationsFor(s)) {
       const sym = syms[r.sym];
       const target = sym
@@ -73,7 +88,9 @@ export function readObject(path: string): UlibObject {
           ? `§${elf.sections[sym.shndx]?.name ?? sym.shndx}`
           : sym.name
         : '';
-      h.update(`${r.offset}\0${r.type}\0${r.addend}\0${target}\0`);
+      const line = `${r.offset}\0${r.type}\0${r.addend}\0${target}\0`;
+      h.update(line);
+      if (isCode) code.update(line);
     }
   }
   for (const sym of syms) {
@@ -86,7 +103,15 @@ export function readObject(path: string): UlibObject {
         flags: SHF_ALLOC,
       });
       h.update(`COMMON\0${sym.name}\0${sym.size}\0${sym.value}\0`);
+      code.update(`COMMON\0${sym.name}\0${sym.size}\0${sym.value}\0`);
     }
   }
-  return { name: ulibName(path), path, sections, variant: h.digest('hex').slice(0, 16), elf };
+  return {
+    name: ulibName(path),
+    path,
+    sections,
+    variant: h.digest('hex').slice(0, 16),
+    codeSig: code.digest('hex').slice(0, 16),
+    elf,
+  };
 }

@@ -48,6 +48,8 @@ export interface UlibRequest {
   pinned?: boolean;
   /** Recorded as the variant's `abs_ptr` (allocateAslr passes ownAbs.ptr here). */
   absPtr?: number;
+  /** The object's code signature (objects.ts), recorded as the variant's `code_sig`. */
+  codeSig?: string;
 }
 
 export interface AllocRequest {

@@ -66,6 +66,7 @@ export function encodeMap(m: SpacerMap): string {
       ];
       if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
       if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
+      if (v.code_sig) fields.push(`"code_sig": ${j(v.code_sig)}`);
       if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
       out.push(`        ${j(h)}: {${fields.join(', ')}}${k < hs.length - 1 ? ',' : ''}`);
     });
@@ -143,6 +144,11 @@ function decode(path: string, text: string): SpacerMap {
       if (Array.isArray(v.modes))
         e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
       if (v.abs_ptr !== undefined) e.abs_ptr = count(v.abs_ptr, `${at}.abs_ptr`);
+      if (v.code_sig !== undefined) {
+        if (typeof v.code_sig !== 'string' || !/^[0-9a-f]{16}$/.test(v.code_sig))
+          bad(`${at}.code_sig`);
+        e.code_sig = v.code_sig;
+      }
       for (const a of AREAS) {
         if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
         if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);

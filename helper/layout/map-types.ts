@@ -45,6 +45,9 @@ export interface VariantEntry {
   /** ASLR mode, a µlib with a name slot: pointer-area bytes when its own data's absolute addresses
    *  go through its table too (the name slot is sized for it; see allocateAslr). */
   abs_ptr?: number;
+  /** The object's code signature: variants with the same one link to the same code at one
+   *  address (a name slot places those first, on pages every image shares). */
+  code_sig?: string;
   /** Stable placement, the same in every image; never moves once given. */
   slot?: Partial<Record<Area, Extent>>;
 }

@@ -2,8 +2,14 @@
 // of its own (ukboot and uklibid are built per app), so the shared code that reaches it stays the
 // same.
 import { SpacerError } from '../errors.js';
-import { alignUp, hex } from '../util/units.js';
-import { AREAS, type SpacerMap, type UlibEntry, type VariantEntry } from './map-types.js';
+import { PAGE, alignUp, hex } from '../util/units.js';
+import {
+  AREAS,
+  type Area,
+  type SpacerMap,
+  type UlibEntry,
+  type VariantEntry,
+} from './map-types.js';
 
 /**
  * Capacity of a name slot for variants of up to `size` bytes: a quarter more (at least 64 bytes).
@@ -51,34 +57,92 @@ export function fitsNameSlot(lib: UlibEntry, v: VariantEntry): boolean {
 }
 
 /**
+ * Do the variants in the µlib's name slot all link to the same code (one code signature)? Then its
+ * code is the same bytes in every image: it goes first, on pages the images share.
+ */
+export function sameCodeInSlot(lib: UlibEntry): boolean {
+  const sigs = Object.values(lib.variants)
+    .filter((v) => v.images.length === 1)
+    .map((v) => v.code_sig);
+  return sigs.length > 0 && sigs.every((x) => x !== undefined && x === sigs[0]);
+}
+
+type Item = { name: string; area: Area };
+
+/**
  * Gives the named µlibs' name slots the areas they lack, packed from each region's next free
- * address (tables in the text region, after the code): capacity for the largest variant known,
- * plus headroom.
+ * address: capacity for the largest variant known, plus headroom. In the text region the code that
+ * is the same in every image comes first; then the per-image part (code that differs, and every
+ * name slot's table) as one block. A per-image block that fits a page but would cross one starts
+ * on the next page: it then costs each image one page, not two, and the page before stays shared.
  */
 export function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
-  for (const a of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
-    const region = a === 'ind' ? m.regions.text : m.regions[a];
-    let next = region.next;
-    for (const name of names) {
+  const same = names.filter((n) => sameCodeInSlot(m.ulibs[n]));
+  const code = (ns: string[]) => ns.map((name): Item => ({ name, area: 'text' }));
+  placeItems(m, mapPath, 'text', code(same), false);
+  const perImage = [
+    ...code(names.filter((n) => !same.includes(n))),
+    ...names.map((name): Item => ({ name, area: 'ind' })),
+  ];
+  placeItems(m, mapPath, 'text', perImage, true);
+  for (const a of ['rodata', 'data', 'bss'] as const)
+    placeItems(
+      m,
+      mapPath,
+      a,
+      names.map((name) => ({ name, area: a })),
+      a !== 'bss',
+    );
+}
+
+/** Packs the items' slot extents from the region's next address (see growNameSlots). */
+function placeItems(
+  m: SpacerMap,
+  mapPath: string,
+  regionName: Exclude<Area, 'ind'>,
+  items: Item[],
+  keepOnPage: boolean,
+): void {
+  const region = m.regions[regionName];
+  const want = items
+    .map(({ name, area }) => {
       const lib = m.ulibs[name];
-      if (lib.slot?.[a]) continue;
       const vs = Object.values(lib.variants);
       // ASLR pointer areas: room for the form with the own data's addresses too (abs_ptr).
       const size = Math.max(
         0,
-        ...vs.map((v) => Math.max(v.sizes[a] ?? 0, a === 'ind' ? (v.abs_ptr ?? 0) : 0)),
+        ...vs.map((v) => Math.max(v.sizes[area] ?? 0, area === 'ind' ? (v.abs_ptr ?? 0) : 0)),
       );
-      if (!size) continue;
-      const addr = alignUp(next, Math.max(16, ...vs.map((v) => v.align[a] ?? 1)));
-      const cap = headroom(size);
-      if (addr + cap > region.end) {
-        throw new SpacerError(
-          `${mapPath}: the ${a === 'ind' ? 'text' : a} region (${hex(region.base)}..${hex(region.end)}) has no room for ${name}'s slot (${cap} bytes); run 'spacer map relayout' (or start a new map) and relink every app`,
-        );
-      }
-      (lib.slot ??= {})[a] = { addr, size: cap };
-      next = addr + cap;
+      const align = Math.max(16, ...vs.map((v) => v.align[area] ?? 1));
+      return { name, area, lib, cap: headroom(size), align, size };
+    })
+    .filter((x) => x.size && !x.lib.slot?.[x.area]);
+  const pack = (from: number) => {
+    let next = from;
+    const at = want.map((x) => {
+      const addr = alignUp(next, x.align);
+      next = addr + x.cap;
+      return addr;
+    });
+    return { at, end: next };
+  };
+  let got = pack(region.next);
+  const first = got.at[0];
+  if (
+    keepOnPage &&
+    want.length &&
+    got.end - first <= PAGE &&
+    Math.floor(first / PAGE) !== Math.floor((got.end - 1) / PAGE)
+  )
+    got = pack(alignUp(region.next, PAGE));
+  want.forEach((x, i) => {
+    if (got.at[i] + x.cap > region.end) {
+      const r = x.area === 'ind' ? 'text' : x.area;
+      throw new SpacerError(
+        `${mapPath}: the ${r} region (${hex(region.base)}..${hex(region.end)}) has no room for ${x.name}'s slot (${x.cap} bytes); run 'spacer map relayout' (or start a new map) and relink every app`,
+      );
     }
-    region.next = next;
-  }
+    (x.lib.slot ??= {})[x.area] = { addr: got.at[i], size: x.cap };
+  });
+  if (want.length) region.next = got.end;
 }

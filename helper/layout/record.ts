@@ -78,6 +78,7 @@ export function allocateRecord(
     }
     if (u.mode && !(e.modes ??= []).includes(u.mode)) e.modes.push(u.mode);
     if (u.absPtr && u.absPtr > (e.abs_ptr ?? 0)) e.abs_ptr = u.absPtr;
+    if (u.codeSig) e.code_sig ??= u.codeSig;
     return { name: u.name, v: e, variant: u.variant };
   });
   const origin = req.origin ?? m.images[req.image]?.origin;
