@@ -25,6 +25,7 @@ import {
   type ProgramHeader,
   type Section,
 } from './elf.js';
+import { EHDR, PHDR, SHDR, writeFields } from './elflayout.js';
 import { writeFileAtomic } from './util/files.js';
 import { PAGE_N } from './util/units.js';
 
@@ -70,10 +71,10 @@ interface Hole {
 const RUN_FLAGS: Record<string, bigint> = { text: 0x6n, rodata: 0x2n, data: 0x3n, bss: 0x3n };
 
 /** Compacts a stripped ELF64 image in place; running it twice is a no-op. */
+/** Compacts a stripped ELF64 image in place; running it twice is a no-op. */
 export function compactImage(path: string, opts: { holes?: boolean } = {}): CompactResult {
   const elf = ElfFile.load(path);
-  const data = elf.data;
-  const before = data.length,
+  const before = elf.data.length,
     headersBefore = elf.sections.length;
   const unchanged = {
     image: path,
@@ -84,6 +85,35 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     holePages: 0,
     alreadyCompact: true,
   };
+  refuseUncompactable(path, elf);
+  if (elf.sections.some((s) => COMPACTED.test(s.name))) return unchanged;
+  // 1. Holes: whole zero pages between two consecutive sections of a loaded segment.
+  const { segs, holes } = findHoles(elf, Boolean(opts.holes));
+  // 2. Section headers: one per run of µlib sections of one segment (a run never spans a hole).
+  const runs = sectionRuns(elf, segs);
+  if (!holes.length && runs.length + 2 >= headersBefore) return unchanged;
+  // 3. The file: program headers, the bytes outside the holes, then names and section headers.
+  const file = compactedFile(path, elf, segs, holes, runs);
+  // 4. Every loaded byte must be what it was.
+  checkLoadedBytes(path, elf, file, holes);
+  writeFileAtomic(path, file);
+  const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE_N);
+  return {
+    image: path,
+    before,
+    after: file.length,
+    headersBefore,
+    headersAfter: runs.length + 2,
+    holePages,
+    alreadyCompact: false,
+  };
+}
+
+/**
+ * Refuses what compaction must not touch: an ELF32 image (compaction writes ELF64 headers) and
+ * an image with symbols or relocations, whose section indices would no longer hold.
+ */
+function refuseUncompactable(path: string, elf: ElfFile): void {
   if (elf.header.class !== 64)
     throw new SpacerError(
       `${path}: not an ELF64 image; run 'spacer compact' on the stripped image, before any ELF32 conversion`,
@@ -93,10 +123,18 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
       `${path}: the image has symbols or relocations (sections that link to others); run 'spacer compact' on the stripped image (strip -s), not on the .dbg`,
     );
   }
-  if (elf.sections.some((s) => COMPACTED.test(s.name))) return unchanged;
-  const isProg = (s: Section) => (s.flags & 2n) !== 0n && s.type !== SHT_NOBITS && s.size > 0n;
+}
 
-  // 1. Holes: whole zero pages between two consecutive sections of a loaded segment.
+/** A section with bytes in the file that is loaded. */
+const isProg = (s: Section) => (s.flags & 2n) !== 0n && s.type !== SHT_NOBITS && s.size > 0n;
+
+/**
+ * Step 1: the program headers with each loaded segment split around its holes (whole pages of
+ * zeros between two consecutive sections, sought only with `holes`), and those holes. A hole
+ * never starts a segment, so each piece still starts on a page at a congruent file offset.
+ */
+function findHoles(elf: ElfFile, withHoles: boolean): { segs: ProgramHeader[]; holes: Hole[] } {
+  const data = elf.data;
   const segs: ProgramHeader[] = [];
   const holes: Hole[] = [];
   for (const p of elf.segments) {
@@ -115,7 +153,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
           to = floorPage(inside[i].addr);
         const fileFrom = p.offset + (from - p.vaddr);
         if (
-          opts.holes &&
+          withHoles &&
           to > from &&
           from > cur.vaddr &&
           data.subarray(Number(fileFrom), Number(fileFrom + (to - from))).every((b) => b === 0)
@@ -137,11 +175,23 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     }
     segs.push(cur);
   }
-  const newOff = (off: bigint) =>
-    off -
-    holes.reduce((n, h) => (h.fileFrom + (h.to - h.from) <= off ? n + (h.to - h.from) : n), 0n);
+  return { segs, holes };
+}
 
-  // 2. Section headers: one per run of µlib sections of one segment (a run never spans a hole).
+/** The offset a byte of the original file at `off` has once the holes before it are gone. */
+function offsetAfterHoles(holes: Hole[], off: bigint): bigint {
+  return (
+    off -
+    holes.reduce((n, h) => (h.fileFrom + (h.to - h.from) <= off ? n + (h.to - h.from) : n), 0n)
+  );
+}
+
+/**
+ * Step 2: the section headers to write (section 0 and `.shstrtab` aside): each run of µlib
+ * sections of one kind and type that follow one another in one segment (of `segs`, so a run
+ * never spans a hole) becomes one, and every other section keeps its own.
+ */
+function sectionRuns(elf: ElfFile, segs: ProgramHeader[]): Run[] {
   const segOf = (s: Section) =>
     segs.findIndex(
       (p) => p.type === PT_LOAD && s.addr >= p.vaddr && s.addr + s.size <= p.vaddr + p.memsz,
@@ -165,19 +215,84 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     }
     runs.push({ name: kind ? `.spacer.${kind}` : s.name, s, end: s.addr + s.size, kind });
   }
-  if (!holes.length && runs.length + 2 >= headersBefore) return unchanged;
+  return runs;
+}
 
-  // 3. The file: program headers, the bytes outside the holes, then names and section headers.
+/**
+ * Step 3: the compacted file: the original bytes up to the end of the last segment or run kept,
+ * less the holes; the new name table; the new section headers; and the program and ELF headers
+ * rewritten in place. Refuses (before writing anything) when the split segments' program
+ * headers do not fit before the first section.
+ */
+function compactedFile(
+  path: string,
+  elf: ElfFile,
+  segs: ProgramHeader[],
+  holes: Hole[],
+  runs: Run[],
+): Buffer {
   const phoff = Number(elf.header.phoff);
   const firstData = elf.sections
     .filter((s) => s.index !== 0 && s.type !== SHT_NOBITS && s.size > 0n)
-    .reduce((m, s) => (s.offset < m ? s.offset : m), BigInt(data.length));
+    .reduce((m, s) => (s.offset < m ? s.offset : m), BigInt(elf.data.length));
   if (phoff + segs.length * PHDR64 > Number(firstData))
     throw new SpacerError(
       `${path}: no room for ${segs.length} program headers before the first section; the image was left unchanged`,
     );
+  const body = bodyWithoutHoles(elf, holes, runs);
+  const { strtab, runNames, shstrName } = nameTable(runs);
+  const strOff = body.length;
+  const shoff = Math.ceil((strOff + strtab.length) / 8) * 8;
+  const shnum = runs.length + 2;
+  const file = Buffer.alloc(shoff + shnum * SHDR64);
+  body.copy(file, 0);
+  strtab.copy(file, strOff);
+  // Program headers (the table grows in place when segments were split).
+  file.fill(0, phoff, phoff + elf.header.phnum * PHDR64);
+  segs.forEach((p, i) =>
+    writeFields(file, phoff + i * PHDR64, PHDR[64], {
+      type: p.type,
+      flags: p.flags,
+      offset: p.filesz || p.offset ? offsetAfterHoles(holes, p.offset) : p.offset,
+      vaddr: p.vaddr,
+      paddr: p.paddr,
+      filesz: p.filesz,
+      memsz: p.memsz,
+      align: p.align,
+    }),
+  );
+  runs.forEach((r, i) =>
+    writeSectionHeader(
+      file,
+      shoff + (i + 1) * SHDR64,
+      runNames[i],
+      {
+        ...r.s,
+        offset: offsetAfterHoles(holes, r.s.offset),
+        ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
+      },
+      r.kind ? r.end - r.s.addr : r.s.size,
+    ),
+  );
+  writeSectionHeader(
+    file,
+    shoff + (shnum - 1) * SHDR64,
+    shstrName,
+    { type: SHT_STRTAB, flags: 0n, addr: 0n, offset: BigInt(strOff), addralign: 1n, entsize: 0n },
+    BigInt(strtab.length),
+  );
+  writeFields(file, 0, EHDR[64], { shoff, phnum: segs.length, shnum, shstrndx: shnum - 1 });
+  return file;
+}
+
+/**
+ * The original file up to the end of what is kept (the old program header table, every segment's
+ * bytes and every run's), without the holes' bytes.
+ */
+function bodyWithoutHoles(elf: ElfFile, holes: Hole[], runs: Run[]): Buffer {
+  const data = elf.data;
   const ends = [
-    BigInt(phoff + elf.header.phnum * PHDR64),
+    BigInt(Number(elf.header.phoff) + elf.header.phnum * PHDR64),
     ...elf.segments.map((p) => p.offset + p.filesz),
   ];
   for (const r of runs) if (r.s.type !== SHT_NOBITS) ends.push(r.s.offset + (r.end - r.s.addr));
@@ -189,8 +304,14 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     at = h.fileFrom + (h.to - h.from);
   }
   parts.push(data.subarray(Number(at), Number(bodyEnd)));
-  const body = Buffer.concat(parts);
+  return Buffer.concat(parts);
+}
 
+/**
+ * The new section name table (each name once, in the order of first use, `.shstrtab` last) and
+ * the offsets of the runs' names and its own.
+ */
+function nameTable(runs: Run[]): { strtab: Buffer; runNames: number[]; shstrName: number } {
   const names: Buffer[] = [Buffer.alloc(1)];
   let nameLen = 1;
   const nameAt = new Map<string, number>();
@@ -207,67 +328,36 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   };
   const runNames = runs.map((r) => nameOf(r.name));
   const shstrName = nameOf('.shstrtab');
-  const strtab = Buffer.concat(names);
-  const strOff = body.length;
-  const shoff = Math.ceil((strOff + strtab.length) / 8) * 8;
-  const shnum = runs.length + 2;
-  const file = Buffer.alloc(shoff + shnum * SHDR64);
-  body.copy(file, 0);
-  strtab.copy(file, strOff);
-  // Program headers (the table grows in place when segments were split).
-  file.fill(0, phoff, phoff + elf.header.phnum * PHDR64);
-  segs.forEach((p, i) => {
-    const o = phoff + i * PHDR64;
-    file.writeUInt32LE(p.type, o);
-    file.writeUInt32LE(p.flags, o + 4);
-    file.writeBigUInt64LE(p.filesz || p.offset ? newOff(p.offset) : p.offset, o + 8);
-    file.writeBigUInt64LE(p.vaddr, o + 16);
-    file.writeBigUInt64LE(p.paddr, o + 24);
-    file.writeBigUInt64LE(p.filesz, o + 32);
-    file.writeBigUInt64LE(p.memsz, o + 40);
-    file.writeBigUInt64LE(p.align, o + 48);
-  });
-  const put = (
-    i: number,
-    nm: number,
-    s: Pick<Section, 'type' | 'flags' | 'addr' | 'offset' | 'addralign' | 'entsize'>,
-    size: bigint,
-  ) => {
-    const o = shoff + i * SHDR64;
-    file.writeUInt32LE(nm, o);
-    file.writeUInt32LE(s.type, o + 4);
-    file.writeBigUInt64LE(s.flags, o + 8);
-    file.writeBigUInt64LE(s.addr, o + 16);
-    file.writeBigUInt64LE(s.offset, o + 24);
-    file.writeBigUInt64LE(size, o + 32);
-    file.writeBigUInt64LE(s.addralign, o + 48);
-    file.writeBigUInt64LE(s.entsize, o + 56);
-  };
-  runs.forEach((r, i) =>
-    put(
-      i + 1,
-      runNames[i],
-      {
-        ...r.s,
-        offset: newOff(r.s.offset),
-        ...(r.kind ? { flags: RUN_FLAGS[r.kind], entsize: 0n } : {}),
-      },
-      r.kind ? r.end - r.s.addr : r.s.size,
-    ),
-  );
-  put(
-    shnum - 1,
-    shstrName,
-    { type: SHT_STRTAB, flags: 0n, addr: 0n, offset: BigInt(strOff), addralign: 1n, entsize: 0n },
-    BigInt(strtab.length),
-  );
-  file.writeBigUInt64LE(BigInt(shoff), 0x28);
-  file.writeUInt16LE(segs.length, 0x38);
-  file.writeUInt16LE(shnum, 0x3c);
-  file.writeUInt16LE(shnum - 1, 0x3e);
+  return { strtab: Buffer.concat(names), runNames, shstrName };
+}
 
-  // Every loaded byte must be what it was, compared range by range; a hole held zeros (checked
-  // when it was found) and nothing is loaded there now.
+/** Writes one ELF64 section header; sh_link and sh_info stay 0 (a compacted image has none). */
+function writeSectionHeader(
+  file: Buffer,
+  at: number,
+  name: number,
+  s: Pick<Section, 'type' | 'flags' | 'addr' | 'offset' | 'addralign' | 'entsize'>,
+  size: bigint,
+): void {
+  writeFields(file, at, SHDR[64], {
+    name,
+    type: s.type,
+    flags: s.flags,
+    addr: s.addr,
+    offset: s.offset,
+    size,
+    addralign: s.addralign,
+    entsize: s.entsize,
+  });
+}
+
+/**
+ * Step 4: every loaded byte must be what it was, compared range by range; a hole held zeros
+ * (checked when it was found) and nothing is loaded there now. Throws (the image left unchanged)
+ * at the first byte that differs or is no longer loaded.
+ */
+function checkLoadedBytes(path: string, elf: ElfFile, file: Buffer, holes: Hole[]): void {
+  const data = elf.data;
   const check = new ElfFile(path, file);
   const fail = (a: bigint): never => {
     throw new SpacerError(
@@ -298,15 +388,4 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     }
     if (covered < p.filesz) fail(p.vaddr);
   }
-  writeFileAtomic(path, file);
-  const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE_N);
-  return {
-    image: path,
-    before,
-    after: file.length,
-    headersBefore,
-    headersAfter: shnum,
-    holePages,
-    alreadyCompact: false,
-  };
 }

@@ -2,6 +2,7 @@
 // a section header table (with `.shstrtab` added last), where any header field can be given a
 // value no linker would write.
 import { EM_X86_64, ET_EXEC } from '../elf.js';
+import { EHDR, PHDR, SHDR, writeFields } from '../elflayout.js';
 
 export interface TinySection {
   name: string;
@@ -45,20 +46,54 @@ export interface TinyElf {
 
 const align8 = (n: number) => (n + 7) & ~7;
 
+/**
+ * The file: ELF header, program headers, each section's data at an 8-byte aligned offset,
+ * `.shstrtab`, then the section headers.
+ */
 export function tinyElf64(o: TinyElf): Buffer {
   const secs = [...o.sections];
-  // Names: offset 0 is the empty name of section 0.
+  const { names, strtab } = nameTable(secs);
+  const segs = o.segments ?? [];
+  const datas = secs.map((s) =>
+    typeof s.data === 'string' ? Buffer.from(s.data, 'latin1') : (s.data ?? Buffer.alloc(0)),
+  );
+  const l = layOut(datas, 64 + 56 * segs.length, strtab);
+  const shnum = secs.length + 2;
+  const sht = sectionHeaders(o, names, datas, l, strtab);
+  const eh = elfHeader(o, segs.length, l.shoff, shnum);
+  const ph = programHeaders(segs, secs, l.offsets);
+  return Buffer.concat([eh, ph, ...l.chunks, sht]);
+}
+
+/**
+ * `.shstrtab`'s text and each section's name offset in it (`.shstrtab`'s own last); offset 0 is
+ * the empty name of section 0.
+ */
+function nameTable(secs: TinySection[]): { names: number[]; strtab: string } {
   const names: number[] = [];
   let strtab = '\0';
   for (const s of [...secs.map((x) => x.name), '.shstrtab']) {
     names.push(strtab.length);
     strtab += `${s}\0`;
   }
-  const segs = o.segments ?? [];
-  let off = 64 + 56 * segs.length;
-  const datas = secs.map((s) =>
-    typeof s.data === 'string' ? Buffer.from(s.data, 'latin1') : (s.data ?? Buffer.alloc(0)),
-  );
+  return { names, strtab };
+}
+
+interface TinyLayout {
+  /** The file from `start` up to the section headers: data, `.shstrtab`, zero pads. */
+  chunks: Buffer[];
+  /** Each section's data offset. */
+  offsets: number[];
+  strAt: number;
+  shoff: number;
+}
+
+/**
+ * Where each section's data and `.shstrtab` go from `start` (just after the program headers),
+ * each 8-byte aligned, and where the section headers start.
+ */
+function layOut(datas: Buffer[], start: number, strtab: string): TinyLayout {
+  let off = start;
   const offsets: number[] = [];
   const chunks: Buffer[] = [];
   for (const d of datas) {
@@ -73,95 +108,94 @@ export function tinyElf64(o: TinyElf): Buffer {
   off = strAt + strtab.length;
   const shoff = align8(off);
   chunks.push(Buffer.alloc(shoff - off));
+  return { chunks, offsets, strAt, shoff };
+}
+
+/**
+ * The section header table: section 0, the given sections (any field can be overridden), then
+ * `.shstrtab` (its type, offset and size can be).
+ */
+function sectionHeaders(
+  o: TinyElf,
+  names: number[],
+  datas: Buffer[],
+  l: TinyLayout,
+  strtab: string,
+): Buffer {
+  const secs = o.sections;
   const shnum = secs.length + 2;
   const sht = Buffer.alloc(64 * shnum);
-  const hdr = (
-    i: number,
-    name: number,
-    type: number,
-    flags: bigint,
-    addr: bigint,
-    offset: bigint,
-    size: bigint,
-    link: number,
-    info: number,
-    al: bigint,
-    ent: bigint,
-  ) => {
-    const p = i * 64;
-    sht.writeUInt32LE(name, p);
-    sht.writeUInt32LE(type, p + 4);
-    sht.writeBigUInt64LE(flags, p + 8);
-    sht.writeBigUInt64LE(addr, p + 16);
-    sht.writeBigUInt64LE(offset, p + 24);
-    sht.writeBigUInt64LE(size, p + 32);
-    sht.writeUInt32LE(link, p + 40);
-    sht.writeUInt32LE(info, p + 44);
-    sht.writeBigUInt64LE(al, p + 48);
-    sht.writeBigUInt64LE(ent, p + 56);
-  };
   secs.forEach((s, k) =>
-    hdr(
-      k + 1,
-      s.nameOff ?? names[k],
-      s.type,
-      s.flags ?? 0n,
-      s.addr ?? 0n,
-      s.offset ?? BigInt(offsets[k]),
-      s.size ?? BigInt(datas[k].length),
-      s.link ?? 0,
-      s.info ?? 0,
-      s.align ?? 1n,
-      s.entsize ?? 0n,
-    ),
+    writeFields(sht, (k + 1) * 64, SHDR[64], {
+      name: s.nameOff ?? names[k],
+      type: s.type,
+      flags: s.flags ?? 0n,
+      addr: s.addr ?? 0n,
+      offset: s.offset ?? BigInt(l.offsets[k]),
+      size: s.size ?? BigInt(datas[k].length),
+      link: s.link ?? 0,
+      info: s.info ?? 0,
+      addralign: s.align ?? 1n,
+      entsize: s.entsize ?? 0n,
+    }),
   );
-  hdr(
-    shnum - 1,
-    names[secs.length],
-    o.shstrtab?.type ?? 3,
-    0n,
-    0n,
-    o.shstrtab?.offset ?? BigInt(strAt),
-    o.shstrtab?.size ?? BigInt(strtab.length),
-    0,
-    0,
-    1n,
-    0n,
-  );
-  chunks.push(sht);
+  writeFields(sht, (shnum - 1) * 64, SHDR[64], {
+    name: names[secs.length],
+    type: o.shstrtab?.type ?? 3,
+    flags: 0n,
+    addr: 0n,
+    offset: o.shstrtab?.offset ?? BigInt(l.strAt),
+    size: o.shstrtab?.size ?? BigInt(strtab.length),
+    link: 0,
+    info: 0,
+    addralign: 1n,
+    entsize: 0n,
+  });
+  return sht;
+}
 
+/** The ELF header of a little-endian ELF64 file (type, machine, entry and e_shstrndx as given). */
+function elfHeader(o: TinyElf, phnum: number, shoff: number, shnum: number): Buffer {
   const eh = Buffer.alloc(64);
   eh.writeUInt32BE(0x7f454c46, 0);
   eh[4] = 2;
   eh[5] = 1;
   eh[6] = 1;
-  eh.writeUInt16LE(o.type ?? ET_EXEC, 16);
-  eh.writeUInt16LE(o.machine ?? EM_X86_64, 18);
   eh.writeUInt32LE(1, 20);
-  eh.writeBigUInt64LE(o.entry ?? 0n, 24);
-  eh.writeBigUInt64LE(segs.length ? 64n : 0n, 32);
-  eh.writeBigUInt64LE(BigInt(shoff), 40);
-  eh.writeUInt16LE(64, 52);
-  eh.writeUInt16LE(56, 54);
-  eh.writeUInt16LE(segs.length, 56);
-  eh.writeUInt16LE(64, 58);
-  eh.writeUInt16LE(shnum, 60);
-  eh.writeUInt16LE(o.shstrndx ?? shnum - 1, 62);
+  writeFields(eh, 0, EHDR[64], {
+    type: o.type ?? ET_EXEC,
+    machine: o.machine ?? EM_X86_64,
+    entry: o.entry ?? 0n,
+    phoff: phnum ? 64n : 0n,
+    shoff: BigInt(shoff),
+    ehsize: 64,
+    phentsize: 56,
+    phnum,
+    shentsize: 64,
+    shnum,
+    shstrndx: o.shstrndx ?? shnum - 1,
+  });
+  return eh;
+}
+
+/** The program headers; a segment's offset can name a section (its data's offset). */
+function programHeaders(segs: TinySegment[], secs: TinySection[], offsets: number[]): Buffer {
   const ph = Buffer.alloc(56 * segs.length);
   segs.forEach((p, i) => {
-    const b = i * 56;
     const fo =
       typeof p.offset === 'string'
         ? BigInt(offsets[secs.findIndex((s) => s.name === p.offset)])
         : p.offset;
-    ph.writeUInt32LE(p.type, b);
-    ph.writeUInt32LE(p.flags, b + 4);
-    ph.writeBigUInt64LE(fo, b + 8);
-    ph.writeBigUInt64LE(p.vaddr, b + 16);
-    ph.writeBigUInt64LE(p.vaddr, b + 24);
-    ph.writeBigUInt64LE(p.filesz, b + 32);
-    ph.writeBigUInt64LE(p.memsz, b + 40);
-    ph.writeBigUInt64LE(p.align ?? 0x1000n, b + 48);
+    writeFields(ph, i * 56, PHDR[64], {
+      type: p.type,
+      flags: p.flags,
+      offset: fo,
+      vaddr: p.vaddr,
+      paddr: p.vaddr,
+      filesz: p.filesz,
+      memsz: p.memsz,
+      align: p.align ?? 0x1000n,
+    });
   });
-  return Buffer.concat([eh, ph, ...chunks]);
+  return ph;
 }
