@@ -9,12 +9,15 @@
 //   - pte: a boot page-table page (a symbol named like one starts the page, its section covers it
 //     all): its last two entries, when no relocation fills them and they are zero (not present),
 //     with the present bit kept clear. The CPU ignores every other bit of a not-present entry, so
-//     each carries 63 bits.
+//     each carries 63 bits;
+//   - pad: in the image's own code, 8 bytes of the padding between two functions that nothing
+//     runs (pad.ts).
 import { createHash } from 'node:crypto';
 import { type ElfFile, PT_LOAD, type Section, SHF_ALLOC, SHT_NOBITS } from '../elf.js';
 import { readImagePlan } from '../plan.js';
 import { PAGE } from '../util/units.js';
 import { type AslrImage, fileOffset, SALT_SECTION } from './analyze.js';
+import { padWord } from './pad.js';
 
 export const SALT_BYTES = 8;
 export { SALT_SECTION };
@@ -24,7 +27,7 @@ const PAGE_TABLE = /(^|_)(pml[45]|pdpt|pgd|pud|pmd|pd|pd\d+(_\d+)*|pt\d+(_\d+)*)
 /** The salt of one page: where its words go and how many random bits they carry. */
 export interface SaltPlace {
   page: number;
-  kind: 'gap' | 'pte';
+  kind: 'gap' | 'pte' | 'pad';
   /** Addresses of the 8-byte words. */
   words: number[];
   bits: number;
@@ -44,7 +47,12 @@ export function saltBytes(seed: string, place: SaltPlace, i: number): Buffer {
 
 /** Where page `page` of the image carries its salt; null when it has no room. */
 export function saltPlace(img: AslrImage, page: number): SaltPlace | null {
-  return gapPlace(img.elf, page) ?? ptePlace(img.elf, page, img.seed);
+  return gapPlace(img.elf, page) ?? ptePlace(img.elf, page, img.seed) ?? padPlace(img, page);
+}
+
+function padPlace(img: AslrImage, page: number): SaltPlace | null {
+  const w = padWord(img, page);
+  return w === null ? null : { page, kind: 'pad', words: [w], bits: 64 };
 }
 
 function gapPlace(elf: ElfFile, page: number): SaltPlace | null {

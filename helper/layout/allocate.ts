@@ -126,6 +126,30 @@ export function freshMap(req: AllocRequest): SpacerMap {
 }
 
 /**
+ * Bytes at the end of each page that tables and pointer areas leave free: in ASLR mode a page of
+ * pointer areas and entry stubs depends on the seed, and its salt goes there (audit/salt.ts).
+ */
+export const SALT_ROOM = 8;
+
+/** Where a variant's extent of `size` bytes goes at or after `next` (see SALT_ROOM for `ind`). */
+function extentAt(area: Area, next: number, size: number, align: number): number {
+  const addr = alignUp(next, align);
+  if (area !== 'ind' || size > PAGE - SALT_ROOM) return addr;
+  const pageEnd = (Math.floor(addr / PAGE) + 1) * PAGE;
+  return addr + size > pageEnd - SALT_ROOM ? alignUp(pageEnd, align) : addr;
+}
+
+/** The end of the variants' extents packed from `from` as packExtents packs them. */
+export function packEnd(area: Area, from: number, items: { v: VariantEntry }[]): number {
+  let next = from;
+  for (const { v } of items) {
+    const size = v.sizes[area] ?? 0;
+    if (size) next = extentAt(area, next, size, v.align[area] ?? 1) + size;
+  }
+  return next;
+}
+
+/**
  * Packs variants one after the other from `from` (rounded up to a page when `page`); returns their
  * extents.
  */
@@ -143,7 +167,7 @@ export function packExtents(
   for (const { name, v } of items) {
     const size = v.sizes[area] ?? 0;
     if (!size) continue;
-    const addr = alignUp(next, v.align[area] ?? 1);
+    const addr = extentAt(area, next, size, v.align[area] ?? 1);
     if (addr + size > limit) {
       const r = m.regions[area];
       throw new SpacerError(
@@ -187,7 +211,7 @@ function promoteShared(m: SpacerMap, mapPath: string, entries: Entry[], notes: s
       (a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0),
       0,
     );
-    const indFits = alignUp(m.regions.ind.next, 16) + indNeed <= m.regions.ind.end;
+    const indFits = packEnd('ind', m.regions.ind.next, promote) <= m.regions.ind.end;
     for (const a of AREAS) {
       if (a === 'ind' && !indFits) continue;
       const r = m.regions[a];

@@ -3,7 +3,7 @@
 // name slots after), and drop what no image uses any more.
 import { SpacerError } from '../errors.js';
 import { PAGE, alignUp } from '../util/units.js';
-import { indEnd, packExtents } from './allocate.js';
+import { indEnd, packEnd, packExtents } from './allocate.js';
 import {
   AREAS,
   type Area,
@@ -125,7 +125,8 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
   // other µlibs' entries) differs between images with different µlib sets, so they go next to the
   // name slots and own areas, on the tail page that differs per image anyway, and the first page
   // (head and the most shared code) stays the same in every image.
-  const indNeed = all.reduce((a, x) => alignUp(a, x.v.align.ind ?? 1) + (x.v.sizes.ind ?? 0), 0);
+  // What the tables need from `base`, packed as packExtents packs them (salt room kept).
+  const indNeed = (base: number) => packEnd('ind', base, ordered.flat()) - base;
   const ind = m.regions.ind,
     text = m.regions.text;
   text.base = Math.min(ind.base, text.base);
@@ -133,10 +134,10 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
     const r = m.regions[a];
     if (a === 'ind') {
       ind.base = alignUp(text.next, 64);
-      ind.end = indEnd(ind.base, indNeed);
+      ind.end = indEnd(ind.base, indNeed(ind.base));
       if (pageAligned && Math.floor(ind.base / PAGE) !== Math.floor((ind.end - 1) / PAGE)) {
         ind.base = alignUp(ind.base, PAGE);
-        ind.end = indEnd(ind.base, indNeed);
+        ind.end = indEnd(ind.base, indNeed(ind.base));
       }
       if (ind.end >= text.end)
         throw new SpacerError(

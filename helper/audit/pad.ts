@@ -1,0 +1,100 @@
+// Salt room in the image's own code: dead bytes between two functions. The image's own code (the
+// µlibs only it uses) is packed after a gap drawn from the seed, so every page of it depends on the
+// seed, and compiled code fills its pages without a gap between sections. But the assembler pads
+// each function to its alignment, and those bytes are never run:
+//   - they lie between the end of a sized function (st_value + st_size) and the next function
+//     symbol, with no symbol and no relocation in between;
+//   - the function before them ends in an instruction that does not fall through (ret, jmp, ud2,
+//     or a call: a function ends in a call only when the callee does not return).
+// The last 8 bytes of such a run on the page carry the salt. Only code the rewrite left as linked
+// (not in the rewrite record, so `spacer verify` never compares it) is salted this way.
+import {
+  type ElfFile,
+  type ElfSymbol,
+  SHF_EXECINSTR,
+  STT_FILE,
+  STT_FUNC,
+  STT_SECTION,
+} from '../elf.js';
+import { PAGE } from '../util/units.js';
+import { decodeRange, FlowControl } from '../x86/decode.js';
+import type { AslrImage } from './analyze.js';
+
+const SALT = 8;
+/** Last instructions after which nothing runs on. */
+const NO_FALL_THROUGH = new Set<FlowControl>([
+  FlowControl.Return,
+  FlowControl.UnconditionalBranch,
+  FlowControl.IndirectBranch,
+  FlowControl.Exception,
+  FlowControl.Call,
+]);
+
+const symbolsOf = new WeakMap<ElfFile, ElfSymbol[]>();
+
+/** Address of an 8-byte dead word on the page in the image's own code, or null. */
+export function padWord(img: AslrImage, page: number): number | null {
+  const { elf } = img;
+  const lo = page * PAGE,
+    hi = lo + PAGE;
+  const recorded = new Set(img.record.ulibs.map((u) => u.text));
+  const own = img.units.filter((u) => u.own && u.start < hi && u.end > lo);
+  const secs = elf.sections.filter(
+    (s) =>
+      s.flags & SHF_EXECINSTR &&
+      !recorded.has(s.name) &&
+      Number(s.addr) < hi &&
+      Number(s.addr + s.size) > lo &&
+      own.some((u) => Number(s.addr) >= u.start && Number(s.addr + s.size) <= u.end),
+  );
+  let best: number | null = null;
+  for (const sec of secs) {
+    const w = lastDeadWord(elf, sec.index, lo, hi);
+    if (w !== null && (best === null || w > best)) best = w;
+  }
+  return best;
+}
+
+/** The last dead word on [lo, hi) in section `index` (see the file's comment), or null. */
+function lastDeadWord(elf: ElfFile, index: number, lo: number, hi: number): number | null {
+  let syms = symbolsOf.get(elf);
+  if (!syms) symbolsOf.set(elf, (syms = elf.symbols()));
+  const inSec = syms.filter(
+    (s) => s.shndx === index && s.type !== STT_SECTION && s.type !== STT_FILE,
+  );
+  const funcs = inSec
+    .filter((s) => s.type === STT_FUNC && s.size > 0n)
+    .sort((a, b) => Number(a.value - b.value));
+  const named = inSec.map((s) => Number(s.value));
+  const sec = elf.sections[index];
+  const relocs = elf.relocationsFor(sec).map((r) => Number(r.offset));
+  for (let i = funcs.length - 2; i >= 0; i--) {
+    const f = funcs[i];
+    const end = Number(f.value + f.size),
+      next = Number(funcs[i + 1].value);
+    const word = Math.min(next, hi) - SALT;
+    if (word < Math.max(end, lo) || end >= hi) continue;
+    if (named.some((v) => v >= end && v < next)) continue;
+    if (relocs.some((o) => o >= end && o < next)) continue;
+    if (endsWithoutFallThrough(elf, sec.offset, sec.addr, f)) return word;
+  }
+  return null;
+}
+
+/** Whether the function's last instruction ends it and does not fall through. */
+function endsWithoutFallThrough(
+  elf: ElfFile,
+  secOffset: bigint,
+  secAddr: bigint,
+  f: ElfSymbol,
+): boolean {
+  const from = Number(secOffset + (f.value - secAddr));
+  const insns = decodeRange(elf.data.subarray(from, from + Number(f.size)), f.value);
+  const last = insns.at(-1);
+  return (
+    !!last &&
+    !last.invalid &&
+    last.ip + BigInt(last.len) === f.value + f.size &&
+    NO_FALL_THROUGH.has(last.flow)
+  );
+}
