@@ -223,16 +223,33 @@ const q = (path: string) => {
   return `"${path}"`;
 };
 
-/** Writes the aligned script. Same plan, same bytes. */
-export function generateScript(plan: ScriptPlan): string {
-  const p = plan.platform;
-  const sc: Script = structuredClone(p.script);
-  const exclude = `EXCLUDE_FILE(${plan.objects.map(q).join(' ')})`;
-  const byKind = (k: SlotKind) =>
-    plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
-  const phdrsOf = (k: Kind) =>
-    k === 'bss' ? [BSS_PHDR] : (sc.statements[p.sections[k].stmt] as OutputSection).phdrs;
-  const slotBlock = (x: SlotPlacement) =>
+/** A block of text the aligned script gets before statement `at` of the platform script. */
+interface Insert {
+  at: number;
+  text: string;
+  seq?: number;
+}
+
+/** What each step of generateScript reads: the plan and the copy of the script being edited. */
+interface Draft {
+  plan: ScriptPlan;
+  p: Platform;
+  sc: Script;
+}
+
+/** One kind's slots in address order: the order the script lays them out in. */
+function byKind(plan: ScriptPlan, k: SlotKind): SlotPlacement[] {
+  return plan.placements.filter((x) => x.kind === k).sort((a, b) => a.addr - b.addr);
+}
+
+/** Program headers a kind's slots go to: the platform section's, or the extra bss PT_LOAD. */
+function phdrsOf(d: Draft, k: Kind): string[] {
+  return k === 'bss' ? [BSS_PHDR] : (d.sc.statements[d.p.sections[k].stmt] as OutputSection).phdrs;
+}
+
+/** A µlib's slot: the platform's input patterns for the kind, restricted to its object. */
+function slotBlock(d: Draft, x: SlotPlacement): string {
+  return (
     '\n' +
     fill('ulib-slot', {
       ULIB: x.ulib,
@@ -240,12 +257,17 @@ export function generateScript(plan: ScriptPlan): string {
       SECTION: outputName(x.kind, x.ulib),
       ADDR: hex(x.addr),
       SIZE: hex(x.size),
-      INPUTS: p.sections[x.kind as Kind].patterns.map((pat) => `${q(x.path)}(${pat})`).join(' '),
-      PHDRS: phdrsOf(x.kind as Kind)
+      INPUTS: d.p.sections[x.kind as Kind].patterns.map((pat) => `${q(x.path)}(${pat})`).join(' '),
+      PHDRS: phdrsOf(d, x.kind as Kind)
         .map((h) => ` :${h}`)
         .join(''),
-    });
-  const indBlock = (x: SlotPlacement, phdrs: string[]) =>
+    })
+  );
+}
+
+/** A µlib's indirection table or pointer area: an extent of its own in the text segment. */
+function indBlock(x: SlotPlacement, phdrs: string[]): string {
+  return (
     '\n' +
     fill('ulib-ind', {
       ULIB: x.ulib,
@@ -254,107 +276,148 @@ export function generateScript(plan: ScriptPlan): string {
       ADDR: hex(x.addr),
       SIZEM1: hex(x.size - 1),
       PHDRS: phdrs.map((h) => ` :${h}`).join(''),
-    });
-  const slotText = (k: Kind) => byKind(k).map(slotBlock).join('');
-  // A segment starts at its first section: when this image lacks the region's first µlib, zeros
-  // from the region's start keep the segment on a page (Unikraft's boot checks its memory regions).
-  const regionBase: Record<'rodata' | 'data' | 'bss', number> = {
-    rodata: plan.rodataBase,
-    data: plan.dataBase,
-    bss: plan.bssBase,
-  };
-  const padText = (k: 'rodata' | 'data' | 'bss') => {
-    const first = byKind(k)[0];
-    if (!first || first.addr === regionBase[k]) return '';
-    const size = hex(first.addr - regionBase[k]);
-    return (
-      '\n' +
-      fill('region-pad', {
-        REGION: k,
-        ADDR: hex(regionBase[k]),
-        TYPE: k === 'bss' ? '(NOLOAD) ' : '',
-        BODY: k === 'bss' ? `. = ${size};` : `BYTE(0); . = ${size};`,
-        PHDRS: phdrsOf(k)
-          .map((h) => ` :${h}`)
-          .join(''),
-      })
-    );
-  };
+    })
+  );
+}
 
-  // 1. Generic descriptions skip mapped objects.
+/** Every slot of a kind, in address order. */
+function slotText(d: Draft, k: Kind): string {
+  return byKind(d.plan, k)
+    .map((x) => slotBlock(d, x))
+    .join('');
+}
+
+/**
+ * A segment starts at its first section: when this image lacks the region's first µlib, zeros
+ * from the region's start keep the segment on a page (Unikraft's boot checks its memory regions).
+ */
+function padText(d: Draft, k: 'rodata' | 'data' | 'bss'): string {
+  const regionBase: Record<'rodata' | 'data' | 'bss', number> = {
+    rodata: d.plan.rodataBase,
+    data: d.plan.dataBase,
+    bss: d.plan.bssBase,
+  };
+  const first = byKind(d.plan, k)[0];
+  if (!first || first.addr === regionBase[k]) return '';
+  const size = hex(first.addr - regionBase[k]);
+  return (
+    '\n' +
+    fill('region-pad', {
+      REGION: k,
+      ADDR: hex(regionBase[k]),
+      TYPE: k === 'bss' ? '(NOLOAD) ' : '',
+      BODY: k === 'bss' ? `. = ${size};` : `BYTE(0); . = ${size};`,
+      PHDRS: phdrsOf(d, k)
+        .map((h) => ` :${h}`)
+        .join(''),
+    })
+  );
+}
+
+/** Step 1: the generic descriptions skip mapped objects, which only their slots take. */
+function excludeMapped(d: Draft): void {
+  const exclude = `EXCLUDE_FILE(${d.plan.objects.map(q).join(' ')})`;
   for (const k of KINDS) {
-    const sec = sc.statements[p.sections[k].stmt] as OutputSection;
+    const sec = d.sc.statements[d.p.sections[k].stmt] as OutputSection;
     sec.items = sec.items.map((it, j): Item => {
-      if (j < p.sections[k].firstGeneric || !it.input || it.input.file !== '*') return it;
+      if (j < d.p.sections[k].firstGeneric || !it.input || it.input.file !== '*') return it;
       const star = it.text.indexOf('*');
       return { ...it, text: it.text.slice(0, star) + exclude + ' ' + it.text.slice(star) };
     });
   }
-  // 2-4. Insert slots (and pins) from the last statement backwards so indices stay valid.
-  const inserts: { at: number; text: string; seq?: number }[] = [];
-  // Code and tables: one run in address order in the text segment (shared tables right after
-  // the boot head, each image's own tables after its own code; in ASLR mode each table after its
-  // µlib).
-  const textPhdrs = (sc.statements[p.sections.text.stmt] as OutputSection).phdrs;
-  const run = [...byKind('ptr'), ...byKind('ind'), ...byKind('text')].sort(
+}
+
+/**
+ * Code and tables: one run in address order in the text segment (shared tables right after the
+ * boot head, each image's own tables after its own code; in ASLR mode each table after its µlib).
+ */
+function textInsert(d: Draft): Insert {
+  const textPhdrs = (d.sc.statements[d.p.sections.text.stmt] as OutputSection).phdrs;
+  const run = [...byKind(d.plan, 'ptr'), ...byKind(d.plan, 'ind'), ...byKind(d.plan, 'text')].sort(
     (x, y) => x.addr - y.addr,
   );
   const textRun = run
-    .map((x) => (x.kind === 'ind' || x.kind === 'ptr' ? indBlock(x, textPhdrs) : slotBlock(x)))
+    .map((x) => (x.kind === 'ind' || x.kind === 'ptr' ? indBlock(x, textPhdrs) : slotBlock(d, x)))
     .join('');
   const guard = run.length ? '\n' + fill('head-guard', { ADDR: hex(run[0].addr) }) : '';
-  inserts.push({ at: p.sections.text.stmt + 1, text: guard + textRun });
-  for (const k of ['rodata', 'data'] as const) {
-    const at = p.sections[k].stmt;
-    // Start symbols (`_rodata = .;`) stay with the region: the pin goes before them.
-    let pinAt = at;
-    while (pinAt > 0) {
-      const st = sc.statements[pinAt - 1];
-      if (
-        st.kind === 'other' &&
-        /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(stripComments(st.text))
-      )
-        pinAt--;
-      else break;
-    }
-    const before = sc.statements[pinAt - 1];
-    // no alignment before: pin right at the section
-    if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(stripComments(before.text)))) pinAt = at;
-    const base = k === 'rodata' ? plan.rodataBase : plan.dataBase;
-    inserts.push({
-      at: pinAt,
-      text:
-        '\n' +
-        fill('region-pin', {
-          REGION: k === 'rodata' ? 'read-only' : 'data',
-          PREV: k === 'rodata' ? 'text' : 'read-only',
-          ADDR: hex(base),
-        }),
-    });
-    // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
-    // after the image's own µlibs (per-image anyway) they may.
-    const last = byKind(k).at(-1);
-    // Otherwise they start at the end of the own area's reserve: the same address in every image
-    // whose own bytes fit, so the shared code that reads them stays the same.
-    const end = plan.ownEnd?.[k];
-    const after = last?.shared
-      ? '  . = ALIGN(0x1000);\n'
-      : end !== undefined
-        ? `  . = MAX(., ${hex(end)}); /* the own area's reserve */\n`
-        : '';
-    inserts.push({ at, text: padText(k) + slotText(k) + after });
+  return { at: d.p.sections.text.stmt + 1, text: guard + textRun };
+}
+
+/**
+ * Where the pin of a region goes: before its start symbols (`_rodata = .;`), which stay with the
+ * region, when an alignment precedes them; else right at the section.
+ */
+function pinIndex(sc: Script, at: number): number {
+  let pinAt = at;
+  while (pinAt > 0) {
+    const st = sc.statements[pinAt - 1];
+    if (st.kind === 'other' && /^\s*[A-Za-z_][\w.$]*\s*=\s*\.\s*;\s*$/.test(stripComments(st.text)))
+      pinAt--;
+    else break;
   }
-  inserts.push({
-    at: p.sections.bss.stmt + 1,
-    text: padText('bss') + slotText('bss') + (byKind('bss').length ? '  . = ALIGN(0x1000);\n' : ''),
-  });
-  // Same position: later inserts go first, so the earlier one ends up in front.
+  const before = sc.statements[pinAt - 1];
+  // no alignment before: pin right at the section
+  if (!(before?.kind === 'other' && /^\s*\.\s*=/.test(stripComments(before.text)))) pinAt = at;
+  return pinAt;
+}
+
+/** The read-only data or data region: its pin, then its slots and what ends them. */
+function regionInserts(d: Draft, k: 'rodata' | 'data'): Insert[] {
+  const at = d.p.sections[k].stmt;
+  const base = k === 'rodata' ? d.plan.rodataBase : d.plan.dataBase;
+  const pin = {
+    at: pinIndex(d.sc, at),
+    text:
+      '\n' +
+      fill('region-pin', {
+        REGION: k === 'rodata' ? 'read-only' : 'data',
+        PREV: k === 'rodata' ? 'text' : 'read-only',
+        ADDR: hex(base),
+      }),
+  };
+  // Per-image tables that follow (libinfo, bootinfo) must not share a page with a shared slot;
+  // after the image's own µlibs (per-image anyway) they may.
+  const last = byKind(d.plan, k).at(-1);
+  // Otherwise they start at the end of the own area's reserve: the same address in every image
+  // whose own bytes fit, so the shared code that reads them stays the same.
+  const end = d.plan.ownEnd?.[k];
+  const after = last?.shared
+    ? '  . = ALIGN(0x1000);\n'
+    : end !== undefined
+      ? `  . = MAX(., ${hex(end)}); /* the own area's reserve */\n`
+      : '';
+  return [pin, { at, text: padText(d, k) + slotText(d, k) + after }];
+}
+
+/** µlib .bss slots after the platform's .bss, in the extra PT_LOAD. */
+function bssInsert(d: Draft): Insert {
+  const bss = byKind(d.plan, 'bss').length ? '  . = ALIGN(0x1000);\n' : '';
+  return { at: d.p.sections.bss.stmt + 1, text: padText(d, 'bss') + slotText(d, 'bss') + bss };
+}
+
+/**
+ * Splices the inserts from the last statement backwards so indices stay valid. Same position:
+ * later inserts go first, so the earlier one ends up in front.
+ */
+function spliceInserts(sc: Script, inserts: Insert[]): void {
   inserts.forEach((x, i) => (x.seq = i));
   inserts.sort((a, b) => b.at - a.at || b.seq! - a.seq!);
   for (const ins of inserts) sc.statements.splice(ins.at, 0, { kind: 'other', text: ins.text });
+}
 
-  let out = renderScript(sc);
-  if (byKind('bss').length) out = addPhdr(out, `${BSS_PHDR} PT_LOAD FLAGS(0x6);`);
+/** Writes the aligned script. Same plan, same bytes. */
+export function generateScript(plan: ScriptPlan): string {
+  const d: Draft = { plan, p: plan.platform, sc: structuredClone(plan.platform.script) };
+  // 1. Generic descriptions skip mapped objects.
+  excludeMapped(d);
+  // 2-4. Insert slots (and pins) from the last statement backwards so indices stay valid.
+  const inserts = [textInsert(d)];
+  for (const k of ['rodata', 'data'] as const) inserts.push(...regionInserts(d, k));
+  inserts.push(bssInsert(d));
+  spliceInserts(d.sc, inserts);
+
+  let out = renderScript(d.sc);
+  if (byKind(plan, 'bss').length) out = addPhdr(out, `${BSS_PHDR} PT_LOAD FLAGS(0x6);`);
   return `/* Generated by lib-spacer from the platform's default script; do not edit. */\n${out}`;
 }
 

@@ -218,25 +218,19 @@ function pvhEntry(data: Buffer, p: Phdr): { entry?: bigint; error?: [Firecracker
   return {};
 }
 
-/**
- * The rules Firecracker's loader and boot path, and Unikraft's lxboot boot, apply to an image
- * (the final ELF64 file, as Firecracker's kernel_image_path gets it). Returns the violations,
- * each `<rule>: <what>` (rules: FIRECRACKER_RULES); empty: the image is loaded and entered.
- */
-export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}): string[] {
-  const out: string[] = [];
-  const bad: Bad = (rule, msg) => {
-    out.push(`${rule}: ${msg}`);
-    return undefined;
-  };
-  const e = parse(bytesOf(img), bad);
-  if (!e) return out;
-  const { data, entry, phdrs } = e;
-  const ram = firecrackerRam(opts.memBytes);
-  const loads = phdrs.filter((p) => p.type === PT_LOAD);
-  const what = (p: Phdr) => `PT_LOAD ${p.index} (${hex(p.paddr)})`;
+const what = (p: Phdr) => `PT_LOAD ${p.index} (${hex(p.paddr)})`;
 
-  // Elf::load, per program header, in order.
+/** What each group of rules reads: the image, its PT_LOADs with memory, guest RAM, the options. */
+interface Check {
+  e: Parsed;
+  mem: Phdr[];
+  ram: [bigint, bigint][];
+  opts: FirecrackerOptions;
+  bad: Bad;
+}
+
+/** Elf::load, per program header, in order: where each copy comes from and goes to. */
+function loaderRules({ e: { data, phdrs }, ram, bad }: Check): void {
   let pvh: bigint | undefined;
   for (const p of phdrs) {
     if (p.type === PT_NOTE) {
@@ -265,14 +259,17 @@ export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}):
   if (pvh !== undefined) {
     bad('pvh-note', `a Xen PVH note sends Firecracker to ${hex(pvh)} in 32-bit mode`);
   }
+}
 
-  // Firecracker's boot path: registers, page tables, what it writes into low memory, e820.
+/** Firecracker's boot path: registers, page tables, what it writes into low memory, e820. */
+function bootRules({ e, mem, ram, opts, bad }: Check): void {
+  const entry = e.entry;
   if (e.machine !== EM_X86_64) bad('machine', `e_machine ${e.machine}, not x86-64`);
+  const loads = e.phdrs.filter((p) => p.type === PT_LOAD);
   if (!loads.some((p) => p.flags & PF_X && entry >= p.paddr && entry < p.paddr + p.filesz)) {
     bad('entry-loaded', `e_entry ${hex(entry)} is in no executable PT_LOAD's file bytes`);
   }
   if (entry >= BOOT_MAPPED) bad('boot-mapped', `e_entry ${hex(entry)} is above 1 GiB`);
-  const mem = loads.filter((p) => p.memsz > 0n);
   const top = mem.reduce((m, p) => (p.paddr + p.memsz > m ? p.paddr + p.memsz : m), 0n);
   for (const p of mem) {
     const end = p.paddr + p.memsz;
@@ -297,8 +294,10 @@ export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}):
       );
     }
   }
+}
 
-  // Unikraft: .uk_bootinfo lists the PT_LOADs (mkbootinfo.py) as kernel regions.
+/** Unikraft: .uk_bootinfo lists the PT_LOADs (mkbootinfo.py) as kernel regions. */
+function unikraftRules({ e, mem, ram, opts, bad }: Check): void {
   for (const p of mem) {
     if (p.vaddr !== p.paddr) bad('vaddr-paddr', `${what(p)}: p_vaddr ${hex(p.vaddr)}`);
     if (p.vaddr % PAGE) bad('page-start', `${what(p)}: p_vaddr ${hex(p.vaddr)} is not on a page`);
@@ -315,7 +314,7 @@ export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}):
       );
     }
   }
-  const capacity = opts.regionCapacity ?? bootinfoCapacity(data);
+  const capacity = opts.regionCapacity ?? bootinfoCapacity(e.data);
   if (capacity) {
     // lxboot_entry inserts the command line (Firecracker always passes one), the initrd, every
     // e820 entry (configure_64bit_boot: 3 fixed + one per RAM region) and 3 legacy regions
@@ -329,6 +328,27 @@ export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}):
       );
     }
   }
+}
+
+/**
+ * The rules Firecracker's loader and boot path, and Unikraft's lxboot boot, apply to an image
+ * (the final ELF64 file, as Firecracker's kernel_image_path gets it). Returns the violations,
+ * each `<rule>: <what>` (rules: FIRECRACKER_RULES); empty: the image is loaded and entered.
+ */
+export function firecrackerLoadRules(img: Image, opts: FirecrackerOptions = {}): string[] {
+  const out: string[] = [];
+  const bad: Bad = (rule, msg) => {
+    out.push(`${rule}: ${msg}`);
+    return undefined;
+  };
+  const e = parse(bytesOf(img), bad);
+  if (!e) return out;
+  const ram = firecrackerRam(opts.memBytes);
+  const mem = e.phdrs.filter((p) => p.type === PT_LOAD && p.memsz > 0n);
+  const check: Check = { e, mem, ram, opts, bad };
+  loaderRules(check);
+  bootRules(check);
+  unikraftRules(check);
   return out;
 }
 

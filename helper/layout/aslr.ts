@@ -2,8 +2,14 @@
 // everything else.
 import { SpacerError } from '../errors.js';
 import { PAGE, alignUp, hex } from '../util/units.js';
-import { allocate, type AllocRequest, type AllocResult, type Placement } from './allocate.js';
-import type { SpacerMap } from './map-types.js';
+import {
+  allocate,
+  type AllocRequest,
+  type AllocResult,
+  type Placement,
+  type UlibRequest,
+} from './allocate.js';
+import type { Region, SpacerMap } from './map-types.js';
 
 /** A deterministic generator from a seed string (splitmix32 over a hash of the seed). */
 function seededRandom(seed: string): () => number {
@@ -23,26 +29,16 @@ export function isPlatform(name: string): boolean {
   return /^lib[a-z0-9]*plat$/.test(name);
 }
 
+/** Where each µlib goes, per slot kind; what allocateAslr moves. */
+type At = Map<string, Placement['at']>;
+
 /**
- * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
- * starts on a page, its indirection table right after it: the table's entries are position-
- * independent, so code and table pages are the same wherever the µlib lands. What the entries
- * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
- * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place before the
- * code, followed by their own code on the same page. Read-only data, data and bss keep the map's
- * slots (allocated as in the plain layout): code
- * reaches them only through its table, so they need not move with it, and their pages stay shared.
+ * The request for the map's slots: everything but the code and its table; the pointer area takes
+ * the table's map area. No mode either: the map records a mode only with its measured table size,
+ * and this request carries the pointer area's size in its place.
  */
-export function allocateAslr(
-  m: SpacerMap,
-  mapPath: string,
-  req: AllocRequest,
-  seed: string,
-): AllocResult & { order: string[] } {
-  // Slots for everything but the code and its table; the pointer area takes the table's map area.
-  // No mode either: the map records a mode only with its measured table size, and this request
-  // carries the pointer area's size in its place.
-  const still: AllocRequest = {
+function withoutCode(req: AllocRequest): AllocRequest {
+  return {
     ...req,
     ulibs: req.ulibs.map((u) => ({
       ...u,
@@ -52,19 +48,10 @@ export function allocateAslr(
       ...(u.ownAbs?.ptr ? { absPtr: u.ownAbs.ptr } : {}),
     })),
   };
-  const base = allocate(m, mapPath, still);
-  const rand = seededRandom(seed);
-  // The platform keeps its place: its boot code and the page tables inside it hold real addresses
-  // of itself, and its unwind tables PC-relative ones, so shuffling it would make those pages
-  // differ per image. The rest is shuffled.
-  const fixed = new Set(req.ulibs.filter((u) => u.pinned || isPlatform(u.name)).map((u) => u.name));
-  // The image's own code: µlibs only it uses, and the per-app variants of the name slots (ukboot,
-  // uklibid; on real Unikraft ukboot's code holds the app's name). Its pages are its own wherever
-  // it goes, so it is not rewritten: no table, no pointer area, references left as linked
-  // (correct for this image), packed after a gap drawn from the seed.
-  const isOwn = new Set(
-    base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
-  );
+}
+
+/** The code order: the fixed µlibs first, in link order, then the rest shuffled from the seed. */
+function shuffled(req: AllocRequest, fixed: Set<string>, rand: () => number) {
   const pinned = req.ulibs.map((u) => u.name).filter((n) => fixed.has(n));
   const order = req.ulibs.map((u) => u.name).filter((n) => !fixed.has(n));
   for (let i = order.length - 1; i > 0; i--) {
@@ -72,10 +59,22 @@ export function allocateAslr(
     [order[i], order[j]] = [order[j], order[i]];
   }
   order.unshift(...pinned);
-  const at = new Map<string, Placement['at']>(base.placements.map((p) => [p.ulib, { ...p.at }]));
-  // Pointer areas: those with a map address keep it; the image's own go before the code.
+  return { pinned, order };
+}
+
+/**
+ * Pointer areas: those with a map address keep it (the map's `ind` extent); the image's own code
+ * gets none and no table. Returns the µlibs whose pointer areas go before the code (`own`) and the
+ * name slots whose own data's addresses go through their table (`ownAbs`).
+ */
+function pointerAreas(
+  m: SpacerMap,
+  base: AllocResult,
+  at: At,
+  byName: Map<string, UlibRequest>,
+  isOwn: Set<string>,
+): { own: string[]; ownAbs: Set<string> } {
   const own: string[] = [];
-  const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
   const ownAbs = new Set<string>();
   for (const p of base.placements) {
     const a = at.get(p.ulib)!;
@@ -99,56 +98,117 @@ export function allocateAslr(
     }
     if (a.ptr && !p.shared && !p.named) own.push(p.ulib);
   }
-  const r = m.regions.text;
-  // Code starts after everything the map placed in the text region (name slots, spilled areas):
-  // first the platform, at the same address in every image of the map, then the image's own
-  // pointer areas (that page differs per image anyway).
-  let next = Math.max(r.base, r.next);
-  const place = (n: string, addr: number) => {
-    const u = byName.get(n)!;
-    const text = u.sizes.text!,
-      ind = u.sizes.ind ?? 0;
-    const tableAt = alignUp(addr + text, 16);
-    next = ind ? tableAt + ind : addr + text;
-    if (next > r.end)
-      throw new SpacerError(
-        `${mapPath}: the text region (${hex(r.base)}..${hex(r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
-      );
-    at.get(n)!.text = { addr, size: text };
-    if (ind) at.get(n)!.ind = { addr: tableAt, size: ind };
-  };
-  const hasCode = (n: string) => (byName.get(n)!.sizes.text ?? 0) > 0;
-  for (const n of pinned.filter(hasCode)) {
-    place(n, alignUp(next, PAGE));
-    next = alignUp(next, PAGE); // the rest of its table's page is the platform's (callee copies)
-  }
-  for (const n of own) {
-    const a = at.get(n)!;
-    const addr = alignUp(next, 8);
-    a.ptr = { addr, size: a.ptr!.size };
-    next = addr + a.ptr.size;
-  }
-  // The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
-  // the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
-  // taking pages of its own. Shared µlibs' code starts on a page each, so it is the same in every
-  // image.
-  const ownCode = order.filter((n) => isOwn.has(n) && hasCode(n));
+  return { own, ownAbs };
+}
+
+/** The text region being filled with code: the placements and the next free address. */
+interface CodeCursor {
+  mapPath: string;
+  r: Region;
+  at: At;
+  byName: Map<string, UlibRequest>;
+  next: number;
+}
+
+/** Places a µlib's code at `addr`, its table (if any) right after it, 16-byte aligned. */
+function place(c: CodeCursor, n: string, addr: number): void {
+  const u = c.byName.get(n)!;
+  const text = u.sizes.text!,
+    ind = u.sizes.ind ?? 0;
+  const tableAt = alignUp(addr + text, 16);
+  c.next = ind ? tableAt + ind : addr + text;
+  if (c.next > c.r.end)
+    throw new SpacerError(
+      `${c.mapPath}: the text region (${hex(c.r.base)}..${hex(c.r.end)}) has no room for ${n} in ASLR mode; start a new map with more room`,
+    );
+  c.at.get(n)!.text = { addr, size: text };
+  if (ind) c.at.get(n)!.ind = { addr: tableAt, size: ind };
+}
+
+/**
+ * The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
+ * the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
+ * taking pages of its own.
+ */
+function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): void {
   const ownBytes = ownCode.reduce(
     (a, n) =>
-      alignUp(a, 64) + alignUp(byName.get(n)!.sizes.text!, 16) + (byName.get(n)!.sizes.ind ?? 0),
+      alignUp(a, 64) +
+      alignUp(c.byName.get(n)!.sizes.text!, 16) +
+      (c.byName.get(n)!.sizes.ind ?? 0),
     0,
   );
-  const start = alignUp(next, 64);
+  const start = alignUp(c.next, 64);
   const slack = alignUp(start, PAGE) - start - ownBytes;
-  next =
+  c.next =
     start +
     (slack > 0
       ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
       : Math.floor(rand() * 16) * 64);
-  for (const n of ownCode) place(n, alignUp(next, Math.max(64, byName.get(n)!.align.text ?? 1)));
-  next = alignUp(next, PAGE);
+  for (const n of ownCode)
+    place(c, n, alignUp(c.next, Math.max(64, c.byName.get(n)!.align.text ?? 1)));
+}
+
+/**
+ * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code
+ * starts on a page, its indirection table right after it: the table's entries are position-
+ * independent, so code and table pages are the same wherever the µlib lands. What the entries
+ * read, the µlib's pointer area, is what differs per image; it gets the map's `ind` extent of the
+ * variant (a stable address for shared µlibs), or, for the image's own µlibs, a place before the
+ * code, followed by their own code on the same page. Read-only data, data and bss keep the map's
+ * slots (allocated as in the plain layout): code
+ * reaches them only through its table, so they need not move with it, and their pages stay shared.
+ */
+export function allocateAslr(
+  m: SpacerMap,
+  mapPath: string,
+  req: AllocRequest,
+  seed: string,
+): AllocResult & { order: string[] } {
+  const base = allocate(m, mapPath, withoutCode(req));
+  const rand = seededRandom(seed);
+  // The platform keeps its place: its boot code and the page tables inside it hold real addresses
+  // of itself, and its unwind tables PC-relative ones, so shuffling it would make those pages
+  // differ per image. The rest is shuffled.
+  const fixed = new Set(req.ulibs.filter((u) => u.pinned || isPlatform(u.name)).map((u) => u.name));
+  // The image's own code: µlibs only it uses, and the per-app variants of the name slots (ukboot,
+  // uklibid; on real Unikraft ukboot's code holds the app's name). Its pages are its own wherever
+  // it goes, so it is not rewritten: no table, no pointer area, references left as linked
+  // (correct for this image), packed after a gap drawn from the seed.
+  const isOwn = new Set(
+    base.placements.filter((p) => (!p.shared || p.named) && !fixed.has(p.ulib)).map((p) => p.ulib),
+  );
+  const { pinned, order } = shuffled(req, fixed, rand);
+  const at: At = new Map(base.placements.map((p) => [p.ulib, { ...p.at }]));
+  const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
+  const { own, ownAbs } = pointerAreas(m, base, at, byName, isOwn);
+  const r = m.regions.text;
+  // Code starts after everything the map placed in the text region (name slots, spilled areas):
+  // first the platform, at the same address in every image of the map, then the image's own
+  // pointer areas (that page differs per image anyway).
+  const c: CodeCursor = { mapPath, r, at, byName, next: Math.max(r.base, r.next) };
+  const hasCode = (n: string) => (byName.get(n)!.sizes.text ?? 0) > 0;
+  for (const n of pinned.filter(hasCode)) {
+    place(c, n, alignUp(c.next, PAGE));
+    // The rest of its table's page is the platform's (callee copies).
+    c.next = alignUp(c.next, PAGE);
+  }
+  for (const n of own) {
+    const a = at.get(n)!;
+    const addr = alignUp(c.next, 8);
+    a.ptr = { addr, size: a.ptr!.size };
+    c.next = addr + a.ptr.size;
+  }
+  // Then the image's own code; shared µlibs' code starts on a page each, so it is the same in
+  // every image.
+  placeOwnCode(
+    c,
+    order.filter((n) => isOwn.has(n) && hasCode(n)),
+    rand,
+  );
+  c.next = alignUp(c.next, PAGE);
   for (const n of order)
-    if (!isOwn.has(n) && !fixed.has(n) && hasCode(n)) place(n, alignUp(next, PAGE));
+    if (!isOwn.has(n) && !fixed.has(n) && hasCode(n)) place(c, n, alignUp(c.next, PAGE));
   return {
     placements: base.placements.map((p) => ({
       ...p,

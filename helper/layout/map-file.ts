@@ -90,28 +90,20 @@ export function encodeMap(m: SpacerMap): string {
   return out.join('\n') + '\n';
 }
 
-function decode(path: string, text: string): SpacerMap {
-  let raw: any;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new SpacerError(
-      `${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`,
-    );
-  }
+/** Field readers that fail with one error line naming the map file and the field. */
+interface Fields {
+  bad: (what: string) => never;
+  addr: (v: unknown, what: string) => number;
+  count: (v: unknown, what: string) => number;
+}
+
+/** The readers for the map at `path`: hex addresses, byte counts, and the error for the rest. */
+function fields(path: string): Fields {
   const bad = (what: string): never => {
     throw new SpacerError(
       `${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`,
     );
   };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad('not a JSON object');
-  if (typeof raw.schema !== 'number') bad('no schema version');
-  if (raw.schema > MAP_SCHEMA) {
-    throw new SpacerError(
-      `${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`,
-    );
-  }
-  if (raw.schema < 1) bad(`schema ${raw.schema}`);
   const addr = (v: unknown, what: string): number => {
     if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) bad(`${what} is not a hex address`);
     const n = parseInt(v as string, 16);
@@ -123,62 +115,96 @@ function decode(path: string, text: string): SpacerMap {
       bad(`${what} is not a byte count`);
     return v as number;
   };
+  return { bad, addr, count };
+}
+
+/** The parsed JSON with a schema this lib-spacer reads (a newer one is left for a newer one). */
+function parseHeader(path: string, text: string, f: Fields): any {
+  let raw: any;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new SpacerError(
+      `${path}: corrupt map (${(e as Error).message}); restore it from a backup, or delete it and relink every app to start a new map`,
+    );
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) f.bad('not a JSON object');
+  if (typeof raw.schema !== 'number') f.bad('no schema version');
+  if (raw.schema > MAP_SCHEMA) {
+    throw new SpacerError(
+      `${path}: map schema ${raw.schema} is newer than this lib-spacer understands (${MAP_SCHEMA}); update lib-spacer, the map was left as it is`,
+    );
+  }
+  if (raw.schema < 1) f.bad(`schema ${raw.schema}`);
+  return raw;
+}
+
+/** Every region must be there, each with hex base, end and next. */
+function decodeRegions(raw: any, f: Fields): Record<Area, Region> {
   const regions = {} as Record<Area, Region>;
   for (const k of AREAS) {
     const r = raw.regions?.[k];
-    if (!r) bad(`missing region ${k}`);
+    if (!r) f.bad(`missing region ${k}`);
     regions[k] = {
-      base: addr(r.base, `regions.${k}.base`),
-      end: addr(r.end, `regions.${k}.end`),
-      next: addr(r.next, `regions.${k}.next`),
+      base: f.addr(r.base, `regions.${k}.base`),
+      end: f.addr(r.end, `regions.${k}.end`),
+      next: f.addr(r.next, `regions.${k}.next`),
     };
   }
+  return regions;
+}
+
+/** A slot's extents (of a µlib's name slot or a variant's), named `<at>.<area>.addr|size`. */
+function decodeSlot(slot: any, at: string, f: Fields): Partial<Record<Area, Extent>> {
+  const out: Partial<Record<Area, Extent>> = {};
+  for (const a of AREAS)
+    if (slot[a])
+      out[a] = {
+        addr: f.addr(slot[a].addr, `${at}.${a}.addr`),
+        size: f.addr(slot[a].size, `${at}.${a}.size`),
+      };
+  return out;
+}
+
+/** One variant: sizes and images required; unknown modes are dropped. */
+function decodeVariant(v: any, at: string, f: Fields): VariantEntry {
+  if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) f.bad(at);
+  const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
+  if (Array.isArray(v.modes))
+    e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
+  if (v.abs_ptr !== undefined) e.abs_ptr = f.count(v.abs_ptr, `${at}.abs_ptr`);
+  if (v.code_sig !== undefined) {
+    if (typeof v.code_sig !== 'string' || !/^[0-9a-f]{16}$/.test(v.code_sig))
+      f.bad(`${at}.code_sig`);
+    e.code_sig = v.code_sig;
+  }
+  for (const a of AREAS) {
+    if (v.sizes[a] !== undefined) e.sizes[a] = f.count(v.sizes[a], `${at}.sizes.${a}`);
+    if (v.align?.[a] !== undefined) e.align[a] = f.count(v.align[a], `${at}.align.${a}`);
+  }
+  if (v.slot) e.slot = decodeSlot(v.slot, `${at}.slot`, f);
+  return e;
+}
+
+/** The µlibs: their variants, and their name slots. */
+function decodeUlibs(raw: any, f: Fields): Record<string, UlibEntry> {
   const ulibs: Record<string, UlibEntry> = {};
   for (const [name, u] of Object.entries<any>(raw.ulibs ?? {})) {
-    if (typeof u?.variants !== 'object' || u.variants === null) bad(`ulibs.${name}`);
+    if (typeof u?.variants !== 'object' || u.variants === null) f.bad(`ulibs.${name}`);
     const variants: Record<string, VariantEntry> = {};
-    for (const [h, v] of Object.entries<any>(u.variants)) {
-      const at = `ulibs.${name}.variants.${h}`;
-      if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) bad(at);
-      const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
-      if (Array.isArray(v.modes))
-        e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
-      if (v.abs_ptr !== undefined) e.abs_ptr = count(v.abs_ptr, `${at}.abs_ptr`);
-      if (v.code_sig !== undefined) {
-        if (typeof v.code_sig !== 'string' || !/^[0-9a-f]{16}$/.test(v.code_sig))
-          bad(`${at}.code_sig`);
-        e.code_sig = v.code_sig;
-      }
-      for (const a of AREAS) {
-        if (v.sizes[a] !== undefined) e.sizes[a] = count(v.sizes[a], `${at}.sizes.${a}`);
-        if (v.align?.[a] !== undefined) e.align[a] = count(v.align[a], `${at}.align.${a}`);
-      }
-      if (v.slot) {
-        e.slot = {};
-        for (const a of AREAS)
-          if (v.slot[a])
-            e.slot[a] = {
-              addr: addr(v.slot[a].addr, `${at}.slot.${a}.addr`),
-              size: addr(v.slot[a].size, `${at}.slot.${a}.size`),
-            };
-      }
-      variants[h] = e;
-    }
+    for (const [h, v] of Object.entries<any>(u.variants))
+      variants[h] = decodeVariant(v, `ulibs.${name}.variants.${h}`, f);
     ulibs[name] = { variants };
-    if (u.slot) {
-      const slot: Partial<Record<Area, Extent>> = {};
-      for (const a of AREAS)
-        if (u.slot[a])
-          slot[a] = {
-            addr: addr(u.slot[a].addr, `ulibs.${name}.slot.${a}.addr`),
-            size: addr(u.slot[a].size, `ulibs.${name}.slot.${a}.size`),
-          };
-      ulibs[name].slot = slot;
-    }
+    if (u.slot) ulibs[name].slot = decodeSlot(u.slot, `ulibs.${name}.slot`, f);
   }
+  return ulibs;
+}
+
+/** The images: the variant each µlib of theirs uses, and where they were linked. */
+function decodeImages(raw: any, f: Fields): Record<string, ImageEntry> {
   const images: Record<string, ImageEntry> = {};
   for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
-    if (typeof im?.ulibs !== 'object' || im.ulibs === null) bad(`images.${name}`);
+    if (typeof im?.ulibs !== 'object' || im.ulibs === null) f.bad(`images.${name}`);
     images[name] = { ulibs: im.ulibs };
     if (im.origin !== undefined) {
       const o = im.origin;
@@ -187,7 +213,7 @@ function decode(path: string, text: string): SpacerMap {
         typeof o.build !== 'string' ||
         (o.relink !== undefined && typeof o.relink !== 'string')
       )
-        bad(`images.${name}.origin`);
+        f.bad(`images.${name}.origin`);
       images[name].origin = {
         app: o.app,
         build: o.build,
@@ -195,17 +221,26 @@ function decode(path: string, text: string): SpacerMap {
       };
     }
   }
+  return images;
+}
+
+function decode(path: string, text: string): SpacerMap {
+  const f = fields(path);
+  const raw = parseHeader(path, text, f);
+  const regions = decodeRegions(raw, f);
+  const ulibs = decodeUlibs(raw, f);
+  const images = decodeImages(raw, f);
   let own: Partial<Record<Area, number>> | undefined;
   if (raw.own !== undefined) {
-    if (typeof raw.own !== 'object' || raw.own === null) bad('own');
+    if (typeof raw.own !== 'object' || raw.own === null) f.bad('own');
     own = {};
-    for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = count(raw.own[a], `own.${a}`);
+    for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = f.count(raw.own[a], `own.${a}`);
   }
   return {
     schema: raw.schema,
     page_size: raw.page_size ?? PAGE,
-    text_base: addr(raw.text_base, 'text_base'),
-    head: addr(raw.head, 'head'),
+    text_base: f.addr(raw.text_base, 'text_base'),
+    head: f.addr(raw.head, 'head'),
     regions,
     ...(own ? { own } : {}),
     ulibs,

@@ -85,13 +85,20 @@ function codePages(m: SpacerMap): number {
   return total;
 }
 
-/**
- * relayout with the table region right after the shared code (64-byte aligned) or, when it would
- * cross a page boundary there, on the next page (`pageAligned`): an image without the last groups
- * then keeps no page for the tables' first bytes alone, but every image keeps the gap.
- */
-function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): RelayoutResult {
-  const all: { name: string; h: string; v: VariantEntry; key: string; first: number }[] = [];
+/** A variant two or more images use, keyed by the exact set of them. */
+interface SharedVariant {
+  name: string;
+  h: string;
+  v: VariantEntry;
+  /** Its users, sorted, joined by NUL. */
+  key: string;
+  /** Index of its first user among the map's images in name order. */
+  first: number;
+}
+
+/** The variants used by two or more images, by µlib and hash name. */
+function sharedVariants(m: SpacerMap): SharedVariant[] {
+  const all: SharedVariant[] = [];
   const imageOrder = Object.keys(m.images).sort();
   for (const name of Object.keys(m.ulibs).sort()) {
     for (const [h, v] of Object.entries(m.ulibs[name].variants).sort(([a], [b]) =>
@@ -108,23 +115,35 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
       });
     }
   }
-  const groups = new Map<string, typeof all>();
+  return all;
+}
+
+/** Groups of variants used by the same images; those used by most images first. */
+function groupsOf(all: SharedVariant[]): SharedVariant[][] {
+  const groups = new Map<string, SharedVariant[]>();
   for (const x of all) (groups.get(x.key) ?? groups.set(x.key, []).get(x.key)!).push(x);
-  const ordered = [...groups.values()].sort(
+  return [...groups.values()].sort(
     (a, b) =>
       b[0].key.split('\0').length - a[0].key.split('\0').length ||
       a[0].first - b[0].first ||
       (a[0].key < b[0].key ? -1 : 1),
   );
-  const old = new Map<VariantEntry, string>();
-  for (const u of Object.values(m.ulibs))
-    for (const v of Object.values(u.variants)) old.set(v, slotKey(v.slot));
-  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
-  // Code of the shared groups starts right after the boot head. The table region follows it (what
-  // the shared tables need, and a quarter more): what tables hold (addresses of per-image data,
-  // other µlibs' entries) differs between images with different µlib sets, so they go next to the
-  // name slots and own areas, on the tail page that differs per image anyway, and the first page
-  // (head and the most shared code) stays the same in every image.
+}
+
+/**
+ * Code of the shared groups starts right after the boot head. The table region follows it (what
+ * the shared tables need, and a quarter more): what tables hold (addresses of per-image data,
+ * other µlibs' entries) differs between images with different µlib sets, so they go next to the
+ * name slots and own areas, on the tail page that differs per image anyway, and the first page
+ * (head and the most shared code) stays the same in every image.
+ */
+function placeGroups(
+  m: SpacerMap,
+  mapPath: string,
+  all: SharedVariant[],
+  ordered: SharedVariant[][],
+  pageAligned: boolean,
+): void {
   // What the tables need from `base`, packed as packExtents packs them (salt room kept).
   const indNeed = (base: number) => packEnd('ind', base, ordered.flat()) - base;
   const ind = m.regions.ind,
@@ -155,18 +174,10 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
     if (a === 'ind') text.next = ind.end;
   }
   for (const x of all) x.v.slot ??= {};
-  // Name slots after the groups, sized for the variants known now.
-  const oldName = new Map<UlibEntry, string>();
-  for (const u of Object.values(m.ulibs)) {
-    oldName.set(u, slotKey(u.slot));
-    delete u.slot;
-  }
-  const named = Object.keys(m.ulibs)
-    .sort()
-    .filter((n) => wantsNameSlot(m.ulibs[n]));
-  growNameSlots(m, mapPath, named);
-  // Own-area reserves for the largest own area an image has now.
-  const oldOwn = JSON.stringify(m.own ?? null);
+}
+
+/** Own-area reserves for the largest own area an image has now. */
+function reserveOwn(m: SpacerMap): void {
   delete m.own;
   for (const im of Object.values(m.images)) {
     for (const a of ['rodata', 'data'] as const) {
@@ -180,6 +191,33 @@ function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): Relayo
       if (bytes && headroom(bytes) > (m.own?.[a] ?? 0)) (m.own ??= {})[a] = headroom(bytes);
     }
   }
+}
+
+/**
+ * relayout with the table region right after the shared code (64-byte aligned) or, when it would
+ * cross a page boundary there, on the next page (`pageAligned`): an image without the last groups
+ * then keeps no page for the tables' first bytes alone, but every image keeps the gap.
+ */
+function relayoutAt(m: SpacerMap, mapPath: string, pageAligned: boolean): RelayoutResult {
+  const all = sharedVariants(m);
+  const ordered = groupsOf(all);
+  const old = new Map<VariantEntry, string>();
+  for (const u of Object.values(m.ulibs))
+    for (const v of Object.values(u.variants)) old.set(v, slotKey(v.slot));
+  for (const u of Object.values(m.ulibs)) for (const v of Object.values(u.variants)) delete v.slot;
+  placeGroups(m, mapPath, all, ordered, pageAligned);
+  // Name slots after the groups, sized for the variants known now.
+  const oldName = new Map<UlibEntry, string>();
+  for (const u of Object.values(m.ulibs)) {
+    oldName.set(u, slotKey(u.slot));
+    delete u.slot;
+  }
+  const named = Object.keys(m.ulibs)
+    .sort()
+    .filter((n) => wantsNameSlot(m.ulibs[n]));
+  growNameSlots(m, mapPath, named);
+  const oldOwn = JSON.stringify(m.own ?? null);
+  reserveOwn(m);
   const ownMoved = oldOwn !== JSON.stringify(m.own ?? null);
   const relink = new Set<string>();
   for (const u of Object.values(m.ulibs)) {
