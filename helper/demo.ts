@@ -19,6 +19,8 @@ import {
   platformScripts,
   type AppSpec,
   type CheckedBoot,
+  type CompiledWorkspace,
+  type PlatformScripts,
 } from './workspace/index.js';
 
 export const LAYOUTS: Layout[] = ['default', 'spacer', 'spacer-aslr'];
@@ -86,78 +88,115 @@ export interface DemoResult {
   timings: Record<string, number>;
 }
 
-export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
-  const log = o.log ?? (() => {});
-  const out = resolve(o.out ?? join(packageRoot(), 'build', 'demo'));
-  const jobs = o.jobs ?? 2;
-  const apps = loadApps();
-  const scripts = platformScripts();
-  log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(', ')}, output in ${out}`);
-  // Compile every µlib (and variant) once.
-  const compiled = await compileWorkspace(join(out, 'objects'));
-  log(
-    `demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`,
-  );
-  // A fresh map per layout for the example workspace keeps the demo reproducible.
-  const mapOf = (layout: Layout) => join(out, `${layout}-map.json`);
-  for (const l of LAYOUTS) rmSync(mapOf(l), { force: true });
-  const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
-    linkCommand({ objects, defaultLds, extraLds, out: output }, output);
+/** What the steps of runDemo share: output directory, apps, linker scripts, progress log. */
+interface DemoRun {
+  out: string;
+  apps: AppSpec[];
+  scripts: PlatformScripts;
+  log: (line: string) => void;
+}
+
+/** The images of each layout (in app order) and the milliseconds per pass over every link. */
+interface Linked {
+  built: Record<string, BuiltImage[]>;
+  timings: Record<string, number>;
+}
+
+/** The map of one layout, in the demo's output directory. */
+const mapOf = (out: string, layout: Layout) => join(out, `${layout}-map.json`);
+
+/** How the demo links an image: the workspace's own link command. */
+const linkArgs = (objects: string[], defaultLds: string, extraLds: string[], output: string) =>
+  linkCommand({ objects, defaultLds, extraLds, out: output }, output);
+
+/** What an app must print: its expected output file, when it has one. */
+const expected = (app: AppSpec) =>
+  existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null;
+
+/**
+ * Links every app once in `layout`, adding each link's pass times to `timings`. Apps link one
+ * after another: the order they reach the map is the order slots are given.
+ */
+async function linkApps(
+  d: DemoRun,
+  layout: Layout,
+  compiled: CompiledWorkspace,
+  timings: Record<string, number>,
+): Promise<BuiltImage[]> {
+  const { scripts } = d;
+  const built: BuiltImage[] = [];
+  for (const app of d.apps) {
+    const b = await buildImage({
+      image: app.name,
+      objects: objectsFor(app, compiled),
+      lds: scripts.defaultLds,
+      extraLds: scripts.extraLds,
+      out: join(d.out, layout, app.name),
+      layout,
+      map: mapOf(d.out, layout),
+      seed: `${app.name}-1`,
+      linkArgs,
+    });
+    built.push(b);
+    for (const [k, ms] of Object.entries(b.passes)) timings[k] = (timings[k] ?? 0) + ms;
+  }
+  return built;
+}
+
+/**
+ * Links every app in every layout. A fresh map per layout for the example workspace keeps the
+ * demo reproducible.
+ */
+async function linkLayouts(d: DemoRun, compiled: CompiledWorkspace): Promise<Linked> {
+  for (const l of LAYOUTS) rmSync(mapOf(d.out, l), { force: true });
   const built: Record<string, BuiltImage[]> = {};
   const timings: Record<string, number> = {};
-  const linkAll = async (layout: Layout) => {
-    built[layout] = [];
-    // Apps link one after another: the order they reach the map is the order slots are given.
-    for (const app of apps) {
-      const b = await buildImage({
-        image: app.name,
-        objects: objectsFor(app, compiled),
-        lds: scripts.defaultLds,
-        extraLds: scripts.extraLds,
-        out: join(out, layout, app.name),
-        layout,
-        map: mapOf(layout),
-        seed: `${app.name}-1`,
-        linkArgs,
-      });
-      built[layout].push(b);
-      for (const [k, ms] of Object.entries(b.passes)) timings[k] = (timings[k] ?? 0) + ms;
-    }
-  };
   for (const layout of LAYOUTS) {
-    await linkAll(layout);
+    built[layout] = await linkApps(d, layout, compiled, timings);
     if (layout !== 'default') {
       // A new workspace: once every app has been linked, the map knows which µlibs the apps
       // share; re-plan it so those sit together, and link every app again.
-      const r = await mapRelayout(mapOf(layout));
-      log(
+      const r = await mapRelayout(mapOf(d.out, layout));
+      d.log(
         `demo: map relayout: ${r.shared} shared µlib variants in ${r.groups} groups; relinking ${r.relink.length} apps`,
       );
-      await linkAll(layout);
+      built[layout] = await linkApps(d, layout, compiled, timings);
     }
-    log(`demo: linked ${apps.length} images in the ${layout} layout`);
+    d.log(`demo: linked ${d.apps.length} images in the ${layout} layout`);
   }
-  // Boot every image; each Spacer image must print what its default build prints.
-  const expected = (app: AppSpec) =>
-    existsSync(app.expectedOutput) ? readFileSync(app.expectedOutput, 'utf8') : null;
+  return { built, timings };
+}
+
+/**
+ * Boots every image, `jobs` at a time: each must print its app's expected output, and each
+ * Spacer image (of an app without one) what its default build prints.
+ */
+async function bootLayouts(
+  d: DemoRun,
+  built: Linked['built'],
+  jobs: number,
+): Promise<Record<string, CheckedBoot[]>> {
+  const { apps, log } = d;
   const outputs: Record<string, CheckedBoot[]> = {};
-  if (o.boot !== false) {
-    for (const layout of LAYOUTS) {
-      outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
-        const want =
-          expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].result.output);
-        const b = await bootExpecting(img.elf, want, {
-          timeoutMs: apps[i].bench ? 120_000 : 60_000,
-        });
-        log(
-          `demo: booted ${layout}/${img.image}: ${b.failure ? `FAILED (${b.failure})` : 'ok'}${b.firstFailure ? ` at the second boot (the first: ${b.firstFailure})` : ''} in ${(b.result.durationMs / 1000).toFixed(1)} s`,
-        );
-        return b;
+  for (const layout of LAYOUTS) {
+    outputs[layout] = await pool(built[layout], jobs, async (img, i) => {
+      const want =
+        expected(apps[i]) ?? (layout === 'default' ? null : outputs.default[i].result.output);
+      const b = await bootExpecting(img.elf, want, {
+        timeoutMs: apps[i].bench ? 120_000 : 60_000,
       });
-    }
+      log(
+        `demo: booted ${layout}/${img.image}: ${b.failure ? `FAILED (${b.failure})` : 'ok'}${b.firstFailure ? ` at the second boot (the first: ${b.firstFailure})` : ''} in ${(b.result.durationMs / 1000).toFixed(1)} s`,
+      );
+      return b;
+    });
   }
-  const result: DemoResult = { out, apps: [], layouts: {}, pairs: [], reports: {}, timings };
-  for (const [i, app] of apps.entries()) {
+  return outputs;
+}
+
+/** Each app's boots in every layout: whether it printed what it must and what its default did. */
+function appEntries(apps: AppSpec[], outputs: Record<string, CheckedBoot[]>): DemoResult['apps'] {
+  return apps.map((app, i) => {
     const entry: DemoResult['apps'][number] = {
       name: app.name,
       ulibs: app.ulibs.length,
@@ -177,13 +216,16 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
         ...(b.firstFailure ? { first_boot_failed: b.firstFailure } : {}),
       };
     }
-    result.apps.push(entry);
-  }
-  const reportStart = performance.now();
-  // The page model: the content bound is a property of the workspace, computed from the Spacer
-  // images (which record their µlib variants) and applied to both layouts.
-  const bound = contentBound(built.spacer.map((b) => b.dbg));
-  // Every pair of apps on its own: a layout must not lose to the default for any two images either.
+    return entry;
+  });
+}
+
+/**
+ * Every pair of apps on its own: a layout must not lose to the default for any two images
+ * either.
+ */
+function pairFigures(apps: AppSpec[], built: Linked['built']): DemoResult['pairs'] {
+  const pairs: DemoResult['pairs'] = [];
   for (let i = 0; i < apps.length; i++) {
     for (let j = i + 1; j < apps.length; j++) {
       const d = Object.fromEntries(
@@ -195,39 +237,79 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
           ).distinct_pages,
         ]),
       );
-      result.pairs.push({ a: apps[i].name, b: apps[j].name, distinct_pages: d });
+      pairs.push({ a: apps[i].name, b: apps[j].name, distinct_pages: d });
     }
   }
+  return pairs;
+}
+
+/**
+ * The figures of one layout from its page-model report, with its files' sizes and what `result`
+ * already holds: the default layout's report, the pairs and the boots (null when not booted).
+ */
+function layoutFigures(
+  layout: Layout,
+  rep: Report,
+  images: BuiltImage[],
+  result: DemoResult,
+  booted: boolean,
+): LayoutFigures {
+  return {
+    images: rep.images.length,
+    pages: rep.pages,
+    nonzero_pages: rep.nonzero_pages,
+    zero_pages: rep.zero_pages,
+    distinct_pages: rep.distinct_pages,
+    content_bound_pages: rep.content_bound_pages,
+    d_over_l: rep.d_over_l,
+    page_floor_pages: rep.page_floor_pages,
+    own_pages_per_image: rep.own_pages_per_image,
+    elf_bytes: images.reduce((a, b) => a + statSync(b.elf).size, 0),
+    elf_bytes_packed: images.reduce((a, b) => a + packImage(b.elf, { write: false }).after, 0),
+    pages_per_image_ratio: Math.round((rep.pages / result.reports.default.pages) * 1000) / 1000,
+    pairs_above_default: result.pairs.filter(
+      (x) => x.distinct_pages[layout]! > x.distinct_pages.default!,
+    ).length,
+    outputs_match: !booted
+      ? null
+      : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
+  };
+}
+
+export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
+  const log = o.log ?? (() => {});
+  const out = resolve(o.out ?? join(packageRoot(), 'build', 'demo'));
+  const apps = loadApps();
+  const d: DemoRun = { out, apps, scripts: platformScripts(), log };
+  log(`demo: ${apps.length} apps, layouts ${LAYOUTS.join(', ')}, output in ${out}`);
+  // Compile every µlib (and variant) once.
+  const compiled = await compileWorkspace(join(out, 'objects'));
+  log(
+    `demo: compiled ${Object.keys(compiled.objects).length} µlib objects (${compiled.built.length} rebuilt)`,
+  );
+  const { built, timings } = await linkLayouts(d, compiled);
+  // Boot every image; each Spacer image must print what its default build prints.
+  const outputs = o.boot !== false ? await bootLayouts(d, built, o.jobs ?? 2) : {};
+  const result: DemoResult = {
+    out,
+    apps: appEntries(apps, outputs),
+    layouts: {},
+    pairs: [],
+    reports: {},
+    timings,
+  };
+  const reportStart = performance.now();
+  // The page model: the content bound is a property of the workspace, computed from the Spacer
+  // images (which record their µlib variants) and applied to both layouts.
+  const bound = contentBound(built.spacer.map((b) => b.dbg));
+  result.pairs = pairFigures(apps, built);
   for (const layout of LAYOUTS) {
     const rep = analyzeImages(
       built[layout].map((b) => ({ path: b.elf, name: b.image })),
       { bound },
     );
     result.reports[layout] = rep;
-    result.layouts[layout] = {
-      images: rep.images.length,
-      pages: rep.pages,
-      nonzero_pages: rep.nonzero_pages,
-      zero_pages: rep.zero_pages,
-      distinct_pages: rep.distinct_pages,
-      content_bound_pages: rep.content_bound_pages,
-      d_over_l: rep.d_over_l,
-      page_floor_pages: rep.page_floor_pages,
-      own_pages_per_image: rep.own_pages_per_image,
-      elf_bytes: built[layout].reduce((a, b) => a + statSync(b.elf).size, 0),
-      elf_bytes_packed: built[layout].reduce(
-        (a, b) => a + packImage(b.elf, { write: false }).after,
-        0,
-      ),
-      pages_per_image_ratio: Math.round((rep.pages / result.reports.default.pages) * 1000) / 1000,
-      pairs_above_default: result.pairs.filter(
-        (x) => x.distinct_pages[layout]! > x.distinct_pages.default!,
-      ).length,
-      outputs_match:
-        o.boot === false
-          ? null
-          : result.apps.every((a) => a.outputs[layout]?.ok && a.outputs[layout]?.matches_default),
-    };
+    result.layouts[layout] = layoutFigures(layout, rep, built[layout], result, o.boot !== false);
   }
   timings.report = performance.now() - reportStart;
   mkdirSync(out, { recursive: true });

@@ -55,6 +55,91 @@ function integrity(path: string): string {
   return 'sha512-' + createHash('sha512').update(readFileSync(path)).digest('base64');
 }
 
+/**
+ * Downloads the package tarball with `npm pack` into a private directory of `cache`, checks it
+ * against the pin and renames it to `tarball`. Returns why the registry could not be reached (the
+ * caller reports the test skipped), or undefined once the tarball is there.
+ */
+async function packTarball(
+  spec: string,
+  pin: string | undefined,
+  cache: string,
+  tarball: string,
+): Promise<string | undefined> {
+  const tmp = join(cache, `tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    const r = await execa(
+      'npm',
+      [
+        'pack',
+        spec,
+        '--pack-destination',
+        tmp,
+        '--json',
+        '--loglevel=error',
+        '--fetch-retries=1',
+        '--fetch-timeout=60000',
+      ],
+      {
+        reject: false,
+        timeout: 180_000,
+        cwd: tmp,
+      },
+    );
+    const files = existsSync(tmp) ? readdirSync(tmp).filter((f) => f.endsWith('.tgz')) : [];
+    if (r.exitCode !== 0 || files.length !== 1) {
+      const msg = `${r.stderr ?? ''}\n${r.stdout ?? ''}`.trim();
+      if (r.timedOut || NETWORK.test(msg))
+        return `npm pack ${spec}: ${r.timedOut ? 'timed out' : (msg.split('\n').find((l) => NETWORK.test(l)) ?? msg.split('\n')[0])}`;
+      if ((r as { code?: string }).code === 'ENOENT')
+        throw new Error('npm not found; install Node.js with npm');
+      throw new Error(
+        `npm pack ${spec} failed (exit ${r.exitCode}): ${msg.split('\n').slice(0, 5).join(' / ')}`,
+      );
+    }
+    const got = join(tmp, files[0]);
+    if (pin && integrity(got) !== pin)
+      throw new Error(
+        `npm pack ${spec}: the tarball's integrity is ${integrity(got)}, expected ${pin}`,
+      );
+    renameSync(got, tarball);
+    return undefined;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Extracts sqlite3.c and sqlite3.h from `tarball` into `dir`, atomically: they are extracted
+ * into a private directory of `cache` which is then renamed to `dir`, so a half-extracted
+ * directory is never used.
+ */
+async function extractMembers(tarball: string, cache: string, dir: string): Promise<void> {
+  const tmp = join(cache, `x-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    const r = await execa('tar', ['-xzf', tarball, '-C', tmp, ...MEMBERS], { reject: false });
+    if (r.exitCode !== 0) {
+      const list = (await execa('tar', ['-tzf', tarball], { reject: false })).stdout
+        .split('\n')
+        .filter((l) => /sqlite3\.[ch]$/.test(l));
+      throw new Error(
+        `${tarball}: no ${MEMBERS.join(', ')} in the package (${r.stderr.trim().split('\n')[0]}); it has: ${list.join(', ') || 'no sqlite3.c/.h'}`,
+      );
+    }
+    const out = join(tmp, 'out');
+    mkdirSync(out);
+    for (const f of MEMBERS) renameSync(join(tmp, f), join(out, f.split('/').pop()!));
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(out, dir);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 export async function fetchSqlite(
   opts: { spec?: string; cache?: string; log?: (s: string) => void } = {},
 ): Promise<Fetched> {
@@ -73,80 +158,16 @@ export async function fetchSqlite(
     rmSync(join(cache, `better-sqlite3-${m[1]}`), { recursive: true, force: true });
   }
   if (!existsSync(tarball)) {
-    const tmp = join(cache, `tmp-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp);
-    try {
-      const r = await execa(
-        'npm',
-        [
-          'pack',
-          spec,
-          '--pack-destination',
-          tmp,
-          '--json',
-          '--loglevel=error',
-          '--fetch-retries=1',
-          '--fetch-timeout=60000',
-        ],
-        {
-          reject: false,
-          timeout: 180_000,
-          cwd: tmp,
-        },
-      );
-      const files = existsSync(tmp) ? readdirSync(tmp).filter((f) => f.endsWith('.tgz')) : [];
-      if (r.exitCode !== 0 || files.length !== 1) {
-        const msg = `${r.stderr ?? ''}\n${r.stdout ?? ''}`.trim();
-        if (r.timedOut || NETWORK.test(msg))
-          return {
-            ok: false,
-            unreachable: `npm pack ${spec}: ${r.timedOut ? 'timed out' : (msg.split('\n').find((l) => NETWORK.test(l)) ?? msg.split('\n')[0])}`,
-          };
-        if ((r as { code?: string }).code === 'ENOENT')
-          throw new Error('npm not found; install Node.js with npm');
-        throw new Error(
-          `npm pack ${spec} failed (exit ${r.exitCode}): ${msg.split('\n').slice(0, 5).join(' / ')}`,
-        );
-      }
-      const got = join(tmp, files[0]);
-      if (pin && integrity(got) !== pin)
-        throw new Error(
-          `npm pack ${spec}: the tarball's integrity is ${integrity(got)}, expected ${pin}`,
-        );
-      renameSync(got, tarball);
-      downloaded = true;
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const unreachable = await packTarball(spec, pin, cache, tarball);
+    if (unreachable !== undefined) return { ok: false, unreachable };
+    downloaded = true;
   }
   // Extract the two files once, atomically (a half-extracted directory is never used).
   const dir = join(cache, `better-sqlite3-${m[1]}`);
   const source = join(dir, 'sqlite3.c'),
     header = join(dir, 'sqlite3.h');
-  if (!existsSync(source) || !existsSync(header) || statSync(source).size < 1_000_000) {
-    const tmp = join(cache, `x-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp);
-    try {
-      const r = await execa('tar', ['-xzf', tarball, '-C', tmp, ...MEMBERS], { reject: false });
-      if (r.exitCode !== 0) {
-        const list = (await execa('tar', ['-tzf', tarball], { reject: false })).stdout
-          .split('\n')
-          .filter((l) => /sqlite3\.[ch]$/.test(l));
-        throw new Error(
-          `${tarball}: no ${MEMBERS.join(', ')} in the package (${r.stderr.trim().split('\n')[0]}); it has: ${list.join(', ') || 'no sqlite3.c/.h'}`,
-        );
-      }
-      const out = join(tmp, 'out');
-      mkdirSync(out);
-      for (const f of MEMBERS) renameSync(join(tmp, f), join(out, f.split('/').pop()!));
-      rmSync(dir, { recursive: true, force: true });
-      renameSync(out, dir);
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  }
+  if (!existsSync(source) || !existsSync(header) || statSync(source).size < 1_000_000)
+    await extractMembers(tarball, cache, dir);
   const version =
     /#define SQLITE_VERSION\s+"([^"]+)"/.exec(readFileSync(header, 'utf8'))?.[1] ?? '?';
   return { ok: true, dir, source, header, tarball, spec, downloaded, version };

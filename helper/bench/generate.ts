@@ -115,29 +115,41 @@ function statement(r: () => number, tab: string, tabMask: number): string {
   }
 }
 
-/** C source of one generated app (deterministic in `seed` and `index`). */
-export function generateApp(seed: number, index: number): GeneratedApp {
-  const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
-  const name = `faas-g${String(index + 1).padStart(4, '0')}`;
-  const libs: string[] = [...FAAS_LIBS];
-  const variants: Record<string, string> = {};
-  const has = (l: string) => libs.includes(l);
-  const L: string[] = [];
-  L.push(`/* ${name}: a generated FaaS function (lib-spacer benchmark, seed ${seed}). */`);
+/** What the pieces of one generated app share: its PRNG, its name and its µlibs. */
+interface AppGen {
+  r: () => number;
+  name: string;
+  has: (lib: string) => boolean;
+}
+
+/** The rodata of one app, as its functions and main refer to it. */
+interface Rodata {
+  nStrings: number;
+  nTables: number;
+  /** Entries per table (each a power of two: an index is masked with size - 1). */
+  tabSizes: number[];
+}
+
+/** The comment and the includes: one header per µlib the app calls into. */
+function headerLines(g: AppGen, seed: number): string[] {
+  const L = [`/* ${g.name}: a generated FaaS function (lib-spacer benchmark, seed ${seed}). */`];
   L.push('#include <stdio.h>', '#include <stdlib.h>', '#include <string.h>');
-  if (has('ukcompress')) L.push('#include <uk/compress.h>');
-  if (has('ukhash')) L.push('#include <uk/hash.h>');
-  if (has('ukmath')) L.push('#include <uk/math.h>');
-  if (has('ukrand')) L.push('#include <uk/rand.h>');
-  if (has('uksort')) L.push('#include <uk/sort.h>');
+  if (g.has('ukcompress')) L.push('#include <uk/compress.h>');
+  if (g.has('ukhash')) L.push('#include <uk/hash.h>');
+  if (g.has('ukmath')) L.push('#include <uk/math.h>');
+  if (g.has('ukrand')) L.push('#include <uk/rand.h>');
+  if (g.has('uksort')) L.push('#include <uk/sort.h>');
   L.push('');
-  // The input is read at run time, so the compiler cannot fold the generated arithmetic away.
-  L.push(`static volatile uint32_t input = ${hex32(r)};`, '');
-  // Read-only data: strings and tables of varied size.
+  return L;
+}
+
+/** Read-only data (strings and tables of varied size): own rodata pages for every app. */
+function rodataLines(g: AppGen, L: string[]): Rodata {
+  const { r } = g;
   const nStrings = int(r, 2, 10);
   for (let i = 0; i < nStrings; i++) {
     const words = Array.from({ length: int(r, 3, 24) }, () => WORDS[int(r, 0, WORDS.length - 1)]);
-    L.push(`static const char msg${i}[] = "${name} ${words.join(' ')}";`);
+    L.push(`static const char msg${i}[] = "${g.name} ${words.join(' ')}";`);
   }
   const nTables = int(r, 1, 4);
   const tabSizes: number[] = [];
@@ -150,13 +162,21 @@ export function generateApp(seed: number, index: number): GeneratedApp {
     L.push('};');
   }
   L.push('');
-  // Functions: code size log-uniform between ~300 B and ~8 KiB.
+  return { nStrings, nTables, tabSizes };
+}
+
+/**
+ * The step functions: own text of varied size, code size log-uniform between ~300 B and ~8 KiB.
+ * Returns each one's approximate size.
+ */
+function functionLines(g: AppGen, rodata: Rodata, L: string[]): number[] {
+  const { r } = g;
   const nFuncs = int(r, 1, 6);
   const functionSizes: number[] = [];
   for (let f = 0; f < nFuncs; f++) {
     const bytes = Math.round(Math.exp(Math.log(300) + r() * (Math.log(8192) - Math.log(300))));
     functionSizes.push(bytes);
-    const t = int(r, 0, nTables - 1);
+    const t = int(r, 0, rodata.nTables - 1);
     L.push(
       `static __attribute__((noinline)) uint32_t step${f}(uint32_t x)`,
       '{',
@@ -164,74 +184,94 @@ export function generateApp(seed: number, index: number): GeneratedApp {
       '',
     );
     for (let s = 0; s < Math.max(4, Math.round(bytes / 16)); s++)
-      L.push('\t' + statement(r, `tab${t}`, tabSizes[t] - 1));
+      L.push('\t' + statement(r, `tab${t}`, rodata.tabSizes[t] - 1));
     L.push('\treturn x ^ y;', '}', '');
   }
-  // main: the generated chain, then the µlib calls, then the result.
-  L.push(
+  return functionSizes;
+}
+
+/** main's call into ukhash: a SHA-256 it prints and a CRC-32 it folds in. */
+function hashLines(g: AppGen, rodata: Rodata): string[] {
+  const m = int(g.r, 0, rodata.nStrings - 1);
+  return [
+    '\t{',
+    '\t\tuint8_t d[UK_SHA256_DIGEST_LEN];',
+    '\t\tchar hex[2 * UK_SHA256_DIGEST_LEN + 1];',
+    '',
+    `\t\tuk_sha256(msg${m}, strlen(msg${m}), d);`,
+    '\t\tprintf("sha256: %s\\n", uk_hex(hex, d, sizeof(d)));',
+    `\t\tacc ^= uk_crc32(0, msg${m}, strlen(msg${m}));`,
+    '\t}',
+  ];
+}
+
+/** main's call into uksort (and ukalloc): a heap array of generated values, sorted. */
+function sortLines(g: AppGen): string[] {
+  const n = int(g.r, 16, 400);
+  return [
+    '\t{',
+    `\t\tuint32_t *a = malloc(${n} * sizeof(uint32_t));`,
+    '\t\tuint32_t v = acc;',
+    '',
+    '\t\tif (!a)',
+    '\t\t\treturn 1;',
+    `\t\tfor (i = 0; i < ${n}; i++) {`,
+    '\t\t\tv = v * 1664525u + 1013904223u;',
+    '\t\t\ta[i] = v >> 8;',
+    '\t\t}',
+    `\t\tuk_qsort(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
+    `\t\tacc += a[${n >> 1}] ^ (uint32_t)uk_is_sorted(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
+    '\t\tfree(a);',
+    '\t}',
+  ];
+}
+
+/** main's call into ukcompress: one of the strings, LZSS-compressed. */
+function compressLines(g: AppGen, rodata: Rodata): string[] {
+  const m = int(g.r, 0, rodata.nStrings - 1);
+  return [
+    '\t{',
+    `\t\tuint8_t out[UK_LZSS_BOUND(sizeof(msg${m}))];`,
+    `\t\tlong c = uk_lzss_compress((const uint8_t *)msg${m}, sizeof(msg${m}), out, sizeof(out));`,
+    '',
+    '\t\tprintf("lzss: %ld bytes\\n", c);',
+    '\t\tacc += (uint32_t)c;',
+    '\t}',
+  ];
+}
+
+/**
+ * main: the generated chain, then the µlib calls, then the result. The calls draw from the PRNG
+ * in this order (hash, sort, math, compress, nolibc), which the generated text depends on.
+ */
+function mainLines(
+  g: AppGen,
+  rodata: Rodata,
+  nFuncs: number,
+  variants: Record<string, string>,
+): string[] {
+  const { r, name } = g;
+  const { nStrings } = rodata;
+  const L = [
     'int main(int argc __unused, char *argv[] __unused)',
     '{',
     '\tuint32_t acc = input;',
     '\tsize_t i;',
     '',
-  );
+  ];
   L.push(`\tprintf("${name}: start\\n");`);
   for (let f = 0; f < nFuncs; f++) L.push(`\tacc = step${f}(acc);`);
   L.push(`\tfor (i = 0; i < ${nStrings}; i++)`, `\t\tacc = acc * 31u + (uint32_t)i;`);
   L.push(`\tacc += (uint32_t)strlen(msg${int(r, 0, nStrings - 1)});`);
   L.push(`\tprintf("%s\\n", msg${int(r, 0, nStrings - 1)});`);
-  if (has('ukhash')) {
-    const m = int(r, 0, nStrings - 1);
-    L.push(
-      '\t{',
-      '\t\tuint8_t d[UK_SHA256_DIGEST_LEN];',
-      '\t\tchar hex[2 * UK_SHA256_DIGEST_LEN + 1];',
-      '',
-    );
-    L.push(
-      `\t\tuk_sha256(msg${m}, strlen(msg${m}), d);`,
-      '\t\tprintf("sha256: %s\\n", uk_hex(hex, d, sizeof(d)));',
-    );
-    L.push(`\t\tacc ^= uk_crc32(0, msg${m}, strlen(msg${m}));`, '\t}');
-  }
-  if (has('uksort')) {
-    const n = int(r, 16, 400);
-    L.push(
-      '\t{',
-      `\t\tuint32_t *a = malloc(${n} * sizeof(uint32_t));`,
-      '\t\tuint32_t v = acc;',
-      '',
-    );
-    L.push(
-      '\t\tif (!a)',
-      '\t\t\treturn 1;',
-      `\t\tfor (i = 0; i < ${n}; i++) {`,
-      '\t\t\tv = v * 1664525u + 1013904223u;',
-      '\t\t\ta[i] = v >> 8;',
-      '\t\t}',
-    );
-    L.push(
-      `\t\tuk_qsort(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
-      `\t\tacc += a[${n >> 1}] ^ (uint32_t)uk_is_sorted(a, ${n}, sizeof(uint32_t), uk_cmp_u32);`,
-      '\t\tfree(a);',
-      '\t}',
-    );
-  }
-  if (has('ukmath')) {
+  if (g.has('ukhash')) L.push(...hashLines(g, rodata));
+  if (g.has('uksort')) L.push(...sortLines(g));
+  if (g.has('ukmath')) {
     L.push(`\tacc += (uint32_t)uk_powmod(acc | 1u, ${int(r, 3, 65537)}u, 1000000007u);`);
     L.push('\tacc += (uint32_t)uk_is_prime(acc | 1u) + (uint32_t)uk_gcd(acc, 360360u);');
   }
-  if (has('ukcompress')) {
-    const m = int(r, 0, nStrings - 1);
-    L.push(
-      '\t{',
-      `\t\tuint8_t out[UK_LZSS_BOUND(sizeof(msg${m}))];`,
-      `\t\tlong c = uk_lzss_compress((const uint8_t *)msg${m}, sizeof(msg${m}), out, sizeof(out));`,
-      '',
-    );
-    L.push('\t\tprintf("lzss: %ld bytes\\n", c);', '\t\tacc += (uint32_t)c;', '\t}');
-  }
-  if (has('ukrand')) L.push('\tuk_rand_seed(acc);', '\tacc ^= uk_rand_u32();');
+  if (g.has('ukcompress')) L.push(...compressLines(g, rodata));
+  if (g.has('ukrand')) L.push('\tuk_rand_seed(acc);', '\tacc ^= uk_rand_u32();');
   if (variants.nolibc === 'full')
     L.push(`\tacc += (uint32_t)strtoul("${int(r, 1, 999999)}", NULL, 10);`);
   L.push(
@@ -241,6 +281,25 @@ export function generateApp(seed: number, index: number): GeneratedApp {
     '}',
     '',
   );
+  return L;
+}
+
+/**
+ * C source of one generated app (deterministic in `seed` and `index`). The pieces are generated
+ * in file order from one PRNG: header, input, rodata, functions, main.
+ */
+export function generateApp(seed: number, index: number): GeneratedApp {
+  const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
+  const name = `faas-g${String(index + 1).padStart(4, '0')}`;
+  const libs: string[] = [...FAAS_LIBS];
+  const variants: Record<string, string> = {};
+  const g: AppGen = { r, name, has: (l: string) => libs.includes(l) };
+  const L = headerLines(g, seed);
+  // The input is read at run time, so the compiler cannot fold the generated arithmetic away.
+  L.push(`static volatile uint32_t input = ${hex32(r)};`, '');
+  const rodata = rodataLines(g, L);
+  const functionSizes = functionLines(g, rodata, L);
+  L.push(...mainLines(g, rodata, functionSizes.length, variants));
   return { name, libs, variants, functionSizes, source: L.join('\n') };
 }
 

@@ -202,6 +202,140 @@ function planUnits(outDir: string, apps: AppSpec[]): Unit[] {
   return [...units.values()];
 }
 
+/** What every unit's build shares: the workspace root, the flags and the toolchain's inputs. */
+interface BuildInputs {
+  root: string;
+  cflags: string[];
+  /** First line of `gcc --version`. */
+  gccVersion: string;
+  /** Digest of the public headers (include/), by path and content. */
+  headerDigest: string;
+}
+
+/**
+ * The inputs every unit shares: compiler flags, compiler version and public headers (a change in
+ * either rebuilds every unit). Paths inside the objects are mapped to fixed prefixes
+ * (-ffile-prefix-map), so the objects do not depend on where the workspace or outDir are.
+ */
+async function sharedInputs(
+  root: string,
+  outDir: string,
+  extraCflags: string[] = [],
+): Promise<BuildInputs> {
+  const gccVersion = (await execa('gcc', ['--version'])).stdout.split('\n')[0];
+  const headers = listHeaders(path.join(root, 'include'));
+  const headerHash = createHash('sha256');
+  for (const h of headers)
+    headerHash.update(path.relative(root, h)).update('\0').update(readFileSync(h)).update('\0');
+  const headerDigest = headerHash.digest('hex');
+
+  const cflags = [
+    ...UK_CFLAGS,
+    ...extraCflags,
+    `-ffile-prefix-map=${root}=/spacer/example`,
+    `-ffile-prefix-map=${outDir}=/spacer/build`,
+    '-I',
+    'include',
+  ];
+  return { root, cflags, gccVersion, headerDigest };
+}
+
+/**
+ * A unit's fingerprint, kept in its stamp: everything its object is made from (compiler, public
+ * and private headers, flags but the path mappings, sources, generated sources, exported symbols).
+ */
+function unitDigest(u: Unit, b: BuildInputs): string {
+  const { root } = b;
+  const fp = createHash('sha256');
+  fp.update(b.gccVersion).update('\0').update(b.headerDigest).update('\0');
+  fp.update(
+    JSON.stringify([b.cflags.filter((f) => !f.startsWith('-ffile-prefix-map=')), u.defines, u.lib]),
+  );
+  for (const s of u.sources)
+    fp.update(path.relative(root, s)).update('\0').update(readFileSync(s)).update('\0');
+  for (const g of u.generated) fp.update(g.name).update('\0').update(g.content).update('\0');
+  for (const s of u.sources) {
+    // private headers next to the sources
+    for (const h of readdirSync(path.dirname(s))
+      .filter((f) => f.endsWith('.h'))
+      .sort()) {
+      fp.update(h).update(readFileSync(path.join(path.dirname(s), h)));
+    }
+  }
+  fp.update(u.exportsyms ?? '<all>');
+  return fp.digest('hex');
+}
+
+/** Whether a unit's object is there and its stamp says it was made from the same inputs. */
+async function isUpToDate(out: string, stampFile: string, digest: string): Promise<boolean> {
+  return existsSync(out) && existsSync(stampFile) && (await readFile(stampFile, 'utf8')) === digest;
+}
+
+/**
+ * Compiles each source of a unit (its generated sources written first) into `work`, one object
+ * per source; returns the objects.
+ */
+async function compileSources(u: Unit, b: BuildInputs, work: string): Promise<string[]> {
+  const { root } = b;
+  const objs: string[] = [];
+  const srcs = [...u.sources];
+  for (const g of u.generated) {
+    // Generated sources keep a stable path (it is recorded in the debug info).
+    const p = path.join(u.dir, g.name);
+    await writeAtomic(p, g.content);
+    srcs.push(p);
+  }
+  for (const src of srcs) {
+    const obj = path.join(
+      work,
+      path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')),
+    );
+    const rel = src.startsWith(root + path.sep) ? path.relative(root, src) : src;
+    await execa('gcc', [...b.cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj], {
+      cwd: root,
+    });
+    objs.push(obj);
+  }
+  return objs;
+}
+
+/**
+ * Builds one unit as Unikraft does (compile, partial link, objcopy keeping the exported symbols)
+ * and writes its stamp last. Intermediate files go to a private work directory, finished files
+ * are renamed into place: concurrent builds into the same outDir (same inputs, same bytes) cannot
+ * see half-written files.
+ */
+async function buildUnit(
+  u: Unit,
+  b: BuildInputs,
+  out: string,
+  stampFile: string,
+  digest: string,
+): Promise<void> {
+  const work = await mkdtemp(path.join(u.dir, '.work-'));
+  try {
+    const objs = await compileSources(u, b, work);
+    const ldoName = objectBasename(u.lib).replace(/\.o$/, '.ld.o');
+    const ldo = path.join(work, ldoName);
+    await execa('gcc', [...UK_LDRFLAGS, ...objs, '-o', ldo], { cwd: b.root });
+    const tmp = path.join(work, objectBasename(u.lib));
+    if (u.exportsyms !== undefined) {
+      const syms = path.join(work, 'exportsyms.uk');
+      await writeFile(syms, u.exportsyms);
+      await execa('objcopy', [`--keep-global-symbols=${syms}`, ldo, tmp]);
+      await rename(syms, path.join(u.dir, 'exportsyms.uk'));
+    } else {
+      await execa('objcopy', [ldo, tmp]);
+    }
+    for (const o of objs) await rename(o, path.join(u.dir, path.basename(o)));
+    await rename(ldo, path.join(u.dir, ldoName));
+    await rename(tmp, out);
+    await writeAtomic(stampFile, digest);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
 /**
  * Compiles every µlib instance the applications need into outDir, at most
  * `jobs` (default 2) at a time, skipping instances whose inputs (sources,
@@ -218,102 +352,22 @@ export async function compileWorkspace(
   await mkdir(outDir, { recursive: true });
   const apps = opts.apps ?? loadApps();
   const units = planUnits(outDir, apps);
-  const gccVersion = (await execa('gcc', ['--version'])).stdout.split('\n')[0];
-  const headers = listHeaders(path.join(root, 'include'));
-  const headerHash = createHash('sha256');
-  for (const h of headers)
-    headerHash.update(path.relative(root, h)).update('\0').update(readFileSync(h)).update('\0');
-  const headerDigest = headerHash.digest('hex');
-
-  const cflags = [
-    ...UK_CFLAGS,
-    ...(opts.extraCflags ?? []),
-    `-ffile-prefix-map=${root}=/spacer/example`,
-    `-ffile-prefix-map=${outDir}=/spacer/build`,
-    '-I',
-    'include',
-  ];
+  const inputs = await sharedInputs(root, outDir, opts.extraCflags);
 
   const result: CompiledWorkspace = { outDir, objects: {}, built: [], upToDate: [] };
 
   await runPool(units, opts.jobs ?? 2, async (u) => {
     const out = path.join(u.dir, objectBasename(u.lib));
-    const fp = createHash('sha256');
-    fp.update(gccVersion).update('\0').update(headerDigest).update('\0');
-    fp.update(
-      JSON.stringify([cflags.filter((f) => !f.startsWith('-ffile-prefix-map=')), u.defines, u.lib]),
-    );
-    for (const s of u.sources)
-      fp.update(path.relative(root, s)).update('\0').update(readFileSync(s)).update('\0');
-    for (const g of u.generated) fp.update(g.name).update('\0').update(g.content).update('\0');
-    for (const s of u.sources) {
-      // private headers next to the sources
-      for (const h of readdirSync(path.dirname(s))
-        .filter((f) => f.endsWith('.h'))
-        .sort()) {
-        fp.update(h).update(readFileSync(path.join(path.dirname(s), h)));
-      }
-    }
-    fp.update(u.exportsyms ?? '<all>');
-    const digest = fp.digest('hex');
+    const digest = unitDigest(u, inputs);
     const stampFile = path.join(u.dir, STAMP);
     result.objects[u.key] = out;
-    if (
-      !opts.force &&
-      existsSync(out) &&
-      existsSync(stampFile) &&
-      (await readFile(stampFile, 'utf8')) === digest
-    ) {
+    if (!opts.force && (await isUpToDate(out, stampFile, digest))) {
       result.upToDate.push(u.key);
       return;
     }
     await mkdir(u.dir, { recursive: true });
     opts.log?.(`compile ${u.key}`);
-    // Intermediate files go to a private work directory, finished files are renamed into place:
-    // concurrent builds into the same outDir (same inputs, same bytes) cannot see half-written
-    // files.
-    const work = await mkdtemp(path.join(u.dir, '.work-'));
-    try {
-      const objs: string[] = [];
-      const srcs = [...u.sources];
-      for (const g of u.generated) {
-        // Generated sources keep a stable path (it is recorded in the debug info).
-        const p = path.join(u.dir, g.name);
-        await writeAtomic(p, g.content);
-        srcs.push(p);
-      }
-      for (const src of srcs) {
-        const obj = path.join(
-          work,
-          path.basename(src).replace(/\.[cS]$/, (m) => (m === '.S' ? '.S.o' : '.o')),
-        );
-        const rel = src.startsWith(root + path.sep) ? path.relative(root, src) : src;
-        await execa(
-          'gcc',
-          [...cflags, `-DUK_LIBNAME=${u.lib}`, ...u.defines, '-c', rel, '-o', obj],
-          { cwd: root },
-        );
-        objs.push(obj);
-      }
-      const ldoName = objectBasename(u.lib).replace(/\.o$/, '.ld.o');
-      const ldo = path.join(work, ldoName);
-      await execa('gcc', [...UK_LDRFLAGS, ...objs, '-o', ldo], { cwd: root });
-      const tmp = path.join(work, objectBasename(u.lib));
-      if (u.exportsyms !== undefined) {
-        const syms = path.join(work, 'exportsyms.uk');
-        await writeFile(syms, u.exportsyms);
-        await execa('objcopy', [`--keep-global-symbols=${syms}`, ldo, tmp]);
-        await rename(syms, path.join(u.dir, 'exportsyms.uk'));
-      } else {
-        await execa('objcopy', [ldo, tmp]);
-      }
-      for (const o of objs) await rename(o, path.join(u.dir, path.basename(o)));
-      await rename(ldo, path.join(u.dir, ldoName));
-      await rename(tmp, out);
-      await writeAtomic(stampFile, digest);
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
+    await buildUnit(u, inputs, out, stampFile, digest);
     result.built.push(u.key);
   });
 
