@@ -109,6 +109,20 @@ test('merging only read-only segments keeps more distinct pages than merging all
   t.regex(md, /\| read-only only: D \|/);
 });
 
+test('ASLR hardening costs no distinct page: D with the salts zeroed is within 1 % of D', (t) => {
+  const j = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) as BenchResult;
+  t.true(j.layouts_supported.includes('spacer-aslr'), 'the bench builds the ASLR layout');
+  const h = j.hardening!['spacer-aslr']!;
+  t.true(h.seed_dependent_pages > 0, 'ASLR images have seed-dependent pages, each salted');
+  t.is(h.distinct_pages, j.layouts['spacer-aslr']!.distinct_pages);
+  const diff = Math.abs(h.distinct_pages - h.distinct_pages_unsalted);
+  t.true(
+    diff <= Math.ceil(h.distinct_pages_unsalted / 100),
+    `D ${h.distinct_pages} vs ${h.distinct_pages_unsalted}`,
+  );
+  t.regex(readFileSync(join(out, 'bench.md'), 'utf8'), /\| D with the salts zeroed \|/);
+});
+
 test('the plot is SVG with one series per supported layout', (t) => {
   const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
   t.regex(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*>/);

@@ -15,6 +15,7 @@ import {
 } from '../report.js';
 import { PAGE } from '../util/units.js';
 import type { Built, Workload } from './build.js';
+import { hardeningFigures } from './harden.js';
 import type { LayoutChoice } from './layouts.js';
 import { lap, MiB, Progress, r3 } from './progress.js';
 import {
@@ -241,6 +242,12 @@ export function pageModel(
       return [l, { distinct_pages: ro.distinct, writable_nonzero_pages: ro.writable }];
     }),
   );
+  // ASLR hardening's cost: the same images with their salts zeroed.
+  const aslr = layouts.filter((l) => l === 'spacer-aslr');
+  if (aslr.length)
+    result.hardening = Object.fromEntries(
+      aslr.map((l) => [l, hardeningFigures(built[l]!.slice(nEx))]),
+    );
   lap(run.durations, 'model', t);
   return { result, scans };
 }

@@ -47,6 +47,7 @@ export function formatBenchMarkdown(r: BenchResult): string {
   for (const section of [
     layoutTable,
     roOnlyTable,
+    hardeningTable,
     curveTable,
     guestTable,
     linkOverheads,
@@ -98,6 +99,25 @@ function roOnlyTable(r: BenchResult, out: string[]): void {
   out.push(`| read-only only: D | ${L.map((l) => num(ro[l]!.distinct_pages)).join(' | ')} |`);
   out.push(
     `| of which writable pages | ${L.map((l) => num(ro[l]!.writable_nonzero_pages)).join(' | ')} |`,
+    '',
+  );
+}
+
+/** D of the ASLR images with their hardening salts and without (the salt words zeroed). */
+function hardeningTable(r: BenchResult, out: string[]): void {
+  const h = r.hardening;
+  if (!h) return;
+  const L = r.layouts_supported.filter((l) => h[l]);
+  out.push(
+    `ASLR hardening (every seed-dependent page salted), ${r.options.apps} instances, same images:`,
+    '',
+    '| layout | D hardened | D with the salts zeroed | seed-dependent pages |',
+    '|---|---|---|---|',
+    ...L.map(
+      (l) =>
+        `| ${l} | ${num(h[l]!.distinct_pages)} | ${num(h[l]!.distinct_pages_unsalted)} | ` +
+        `${num(h[l]!.seed_dependent_pages)} |`,
+    ),
     '',
   );
 }

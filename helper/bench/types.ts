@@ -96,6 +96,15 @@ export interface LayoutFigures extends CurvePoint {
   guests?: GuestFigures;
 }
 
+/** ASLR hardening's cost (bench.json `hardening.<layout>`): D with and without the salts. */
+export interface HardeningFigures {
+  distinct_pages: number;
+  /** The same images with every salt word zeroed. */
+  distinct_pages_unsalted: number;
+  /** Pages of all images that depend on the seed (each carries a salt). */
+  seed_dependent_pages: number;
+}
+
 /** D when only read-only segments are mergeable (bench.json `mergeable_ro_only.<layout>`). */
 export interface RoOnlyFigures {
   distinct_pages: number;
@@ -180,6 +189,8 @@ export interface BenchResult {
    * data): D at N per layout, and how many of those pages are writable ones kept per instance.
    */
   mergeable_ro_only?: Partial<Record<BenchLayout, RoOnlyFigures>>;
+  /** ASLR layouts: D with and without the hardening salts, side by side. */
+  hardening?: Partial<Record<BenchLayout, HardeningFigures>>;
   curves: Partial<Record<BenchLayout, CurvePoint[]>>;
   ksm: {
     ran: boolean;
