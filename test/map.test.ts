@@ -275,3 +275,53 @@ test('a shared slot smaller than what this link measures (a newer first pass) is
   relayout(m2, 'map.json');
   t.true(allocate(m2, 'map.json', req('c', 0x80)).placements[0].at.ind!.size >= 0x80);
 });
+
+test('name slots: code the same in every image goes first; the per-image block stays on one page', (t) => {
+  // Three apps, each with its own app and ukboot variant: ukboot's variants share one code
+  // signature (they differ only in read-only data), the apps' do not.
+  const req = (image: string, appText: number): AllocRequest => ({
+    image,
+    head: 0x100,
+    textBase: 0x100000,
+    ulibs: [
+      {
+        name: 'libc',
+        variant: 'c1',
+        sizes: { text: 0x1f00, rodata: 0xf00, ind: 0x40 },
+        align: { text: 16, rodata: 8, ind: 16 },
+        codeSig: 'cccccccccccccccc',
+      },
+      {
+        name: 'app',
+        variant: `app-${image}`,
+        sizes: { text: appText, rodata: 0x80, ind: 0x20 },
+        align: { text: 16, rodata: 8, ind: 16 },
+        codeSig: `${image}`.padEnd(16, '0'),
+      },
+      {
+        name: 'ukboot',
+        variant: `boot-${image}`,
+        sizes: { text: 0x900, rodata: 0x300, ind: 0x100 },
+        align: { text: 16, rodata: 8, ind: 16 },
+        codeSig: 'bbbbbbbbbbbbbbbb',
+      },
+    ],
+  });
+  const m = freshMap(req('a', 0x200));
+  for (const [i, im] of ['a', 'b', 'c'].entries()) allocate(m, 'map.json', req(im, 0x200 + i));
+  relayout(m, 'map.json');
+  const app = m.ulibs.app.slot!,
+    boot = m.ulibs.ukboot.slot!;
+  t.true(boot.text!.addr < app.text!.addr, 'ukboot (one code signature) before the app');
+  // The per-image block: the app's code, then every name slot's table, on one page.
+  const lo = app.text!.addr,
+    hi = Math.max(app.ind!.addr + app.ind!.size, boot.ind!.addr + boot.ind!.size);
+  t.is(Math.floor(lo / 4096), Math.floor((hi - 1) / 4096), 'code and tables of the name slots');
+  const ro = [app.rodata!, boot.rodata!];
+  const roLo = Math.min(...ro.map((e) => e.addr)),
+    roHi = Math.max(...ro.map((e) => e.addr + e.size));
+  t.is(Math.floor(roLo / 4096), Math.floor((roHi - 1) / 4096), 'read-only data on one page');
+  // Shared tables leave each page's last 8 bytes free (the salt of a page of pointer areas).
+  const ind = m.ulibs.libc.variants.c1.slot!.ind!;
+  t.true((ind.addr % 4096) + ind.size <= 4096 - 8);
+});
