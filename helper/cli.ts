@@ -23,6 +23,11 @@ const USAGE =
   '$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every ' +
   'image of a workspace, so KSM can merge their pages.';
 
+/** Whether this run prints the help text (the only run whose help needs wrapping). */
+function helpWanted(argv: string[]): boolean {
+  return !argv.length || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
+}
+
 async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('spacer')
@@ -40,6 +45,8 @@ async function main(argv: string[]): Promise<void> {
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()
+    // yargs renders the help text after every command; unwrapped it costs a tenth as much.
+    .wrap(helpWanted(argv) ? Math.min(80, process.stdout.columns || 80) : null)
     .version(false)
     .fail((msg, err, y) => {
       if (err) throw err;

@@ -18,6 +18,7 @@ import {
   type FinishState,
 } from './finish.js';
 import { placeInMap, readObjects, writeScript, type LinkState, type Plan } from './link.js';
+import { cacheDirFor, trimCache, useCache } from './rewrite/cache.js';
 import { tempPath } from './util/files.js';
 import type { RewriteStats } from './rewrite.js';
 
@@ -63,6 +64,8 @@ export interface FinishContext {
   spacer: boolean;
   /** finish.ts's state, from the layout check on. */
   fin?: FinishState;
+  /** Keep analyses in the workspace's cache (rewrite/cache.ts); default on. */
+  cache?: boolean;
   /** Milliseconds per pass, by name. */
   times: Record<string, number>;
 }
@@ -91,6 +94,11 @@ const spacerOnly =
 export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
   // layout check: every µlib at its slot, before anything touches the image.
   { name: 'layout check', run: spacerOnly((c) => void (c.fin = checkLayout(c.dbg, c.planPath))) },
+  // cache: analyses of code already linked at these addresses come from the map's cache.
+  {
+    name: 'cache',
+    run: spacerOnly((c) => useCache(c.cache === false ? undefined : cacheDirFor(c.fin!.plan.map))),
+  },
   // rewrite: references leaving a µlib go through its table, so its code pages match everywhere.
   { name: 'rewrite', run: spacerOnly((c) => rewriteStep(c.fin!)) },
   // verify: the rewritten file must prove every site reaches what it did before it replaces all.
@@ -99,6 +107,8 @@ export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
   { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
   // harden: in ASLR mode, each page that depends on the seed carries 64 bits of salt from it.
   { name: 'harden', run: spacerOnly((c) => hardenStep(c.fin!)) },
+  // trim: the cache back under its size limit when this link added to it.
+  { name: 'trim', run: spacerOnly(() => trimCache()) },
 ];
 
 /** The passes of one image, in order. `spacer link` runs the first three, `spacer finish` the
@@ -129,8 +139,9 @@ export async function finish(
   image: string,
   planPath: string,
   times: Record<string, number> = {},
+  cache = true,
 ): Promise<FinishResult> {
-  const c: FinishContext = { dbg: image, planPath, spacer: true, times };
+  const c: FinishContext = { dbg: image, planPath, spacer: true, times, cache };
   await runPasses(FINISH_PASSES, c);
   return finishResult(c.fin!);
 }

@@ -22,13 +22,16 @@ import type { AslrImage } from './analyze.js';
 
 const SALT = 8;
 /** Last instructions after which nothing runs on. */
-const NO_FALL_THROUGH = new Set<FlowControl>([
-  FlowControl.Return,
-  FlowControl.UnconditionalBranch,
-  FlowControl.IndirectBranch,
-  FlowControl.Exception,
-  FlowControl.Call,
-]);
+let noFallThrough: Set<FlowControl> | undefined;
+// Built on first use (iced-x86 loads when first touched).
+const NO_FALL_THROUGH = () =>
+  (noFallThrough ??= new Set<FlowControl>([
+    FlowControl.Return,
+    FlowControl.UnconditionalBranch,
+    FlowControl.IndirectBranch,
+    FlowControl.Exception,
+    FlowControl.Call,
+  ]));
 
 const symbolsOf = new WeakMap<ElfFile, ElfSymbol[]>();
 
@@ -95,6 +98,6 @@ function endsWithoutFallThrough(
     !!last &&
     !last.invalid &&
     last.ip + BigInt(last.len) === f.value + f.size &&
-    NO_FALL_THROUGH.has(last.flow)
+    NO_FALL_THROUGH().has(last.flow)
   );
 }

@@ -121,11 +121,17 @@ export const finishCommand: Command = {
         demandOption: true,
         describe: "the plan 'spacer link' wrote (<script>.json)",
       })
+      .option('cache', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'keep and reuse code analyses next to the map (--no-cache: decode everything; also SPACER_CACHE=off)',
+      })
       .option('timings', TIMINGS),
   handler: async (a) => {
     const { finish } = await import('../pipeline.js');
     const times: Record<string, number> = {};
-    const r = await finish(a.image, a.plan, times);
+    const r = await finish(a.image, a.plan, times, a.cache);
     const again = r.alreadyDone ? ' (already finished)' : '';
     log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${again}`);
     if (r.hardened?.unplaced)

@@ -28,6 +28,7 @@ import {
 import { findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
+import { cachedFound } from './cache.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
 
 /** The targets of a site's outside operands, by operand. */
@@ -124,12 +125,6 @@ export function analyzeUlib(
   const lo = text.addr,
     hi = text.addr + text.size;
   const relocs = elf.relocationsFor(text);
-  const { insns, code: codeAt } = decodeCode(
-    bytes,
-    lo,
-    codeExtents(syms, text.index, lo, hi),
-    relocs.map((r) => ({ at: r.offset, type: r.type })),
-  );
   for (const r of relocs) {
     if (r.offset < lo || r.offset >= hi)
       throw new SpacerError(
@@ -140,15 +135,20 @@ export function analyzeUlib(
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const found = sitesIn(insns, refs, mode, (at) => `${where}: ${hex(at)}`, codeAt, {
-    ownAbs: mode === 'aslr' && !!u.ownAbs,
-    pinned: mode === 'aslr' && !!u.pinned,
+  const forms = { ownAbs: mode === 'aslr' && !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
+  const extents = codeExtents(syms, text.index, lo, hi);
+  // The decode and its sites: what the cache keeps (rewrite/cache.ts).
+  const found = cachedFound({ mode, forms, lo, bytes, extents, refs }, () => {
+    const d = decodeCode(bytes, lo, extents, refs);
+    const sites = sitesIn(d.insns, refs, mode, (at) => `${where}: ${hex(at)}`, d.code, forms);
+    const inside = d.insns.filter((i) => i.nearBranch && i.target > lo && i.target < hi);
+    return { sites, data: d.code.data, targets: inside.map((i) => i.target) };
   });
-  const sites = found.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
+  const sites = found.sites.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
   // Data relocations of the µlib's other sections (and data within its code); those into its own
   // code are branch targets too.
-  const dataPointers: bigint[] = codeAt.data.map((r) => r.at);
-  const targets: bigint[] = insns.filter((i) => i.nearBranch).map((i) => i.target);
+  const dataPointers: bigint[] = found.data.map((r) => r.at);
+  const targets: bigint[] = [...found.targets];
   dataRefs(elf, u, text, mode, placeFrom(text.index), dataPointers, targets);
   enteredAtStart(sites, targets, lo, hi, fail);
   return { text, sites, dataPointers };

@@ -19,7 +19,7 @@ import {
 } from '../x86/pi.js';
 import { JMPPTR_LEN, jumpsBack, patchPi, piInstructions } from '../x86/pi-encode.js';
 import { buildPiTable } from '../x86/pi-table.js';
-import { OpKind, Register, type Instruction } from 'iced-x86';
+import { OpKind, Register, type Instruction } from '../x86/iced.js';
 
 /** A near jump (`jmp rel`): the end of a stub or trampoline. */
 export const isJmp = (i: { nearBranch: boolean; flow: FlowControl }) =>

@@ -5,7 +5,7 @@
 // same wherever its bytes are, so the caller can call a copy of it placed right after its own
 // table: a direct call again, and the copy is the same in every image that links the same callee.
 // The copies use the free tail of the table's last page, which is padding otherwise.
-import { Decoder, DecoderOptions, FlowControl, Instruction, OpKind } from 'iced-x86';
+import { Decoder, DecoderOptions, FlowControl, Instruction, OpKind } from './iced.js';
 import { hex } from '../util/units.js';
 
 /** Longest function copied (bytes): the copies share the tail of one page. */

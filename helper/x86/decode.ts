@@ -9,7 +9,7 @@ import {
   Instruction,
   OpKind,
   Register,
-} from 'iced-x86';
+} from './iced.js';
 
 export { Code, FlowControl, Register };
 

@@ -8,7 +8,7 @@ import {
   MemoryOperand,
   OpKind,
   Register,
-} from 'iced-x86';
+} from './iced.js';
 import { withInstruction } from './decode.js';
 import { PI_PATCH, PTR_SLOT, regFormOf, type PiForm, type PiPlan } from './pi.js';
 import { TableError, jmpRel32, rel32 } from './table.js';

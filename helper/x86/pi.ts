@@ -27,7 +27,14 @@
 //
 // This file: the forms and which one fits a site (piPlan); pi-encode.ts encodes an entry and
 // patches its site, pi-table.ts lays out a µlib's table and pointer area.
-import { Code, InstructionInfoFactory, Instruction, OpKind, Register, RegisterExt } from 'iced-x86';
+import {
+  Code,
+  InstructionInfoFactory,
+  Instruction,
+  OpKind,
+  Register,
+  RegisterExt,
+} from './iced.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 
@@ -59,24 +66,29 @@ export const PI_PATCH: Record<PiForm, PiPatch> = {
   abs: 'jmp',
 };
 
-/** Loads into a general register that read nothing else: the destination can carry the address. */
-const PURE_LOADS = new Set<Code>([
-  Code.Mov_r64_rm64,
-  Code.Mov_r32_rm32,
-  Code.Movzx_r32_rm8,
-  Code.Movzx_r32_rm16,
-  Code.Movzx_r64_rm8,
-  Code.Movzx_r64_rm16,
-  Code.Movsx_r32_rm8,
-  Code.Movsx_r32_rm16,
-  Code.Movsx_r64_rm8,
-  Code.Movsx_r64_rm16,
-  Code.Movsxd_r64_rm32,
-]);
+/**
+ * Loads into a general register that read nothing else: the destination can carry the address.
+ * Built on first use (iced-x86 loads when first touched).
+ */
+let pureLoads: Set<Code> | undefined;
+const PURE_LOADS = () =>
+  (pureLoads ??= new Set<Code>([
+    Code.Mov_r64_rm64,
+    Code.Mov_r32_rm32,
+    Code.Movzx_r32_rm8,
+    Code.Movzx_r32_rm16,
+    Code.Movzx_r64_rm8,
+    Code.Movzx_r64_rm16,
+    Code.Movsx_r32_rm8,
+    Code.Movsx_r32_rm16,
+    Code.Movsx_r64_rm8,
+    Code.Movsx_r64_rm16,
+    Code.Movsxd_r64_rm32,
+  ]));
 
 /** The 64-bit register a pure load writes, when it can carry the address (else undefined). */
 export function loadDestination(i: Instruction): Register | undefined {
-  if (!PURE_LOADS.has(i.code) || i.opKind(0) !== OpKind.Register || i.opKind(1) !== OpKind.Memory)
+  if (!PURE_LOADS().has(i.code) || i.opKind(0) !== OpKind.Register || i.opKind(1) !== OpKind.Memory)
     return undefined;
   const d = RegisterExt.fullRegister(i.op0Register);
   if (
@@ -101,18 +113,21 @@ export function piBound(len: number, outside = 1): number {
 /**
  * Scratch registers, in order of preference (no rsp, no rbp/r12/r13 with their encoding quirks).
  */
-const SCRATCH = [
-  Register.RAX,
-  Register.RCX,
-  Register.RDX,
-  Register.RBX,
-  Register.RSI,
-  Register.RDI,
-  Register.R8,
-  Register.R9,
-  Register.R10,
-  Register.R11,
-];
+let scratchRegs: Register[] | undefined;
+/** Registers a position-independent entry may borrow, in order (built on first use). */
+const SCRATCH = () =>
+  (scratchRegs ??= [
+    Register.RAX,
+    Register.RCX,
+    Register.RDX,
+    Register.RBX,
+    Register.RSI,
+    Register.RDI,
+    Register.R8,
+    Register.R9,
+    Register.R10,
+    Register.R11,
+  ]);
 
 export interface PiPlan {
   form: PiForm;
@@ -178,7 +193,7 @@ export function piPlan(
         ? { form: 'load' as const, value: i.ipRelMemoryAddress }
         : undefined;
     const used = usedFull(i);
-    const s: Fit = { i, kind, used, scratch: SCRATCH.find((r) => !used.has(r)), ownData };
+    const s: Fit = { i, kind, used, scratch: SCRATCH().find((r) => !used.has(r)), ownData };
     if (op === 'mem2') return mem2Plan(s);
     if (op === 'disp') return dispPlan(s);
     if (op === 'imm') return immPlan(s);
@@ -225,7 +240,7 @@ const plainFlow = (s: Fit) =>
 /** An outside address in the memory operand and in the immediate: mem2. */
 function mem2Plan(s: Fit): PiPlan | undefined {
   const { i, scratch } = s;
-  const scratch2 = SCRATCH.find((r) => !s.used.has(r) && r !== scratch);
+  const scratch2 = SCRATCH().find((r) => !s.used.has(r) && r !== scratch);
   if (
     s.kind !== 'trampoline' ||
     !memFits(i) ||

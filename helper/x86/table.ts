@@ -11,7 +11,7 @@
 // addresses; should that encoding be longer than the original (or differ), the original bytes
 // are copied with their RIP-relative displacement recomputed instead, so a moved instruction is
 // never longer than the original, which is what the first pass's size bound relies on.
-import { BlockEncoder, BlockEncoderOptions, Code, type Instruction } from 'iced-x86';
+import { BlockEncoder, BlockEncoderOptions, Code, type Instruction } from './iced.js';
 import { GOT_SLOT, JMP_REL32, PUSH_IMM32, type SiteKind } from './classify.js';
 import { decodeOne, withInstruction } from './decode.js';
 
