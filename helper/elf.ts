@@ -1,7 +1,7 @@
 // A small typed ELF reader: headers, sections, program headers, symbols and relocations,
 // for ELF32 and ELF64 little-endian files. 64-bit fields are BigInt so nothing above 2^53
 // is silently rounded; `num()` converts where a JavaScript number is safe.
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { EHDR, PHDR, readFields, SHDR, SYM } from './elflayout.js';
 import { SpacerError } from './errors.js';
 
@@ -141,6 +141,61 @@ export class ElfFile {
       );
     }
     return new ElfFile(path, data);
+  }
+
+  /**
+   * An ELF64 object as a link reads it: its headers, allocated sections, symbols, strings and
+   * the relocations of allocated sections. Everything else (debug information: most of a
+   * Unikraft object) is left unread and reads as zeros. A file whose headers do not fit that
+   * reading is loaded whole, so it fails as `load` would.
+   */
+  static loadAllocated(path: string): ElfFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return ElfFile.load(path);
+    }
+    try {
+      const size = fstatSync(fd).size;
+      const data = Buffer.alloc(size);
+      const read = (off: number, len: number): boolean =>
+        off >= 0 && len >= 0 && off + len <= size && readSync(fd, data, off, len, off) === len;
+      if (!read(0, Math.min(size, 64)) || size < 64 || data.readUInt32BE(0) !== 0x7f454c46)
+        return ElfFile.load(path);
+      if (data[4] !== 2 || data[5] !== 1 || data.readUInt16LE(0x3a) !== 64)
+        return ElfFile.load(path);
+      const shoff = Number(data.readBigUInt64LE(0x28)),
+        shnum = data.readUInt16LE(0x3c);
+      if (!Number.isSafeInteger(shoff) || !read(shoff, shnum * 64)) return ElfFile.load(path);
+      const sh = (i: number) => {
+        const o = shoff + i * 64;
+        return {
+          type: data.readUInt32LE(o + 4),
+          flags: data.readBigUInt64LE(o + 8),
+          offset: Number(data.readBigUInt64LE(o + 0x18)),
+          size: Number(data.readBigUInt64LE(o + 0x20)),
+          info: data.readUInt32LE(o + 0x2c),
+        };
+      };
+      const alloc = (i: number) => i < shnum && !!(sh(i).flags & SHF_ALLOC);
+      const shstrndx = data.readUInt16LE(0x3e);
+      for (let i = 0; i < shnum; i++) {
+        const x = sh(i);
+        const wanted =
+          i === shstrndx ||
+          x.type === SHT_SYMTAB ||
+          x.type === SHT_STRTAB ||
+          x.type === SHT_SYMTAB_SHNDX ||
+          ((x.type === SHT_RELA || x.type === SHT_REL) && alloc(x.info)) ||
+          (x.type !== SHT_NOBITS && !!(x.flags & SHF_ALLOC));
+        if (wanted && x.type !== SHT_NOBITS && x.size && !read(x.offset, x.size))
+          return ElfFile.load(path);
+      }
+      return new ElfFile(path, data);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   get is64(): boolean {

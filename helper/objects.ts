@@ -48,7 +48,8 @@ export function ulibName(path: string): string {
 }
 
 export function readObject(path: string): UlibObject {
-  const elf = ElfFile.load(path);
+  // Only what the link reads: a Unikraft object is mostly debug information.
+  const elf = ElfFile.loadAllocated(path);
   if (elf.header.type !== ET_REL) {
     throw new SpacerError(
       `${path}: not a relocatable object (ELF type ${elf.header.type}); pass the per-library libNAME.o files`,

@@ -21,5 +21,31 @@ for a in "$@"; do
 	prev=$a
 done
 [ -n "$out" ] || exit 0
+# `spacer finish --precompact` may have compacted this very file already (helper/precompact.ts):
+# take its result when our stripped output has the hash it started from and the options match.
+pre="$(dirname "$out")/spacer/$(basename "$out").compact"
+if [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
+	pack=1 holes=0 vmm=qemu known=1
+	for f in $flags; do
+		case $f in
+		--pack) pack=1 ;;
+		--no-pack) pack=0 ;;
+		--holes) holes=1 ;;
+		--no-holes) holes=0 ;;
+		--vmm=*) vmm=${f#--vmm=} ;;
+		*) known=0 ;;
+		esac
+	done
+	sum=$(sha256sum <"$out" | cut -d' ' -f1)
+	want=$(printf '%s\npack=%s holes=%s vmm=%s' "$sum" "$pack" "$holes" "$vmm")
+	if [ "$known" = 1 ] && [ "$(cat "$pre.key")" = "$want" ]; then
+		tmp="$out.spacer-tmp-$$"
+		if cp "$pre" "$tmp" && chmod "$(stat -c %a "$out")" "$tmp" && mv -f "$tmp" "$out"; then
+			cat "$pre.log" >&2
+			exit 0
+		fi
+		rm -f "$tmp"
+	fi
+fi
 # shellcheck disable=SC2086 # the flags are single words, one per option
 exec "$node" "$cli" compact $flags "$out"

@@ -127,6 +127,25 @@ export const finishCommand: Command = {
         describe:
           'keep and reuse code analyses next to the map (--no-cache: decode everything; also SPACER_CACHE=off)',
       })
+      .option('precompact', {
+        type: 'string',
+        describe:
+          'also strip and compact into <build>/spacer/<IMAGE>.compact, for the image rule to take (Linker.uk)',
+      })
+      .option('strip-cmd', {
+        type: 'string',
+        describe: "with --precompact: the image rule's strip command (input and -o OUT appended)",
+      })
+      .option('pack', { type: 'boolean', default: true, describe: 'with --precompact: as compact' })
+      .option('holes', {
+        type: 'boolean',
+        default: false,
+        describe: 'with --precompact: as compact',
+      })
+      .option('vmm', {
+        choices: ['qemu', 'firecracker'],
+        describe: 'with --precompact: as compact',
+      })
       .option('timings', TIMINGS),
   handler: async (a) => {
     const { finish } = await import('../pipeline.js');
@@ -139,7 +158,23 @@ export const finishCommand: Command = {
         `spacer: ${a.image}: warning: ${r.hardened.unplaced} of ${r.hardened.pages} ` +
           `seed-dependent pages have no room for a salt; 'spacer audit ${a.image}' names them`,
       );
-    if (a.timings) log(formatTimings(times));
+    if (a.precompact) {
+      const { precompact, DEFAULT_STRIP } = await import('../precompact.js');
+      const o = { pack: a.pack, holes: a.holes, vmm: a.vmm };
+      await timed(times, 'precompact', () =>
+        precompact(a.image, a.precompact!, a.stripCmd ?? DEFAULT_STRIP, o, (path, say) =>
+          compactFile(path, o, {}, a.precompact!, say),
+        ),
+      );
+    }
+    if (a.timings) {
+      log(formatTimings(times));
+      const { cacheUse } = await import('../rewrite/cache.js');
+      if (cacheUse.dir)
+        log(
+          `spacer: cache: ${cacheUse.hits} analyses reused, ${cacheUse.misses} decoded (${cacheUse.dir})`,
+        );
+    }
   },
 };
 
@@ -172,40 +207,66 @@ export const compactCommand: Command = {
       })
       .option('timings', TIMINGS),
   handler: async (a) => {
-    const { ElfFile } = await import('../elf.js');
-    const { packImage } = await import('../pack.js');
-    const { compactImage } = await import('../compact.js');
-    // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
-    const input = ElfFile.load(a.image);
-    if (input.header.class !== 64)
-      throw new SpacerError(
-        `${a.image}: not an ELF64 image; run 'spacer compact' on the stripped image, ` +
-          'before any ELF32 conversion',
-      );
     const times: Record<string, number> = {};
-    const p = a.pack ? await timed(times, 'pack', () => packImage(a.image)) : undefined;
-    if (p && !p.alreadyPacked)
-      log(
-        `spacer: ${a.image}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ` +
-          `${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
-      );
-    const r = await timed(times, 'compact', () => compactImage(a.image, { holes: a.holes }));
-    log(
-      r.alreadyCompact
-        ? `spacer: ${a.image}: already compact`
-        : `spacer: ${a.image}: ${r.headersBefore} -> ${r.headersAfter} section headers, ` +
-            `${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`,
-    );
-    if (a.vmm === 'firecracker') await checkFirecracker(a.image, input);
+    await compactFile(a.image, { pack: a.pack, holes: a.holes, vmm: a.vmm }, times);
     if (a.timings) log(formatTimings(times));
   },
 };
+
+/** What `spacer compact` does to the file (and `spacer finish --precompact` ahead of strip). */
+export interface CompactOptions {
+  pack: boolean;
+  holes: boolean;
+  vmm?: string;
+}
+
+/**
+ * Packs and compacts the stripped image `image` in place; `shown` is the name the lines it logs
+ * give (the image the build will have, when this runs on a copy).
+ */
+export async function compactFile(
+  image: string,
+  o: CompactOptions,
+  times: Record<string, number>,
+  shown = image,
+  say: (line: string) => void = log,
+): Promise<void> {
+  const { ElfFile } = await import('../elf.js');
+  const { packImage } = await import('../pack.js');
+  const { compactImage } = await import('../compact.js');
+  // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
+  const input = ElfFile.load(image);
+  if (input.header.class !== 64)
+    throw new SpacerError(
+      `${shown}: not an ELF64 image; run 'spacer compact' on the stripped image, ` +
+        'before any ELF32 conversion',
+    );
+  const p = o.pack ? await timed(times, 'pack', () => packImage(image)) : undefined;
+  if (p && !p.alreadyPacked)
+    say(
+      `spacer: ${shown}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ` +
+        `${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
+    );
+  const r = await timed(times, 'compact', () => compactImage(image, { holes: o.holes }));
+  say(
+    r.alreadyCompact
+      ? `spacer: ${shown}: already compact`
+      : `spacer: ${shown}: ${r.headersBefore} -> ${r.headersAfter} section headers, ` +
+          `${r.holePages} zero pages out of the file, ${r.before} -> ${r.after} bytes`,
+  );
+  if (o.vmm === 'firecracker') await checkFirecracker(image, input, shown, say);
+}
 
 /**
  * The rules of helper/image/firecracker.ts, on the file as it leaves `compact`: on a problem the
  * input is put back and the command fails.
  */
-async function checkFirecracker(image: string, input: ElfFile): Promise<void> {
+async function checkFirecracker(
+  image: string,
+  input: ElfFile,
+  shown: string,
+  say: (line: string) => void,
+): Promise<void> {
   const { checkFirecrackerImage } = await import('../image/firecracker.js');
   const { writeFileAtomic } = await import('../util/files.js');
   const problems = checkFirecrackerImage(image, input);
@@ -213,13 +274,13 @@ async function checkFirecracker(image: string, input: ElfFile): Promise<void> {
     writeFileAtomic(image, input.data);
     const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
     throw new SpacerError(
-      `${image}: Firecracker would not load this image ` +
+      `${shown}: Firecracker would not load this image ` +
         `(${problems.slice(0, 3).join('; ')}${more}); the file is back as it was before ` +
         `'spacer compact'; report this (CONFIG_SPACER_NOPACK skips packing)`,
     );
   }
-  log(
-    `spacer: ${image}: Firecracker: every rule of its ELF loader and boot ` +
+  say(
+    `spacer: ${shown}: Firecracker: every rule of its ELF loader and boot ` +
       "path holds, and its copy is the input's memory",
   );
 }

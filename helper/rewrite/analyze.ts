@@ -28,7 +28,7 @@ import {
 import { findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
-import { cachedFound } from './cache.js';
+import { cachedFound, canonicalSymbols, namedBack } from './cache.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
 
 /** The targets of a site's outside operands, by operand. */
@@ -137,13 +137,18 @@ export function analyzeUlib(
   };
   const forms = { ownAbs: mode === 'aslr' && !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
   const extents = codeExtents(syms, text.index, lo, hi);
-  // The decode and its sites: what the cache keeps (rewrite/cache.ts).
-  const found = cachedFound({ mode, forms, lo, bytes, extents, refs }, () => {
-    const d = decodeCode(bytes, lo, extents, refs);
-    const sites = sitesIn(d.insns, refs, mode, (at) => `${where}: ${hex(at)}`, d.code, forms);
+  // The decode and its sites: what the cache keeps (rewrite/cache.ts), computed on symbols named
+  // by their order in this code, not by the image's symbol numbers (which change when any other
+  // µlib does), then named back.
+  const canon = canonicalSymbols(refs);
+  const cached = cachedFound({ mode, forms, lo, bytes, extents, refs: canon.refs }, () => {
+    const d = decodeCode(bytes, lo, extents, canon.refs);
+    const where1 = (at: bigint) => `${where}: ${hex(at)}`;
+    const sites = sitesIn(d.insns, canon.refs, mode, where1, d.code, forms);
     const inside = d.insns.filter((i) => i.nearBranch && i.target > lo && i.target < hi);
     return { sites, data: d.code.data, targets: inside.map((i) => i.target) };
   });
+  const found = namedBack(cached, canon.names);
   const sites = found.sites.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
   // Data relocations of the µlib's other sections (and data within its code); those into its own
   // code are branch targets too.

@@ -31,7 +31,7 @@ import { dirname, extname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deserialize, serialize } from 'node:v8';
 import { tempPath, isTempPath } from '../util/files.js';
-import type { CodeRef, Site } from '../x86/classify.js';
+import { R_X86_64, type CodeRef, type Site } from '../x86/classify.js';
 import type { Extent } from '../x86/extents.js';
 
 /** What the decode of a µlib's code gives the rest of its analysis. */
@@ -175,6 +175,76 @@ function writeEntry(dir: string, key: string, f: Found): void {
 
 const memo = new Map<string, Found>();
 
+/** A field of `size` bytes at `off`, sign-extended. */
+function signed(b: Uint8Array, off: number, size: number): bigint {
+  const v = Buffer.from(b.buffer, b.byteOffset, b.length);
+  if (size === 1) return BigInt(v.readInt8(off));
+  if (size === 2) return BigInt(v.readInt16LE(off));
+  if (size === 4) return BigInt(v.readInt32LE(off));
+  if (size === 8) return v.readBigInt64LE(off);
+  return 0n;
+}
+
+/**
+ * The sites of a cached decode with the values their fields hold in `bytes`: a near branch's
+ * target, a memory operand's address (the rest of an instruction does not depend on them).
+ */
+function refreshed(f: Found, bytes: Uint8Array, lo: bigint): Found | undefined {
+  // A branch whose displacement iced did not place cannot be read again: decode afresh.
+  if (f.sites.some((s) => s.insn.nearBranch && !s.insn.immSize)) return undefined;
+  return {
+    ...f,
+    sites: f.sites.map((s) => {
+      const i = s.insn,
+        off = Number(i.ip - lo),
+        end = i.ip + BigInt(i.len);
+      const insn = { ...i };
+      if (i.nearBranch)
+        insn.target = BigInt.asUintN(64, end + signed(bytes, off + i.immOff, i.immSize));
+      if (i.hasMem) {
+        const d = i.dispSize ? signed(bytes, off + i.dispOff, i.dispSize) : 0n;
+        insn.memAddr = BigInt.asUintN(64, i.ipRel ? end + d : d);
+      }
+      return { ...s, insn };
+    }),
+  };
+}
+
+// A symbol of the code, named by the order of its first relocation (NUL-led: no symbol name
+// holds a NUL).
+const token = (n: number) => `\u0000${n}\u0000`;
+const TOKEN = /\u0000(\d+)\u0000/g;
+
+/**
+ * The relocations with each symbol named by its order of first use instead of the image's
+ * numbering (`name#index` for a local, `§shndx` for a section): the same code at the same address
+ * reads the same in every image. `names` maps the order back.
+ */
+export function canonicalSymbols(refs: readonly CodeRef[]): { refs: CodeRef[]; names: string[] } {
+  const order = new Map<string, number>();
+  const names: string[] = [];
+  const out = refs.map((r) => {
+    let n = order.get(r.symKey);
+    if (n === undefined) order.set(r.symKey, (n = names.push(r.symKey) - 1));
+    return { ...r, symKey: token(n) };
+  });
+  return { refs: out, names };
+}
+
+/** `f` (from canonical relocations) with the symbols' names of this image; `f` is not changed. */
+export function namedBack(f: Found, names: readonly string[]): Found {
+  const back = (s: string) => s.replace(TOKEN, (_m, n: string) => names[Number(n)]);
+  return {
+    sites: f.sites.map((x) => ({
+      ...x,
+      key: back(x.key),
+      refs: x.refs.map((r) => ({ ...r, target: back(r.target) })),
+    })),
+    data: f.data.map((r) => ({ ...r, symKey: back(r.symKey) })),
+    targets: f.targets,
+  };
+}
+
 /** The decode of `x`: from the cache when it holds it, else `compute()`'s (then kept). */
 export function cachedFound(x: FoundInputs, compute: () => Found): Found {
   const dir = cacheUse.dir;
@@ -182,10 +252,11 @@ export function cachedFound(x: FoundInputs, compute: () => Found): Found {
   const key = foundKey(x);
   // The verify pass asks again for what the rewrite pass just read or computed.
   const seen = memo.get(key) ?? readEntry(dir, key);
-  if (seen) {
+  const hit = seen && refreshed(seen, x.bytes, x.lo);
+  if (seen) memo.set(key, seen);
+  if (hit) {
     cacheUse.hits++;
-    memo.set(key, seen);
-    return seen;
+    return hit;
   }
   cacheUse.misses++;
   const f = compute();
