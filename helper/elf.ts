@@ -121,6 +121,7 @@ export class ElfFile {
   readonly sections: Section[];
   readonly segments: ProgramHeader[];
   private symtabCache?: ElfSymbol[];
+  private relocIndex?: Map<number, Section[]>;
 
   constructor(
     readonly path: string,
@@ -144,10 +145,11 @@ export class ElfFile {
   }
 
   /**
-   * An ELF64 object as a link reads it: its headers, allocated sections, symbols, strings and
-   * the relocations of allocated sections. Everything else (debug information: most of a
-   * Unikraft object) is left unread and reads as zeros. A file whose headers do not fit that
-   * reading is loaded whole, so it fails as `load` would.
+   * An ELF64 relocatable object as a link reads it: its header, section headers, allocated
+   * sections, symbols, strings and the relocations of allocated sections, gathered into one small
+   * buffer (a Unikraft object is mostly debug information, which stays unread: those sections read
+   * as empty SHT_NOBITS ones). Anything else (an image, a damaged file) is loaded whole, so it
+   * fails as `load` would.
    */
   static loadAllocated(path: string): ElfFile {
     let fd: number;
@@ -157,45 +159,58 @@ export class ElfFile {
       return ElfFile.load(path);
     }
     try {
-      const size = fstatSync(fd).size;
-      const data = Buffer.alloc(size);
-      const read = (off: number, len: number): boolean =>
-        off >= 0 && len >= 0 && off + len <= size && readSync(fd, data, off, len, off) === len;
-      if (!read(0, Math.min(size, 64)) || size < 64 || data.readUInt32BE(0) !== 0x7f454c46)
-        return ElfFile.load(path);
-      if (data[4] !== 2 || data[5] !== 1 || data.readUInt16LE(0x3a) !== 64)
-        return ElfFile.load(path);
-      const shoff = Number(data.readBigUInt64LE(0x28)),
-        shnum = data.readUInt16LE(0x3c);
-      if (!Number.isSafeInteger(shoff) || !read(shoff, shnum * 64)) return ElfFile.load(path);
-      const sh = (i: number) => {
-        const o = shoff + i * 64;
-        return {
-          type: data.readUInt32LE(o + 4),
-          flags: data.readBigUInt64LE(o + 8),
-          offset: Number(data.readBigUInt64LE(o + 0x18)),
-          size: Number(data.readBigUInt64LE(o + 0x20)),
-          info: data.readUInt32LE(o + 0x2c),
-        };
-      };
-      const alloc = (i: number) => i < shnum && !!(sh(i).flags & SHF_ALLOC);
-      const shstrndx = data.readUInt16LE(0x3e);
-      for (let i = 0; i < shnum; i++) {
-        const x = sh(i);
-        const wanted =
-          i === shstrndx ||
-          x.type === SHT_SYMTAB ||
-          x.type === SHT_STRTAB ||
-          x.type === SHT_SYMTAB_SHNDX ||
-          ((x.type === SHT_RELA || x.type === SHT_REL) && alloc(x.info)) ||
-          (x.type !== SHT_NOBITS && !!(x.flags & SHF_ALLOC));
-        if (wanted && x.type !== SHT_NOBITS && x.size && !read(x.offset, x.size))
-          return ElfFile.load(path);
-      }
-      return new ElfFile(path, data);
+      return ElfFile.gather(path, fd) ?? ElfFile.load(path);
     } finally {
       closeSync(fd);
     }
+  }
+
+  private static gather(path: string, fd: number): ElfFile | undefined {
+    const size = fstatSync(fd).size;
+    const read = (off: number, len: number): Buffer | undefined => {
+      const b = Buffer.allocUnsafe(len);
+      return off >= 0 && off + len <= size && readSync(fd, b, 0, len, off) === len ? b : undefined;
+    };
+    const eh = read(0, 64);
+    if (!eh || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1) return undefined;
+    if (eh.readUInt16LE(0x10) !== ET_REL || eh.readUInt16LE(0x3a) !== 64 || eh.readUInt16LE(0x38))
+      return undefined;
+    const shoff = Number(eh.readBigUInt64LE(0x28)),
+      shnum = eh.readUInt16LE(0x3c),
+      shstrndx = eh.readUInt16LE(0x3e);
+    const sh = Number.isSafeInteger(shoff) && shnum ? read(shoff, shnum * 64) : undefined;
+    if (!sh) return undefined;
+    const type = (i: number) => sh.readUInt32LE(i * 64 + 4);
+    const alloc = (i: number) => i < shnum && !!(sh.readBigUInt64LE(i * 64 + 8) & SHF_ALLOC);
+    const wanted = (i: number) =>
+      i === shstrndx ||
+      [SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX].includes(type(i)) ||
+      ((type(i) === SHT_RELA || type(i) === SHT_REL) && alloc(sh.readUInt32LE(i * 64 + 0x2c))) ||
+      alloc(i);
+    // The new file: header, section headers, then each wanted section's bytes (8-aligned).
+    const parts: Buffer[] = [eh, sh];
+    let at = 64 + shnum * 64;
+    for (let i = 0; i < shnum; i++) {
+      const o = i * 64;
+      if (type(i) === SHT_NOBITS || type(i) === SHT_NULL) continue;
+      if (!wanted(i)) {
+        sh.writeUInt32LE(SHT_NOBITS, o + 4);
+        sh.writeBigUInt64LE(0n, o + 0x18);
+        continue;
+      }
+      const off = Number(sh.readBigUInt64LE(o + 0x18)),
+        len = Number(sh.readBigUInt64LE(o + 0x20));
+      const bytes = Number.isSafeInteger(off) && Number.isSafeInteger(len) && read(off, len);
+      if (!bytes) return undefined;
+      const pad = (8 - (at % 8)) % 8;
+      if (pad) parts.push(Buffer.alloc(pad));
+      at += pad;
+      sh.writeBigUInt64LE(BigInt(at), o + 0x18);
+      parts.push(bytes);
+      at += len;
+    }
+    eh.writeBigUInt64LE(64n, 0x28);
+    return new ElfFile(path, Buffer.concat(parts));
   }
 
   get is64(): boolean {
@@ -264,10 +279,27 @@ export class ElfFile {
     const layout = SHDR[h.class];
     if (shnum === 0) shnum = this.n(readFields<Section>(d, base, layout).size, 'section count');
     this.need(h.shoff, shnum * entsz, 'section header table');
-    const raw: Section[] = [];
+    const raw: Section[] = [],
+      nameOffs: number[] = [];
     for (let i = 0; i < shnum; i++) {
-      const { name: nameOff, ...f } = readFields<Named<Section>>(d, base + i * entsz, layout);
-      raw.push({ index: i, name: '', ...f, nameOff } as Section & { nameOff: number });
+      const at = base + i * entsz;
+      // ELF64, the common case, read field by field (objects have thousands of sections).
+      const { name: nameOff, ...f } = is64
+        ? {
+            name: d.readUInt32LE(at),
+            type: d.readUInt32LE(at + 4),
+            flags: d.readBigUInt64LE(at + 8),
+            addr: d.readBigUInt64LE(at + 16),
+            offset: d.readBigUInt64LE(at + 24),
+            size: d.readBigUInt64LE(at + 32),
+            link: d.readUInt32LE(at + 40),
+            info: d.readUInt32LE(at + 44),
+            addralign: d.readBigUInt64LE(at + 48),
+            entsize: d.readBigUInt64LE(at + 56),
+          }
+        : readFields<Named<Section>>(d, at, layout);
+      raw.push({ index: i, name: '', ...f });
+      nameOffs.push(nameOff);
     }
     let shstrndx = h.shstrndx;
     if (shstrndx === SHN_XINDEX) shstrndx = raw[0].link;
@@ -282,9 +314,7 @@ export class ElfFile {
     for (const s of raw) {
       if (s.flags & SHF_ALLOC && s.addr + s.size > ADDRESS_LIMIT)
         this.fail(`section ${s.index} lies outside the x86-64 address space; not a valid image`);
-      const r = s as Section & { nameOff?: number };
-      s.name = this.cstr(strtab, r.nameOff ?? 0);
-      delete r.nameOff;
+      s.name = this.cstr(strtab, nameOffs[s.index]);
     }
     return raw;
   }
@@ -363,7 +393,21 @@ export class ElfFile {
     const out: ElfSymbol[] = [],
       layout = SYM[this.header.class];
     for (let i = 0; i < n; i++) {
-      const { name: nameOff, info, ...f } = readFields<RawSymbol>(d, base + i * entsz, layout);
+      const at = base + i * entsz;
+      const {
+        name: nameOff,
+        info,
+        ...f
+      } = this.is64
+        ? {
+            name: d.readUInt32LE(at),
+            info: d[at + 4],
+            other: d[at + 5],
+            shndx: d.readUInt16LE(at + 6),
+            value: d.readBigUInt64LE(at + 8),
+            size: d.readBigUInt64LE(at + 16),
+          }
+        : readFields<RawSymbol>(d, at, layout);
       const sym: ElfSymbol = { index: i, name: '', bind: info >> 4, type: info & 15, ...f };
       if (sym.shndx === SHN_XINDEX && xndxSec)
         sym.shndx = d.readUInt32LE(
@@ -417,8 +461,16 @@ export class ElfFile {
 
   /** Relocation sections that apply to section `target`. */
   relocationsFor(target: Section): Relocation[] {
-    return this.sections
-      .filter((s) => (s.type === SHT_RELA || s.type === SHT_REL) && s.info === target.index)
-      .flatMap((s) => this.relocations(s));
+    if (!this.relocIndex) {
+      // Built once: an object with function sections has thousands of sections to look through.
+      this.relocIndex = new Map();
+      for (const s of this.sections) {
+        if (s.type !== SHT_RELA && s.type !== SHT_REL) continue;
+        const l = this.relocIndex.get(s.info);
+        if (l) l.push(s);
+        else this.relocIndex.set(s.info, [s]);
+      }
+    }
+    return (this.relocIndex.get(target.index) ?? []).flatMap((s) => this.relocations(s));
   }
 }

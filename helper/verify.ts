@@ -13,7 +13,8 @@ import { createHash } from 'node:crypto';
 import { unsaltedContents } from './audit/salt.js';
 import { type ElfFile, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
-import { analyzeUlib } from './rewrite/analyze.js';
+import { analysisKey, analyzeUlib } from './rewrite/analyze.js';
+import { cacheUse, readEntry, writeEntry } from './rewrite/cache.js';
 import { cloneSources, type CloneSource } from './rewrite/clones.js';
 import {
   loadImage,
@@ -75,7 +76,21 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     stubsOf: (name) => stubs.find((x) => x.name === name)?.s,
     canonOf: (v) => canon.get(v) ?? v,
   };
-  for (const ru of rec.ulibs) verifyUlib(shared, ru, (msg) => problems.push(`${ru.name}: ${msg}`));
+  for (const ru of rec.ulibs) {
+    // A µlib whose every input was proved before (the cache's proof) is not decoded again.
+    const key = canon.size ? undefined : proofKey(shared, ru);
+    if (key && cacheUse.dir && readEntry(cacheUse.dir, 'proof', key)) {
+      cacheUse.hits++;
+      continue;
+    }
+    const before = problems.length;
+    verifyUlib(shared, ru, (msg) => problems.push(`${ru.name}: ${msg}`));
+    if (key && cacheUse.dir && problems.length === before) {
+      cacheUse.misses++;
+      writeEntry(cacheUse.dir, 'proof', key, { proved: ru.name });
+      cacheUse.added++;
+    }
+  }
   // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.
   if (canon.size) problems.push(...checkDataFields(elf, rec, canon));
   // Every µlib of the plan that has a table and code must have been rewritten.
@@ -84,6 +99,47 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
       problems.push(`${u.name}: has a table in the plan but no record`);
   }
   return problems;
+}
+
+/**
+ * The key of a µlib's proof: everything verifyUlib reads for a µlib with a classic table (no
+ * pointer area, no copies, no entry stubs in the image): its record, its code and table as they
+ * are, where its sections lie, its plan entry and the key of its original code's analysis.
+ * Undefined when the cache is off or the µlib reads more than that.
+ */
+function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
+  if (!cacheUse.dir || ru.ptr || ru.clones?.length) return undefined;
+  const u = sh.plan.ulibs.find((x) => x.name === ru.name);
+  const text = sh.elf.section(ru.text),
+    ind = sh.elf.section(ru.ind.section);
+  if (!u || !text || !ind) return undefined;
+  const code = unsaltedContents(sh.elf, text);
+  const orig = Buffer.from(code);
+  for (const s of ru.sites) {
+    const off = Number(BigInt(s.a) - text.addr),
+      o = Buffer.from(s.o, 'hex');
+    if (off < 0 || off + o.length > orig.length) return undefined;
+    o.copy(orig, off);
+  }
+  let analysis: string | undefined;
+  try {
+    analysis = analysisKey(sh.elf, u, sh.rec.mode, orig);
+  } catch {
+    return undefined;
+  }
+  if (!analysis) return undefined;
+  const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
+  const ranges = u.sections.map((n) => {
+    const x = sh.elf.section(n);
+    return x ? `${n} ${x.addr} ${x.size}` : n;
+  });
+  return createHash('sha256')
+    .update(`spacer-proof 1 ${analysis} ${sh.rec.mode}\n`)
+    .update(`${JSON.stringify(ru)}\n${JSON.stringify(u, big)}\n${ranges.join(',')}\n`)
+    .update(`${text.addr} ${text.size} ${ind.addr} ${ind.size}\n`)
+    .update(code)
+    .update(sh.elf.contents(ind))
+    .digest('hex');
 }
 
 /** What every µlib's check reads. */

@@ -28,7 +28,14 @@ import {
 import { findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
-import { cachedFound, canonicalSymbols, namedBack } from './cache.js';
+import {
+  cachedFound,
+  cacheUse,
+  canonicalSymbols,
+  foundKey,
+  namedBack,
+  type FoundInputs,
+} from './cache.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
 
 /** The targets of a site's outside operands, by operand. */
@@ -95,17 +102,18 @@ function readField(code: Buffer, off: number, size: number, type: number): bigin
   return BigInt(code[off] ?? 0);
 }
 
-/**
- * Finds the sites of one µlib in a linked image: every instruction of `.text.<ulib>` with a
- * relocation that points outside (per mode), and the data relocations that do. `code` replaces
- * the section's bytes (verification passes the reconstructed original).
- */
-export function analyzeUlib(
-  elf: ElfFile,
-  u: RewriteUlib,
-  mode: Mode,
-  code?: Buffer,
-): UlibAnalysis | undefined {
+/** What the decode of a µlib's code reads, gathered once (the cache's key is made of it). */
+interface Prepared {
+  where: string;
+  text: Section;
+  hi: bigint;
+  place: (shndx: number) => Place;
+  inputs: FoundInputs;
+  /** The image's names of the symbols `inputs` numbers by order of use. */
+  names: string[];
+}
+
+function prepare(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buffer): Prepared | undefined {
   const where = `${elf.path}: ${u.name}`;
   const text = elf.section(u.text);
   if (!text) return undefined; // all of it dropped by --gc-sections
@@ -117,10 +125,8 @@ export function analyzeUlib(
     if (s) own.add(s.index);
   }
   const syms = elf.symbols();
-  const placeFrom =
-    (from: number) =>
-    (shndx: number): Place =>
-      shndx === from ? 'same' : own.has(shndx) ? 'own' : 'foreign';
+  const place = (shndx: number): Place =>
+    shndx === text.index ? 'same' : own.has(shndx) ? 'own' : 'foreign';
   const bytes = code ?? Buffer.from(elf.contents(text));
   const lo = text.addr,
     hi = text.addr + text.size;
@@ -131,32 +137,63 @@ export function analyzeUlib(
         `${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`,
       );
   }
-  const refs = codeRefs(relocs, syms, placeFrom(text.index));
+  const forms = { ownAbs: mode === 'aslr' && !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
+  const extents = codeExtents(syms, text.index, lo, hi);
+  // Symbols named by their order in this code, not by the image's symbol numbers (which change
+  // when any other µlib does): the same code at the same address gives the same key everywhere.
+  const canon = canonicalSymbols(codeRefs(relocs, syms, place));
+  const inputs = { mode, forms, lo, bytes, extents, refs: canon.refs };
+  return { where, text, hi, place, inputs, names: canon.names };
+}
+
+/** The cache key of `analyzeUlib(elf, u, mode, code)` (undefined: no code). */
+export function analysisKey(
+  elf: ElfFile,
+  u: RewriteUlib,
+  mode: Mode,
+  code?: Buffer,
+): string | undefined {
+  const p = prepare(elf, u, mode, code);
+  return p && foundKey(p.inputs);
+}
+
+/**
+ * Finds the sites of one µlib in a linked image: every instruction of `.text.<ulib>` with a
+ * relocation that points outside (per mode), and the data relocations that do. `code` replaces
+ * the section's bytes (verification passes the reconstructed original).
+ */
+export function analyzeUlib(
+  elf: ElfFile,
+  u: RewriteUlib,
+  mode: Mode,
+  code?: Buffer,
+): UlibAnalysis | undefined {
+  const p = prepare(elf, u, mode, code);
+  if (!p) return undefined;
+  const { where, text, hi, inputs: x } = p;
+  const lo = x.lo,
+    bytes = Buffer.from(x.bytes.buffer, x.bytes.byteOffset, x.bytes.length);
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where}: ${hex(at)}: ${msg}; the µlib cannot be rewritten`);
   };
-  const forms = { ownAbs: mode === 'aslr' && !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
-  const extents = codeExtents(syms, text.index, lo, hi);
-  // The decode and its sites: what the cache keeps (rewrite/cache.ts), computed on symbols named
-  // by their order in this code, not by the image's symbol numbers (which change when any other
-  // µlib does), then named back.
-  const canon = canonicalSymbols(refs);
-  const cached = cachedFound({ mode, forms, lo, bytes, extents, refs: canon.refs }, () => {
-    const d = decodeCode(bytes, lo, extents, canon.refs);
+  const key = cacheUse.dir ? foundKey(x) : undefined;
+  // The decode and its sites: what the cache keeps (rewrite/cache.ts), then named back.
+  const cached = cachedFound(x, key, () => {
+    const d = decodeCode(bytes, lo, x.extents, x.refs);
     const where1 = (at: bigint) => `${where}: ${hex(at)}`;
-    const sites = sitesIn(d.insns, canon.refs, mode, where1, d.code, forms);
+    const sites = sitesIn(d.insns, [...x.refs], mode, where1, d.code, x.forms);
     const inside = d.insns.filter((i) => i.nearBranch && i.target > lo && i.target < hi);
     return { sites, data: d.code.data, targets: inside.map((i) => i.target) };
   });
-  const found = namedBack(cached, canon.names);
-  const sites = found.sites.map((x) => imageSite(x, bytes, lo, mode === 'aslr' && !u.named));
+  const found = namedBack(cached, p.names);
+  const sites = found.sites.map((y) => imageSite(y, bytes, lo, mode === 'aslr' && !u.named));
   // Data relocations of the µlib's other sections (and data within its code); those into its own
   // code are branch targets too.
   const dataPointers: bigint[] = found.data.map((r) => r.at);
   const targets: bigint[] = [...found.targets];
-  dataRefs(elf, u, text, mode, placeFrom(text.index), dataPointers, targets);
+  dataRefs(elf, u, text, mode, p.place, dataPointers, targets);
   enteredAtStart(sites, targets, lo, hi, fail);
-  return { text, sites, dataPointers };
+  return { text, sites, dataPointers, ...(key ? { key } : {}) };
 }
 
 /** A site as the rewrite needs it: what it referred to, its original bytes and outside operands. */

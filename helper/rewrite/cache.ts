@@ -106,13 +106,39 @@ export function helperCodeId(): string {
   return (codeId = h.digest('hex'));
 }
 
+/** Bytes of the field a relocation of `type` patches; 0 when unsure (the field stays keyed). */
+function fieldSize(type: number): number {
+  const T = R_X86_64;
+  if (type === T._8 || type === T.PC8) return 1;
+  if (type === T._16 || type === T.PC16) return 2;
+  const eight: number[] = [T._64, T.PC64, T.GOTOFF64, T.GOT64, T.GOTPCREL64, T.GOTPC64, T.SIZE64];
+  const four: number[] = [T.PC32, T.PLT32, T.GOTPCREL, T._32, T._32S, T.GOTPCRELX];
+  four.push(T.REX_GOTPCRELX, T.GOTTPOFF, T.TPOFF32, T.DTPOFF32, T.GOTPC32, T.SIZE32, T.GOT32);
+  return eight.includes(type) ? 8 : four.includes(type) ? 4 : 0;
+}
+
+/**
+ * The code with every relocated field zeroed: what a field holds (an address elsewhere, which
+ * moves when another µlib does) changes no instruction's length, kind or operands, so the decode
+ * is keyed without it and its values are read again from the code on a hit (`refreshed`).
+ */
+export function maskedCode(bytes: Uint8Array, lo: bigint, refs: readonly CodeRef[]): Buffer {
+  const out = Buffer.from(bytes);
+  for (const r of refs) {
+    const off = Number(r.at - lo),
+      n = fieldSize(r.type);
+    if (off >= 0 && off + n <= out.length) out.fill(0, off, off + n);
+  }
+  return out;
+}
+
 /** The key of a decode: SHA-256 of its inputs and the helper's code. */
 export function foundKey(x: FoundInputs): string {
   const h = createHash('sha256');
   h.update(
-    `spacer-analysis 1 ${helperCodeId()} ${process.version} ${x.mode} ${+x.forms.ownAbs}${+x.forms.pinned}\n`,
+    `spacer-analysis 2 ${helperCodeId()} ${process.version} ${x.mode} ${+x.forms.ownAbs}${+x.forms.pinned}\n`,
   );
-  h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`).update(x.bytes);
+  h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`).update(maskedCode(x.bytes, x.lo, x.refs));
   for (const e of x.extents)
     h.update(`e ${e.start.toString(16)} ${e.end.toString(16)} ${e.name}\n`);
   for (const r of x.refs)
@@ -123,13 +149,17 @@ export function foundKey(x: FoundInputs): string {
 // Entries are V8's serialization (BigInts as they are; a tenth of JSON's time to read back).
 const MAGIC = Buffer.from('spacer-analysis\n');
 
-function entryPath(dir: string, key: string): string {
-  return join(dir, 'analysis', key.slice(0, 2), key);
+/** What the cache keeps: decodes, µlib rewrites, and proofs that a rewritten µlib verified. */
+export type CacheKind = 'analysis' | 'rewrite' | 'proof';
+const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof'];
+
+function entryPath(dir: string, kind: CacheKind, key: string): string {
+  return join(dir, kind, key.slice(0, 2), key);
 }
 
 /** The entry of `key`, if whole and not tampered with. */
-function readEntry(dir: string, key: string): Found | undefined {
-  const p = entryPath(dir, key);
+export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | undefined {
+  const p = entryPath(dir, kind, key);
   let file: Buffer;
   try {
     file = readFileSync(p);
@@ -151,16 +181,16 @@ function readEntry(dir: string, key: string): Found | undefined {
     // Removed by a concurrent gc: the entry read is still whole.
   }
   try {
-    return deserialize(body) as Found;
+    return deserialize(body) as T;
   } catch {
     rmSync(p, { force: true });
     return undefined;
   }
 }
 
-function writeEntry(dir: string, key: string, f: Found): void {
-  const p = entryPath(dir, key);
-  const body = serialize(f);
+export function writeEntry(dir: string, kind: CacheKind, key: string, value: unknown): void {
+  const p = entryPath(dir, kind, key);
+  const body = serialize(value);
   const sum = createHash('sha256').update(body).digest();
   mkdirSync(dirname(p), { recursive: true });
   const tmp = tempPath(p);
@@ -213,7 +243,7 @@ function refreshed(f: Found, bytes: Uint8Array, lo: bigint): Found | undefined {
 // A symbol of the code, named by the order of its first relocation (NUL-led: no symbol name
 // holds a NUL).
 const token = (n: number) => `\u0000${n}\u0000`;
-const TOKEN = /\u0000(\d+)\u0000/g;
+const TOKEN = new RegExp(`${token(0).slice(0, 1)}(\\d+)${token(0).slice(0, 1)}`, 'g');
 
 /**
  * The relocations with each symbol named by its order of first use instead of the image's
@@ -246,12 +276,11 @@ export function namedBack(f: Found, names: readonly string[]): Found {
 }
 
 /** The decode of `x`: from the cache when it holds it, else `compute()`'s (then kept). */
-export function cachedFound(x: FoundInputs, compute: () => Found): Found {
+export function cachedFound(x: FoundInputs, key: string | undefined, compute: () => Found): Found {
   const dir = cacheUse.dir;
-  if (!dir) return compute();
-  const key = foundKey(x);
+  if (!dir || !key) return compute();
   // The verify pass asks again for what the rewrite pass just read or computed.
-  const seen = memo.get(key) ?? readEntry(dir, key);
+  const seen = memo.get(key) ?? readEntry<Found>(dir, 'analysis', key);
   const hit = seen && refreshed(seen, x.bytes, x.lo);
   if (seen) memo.set(key, seen);
   if (hit) {
@@ -260,7 +289,7 @@ export function cachedFound(x: FoundInputs, compute: () => Found): Found {
   }
   cacheUse.misses++;
   const f = compute();
-  writeEntry(dir, key, f);
+  writeEntry(dir, 'analysis', key, f);
   memo.set(key, f);
   cacheUse.added++;
   return f;
@@ -283,30 +312,32 @@ export function gcCache(dir: string, maxBytes: number): GcResult {
   const now = Date.now();
   let removed = 0,
     removedBytes = 0;
-  let subs: string[];
-  try {
-    subs = readdirSync(join(dir, 'analysis'));
-  } catch {
-    return { entries: 0, bytes: 0, removed: 0, removedBytes: 0 };
-  }
-  for (const sub of subs) {
-    let names: string[];
+  for (const kind of KINDS) {
+    let subs: string[];
     try {
-      names = readdirSync(join(dir, 'analysis', sub));
+      subs = readdirSync(join(dir, kind));
     } catch {
       continue;
     }
-    for (const n of names) {
-      const p = join(dir, 'analysis', sub, n);
+    for (const sub of subs) {
+      let names: string[];
       try {
-        const st = statSync(p);
-        if (isTempPath(n)) {
-          if (now - st.mtimeMs > 3600e3) rmSync(p, { force: true });
-          continue;
-        }
-        files.push({ p, size: st.size, mtime: st.mtimeMs });
+        names = readdirSync(join(dir, kind, sub));
       } catch {
-        // Gone meanwhile.
+        continue;
+      }
+      for (const n of names) {
+        const p = join(dir, kind, sub, n);
+        try {
+          const st = statSync(p);
+          if (isTempPath(n)) {
+            if (now - st.mtimeMs > 3600e3) rmSync(p, { force: true });
+            continue;
+          }
+          files.push({ p, size: st.size, mtime: st.mtimeMs });
+        } catch {
+          // Gone meanwhile.
+        }
       }
     }
   }

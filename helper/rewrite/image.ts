@@ -1,10 +1,12 @@
 // The rewrite of a linked image (ELF64, -Wl,--emit-relocs): each µlib of the plan is analysed,
 // its sites redirected through its table (external.ts, or aslr.ts for position-independent
 // entries), and the patched bytes plus the record written in one atomic step (write.ts).
-import { ElfFile, SHF_ALLOC, SHT_REL, SHT_RELA } from '../elf.js';
+import { createHash } from 'node:crypto';
+import { ElfFile, SHF_ALLOC, SHT_REL, SHT_RELA, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
+import { cacheUse, readEntry, writeEntry } from './cache.js';
 import { aslrContext, redirectData, rewriteAslr } from './aslr.js';
 import { rewriteExternal, type UlibJob, type UlibResult } from './external.js';
 import {
@@ -110,7 +112,7 @@ export function prepareRewrite(
     if (!u.ind) continue;
     const where = `${dbgPath}: ${u.name}`;
     const job: UlibJob = { elf, u, a, ind: checkInd(elf, u, a, where), where, out };
-    const r: UlibResult = aslr && u.ptr ? rewriteAslr(job, aslr) : rewriteExternal(job);
+    const r: UlibResult = aslr && u.ptr ? rewriteAslr(job, aslr) : cachedRewrite(job, mode);
     Object.assign(st, r.stats);
     records.push(r.record);
   }
@@ -143,6 +145,39 @@ export function prepareRewrite(
     stats,
     t0,
   };
+}
+
+/**
+ * A µlib's classic table (rewriteExternal) from the cache when the same code, analysed the same
+ * way, was rewritten at the same addresses before: its patched code and table are written as
+ * they were, its record and figures are those of then.
+ */
+function cachedRewrite(job: UlibJob, mode: Mode): UlibResult {
+  const { u, a, elf, out } = job;
+  const dir = cacheUse.dir;
+  if (!dir || !a.key) return rewriteExternal(job);
+  const key = createHash('sha256')
+    .update(`spacer-rewrite 1 ${a.key} ${mode} ${u.name} ${u.text} ${+!!u.named}\n`)
+    .update(`${u.ind!.section} ${hex(job.ind.addr)} ${u.ind!.size}\n`)
+    .update(elf.contents(a.text))
+    .digest('hex');
+  type Entry = { code: Uint8Array; table: Uint8Array; r: UlibResult };
+  const hit = readEntry<Entry>(dir, 'rewrite', key);
+  const textOff = num(a.text.offset),
+    indOff = num(job.ind.offset);
+  if (hit && hit.code.length === num(a.text.size) && hit.table.length <= u.ind!.size) {
+    cacheUse.hits++;
+    out.set(hit.code, textOff);
+    out.set(hit.table, indOff);
+    return hit.r;
+  }
+  cacheUse.misses++;
+  const r = rewriteExternal(job);
+  const code = out.subarray(textOff, textOff + num(a.text.size));
+  const table = out.subarray(indOff, indOff + u.ind!.size);
+  writeEntry(dir, 'rewrite', key, { code, table, r } satisfies Entry);
+  cacheUse.added++;
+  return r;
 }
 
 /** The image can be rewritten: it kept its relocations and names each µlib once. */

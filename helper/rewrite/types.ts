@@ -125,4 +125,6 @@ export interface UlibAnalysis {
   sites: ImageSite[];
   /** Addresses of data relocations that point outside. */
   dataPointers: bigint[];
+  /** The analysis cache's key of its decode (rewrite/cache.ts), when the cache is on. */
+  key?: string;
 }
