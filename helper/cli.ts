@@ -16,6 +16,7 @@ import {
   reportCommand,
   verifyCommand,
 } from './commands/inspect.js';
+import { cacheCommand } from './commands/cache.js';
 import { mapCommand } from './commands/map.js';
 import { isSpacerError } from './errors.js';
 
@@ -42,6 +43,7 @@ async function main(argv: string[]): Promise<void> {
     .command(demoCommand)
     .command(reportCommand)
     .command(mapCommand)
+    .command(cacheCommand)
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()

@@ -34,6 +34,8 @@ export interface ImageRequest {
   /** Output prefix: writes <out>.dbg (ELF64) and <out>.elf (ELF32 multiboot). */
   out: string;
   layout: Layout;
+  /** Keep and reuse analyses in the map's cache (rewrite/cache.ts); default on. */
+  cache?: boolean;
   /** Workspace map (spacer layouts). */
   map?: string;
   /** Seed of the ASLR layout (same seed, same image). */
@@ -188,6 +190,7 @@ export async function buildImage(r: ImageRequest): Promise<BuiltImage> {
     spacer: r.layout !== 'default',
     script: r.lds,
     times: {},
+    cache: r.cache,
   };
   await runPasses(PASSES, c);
   const t = c.times;

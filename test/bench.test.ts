@@ -78,6 +78,15 @@ test('bench.json has the figures of every supported layout and the curves', (t) 
   // relink against maps of 100, 1 000 and 10 000 images.
   for (const l of j.layouts_supported) t.true(j.link_step![l]!.ld_ms > 0, `${l}: ld_ms`);
   t.true(j.link_step!.spacer!.helper_cold_ms! > 0 && j.link_step!.spacer!.helper_warm_ms! > 0);
+  t.true(j.link_step!.spacer!.helper_new_ms! > 0, 'a new image with the workspace cache');
+  t.true(
+    j.link_step!.spacer!.warm_helper_share! > 0 && j.link_step!.spacer!.warm_helper_share! < 1,
+  );
+  for (const id of ['warm_relink_spacer', 'warm_share_spacer', 'map_scaling'])
+    t.truthy(
+      j.targets.find((x) => x.id === id),
+      id,
+    );
   t.is(j.link_step!.default!.helper_warm_ms, null);
   t.deepEqual(Object.keys(j.map_scaling!), ['100', '1000', '10000']);
   for (const [n, s] of Object.entries(j.map_scaling!)) {
@@ -88,7 +97,10 @@ test('bench.json has the figures of every supported layout and the curves', (t) 
   t.true(j.overheads.runtime!.all_ok, 'cpu-bench printed the same output in every layout');
   const md = readFileSync(join(out, 'bench.md'), 'utf8');
   t.regex(md, /\| layout \| instances \|/);
-  t.regex(md, /\| layout \| samples \| ld \(ms\) \| helper cold \(ms\) \|/);
+  t.regex(
+    md,
+    /\| layout \| samples \| ld \(ms\) \| helper cold \(ms\) \| helper, new image \(ms\) \|/,
+  );
   t.regex(md, /^\| 10000 \| /m);
   t.regex(md, /(PASS|FAIL)/);
 });

@@ -102,6 +102,39 @@ function costTargets(r: BenchResult): Target[] {
       status: lk.helper_share < 0.1 ? 'PASS' : 'FAIL',
     });
   }
+  out.push(...linkStepTargets(r));
+  return out;
+}
+
+/** Issue #14: the warm relink against ld, the helper's share, the map's size. */
+function linkStepTargets(r: BenchResult): Target[] {
+  const out: Target[] = [];
+  for (const l of ['spacer', 'spacer-aslr'] as const) {
+    const f = r.link_step?.[l];
+    if (!f || f.warm_over_ld === null || f.warm_helper_share === null) continue;
+    out.push({
+      id: `warm_relink_${l}`,
+      what: `warm relink (only the app changed): helper ≤ 1× ld (${l}, CLI processes)`,
+      value: `${f.helper_warm_ms} vs ${f.ld_ms} ms = ${f.warm_over_ld}×`,
+      status: f.warm_over_ld <= 1 ? 'PASS' : 'FAIL',
+    });
+    out.push({
+      id: `warm_share_${l}`,
+      what: `helper's share of the warm link step < 50 % (${l})`,
+      value: `${(f.warm_helper_share * 100).toFixed(1)} %`,
+      status: f.warm_helper_share < 0.5 ? 'PASS' : 'FAIL',
+    });
+  }
+  const S = r.map_scaling;
+  const small = S && Object.values(S)[0],
+    big = S?.['10000'];
+  if (small && big)
+    out.push({
+      id: 'map_scaling',
+      what: 'one relink with 10 000 images in the map within 10 % of one with the smallest map',
+      value: `${big.helper_ms} vs ${small.helper_ms} ms (${((100 * big.helper_ms) / small.helper_ms - 100).toFixed(0)} %)`,
+      status: big.helper_ms <= 1.1 * small.helper_ms ? 'PASS' : 'FAIL',
+    });
   return out;
 }
 

@@ -147,12 +147,19 @@ export interface RewriteFigures {
 export interface LinkStepFigures {
   samples: number;
   ld_ms: number;
-  /** spacer link + finish + compact, the image new to the map (null: no helper in this layout). */
+  /**
+   * spacer link + finish + the image rule's compaction, the image new to the map and its cache
+   * empty (null: no helper in this layout).
+   */
   helper_cold_ms: number | null;
+  /** The same, a new image of a workspace whose cache holds its other images' analyses. */
+  helper_new_ms: number | null;
   /** The same, relinked after only the app µlib changed. */
   helper_warm_ms: number | null;
   warm: { link_ms: number; finish_ms: number; compact_ms: number } | null;
   warm_over_ld: number | null;
+  /** The helper's share of the warm link step (helper / (helper + ld)). */
+  warm_helper_share: number | null;
 }
 
 /** One relink (spacer link + finish) against a map of `images` images (bench/mapscale.ts). */

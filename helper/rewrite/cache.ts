@@ -357,6 +357,35 @@ export function gcCache(dir: string, maxBytes: number): GcResult {
   return { entries, bytes, removed, removedBytes };
 }
 
+/** What the cache holds, per kind. */
+export function cacheSummary(dir: string): {
+  entries: number;
+  bytes: number;
+  kinds: Record<string, { entries: number; bytes: number }>;
+} {
+  const kinds: Record<string, { entries: number; bytes: number }> = {};
+  let entries = 0,
+    bytes = 0;
+  for (const kind of KINDS) {
+    const k = (kinds[kind] = { entries: 0, bytes: 0 });
+    let subs: string[] = [];
+    try {
+      subs = readdirSync(join(dir, kind));
+    } catch {
+      continue;
+    }
+    for (const sub of subs)
+      for (const n of readdirSync(join(dir, kind, sub))) {
+        if (isTempPath(n)) continue;
+        k.entries++;
+        k.bytes += statSync(join(dir, kind, sub, n)).size;
+      }
+    entries += k.entries;
+    bytes += k.bytes;
+  }
+  return { entries, bytes, kinds };
+}
+
 /** The cache's size limit in bytes: SPACER_CACHE_MB, else the default. */
 export function cacheLimit(): number {
   const v = process.env.SPACER_CACHE_MB;

@@ -1,0 +1,199 @@
+// The cache next to the map (#14): the example workspace linked with the cache off, cold and warm
+// gives byte-identical images, the warm link decodes less; a damaged entry is a miss; gc keeps
+// the most recently used; two finishes at once share it; `spacer finish --precompact` leaves a
+// file the image rule's strip takes only when it is the same file; iced-x86 is not loaded by
+// importing the helper.
+import test from 'ava';
+import { execa } from 'execa';
+import {
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { buildImage, type Layout } from '../helper/pipeline.js';
+import { cacheSummary, cacheUse, gcCache, readEntry, writeEntry } from '../helper/rewrite/cache.js';
+import { icedLoaded } from '../helper/x86/iced.js';
+import {
+  compileWorkspace,
+  linkCommand,
+  loadApps,
+  objectsFor,
+  platformScripts,
+  type CompiledWorkspace,
+} from '../helper/workspace/index.js';
+import { cli, root, tempDir } from './_fixtures.js';
+
+// Imported before anything decodes: the test below reads it first.
+const icedAtStart = icedLoaded();
+
+const out = tempDir('cache');
+const apps = loadApps();
+let compiled: CompiledWorkspace;
+
+/** Links every app in `layout` into `<out>/<tag>` on `map`; the cache's use while doing it. */
+async function linkAll(layout: Layout, tag: string, map: string, cache: boolean) {
+  const s = platformScripts();
+  const before = { hits: cacheUse.hits, misses: cacheUse.misses };
+  for (const app of apps)
+    await buildImage({
+      image: app.name,
+      objects: objectsFor(app, compiled),
+      lds: s.defaultLds,
+      extraLds: s.extraLds,
+      out: join(out, tag, app.name),
+      layout,
+      map,
+      cache,
+      linkArgs: (objects, d, e, o) =>
+        linkCommand({ objects, defaultLds: d, extraLds: e, out: o }, o),
+    });
+  return { hits: cacheUse.hits - before.hits, misses: cacheUse.misses - before.misses };
+}
+
+const bytes = (tag: string, app: string, ext: string) =>
+  readFileSync(join(out, tag, `${app}.${ext}`));
+
+const use: Record<string, { hits: number; misses: number }> = {};
+
+test.before(async () => {
+  compiled = await compileWorkspace(join(out, 'objects'));
+  for (const layout of ['spacer', 'spacer-aslr'] as const) {
+    // Off: a first link of every app on an empty map, then a relink of all of them.
+    const off = join(out, `${layout}-off`, 'map.json');
+    await linkAll(layout, `${layout}-off1`, off, false);
+    await linkAll(layout, `${layout}-off2`, off, false);
+    // On: the same two rounds on a map of their own, its cache empty at first.
+    const on = join(out, `${layout}-on`, 'map.json');
+    use[`${layout} cold`] = await linkAll(layout, `${layout}-cold`, on, true);
+    use[`${layout} warm`] = await linkAll(layout, `${layout}-warm`, on, true);
+  }
+});
+
+test('iced-x86 is not loaded by importing the helper (only by the first decode)', (t) => {
+  t.false(icedAtStart);
+});
+
+for (const layout of ['spacer', 'spacer-aslr'] as const)
+  test(`${layout}: images are byte-identical with the cache off, cold and warm; warm decodes less`, (t) => {
+    for (const app of apps.map((a) => a.name))
+      for (const ext of ['dbg', 'elf']) {
+        t.true(bytes(`${layout}-off1`, app, ext).equals(bytes(`${layout}-cold`, app, ext)), app);
+        t.true(bytes(`${layout}-off2`, app, ext).equals(bytes(`${layout}-warm`, app, ext)), app);
+      }
+    const cold = use[`${layout} cold`],
+      warm = use[`${layout} warm`];
+    t.true(cold.misses > 0, 'the cold link decodes');
+    t.true(warm.hits > warm.misses, `warm: ${warm.hits} reused, ${warm.misses} decoded`);
+    t.true(warm.misses < cold.misses, `warm decoded ${warm.misses}, cold ${cold.misses}`);
+  });
+
+test('a damaged or foreign entry is a miss, removed; a whole one reads back', (t) => {
+  const dir = join(out, 'entries');
+  writeEntry(dir, 'analysis', 'ab'.repeat(32), { x: 1n, b: Buffer.from('hi') });
+  t.deepEqual(readEntry(dir, 'analysis', 'ab'.repeat(32)), { x: 1n, b: Buffer.from('hi') });
+  const p = join(dir, 'analysis', 'ab', 'ab'.repeat(32));
+  const data = readFileSync(p);
+  data[data.length - 1] ^= 1;
+  writeFileSync(p, data);
+  t.is(readEntry(dir, 'analysis', 'ab'.repeat(32)), undefined);
+  t.throws(() => statSync(p), undefined, 'the damaged entry is gone');
+  writeFileSync(p, 'not an entry');
+  t.is(readEntry(dir, 'analysis', 'ab'.repeat(32)), undefined);
+});
+
+test('gc keeps the most recently used under the limit and removes old leftovers', (t) => {
+  const dir = join(out, 'gc');
+  const keys = ['11', '22', '33', '44'].map((k) => k.repeat(32));
+  keys.forEach((k, i) => {
+    writeEntry(dir, 'rewrite', k, Buffer.alloc(1000, i));
+    const when = new Date(Date.now() - (10 - i) * 60e3);
+    utimesSync(join(dir, 'rewrite', k.slice(0, 2), k), when, when);
+  });
+  const stale = join(dir, 'rewrite', '11', `x.spacer-tmp-1-abcdef`);
+  writeFileSync(stale, 'half');
+  const old = new Date(Date.now() - 2 * 3600e3);
+  utimesSync(stale, old, old);
+  const size = statSync(join(dir, 'rewrite', '44', keys[3])).size;
+  const r = gcCache(dir, 2 * size);
+  t.is(r.removed, 2);
+  t.is(r.entries, 2);
+  t.deepEqual(
+    keys.map((k) => readEntry(dir, 'rewrite', k) !== undefined),
+    [false, false, true, true],
+  );
+  t.throws(() => statSync(stale));
+  t.is(cacheSummary(dir).entries, 2);
+});
+
+test('two finishes at once on one cache: both images are the ones the cache-off link gives', async (t) => {
+  const app = apps[0].name;
+  const dir = join(out, 'parallel');
+  mkdirSync(dir, { recursive: true });
+  // The linked image before its finish: relink it (the plan is in place) without the helper.
+  const plan = join(out, 'spacer-cold', `${app}.lds.json`);
+  const env = { SPACER_CACHE: join(dir, 'cache') };
+  const unfinished = join(dir, 'linked.dbg');
+  const s = platformScripts();
+  const args = linkCommand(
+    {
+      objects: objectsFor(apps[0], compiled),
+      defaultLds: join(out, 'spacer-cold', `${app}.lds`),
+      extraLds: s.extraLds,
+      out: unfinished,
+    },
+    unfinished,
+  );
+  args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
+  await execa('gcc', args);
+  const copies = ['a', 'b'].map((k) => join(dir, `${k}.dbg`));
+  for (const c of copies) copyFileSync(unfinished, c);
+  await Promise.all(
+    copies.map((c) =>
+      execa(process.execPath, ['--import', 'tsx', cli, 'finish', '--plan', plan, c], { env }),
+    ),
+  );
+  const want = bytes('spacer-off1', app, 'dbg');
+  for (const c of copies) t.true(readFileSync(c).equals(want), c);
+  t.true(readdirSync(join(dir, 'cache')).length > 0);
+});
+
+test('precompact: the strip wrapper takes the file only when it is the same file and options', async (t) => {
+  const { precompact, optionsLine } = await import('../helper/precompact.js');
+  const { compactFile } = await import('../helper/commands/build.js');
+  const app = apps[0].name;
+  const dir = join(out, 'pre');
+  mkdirSync(join(dir, 'spacer'), { recursive: true });
+  const dbg = join(dir, `${app}.dbg`);
+  copyFileSync(join(out, 'spacer-cold', `${app}.dbg`), dbg);
+  const image = join(dir, app);
+  const o = { pack: true, holes: false };
+  const lines: string[] = [];
+  t.true(
+    await precompact(dbg, image, 'strip -s --remove-section=.spacer.rewrite', o, (p, say) =>
+      compactFile(p, o, {}, image, (l) => (lines.push(l), say(l))),
+    ),
+  );
+  t.is(
+    readFileSync(join(dir, 'spacer', `${app}.compact.key`), 'utf8').split('\n')[1],
+    optionsLine(o),
+  );
+  // What `spacer compact` makes of the same strip.
+  const ref = join(dir, 'ref');
+  await execa('strip', ['-s', '--remove-section=.spacer.rewrite', dbg, '-o', ref]);
+  await execa(process.execPath, ['--import', 'tsx', cli, 'compact', ref]);
+  const wrapper = join(root, 'scripts', 'spacer-strip.sh');
+  const strip = ['strip', '-s', '--remove-section=.spacer.rewrite', dbg, '-o', image];
+  // Node given as `false`: the wrapper can only succeed by taking the precompacted file.
+  const r = await execa('sh', [wrapper, 'false', cli, '--pack', ...strip]);
+  t.true(readFileSync(image).equals(readFileSync(ref)), 'the same bytes as spacer compact');
+  t.true(r.stderr.includes(lines[0]), 'it prints what compact printed');
+  // Other options, or another strip, and it falls back to `spacer compact` (here: `false`).
+  await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--no-pack', ...strip]));
+  const other = ['strip', '-s', dbg, '-o', image];
+  await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--pack', ...other]));
+});
