@@ -146,3 +146,42 @@ test('bad input is one clear error naming the file', (t) => {
     t.false(e!.message.includes('\n'), name);
   }
 });
+
+test('sections added in memory (elfappend.ts) read as objcopy adds them, and strip gives the same image', async (t) => {
+  const { appendSections } = await import('../helper/elfappend.js');
+  const add = [
+    { name: '.spacer.rewrite', data: '{"a":1}' },
+    { name: '.spacer.plan', data: Buffer.from([0, 1, 2, 3]) },
+  ];
+  const ours = join(dir, 'ours.dbg'),
+    theirs = join(dir, 'theirs.dbg');
+  const elf = ElfFile.load(image);
+  writeFileSync(ours, appendSections(elf, add)!);
+  const args = add.flatMap((s, i) => {
+    writeFileSync(join(dir, `s${i}`), s.data);
+    return ['--add-section', `${s.name}=${join(dir, `s${i}`)}`];
+  });
+  await execa('objcopy', [...args, image, theirs]);
+  const a = ElfFile.load(ours),
+    b = ElfFile.load(theirs);
+  for (const s of add) {
+    t.true(a.contents(a.section(s.name)!).equals(b.contents(b.section(s.name)!)), s.name);
+    t.is(a.section(s.name)!.flags, 0n);
+  }
+  // Every section of the input where it was, with its bytes (the name table: a longer copy);
+  // readelf agrees with our reader.
+  for (const s of elf.sections) {
+    const x = a.sections[s.index];
+    t.is(x.name, s.name);
+    if (s.index === elf.header.shstrndx) continue;
+    t.is(x.offset, s.offset);
+    if (s.type !== 8) t.true(a.contents(x).equals(elf.contents(s)), s.name);
+  }
+  t.deepEqual(
+    (await readelfSections(ours)).map((r) => r.name),
+    a.sections.map((s) => s.name),
+  );
+  for (const f of [ours, theirs]) await execa('strip', ['-s', f, '-o', `${f}.img`]);
+  t.true(readFileSync(`${ours}.img`).equals(readFileSync(`${theirs}.img`)), 'strip output');
+  t.is(appendSections(elf, [{ name: '.text', data: 'x' }]), undefined, 'a name already there');
+});

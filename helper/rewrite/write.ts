@@ -1,9 +1,11 @@
-// The rewrite's one write: the patched bytes plus the record (and any extra) sections, added by
-// objcopy into a file beside the image (staged), checked, then renamed over the image; on any
-// failure the image is left as it was. `spacer finish` runs the two halves as its verify and
-// record passes; rewriteImageWith runs them back to back.
+// The rewrite's one write: the patched bytes plus the record (and any extra) sections, added in
+// memory (elfappend.ts; objcopy for a file that needs it) into a file beside the image (staged),
+// checked, then renamed over the image; on any failure the image is left as it was. `spacer
+// finish` runs the two halves as its verify and record passes; rewriteImageWith runs them back to
+// back.
 import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { ElfFile } from '../elf.js';
+import { appendSections } from '../elfappend.js';
 import { SpacerError } from '../errors.js';
 import { tempPath } from '../util/files.js';
 import { objcopy } from '../util/tools.js';
@@ -29,18 +31,23 @@ export async function stageWrite(
   const tmpOut = tempPath(path);
   const mode = statSync(path).mode & 0o7777;
   try {
-    writeFileSync(tmpElf, data);
-    sections.forEach((sec, i) => writeFileSync(tmpSecs[i], sec.data));
-    const args = sections.flatMap((sec, i) => [
-      '--add-section',
-      `${sec.name}=${tmpSecs[i]}`,
-      '--set-section-flags',
-      `${sec.name}=readonly,contents`,
-    ]);
-    await objcopy([...args, tmpElf, tmpOut], path);
-    // objcopy must not have moved what was patched.
-    const a = new ElfFile(path, data),
-      b = ElfFile.load(tmpOut);
+    const a = new ElfFile(path, data);
+    // The sections added in memory (elfappend.ts), else by objcopy.
+    const appended = appendSections(a, sections);
+    if (appended) writeFileSync(tmpOut, appended);
+    else {
+      writeFileSync(tmpElf, data);
+      sections.forEach((sec, i) => writeFileSync(tmpSecs[i], sec.data));
+      const args = sections.flatMap((sec, i) => [
+        '--add-section',
+        `${sec.name}=${tmpSecs[i]}`,
+        '--set-section-flags',
+        `${sec.name}=readonly,contents`,
+      ]);
+      await objcopy([...args, tmpElf, tmpOut], path);
+    }
+    // Nothing that was patched may have moved.
+    const b = appended ? new ElfFile(tmpOut, appended) : ElfFile.load(tmpOut);
     for (const name of changed) {
       const x = a.section(name),
         y = b.section(name);
