@@ -1,6 +1,7 @@
 // `spacer link`: objects → map → script. Reads the µlib objects the link really uses, takes the
 // map lock, places every µlib variant, and writes the aligned linker script plus a plan (JSON)
 // that the post-link step checks (and rewrites) the image against.
+import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
@@ -11,6 +12,7 @@ import { updateMap } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
 import { readObject, type UlibObject } from './objects.js';
+import { cacheDirFor, helperCodeId, readEntry, writeEntry } from './rewrite/cache.js';
 import { generateScript, loadPlatform, measure, type SlotPlacement } from './script.js';
 import { writeFileAtomic } from './util/files.js';
 import { outputName } from './util/sections.js';
@@ -85,6 +87,8 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
   const seen = peekMap(o.map);
+  const cache = cacheDirFor(o.map);
+  const content = (u: UlibObject) => ({ key: u.contentKey, cache });
   const known = seen?.map;
   const ulibReqs: UlibRequest[] = [];
   const calls = new Map<string, string[]>();
@@ -104,10 +108,10 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
             ? (recorded.sizes.ind ?? 0)
             : -1;
     if (ind < 0) {
-      let need = await tableBytesFor(u.path, mode as 'external' | 'aslr');
+      let need = await tableBytesFor(u.path, mode as 'external' | 'aslr', false, false, content(u));
       // ASLR: a µlib that keeps its place is sized (and rewritten) for it.
       pinned = mode === 'aslr' && (need.pinned || isPlatform(u.name));
-      if (pinned) need = await tableBytesFor(u.path, 'aslr', false, true);
+      if (pinned) need = await tableBytesFor(u.path, 'aslr', false, true, content(u));
       ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);
@@ -121,7 +125,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       !o.tableBytes &&
       nameSlotCandidate(known?.ulibs[u.name], u.variant, o.image)
     ) {
-      const need = await tableBytesFor(u.path, 'aslr', true);
+      const need = await tableBytesFor(u.path, 'aslr', true, false, content(u));
       ownAbs = { ind: need.bytes, ptr: need.ptrBytes };
     }
     if (ind) {
@@ -324,23 +328,31 @@ export async function tableBytesFor(
   mode: 'external' | 'aslr',
   ownAbs = false,
   pinned = false,
+  content?: { key: string; cache?: string },
 ): Promise<Needs> {
   const key = `${mode}\0${ownAbs}\0${pinned}\0${path}\0${statSync(path).mtimeMs}`;
   let n = needsCache.get(key);
-  if (n === undefined) {
+  if (n !== undefined) return n;
+  // On disk, by the object's content: an ASLR link measures every µlib's tables each time.
+  const disk =
+    content?.cache &&
+    createHash('sha256')
+      .update(`spacer-needs 1 ${helperCodeId()} ${mode} ${+ownAbs}${+pinned} ${content.key}`)
+      .digest('hex');
+  n = disk ? readEntry<Needs>(content.cache!, 'needs', disk) : undefined;
+  if (!n) {
     const { indirectionNeeds } = await import('./rewrite.js');
     const need = indirectionNeeds(path, mode, ownAbs, pinned);
-    needsCache.set(
-      key,
-      (n = {
-        bytes: need.bytes,
-        ptrBytes: need.ptrBytes,
-        calls: need.calls,
-        undecided: need.undecided,
-        pinned: need.pinned,
-      }),
-    );
+    n = {
+      bytes: need.bytes,
+      ptrBytes: need.ptrBytes,
+      calls: need.calls,
+      undecided: need.undecided,
+      pinned: need.pinned,
+    };
+    if (disk) writeEntry(content.cache!, 'needs', disk, n);
   }
+  needsCache.set(key, n);
   return n;
 }
 

@@ -39,6 +39,11 @@ export interface UlibObject {
    * have the same length) link to the same code in a name slot.
    */
   codeSig: string;
+  /**
+   * SHA-256 of everything a link reads from the object (headers, allocated sections, symbols,
+   * relocations): the key of what the cache keeps about it.
+   */
+  contentKey: string;
   /** The object as read (its symbols serve later passes without reading it again). */
   elf: ElfFile;
 }
@@ -113,6 +118,7 @@ export function readObject(path: string): UlibObject {
     sections,
     variant: h.digest('hex').slice(0, 16),
     codeSig: code.digest('hex').slice(0, 16),
+    contentKey: createHash('sha256').update(elf.data).digest('hex'),
     elf,
   };
 }

@@ -90,7 +90,32 @@ for (const layout of ['spacer', 'spacer-aslr'] as const)
     t.true(cold.misses > 0, 'the cold link decodes');
     t.true(warm.hits > warm.misses, `warm: ${warm.hits} reused, ${warm.misses} decoded`);
     t.true(warm.misses < cold.misses, `warm decoded ${warm.misses}, cold ${cold.misses}`);
+    // Analyses in both layouts; rewrites and proofs of classic tables (ASLR's are rebuilt).
+    const kinds = cacheSummary(join(out, `${layout}-on`, 'cache')).kinds;
+    const used = layout === 'spacer' ? (['analysis', 'rewrite', 'proof'] as const) : ['analysis'];
+    for (const k of used) t.true(kinds[k as 'analysis'].entries > 0, `${layout}: ${k}`);
   });
+
+test("an ASLR link keeps each object's table sizes by its content: the next link decodes none", async (t) => {
+  const dir = join(out, 'needs');
+  mkdirSync(dir, { recursive: true });
+  const s = platformScripts();
+  const env = { SPACER_CACHE: join(dir, 'cache') };
+  const objects = objectsFor(apps[0], compiled);
+  const link = (img: string) =>
+    execa(
+      process.execPath,
+      ['--import', 'tsx', cli, 'link', '--image', img, '--lds', s.defaultLds, '--aslr']
+        .concat(['--out', join(dir, `${img}.lds`), '--map', join(dir, 'map.json'), '--'])
+        .concat(objects),
+      { env },
+    );
+  await link('one');
+  const n = cacheSummary(join(dir, 'cache')).kinds.needs.entries;
+  t.true(n >= objects.length, `${n} entries for ${objects.length} objects`);
+  await link('two');
+  t.is(cacheSummary(join(dir, 'cache')).kinds.needs.entries, n, 'the same objects: nothing new');
+});
 
 test('a damaged or foreign entry is a miss, removed; a whole one reads back', (t) => {
   const dir = join(out, 'entries');

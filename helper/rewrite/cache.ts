@@ -149,9 +149,12 @@ export function foundKey(x: FoundInputs): string {
 // Entries are V8's serialization (BigInts as they are; a tenth of JSON's time to read back).
 const MAGIC = Buffer.from('spacer-analysis\n');
 
-/** What the cache keeps: decodes, µlib rewrites, and proofs that a rewritten µlib verified. */
-export type CacheKind = 'analysis' | 'rewrite' | 'proof';
-const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof'];
+/**
+ * What the cache keeps: decodes, µlib rewrites, proofs that a rewritten µlib verified, and the
+ * table sizes an object needs (the link's first pass).
+ */
+export type CacheKind = 'analysis' | 'rewrite' | 'proof' | 'needs';
+const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof', 'needs'];
 
 function entryPath(dir: string, kind: CacheKind, key: string): string {
   return join(dir, kind, key.slice(0, 2), key);
