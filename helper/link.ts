@@ -11,7 +11,7 @@ import { snapshotMap, type MapSnapshot } from './layout/map-file.js';
 import { updateMap } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
-import { readObject, type UlibObject } from './objects.js';
+import { readObjectCached, type UlibObject } from './objects.js';
 import { cacheDirFor, helperCodeId, readEntry, writeEntry } from './rewrite/cache.js';
 import { generateScript, loadPlatform, measure, type SlotPlacement } from './script.js';
 import { writeFileAtomic } from './util/files.js';
@@ -77,7 +77,8 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       `spacer link: image name ${JSON.stringify(o.image)} must be letters, digits, '.', '_', '+' or '-'`,
     );
   // Read the objects first: a bad object stops the link before the map is touched.
-  const ulibs = o.objects.map(readObject);
+  const cache = cacheDirFor(o.map);
+  const ulibs = o.objects.map((p) => readObjectCached(p, cache));
   const platform = loadPlatform(o.lds);
   // Measure what each slot will hold, assigning input sections as ld will.
   const measured = measure(platform, ulibs);
@@ -87,7 +88,6 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
   const seen = peekMap(o.map);
-  const cache = cacheDirFor(o.map);
   const content = (u: UlibObject) => ({ key: u.contentKey, cache });
   const known = seen?.map;
   const ulibReqs: UlibRequest[] = [];

@@ -2,6 +2,7 @@
 // their allocated input sections, and a content hash that identifies a µlib variant (the
 // same library built in another configuration gets another hash).
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import {
   ElfFile,
@@ -15,6 +16,7 @@ import {
   num,
 } from './elf.js';
 import { SpacerError } from './errors.js';
+import { helperCodeId, readEntry, writeEntry } from './rewrite/cache.js';
 
 export interface InputSection {
   name: string;
@@ -121,4 +123,37 @@ export function readObject(path: string): UlibObject {
     contentKey: createHash('sha256').update(elf.data).digest('hex'),
     elf,
   };
+}
+
+/**
+ * readObject through the cache next to the map: an object whose file is the one read before (the
+ * same path, device, inode, size, and modification and change times to the nanosecond, as make
+ * judges it, and the same helper) gives its summary without being read; its ELF is read only if
+ * a later pass asks for it (copies of leaf callees in ASLR mode). Without a cache, readObject.
+ */
+export function readObjectCached(path: string, cache: string | undefined): UlibObject {
+  if (!cache) return readObject(path);
+  let key: string;
+  try {
+    const st = statSync(path, { bigint: true });
+    key = createHash('sha256')
+      .update(`spacer-object 1 ${helperCodeId()} ${path}\0`)
+      .update(`${st.dev} ${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`)
+      .digest('hex');
+  } catch {
+    return readObject(path);
+  }
+  type Summary = Omit<UlibObject, 'elf'>;
+  const hit = readEntry<Summary>(cache, 'object', key);
+  if (hit && hit.path === path) {
+    let elf: ElfFile | undefined;
+    return Object.defineProperty({ ...hit } as UlibObject, 'elf', {
+      get: () => (elf ??= ElfFile.loadAllocated(path)),
+      enumerable: false,
+    });
+  }
+  const u = readObject(path);
+  const { elf: _elf, ...summary } = u;
+  writeEntry(cache, 'object', key, summary satisfies Summary);
+  return u;
 }

@@ -150,11 +150,11 @@ export function foundKey(x: FoundInputs): string {
 const MAGIC = Buffer.from('spacer-analysis\n');
 
 /**
- * What the cache keeps: decodes, µlib rewrites, proofs that a rewritten µlib verified, and the
- * table sizes an object needs (the link's first pass).
+ * What the cache keeps: decodes, µlib rewrites, proofs that a rewritten µlib verified, the
+ * table sizes an object needs (the link's first pass), and what a link reads of each object.
  */
-export type CacheKind = 'analysis' | 'rewrite' | 'proof' | 'needs';
-const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof', 'needs'];
+export type CacheKind = 'analysis' | 'rewrite' | 'proof' | 'needs' | 'object';
+const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof', 'needs', 'object'];
 
 function entryPath(dir: string, kind: CacheKind, key: string): string {
   return join(dir, kind, key.slice(0, 2), key);
