@@ -51,7 +51,9 @@ export function appendSections(elf: ElfFile, added: AddedSection[]): Buffer | un
     return o;
   });
   const shoff = align(at, 8);
-  const out = Buffer.alloc(shoff + (n + sections.length) * 64);
+  // Every byte is written below but the padding before the table (zeroed here).
+  const out = Buffer.allocUnsafe(shoff + (n + sections.length) * 64);
+  out.fill(0, at, shoff);
   elf.data.copy(out, 0);
   names.copy(out, namesOff);
   bodies.forEach((b, i) => b.copy(out, bodyOff[i]));

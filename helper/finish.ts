@@ -96,6 +96,8 @@ export interface FinishState {
   planBytes: Buffer;
   /** The image already carries this plan: the other passes have nothing to do. */
   alreadyDone: boolean;
+  /** The image as the layout check read it (the rewrite starts from it, not from a new read). */
+  elf?: ElfFile;
   /** The rewrite, done in memory (rewrite pass), then written and verified (verify pass). */
   prepared?: PreparedRewrite;
   /** The verified file, waiting beside the image to replace it (record pass). */
@@ -130,7 +132,7 @@ export function checkLayout(imagePath: string, planPath: string): FinishState {
   const planText = JSON.stringify(recordedPlan(plan));
   // Deflated: the plan is most of what the recorded metadata adds to the image file.
   const planBytes = deflateSync(Buffer.from(planText), { level: 9 });
-  const s: FinishState = { image: imagePath, plan, planBytes, alreadyDone: false };
+  const s: FinishState = { image: imagePath, plan, planBytes, alreadyDone: false, elf };
   if (embedded) {
     // Running twice is a no-op when the image already carries this plan.
     if (planSectionText(elf.contents(embedded)) === planText) return { ...s, alreadyDone: true };
@@ -151,9 +153,14 @@ export function checkLayout(imagePath: string, planPath: string): FinishState {
 export function rewriteStep(s: FinishState): void {
   const mode = s.plan.rewrite;
   if (s.alreadyDone || !mode || mode === 'none') return;
-  const p = prepareRewrite(s.image, rewritePlan(s.plan), mode, [
-    { name: PLAN_SECTION, data: s.planBytes },
-  ]);
+  const p = prepareRewrite(
+    s.image,
+    rewritePlan(s.plan),
+    mode,
+    [{ name: PLAN_SECTION, data: s.planBytes }],
+    s.elf,
+  );
+  s.elf = undefined;
   if ('data' in p) s.prepared = p;
   else s.rewrite = p;
 }

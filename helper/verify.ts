@@ -45,8 +45,8 @@ import { ENTRY_WINDOW, firstDiff, reencode, reencodePi } from './verify/encode.j
 import { checkSite, type SiteCheck } from './verify/sites.js';
 
 /** Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file. */
-export function verifyImage(dbgPath: string): string[] {
-  const elf = loadImage(dbgPath);
+export function verifyImage(dbgPath: string, loaded?: ElfFile): string[] {
+  const elf = loadImage(dbgPath, loaded);
   let rec: RewriteRecord | undefined;
   try {
     rec = readRecord(elf);

@@ -127,7 +127,8 @@ function prepare(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buffer): Prepa
   const syms = elf.symbols();
   const place = (shndx: number): Place =>
     shndx === text.index ? 'same' : own.has(shndx) ? 'own' : 'foreign';
-  const bytes = code ?? Buffer.from(elf.contents(text));
+  // A view of the image's bytes: nothing below writes to it.
+  const bytes = code ?? elf.contents(text);
   const lo = text.addr,
     hi = text.addr + text.size;
   const relocs = elf.relocationsFor(text);

@@ -118,18 +118,30 @@ function fieldSize(type: number): number {
 }
 
 /**
- * The code with every relocated field zeroed: what a field holds (an address elsewhere, which
- * moves when another µlib does) changes no instruction's length, kind or operands, so the decode
- * is keyed without it and its values are read again from the code on a hit (`refreshed`).
+ * The code with every relocated field zeroed, fed to `h` piece by piece (no copy): what a field
+ * holds (an address elsewhere, which moves when another µlib does) changes no instruction's
+ * length, kind or operands, so the decode is keyed without it and its values are read again from
+ * the code on a hit (`refreshed`).
  */
-export function maskedCode(bytes: Uint8Array, lo: bigint, refs: readonly CodeRef[]): Buffer {
-  const out = Buffer.from(bytes);
-  for (const r of refs) {
-    const off = Number(r.at - lo),
-      n = fieldSize(r.type);
-    if (off >= 0 && off + n <= out.length) out.fill(0, off, off + n);
+function hashMasked(
+  h: ReturnType<typeof createHash>,
+  bytes: Uint8Array,
+  lo: bigint,
+  refs: readonly CodeRef[],
+): void {
+  const fields = refs
+    .map((r) => [Number(r.at - lo), fieldSize(r.type)] as const)
+    .filter(([off, n]) => n && off >= 0 && off + n <= bytes.length)
+    .sort((a, b) => a[0] - b[0]);
+  const zeros = new Uint8Array(8);
+  let at = 0;
+  for (const [off, n] of fields) {
+    if (off > at) h.update(bytes.subarray(at, off));
+    const from = Math.max(at, off);
+    if (off + n > from) h.update(zeros.subarray(0, off + n - from));
+    at = Math.max(at, off + n);
   }
-  return out;
+  h.update(bytes.subarray(at));
 }
 
 /** The key of a decode: SHA-256 of its inputs and the helper's code. */
@@ -138,7 +150,8 @@ export function foundKey(x: FoundInputs): string {
   h.update(
     `spacer-analysis 2 ${helperCodeId()} ${process.version} ${x.mode} ${+x.forms.ownAbs}${+x.forms.pinned}\n`,
   );
-  h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`).update(maskedCode(x.bytes, x.lo, x.refs));
+  h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`);
+  hashMasked(h, x.bytes, x.lo, x.refs);
   for (const e of x.extents)
     h.update(`e ${e.start.toString(16)} ${e.end.toString(16)} ${e.name}\n`);
   for (const r of x.refs)

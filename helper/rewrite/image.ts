@@ -73,10 +73,11 @@ export function prepareRewrite(
   plan: RewritePlan,
   mode: Mode,
   extra: ExtraSection[],
+  loaded?: ElfFile,
 ): PreparedRewrite | RewriteStats {
   const t0 = performance.now();
   checkMode(mode, dbgPath);
-  const elf = loadImage(dbgPath);
+  const elf = loadImage(dbgPath, loaded);
   const canonPlan = canonicalPlan(plan);
   const prev = readRecord(elf);
   if (prev) {

@@ -122,8 +122,8 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
 }
 
 /** Loads a linked x86-64 ELF64 executable, or throws one SpacerError line. */
-export function loadImage(path: string): ElfFile {
-  const elf = ElfFile.load(path);
+export function loadImage(path: string, loaded?: ElfFile): ElfFile {
+  const elf = loaded ?? ElfFile.load(path);
   if (elf.header.type === ET_REL)
     throw new SpacerError(
       `${path}: a relocatable object, not a linked image; pass the image (.dbg) linked with -Wl,--emit-relocs`,

@@ -11,8 +11,8 @@ import { tempPath } from '../util/files.js';
 import { objcopy } from '../util/tools.js';
 import { type ExtraSection } from './types.js';
 
-/** Problems of the file as written (empty: it may replace the image). */
-export type CheckFile = (path: string) => string[];
+/** Problems of the file as written (empty: it may replace the image); `elf`: it, parsed. */
+export type CheckFile = (path: string, elf?: ElfFile) => string[];
 
 /**
  * Writes `data` plus `sections` to a temporary file beside `path`, checks that objcopy moved none
@@ -55,7 +55,7 @@ export async function stageWrite(
         throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
     }
     // The file as written must verify too, before it replaces the image.
-    const problems = check(tmpOut);
+    const problems = check(tmpOut, b);
     if (problems.length)
       throw new SpacerError(
         // eslint-disable-next-line no-control-regex -- control characters are what it replaces
