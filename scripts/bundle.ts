@@ -2,11 +2,13 @@
 // helper/dist/spacer.mjs, so Node reads a handful of files at start-up instead of hundreds. Each
 // command's modules are imported by cli.ts when the command runs (code splitting puts them in
 // helper/dist/chunks/): `spacer --help` or `map show` never load the x86 decoder. iced-x86 stays
-// a package (its WebAssembly is read from its own folder). Run by `npm run build`, after tsc.
+// a package (its WebAssembly is read from its own folder). Run by `npm run build`, after tsc. It
+// also writes the bundle's code id (helper/dist/code-id), the key of every cache entry.
 import { build } from 'esbuild';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CODE_ID_FILE, codeIdOf } from '../helper/rewrite/cache.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'helper', 'dist');
@@ -31,3 +33,7 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
+
+// The bundle's code id (rewrite/cache.ts keys every cache entry with it), computed once here
+// instead of by every process that starts.
+writeFileSync(join(dist, CODE_ID_FILE), `${codeIdOf(dist, '.mjs')}\n`);

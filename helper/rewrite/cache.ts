@@ -81,10 +81,24 @@ let codeId: string | undefined;
 export function helperCodeId(): string {
   if (codeId) return codeId;
   const here = fileURLToPath(import.meta.url);
-  const ext = extname(here);
   const i = here.lastIndexOf(`${sep}helper${sep}`);
   const helper = here.slice(0, i + sep.length + 'helper'.length);
-  const root = here.includes(`${sep}dist${sep}`) ? join(helper, 'dist') : helper;
+  const dist = here.includes(`${sep}dist${sep}`);
+  // The bundle's id is written by scripts/bundle.ts when it builds it (one read, not a walk).
+  if (extname(here) === '.mjs')
+    try {
+      return (codeId = readFileSync(join(helper, 'dist', CODE_ID_FILE), 'utf8').trim());
+    } catch {
+      // Not written: computed below.
+    }
+  return (codeId = codeIdOf(dist ? join(helper, 'dist') : helper, extname(here)));
+}
+
+/** Where scripts/bundle.ts leaves the bundle's code id (in helper/dist). */
+export const CODE_ID_FILE = 'code-id';
+
+/** The hash helperCodeId gives: the files with extension `ext` under `root`, and iced's version. */
+export function codeIdOf(root: string, ext: string): string {
   const h = createHash('sha256');
   const walk = (d: string): void => {
     for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) =>
@@ -92,18 +106,19 @@ export function helperCodeId(): string {
     )) {
       const p = join(d, e.name);
       if (e.isDirectory()) {
-        if (e.name !== 'node_modules' && !(root === helper && e.name === 'dist')) walk(p);
+        if (e.name !== 'node_modules' && e.name !== 'dist') walk(p);
       } else if (extname(e.name) === ext) h.update(p.slice(root.length)).update(readFileSync(p));
     }
   };
   walk(root);
   try {
-    const pkg = join(helper, '..', 'node_modules', 'iced-x86', 'package.json');
-    h.update((JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version);
+    const pkg = join(root, root.endsWith(`${sep}dist`) ? '../..' : '..', 'node_modules');
+    const iced = join(pkg, 'iced-x86', 'package.json');
+    h.update((JSON.parse(readFileSync(iced, 'utf8')) as { version: string }).version);
   } catch {
     h.update('iced-x86 ?');
   }
-  return (codeId = h.digest('hex'));
+  return h.digest('hex');
 }
 
 /** Bytes of the field a relocation of `type` patches; 0 when unsure (the field stays keyed). */
@@ -222,8 +237,7 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
 const memo = new Map<string, Found>();
 
 /** A field of `size` bytes at `off`, sign-extended. */
-function signed(b: Uint8Array, off: number, size: number): bigint {
-  const v = Buffer.from(b.buffer, b.byteOffset, b.length);
+function signed(v: Buffer, off: number, size: number): bigint {
   if (size === 1) return BigInt(v.readInt8(off));
   if (size === 2) return BigInt(v.readInt16LE(off));
   if (size === 4) return BigInt(v.readInt32LE(off));
@@ -235,9 +249,10 @@ function signed(b: Uint8Array, off: number, size: number): bigint {
  * The sites of a cached decode with the values their fields hold in `bytes`: a near branch's
  * target, a memory operand's address (the rest of an instruction does not depend on them).
  */
-function refreshed(f: Found, bytes: Uint8Array, lo: bigint): Found | undefined {
+function refreshed(f: Found, code: Uint8Array, lo: bigint): Found | undefined {
   // A branch whose displacement iced did not place cannot be read again: decode afresh.
   if (f.sites.some((s) => s.insn.nearBranch && !s.insn.immSize)) return undefined;
+  const bytes = Buffer.from(code.buffer, code.byteOffset, code.length);
   return {
     ...f,
     sites: f.sites.map((s) => {
