@@ -5,7 +5,7 @@
 // bytes, and a hardened image is left as it is.
 import { readFileSync } from 'node:fs';
 import { type AslrImage, fileOffset, readAslrImage } from './audit/analyze.js';
-import { SALT_BYTES, SALT_SECTION, saltBytes, saltPlace, type SaltPlace } from './audit/salt.js';
+import { SALT_BYTES, SALT_SECTION, saltPlace, wordSalt, type SaltPlace } from './audit/salt.js';
 import { type ElfFile, SHF_ALLOC, SHT_PROGBITS, SHT_REL, SHT_RELA, SHT_SYMTAB } from './elf.js';
 import { loadImage } from './rewrite/record.js';
 import { writeFileAtomic } from './util/files.js';
@@ -41,7 +41,7 @@ export function hardenImage(path: string): HardenResult {
     let changed = false;
     place.words.forEach((w, i) => {
       const off = wordOffset(img, place, w);
-      const want = saltBytes(img.seed, place, i),
+      const want = wordSalt(img.seed, place, i),
         cur = data.subarray(off, off + want.length);
       if (place.kind === 'gap' && !named.has(w)) sections.push({ addr: w, offset: off });
       if (cur.equals(want)) return;

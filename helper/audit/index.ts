@@ -6,7 +6,7 @@
 import { loadImage } from '../rewrite/record.js';
 import { hex } from '../util/units.js';
 import { type AslrImage, fileOffset, readAslrImage } from './analyze.js';
-import { saltBytes, saltPlace, type SaltPlace } from './salt.js';
+import { saltPlace, wordSalt, type SaltPlace } from './salt.js';
 
 export interface AuditPage {
   /** Page address (hex). */
@@ -29,7 +29,8 @@ export interface AuditResult {
 export function saltPresent(img: AslrImage, place: SaltPlace): boolean {
   return place.words.every((w, i) => {
     const off = fileOffset(img.elf, w)!;
-    return img.elf.data.subarray(off, off + 8).equals(saltBytes(img.seed, place, i));
+    const want = wordSalt(img.seed, place, i);
+    return img.elf.data.subarray(off, off + want.length).equals(want);
   });
 }
 

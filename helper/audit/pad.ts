@@ -6,8 +6,9 @@
 //     symbol, with no symbol and no relocation in between;
 //   - the function before them ends in an instruction that does not fall through (ret, jmp, ud2,
 //     or a call: a function ends in a call only when the callee does not return).
-// The last 8 bytes of such a run on the page carry the salt. Only code the rewrite left as linked
-// (not in the rewrite record, so `spacer verify` never compares it) is salted this way.
+// The last 8 bytes of such a run on the page carry the salt; when no run on the page has 8 bytes,
+// several runs' bytes together. Only code the rewrite left as linked (not in the rewrite record,
+// so `spacer verify` never compares it) is salted this way.
 import {
   type ElfFile,
   type ElfSymbol,
@@ -35,8 +36,31 @@ const NO_FALL_THROUGH = () =>
 
 const symbolsOf = new WeakMap<ElfFile, ElfSymbol[]>();
 
-/** Address of an 8-byte dead word on the page in the image's own code, or null. */
-export function padWord(img: AslrImage, page: number): number | null {
+/** Dead bytes on a page: [start, end) addresses. */
+type Run = readonly [number, number];
+
+/**
+ * Where the page's salt goes in the image's own code, or null: the last 8 dead bytes of the
+ * highest run on the page that has 8; else, when functions are padded by fewer bytes each (a
+ * page of functions of like sizes), the dead bytes of several runs from the top of the page down
+ * until they hold 8 bytes (64 bits) together.
+ */
+export function padPieces(img: AslrImage, page: number): { at: number; len: number }[] | null {
+  const runs = deadRuns(img, page);
+  const whole = runs.find(([a, b]) => b - a >= SALT);
+  if (whole) return [{ at: whole[1] - SALT, len: SALT }];
+  const pieces: { at: number; len: number }[] = [];
+  let bytes = 0;
+  for (const [a, b] of runs) {
+    const len = Math.min(b - a, SALT - bytes);
+    pieces.push({ at: b - len, len });
+    if ((bytes += len) >= SALT) return pieces;
+  }
+  return null;
+}
+
+/** The dead runs on the page in the image's own code, highest first. */
+function deadRuns(img: AslrImage, page: number): Run[] {
   const { elf } = img;
   const lo = page * PAGE,
     hi = lo + PAGE;
@@ -50,16 +74,11 @@ export function padWord(img: AslrImage, page: number): number | null {
       Number(s.addr + s.size) > lo &&
       own.some((u) => Number(s.addr) >= u.start && Number(s.addr + s.size) <= u.end),
   );
-  let best: number | null = null;
-  for (const sec of secs) {
-    const w = lastDeadWord(elf, sec.index, lo, hi);
-    if (w !== null && (best === null || w > best)) best = w;
-  }
-  return best;
+  return secs.flatMap((sec) => sectionRuns(elf, sec.index, lo, hi)).sort((x, y) => y[0] - x[0]);
 }
 
-/** The last dead word on [lo, hi) in section `index` (see the file's comment), or null. */
-function lastDeadWord(elf: ElfFile, index: number, lo: number, hi: number): number | null {
+/** The dead runs of section `index` on [lo, hi) (see the file's comment). */
+function sectionRuns(elf: ElfFile, index: number, lo: number, hi: number): Run[] {
   let syms = symbolsOf.get(elf);
   if (!syms) symbolsOf.set(elf, (syms = elf.symbols()));
   const inSec = syms.filter(
@@ -71,17 +90,19 @@ function lastDeadWord(elf: ElfFile, index: number, lo: number, hi: number): numb
   const named = inSec.map((s) => Number(s.value));
   const sec = elf.sections[index];
   const relocs = elf.relocationsFor(sec).map((r) => Number(r.offset));
-  for (let i = funcs.length - 2; i >= 0; i--) {
+  const runs: Run[] = [];
+  for (let i = 0; i < funcs.length - 1; i++) {
     const f = funcs[i];
     const end = Number(f.value + f.size),
       next = Number(funcs[i + 1].value);
-    const word = Math.min(next, hi) - SALT;
-    if (word < Math.max(end, lo) || end >= hi) continue;
+    const a = Math.max(end, lo),
+      b = Math.min(next, hi);
+    if (b <= a) continue;
     if (named.some((v) => v >= end && v < next)) continue;
     if (relocs.some((o) => o >= end && o < next)) continue;
-    if (endsWithoutFallThrough(elf, sec.offset, sec.addr, f)) return word;
+    if (endsWithoutFallThrough(elf, sec.offset, sec.addr, f)) runs.push([a, b]);
   }
-  return null;
+  return runs;
 }
 
 /** Whether the function's last instruction ends it and does not fall through. */

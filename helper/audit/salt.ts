@@ -11,13 +11,13 @@
 //     with the present bit kept clear. The CPU ignores every other bit of a not-present entry, so
 //     each carries 63 bits;
 //   - pad: in the image's own code, 8 bytes of the padding between two functions that nothing
-//     runs (pad.ts).
+//     runs, or 8 bytes from several such paddings (pad.ts).
 import { createHash } from 'node:crypto';
 import { type ElfFile, PT_LOAD, type Section, SHF_ALLOC, SHT_NOBITS } from '../elf.js';
 import { readImagePlan } from '../plan.js';
 import { PAGE } from '../util/units.js';
 import { type AslrImage, fileOffset, SALT_SECTION } from './analyze.js';
-import { padWord } from './pad.js';
+import { padPieces } from './pad.js';
 
 export const SALT_BYTES = 8;
 export { SALT_SECTION };
@@ -28,8 +28,10 @@ const PAGE_TABLE = /(^|_)(pml[45]|pdpt|pgd|pud|pmd|pd|pd\d+(_\d+)*|pt\d+(_\d+)*)
 export interface SaltPlace {
   page: number;
   kind: 'gap' | 'pte' | 'pad';
-  /** Addresses of the 8-byte words. */
+  /** Addresses of the words: 8 bytes each unless `lens` says otherwise. */
   words: number[];
+  /** pad: bytes of each word, when the page's padding holds 8 only in pieces. */
+  lens?: number[];
   bits: number;
   /** A gap after its segment's end: the PT_LOAD (index in the segments) to extend over it. */
   extend?: number;
@@ -51,8 +53,18 @@ export function saltPlace(img: AslrImage, page: number): SaltPlace | null {
 }
 
 function padPlace(img: AslrImage, page: number): SaltPlace | null {
-  const w = padWord(img, page);
-  return w === null ? null : { page, kind: 'pad', words: [w], bits: 64 };
+  const p = padPieces(img, page);
+  if (!p) return null;
+  const words = p.map((x) => x.at),
+    bits = 8 * p.reduce((n, x) => n + x.len, 0);
+  return p.length === 1 && p[0].len === SALT_BYTES
+    ? { page, kind: 'pad', words, bits }
+    : { page, kind: 'pad', words, lens: p.map((x) => x.len), bits };
+}
+
+/** The bytes word `i` of `place` holds: its salt, cut to the word's length. */
+export function wordSalt(seed: string, place: SaltPlace, i: number): Buffer {
+  return saltBytes(seed, place, i).subarray(0, place.lens?.[i] ?? SALT_BYTES);
 }
 
 function gapPlace(elf: ElfFile, page: number): SaltPlace | null {

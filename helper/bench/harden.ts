@@ -11,23 +11,26 @@ import type { BuiltImage } from '../pipeline.js';
 import { loadImage } from '../report.js';
 import type { HardeningFigures } from './types.js';
 
-/** The salt words (addresses of 8 bytes) of an ASLR image, from its .dbg. */
-function saltWords(dbg: string): { words: number[]; pages: number } {
+/** The salt words (address and bytes) of an ASLR image, from its .dbg. */
+function saltWords(dbg: string): { words: { at: number; len: number }[]; pages: number } {
   const img = readAslrImage(loadImage(dbg));
-  const words: number[] = [];
-  for (const p of img.pages) words.push(...(saltPlace(img, p.page)?.words ?? []));
+  const words: { at: number; len: number }[] = [];
+  for (const p of img.pages) {
+    const place = saltPlace(img, p.page);
+    place?.words.forEach((at, i) => words.push({ at, len: place.lens?.[i] ?? 8 }));
+  }
   return { words, pages: img.pages.length };
 }
 
-/** The image file with the given 8-byte words zeroed where a segment loads them from the file. */
-function withoutSalt(path: string, words: number[]): ElfFile {
+/** The image file with the given words zeroed where a segment loads them from the file. */
+function withoutSalt(path: string, words: { at: number; len: number }[]): ElfFile {
   const elf = loadImage(path);
   const data = Buffer.from(elf.data);
   for (const w of words)
     for (const p of elf.loads) {
-      const at = BigInt(w) - p.vaddr;
-      if (at >= 0n && at + 8n <= p.filesz)
-        data.fill(0, Number(p.offset + at), Number(p.offset + at) + 8);
+      const at = BigInt(w.at) - p.vaddr;
+      if (at >= 0n && at + BigInt(w.len) <= p.filesz)
+        data.fill(0, Number(p.offset + at), Number(p.offset + at) + w.len);
     }
   return new ElfFile(path, data);
 }
