@@ -16,7 +16,8 @@ import {
   num,
 } from './elf.js';
 import { SpacerError } from './errors.js';
-import { helperCodeId, readEntry, writeEntry } from './rewrite/cache.js';
+import { helperCodeId } from './cache/code-id.js';
+import { readEntry, writeEntry } from './cache/store.js';
 
 export interface InputSection {
   name: string;

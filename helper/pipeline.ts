@@ -18,7 +18,7 @@ import {
   type FinishState,
 } from './finish.js';
 import { placeInMap, readObjects, writeScript, type LinkState, type Plan } from './link.js';
-import { cacheDirFor, trimCache, useCache } from './rewrite/cache.js';
+import { cacheDirFor, trimCache, useCache } from './cache/store.js';
 import { tempPath } from './util/files.js';
 import type { RewriteStats } from './rewrite.js';
 

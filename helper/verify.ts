@@ -14,7 +14,7 @@ import { unsaltedContents } from './audit/salt.js';
 import { type ElfFile, type Section } from './elf.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { analysisKey, analyzeUlib } from './rewrite/analyze.js';
-import { cacheUse, readEntry, writeEntry } from './rewrite/cache.js';
+import { cacheUse, readEntry, writeEntry } from './cache/store.js';
 import { cloneSources, type CloneSource } from './rewrite/clones.js';
 import {
   loadImage,

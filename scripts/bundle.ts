@@ -8,7 +8,7 @@ import { build } from 'esbuild';
 import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CODE_ID_FILE, codeIdOf } from '../helper/rewrite/cache.js';
+import { CODE_ID_FILE, codeIdOf } from '../helper/cache/code-id.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'helper', 'dist');

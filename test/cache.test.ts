@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { buildImage, type Layout } from '../helper/pipeline.js';
-import { cacheSummary, cacheUse, gcCache, readEntry, writeEntry } from '../helper/rewrite/cache.js';
+import { cacheSummary, cacheUse, gcCache, readEntry, writeEntry } from '../helper/cache/store.js';
 import { icedLoaded } from '../helper/x86/iced.js';
 import {
   compileWorkspace,

@@ -9,7 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { execa } from 'execa';
 import { mapGc } from '../mapcmd.js';
-import { cacheDirFor } from '../rewrite/cache.js';
+import { cacheDirFor } from '../cache/store.js';
 import { packageRoot } from '../paths.js';
 import {
   type AppSpec,

@@ -169,7 +169,7 @@ export const finishCommand: Command = {
     }
     if (a.timings) {
       log(formatTimings(times));
-      const { cacheUse } = await import('../rewrite/cache.js');
+      const { cacheUse } = await import('../cache/store.js');
       if (cacheUse.dir)
         log(
           `spacer: cache: ${cacheUse.hits} analyses reused, ${cacheUse.misses} decoded (${cacheUse.dir})`,

@@ -7,7 +7,7 @@ import { mapOption, type Args, type Command } from './common.js';
 
 /** The cache folder of the map the command names (--map, else the workspace default). */
 async function cacheDir(a: Args): Promise<string> {
-  const { cacheDirFor } = await import('../rewrite/cache.js');
+  const { cacheDirFor } = await import('../cache/store.js');
   const map = a.map ?? defaultMapPath();
   const dir = cacheDirFor(map);
   if (!dir) throw new SpacerError(`SPACER_CACHE=${process.env.SPACER_CACHE}: the cache is off`);
@@ -21,7 +21,7 @@ const show: Command = {
   describe: 'print what the cache holds: entries and bytes per kind',
   builder: mapOption,
   handler: async (a) => {
-    const { cacheSummary, cacheLimit } = await import('../rewrite/cache.js');
+    const { cacheSummary, cacheLimit } = await import('../cache/store.js');
     const dir = await cacheDir(a);
     const s = cacheSummary(dir);
     const lines = [`${dir}: ${s.entries} entries, ${mib(s.bytes)} (limit ${mib(cacheLimit())})`];
@@ -41,7 +41,7 @@ const gc: Command = {
       describe: 'the limit in MiB (default: $SPACER_CACHE_MB, else 256); 0 empties the cache',
     }),
   handler: async (a) => {
-    const { gcCache, cacheLimit } = await import('../rewrite/cache.js');
+    const { gcCache, cacheLimit } = await import('../cache/store.js');
     const dir = await cacheDir(a);
     const max = a.maxMb;
     if (max !== undefined && !(Number(max) >= 0))

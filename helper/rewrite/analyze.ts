@@ -28,14 +28,8 @@ import {
 import { findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
-import {
-  cachedFound,
-  cacheUse,
-  canonicalSymbols,
-  foundKey,
-  namedBack,
-  type FoundInputs,
-} from './cache.js';
+import { cacheUse } from '../cache/store.js';
+import { cachedFound, canonicalSymbols, foundKey, namedBack, type FoundInputs } from './cache.js';
 import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js';
 
 /** The targets of a site's outside operands, by operand. */

@@ -6,7 +6,7 @@ import { ElfFile, SHF_ALLOC, SHT_REL, SHT_RELA, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
-import { cacheUse, readEntry, writeEntry } from './cache.js';
+import { cacheUse, readEntry, writeEntry } from '../cache/store.js';
 import { aslrContext, redirectData, rewriteAslr } from './aslr.js';
 import { rewriteExternal, type UlibJob, type UlibResult } from './external.js';
 import {

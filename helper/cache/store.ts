@@ -1,0 +1,206 @@
+// The cache next to the workspace map: what `spacer link` and `spacer finish` derived from code
+// and objects before, kept by the SHA-256 of everything it depends on, so a relink does the work
+// of what changed (docs/design.md, "The cache").
+//
+//   entry  <cache>/<kind>/<key[0..2]>/<key>: a magic line, the SHA-256 of the body, then the body
+//          (V8's serialization); an entry whose hash does not match is a miss (and is removed);
+//   writes a temporary file renamed into place: concurrent builds see a whole entry or none;
+//   bound  after a link that added entries, the least recently used go until the cache is under
+//          its limit (SPACER_CACHE_MB, default 256 MiB); `spacer cache gc` does it by hand.
+//
+// The cache lives next to the workspace map (`<map folder>/cache`); SPACER_CACHE=off, or
+// `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
+import { createHash } from 'node:crypto';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { deserialize, serialize } from 'node:v8';
+import { isTempPath, tempPath } from '../util/files.js';
+
+export const DEFAULT_CACHE_MB = 256;
+
+/** This process's use of the cache. */
+export const cacheUse = { dir: undefined as string | undefined, hits: 0, misses: 0, added: 0 };
+
+/** Turns the cache on at `dir` (undefined: off) for this process. */
+export function useCache(dir: string | undefined): void {
+  cacheUse.dir = dir;
+}
+
+/** The cache folder of a workspace map, or undefined when SPACER_CACHE=off. */
+export function cacheDirFor(mapPath: string): string | undefined {
+  const env = process.env.SPACER_CACHE;
+  if (env === 'off' || env === '0') return undefined;
+  return env && env !== 'on' && env !== '1' ? env : join(dirname(mapPath), 'cache');
+}
+
+// Entries are V8's serialization (BigInts as they are; a tenth of JSON's time to read back).
+const MAGIC = Buffer.from('spacer-cache 1\n');
+
+/**
+ * What the cache keeps: decodes, µlib rewrites, proofs that a rewritten µlib verified, the
+ * table sizes an object needs (the link's first pass), and what a link reads of each object.
+ */
+export type CacheKind = 'analysis' | 'rewrite' | 'proof' | 'needs' | 'object';
+const KINDS: readonly CacheKind[] = ['analysis', 'rewrite', 'proof', 'needs', 'object'];
+
+function entryPath(dir: string, kind: CacheKind, key: string): string {
+  return join(dir, kind, key.slice(0, 2), key);
+}
+
+/** The entry of `key`, if whole and not tampered with. */
+export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | undefined {
+  const p = entryPath(dir, kind, key);
+  let file: Buffer;
+  try {
+    file = readFileSync(p);
+  } catch {
+    return undefined;
+  }
+  const head = MAGIC.length,
+    body = file.subarray(head + 32);
+  const sum = createHash('sha256').update(body).digest();
+  if (!file.subarray(0, head).equals(MAGIC) || !sum.equals(file.subarray(head, head + 32))) {
+    rmSync(p, { force: true });
+    return undefined;
+  }
+  try {
+    // Least recently used goes first: a hit counts as a use.
+    const now = new Date();
+    utimesSync(p, now, now);
+  } catch {
+    // Removed by a concurrent gc: the entry read is still whole.
+  }
+  try {
+    return deserialize(body) as T;
+  } catch {
+    rmSync(p, { force: true });
+    return undefined;
+  }
+}
+
+export function writeEntry(dir: string, kind: CacheKind, key: string, value: unknown): void {
+  const p = entryPath(dir, kind, key);
+  const body = serialize(value);
+  const sum = createHash('sha256').update(body).digest();
+  mkdirSync(dirname(p), { recursive: true });
+  const tmp = tempPath(p);
+  try {
+    writeFileSync(tmp, Buffer.concat([MAGIC, sum, body]));
+    renameSync(tmp, p);
+  } catch {
+    // A cache that cannot be written is only slower.
+    rmSync(tmp, { force: true });
+  }
+}
+
+/** What a gc did. */
+export interface GcResult {
+  entries: number;
+  bytes: number;
+  removed: number;
+  removedBytes: number;
+}
+
+/**
+ * Removes the least recently used entries until the cache holds at most `maxBytes`, and
+ * temporary files older than an hour (a build that was killed mid-write).
+ */
+export function gcCache(dir: string, maxBytes: number): GcResult {
+  const files: { p: string; size: number; mtime: number }[] = [];
+  const now = Date.now();
+  let removed = 0,
+    removedBytes = 0;
+  for (const kind of KINDS) {
+    let subs: string[];
+    try {
+      subs = readdirSync(join(dir, kind));
+    } catch {
+      continue;
+    }
+    for (const sub of subs) {
+      let names: string[];
+      try {
+        names = readdirSync(join(dir, kind, sub));
+      } catch {
+        continue;
+      }
+      for (const n of names) {
+        const p = join(dir, kind, sub, n);
+        try {
+          const st = statSync(p);
+          if (isTempPath(n)) {
+            if (now - st.mtimeMs > 3600e3) rmSync(p, { force: true });
+            continue;
+          }
+          files.push({ p, size: st.size, mtime: st.mtimeMs });
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+    }
+  }
+  files.sort((a, b) => b.mtime - a.mtime || (a.p < b.p ? -1 : 1));
+  let bytes = 0,
+    entries = 0;
+  for (const f of files) {
+    if (bytes + f.size <= maxBytes) {
+      bytes += f.size;
+      entries++;
+      continue;
+    }
+    rmSync(f.p, { force: true });
+    removed++;
+    removedBytes += f.size;
+  }
+  return { entries, bytes, removed, removedBytes };
+}
+
+/** What the cache holds, per kind. */
+export function cacheSummary(dir: string): {
+  entries: number;
+  bytes: number;
+  kinds: Record<string, { entries: number; bytes: number }>;
+} {
+  const kinds: Record<string, { entries: number; bytes: number }> = {};
+  let entries = 0,
+    bytes = 0;
+  for (const kind of KINDS) {
+    const k = (kinds[kind] = { entries: 0, bytes: 0 });
+    let subs: string[] = [];
+    try {
+      subs = readdirSync(join(dir, kind));
+    } catch {
+      continue;
+    }
+    for (const sub of subs)
+      for (const n of readdirSync(join(dir, kind, sub))) {
+        if (isTempPath(n)) continue;
+        k.entries++;
+        k.bytes += statSync(join(dir, kind, sub, n)).size;
+      }
+    entries += k.entries;
+    bytes += k.bytes;
+  }
+  return { entries, bytes, kinds };
+}
+
+/** The cache's size limit in bytes: SPACER_CACHE_MB, else the default. */
+export function cacheLimit(): number {
+  const v = process.env.SPACER_CACHE_MB;
+  const mb = v ? Number(v) : NaN;
+  return (Number.isFinite(mb) && mb >= 0 ? mb : DEFAULT_CACHE_MB) * 1024 * 1024;
+}
+
+/** After a link that added entries: the cache back under its limit. */
+export function trimCache(): void {
+  if (cacheUse.dir && cacheUse.added) gcCache(cacheUse.dir, cacheLimit());
+}
