@@ -222,3 +222,20 @@ test('precompact: the strip wrapper takes the file only when it is the same file
   const other = ['strip', '-s', dbg, '-o', image];
   await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--pack', ...other]));
 });
+
+test('spacer cache show and gc: what the cache holds, and emptied with --max-mb 0', async (t) => {
+  const dir = join(out, 'cli-cache');
+  writeEntry(dir, 'analysis', 'cd'.repeat(32), { x: 1 });
+  writeEntry(dir, 'needs', 'ef'.repeat(32), { y: 2 });
+  const env = { SPACER_CACHE: dir };
+  const run = (...args: string[]) =>
+    execa(process.execPath, ['--import', 'tsx', cli, 'cache', ...args], { env });
+  const show = await run('show');
+  t.regex(show.stdout, /2 entries/);
+  t.regex(show.stdout, /analysis\s+1 entries/);
+  const gc = await run('gc', '--max-mb', '0');
+  t.regex(gc.stdout, /removed 2 entries/);
+  t.is(cacheSummary(dir).entries, 0);
+  const bad = await t.throwsAsync(run('gc', '--max-mb', '-1'));
+  t.regex(String(bad?.message), /--max-mb -1: give a number of MiB/);
+});
