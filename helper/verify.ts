@@ -88,7 +88,6 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
     if (key && cacheUse.dir && problems.length === before) {
       cacheUse.misses++;
       writeEntry(cacheUse.dir, 'proof', key, { proved: ru.name });
-      cacheUse.added++;
     }
   }
   // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.

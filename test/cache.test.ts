@@ -16,7 +16,14 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { buildImage, type Layout } from '../helper/pipeline.js';
-import { cacheSummary, cacheUse, gcCache, readEntry, writeEntry } from '../helper/cache/store.js';
+import {
+  cacheSummary,
+  cacheUse,
+  gcCache,
+  readEntry,
+  trimCache,
+  writeEntry,
+} from '../helper/cache/store.js';
 import { icedLoaded } from '../helper/x86/iced.js';
 import {
   compileWorkspace,
@@ -238,4 +245,26 @@ test('spacer cache show and gc: what the cache holds, and emptied with --max-mb 
   t.is(cacheSummary(dir).entries, 0);
   const bad = await t.throwsAsync(run('gc', '--max-mb', '-1'));
   t.regex(String(bad?.message), /--max-mb -1: give a number of MiB/);
+});
+
+test('trim scans the cache only once the links since the last scan added a sixteenth of its limit', (t) => {
+  const dir = join(out, 'trim');
+  const saved = process.env.SPACER_CACHE_MB;
+  try {
+    process.env.SPACER_CACHE_MB = '1'; // gc at 64 KiB of additions
+    cacheUse.addedBytes.clear();
+    writeEntry(dir, 'object', '12'.repeat(32), Buffer.alloc(30_000));
+    trimCache();
+    const pending = () => Number(readFileSync(join(dir, 'pending'), 'utf8'));
+    t.true(pending() > 30_000, 'counted, no scan yet');
+    process.env.SPACER_CACHE_MB = '0.05'; // 52 KB: over it, a sixteenth already added
+    writeEntry(dir, 'object', '34'.repeat(32), Buffer.alloc(30_000));
+    trimCache();
+    t.is(pending(), 0, 'scanned');
+    t.is(cacheSummary(dir).entries, 1, 'the least recently used went');
+  } finally {
+    if (saved === undefined) delete process.env.SPACER_CACHE_MB;
+    else process.env.SPACER_CACHE_MB = saved;
+    cacheUse.addedBytes.clear();
+  }
 });

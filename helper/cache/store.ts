@@ -28,7 +28,14 @@ import { isTempPath, tempPath } from '../util/files.js';
 export const DEFAULT_CACHE_MB = 256;
 
 /** This process's use of the cache. */
-export const cacheUse = { dir: undefined as string | undefined, hits: 0, misses: 0, added: 0 };
+export const cacheUse = {
+  dir: undefined as string | undefined,
+  hits: 0,
+  misses: 0,
+  /** Entries this process wrote, and their bytes, per cache folder. */
+  added: 0,
+  addedBytes: new Map<string, number>(),
+};
 
 /** Turns the cache on at `dir` (undefined: off) for this process. */
 export function useCache(dir: string | undefined): void {
@@ -94,8 +101,11 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
   mkdirSync(dirname(p), { recursive: true });
   const tmp = tempPath(p);
   try {
-    writeFileSync(tmp, Buffer.concat([MAGIC, sum, body]));
+    const entry = Buffer.concat([MAGIC, sum, body]);
+    writeFileSync(tmp, entry);
     renameSync(tmp, p);
+    cacheUse.added++;
+    cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
   } catch {
     // A cache that cannot be written is only slower.
     rmSync(tmp, { force: true });
@@ -201,6 +211,35 @@ export function cacheLimit(): number {
 }
 
 /** After a link that added entries: the cache back under its limit. */
+/**
+ * After a link that added entries: the cache back under its limit. A gc reads every entry's size,
+ * so it runs only once the links since the last one (each adds what it wrote to
+ * `<cache>/pending`) have added a sixteenth of the limit: the cache exceeds its limit by about
+ * that much at most, and a workspace of thousands of images does not scan it on every link.
+ */
 export function trimCache(): void {
-  if (cacheUse.dir && cacheUse.added) gcCache(cacheUse.dir, cacheLimit());
+  for (const [dir, bytes] of cacheUse.addedBytes) {
+    const limit = cacheLimit(),
+      file = join(dir, 'pending');
+    let pending = 0;
+    try {
+      pending = Number(readFileSync(file, 'utf8')) || 0;
+    } catch {
+      // None yet.
+    }
+    pending += bytes;
+    if (pending >= limit / 16) {
+      gcCache(dir, limit);
+      pending = 0;
+    }
+    // Two links at once may each miss the other's count: the bound is loose, never wrong.
+    const tmp = tempPath(file);
+    try {
+      writeFileSync(tmp, String(pending));
+      renameSync(tmp, file);
+    } catch {
+      rmSync(tmp, { force: true });
+    }
+  }
+  cacheUse.addedBytes.clear();
 }

@@ -87,6 +87,9 @@ export const linkCommand: Command = {
     const s = await timed(times, 'objects', () => readObjects(opts));
     s.placed = await timed(times, 'map', () => placeInMap(s));
     await timed(times, 'script', () => writeScript(s));
+    // What it added to the cache (objects read, table sizes) counts towards its bound.
+    const { trimCache } = await import('../cache/store.js');
+    await timed(times, 'trim', () => trimCache());
     if (a.timings) log(formatTimings(times));
   },
 };

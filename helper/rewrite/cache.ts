@@ -180,6 +180,5 @@ export function cachedFound(x: FoundInputs, key: string | undefined, compute: ()
   const f = compute();
   writeEntry(dir, 'analysis', key, f);
   memo.set(key, f);
-  cacheUse.added++;
   return f;
 }

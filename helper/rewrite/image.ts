@@ -177,7 +177,6 @@ function cachedRewrite(job: UlibJob, mode: Mode): UlibResult {
   const code = out.subarray(textOff, textOff + num(a.text.size));
   const table = out.subarray(indOff, indOff + u.ind!.size);
   writeEntry(dir, 'rewrite', key, { code, table, r } satisfies Entry);
-  cacheUse.added++;
   return r;
 }
 
