@@ -5,8 +5,9 @@
 //   entry  <cache>/<kind>/<key[0..2]>/<key>: a magic line, the SHA-256 of the body, then the body
 //          (V8's serialization); an entry whose hash does not match is a miss (and is removed);
 //   writes a temporary file renamed into place: concurrent builds see a whole entry or none;
-//   bound  after a link that added entries, the least recently used go until the cache is under
-//          its limit (SPACER_CACHE_MB, default 256 MiB); `spacer cache gc` does it by hand.
+//   bound  once links have added a sixteenth of the limit since the last gc, the least recently
+//          used go until the cache is under its limit (SPACER_CACHE_MB, default 256 MiB);
+//          `spacer cache gc` does it by hand.
 //
 // The cache lives next to the workspace map (`<map folder>/cache`); SPACER_CACHE=off, or
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
