@@ -109,7 +109,7 @@ export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
   { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
   // harden: in ASLR mode, each page that depends on the seed carries 64 bits of salt from it.
   { name: 'harden', run: spacerOnly((c) => hardenStep(c.fin!)) },
-  // trim: the cache back under its size limit when this link added to it.
+  // trim: what this link added to the cache counts towards its bound (a gc now and then).
   { name: 'trim', run: spacerOnly(() => trimCache()) },
 ];
 
