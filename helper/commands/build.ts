@@ -116,7 +116,7 @@ const origin = (a: Args) => ({
 export const finishCommand: Command = {
   command: 'finish <image>',
   describe:
-    'post-link step on the .dbg: check every µlib sits at its slot and record the plan in the image',
+    'post-link step on the .dbg: layout check, rewrite, verify, record, harden (the image is replaced atomically); reuses the cache next to the map',
   builder: (y) =>
     imageArg(y, 'the linked ELF64 debug image')
       .option('plan', {
@@ -128,7 +128,7 @@ export const finishCommand: Command = {
         type: 'boolean',
         default: true,
         describe:
-          'keep and reuse code analyses next to the map (--no-cache: decode everything; also SPACER_CACHE=off)',
+          'keep and reuse analyses, rewrites and proofs next to the map (--no-cache: decode and prove everything; also SPACER_CACHE=off)',
       })
       .option('precompact', {
         type: 'string',
