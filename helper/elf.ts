@@ -2,7 +2,7 @@
 // for ELF32 and ELF64 little-endian files. 64-bit fields are BigInt so nothing above 2^53
 // is silently rounded; `num()` converts where a JavaScript number is safe.
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { EHDR, PHDR, readFields, SHDR, SYM } from './elflayout.js';
+import { EHDR, PHDR, readFields, SHDR, SYM, writeFields } from './elflayout.js';
 import { SpacerError } from './errors.js';
 
 export const SHT_NULL = 0,
@@ -173,43 +173,41 @@ export class ElfFile {
     };
     const eh = read(0, 64);
     if (!eh || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1) return undefined;
-    if (eh.readUInt16LE(0x10) !== ET_REL || eh.readUInt16LE(0x3a) !== 64 || eh.readUInt16LE(0x38))
-      return undefined;
-    const shoff = Number(eh.readBigUInt64LE(0x28)),
-      shnum = eh.readUInt16LE(0x3c),
-      shstrndx = eh.readUInt16LE(0x3e);
-    const sh = Number.isSafeInteger(shoff) && shnum ? read(shoff, shnum * 64) : undefined;
+    const h = readFields<Omit<ElfHeader, 'class'>>(eh, 0, EHDR[64]);
+    if (h.type !== ET_REL || h.shentsize !== 64 || h.phnum) return undefined;
+    const shoff = Number(h.shoff);
+    const sh = Number.isSafeInteger(shoff) && h.shnum ? read(shoff, h.shnum * 64) : undefined;
     if (!sh) return undefined;
-    const type = (i: number) => sh.readUInt32LE(i * 64 + 4);
-    const alloc = (i: number) => i < shnum && !!(sh.readBigUInt64LE(i * 64 + 8) & SHF_ALLOC);
-    const wanted = (i: number) =>
-      i === shstrndx ||
-      [SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX].includes(type(i)) ||
-      ((type(i) === SHT_RELA || type(i) === SHT_REL) && alloc(sh.readUInt32LE(i * 64 + 0x2c))) ||
+    const hdrs = Array.from({ length: h.shnum }, (_, i) =>
+      readFields<Named<Section>>(sh, i * 64, SHDR[64]),
+    );
+    const alloc = (i: number) => i < h.shnum && !!(hdrs[i].flags & SHF_ALLOC);
+    const wanted = (i: number, x: Named<Section>) =>
+      i === h.shstrndx ||
+      [SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX].includes(x.type) ||
+      ((x.type === SHT_RELA || x.type === SHT_REL) && alloc(x.info)) ||
       alloc(i);
     // The new file: header, section headers, then each wanted section's bytes (8-aligned).
     const parts: Buffer[] = [eh, sh];
-    let at = 64 + shnum * 64;
-    for (let i = 0; i < shnum; i++) {
-      const o = i * 64;
-      if (type(i) === SHT_NOBITS || type(i) === SHT_NULL) continue;
-      if (!wanted(i)) {
-        sh.writeUInt32LE(SHT_NOBITS, o + 4);
-        sh.writeBigUInt64LE(0n, o + 0x18);
+    let at = 64 + h.shnum * 64;
+    for (const [i, x] of hdrs.entries()) {
+      if (x.type === SHT_NOBITS || x.type === SHT_NULL) continue;
+      if (!wanted(i, x)) {
+        writeFields(sh, i * 64, SHDR[64], { type: SHT_NOBITS, offset: 0n });
         continue;
       }
-      const off = Number(sh.readBigUInt64LE(o + 0x18)),
-        len = Number(sh.readBigUInt64LE(o + 0x20));
+      const off = Number(x.offset),
+        len = Number(x.size);
       const bytes = Number.isSafeInteger(off) && Number.isSafeInteger(len) && read(off, len);
       if (!bytes) return undefined;
       const pad = (8 - (at % 8)) % 8;
       if (pad) parts.push(Buffer.alloc(pad));
       at += pad;
-      sh.writeBigUInt64LE(BigInt(at), o + 0x18);
+      writeFields(sh, i * 64, SHDR[64], { offset: BigInt(at) });
       parts.push(bytes);
       at += len;
     }
-    eh.writeBigUInt64LE(64n, 0x28);
+    writeFields(eh, 0, EHDR[64], { shoff: 64n });
     return new ElfFile(path, Buffer.concat(parts));
   }
 
@@ -283,21 +281,7 @@ export class ElfFile {
       nameOffs: number[] = [];
     for (let i = 0; i < shnum; i++) {
       const at = base + i * entsz;
-      // ELF64, the common case, read field by field (objects have thousands of sections).
-      const { name: nameOff, ...f } = is64
-        ? {
-            name: d.readUInt32LE(at),
-            type: d.readUInt32LE(at + 4),
-            flags: d.readBigUInt64LE(at + 8),
-            addr: d.readBigUInt64LE(at + 16),
-            offset: d.readBigUInt64LE(at + 24),
-            size: d.readBigUInt64LE(at + 32),
-            link: d.readUInt32LE(at + 40),
-            info: d.readUInt32LE(at + 44),
-            addralign: d.readBigUInt64LE(at + 48),
-            entsize: d.readBigUInt64LE(at + 56),
-          }
-        : readFields<Named<Section>>(d, at, layout);
+      const { name: nameOff, ...f } = readFields<Named<Section>>(d, at, layout);
       raw.push({ index: i, name: '', ...f });
       nameOffs.push(nameOff);
     }
@@ -394,20 +378,7 @@ export class ElfFile {
       layout = SYM[this.header.class];
     for (let i = 0; i < n; i++) {
       const at = base + i * entsz;
-      const {
-        name: nameOff,
-        info,
-        ...f
-      } = this.is64
-        ? {
-            name: d.readUInt32LE(at),
-            info: d[at + 4],
-            other: d[at + 5],
-            shndx: d.readUInt16LE(at + 6),
-            value: d.readBigUInt64LE(at + 8),
-            size: d.readBigUInt64LE(at + 16),
-          }
-        : readFields<RawSymbol>(d, at, layout);
+      const { name: nameOff, info, ...f } = readFields<RawSymbol>(d, at, layout);
       const sym: ElfSymbol = { index: i, name: '', bind: info >> 4, type: info & 15, ...f };
       if (sym.shndx === SHN_XINDEX && xndxSec)
         sym.shndx = d.readUInt32LE(

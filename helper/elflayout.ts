@@ -5,6 +5,8 @@
 /** One field of a record: its ELF name (`sh_size`), offset and width in bytes. */
 export interface FieldDef {
   name: string;
+  /** The name without its prefix (`size`), as readFields and writeFields name it. */
+  key: string;
   off: number;
   width: number;
   /** Address-sized (8 bytes in ELF64, 4 in ELF32): read as a bigint in both. */
@@ -24,7 +26,8 @@ function fields(spec: string, addrSize: number): FieldDef[] {
   for (const word of spec.split(/\s+/).filter(Boolean)) {
     const [name, w] = word.split(':');
     const width = w === 'A' ? addrSize : Number(w);
-    if (name !== '-') out.push({ name, off, width, addr: w === 'A' });
+    if (name !== '-')
+      out.push({ name, key: name.slice(name.indexOf('_') + 1), off, width, addr: w === 'A' });
     off += width;
   }
   return out;
@@ -61,9 +64,10 @@ export const SYM = layout(
  */
 export function readFields<T>(d: Buffer, at: number, defs: FieldDef[]): T {
   const out: Record<string, number | bigint> = {};
-  for (const f of defs) {
-    const o = at + f.off;
-    out[f.name.slice(f.name.indexOf('_') + 1)] =
+  for (let i = 0; i < defs.length; i++) {
+    const f = defs[i],
+      o = at + f.off;
+    out[f.key] =
       f.width === 8
         ? d.readBigUInt64LE(o)
         : f.addr
@@ -88,7 +92,7 @@ export function writeFields(
   values: Readonly<Record<string, number | bigint>>,
 ): void {
   for (const f of defs) {
-    const v = values[f.name.slice(f.name.indexOf('_') + 1)];
+    const v = values[f.key];
     if (v === undefined) continue;
     const o = at + f.off;
     if (f.width === 8) d.writeBigUInt64LE(BigInt(v), o);

@@ -21,6 +21,7 @@ import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
 import { objcopy } from './util/tools.js';
 import { hex, PAGE_N } from './util/units.js';
 import { verifyImage } from './verify.js';
+import { cacheUse } from './cache/store.js';
 import { hardenImage } from './harden.js';
 
 export { PLAN_SECTION, planSectionText, readPlan };
@@ -172,7 +173,9 @@ export function rewriteStep(s: FinishState): void {
 export async function verifyStep(s: FinishState): Promise<void> {
   const p = s.prepared;
   if (!p) return;
-  s.staged = await stageWrite(s.image, p.data, p.sections, p.changed, verifyImage);
+  // The finish's check may take proofs from the cache (a standalone `spacer verify` never does).
+  const check = (path: string, elf?: ElfFile) => verifyImage(path, elf, cacheUse.dir);
+  s.staged = await stageWrite(s.image, p.data, p.sections, p.changed, check);
 }
 
 /**

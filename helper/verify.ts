@@ -44,8 +44,12 @@ import {
 import { ENTRY_WINDOW, firstDiff, reencode, reencodePi } from './verify/encode.js';
 import { checkSite, type SiteCheck } from './verify/sites.js';
 
-/** Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file. */
-export function verifyImage(dbgPath: string, loaded?: ElfFile): string[] {
+/**
+ * Problems of a rewritten image (empty: verified). Throws a SpacerError for an unreadable file.
+ * `loaded`: the file, already parsed; `cache`: a cache folder whose proofs may stand for µlibs
+ * proved before (spacer finish; `spacer verify` proves every µlib).
+ */
+export function verifyImage(dbgPath: string, loaded?: ElfFile, cache?: string): string[] {
   const elf = loadImage(dbgPath, loaded);
   let rec: RewriteRecord | undefined;
   try {
@@ -55,11 +59,11 @@ export function verifyImage(dbgPath: string, loaded?: ElfFile): string[] {
     throw e;
   }
   if (!rec) return [`${dbgPath}: no ${REWRITE_SECTION} section: the image was not rewritten`];
-  return verifyRecord(elf, rec);
+  return verifyRecord(elf, rec, cache);
 }
 
 /** Checks `elf` against a rewrite record (also run by the rewriter before it writes anything). */
-export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
+export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): string[] {
   const problems: string[] = [];
   // ASLR mode: the entry stubs every µlib agrees on (an address of code -> its stub's).
   const stubs = rec.ulibs
@@ -78,16 +82,16 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
   };
   for (const ru of rec.ulibs) {
     // A µlib whose every input was proved before (the cache's proof) is not decoded again.
-    const key = canon.size ? undefined : proofKey(shared, ru);
-    if (key && cacheUse.dir && readEntry(cacheUse.dir, 'proof', key)) {
+    const key = cache && !canon.size ? proofKey(shared, ru) : undefined;
+    if (key && readEntry(cache!, 'proof', key)) {
       cacheUse.hits++;
       continue;
     }
     const before = problems.length;
     verifyUlib(shared, ru, (msg) => problems.push(`${ru.name}: ${msg}`));
-    if (key && cacheUse.dir && problems.length === before) {
+    if (key && problems.length === before) {
       cacheUse.misses++;
-      writeEntry(cacheUse.dir, 'proof', key, { proved: ru.name });
+      writeEntry(cache!, 'proof', key, { proved: ru.name });
     }
   }
   // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.
@@ -104,22 +108,17 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord): string[] {
  * The key of a µlib's proof: everything verifyUlib reads for a µlib with a classic table (no
  * pointer area, no copies, no entry stubs in the image): its record, its code and table as they
  * are, where its sections lie, its plan entry and the key of its original code's analysis.
- * Undefined when the cache is off or the µlib reads more than that.
+ * Undefined when the µlib reads more than that.
  */
 function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
-  if (!cacheUse.dir || ru.ptr || ru.clones?.length) return undefined;
+  if (ru.ptr || ru.clones?.length) return undefined;
   const u = sh.plan.ulibs.find((x) => x.name === ru.name);
   const text = sh.elf.section(ru.text),
     ind = sh.elf.section(ru.ind.section);
   if (!u || !text || !ind) return undefined;
   const code = unsaltedContents(sh.elf, text);
-  const orig = Buffer.from(code);
-  for (const s of ru.sites) {
-    const off = Number(BigInt(s.a) - text.addr),
-      o = Buffer.from(s.o, 'hex');
-    if (off < 0 || off + o.length > orig.length) return undefined;
-    o.copy(orig, off);
-  }
+  const { orig, outside } = putBack(ru, code, text.addr);
+  if (outside.length) return undefined;
   let analysis: string | undefined;
   try {
     analysis = analysisKey(sh.elf, u, sh.rec.mode, orig);
@@ -312,22 +311,29 @@ function rebuildOriginal(
   textAddr: bigint,
   p: (msg: string) => void,
 ): Buffer | undefined {
-  const orig = Buffer.from(code);
-  let ok = true;
-  for (const s of ru.sites) {
-    const off = Number(BigInt(s.a) - textAddr),
-      o = Buffer.from(s.o, 'hex');
-    if (off < 0 || off + o.length > orig.length || !o.length) {
-      p(`site ${s.a} lies outside ${ru.text}`);
-      ok = false;
-      continue;
-    }
-    o.copy(orig, off);
-  }
-  if (!ok) return undefined;
+  const { orig, outside } = putBack(ru, code, textAddr);
+  for (const a of outside) p(`site ${a} lies outside ${ru.text}`);
+  if (outside.length) return undefined;
   if (createHash('sha256').update(orig).digest('hex') !== ru.textSha256)
     p(`${ru.text} differs from the original outside the recorded sites`);
   return orig;
+}
+
+/** The code with the recorded original bytes put back at the sites; the sites that do not fit. */
+function putBack(
+  ru: RecordUlib,
+  code: Buffer,
+  textAddr: bigint,
+): { orig: Buffer; outside: string[] } {
+  const orig = Buffer.from(code);
+  const outside: string[] = [];
+  for (const s of ru.sites) {
+    const off = Number(BigInt(s.a) - textAddr),
+      o = Buffer.from(s.o, 'hex');
+    if (off < 0 || off + o.length > orig.length || !o.length) outside.push(s.a);
+    else o.copy(orig, off);
+  }
+  return { orig, outside };
 }
 
 /** Nothing missed: the original code has exactly the recorded sites. Returns the analysis. */

@@ -224,7 +224,14 @@ export async function spacerLink(dir: string, name: string, objects: string[], m
 export function buildExample(
   app: AppSpec,
   compiled: CompiledWorkspace,
-  opts: { out: string; layout: Layout; map: string; seed?: string; extraArgs?: string[] },
+  opts: {
+    out: string;
+    layout: Layout;
+    map?: string;
+    seed?: string;
+    extraArgs?: string[];
+    cache?: boolean;
+  },
 ): Promise<BuiltImage> {
   const { extraArgs, ...where } = opts;
   const scripts = platformScripts();

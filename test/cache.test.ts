@@ -15,7 +15,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { buildImage, type Layout } from '../helper/pipeline.js';
+import { type Layout } from '../helper/pipeline.js';
 import {
   cacheSummary,
   cacheUse,
@@ -33,7 +33,7 @@ import {
   platformScripts,
   type CompiledWorkspace,
 } from '../helper/workspace/index.js';
-import { cli, root, tempDir } from './_fixtures.js';
+import { buildExample, cli, root, tempDir } from './_fixtures.js';
 
 // Imported before anything decodes: the test below reads it first.
 const icedAtStart = icedLoaded();
@@ -44,21 +44,9 @@ let compiled: CompiledWorkspace;
 
 /** Links every app in `layout` into `<out>/<tag>` on `map`; the cache's use while doing it. */
 async function linkAll(layout: Layout, tag: string, map: string, cache: boolean) {
-  const s = platformScripts();
   const before = { hits: cacheUse.hits, misses: cacheUse.misses };
   for (const app of apps)
-    await buildImage({
-      image: app.name,
-      objects: objectsFor(app, compiled),
-      lds: s.defaultLds,
-      extraLds: s.extraLds,
-      out: join(out, tag, app.name),
-      layout,
-      map,
-      cache,
-      linkArgs: (objects, d, e, o) =>
-        linkCommand({ objects, defaultLds: d, extraLds: e, out: o }, o),
-    });
+    await buildExample(app, compiled, { out: join(out, tag, app.name), layout, map, cache });
   return { hits: cacheUse.hits - before.hits, misses: cacheUse.misses - before.misses };
 }
 
@@ -267,4 +255,25 @@ test('trim scans the cache only once the links since the last scan added a sixte
     else process.env.SPACER_CACHE_MB = saved;
     cacheUse.addedBytes.clear();
   }
+});
+
+test('a cache folder that cannot be written: one warning line, and the link goes on', (t) => {
+  const file = join(out, 'not-a-folder');
+  writeFileSync(file, '');
+  const dir = join(file, 'cache');
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => (lines.push(String(s)), true)) as typeof write;
+  try {
+    writeEntry(dir, 'analysis', 'ab'.repeat(32), { x: 1 });
+    writeEntry(dir, 'rewrite', 'cd'.repeat(32), { y: 2 });
+  } finally {
+    process.stderr.write = write;
+  }
+  t.is(readEntry(dir, 'analysis', 'ab'.repeat(32)), undefined);
+  t.is(lines.length, 1);
+  t.regex(
+    lines[0],
+    /^spacer: warning: .*not-a-folder\/cache: the cache cannot be written \(ENOTDIR\)/,
+  );
 });

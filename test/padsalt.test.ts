@@ -9,20 +9,17 @@ import test from 'ava';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { auditImage } from '../helper/audit/index.js';
-import { buildImage, type Layout } from '../helper/pipeline.js';
+import { type Layout } from '../helper/pipeline.js';
 import {
   appSpecOf,
   bootExpecting,
   bootImage,
   compileWorkspace,
-  linkCommand,
   loadApps,
   loadUlibsConfig,
-  objectsFor,
-  platformScripts,
   type AppSpec,
 } from '../helper/workspace/index.js';
-import { tempDir } from './_fixtures.js';
+import { buildExample, tempDir } from './_fixtures.js';
 
 const out = tempDir('padsalt');
 const FUNCS = 48;
@@ -70,20 +67,9 @@ test.before(async () => {
     false,
   );
   const compiled = await compileWorkspace(join(out, 'objects'), { apps: [app] });
-  const s = platformScripts();
   const link = async (tag: string, layout: Layout, seed?: string) => {
-    await buildImage({
-      image: app.name,
-      objects: objectsFor(app, compiled),
-      lds: s.defaultLds,
-      extraLds: s.extraLds,
-      out: join(out, tag, app.name),
-      layout,
-      map: layout === 'default' ? undefined : join(out, `${tag}-map.json`),
-      seed,
-      linkArgs: (objects, d, e, o) =>
-        linkCommand({ objects, defaultLds: d, extraLds: e, out: o }, o),
-    });
+    const map = layout === 'default' ? undefined : join(out, `${tag}-map.json`);
+    await buildExample(app, compiled, { out: join(out, tag, app.name), layout, map, seed });
     images[tag] = join(out, tag, app.name);
   };
   await link('default', 'default');

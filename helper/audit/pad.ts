@@ -19,20 +19,21 @@ import {
 } from '../elf.js';
 import { PAGE } from '../util/units.js';
 import { decodeRange, FlowControl } from '../x86/decode.js';
+import { onFirstUse } from '../x86/iced.js';
 import type { AslrImage } from './analyze.js';
 
 const SALT = 8;
 /** Last instructions after which nothing runs on. */
-let noFallThrough: Set<FlowControl> | undefined;
-// Built on first use (iced-x86 loads when first touched).
-const NO_FALL_THROUGH = () =>
-  (noFallThrough ??= new Set<FlowControl>([
-    FlowControl.Return,
-    FlowControl.UnconditionalBranch,
-    FlowControl.IndirectBranch,
-    FlowControl.Exception,
-    FlowControl.Call,
-  ]));
+const NO_FALL_THROUGH = onFirstUse(
+  () =>
+    new Set<FlowControl>([
+      FlowControl.Return,
+      FlowControl.UnconditionalBranch,
+      FlowControl.IndirectBranch,
+      FlowControl.Exception,
+      FlowControl.Call,
+    ]),
+);
 
 const symbolsOf = new WeakMap<ElfFile, ElfSymbol[]>();
 

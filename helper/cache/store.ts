@@ -77,7 +77,7 @@ export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | und
     body = file.subarray(head + 32);
   const sum = createHash('sha256').update(body).digest();
   if (!file.subarray(0, head).equals(MAGIC) || !sum.equals(file.subarray(head, head + 32))) {
-    rmSync(p, { force: true });
+    removeQuietly(p);
     return undefined;
   }
   try {
@@ -90,8 +90,19 @@ export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | und
   try {
     return deserialize(body) as T;
   } catch {
-    rmSync(p, { force: true });
+    removeQuietly(p);
     return undefined;
+  }
+}
+
+const unwritable = new Set<string>();
+
+/** Removes a file if it can; a cache folder that cannot be changed is only slower. */
+function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { force: true });
+  } catch {
+    // Not ours to fix here.
   }
 }
 
@@ -99,17 +110,24 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
   const p = entryPath(dir, kind, key);
   const body = serialize(value);
   const sum = createHash('sha256').update(body).digest();
-  mkdirSync(dirname(p), { recursive: true });
   const tmp = tempPath(p);
   try {
+    mkdirSync(dirname(p), { recursive: true });
     const entry = Buffer.concat([MAGIC, sum, body]);
     writeFileSync(tmp, entry);
     renameSync(tmp, p);
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
-  } catch {
-    // A cache that cannot be written is only slower.
-    rmSync(tmp, { force: true });
+  } catch (e) {
+    // A cache that cannot be written is only slower: said once per folder, the link goes on.
+    removeQuietly(tmp);
+    if (!unwritable.has(dir)) {
+      unwritable.add(dir);
+      const why = (e as NodeJS.ErrnoException).code ?? String(e);
+      process.stderr.write(
+        `spacer: warning: ${dir}: the cache cannot be written (${why}); linking without it. Fix the folder's permissions, or set SPACER_CACHE to another folder or to off\n`,
+      );
+    }
   }
 }
 
@@ -149,7 +167,7 @@ export function gcCache(dir: string, maxBytes: number): GcResult {
         try {
           const st = statSync(p);
           if (isTempPath(n)) {
-            if (now - st.mtimeMs > 3600e3) rmSync(p, { force: true });
+            if (now - st.mtimeMs > 3600e3) removeQuietly(p);
             continue;
           }
           files.push({ p, size: st.size, mtime: st.mtimeMs });
@@ -168,7 +186,7 @@ export function gcCache(dir: string, maxBytes: number): GcResult {
       entries++;
       continue;
     }
-    rmSync(f.p, { force: true });
+    removeQuietly(f.p);
     removed++;
     removedBytes += f.size;
   }
@@ -239,7 +257,7 @@ export function trimCache(): void {
       writeFileSync(tmp, String(pending));
       renameSync(tmp, file);
     } catch {
-      rmSync(tmp, { force: true });
+      removeQuietly(tmp);
     }
   }
   cacheUse.addedBytes.clear();

@@ -20,6 +20,15 @@ export function iced(): typeof I {
   return m;
 }
 
+/**
+ * A module-level value made of iced's enums, built on its first use: built at import, it would
+ * load iced-x86 in every command that imports the module.
+ */
+export function onFirstUse<T>(make: () => T): () => T {
+  let v: T | undefined;
+  return () => (v ??= make());
+}
+
 /** Whether iced-x86 was loaded by this process (the bench and tests report it). */
 export function icedLoaded(): boolean {
   return mod !== undefined;

@@ -34,6 +34,7 @@ import {
   OpKind,
   Register,
   RegisterExt,
+  onFirstUse,
 } from './iced.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
@@ -66,25 +67,23 @@ export const PI_PATCH: Record<PiForm, PiPatch> = {
   abs: 'jmp',
 };
 
-/**
- * Loads into a general register that read nothing else: the destination can carry the address.
- * Built on first use (iced-x86 loads when first touched).
- */
-let pureLoads: Set<Code> | undefined;
-const PURE_LOADS = () =>
-  (pureLoads ??= new Set<Code>([
-    Code.Mov_r64_rm64,
-    Code.Mov_r32_rm32,
-    Code.Movzx_r32_rm8,
-    Code.Movzx_r32_rm16,
-    Code.Movzx_r64_rm8,
-    Code.Movzx_r64_rm16,
-    Code.Movsx_r32_rm8,
-    Code.Movsx_r32_rm16,
-    Code.Movsx_r64_rm8,
-    Code.Movsx_r64_rm16,
-    Code.Movsxd_r64_rm32,
-  ]));
+/** Loads into a general register that read nothing else: the destination can carry the address. */
+const PURE_LOADS = onFirstUse(
+  () =>
+    new Set<Code>([
+      Code.Mov_r64_rm64,
+      Code.Mov_r32_rm32,
+      Code.Movzx_r32_rm8,
+      Code.Movzx_r32_rm16,
+      Code.Movzx_r64_rm8,
+      Code.Movzx_r64_rm16,
+      Code.Movsx_r32_rm8,
+      Code.Movsx_r32_rm16,
+      Code.Movsx_r64_rm8,
+      Code.Movsx_r64_rm16,
+      Code.Movsxd_r64_rm32,
+    ]),
+);
 
 /** The 64-bit register a pure load writes, when it can carry the address (else undefined). */
 export function loadDestination(i: Instruction): Register | undefined {
@@ -113,21 +112,18 @@ export function piBound(len: number, outside = 1): number {
 /**
  * Scratch registers, in order of preference (no rsp, no rbp/r12/r13 with their encoding quirks).
  */
-let scratchRegs: Register[] | undefined;
-/** Registers a position-independent entry may borrow, in order (built on first use). */
-const SCRATCH = () =>
-  (scratchRegs ??= [
-    Register.RAX,
-    Register.RCX,
-    Register.RDX,
-    Register.RBX,
-    Register.RSI,
-    Register.RDI,
-    Register.R8,
-    Register.R9,
-    Register.R10,
-    Register.R11,
-  ]);
+const SCRATCH = onFirstUse((): Register[] => [
+  Register.RAX,
+  Register.RCX,
+  Register.RDX,
+  Register.RBX,
+  Register.RSI,
+  Register.RDI,
+  Register.R8,
+  Register.R9,
+  Register.R10,
+  Register.R11,
+]);
 
 export interface PiPlan {
   form: PiForm;
