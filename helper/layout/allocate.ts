@@ -60,6 +60,8 @@ export interface AllocRequest {
   textBase: number;
   /** Where this link runs (the Unikraft glue passes it); recorded in the map. */
   origin?: ImageOrigin;
+  /** ASLR mode: the image's own read-only data and data keep a word per page for its salt. */
+  saltRoom?: boolean;
 }
 
 export interface Placement {
@@ -139,6 +141,36 @@ function extentAt(area: Area, next: number, size: number, align: number): number
   return addr + size > pageEnd - SALT_ROOM ? alignUp(pageEnd, align) : addr;
 }
 
+/** Whether the page of `next` already has a free word (ownSaltAt). */
+interface SaltPack {
+  room: boolean;
+}
+
+const pageStart = (n: number) => Math.floor(n / PAGE) * PAGE;
+
+/**
+ * ASLR mode, the image's own read-only data and data: their pages hold addresses of its own code,
+ * which moves with the seed, so each page needs a word no extent covers for its salt (as nolibc's
+ * table of its own functions on real Unikraft). Each page's last word stays free; an extent that
+ * must cover it starts where its first page keeps a free word (8 bytes later, else past the page)
+ * and covers no page whole. Only an extent of more than two pages cannot.
+ */
+function ownSaltAt(next: number, size: number, align: number, st: SaltPack): number {
+  const end = pageStart(next) + PAGE;
+  const ok = (a: number) => {
+    const aEnd = pageStart(a) + PAGE;
+    if (a + size <= aEnd - SALT_ROOM) return true;
+    const room = a < end ? st.room || a - next >= SALT_ROOM : a - pageStart(a) >= SALT_ROOM;
+    return room && a + size <= aEnd + PAGE - SALT_ROOM;
+  };
+  const tries = [next, next + SALT_ROOM, end + SALT_ROOM].map((n) => alignUp(n, align));
+  const addr = tries.find(ok) ?? tries[0];
+  if (addr + size > pageStart(addr) + PAGE) st.room = false;
+  else if (addr >= end) st.room = addr - pageStart(addr) >= SALT_ROOM;
+  else st.room ||= addr - next >= SALT_ROOM;
+  return addr;
+}
+
 /** The end of the variants' extents packed from `from` as packExtents packs them. */
 export function packEnd(area: Area, from: number, items: { v: VariantEntry }[]): number {
   let next = from;
@@ -151,7 +183,7 @@ export function packEnd(area: Area, from: number, items: { v: VariantEntry }[]):
 
 /**
  * Packs variants one after the other from `from` (rounded up to a page when `page`); returns their
- * extents.
+ * extents. `salt`: the image's own area in ASLR mode (ownSaltAt).
  */
 export function packExtents(
   m: SpacerMap,
@@ -161,13 +193,18 @@ export function packExtents(
   items: { name: string; v: VariantEntry }[],
   limit: number,
   page: boolean,
+  salt = false,
 ): Map<VariantEntry, Extent> {
   const out = new Map<VariantEntry, Extent>();
   let next = page ? alignUp(from, PAGE) : from;
+  // salt: a start in a page's last word (the end of a shared slot) goes to the next page
+  if (salt && next > pageStart(next) + PAGE - SALT_ROOM) next = pageStart(next) + PAGE;
+  const st: SaltPack = { room: false };
   for (const { name, v } of items) {
     const size = v.sizes[area] ?? 0;
     if (!size) continue;
-    const addr = extentAt(area, next, size, v.align[area] ?? 1);
+    const align = v.align[area] ?? 1;
+    const addr = salt ? ownSaltAt(next, size, align, st) : extentAt(area, next, size, align);
     if (addr + size > limit) {
       const r = m.regions[area];
       throw new SpacerError(
@@ -185,7 +222,7 @@ export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): Allo
   const { notes, entries } = allocateRecord(m, mapPath, req);
   promoteShared(m, mapPath, entries, notes);
   const { named, ownAt } = nameSlots(m, mapPath, entries, notes);
-  const ownEnd = placeOwn(m, mapPath, entries, named, ownAt, notes);
+  const ownEnd = placeOwn(m, mapPath, entries, named, ownAt, notes, !!req.saltRoom);
   checkSlotSizes(m, mapPath, req, entries, named);
   return {
     placements: entries.map((x) => ({
@@ -293,6 +330,7 @@ function placeOwn(
   named: Set<VariantEntry>,
   ownAt: OwnAt,
   notes: string[],
+  saltRoom: boolean,
 ): Partial<Record<Area, number>> {
   // The image's own variants go right after the last shared slot it uses, on the same page: that
   // page then differs per image, but a fresh page would cost each image one more page, and the
@@ -318,11 +356,14 @@ function placeOwn(
       if (a === 'text' && slot.ind) ends.push(slot.ind.addr + slot.ind.size);
     }
     const start = Math.max(r.base, ...ends);
-    const got = packExtents(m, mapPath, a, start, own, r.end, false);
+    const salt = saltRoom && (a === 'rodata' || a === 'data');
+    const got = packExtents(m, mapPath, a, start, own, r.end, false, salt);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
     if (a === 'rodata' || a === 'data') {
-      // The reserve: what follows the own area starts at the same address in every such image.
-      const bytes = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
+      // The reserve: what follows the own area starts at the same address in every such image
+      // (in ASLR mode after the last page's free word).
+      const used = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size)) - start;
+      const bytes = used && salt ? used + SALT_ROOM : used;
       if (bytes > (m.own?.[a] ?? 0)) {
         if (m.own?.[a])
           notes.push(

@@ -40,6 +40,7 @@ type At = Map<string, Placement['at']>;
 function withoutCode(req: AllocRequest): AllocRequest {
   return {
     ...req,
+    saltRoom: true,
     ulibs: req.ulibs.map((u) => ({
       ...u,
       mode: undefined,
