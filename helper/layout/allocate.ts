@@ -322,6 +322,41 @@ function nameSlots(
   return { named, ownAt };
 }
 
+/** Pages that [lo, hi) touches. */
+const pagesOf = (lo: number, hi: number) =>
+  hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
+
+/**
+ * The image's own variants of one area, packed from `start` (the end of the last shared slot it
+ * uses), or from the next page when that takes fewer pages: the page `start` is on holds the
+ * shared tail too, and a per-image page there costs each image a page, where on a page of its own
+ * the tail is shared (a FaaS app's read-only data after the platform's: two pages instead of one).
+ * Not when that page holds the image's name-slot variants (`tailMine`): it is the image's anyway.
+ */
+function ownPack(
+  m: SpacerMap,
+  mapPath: string,
+  a: Area,
+  start: number,
+  own: Entry[],
+  salt: boolean,
+  tailMine: boolean,
+): Map<VariantEntry, Extent> {
+  const r = m.regions[a];
+  const got = packExtents(m, mapPath, a, start, own, r.end, false, salt);
+  const fresh = alignUp(start, PAGE);
+  if (a === 'bss' || tailMine || fresh === start || !got.size) return got;
+  const span = (g: Map<VariantEntry, Extent>, from: number) =>
+    pagesOf(from, Math.max(...[...g.values()].map((e) => e.addr + e.size)));
+  let alt: Map<VariantEntry, Extent>;
+  try {
+    alt = packExtents(m, mapPath, a, fresh, own, r.end, false, salt);
+  } catch {
+    return got; // no room past the page: the area as packed from start
+  }
+  return span(alt, fresh) < span(got, start) ? alt : got;
+}
+
 /** Places the image's own variants; returns where its own area ends (its reserve). */
 function placeOwn(
   m: SpacerMap,
@@ -357,7 +392,13 @@ function placeOwn(
     }
     const start = Math.max(r.base, ...ends);
     const salt = saltRoom && (a === 'rodata' || a === 'data');
-    const got = packExtents(m, mapPath, a, start, own, r.end, false, salt);
+    // the page `start` is on holds this image's name-slot variants: per-image anyway
+    const tailMine = entries.some((x) => {
+      if (!named.has(x.v)) return false;
+      const e = m.ulibs[x.name].slot?.[a];
+      return !!e && Math.floor((e.addr + e.size - 1) / PAGE) === Math.floor(start / PAGE);
+    });
+    const got = ownPack(m, mapPath, a, start, own, salt, tailMine);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
     if (a === 'rodata' || a === 'data') {
       // The reserve: what follows the own area starts at the same address in every such image

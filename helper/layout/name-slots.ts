@@ -69,6 +69,33 @@ export function sameCodeInSlot(lib: UlibEntry): boolean {
 
 type Item = { name: string; area: Area };
 
+/** Pages that [lo, hi) touches. */
+const pagesOf = (lo: number, hi: number) =>
+  hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
+
+/**
+ * For each image with a variant of its own of one of `names` (those follow the name slots): the
+ * bytes of its own area in the region (its variants in no slot; code and tables in text).
+ */
+function ownAreas(m: SpacerMap, region: Exclude<Area, 'ind'>, names: string[]): number[] {
+  const block = new Set(names);
+  const areas: Area[] = region === 'text' ? ['text', 'ind'] : [region];
+  const out: number[] = [];
+  for (const im of Object.values(m.images)) {
+    const used = Object.entries(im.ulibs).map(([n, h]) => ({ n, v: m.ulibs[n]?.variants[h] }));
+    if (!used.some(({ n, v }) => block.has(n) && v && !v.slot)) continue;
+    let bytes = 0;
+    for (const { n, v } of used) {
+      if (!v || v.slot || block.has(n)) continue;
+      const lib = m.ulibs[n];
+      if (lib.slot && fitsNameSlot(lib, v)) continue;
+      for (const a of areas) bytes = alignUp(bytes, v.align[a] ?? 1) + (v.sizes[a] ?? 0);
+    }
+    out.push(bytes);
+  }
+  return out;
+}
+
 /**
  * Gives the named µlibs' name slots the areas they lack, packed from each region's next free
  * address: capacity for the largest variant known, plus headroom. In the text region the code that
@@ -128,13 +155,27 @@ function placeItems(
   };
   let got = pack(region.next);
   const first = got.at[0];
+  const fresh = alignUp(region.next, PAGE);
   if (
     keepOnPage &&
     want.length &&
     got.end - first <= PAGE &&
     Math.floor(first / PAGE) !== Math.floor((got.end - 1) / PAGE)
   )
-    got = pack(alignUp(region.next, PAGE));
+    got = pack(fresh);
+  else if (keepOnPage && want.length && fresh > region.next) {
+    // The per-image block and the own areas after it on a page of their own, when that leaves the
+    // images fewer pages: the shared tail before it is then one page for all of them.
+    const alt = pack(fresh);
+    const mine = ownAreas(
+      m,
+      regionName,
+      want.map((x) => x.name),
+    );
+    const cost = (from: number, end: number) =>
+      mine.reduce((sum, own) => sum + pagesOf(from, end + own), 0);
+    if (cost(fresh, alt.end) + 1 < cost(Math.floor(first / PAGE) * PAGE, got.end)) got = alt;
+  }
   want.forEach((x, i) => {
     if (got.at[i] + x.cap > region.end) {
       const r = x.area === 'ind' ? 'text' : x.area;
