@@ -1,6 +1,6 @@
 // The workspace map under concurrency, corruption, stale locks and overflow; determinism.
 import test from 'ava';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
@@ -70,6 +70,12 @@ test('a corrupt, truncated or newer-schema map is one error line and is left as 
   const ok = await spacer(spacerLinkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)));
   t.is(ok.exitCode, 0, ok.stderr);
   const good = readFileSync(map, 'utf8');
+  // The helper notes the map file it wrote (the next link skips the whole-map check for it); each
+  // file below is another file, and is checked.
+  const notes = readdirSync(join(dir, 'corrupt', 'cache')).filter((f) =>
+    f.startsWith('map-written-'),
+  );
+  t.is(notes.length, 1);
   const cases: [string, RegExp][] = [
     [good.slice(0, good.length / 2), /corrupt map/],
     ['', /corrupt map \(empty file\)/],

@@ -93,9 +93,18 @@ export function encodeMap(m: SpacerMap): string {
 /** Field readers that fail with one error line naming the map file and the field. */
 interface Fields {
   bad: (what: string) => never;
-  addr: (v: unknown, what: string) => number;
-  count: (v: unknown, what: string) => number;
+  /** The field is named `at + field` (joined only for the error: a map has many fields). */
+  addr: (v: unknown, at: string, field?: string) => number;
+  count: (v: unknown, at: string, field?: string) => number;
 }
+
+/** Field-name suffixes per area, built once. */
+const suffixes = (f: (a: Area) => string) =>
+  Object.fromEntries(AREAS.map((a) => [a, f(a)])) as Record<Area, string>;
+const SIZE_FIELD = suffixes((a) => `.sizes.${a}`);
+const ALIGN_FIELD = suffixes((a) => `.align.${a}`);
+const ADDR_FIELD = suffixes((a) => `.${a}.addr`);
+const LEN_FIELD = suffixes((a) => `.${a}.size`);
 
 /** The readers for the map at `path`: hex addresses, byte counts, and the error for the rest. */
 function fields(path: string): Fields {
@@ -104,15 +113,16 @@ function fields(path: string): Fields {
       `${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`,
     );
   };
-  const addr = (v: unknown, what: string): number => {
-    if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) bad(`${what} is not a hex address`);
+  const addr = (v: unknown, at: string, field = ''): number => {
+    if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v))
+      bad(`${at}${field} is not a hex address`);
     const n = parseInt(v as string, 16);
-    if (!Number.isSafeInteger(n)) bad(`${what} out of range`);
+    if (!Number.isSafeInteger(n)) bad(`${at}${field} out of range`);
     return n;
   };
-  const count = (v: unknown, what: string): number => {
+  const count = (v: unknown, at: string, field = ''): number => {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
-      bad(`${what} is not a byte count`);
+      bad(`${at}${field} is not a byte count`);
     return v as number;
   };
   return { bad, addr, count };
@@ -160,8 +170,8 @@ function decodeSlot(slot: any, at: string, f: Fields): Partial<Record<Area, Exte
   for (const a of AREAS)
     if (slot[a])
       out[a] = {
-        addr: f.addr(slot[a].addr, `${at}.${a}.addr`),
-        size: f.addr(slot[a].size, `${at}.${a}.size`),
+        addr: f.addr(slot[a].addr, at, ADDR_FIELD[a]),
+        size: f.addr(slot[a].size, at, LEN_FIELD[a]),
       };
   return out;
 }
@@ -172,17 +182,17 @@ function decodeVariant(v: any, at: string, f: Fields): VariantEntry {
   const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
   if (Array.isArray(v.modes))
     e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
-  if (v.abs_ptr !== undefined) e.abs_ptr = f.count(v.abs_ptr, `${at}.abs_ptr`);
+  if (v.abs_ptr !== undefined) e.abs_ptr = f.count(v.abs_ptr, at, '.abs_ptr');
   if (v.code_sig !== undefined) {
     if (typeof v.code_sig !== 'string' || !/^[0-9a-f]{16}$/.test(v.code_sig))
       f.bad(`${at}.code_sig`);
     e.code_sig = v.code_sig;
   }
   for (const a of AREAS) {
-    if (v.sizes[a] !== undefined) e.sizes[a] = f.count(v.sizes[a], `${at}.sizes.${a}`);
-    if (v.align?.[a] !== undefined) e.align[a] = f.count(v.align[a], `${at}.align.${a}`);
+    if (v.sizes[a] !== undefined) e.sizes[a] = f.count(v.sizes[a], at, SIZE_FIELD[a]);
+    if (v.align?.[a] !== undefined) e.align[a] = f.count(v.align[a], at, ALIGN_FIELD[a]);
   }
-  if (v.slot) e.slot = decodeSlot(v.slot, `${at}.slot`, f);
+  if (v.slot) e.slot = decodeSlot(v.slot, at + '.slot', f);
   return e;
 }
 
