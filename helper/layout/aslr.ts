@@ -10,6 +10,7 @@ import {
   type UlibRequest,
 } from './allocate.js';
 import type { Region, SpacerMap } from './map-types.js';
+import { headroom } from './name-slots.js';
 
 /** A deterministic generator from a seed string (splitmix32 over a hash of the seed). */
 function seededRandom(seed: string): () => number {
@@ -184,29 +185,49 @@ export function allocateAslr(
   const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
   const { own, ownAbs } = pointerAreas(m, base, at, byName, isOwn);
   const r = m.regions.text;
-  // Code starts after everything the map placed in the text region (name slots, spilled areas):
-  // first the platform, at the same address in every image of the map, then the image's own
-  // pointer areas (that page differs per image anyway).
-  const c: CodeCursor = { mapPath, r, at, byName, next: Math.max(r.base, r.next) };
+  // The pages of pointer areas differ per image, and so do the image's own code's: the own code
+  // follows this image's last pointer area (on its page, not on pages of its own), after the
+  // image's own pointer areas. Extents of the map this image does not use may lie under it.
+  const used = [...at.values()].flatMap((a) => (a.ptr ? [a.ptr.addr + a.ptr.size] : []));
+  const c: CodeCursor = {
+    mapPath,
+    r,
+    at,
+    byName,
+    next: Math.max(m.text_base + m.head, ...used),
+  };
   const hasCode = (n: string) => (byName.get(n)!.sizes.text ?? 0) > 0;
-  for (const n of pinned.filter(hasCode)) {
-    place(c, n, alignUp(c.next, PAGE));
-    // The rest of its table's page is the platform's (callee copies).
-    c.next = alignUp(c.next, PAGE);
-  }
   for (const n of own) {
     const a = at.get(n)!;
     const addr = alignUp(c.next, 8);
     a.ptr = { addr, size: a.ptr!.size };
     c.next = addr + a.ptr.size;
   }
-  // Then the image's own code; shared µlibs' code starts on a page each, so it is the same in
-  // every image.
   placeOwnCode(
     c,
     order.filter((n) => isOwn.has(n) && hasCode(n)),
     rand,
   );
+  // Then the fixed code (the platform) at the same address in every image of the map: after
+  // everything the map placed in the text region and a reserve for the own code that runs past
+  // it, grown (as the own-area reserves) when an image needs more.
+  const fixedAt = Math.max(r.base, r.next);
+  const past = c.next - fixedAt;
+  if (past > (m.own?.text ?? 0)) {
+    if (m.own?.text)
+      base.notes.push(
+        `the image's own code (${past} bytes past the map's text) outgrew its reserve (${m.own.text}); the reserve grows, the platform moves: images linked before share less until relinked`,
+      );
+    (m.own ??= {}).text = headroom(past);
+  }
+  c.next = fixedAt + (m.own?.text ?? 0);
+  for (const n of pinned.filter(hasCode)) {
+    place(c, n, alignUp(c.next, PAGE));
+    // The rest of its table's page is the platform's (callee copies).
+    c.next = alignUp(c.next, PAGE);
+  }
+  // Then the shuffled code: shared µlibs' code starts on a page each, so it is the same in every
+  // image.
   c.next = alignUp(c.next, PAGE);
   for (const n of order)
     if (!isOwn.has(n) && !fixed.has(n) && hasCode(n)) place(c, n, alignUp(c.next, PAGE));

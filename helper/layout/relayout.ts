@@ -178,7 +178,10 @@ function placeGroups(
 
 /** Own-area reserves for the largest own area an image has now. */
 function reserveOwn(m: SpacerMap): void {
+  // ASLR mode's own-code reserve stays: the map does not record code sizes in that mode.
+  const text = m.own?.text;
   delete m.own;
+  if (text) m.own = { text };
   for (const im of Object.values(m.images)) {
     for (const a of ['rodata', 'data'] as const) {
       const bytes = Object.entries(im.ulibs).reduce((sum, [n, h]) => {
