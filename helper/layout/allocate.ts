@@ -322,6 +322,9 @@ function nameSlots(
   return { named, ownAt };
 }
 
+/** The application's own library (Unikraft's `app<name>`), the µlib most likely to change. */
+const isApp = (name: string) => name.startsWith('app');
+
 /** Pages that [lo, hi) touches. */
 const pagesOf = (lo: number, hi: number) =>
   hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
@@ -371,7 +374,10 @@ function placeOwn(
   // page then differs per image, but a fresh page would cost each image one more page, and the
   // shared tail it holds is smaller than a page.
   // Their tables follow their code: per-image pages anyway, no fixed place needed.
+  // The app (Unikraft names its library app<name>) goes last: a relink after only the app
+  // changed moves nothing else of the image, so the rest of its rewrite comes from the cache.
   const own = entries.filter((x) => !x.v.slot && !named.has(x.v));
+  own.sort((x, y) => Number(isApp(x.name)) - Number(isApp(y.name)));
   const ownEnd: Partial<Record<Area, number>> = {};
   for (const a of AREAS) {
     if (a === 'ind') continue;
@@ -398,7 +404,24 @@ function placeOwn(
       const e = m.ulibs[x.name].slot?.[a];
       return !!e && Math.floor((e.addr + e.size - 1) / PAGE) === Math.floor(start / PAGE);
     });
-    const got = ownPack(m, mapPath, a, start, own, salt, tailMine);
+    let got: Map<VariantEntry, Extent>;
+    if (a === 'text') {
+      // Code, then its tables, first of the rest and then of the app: the app's growing moves
+      // neither the others' code nor their tables.
+      got = new Map();
+      let next = start;
+      for (const [i, group] of [
+        own.filter((x) => !isApp(x.name)),
+        own.filter((x) => isApp(x.name)),
+      ].entries()) {
+        const code = ownPack(m, mapPath, a, next, group, false, tailMine || i > 0);
+        for (const [v, ext] of code) got.set(v, ext);
+        next = Math.max(next, ...[...code.values()].map((e) => e.addr + e.size));
+        const tables = packExtents(m, mapPath, 'ind', next, group, r.end, false);
+        for (const [v, ext] of tables) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!).ind = ext;
+        next = Math.max(next, ...[...tables.values()].map((e) => e.addr + e.size));
+      }
+    } else got = ownPack(m, mapPath, a, start, own, salt, tailMine);
     for (const [v, ext] of got) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!)[a] = ext;
     if (a === 'rodata' || a === 'data') {
       // The reserve: what follows the own area starts at the same address in every such image
@@ -418,11 +441,6 @@ function placeOwn(
           `${mapPath}: the ${a} region (${hex(r.base)}..${hex(r.end)}) has no room for the image's own area; run 'spacer map relayout' (or start a new map) and relink every app`,
         );
       ownEnd[a] = start + reserve;
-    }
-    if (a === 'text') {
-      const after = Math.max(start, ...[...got.values()].map((e) => e.addr + e.size));
-      const tables = packExtents(m, mapPath, 'ind', after, own, r.end, false);
-      for (const [v, ext] of tables) (ownAt.get(v) ?? ownAt.set(v, {}).get(v)!).ind = ext;
     }
   }
   return ownEnd;
