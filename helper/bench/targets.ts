@@ -21,6 +21,25 @@ function memoryTargets(r: BenchResult): Target[] {
       status: ratio <= 1 / 3 ? 'PASS' : 'FAIL',
     });
   }
+  // #13: each image keeps only its own pages.
+  if (lay.spacer?.page_floor_pages) {
+    const f = lay.spacer.distinct_pages / lay.spacer.page_floor_pages;
+    out.push({
+      id: 'spacer_vs_floor',
+      what: `Spacer distinct pages ≤ 1.10 × the page floor L_pg ${at}`,
+      value: `${lay.spacer.distinct_pages} / ${lay.spacer.page_floor_pages} = ${f.toFixed(3)}`,
+      status: f <= 1.1 ? 'PASS' : 'FAIL',
+    });
+  }
+  if (lay['spacer-aslr'] && lay.spacer) {
+    const f = lay['spacer-aslr'].distinct_pages / lay.spacer.distinct_pages;
+    out.push({
+      id: 'aslr_vs_spacer_own',
+      what: `Spacer-ASLR distinct pages ≤ 1.10 × Spacer's ${at}`,
+      value: `${lay['spacer-aslr'].distinct_pages} / ${lay.spacer.distinct_pages} = ${f.toFixed(3)}`,
+      status: f <= 1.1 ? 'PASS' : 'FAIL',
+    });
+  }
   if (lay['spacer-aslr'] && lay.spacer) {
     const d = lay['spacer-aslr'].distinct_pages / lay.spacer.distinct_pages - 1;
     out.push({
