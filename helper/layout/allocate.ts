@@ -10,7 +10,7 @@
 //     Their bytes differ per image, but their symbols sit at the same addresses, so the shared
 //     code that calls or reads them (and its tables) stays identical.
 import { SpacerError } from '../errors.js';
-import { PAGE, alignUp, hex } from '../util/units.js';
+import { PAGE, alignUp, hex, pagesOf } from '../util/units.js';
 import {
   AREAS,
   type Area,
@@ -324,10 +324,6 @@ function nameSlots(
 
 /** The application's own library (Unikraft's `app<name>`), the µlib most likely to change. */
 const isApp = (name: string) => name.startsWith('app');
-
-/** Pages that [lo, hi) touches. */
-const pagesOf = (lo: number, hi: number) =>
-  hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
 
 /**
  * The image's own variants of one area, packed from `start` (the end of the last shared slot it

@@ -2,7 +2,7 @@
 // of its own (ukboot and uklibid are built per app), so the shared code that reaches it stays the
 // same.
 import { SpacerError } from '../errors.js';
-import { PAGE, alignUp, hex } from '../util/units.js';
+import { PAGE, alignUp, hex, pagesOf } from '../util/units.js';
 import {
   AREAS,
   type Area,
@@ -68,10 +68,6 @@ export function sameCodeInSlot(lib: UlibEntry): boolean {
 }
 
 type Item = { name: string; area: Area };
-
-/** Pages that [lo, hi) touches. */
-const pagesOf = (lo: number, hi: number) =>
-  hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
 
 /**
  * For each image with a variant of its own of one of `names` (those follow the name slots): the

@@ -11,6 +11,11 @@ export function hex(v: bigint | number): string {
   return `0x${v.toString(16)}`;
 }
 
+/** Pages that [lo, hi) touches. */
+export function pagesOf(lo: number, hi: number): number {
+  return hi > lo ? Math.ceil(hi / PAGE) - Math.floor(lo / PAGE) : 0;
+}
+
 /** `v` rounded up to a multiple of `a` (a power of two or any positive step). */
 export function alignUp(v: number, a: number): number {
   return a > 1 ? Math.ceil(v / a) * a : v;
