@@ -1,10 +1,11 @@
 // `spacer demo`: the example workspace end to end, without Unikraft. Compiles every µlib once,
 // links every app in the default and the Spacer layout, boots every image under qemu, checks
 // each prints what its default build prints, and compares the layouts with the page model.
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from './util/files.js';
 import { pool } from './util/pool.js';
+import { removeMap } from './layout/map-store.js';
 import { mapRelayout } from './mapcmd.js';
 import { buildImage, type BuiltImage, type Layout } from './pipeline.js';
 import { packImage } from './pack.js';
@@ -148,7 +149,7 @@ async function linkApps(
  * demo reproducible.
  */
 async function linkLayouts(d: DemoRun, compiled: CompiledWorkspace): Promise<Linked> {
-  for (const l of LAYOUTS) rmSync(mapOf(d.out, l), { force: true });
+  for (const l of LAYOUTS) removeMap(mapOf(d.out, l));
   const built: Record<string, BuiltImage[]> = {};
   const timings: Record<string, number> = {};
   for (const layout of LAYOUTS) {

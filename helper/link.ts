@@ -7,9 +7,9 @@ import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
 import { allocateAslr, isPlatform } from './layout/aslr.js';
-import { snapshotMap, type MapSnapshot } from './layout/map-file.js';
+import { loadLinkView } from './layout/map-store.js';
 import { updateMap } from './layout/map-lock.js';
-import { SLOT_KINDS, type ImageOrigin, type SlotKind } from './layout/map-types.js';
+import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
 import { readObjectCached, type UlibObject } from './objects.js';
 import { helperCodeId } from './cache/code-id.js';
@@ -52,7 +52,8 @@ export interface LinkState {
   ulibReqs: UlibRequest[];
   calls: Map<string, string[]>;
   req: AllocRequest;
-  seen: MapSnapshot | undefined;
+  /** The map as a link of this image sees it, read without the lock (content-dependent values). */
+  seen: SpacerMap | undefined;
   placed?: Awaited<ReturnType<typeof placeInMap>>;
 }
 
@@ -88,9 +89,10 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
   // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
-  const seen = peekMap(o.map);
+  const want = Object.fromEntries(ulibs.map((u) => [u.name, u.variant]));
+  const seen = peekMap(o.map, o.image, want);
   const content = (u: UlibObject) => ({ key: u.contentKey, cache });
-  const known = seen?.map;
+  const known = seen;
   const ulibReqs: UlibRequest[] = [];
   const calls = new Map<string, string[]>();
   for (const u of ulibs) {
@@ -157,7 +159,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
 
 /** The map pass: places every variant under the map lock (ASLR: copies of leaf callees too). */
 export async function placeInMap(s: LinkState) {
-  const { o, log, ulibs, mode, calls, req, seen } = s;
+  const { o, log, ulibs, mode, calls, req } = s;
   // Place every variant under the map lock; the map lands with an atomic rename.
   const {
     placements: placed,
@@ -175,7 +177,7 @@ export async function placeInMap(s: LinkState) {
           : { ...allocate(m, o.map, req), order: undefined };
       return { ...r, map: { regions: structuredClone(m.regions) } };
     },
-    seen,
+    { image: o.image, want: Object.fromEntries(ulibs.map((u) => [u.name, u.variant])) },
   );
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.
@@ -358,11 +360,12 @@ export async function tableBytesFor(
 }
 
 /**
- * The map as it is now, read without the lock, for values that only depend on a variant's content.
+ * The map as a link of `image` sees it now, read without the lock, for values that only depend on
+ * a variant's content.
  */
-function peekMap(path: string): MapSnapshot | undefined {
+function peekMap(path: string, image: string, want: Record<string, string>): SpacerMap | undefined {
   try {
-    return snapshotMap(path);
+    return loadLinkView(path, image, want)?.map;
   } catch {
     return undefined; // a bad map is reported, with its fix, when the link takes the lock
   }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 import { checkMap } from './layout/map-check.js';
-import { parseMapFile, readMap } from './layout/map-file.js';
+import { parseMapFile, readMap } from './layout/map-store.js';
 import { updateMap } from './layout/map-lock.js';
 import { AREAS, type SpacerMap } from './layout/map-types.js';
 import { gc, relayout, type RelayoutResult } from './layout/relayout.js';

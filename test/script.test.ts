@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { ElfFile, PT_LOAD } from '../helper/elf.js';
 import { parseScript, renderScript, globMatch } from '../helper/ldscript.js';
-import { readMap } from '../helper/layout/map-file.js';
+import { readMap } from '../helper/layout/map-store.js';
 import { analyzePlatform } from '../helper/script.js';
 import {
   bootUlib,

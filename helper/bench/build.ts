@@ -1,7 +1,8 @@
 // Building the workload: the example apps and N generated FaaS apps, compiled once per flag set,
 // then every image linked in every layout (bench/README.md, steps 1 and 2).
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { removeMap } from '../layout/map-store.js';
 import { mapRelayout } from '../mapcmd.js';
 import { buildImage, type BuiltImage } from '../pipeline.js';
 import { pool } from '../util/pool.js';
@@ -70,7 +71,7 @@ export async function linkAll(run: BenchRun, w: Workload, plans: LayoutPlan[]): 
   const lp = new Progress('link', totalLinks, log);
   const imgDir = (l: BenchLayout) => join(work, 'images', l);
   const seqLane = async (q: LayoutPlan) => {
-    rmSync(q.map!, { force: true });
+    removeMap(q.map!);
     mkdirSync(join(work, 'maps'), { recursive: true });
     for (let pass = 1; pass <= 2; pass++) {
       const list: BuiltImage[] = [];

@@ -8,6 +8,7 @@
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { execa } from 'execa';
+import { copyMap } from '../layout/map-store.js';
 import { mapGc } from '../mapcmd.js';
 import { cacheDirFor } from '../cache/store.js';
 import { packageRoot } from '../paths.js';
@@ -154,7 +155,7 @@ export async function linkStep(
         // The workspace's map without this image: its first link, as on a fresh build folder.
         map = join(dir, 'map.json');
         mkdirSync(dir, { recursive: true });
-        copyFileSync(q.map, map);
+        copyMap(q.map, map);
         await mapGc(map, [app.name]);
       }
       const aslr = q.layout === 'spacer-aslr';
@@ -167,7 +168,7 @@ export async function linkStep(
       warm.push(await step(changed, q.map ? own : undefined));
       // A new image of a workspace whose cache holds its other images' analyses.
       if (q.map) {
-        copyFileSync(q.map, map!);
+        copyMap(q.map, map!);
         await mapGc(map!, [app.name]);
         fresh.push(await step(objects, cacheDirFor(q.map)));
       }

@@ -13,6 +13,7 @@ import { SpacerError } from '../errors.js';
 import { PAGE, alignUp, hex, pagesOf } from '../util/units.js';
 import {
   AREAS,
+  MAP_SCHEMA,
   type Area,
   type Extent,
   type ImageOrigin,
@@ -117,7 +118,7 @@ export function freshMap(req: AllocRequest): SpacerMap {
     at = regions[k].end;
   }
   return {
-    schema: 1,
+    schema: MAP_SCHEMA,
     page_size: PAGE,
     text_base: req.textBase,
     head,

@@ -1,12 +1,11 @@
-// The workspace map file: one JSON file shared by every app built with this checkout of the
-// library, written by hand (one line per variant and per image, keys sorted) and read back with
-// one error line per problem naming the file.
+// The workspace map's JSON: the single-file form (schema 1: one line per variant and per image,
+// keys sorted), which older helpers wrote and `encodeMap` still gives whole, and the field readers
+// and decoders that the split form (schema 2, map-store.ts) shares. Each problem is one error line
+// naming the file.
 // Reading JSON: each field is validated where it is read, so the parsed value is `any` until then.
 /* eslint-disable @typescript-eslint/no-explicit-any */
-import { existsSync, readFileSync, statSync } from 'node:fs';
 import { SpacerError } from '../errors.js';
 import { PAGE, hex } from '../util/units.js';
-import { assertConsistent } from './map-check.js';
 import {
   AREAS,
   MAP_SCHEMA,
@@ -22,6 +21,7 @@ import {
 // ---- serialisation: addresses are written as hex strings so people can read the file ----
 
 export function encodeMap(m: SpacerMap): string {
+  if (m.partial) throw new Error('encodeMap: a link view of the map is not the whole map');
   // Hand-written so a map of a thousand images stays quick to write (every link rewrites it) and
   // easy to read: the header indented, then one line per variant and per image, keys sorted.
   const j = JSON.stringify;
@@ -35,7 +35,7 @@ export function encodeMap(m: SpacerMap): string {
   const out: string[] = [];
   out.push(
     '{',
-    `  "schema": ${j(m.schema)},`,
+    `  "schema": 1,`,
     `  "page_size": ${j(m.page_size)},`,
     `  "text_base": ${j(hex(m.text_base))},`,
     `  "head": ${j(hex(m.head))},`,
@@ -91,7 +91,7 @@ export function encodeMap(m: SpacerMap): string {
 }
 
 /** Field readers that fail with one error line naming the map file and the field. */
-interface Fields {
+export interface Fields {
   bad: (what: string) => never;
   /** The field is named `at + field` (joined only for the error: a map has many fields). */
   addr: (v: unknown, at: string, field?: string) => number;
@@ -107,7 +107,7 @@ const ADDR_FIELD = suffixes((a) => `.${a}.addr`);
 const LEN_FIELD = suffixes((a) => `.${a}.size`);
 
 /** The readers for the map at `path`: hex addresses, byte counts, and the error for the rest. */
-function fields(path: string): Fields {
+export function fields(path: string): Fields {
   const bad = (what: string): never => {
     throw new SpacerError(
       `${path}: corrupt map (${what}); fix the entry by hand, restore a backup, or delete the map and relink every app`,
@@ -129,7 +129,7 @@ function fields(path: string): Fields {
 }
 
 /** The parsed JSON with a schema this lib-spacer reads (a newer one is left for a newer one). */
-function parseHeader(path: string, text: string, f: Fields): any {
+export function parseHeader(path: string, text: string, f: Fields): any {
   let raw: any;
   try {
     raw = JSON.parse(text);
@@ -150,7 +150,7 @@ function parseHeader(path: string, text: string, f: Fields): any {
 }
 
 /** Every region must be there, each with hex base, end and next. */
-function decodeRegions(raw: any, f: Fields): Record<Area, Region> {
+export function decodeRegions(raw: any, f: Fields): Record<Area, Region> {
   const regions = {} as Record<Area, Region>;
   for (const k of AREAS) {
     const r = raw.regions?.[k];
@@ -165,7 +165,7 @@ function decodeRegions(raw: any, f: Fields): Record<Area, Region> {
 }
 
 /** A slot's extents (of a µlib's name slot or a variant's), named `<at>.<area>.addr|size`. */
-function decodeSlot(slot: any, at: string, f: Fields): Partial<Record<Area, Extent>> {
+export function decodeSlot(slot: any, at: string, f: Fields): Partial<Record<Area, Extent>> {
   const out: Partial<Record<Area, Extent>> = {};
   for (const a of AREAS)
     if (slot[a])
@@ -176,10 +176,15 @@ function decodeSlot(slot: any, at: string, f: Fields): Partial<Record<Area, Exte
   return out;
 }
 
-/** One variant: sizes and images required; unknown modes are dropped. */
-function decodeVariant(v: any, at: string, f: Fields): VariantEntry {
-  if (typeof v?.sizes !== 'object' || !Array.isArray(v.images)) f.bad(at);
-  const e: VariantEntry = { sizes: {}, align: {}, images: v.images.map(String) };
+/**
+ * One variant: sizes and images required (the split form's variant files give a count of `users`
+ * instead: `images` is then left empty for the caller); unknown modes are dropped.
+ */
+export function decodeVariant(v: any, at: string, f: Fields, split = false): VariantEntry {
+  if (typeof v?.sizes !== 'object' || v.sizes === null) f.bad(at);
+  if (split) f.count(v.users, at, '.users');
+  else if (!Array.isArray(v.images)) f.bad(at);
+  const e: VariantEntry = { sizes: {}, align: {}, images: split ? [] : v.images.map(String) };
   if (Array.isArray(v.modes))
     e.modes = v.modes.filter((x: unknown) => x === 'external' || x === 'aslr');
   if (v.abs_ptr !== undefined) e.abs_ptr = f.count(v.abs_ptr, at, '.abs_ptr');
@@ -210,42 +215,52 @@ function decodeUlibs(raw: any, f: Fields): Record<string, UlibEntry> {
   return ulibs;
 }
 
+/** One image: the variant each µlib of its uses, and where it was linked. */
+export function decodeImage(im: any, at: string, f: Fields): ImageEntry {
+  if (typeof im?.ulibs !== 'object' || im.ulibs === null || Array.isArray(im.ulibs)) f.bad(at);
+  for (const [u, h] of Object.entries(im.ulibs))
+    if (typeof h !== 'string') f.bad(`${at}.ulibs.${u}`);
+  const e: ImageEntry = { ulibs: im.ulibs };
+  if (im.origin !== undefined) {
+    const o = im.origin;
+    if (
+      typeof o?.app !== 'string' ||
+      typeof o.build !== 'string' ||
+      (o.relink !== undefined && typeof o.relink !== 'string')
+    )
+      f.bad(`${at}.origin`);
+    e.origin = {
+      app: o.app,
+      build: o.build,
+      ...(o.relink !== undefined ? { relink: o.relink } : {}),
+    };
+  }
+  return e;
+}
+
 /** The images: the variant each µlib of theirs uses, and where they were linked. */
 function decodeImages(raw: any, f: Fields): Record<string, ImageEntry> {
   const images: Record<string, ImageEntry> = {};
-  for (const [name, im] of Object.entries<any>(raw.images ?? {})) {
-    if (typeof im?.ulibs !== 'object' || im.ulibs === null) f.bad(`images.${name}`);
-    images[name] = { ulibs: im.ulibs };
-    if (im.origin !== undefined) {
-      const o = im.origin;
-      if (
-        typeof o?.app !== 'string' ||
-        typeof o.build !== 'string' ||
-        (o.relink !== undefined && typeof o.relink !== 'string')
-      )
-        f.bad(`images.${name}.origin`);
-      images[name].origin = {
-        app: o.app,
-        build: o.build,
-        ...(o.relink !== undefined ? { relink: o.relink } : {}),
-      };
-    }
-  }
+  for (const [name, im] of Object.entries<any>(raw.images ?? {}))
+    images[name] = decodeImage(im, `images.${name}`, f);
   return images;
 }
 
-function decode(path: string, text: string): SpacerMap {
-  const f = fields(path);
-  const raw = parseHeader(path, text, f);
+/** The map's own reserves (`own`), when it has them. */
+export function decodeOwn(raw: any, f: Fields): Partial<Record<Area, number>> | undefined {
+  if (raw.own === undefined) return undefined;
+  if (typeof raw.own !== 'object' || raw.own === null) f.bad('own');
+  const own: Partial<Record<Area, number>> = {};
+  for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = f.count(raw.own[a], `own.${a}`);
+  return own;
+}
+
+/** The single-file form (schema 1), parsed as `raw`. */
+export function decodeWhole(raw: any, f: Fields): SpacerMap {
   const regions = decodeRegions(raw, f);
   const ulibs = decodeUlibs(raw, f);
   const images = decodeImages(raw, f);
-  let own: Partial<Record<Area, number>> | undefined;
-  if (raw.own !== undefined) {
-    if (typeof raw.own !== 'object' || raw.own === null) f.bad('own');
-    own = {};
-    for (const a of AREAS) if (raw.own[a] !== undefined) own[a] = f.count(raw.own[a], `own.${a}`);
-  }
+  const own = decodeOwn(raw, f);
   return {
     schema: raw.schema,
     page_size: raw.page_size ?? PAGE,
@@ -256,52 +271,4 @@ function decode(path: string, text: string): SpacerMap {
     ulibs,
     images,
   };
-}
-
-/**
- * A map as read from its file: the text (to tell whether an update changed it) and the file's
- * identity.
- */
-export interface MapSnapshot {
-  path: string;
-  map: SpacerMap;
-  text: string;
-  id: string;
-}
-
-export const fileId = (path: string) => {
-  const st = statSync(path, { bigint: true });
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-};
-
-/**
- * Reads and parses the map file without the consistency check (undefined when there is no map yet).
- */
-export function snapshotMap(path: string): MapSnapshot | undefined {
-  if (!existsSync(path)) return undefined;
-  let text: string, id: string;
-  try {
-    id = fileId(path);
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new SpacerError(
-      `${path}: cannot read the map (${(e as NodeJS.ErrnoException).code}); check its permissions`,
-    );
-  }
-  if (text.trim() === '')
-    throw new SpacerError(
-      `${path}: corrupt map (empty file); delete it and relink every app to start a new map`,
-    );
-  return { path, map: decode(path, text), text, id };
-}
-
-/** Parses the map file without the consistency check (undefined when there is no map yet). */
-export function parseMapFile(path: string): SpacerMap | undefined {
-  return snapshotMap(path)?.map;
-}
-
-export function readMap(path: string): SpacerMap | undefined {
-  const m = parseMapFile(path);
-  if (m) assertConsistent(path, m);
-  return m;
 }

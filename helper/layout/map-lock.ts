@@ -1,8 +1,7 @@
 // The map lock: every update of the map runs under `<map>.lock` (created with O_EXCL; a lock
-// left by a dead build on this host is taken over) and lands with an atomic rename.
+// left by a dead build on this host is taken over) and lands whole (map-store.ts).
 import {
   closeSync,
-  existsSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -10,15 +9,13 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { cacheDirFor } from '../cache/store.js';
+import { dirname } from 'node:path';
 import { SpacerError } from '../errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { assertConsistent } from './map-check.js';
-import { encodeMap, fileId, snapshotMap, type MapSnapshot } from './map-file.js';
-import type { SpacerMap } from './map-types.js';
+import { finishJournal, loadLinkView, loadWhole, saveMap, type MapState } from './map-store.js';
+import { NeedWholeMap, type SpacerMap } from './map-types.js';
 
 function alive(pid: number): boolean {
   try {
@@ -105,65 +102,42 @@ export async function withMapLock<T>(
   }
 }
 
-/**
- * Where the helper notes the identity (device, inode, size, times) of the map file it last wrote,
- * in the map's cache folder: a map the allocator wrote is consistent, and the next link skips the
- * whole-map check (0.2 s at 10 000 images). A file changed since (by hand, by an older helper) has
- * another identity and is checked.
- */
-function checkedNote(path: string): string | undefined {
-  const dir = cacheDirFor(path);
-  if (!dir) return undefined;
-  const key = createHash('sha256').update(resolve(path)).digest('hex').slice(0, 16);
-  return join(dir, `map-written-${key}`);
-}
-
-function readNote(note: string | undefined): string | undefined {
-  try {
-    return note ? readFileSync(note, 'utf8') : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function writeNote(note: string | undefined, path: string): void {
-  if (!note) return;
-  try {
-    mkdirSync(dirname(note), { recursive: true });
-    writeFileAtomic(note, fileId(path));
-  } catch {
-    /* no note: the next link checks the map */
-  }
+/** What a link touches of the map: its image, and the variant of each µlib it uses. */
+export interface LinkView {
+  image: string;
+  want: Record<string, string>;
 }
 
 /**
- * Runs `fn` on the map under its lock and writes the map back (atomically) if `fn` changed it.
- * `seen`, a snapshot read earlier without the lock, is used as it is when the file has not changed
- * since (a map of a thousand images is parsed once per link, not twice); `fn` may change it.
+ * Runs `fn` on the map under its lock and writes back what it changed (every update lands whole:
+ * map-store.ts). With `view`, `fn` gets a link's view of the map (the image and the variants it
+ * touches), and the whole map only when it needs it (NeedWholeMap) or the map is of the
+ * single-file form; else the whole map. The map read is checked first.
  */
 export async function updateMap<T>(
   path: string,
   fresh: () => SpacerMap,
   fn: (m: SpacerMap) => T,
-  seen?: MapSnapshot,
+  view?: LinkView,
 ): Promise<T> {
   const timeout = Number(process.env.SPACER_LOCK_TIMEOUT ?? 120) * 1000;
   return withMapLock(
     path,
     () => {
-      let snap: MapSnapshot | undefined;
-      if (seen && seen.path === path && existsSync(path) && fileId(path) === seen.id) snap = seen;
-      else snap = snapshotMap(path);
-      const note = checkedNote(path);
-      if (snap && readNote(note) !== snap.id) assertConsistent(path, snap.map);
-      const m = snap?.map ?? fresh();
-      const result = fn(m);
-      const after = encodeMap(m);
-      if (after !== snap?.text) {
-        writeFileAtomic(path, after);
-        writeNote(note, path);
+      finishJournal(path);
+      const run = (st: MapState | undefined) => {
+        if (st) assertConsistent(path, st.map);
+        const m = st?.map ?? fresh();
+        const result = fn(m);
+        saveMap(path, st, m);
+        return result;
+      };
+      try {
+        return run(view ? loadLinkView(path, view.image, view.want) : loadWhole(path));
+      } catch (e) {
+        if (!(e instanceof NeedWholeMap)) throw e;
+        return run(loadWhole(path));
       }
-      return result;
     },
     timeout,
   );

@@ -2,7 +2,9 @@
 // The file format is in map-file.ts, its consistency rules in map-check.ts, its lock in
 // map-lock.ts; the allocator that fills it in allocate.ts, relayout.ts and aslr.ts.
 
-export const MAP_SCHEMA = 1;
+/** Schema 1: one JSON file. Schema 2: that file holds the header, regions and µlibs (with counts of
+ *  their variants); each variant and each image is a file of its own beside it (map-store.ts). */
+export const MAP_SCHEMA = 2;
 /** Section kinds of the platform script that hold µlib code and data. */
 export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -61,6 +63,11 @@ export interface UlibEntry {
    * code (and the tables holding them) are the same too. Each extent is a capacity with headroom.
    */
   slot?: Partial<Record<Area, Extent>>;
+  /**
+   * A link's view of the map (map-store.ts loadLinkView) holds only the variants the image uses
+   * and used: these count the others (all variants, those some image uses, those one image uses).
+   */
+  hidden?: { variants: number; used: number; single: number };
 }
 
 export interface ImageEntry {
@@ -94,4 +101,19 @@ export interface SpacerMap {
   own?: Partial<Record<Area, number>>;
   ulibs: Record<string, UlibEntry>;
   images: Record<string, ImageEntry>;
+  /**
+   * A link's view (map-store.ts): only the linking image and the variants it touches are loaded;
+   * `VariantEntry.images` then names only that image, the other users being OTHER_IMAGE.
+   */
+  partial?: boolean;
+}
+
+/** Stands for an image a link's view of the map does not load (never a valid image name). */
+export const OTHER_IMAGE = '\0other';
+
+/** Thrown by an allocation step that needs the whole map (name slots grow): load it, retry. */
+export class NeedWholeMap extends Error {
+  constructor(why: string) {
+    super(`needs the whole map: ${why}`);
+  }
 }

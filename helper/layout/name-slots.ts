@@ -5,6 +5,7 @@ import { SpacerError } from '../errors.js';
 import { PAGE, alignUp, hex, pagesOf } from '../util/units.js';
 import {
   AREAS,
+  NeedWholeMap,
   type Area,
   type SpacerMap,
   type UlibEntry,
@@ -24,7 +25,8 @@ export function headroom(size: number): number {
  * A single odd variant (one image's configuration) stays in that image's own area.
  */
 export function wantsNameSlot(lib: UlibEntry): boolean {
-  return Object.values(lib.variants).filter((v) => v.images.length === 1).length >= 2;
+  const single = Object.values(lib.variants).filter((v) => v.images.length === 1).length;
+  return single + (lib.hidden?.single ?? 0) >= 2;
 }
 
 /**
@@ -39,8 +41,10 @@ export function nameSlotCandidate(
   image: string,
 ): boolean {
   if (!lib || lib.variants[variant]?.images.some((i) => i !== image)) return false;
+  // A variant a link's view does not load is not this image's: the view loads all of those.
   return (
     !!lib.slot ||
+    (lib.hidden?.single ?? 0) > 0 ||
     Object.entries(lib.variants).some(
       ([h, v]) => h !== variant && v.images.length === 1 && v.images[0] !== image,
     )
@@ -100,6 +104,8 @@ function ownAreas(m: SpacerMap, region: Exclude<Area, 'ind'>, names: string[]): 
  * on the next page: it then costs each image one page, not two, and the page before stays shared.
  */
 export function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
+  // Sized for every variant known, and packed against every image's own area.
+  if (m.partial) throw new NeedWholeMap(`name slots of ${names.join(', ')} grow`);
   const same = names.filter((n) => sameCodeInSlot(m.ulibs[n]));
   const code = (ns: string[]) => ns.map((name): Item => ({ name, area: 'text' }));
   placeItems(m, mapPath, 'text', code(same), false);

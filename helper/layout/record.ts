@@ -60,13 +60,13 @@ export function allocateRecord(
     const lib = (m.ulibs[u.name] ??= { variants: {} });
     let e = lib.variants[u.variant];
     if (!e) {
-      const others = Object.keys(lib.variants).filter((h) => lib.variants[h].images.length);
-      // A few of them by name: with a thousand apps, every app's own variant is one of them.
-      const named = others.slice(0, 3).join(', ');
-      const more = others.length > 3 ? `, and ${others.length - 3} more` : '';
-      if (others.length)
+      // How many: with a thousand apps, every app's own variant is one of them (and a link's view
+      // of the map loads none of the others).
+      const others =
+        Object.values(lib.variants).filter((v) => v.images.length).length + (lib.hidden?.used ?? 0);
+      if (others)
         notes.push(
-          `${u.name}: new variant ${u.variant} (other images use ${named}${more}); it shares no pages with those`,
+          `${u.name}: new variant ${u.variant} (other images use ${others === 1 ? 'another variant' : `${others} other variants`}); it shares no pages with those`,
         );
       e = lib.variants[u.variant] = { sizes: u.sizes, align: u.align, images: [] };
     }

@@ -26,10 +26,11 @@ export function isTempPath(file: string): boolean {
 }
 
 /**
- * Writes the whole file to a temporary name, syncs it, then renames it over `path`; a file that
- * was there keeps its permissions (an executable stays executable).
+ * Writes the whole file to a temporary name, syncs it (unless `sync` is false: a caller whose
+ * journal is synced), then renames it over `path`; a file that was there keeps its permissions
+ * (an executable stays executable).
  */
-export function writeFileAtomic(path: string, data: string | Buffer): void {
+export function writeFileAtomic(path: string, data: string | Buffer, sync = true): void {
   mkdirSync(dirname(path), { recursive: true });
   let mode: number | undefined;
   try {
@@ -42,7 +43,7 @@ export function writeFileAtomic(path: string, data: string | Buffer): void {
   try {
     if (mode !== undefined) fchmodSync(fd, mode);
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
+    if (sync) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }

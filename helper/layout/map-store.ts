@@ -1,0 +1,524 @@
+// The workspace map on disk, split so that a link reads and writes only what it touches (issue
+// #14: a relink with 10 000 images in the map costs what it costs with 100):
+//   <map>                          the header, the regions, the own-area reserves, and per µlib its
+//                                  name slot and how many variants it has (in all, used by some
+//                                  image, used by exactly one)
+//   <map>.d/ulibs/<µlib>/<v>.json  one variant: sizes, alignments, slot, how many images use it
+//   <map>.d/images/<image>.json    one image: the variant of each of its µlibs, where it was built
+// A link loads the header, its image and the variants it uses and used (loadLinkView); the commands
+// that need everything (show, check, relayout, gc) and a link that grows a name slot load it whole
+// (loadWhole). Which images use a variant is read from the image files; a variant file keeps only
+// the count.
+//
+// Every update lands whole: the changed files go first into one journal (written to a temporary
+// name and renamed), then each into place by a rename, the header last, then the journal goes. A
+// journal left by a crash is finished by the next update (under the lock); readers without the lock
+// read through it. A map of the single-file form (schema 1) is read whole and written split.
+/* eslint-disable @typescript-eslint/no-explicit-any -- JSON, validated field by field */
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  rmdirSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { SpacerError } from '../errors.js';
+import { writeFileAtomic } from '../util/files.js';
+import { PAGE, hex } from '../util/units.js';
+import { assertConsistent } from './map-check.js';
+import {
+  decodeImage,
+  decodeOwn,
+  decodeRegions,
+  decodeSlot,
+  decodeVariant,
+  decodeWhole,
+  fields,
+  parseHeader,
+  type Fields,
+} from './map-file.js';
+import {
+  AREAS,
+  MAP_SCHEMA,
+  OTHER_IMAGE,
+  type Area,
+  type Extent,
+  type ImageEntry,
+  type SpacerMap,
+  type UlibEntry,
+  type VariantEntry,
+} from './map-types.js';
+
+/** Folder of the map's variant and image files. */
+export const mapDir = (path: string) => `${path}.d`;
+const variantRel = (lib: string, h: string) => `ulibs/${lib}/${h}.json`;
+const imageRel = (name: string) => `images/${name}.json`;
+const JOURNAL = 'journal.json';
+/** The header's key among a state's file texts. */
+const CORE = '';
+/** Names that become file names: µlibs (object names), variants (hex), images (checked by link). */
+const SAFE = /^[\w.+-]+$/;
+
+/** A µlib as the header records it. */
+interface CoreUlib {
+  slot?: Partial<Record<Area, Extent>>;
+  variants: number;
+  used: number;
+  single: number;
+}
+
+/** The map as read: the map (whole, or a link's view), and the text of every file read. */
+export interface MapState {
+  map: SpacerMap;
+  /** Relative path (CORE for the header) → text as read. */
+  texts: Map<string, string>;
+  /** The header's µlibs as read (split form): kept as they are for µlibs a view does not load. */
+  core?: Record<string, CoreUlib>;
+  /** Read from the single-file form (schema 1). */
+  whole1?: boolean;
+  /** Images the header counts (split form). */
+  images?: number;
+}
+
+interface Journal {
+  write: Record<string, string>;
+  remove: string[];
+}
+
+/** The journal a crashed update left, if any. */
+function readJournal(path: string): Journal | undefined {
+  const file = join(mapDir(path), JOURNAL);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const j = JSON.parse(text);
+    if (typeof j?.write === 'object' && j.write !== null && Array.isArray(j.remove)) return j;
+  } catch {
+    /* below */
+  }
+  throw new SpacerError(
+    `${file}: damaged map journal; delete it (the map is then as before the interrupted update) and relink`,
+  );
+}
+
+/** Reads the map's files, through a journal a crashed update left (readers without the lock). */
+class MapFiles {
+  private readonly journal: Journal | undefined;
+  constructor(private readonly path: string) {
+    this.journal = readJournal(path);
+  }
+  /** A file's text (undefined when there is none). */
+  read(rel: string): string | undefined {
+    const j = this.journal;
+    if (j && rel in j.write) return j.write[rel];
+    if (j?.remove.includes(rel)) return undefined;
+    const file = rel === CORE ? this.path : join(mapDir(this.path), rel);
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      throw new SpacerError(`${file}: cannot read the map (${code}); check its permissions`);
+    }
+  }
+  /** The names of the `.json` files in a folder of the map's (relative), journal included. */
+  list(sub: string): string[] {
+    const names = new Set<string>();
+    try {
+      for (const f of readdirSync(join(mapDir(this.path), sub)))
+        if (f.endsWith('.json')) names.add(f.slice(0, -5));
+    } catch {
+      /* none yet */
+    }
+    const j = this.journal;
+    if (j) {
+      const prefix = `${sub}/`;
+      for (const rel of Object.keys(j.write))
+        if (rel.startsWith(prefix) && !rel.slice(prefix.length).includes('/'))
+          names.add(rel.slice(prefix.length, -5));
+      for (const rel of j.remove)
+        if (rel.startsWith(prefix) && !rel.slice(prefix.length).includes('/'))
+          names.delete(rel.slice(prefix.length, -5));
+    }
+    return [...names].sort();
+  }
+  /** The folders under `ulibs/` (µlibs with variant files). */
+  libs(): string[] {
+    const names = new Set<string>();
+    try {
+      for (const d of readdirSync(join(mapDir(this.path), 'ulibs'))) names.add(d);
+    } catch {
+      /* none yet */
+    }
+    for (const rel of Object.keys(this.journal?.write ?? {}))
+      if (rel.startsWith('ulibs/')) names.add(rel.split('/')[1]);
+    return [...names].sort();
+  }
+}
+
+/** The file's JSON object (`f` names the file in its one error line). */
+function parseFile(text: string, f: Fields): any {
+  let raw: any;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    f.bad((e as Error).message);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) f.bad('not a JSON object');
+  return raw;
+}
+
+/** The header of the split form. */
+interface Core {
+  map: SpacerMap;
+  ulibs: Record<string, CoreUlib>;
+}
+
+function decodeCore(raw: any, f: Fields): Core {
+  const own = decodeOwn(raw, f);
+  const ulibs: Record<string, CoreUlib> = {};
+  if (typeof raw.ulibs !== 'object' || raw.ulibs === null) f.bad('ulibs');
+  for (const [name, u] of Object.entries<any>(raw.ulibs)) {
+    const at = `ulibs.${name}`;
+    if (!SAFE.test(name)) f.bad(`${at} is not a µlib name`);
+    const c: CoreUlib = {
+      variants: f.count(u?.variants, at, '.variants'),
+      used: f.count(u.used, at, '.used'),
+      single: f.count(u.single, at, '.single'),
+    };
+    if (c.used > c.variants || c.single > c.used) f.bad(`${at}: counts of variants disagree`);
+    if (u.slot !== undefined) c.slot = decodeSlot(u.slot, `${at}.slot`, f);
+    ulibs[name] = c;
+  }
+  return {
+    map: {
+      schema: raw.schema,
+      page_size: raw.page_size ?? PAGE,
+      text_base: f.addr(raw.text_base, 'text_base'),
+      head: f.addr(raw.head, 'head'),
+      regions: decodeRegions(raw, f),
+      ...(own ? { own } : {}),
+      ulibs: {},
+      images: {},
+    },
+    ulibs,
+  };
+}
+
+/** The header: the whole map when it is of the single-file form. */
+function readHead(path: string, files: MapFiles): MapState | undefined {
+  const text = files.read(CORE);
+  if (text === undefined) return undefined;
+  if (text.trim() === '')
+    throw new SpacerError(
+      `${path}: corrupt map (empty file); delete it and relink every app to start a new map`,
+    );
+  const f = fields(path);
+  const raw = parseHeader(path, text, f);
+  const texts = new Map([[CORE, text]]);
+  if (raw.schema < 2) return { map: decodeWhole(raw, f), texts, whole1: true };
+  const core = decodeCore(raw, f);
+  return { map: core.map, texts, core: core.ulibs, images: f.count(raw.images, 'images') };
+}
+
+/** A variant file, decoded; `users`: its count of images. */
+function readVariant(
+  path: string,
+  files: MapFiles,
+  texts: Map<string, string>,
+  lib: string,
+  h: string,
+): { v: VariantEntry; users: number } | undefined {
+  const rel = variantRel(lib, h);
+  const text = files.read(rel);
+  if (text === undefined) return undefined;
+  texts.set(rel, text);
+  const file = join(mapDir(path), rel);
+  const f = fields(file);
+  const raw = parseFile(text, f);
+  return { v: decodeVariant(raw, 'variant', f, true), users: raw.users };
+}
+
+function readImage(
+  path: string,
+  files: MapFiles,
+  texts: Map<string, string>,
+  name: string,
+): ImageEntry | undefined {
+  const rel = imageRel(name);
+  const text = files.read(rel);
+  if (text === undefined) return undefined;
+  texts.set(rel, text);
+  const file = join(mapDir(path), rel);
+  const f = fields(file);
+  return decodeImage(parseFile(text, f), 'image', f);
+}
+
+/** The whole map (undefined when there is none yet). */
+export function loadWhole(path: string): MapState | undefined {
+  const files = new MapFiles(path);
+  const st = readHead(path, files);
+  if (!st || st.whole1) return st;
+  const m = st.map;
+  for (const name of Object.keys(st.core!)) m.ulibs[name] = { variants: {} };
+  for (const lib of files.libs()) {
+    const hs = files.list(`ulibs/${lib}`);
+    if (!SAFE.test(lib) || !hs.length) continue;
+    const u = (m.ulibs[lib] ??= { variants: {} });
+    for (const h of hs) u.variants[h] = readVariant(path, files, st.texts, lib, h)!.v;
+  }
+  for (const [name, c] of Object.entries(st.core!)) if (c.slot) m.ulibs[name].slot = c.slot;
+  for (const name of files.list('images')) {
+    const im = readImage(path, files, st.texts, name)!;
+    m.images[name] = im;
+    for (const [u, h] of Object.entries(im.ulibs)) m.ulibs[u]?.variants[h]?.images.push(name);
+  }
+  return st;
+}
+
+/**
+ * What a link of `image` needs of the map: the header, the image's entry, and the variants it uses
+ * (`want`: µlib → variant) and used. Each variant lists the image if it uses it, and stands for its
+ * other users by OTHER_IMAGE; each µlib counts the variants not loaded (UlibEntry.hidden). A map
+ * of the single-file form is read whole.
+ */
+export function loadLinkView(
+  path: string,
+  image: string,
+  want: Record<string, string>,
+): MapState | undefined {
+  const files = new MapFiles(path);
+  const st = readHead(path, files);
+  if (!st || st.whole1) return st;
+  const m = st.map;
+  m.partial = true;
+  const before = SAFE.test(image) ? readImage(path, files, st.texts, image) : undefined;
+  if (before) m.images[image] = before;
+  const uses = before?.ulibs ?? {};
+  for (const lib of new Set([...Object.keys(want), ...Object.keys(uses)])) {
+    const c = st.core![lib];
+    const u: UlibEntry = { variants: {} };
+    if (c?.slot) u.slot = c.slot;
+    let used = 0,
+      single = 0;
+    for (const h of new Set([want[lib], uses[lib]])) {
+      if (h === undefined || !SAFE.test(lib) || !SAFE.test(h)) continue;
+      const got = readVariant(path, files, st.texts, lib, h);
+      if (!got) continue;
+      const mine = uses[lib] === h ? 1 : 0;
+      if (got.users < mine)
+        fields(join(mapDir(path), variantRel(lib, h))).bad(`users: image ${image} uses it`);
+      got.v.images = [...Array<string>(got.users - mine).fill(OTHER_IMAGE)];
+      if (mine) got.v.images.push(image);
+      u.variants[h] = got.v;
+      used += got.users > 0 ? 1 : 0;
+      single += got.users === 1 ? 1 : 0;
+    }
+    if (c) {
+      const hidden = {
+        variants: c.variants - Object.keys(u.variants).length,
+        used: c.used - used,
+        single: c.single - single,
+      };
+      if (hidden.variants < 0 || hidden.used < 0 || hidden.single < 0)
+        fields(path).bad(`ulibs.${lib}: counts of variants disagree with its variant files`);
+      u.hidden = hidden;
+    }
+    m.ulibs[lib] = u;
+  }
+  return st;
+}
+
+// ---- writing ----
+
+const j = JSON.stringify;
+const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) => {
+  const parts: string[] = [];
+  for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
+  return `{${parts.join(', ')}}`;
+};
+const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
+const sortedKeys = (o: object) => Object.keys(o).sort();
+
+function encodeVariant(v: VariantEntry): string {
+  const out = [
+    `"sizes": ${perArea(v.sizes, (x) => x)}`,
+    `"align": ${perArea(v.align, (x) => x)}`,
+    `"users": ${v.images.length}`,
+  ];
+  if (v.modes?.length) out.push(`"modes": ${j([...v.modes].sort())}`);
+  if (v.abs_ptr) out.push(`"abs_ptr": ${v.abs_ptr}`);
+  if (v.code_sig) out.push(`"code_sig": ${j(v.code_sig)}`);
+  if (v.slot) out.push(`"slot": ${perArea(v.slot, extent)}`);
+  return `{${out.join(', ')}}\n`;
+}
+
+function encodeImage(im: ImageEntry): string {
+  const u = im.ulibs,
+    o = im.origin;
+  const ulibs = sortedKeys(u)
+    .map((k) => `${j(k)}: ${j(u[k])}`)
+    .join(', ');
+  const origin = o
+    ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
+    : '';
+  return `{"ulibs": {${ulibs}}${origin}}\n`;
+}
+
+function encodeCore(m: SpacerMap, ulibs: Record<string, CoreUlib>, images: number): string {
+  const out = [
+    '{',
+    `  "schema": ${MAP_SCHEMA},`,
+    `  "page_size": ${j(m.page_size)},`,
+    `  "text_base": ${j(hex(m.text_base))},`,
+    `  "head": ${j(hex(m.head))},`,
+    '  "regions": {',
+  ];
+  AREAS.forEach((k, i) => {
+    const r = m.regions[k];
+    out.push(
+      `    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`,
+    );
+  });
+  out.push('  },');
+  if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
+  out.push(`  "images": ${images},`, '  "ulibs": {');
+  const names = sortedKeys(ulibs);
+  names.forEach((name, i) => {
+    const c = ulibs[name];
+    const slot = c.slot ? `, "slot": ${perArea(c.slot, extent)}` : '';
+    out.push(
+      `    ${j(name)}: {"variants": ${c.variants}, "used": ${c.used}, "single": ${c.single}${slot}}${i < names.length - 1 ? ',' : ''}`,
+    );
+  });
+  out.push('  }', '}');
+  return out.join('\n') + '\n';
+}
+
+/** The header's entry of a µlib: its name slot, its variants counted (those not loaded too). */
+function coreUlib(u: UlibEntry): CoreUlib {
+  const vs = Object.values(u.variants);
+  const h = u.hidden ?? { variants: 0, used: 0, single: 0 };
+  return {
+    ...(u.slot ? { slot: u.slot } : {}),
+    variants: h.variants + vs.length,
+    used: h.used + vs.filter((v) => v.images.length > 0).length,
+    single: h.single + vs.filter((v) => v.images.length === 1).length,
+  };
+}
+
+function checkName(path: string, what: string, name: string): void {
+  if (!SAFE.test(name) || name === '.' || name === '..')
+    throw new SpacerError(
+      `${path}: ${what} ${JSON.stringify(name)} cannot name a map file; it must be letters, digits, '.', '_', '+' or '-'`,
+    );
+}
+
+/**
+ * Writes what changed of `m` (a whole map or a link's view) against `before`, the state it was read
+ * as (none: a new map). Returns whether anything was written.
+ */
+export function saveMap(path: string, before: MapState | undefined, m: SpacerMap): boolean {
+  const write: Record<string, string> = {};
+  const remove: string[] = [];
+  const old = before?.texts ?? new Map<string, string>();
+  const put = (rel: string, text: string) => {
+    if (old.get(rel) !== text) write[rel] = text;
+  };
+  const libs: Record<string, CoreUlib> = m.partial ? { ...before!.core! } : {};
+  for (const [name, u] of Object.entries(m.ulibs)) {
+    checkName(path, 'µlib', name);
+    for (const [h, v] of Object.entries(u.variants)) {
+      checkName(path, 'variant', h);
+      put(variantRel(name, h), encodeVariant(v));
+    }
+    libs[name] = coreUlib(u);
+  }
+  for (const [name, im] of Object.entries(m.images)) {
+    checkName(path, 'image', name);
+    put(imageRel(name), encodeImage(im));
+  }
+  let images = Object.keys(m.images).length;
+  if (m.partial) {
+    // A view holds the linking image only; the header counts them all.
+    const was = before!.map.images;
+    images = before!.images! + Object.keys(m.images).filter((n) => !was[n]).length;
+  } else {
+    // The whole map: files of variants and images it no longer has go (gc, forgotten images, or
+    // leftovers beside a map of the single-file form).
+    const files = new MapFiles(path);
+    for (const lib of files.libs())
+      for (const h of files.list(`ulibs/${lib}`))
+        if (!m.ulibs[lib]?.variants[h]) remove.push(variantRel(lib, h));
+    for (const name of files.list('images')) if (!m.images[name]) remove.push(imageRel(name));
+  }
+  put(CORE, encodeCore(m, libs, images));
+  if (!Object.keys(write).length && !remove.length) return false;
+  commit(path, { write, remove });
+  return true;
+}
+
+/** Lands a journal: its files by rename (the header last), removals, then the journal goes. */
+function apply(path: string, jn: Journal): void {
+  const dir = mapDir(path);
+  const rels = Object.keys(jn.write).filter((r) => r !== CORE);
+  // A large update (relayout, gc, a map's first split) syncs its journal, not each of its files.
+  const sync = rels.length <= 256;
+  for (const rel of rels.sort()) writeFileAtomic(join(dir, rel), jn.write[rel], sync);
+  for (const rel of jn.remove) rmSync(join(dir, rel), { force: true });
+  // A µlib whose last variant went leaves no folder.
+  for (const folder of new Set(jn.remove.map((rel) => dirname(join(dir, rel)))))
+    try {
+      rmdirSync(folder);
+    } catch {
+      /* not empty */
+    }
+  if (CORE in jn.write) writeFileAtomic(path, jn.write[CORE]);
+  rmSync(join(dir, JOURNAL), { force: true });
+}
+
+function commit(path: string, jn: Journal): void {
+  const dir = mapDir(path);
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(join(dir, JOURNAL), JSON.stringify(jn));
+  apply(path, jn);
+}
+
+/** Under the lock: lands the journal a crashed update left. */
+export function finishJournal(path: string): void {
+  if (!existsSync(join(mapDir(path), JOURNAL))) return;
+  const jn = readJournal(path);
+  if (jn) apply(path, jn);
+}
+
+/** The whole map, parsed, without the consistency check (undefined when there is none yet). */
+export function parseMapFile(path: string): SpacerMap | undefined {
+  return loadWhole(path)?.map;
+}
+
+/** The whole map, parsed and checked (undefined when there is none yet). */
+export function readMap(path: string): SpacerMap | undefined {
+  const m = parseMapFile(path);
+  if (m) assertConsistent(path, m);
+  return m;
+}
+
+/** Removes the map: its header and its folder of variants and images. */
+export function removeMap(path: string): void {
+  rmSync(mapDir(path), { recursive: true, force: true });
+  rmSync(path, { force: true });
+}
+
+/** A copy of the map at `to` (what was there goes first). */
+export function copyMap(from: string, to: string): void {
+  removeMap(to);
+  if (existsSync(mapDir(from))) cpSync(mapDir(from), mapDir(to), { recursive: true });
+  cpSync(from, to);
+}

@@ -1,0 +1,169 @@
+// The split map (issue #14): a link's view of the map allocates exactly as the whole map does, a
+// link reads and writes only its own files, and an update interrupted after its journal lands.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
+import { allocateAslr } from '../helper/layout/aslr.js';
+import { encodeMap } from '../helper/layout/map-file.js';
+import { updateMap } from '../helper/layout/map-lock.js';
+import { loadWhole, mapDir, parseMapFile, readMap } from '../helper/layout/map-store.js';
+import type { SpacerMap } from '../helper/layout/map-types.js';
+import { tempDir } from './_fixtures.js';
+
+const dir = tempDir('mapstore');
+
+/** A small deterministic generator (the test's own sequence of links). */
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+/** A code signature (16 hex digits). */
+const sig = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
+
+const SHARED = ['libplat', 'liba', 'libb', 'libc', 'libd'];
+
+/** Image `i`'s request in version `ver`: shared µlibs (some in another variant), per-app ones. */
+function request(i: number, ver: number, pick: () => number): AllocRequest {
+  const ulibs: AllocRequest['ulibs'] = SHARED.filter((_, k) => k < 2 || (i >> k) & 1).map(
+    (name, k) => {
+      const v = pick() < 0.15 ? 2 : 1; // now and then a µlib in another configuration
+      return {
+        name,
+        variant: `${name}-v${v}`.padEnd(16, '0').slice(0, 16),
+        sizes: {
+          text: 0x800 + k * 0x310 + v * 0x40,
+          rodata: 0x100 + k * 0x20,
+          data: 0x40,
+          ind: 0x60,
+        },
+        align: { text: 16, rodata: 8, data: 8, ind: 16 },
+        codeSig: sig(`${name}${v}`),
+      };
+    },
+  );
+  // Per app: its own code (a new variant per version) and a ukboot with its name in it.
+  const app = `app${i}v${ver}`;
+  ulibs.push(
+    {
+      name: 'ukboot',
+      variant: `boot${i}`.padEnd(16, 'b'),
+      sizes: { text: 0x400, rodata: 0x40 + (i % 3) * 0x10, ind: 0x30 },
+      align: { text: 16, rodata: 8, ind: 16 },
+      codeSig: sig('ukboot'),
+    },
+    {
+      name: 'appmain',
+      variant: app.padEnd(16, 'a').slice(0, 16),
+      sizes: { text: 0x100 + ((i * 37 + ver * 11) % 0x300), rodata: 0x20 + ver * 8, ind: 0x20 },
+      align: { text: 16, rodata: 8, ind: 16 },
+      codeSig: sig(app),
+    },
+  );
+  return { image: `img${i}`, head: 0x200, textBase: 0x100000, ulibs };
+}
+
+test('a link view of the map allocates as the whole map does, in both layouts', async (t) => {
+  for (const aslr of [false, true]) {
+    const view = join(dir, `view-${aslr}`, 'map.json'),
+      whole = join(dir, `whole-${aslr}`, 'map.json');
+    const pick = rng(aslr ? 7 : 3);
+    const versions = new Map<number, number>();
+    for (let step = 0; step < 60; step++) {
+      // New images and relinks of old ones (some with a changed app), in a seeded order.
+      const i = Math.floor(pick() * 12);
+      const ver = (versions.get(i) ?? -1) + (pick() < 0.5 ? 1 : 0);
+      versions.set(i, Math.max(ver, 0));
+      const req = request(i, Math.max(ver, 0), pick);
+      const fn = (m: SpacerMap) =>
+        JSON.stringify(
+          aslr
+            ? allocateAslr(m, 'map.json', structuredClone(req), `seed${step}`)
+            : allocate(m, 'map.json', structuredClone(req)),
+        );
+      const want = Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant]));
+      const a = await updateMap(view, () => freshMap(req), fn, { image: req.image, want });
+      const b = await updateMap(whole, () => freshMap(req), fn);
+      t.is(a, b, `step ${step}: ${req.image} placed alike`);
+    }
+    const mv = readMap(view)!,
+      mw = readMap(whole)!;
+    t.is(encodeMap(mv), encodeMap(mw), 'the same map');
+    t.truthy(mv.ulibs.ukboot.slot, 'ukboot got a name slot');
+    t.true(Object.keys(mv.images).length >= 8);
+  }
+});
+
+test('a relink writes only its image and the variants it moved between', async (t) => {
+  const map = join(dir, 'touch', 'map.json');
+  const reqs = Array.from({ length: 10 }, (_, i) => request(i, 0, () => 0.5));
+  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+  const view = (req: AllocRequest) => ({
+    image: req.image,
+    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+  });
+  for (const r of reqs) await updateMap(map, () => freshMap(r), fn(r), view(r));
+  const files = (d: string): string[] =>
+    readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? files(join(d, e.name)) : [join(d, e.name)],
+    );
+  const times = () =>
+    new Map(files(mapDir(map)).map((f) => [f, statSync(f, { bigint: true }).mtimeNs]));
+  const before = times();
+  await new Promise((r) => setTimeout(r, 20));
+  // img3 relinks with a changed app.
+  const r = request(3, 1, () => 0.5);
+  await updateMap(map, () => freshMap(r), fn(r), view(r));
+  const after = times();
+  const changed = [...after.keys()]
+    .filter((f) => before.get(f) !== after.get(f))
+    .map((f) => f.slice(mapDir(map).length + 1));
+  t.deepEqual(changed.sort(), [
+    'images/img3.json',
+    `ulibs/appmain/${'app3v0'.padEnd(16, 'a')}.json`,
+    `ulibs/appmain/${'app3v1'.padEnd(16, 'a')}.json`,
+  ]);
+  t.false(existsSync(join(mapDir(map), 'journal.json')));
+  const m = readMap(map)!;
+  t.deepEqual(m.ulibs.appmain.variants['app3v0'.padEnd(16, 'a')].images, []);
+  t.deepEqual(m.ulibs.appmain.variants['app3v1'.padEnd(16, 'a')].images, ['img3']);
+});
+
+test('an update interrupted after its journal is read through, then finished by the next one', async (t) => {
+  const map = join(dir, 'journal', 'map.json');
+  const a = request(0, 0, () => 0.5),
+    b = request(1, 0, () => 0.5);
+  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+  await updateMap(map, () => freshMap(a), fn(a));
+  const core = readFileSync(map, 'utf8');
+  // What an update of img1 would write, left as a journal only (its process died before landing).
+  const staged = join(dir, 'journal-staged', 'map.json');
+  mkdirSync(join(dir, 'journal-staged'), { recursive: true });
+  await updateMap(staged, () => freshMap(a), fn(a));
+  await updateMap(staged, () => freshMap(b), fn(b));
+  const write: Record<string, string> = { '': readFileSync(staged, 'utf8') };
+  for (const rel of ['images/img1.json'])
+    write[rel] = readFileSync(join(mapDir(staged), rel), 'utf8');
+  for (const u of b.ulibs) {
+    const rel = `ulibs/${u.name}/${u.variant}.json`;
+    write[rel] = readFileSync(join(mapDir(staged), rel), 'utf8');
+  }
+  writeFileSync(join(mapDir(map), 'journal.json'), JSON.stringify({ write, remove: [] }));
+  t.is(readFileSync(map, 'utf8'), core, 'the header as before the interrupted update');
+  // A reader without the lock sees the update whole.
+  t.deepEqual(Object.keys(loadWhole(map)!.map.images).sort(), ['img0', 'img1']);
+  t.is(encodeMap(parseMapFile(map)!), encodeMap(parseMapFile(staged)!));
+  // The next update lands it first.
+  await updateMap(map, () => freshMap(a), fn(a));
+  t.false(existsSync(join(mapDir(map), 'journal.json')));
+  t.is(encodeMap(readMap(map)!), encodeMap(readMap(staged)!));
+  // A damaged journal is one error line naming it and the fix.
+  writeFileSync(join(mapDir(map), 'journal.json'), '{"write": ');
+  const err = await t.throwsAsync(updateMap(map, () => freshMap(a), fn(a)));
+  t.regex(err!.message, /journal\.json: damaged map journal; delete it/);
+});
