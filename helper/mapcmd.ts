@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 import { checkMap } from './layout/map-check.js';
-import { parseMapFile, readMap } from './layout/map-store.js';
+import { loadWhole, readMap } from './layout/map-store.js';
 import { updateMap } from './layout/map-lock.js';
 import { AREAS, type SpacerMap } from './layout/map-types.js';
 import { gc, relayout, type RelayoutResult } from './layout/relayout.js';
@@ -81,9 +81,9 @@ export function showMap(path: string): string {
 
 /** Validates the map; returns every problem (an unreadable map throws one clear error). */
 export function checkMapFile(path: string): string[] {
-  const m = parseMapFile(path);
-  if (!m) throw new SpacerError(`${path}: no map to check`);
-  return checkMap(m);
+  const st = loadWhole(path);
+  if (!st) throw new SpacerError(`${path}: no map to check`);
+  return [...checkMap(st.map), ...(st.issues ?? [])];
 }
 
 /** `spacer map relayout`, under the lock; the map lands atomically. */

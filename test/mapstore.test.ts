@@ -10,6 +10,7 @@ import { encodeMap } from '../helper/layout/map-file.js';
 import { updateMap } from '../helper/layout/map-lock.js';
 import { loadWhole, mapDir, parseMapFile, readMap } from '../helper/layout/map-store.js';
 import type { SpacerMap } from '../helper/layout/map-types.js';
+import { checkMapFile } from '../helper/mapcmd.js';
 import { tempDir } from './_fixtures.js';
 
 const dir = tempDir('mapstore');
@@ -94,6 +95,7 @@ test('a link view of the map allocates as the whole map does, in both layouts', 
     const mv = readMap(view)!,
       mw = readMap(whole)!;
     t.is(encodeMap(mv), encodeMap(mw), 'the same map');
+    t.deepEqual(checkMapFile(view), [], 'the counts of the view-written map hold');
     t.truthy(mv.ulibs.ukboot.slot, 'ukboot got a name slot');
     t.true(Object.keys(mv.images).length >= 8);
   }
@@ -132,6 +134,13 @@ test('a relink writes only its image and the variants it moved between', async (
   const m = readMap(map)!;
   t.deepEqual(m.ulibs.appmain.variants['app3v0'.padEnd(16, 'a')].images, []);
   t.deepEqual(m.ulibs.appmain.variants['app3v1'.padEnd(16, 'a')].images, ['img3']);
+  // The counts a link's view relies on are checked by `spacer map check`.
+  t.deepEqual(checkMapFile(map), []);
+  const v = join(mapDir(map), 'ulibs', 'appmain', `${'app3v1'.padEnd(16, 'a')}.json`);
+  writeFileSync(v, readFileSync(v, 'utf8').replace('"users": 1', '"users": 2'));
+  t.deepEqual(checkMapFile(map), [
+    `variant ${'app3v1'.padEnd(16, 'a')} of appmain counts 2 images, 1 use it`,
+  ]);
 });
 
 test('an update interrupted after its journal is read through, then finished by the next one', async (t) => {

@@ -81,6 +81,10 @@ export interface MapState {
   whole1?: boolean;
   /** Images the header counts (split form). */
   images?: number;
+  /** A link's view: the images it loaded (`map.images` as read; the link adds its own). */
+  viewImages?: string[];
+  /** A whole load of the split form: counts the header or a variant file has wrong. */
+  issues?: string[];
 }
 
 interface Journal {
@@ -267,18 +271,41 @@ export function loadWhole(path: string): MapState | undefined {
   const st = readHead(path, files);
   if (!st || st.whole1) return st;
   const m = st.map;
+  const counted = new Map<VariantEntry, number>();
   for (const name of Object.keys(st.core!)) m.ulibs[name] = { variants: {} };
   for (const lib of files.libs()) {
     const hs = files.list(`ulibs/${lib}`);
     if (!SAFE.test(lib) || !hs.length) continue;
     const u = (m.ulibs[lib] ??= { variants: {} });
-    for (const h of hs) u.variants[h] = readVariant(path, files, st.texts, lib, h)!.v;
+    for (const h of hs) {
+      const got = readVariant(path, files, st.texts, lib, h)!;
+      u.variants[h] = got.v;
+      counted.set(got.v, got.users);
+    }
   }
   for (const [name, c] of Object.entries(st.core!)) if (c.slot) m.ulibs[name].slot = c.slot;
   for (const name of files.list('images')) {
     const im = readImage(path, files, st.texts, name)!;
     m.images[name] = im;
     for (const [u, h] of Object.entries(im.ulibs)) m.ulibs[u]?.variants[h]?.images.push(name);
+  }
+  // The counts that a link's view relies on, against what the files say (`spacer map check`).
+  st.issues = [];
+  if (st.images !== Object.keys(m.images).length)
+    st.issues.push(
+      `the header counts ${st.images} images, the map has ${Object.keys(m.images).length}`,
+    );
+  for (const [name, u] of Object.entries(m.ulibs)) {
+    for (const [h, v] of Object.entries(u.variants))
+      if (counted.get(v) !== v.images.length)
+        st.issues.push(
+          `variant ${h} of ${name} counts ${counted.get(v)} images, ${v.images.length} use it`,
+        );
+    const want = JSON.stringify(coreUlib({ variants: u.variants }));
+    const c = st.core![name];
+    const have = JSON.stringify({ variants: c?.variants, used: c?.used, single: c?.single });
+    if (want !== have)
+      st.issues.push(`the header's counts of ${name}'s variants are not its files'`);
   }
   return st;
 }
@@ -301,6 +328,7 @@ export function loadLinkView(
   m.partial = true;
   const before = SAFE.test(image) ? readImage(path, files, st.texts, image) : undefined;
   if (before) m.images[image] = before;
+  st.viewImages = Object.keys(m.images);
   const uses = before?.ulibs ?? {};
   for (const lib of new Set([...Object.keys(want), ...Object.keys(uses)])) {
     const c = st.core![lib];
@@ -448,8 +476,8 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
   let images = Object.keys(m.images).length;
   if (m.partial) {
     // A view holds the linking image only; the header counts them all.
-    const was = before!.map.images;
-    images = before!.images! + Object.keys(m.images).filter((n) => !was[n]).length;
+    const was = before!.viewImages!;
+    images = before!.images! + Object.keys(m.images).filter((n) => !was.includes(n)).length;
   } else {
     // The whole map: files of variants and images it no longer has go (gc, forgotten images, or
     // leftovers beside a map of the single-file form).
