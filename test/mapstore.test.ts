@@ -176,3 +176,25 @@ test('an update interrupted after its journal is read through, then finished by 
   const err = await t.throwsAsync(updateMap(map, () => freshMap(a), fn(a)));
   t.regex(err!.message, /journal\.json: damaged map journal; delete it/);
 });
+
+test('a map of the single-file form is read whole and written split by the next link', async (t) => {
+  const split = join(dir, 'form-split', 'map.json'),
+    old = join(dir, 'form-old', 'map.json');
+  const reqs = Array.from({ length: 4 }, (_, i) => request(i, 0, () => 0.5));
+  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+  const view = (req: AllocRequest) => ({
+    image: req.image,
+    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+  });
+  for (const r of reqs.slice(0, 3)) await updateMap(split, () => freshMap(r), fn(r), view(r));
+  // The same map as an older helper wrote it: one file.
+  mkdirSync(join(dir, 'form-old'), { recursive: true });
+  writeFileSync(old, encodeMap(readMap(split)!));
+  t.regex(readFileSync(old, 'utf8'), /"schema": 1/);
+  for (const p of [split, old])
+    await updateMap(p, () => freshMap(reqs[3]), fn(reqs[3]), view(reqs[3]));
+  t.regex(readFileSync(old, 'utf8'), /"schema": 2/);
+  t.true(existsSync(join(mapDir(old), 'images', 'img3.json')));
+  t.is(encodeMap(readMap(old)!), encodeMap(readMap(split)!));
+  t.deepEqual(checkMapFile(old), []);
+});
