@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { execa } from 'execa';
 import { tempPath, writeFileAtomic } from './util/files.js';
+import { run } from './util/tools.js';
 
 /** The options of `spacer compact` that change its output. */
 export interface PrecompactOptions {
@@ -53,7 +53,7 @@ export async function precompact(
   for (const f of files) rmSync(f, { force: true });
   const tmp = tempPath(out);
   try {
-    await execa('sh', ['-c', `${strip} "$1" -o "$2"`, 'sh', dbg, tmp]);
+    await run('sh', ['-c', `${strip} "$1" -o "$2"`, 'sh', dbg, tmp]);
     const sum = createHash('sha256').update(readFileSync(tmp)).digest('hex');
     const lines: string[] = [];
     await compact(tmp, (line) => lines.push(line));
