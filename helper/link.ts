@@ -8,7 +8,7 @@ import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
 import { allocateAslr, isPlatform } from './layout/aslr.js';
 import { loadLinkView } from './layout/map-store.js';
-import { updateMap } from './layout/map-lock.js';
+import { updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
 import { readObjectCached, type UlibObject } from './objects.js';
@@ -52,8 +52,8 @@ export interface LinkState {
   ulibReqs: UlibRequest[];
   calls: Map<string, string[]>;
   req: AllocRequest;
-  /** The map as a link of this image sees it, read without the lock (content-dependent values). */
-  seen: SpacerMap | undefined;
+  /** What the link touches of the map: its image and the variant of each µlib. */
+  view: LinkView;
   placed?: Awaited<ReturnType<typeof placeInMap>>;
 }
 
@@ -89,10 +89,12 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
   // First pass of the rewrite: how much indirection table each µlib needs, from its relocations.
   // A variant the map already knows has it recorded (it depends only on the variant's content);
   // only new variants are decoded.
-  const want = Object.fromEntries(ulibs.map((u) => [u.name, u.variant]));
-  const seen = peekMap(o.map, o.image, want);
+  const view: LinkView = {
+    image: o.image,
+    want: Object.fromEntries(ulibs.map((u) => [u.name, u.variant])),
+  };
+  const known = peekMap(o.map, view);
   const content = (u: UlibObject) => ({ key: u.contentKey, cache });
-  const known = seen;
   const ulibReqs: UlibRequest[] = [];
   const calls = new Map<string, string[]>();
   for (const u of ulibs) {
@@ -154,13 +156,13 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
     textBase: platform.textBase,
     ...(o.origin ? { origin: o.origin } : {}),
   };
-  return { o, log, ulibs, platform, mode, ulibReqs, calls, req, seen };
+  return { o, log, ulibs, platform, mode, ulibReqs, calls, req, view };
 }
 
 /** The map pass: places every variant under the map lock (ASLR: copies of leaf callees too). */
 export async function placeInMap(s: LinkState) {
-  const { o, log, ulibs, mode, calls, req } = s;
-  // Place every variant under the map lock; the map lands with an atomic rename.
+  const { o, log, ulibs, mode, calls, req, view } = s;
+  // Place every variant under the map lock; the map's update lands whole (map-store.ts).
   const {
     placements: placed,
     notes,
@@ -177,7 +179,7 @@ export async function placeInMap(s: LinkState) {
           : { ...allocate(m, o.map, req), order: undefined };
       return { ...r, map: { regions: structuredClone(m.regions) } };
     },
-    { image: o.image, want: Object.fromEntries(ulibs.map((u) => [u.name, u.variant])) },
+    view,
   );
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.
@@ -360,12 +362,12 @@ export async function tableBytesFor(
 }
 
 /**
- * The map as a link of `image` sees it now, read without the lock, for values that only depend on
- * a variant's content.
+ * The map as this link sees it now (its view), read without the lock, for values that only
+ * depend on a variant's content.
  */
-function peekMap(path: string, image: string, want: Record<string, string>): SpacerMap | undefined {
+function peekMap(path: string, view: LinkView): SpacerMap | undefined {
   try {
-    return loadLinkView(path, image, want)?.map;
+    return loadLinkView(path, view.image, view.want)?.map;
   } catch {
     return undefined; // a bad map is reported, with its fix, when the link takes the lock
   }

@@ -20,27 +20,29 @@ import {
 
 // ---- serialisation: addresses are written as hex strings so people can read the file ----
 
-export function encodeMap(m: SpacerMap): string {
-  if (m.partial) throw new Error('encodeMap: a link view of the map is not the whole map');
-  // Hand-written so a map of a thousand images stays quick to write (every link rewrites it) and
-  // easy to read: the header indented, then one line per variant and per image, keys sorted.
-  const j = JSON.stringify;
-  const keys = (o: object) => Object.keys(o).sort();
-  const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) => {
-    const parts: string[] = [];
-    for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
-    return `{${parts.join(', ')}}`;
-  };
-  const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
-  const out: string[] = [];
-  out.push(
+const j = JSON.stringify;
+const sortedKeys = (o: object) => Object.keys(o).sort();
+
+/** Per-area values as one JSON object, in area order. */
+export function perArea<T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown): string {
+  const parts: string[] = [];
+  for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
+  return `{${parts.join(', ')}}`;
+}
+
+/** An extent as the map writes it: address and size in hex. */
+export const extentJson = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
+
+/** The header's first lines, both forms: schema, page size, text base, boot head, regions, own. */
+export function headLines(m: SpacerMap, schema: number): string[] {
+  const out = [
     '{',
-    `  "schema": 1,`,
+    `  "schema": ${schema},`,
     `  "page_size": ${j(m.page_size)},`,
     `  "text_base": ${j(hex(m.text_base))},`,
     `  "head": ${j(hex(m.head))},`,
-  );
-  out.push('  "regions": {');
+    '  "regions": {',
+  ];
   AREAS.forEach((k, i) => {
     const r = m.regions[k];
     out.push(
@@ -49,43 +51,61 @@ export function encodeMap(m: SpacerMap): string {
   });
   out.push('  },');
   if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
+  return out;
+}
+
+/** A variant as one JSON object; `users`: its images (single-file form) or their count. */
+export function variantJson(v: VariantEntry, users: 'images' | 'count'): string {
+  const fields = [
+    `"sizes": ${perArea(v.sizes, (x) => x)}`,
+    `"align": ${perArea(v.align, (x) => x)}`,
+    users === 'images' ? `"images": ${j([...v.images].sort())}` : `"users": ${v.images.length}`,
+  ];
+  if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
+  if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
+  if (v.code_sig) fields.push(`"code_sig": ${j(v.code_sig)}`);
+  if (v.slot) fields.push(`"slot": ${perArea(v.slot, extentJson)}`);
+  return `{${fields.join(', ')}}`;
+}
+
+/** An image as one JSON object: its variants, where it was built. */
+export function imageJson(im: ImageEntry): string {
+  const u = im.ulibs,
+    o = im.origin;
+  const origin = o
+    ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
+    : '';
+  return `{"ulibs": {${sortedKeys(u)
+    .map((k) => `${j(k)}: ${j(u[k])}`)
+    .join(', ')}}${origin}}`;
+}
+
+/** The whole map in the single-file form (schema 1). */
+export function encodeMap(m: SpacerMap): string {
+  if (m.partial) throw new Error('encodeMap: a link view of the map is not the whole map');
+  // Hand-written so a map of a thousand images stays quick to write and easy to read: the header
+  // indented, then one line per variant and per image, keys sorted.
+  const out = headLines(m, 1);
   out.push('  "ulibs": {');
-  const names = keys(m.ulibs);
+  const names = sortedKeys(m.ulibs);
   names.forEach((name, i) => {
     const u = m.ulibs[name];
     out.push(`    ${j(name)}: {`);
-    if (u.slot) out.push(`      "slot": ${perArea(u.slot, extent)},`);
+    if (u.slot) out.push(`      "slot": ${perArea(u.slot, extentJson)},`);
     out.push('      "variants": {');
-    const hs = keys(u.variants);
-    hs.forEach((h, k) => {
-      const v = u.variants[h];
-      const fields = [
-        `"sizes": ${perArea(v.sizes, (x) => x)}`,
-        `"align": ${perArea(v.align, (x) => x)}`,
-        `"images": ${j([...v.images].sort())}`,
-      ];
-      if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
-      if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);
-      if (v.code_sig) fields.push(`"code_sig": ${j(v.code_sig)}`);
-      if (v.slot) fields.push(`"slot": ${perArea(v.slot, extent)}`);
-      out.push(`        ${j(h)}: {${fields.join(', ')}}${k < hs.length - 1 ? ',' : ''}`);
-    });
+    const hs = sortedKeys(u.variants);
+    hs.forEach((h, k) =>
+      out.push(
+        `        ${j(h)}: ${variantJson(u.variants[h], 'images')}${k < hs.length - 1 ? ',' : ''}`,
+      ),
+    );
     out.push('      }', `    }${i < names.length - 1 ? ',' : ''}`);
   });
   out.push('  },', '  "images": {');
-  const ims = keys(m.images);
-  ims.forEach((n, i) => {
-    const u = m.images[n].ulibs;
-    const o = m.images[n].origin;
-    const origin = o
-      ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
-      : '';
-    out.push(
-      `    ${j(n)}: {"ulibs": {${keys(u)
-        .map((k) => `${j(k)}: ${j(u[k])}`)
-        .join(', ')}}${origin}}${i < ims.length - 1 ? ',' : ''}`,
-    );
-  });
+  const ims = sortedKeys(m.images);
+  ims.forEach((n, i) =>
+    out.push(`    ${j(n)}: ${imageJson(m.images[n])}${i < ims.length - 1 ? ',' : ''}`),
+  );
   out.push('  }', '}');
   return out.join('\n') + '\n';
 }

@@ -27,7 +27,7 @@ import {
 import { dirname, join } from 'node:path';
 import { SpacerError } from '../errors.js';
 import { writeFileAtomic } from '../util/files.js';
-import { PAGE, hex } from '../util/units.js';
+import { PAGE } from '../util/units.js';
 import { assertConsistent } from './map-check.js';
 import {
   decodeImage,
@@ -36,12 +36,16 @@ import {
   decodeSlot,
   decodeVariant,
   decodeWhole,
+  extentJson,
   fields,
+  headLines,
+  imageJson,
   parseHeader,
+  perArea,
+  variantJson,
   type Fields,
 } from './map-file.js';
 import {
-  AREAS,
   MAP_SCHEMA,
   OTHER_IMAGE,
   type Area,
@@ -366,64 +370,15 @@ export function loadLinkView(
 
 // ---- writing ----
 
-const j = JSON.stringify;
-const perArea = <T>(o: Partial<Record<Area, T>>, f: (v: T) => unknown) => {
-  const parts: string[] = [];
-  for (const a of AREAS) if (o[a] !== undefined) parts.push(`${j(a)}: ${j(f(o[a]!))}`);
-  return `{${parts.join(', ')}}`;
-};
-const extent = (e: Extent) => ({ addr: hex(e.addr), size: hex(e.size) });
-const sortedKeys = (o: object) => Object.keys(o).sort();
-
-function encodeVariant(v: VariantEntry): string {
-  const out = [
-    `"sizes": ${perArea(v.sizes, (x) => x)}`,
-    `"align": ${perArea(v.align, (x) => x)}`,
-    `"users": ${v.images.length}`,
-  ];
-  if (v.modes?.length) out.push(`"modes": ${j([...v.modes].sort())}`);
-  if (v.abs_ptr) out.push(`"abs_ptr": ${v.abs_ptr}`);
-  if (v.code_sig) out.push(`"code_sig": ${j(v.code_sig)}`);
-  if (v.slot) out.push(`"slot": ${perArea(v.slot, extent)}`);
-  return `{${out.join(', ')}}\n`;
-}
-
-function encodeImage(im: ImageEntry): string {
-  const u = im.ulibs,
-    o = im.origin;
-  const ulibs = sortedKeys(u)
-    .map((k) => `${j(k)}: ${j(u[k])}`)
-    .join(', ');
-  const origin = o
-    ? `, "origin": {"app": ${j(o.app)}, "build": ${j(o.build)}${o.relink !== undefined ? `, "relink": ${j(o.relink)}` : ''}}`
-    : '';
-  return `{"ulibs": {${ulibs}}${origin}}\n`;
-}
-
 function encodeCore(m: SpacerMap, ulibs: Record<string, CoreUlib>, images: number): string {
-  const out = [
-    '{',
-    `  "schema": ${MAP_SCHEMA},`,
-    `  "page_size": ${j(m.page_size)},`,
-    `  "text_base": ${j(hex(m.text_base))},`,
-    `  "head": ${j(hex(m.head))},`,
-    '  "regions": {',
-  ];
-  AREAS.forEach((k, i) => {
-    const r = m.regions[k];
-    out.push(
-      `    ${j(k)}: {"base": ${j(hex(r.base))}, "end": ${j(hex(r.end))}, "next": ${j(hex(r.next))}}${i < AREAS.length - 1 ? ',' : ''}`,
-    );
-  });
-  out.push('  },');
-  if (m.own && Object.keys(m.own).length) out.push(`  "own": ${perArea(m.own, (x) => x)},`);
+  const out = headLines(m, MAP_SCHEMA);
   out.push(`  "images": ${images},`, '  "ulibs": {');
-  const names = sortedKeys(ulibs);
+  const names = Object.keys(ulibs).sort();
   names.forEach((name, i) => {
     const c = ulibs[name];
-    const slot = c.slot ? `, "slot": ${perArea(c.slot, extent)}` : '';
+    const slot = c.slot ? `, "slot": ${perArea(c.slot, extentJson)}` : '';
     out.push(
-      `    ${j(name)}: {"variants": ${c.variants}, "used": ${c.used}, "single": ${c.single}${slot}}${i < names.length - 1 ? ',' : ''}`,
+      `    ${JSON.stringify(name)}: {"variants": ${c.variants}, "used": ${c.used}, "single": ${c.single}${slot}}${i < names.length - 1 ? ',' : ''}`,
     );
   });
   out.push('  }', '}');
@@ -465,13 +420,13 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
     checkName(path, 'µlib', name);
     for (const [h, v] of Object.entries(u.variants)) {
       checkName(path, 'variant', h);
-      put(variantRel(name, h), encodeVariant(v));
+      put(variantRel(name, h), `${variantJson(v, 'count')}\n`);
     }
     libs[name] = coreUlib(u);
   }
   for (const [name, im] of Object.entries(m.images)) {
     checkName(path, 'image', name);
-    put(imageRel(name), encodeImage(im));
+    put(imageRel(name), `${imageJson(im)}\n`);
   }
   let images = Object.keys(m.images).length;
   if (m.partial) {
