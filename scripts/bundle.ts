@@ -3,8 +3,10 @@
 // command's modules are imported by cli.ts when the command runs (code splitting puts them in
 // helper/dist/chunks/): `spacer --help` or `map show` never load the x86 decoder. iced-x86 stays
 // a package (its WebAssembly is read from its own folder). Run by `npm run build`, after tsc. It
-// also writes the bundle's code id (helper/dist/code-id), the key of every cache entry.
+// also writes the bundle's code id (helper/dist/code-id), the key of every cache entry, and builds
+// the link server's client (helper/dist/spacer-client).
 import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,3 +39,20 @@ await build({
 // The bundle's code id (rewrite/cache.ts keys every cache entry with it), computed once here
 // instead of by every process that starts.
 writeFileSync(join(dist, CODE_ID_FILE), `${codeIdOf(dist, '.mjs')}\n`);
+
+// The client make runs instead of Node for the link step (helper/server/client.c): built with the
+// host's C compiler (CC, else cc); without one, Linker.uk runs the helper directly.
+const cc = process.env.CC || 'cc';
+const client = join(dist, 'spacer-client');
+rmSync(client, { force: true });
+const r = spawnSync(
+  cc,
+  ['-O2', '-Wall', '-o', client, join(root, 'helper', 'server', 'client.c')],
+  {
+    stdio: 'inherit',
+  },
+);
+if (r.status !== 0)
+  process.stderr.write(
+    `bundle: ${cc} could not build helper/dist/spacer-client: make will run the helper directly (one Node start per command)\n`,
+  );

@@ -5,7 +5,7 @@
 // time, and the helper's on a cold link (the image new to the workspace map, its cache empty), on
 // a new image of a workspace whose cache holds its other images' analyses, and on a warm relink
 // (only the app's code changed). The map-size scaling is in mapscale.ts.
-import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { execa } from 'execa';
 import { copyMap } from '../layout/map-store.js';
@@ -33,6 +33,42 @@ export function spacerCommand(): { argv: string[]; entry: string } {
     argv: ['--import', 'tsx', join(root, 'helper', 'cli.ts')],
     entry: 'helper/cli.ts through tsx (no bundle: run npm run build)',
   };
+}
+
+/**
+ * How make runs a helper command: through the link server's client when it is built (Linker.uk's
+ * LIBSPACER_RUN), else Node. `server` false: Node, as with SPACER_SERVER=off. The bench's server
+ * has a socket folder of its own (`runDir`) and stops a minute after the bench.
+ */
+export function helperRunner(runDir: string, server = true) {
+  const cli = spacerCommand().argv;
+  const client = join(packageRoot(), 'helper', 'dist', 'spacer-client');
+  const viaClient = server && cli.length === 1 && existsSync(client);
+  mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  const env = { XDG_RUNTIME_DIR: runDir, SPACER_SERVER_IDLE: '60' };
+  return {
+    viaClient,
+    run: (args: string[], extra: Record<string, string> = {}) =>
+      viaClient
+        ? execa(client, [process.execPath, ...cli, ...args], { env: { ...env, ...extra } })
+        : execa(process.execPath, [...cli, ...args], { env: extra }),
+  };
+}
+
+/** Starts the bench's link server (when make would use one) and waits until it answers. */
+export async function startServer(runDir: string): Promise<void> {
+  const r = helperRunner(runDir);
+  if (!r.viaClient) return;
+  for (let i = 0; i < 100; i++) {
+    await r.run(['cache', 'show', '--help']);
+    if (
+      readdirSync(join(runDir, `spacer-${process.getuid?.() ?? 0}`)).some((f) =>
+        f.endsWith('.sock'),
+      )
+    )
+      return;
+    await new Promise((res) => setTimeout(res, 50));
+  }
 }
 
 /** Milliseconds `fn` took. */
@@ -65,10 +101,16 @@ export async function linkStepOnce(o: {
   compact?: boolean;
   /** The analysis cache the helper uses (SPACER_CACHE); default: the one next to the map. */
   cache?: string;
+  /** The link server's socket folder (helperRunner); without it, Node runs each command. */
+  runDir?: string;
+  /** false: Node runs each command even when a server could (SPACER_SERVER=off). */
+  server?: boolean;
 }): Promise<StepTimes> {
   const cli = spacerCommand().argv;
-  const env = o.cache ? { SPACER_CACHE: o.cache } : {};
-  const spacer = (args: string[]) => execa(process.execPath, [...cli, ...args], { env });
+  const env: Record<string, string> = o.cache ? { SPACER_CACHE: o.cache } : {};
+  const runner = o.runDir ? helperRunner(o.runDir, o.server !== false) : undefined;
+  const spacer = (args: string[]) =>
+    runner ? runner.run(args, env) : execa(process.execPath, [...cli, ...args], { env });
   const s = platformScripts();
   mkdirSync(join(o.dir, 'spacer'), { recursive: true });
   const out = join(o.dir, o.image);
@@ -138,6 +180,8 @@ export async function linkStep(
   const apps = w.faas.slice(0, n);
   const base = join(run.work, 'link-step');
   rmSync(base, { recursive: true, force: true });
+  const runDir = join(base, 'run');
+  await startServer(runDir);
   const p = new Progress('link step (CLI processes)', n * plans.length, run.log);
   const fig: BenchResult['link_step'] = {};
   for (const q of plans) {
@@ -145,6 +189,7 @@ export async function linkStep(
     const extraArgs = q.dce ? ['-Wl,--gc-sections'] : undefined;
     const cold: StepTimes[] = [],
       warm: StepTimes[] = [],
+      warmDirect: StepTimes[] = [],
       fresh: StepTimes[] = [];
     for (const [k, app] of apps.entries()) {
       const other = w.faas[(k + 1) % w.faas.length];
@@ -161,11 +206,16 @@ export async function linkStep(
       const aslr = q.layout === 'spacer-aslr';
       const own = join(dir, 'cache');
       rmSync(own, { recursive: true, force: true });
-      const step = (objs: string[], cache?: string) =>
-        linkStepOnce({ image: app.name, objects: objs, dir, map, aslr, extraArgs, cache });
+      const step = (objs: string[], cache?: string, server = true) =>
+        linkStepOnce({
+          ...{ image: app.name, objects: objs, dir, map, aslr, extraArgs, cache },
+          ...{ runDir, server },
+        });
       cold.push(await step(objects, q.map ? own : undefined));
       const changed = appChanged(app, objects, objectsFor(other, compiled), other, join(dir, 'o'));
       warm.push(await step(changed, q.map ? own : undefined));
+      // The same relink again (the app changed back) with Node started for each command.
+      if (q.map) warmDirect.push(await step(objects, own, false));
       // A new image of a workspace whose cache holds its other images' analyses.
       if (q.map) {
         copyMap(q.map, map!);
@@ -174,10 +224,11 @@ export async function linkStep(
       }
       p.tick();
     }
-    fig[q.layout] = stepFigures(cold, warm, fresh, !!q.map);
+    fig[q.layout] = stepFigures(cold, warm, fresh, !!q.map, warmDirect);
   }
   result.link_step = fig;
-  result.link_step_entry = spacerCommand().entry;
+  const via = helperRunner(runDir).viaClient ? ' through the link server (spacer-client)' : '';
+  result.link_step_entry = `${spacerCommand().entry}${via}`;
   lap(run.durations, 'link_step', t);
 }
 
@@ -186,6 +237,7 @@ function stepFigures(
   warm: StepTimes[],
   fresh: StepTimes[],
   helper: boolean,
+  warmDirect: StepTimes[] = [],
 ): LinkStepFigures {
   const h = (x: StepTimes) => x.link + x.finish + x.compact;
   const ld = median([...cold, ...warm].map((x) => x.ld));
@@ -196,6 +248,7 @@ function stepFigures(
     helper_cold_ms: helper ? r1(median(cold.map(h))) : null,
     helper_new_ms: helper && fresh.length ? r1(median(fresh.map(h))) : null,
     helper_warm_ms: helper ? r1(hw) : null,
+    helper_warm_direct_ms: helper && warmDirect.length ? r1(median(warmDirect.map(h))) : null,
     warm: helper
       ? {
           link_ms: r1(median(warm.map((x) => x.link))),
@@ -215,15 +268,16 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
   out.push(
     `#### Link step as make runs it (CLI processes: ${r.link_step_entry ?? '?'}; medians)`,
     '',
-    '| layout | samples | ld (ms) | helper cold (ms) | helper, new image (ms) | helper warm (ms) | warm: link + finish + compact (ms) | warm / ld |',
-    '|---|---|---|---|---|---|---|---|',
+    '| layout | samples | ld (ms) | helper cold (ms) | helper, new image (ms) | helper warm (ms) | warm: link + finish + compact (ms) | warm / ld | warm, Node per command (ms) |',
+    '|---|---|---|---|---|---|---|---|---|',
   );
   const f1 = (x: number | null) => (x === null ? '-' : x.toFixed(1));
   for (const [l, f] of Object.entries(L)) {
     const w = f.warm;
     out.push(
       `| ${l} | ${f.samples} | ${f1(f.ld_ms)} | ${f1(f.helper_cold_ms)} | ${f1(f.helper_new_ms)} | ${f1(f.helper_warm_ms)} | ` +
-        `${w ? `${f1(w.link_ms)} + ${f1(w.finish_ms)} + ${f1(w.compact_ms)}` : '-'} | ${f.warm_over_ld ?? '-'} |`,
+        `${w ? `${f1(w.link_ms)} + ${f1(w.finish_ms)} + ${f1(w.compact_ms)}` : '-'} | ${f.warm_over_ld ?? '-'} | ` +
+        `${f1(f.helper_warm_direct_ms ?? null)} |`,
     );
   }
   out.push(
@@ -231,7 +285,8 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
     'cold: the image new to the workspace map, its analysis cache empty; new image: the same with ' +
       "the workspace's cache (its other images' analyses); warm: relinked after only its app µlib " +
       'changed. compact: what the image rule adds to strip (taking the file `spacer finish ' +
-      '--precompact` left, else `spacer compact`).',
+      '--precompact` left, else `spacer compact`). Node per command: the warm relink with ' +
+      'SPACER_SERVER=off (a Node process per helper command, no link server).',
     '',
   );
   const S = r.map_scaling;

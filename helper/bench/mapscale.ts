@@ -15,7 +15,7 @@ import type { SpacerMap } from '../layout/map-types.js';
 import { objectsFor } from '../workspace/index.js';
 import type { Workload } from './build.js';
 import type { LayoutPlan } from './layouts.js';
-import { appChanged, linkStepOnce } from './linkstep.js';
+import { appChanged, linkStepOnce, startServer } from './linkstep.js';
 import { lap, median, r1 } from './progress.js';
 import type { BenchResult, BenchRun } from './types.js';
 
@@ -73,7 +73,13 @@ export async function mapScaling(
   const dir = join(run.work, 'map-scaling');
   const changed = appChanged(app, objects, objectsFor(other, w.compiled.normal), other, dir);
   const reps = run.quick ? 2 : 5;
+  // Through the link server when make would use one (its own socket folder; started here).
+  const runDir = join(dir, 'run');
+  await startServer(runDir);
   const out: NonNullable<BenchResult['map_scaling']> = {};
+  // Every map first, then the relinks in rounds over the sizes (side by side: a server warming
+  // up, or the machine's noise, weighs on every size alike).
+  const maps = new Map<number, { map: string; d: string; images: number; bytes: number }>();
   for (const n of MAP_SIZES) {
     const m = synthesizeMap(base, n, app.name);
     assertConsistent(`bench map of ${n} images`, m);
@@ -82,24 +88,36 @@ export async function mapScaling(
     const map = join(d, 'map.json');
     removeMap(map);
     saveMap(map, undefined, m);
-    // As in a workspace: each relink finds the map the previous link wrote (a first, unmeasured
-    // link takes over the synthesized file), and the app alternates between its two versions.
-    const relink = (objs: string[]) =>
-      linkStepOnce({ image: app.name, objects: objs, dir: d, map, compact: false });
-    await relink(changed);
-    const times: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      const s = await relink(i % 2 ? changed : objects);
-      times.push(s.link + s.finish);
-    }
-    out[String(n)] = {
+    // As one file of the single-file form: what a link read and wrote whole before the split.
+    maps.set(n, {
+      map,
+      d,
       images: Object.keys(m.images).length,
-      // As one file of the single-file form: what a link read and wrote whole before the split.
-      map_bytes: Buffer.byteLength(encodeMap(m)),
+      bytes: Buffer.byteLength(encodeMap(m)),
+    });
+  }
+  // As in a workspace: each relink finds the map the previous link wrote (a first, unmeasured
+  // link takes over the synthesized file), and the app alternates between its two versions.
+  const relink = (n: number, objs: string[]) => {
+    const { map, d } = maps.get(n)!;
+    return linkStepOnce({ image: app.name, objects: objs, dir: d, map, compact: false, runDir });
+  };
+  for (const n of MAP_SIZES) await relink(n, changed);
+  const times = new Map<number, number[]>(MAP_SIZES.map((n) => [n, []]));
+  for (let i = 0; i < reps; i++)
+    for (const n of MAP_SIZES) {
+      const s = await relink(n, i % 2 ? changed : objects);
+      times.get(n)!.push(s.link + s.finish);
+    }
+  for (const n of MAP_SIZES) {
+    const m = maps.get(n)!;
+    out[String(n)] = {
+      images: m.images,
+      map_bytes: m.bytes,
       samples: reps,
-      helper_ms: r1(median(times)),
+      helper_ms: r1(median(times.get(n)!)),
     };
-    run.log(`bench: map of ${n} images: relink ${r1(median(times))} ms (link + finish)`);
+    run.log(`bench: map of ${n} images: relink ${r1(median(times.get(n)!))} ms (link + finish)`);
   }
   result.map_scaling = out;
   lap(run.durations, 'map_scaling', t);

@@ -156,6 +156,8 @@ export interface LinkStepFigures {
   helper_new_ms: number | null;
   /** The same, relinked after only the app µlib changed. */
   helper_warm_ms: number | null;
+  /** The warm relink with a Node process per command (SPACER_SERVER=off). */
+  helper_warm_direct_ms?: number | null;
   warm: { link_ms: number; finish_ms: number; compact_ms: number } | null;
   warm_over_ld: number | null;
   /** The helper's share of the warm link step (helper / (helper + ld)). */

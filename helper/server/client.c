@@ -1,0 +1,240 @@
+/*
+ * spacer-client: what make runs for `spacer link` and `spacer finish` (Linker.uk). It hands the
+ * command line, folder and environment to the link server (server/serve.ts) over a Unix socket
+ * and relays its output and exit status, so that a link step does not start Node twice. With no
+ * server, it starts one in the background for the next link and runs this command itself; so it
+ * does when the server says so (a rebuilt helper) or when SPACER_SERVER=off.
+ *
+ * Usage: spacer-client NODE CLI ARGS...   (as `NODE CLI ARGS...` would run)
+ * Socket: $XDG_RUNTIME_DIR (else /tmp) / spacer-<uid> / <hash of NODE and CLI>.sock
+ * Wire format: server/protocol.ts.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Runs the command here: `NODE CLI ARGS...`. */
+static void direct(char **cmd)
+{
+	execvp(cmd[0], cmd);
+	fprintf(stderr, "spacer: %s: %s; install Node.js >= 20 or set SPACER_NODE\n",
+		cmd[0], strerror(errno));
+	_exit(127);
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* The folder of this user's sockets (made 0700; refused if someone else owns it). */
+static int socket_dir(char *dir, size_t size)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+
+	if (!base || !*base || stat(base, &st) || !S_ISDIR(st.st_mode))
+		base = "/tmp";
+	if ((size_t)snprintf(dir, size, "%s/spacer-%u", base, (unsigned)getuid()) >= size)
+		return -1;
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -1;
+	if (lstat(dir, &st) || !S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
+	    (st.st_mode & 077))
+		return -1;
+	return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+	char *c = p;
+
+	while (n) {
+		ssize_t r = read(fd, c, n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		c += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Starts `NODE CLI server --socket PATH` in the background, detached from make's files. */
+static void start_server(char **cmd, const char *path, const char *log)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return;
+	if (pid) {
+		waitpid(pid, NULL, 0);
+		return;
+	}
+	setsid();
+	if (fork())
+		_exit(0);
+	int in = open("/dev/null", O_RDONLY);
+	int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (in < 0 || out < 0)
+		_exit(1);
+	dup2(in, 0);
+	dup2(out, 1);
+	dup2(out, 2);
+	/* Nothing of make's (its pipes, the jobserver) stays open in the server. */
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd);
+	char *argv[] = { cmd[0], cmd[1], "server", "--socket", (char *)path, NULL };
+
+	execvp(argv[0], argv);
+	_exit(127);
+}
+
+/* Appends `s` and its NUL to the request. */
+static int put(char **buf, size_t *len, size_t *cap, const char *s)
+{
+	size_t n = strlen(s) + 1;
+
+	if (*len + n > *cap) {
+		size_t c = (*cap ? *cap : 4096);
+
+		while (c < *len + n)
+			c *= 2;
+		char *b = realloc(*buf, c);
+
+		if (!b)
+			return -1;
+		*buf = b;
+		*cap = c;
+	}
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	char **cmd = argv + 1;
+	char dir[256], path[sizeof(((struct sockaddr_un *)0)->sun_path)], log[300], num[32];
+	const char *off = getenv("SPACER_SERVER");
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: spacer-client NODE CLI ARGS...\n");
+		return 2;
+	}
+	if (off && (!strcmp(off, "off") || !strcmp(off, "0")))
+		direct(cmd);
+	if (socket_dir(dir, sizeof(dir)))
+		direct(cmd);
+	uint64_t h = fnv1a(0xcbf29ce484222325ULL, cmd[0], strlen(cmd[0]) + 1);
+
+	h = fnv1a(h, cmd[1], strlen(cmd[1]));
+	if ((size_t)snprintf(path, sizeof(path), "%s/%016llx.sock", dir,
+			     (unsigned long long)h) >= sizeof(path))
+		direct(cmd);
+	snprintf(log, sizeof(log), "%s/%016llx.log", dir, (unsigned long long)h);
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	strcpy(sa.sun_path, path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		start_server(cmd, path, log);
+		direct(cmd);
+	}
+
+	/* The request: magic, folder, argv, environment. */
+	char *buf = NULL, cwd[4096];
+	size_t len = 4, cap = 0;
+	int bad = put(&buf, &len, &cap, "") || !getcwd(cwd, sizeof(cwd));
+
+	len = 4;
+	bad = bad || put(&buf, &len, &cap, "spacer-request 1") || put(&buf, &len, &cap, cwd);
+	snprintf(num, sizeof(num), "%d", argc - 3);
+	bad = bad || put(&buf, &len, &cap, num);
+	for (int i = 3; i < argc && !bad; i++)
+		bad = put(&buf, &len, &cap, argv[i]);
+	int envc = 0;
+
+	for (char **e = environ; *e; e++)
+		envc++;
+	snprintf(num, sizeof(num), "%d", envc);
+	bad = bad || put(&buf, &len, &cap, num);
+	for (char **e = environ; *e && !bad; e++)
+		bad = put(&buf, &len, &cap, *e);
+	if (bad)
+		direct(cmd);
+	uint32_t body = (uint32_t)(len - 4);
+
+	memcpy(buf, &body, 4); /* little-endian hosts (x86-64, arm64) */
+	if (write_all(fd, buf, len))
+		direct(cmd);
+	free(buf);
+
+	/* The answer: output frames, then the exit status. */
+	int said = 0;
+	unsigned char head[5];
+
+	while (!read_all(fd, head, 5)) {
+		uint32_t n;
+
+		memcpy(&n, head + 1, 4);
+		char *data = malloc(n ? n : 1);
+
+		if (!data || read_all(fd, data, n))
+			break;
+		if (head[0] == 'o' || head[0] == 'e') {
+			said = 1;
+			write_all(head[0] == 'o' ? 1 : 2, data, n);
+		} else if (head[0] == 'x' && n == 4) {
+			int32_t code;
+
+			memcpy(&code, data, 4);
+			return code;
+		} else if (head[0] == 'r' && !said) {
+			close(fd);
+			direct(cmd);
+		}
+		free(data);
+	}
+	if (!said)
+		direct(cmd);
+	fprintf(stderr, "spacer: the link server (%s) stopped during the command; run make "
+		"again, or set SPACER_SERVER=off to run without it (its log: %s)\n", path, log);
+	return 1;
+}

@@ -1,0 +1,182 @@
+// The link server: one Node process that runs `spacer link` and `spacer finish` for every build
+// of a workspace, so that a link step does not pay, twice per link, for Node's start, the bundle's
+// compile, iced-x86's WebAssembly and a cold JIT (together most of a warm relink's helper time).
+// Make starts the C client (server/client.c) instead of Node; the client hands its command line,
+// folder and environment to this process over a Unix socket and relays the output and the exit
+// status. Without a server the client runs the command itself and starts one in the background.
+//
+// Requests run one at a time, each with the client's folder and environment, exactly as the CLI
+// would run them (run.ts): the same code, the same output bytes. The server stops after an idle
+// spell (SPACER_SERVER_IDLE seconds, default 600), when the helper is rebuilt (its code id
+// changes: the request goes back to the client, which runs it itself), or when its socket is
+// taken over.
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { readFileSync, statSync, unlinkSync } from 'node:fs';
+import { exitFrame, frame, parseRequest, type Request } from './protocol.js';
+import { runCli } from '../run.js';
+import { helperCodeId, CODE_ID_FILE } from '../cache/code-id.js';
+import { packageRoot } from '../paths.js';
+import { join } from 'node:path';
+
+const MAX_REQUEST = 64 << 20;
+const MAX_RSS = 2 * 2 ** 30;
+
+/** The code id as the bundle on disk has it now (undefined: not a bundle build). */
+function codeIdOnDisk(): string | undefined {
+  try {
+    return readFileSync(join(packageRoot(), 'helper', 'dist', CODE_ID_FILE), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a server already answers at `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    c.once('connect', () => (c.destroy(), resolve(true)));
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** Listens at `path`, taking it over from a server that no longer answers. */
+async function listen(server: Server, path: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once('error', resolve);
+      server.listen(path, () => resolve(undefined));
+    });
+    if (!err) return true;
+    if (err.code !== 'EADDRINUSE' || (await answers(path))) return false;
+    try {
+      unlinkSync(path);
+    } catch {
+      // Gone already.
+    }
+  }
+  return false;
+}
+
+/** Runs `r` as the CLI would, its output sent to `out` as frames; gives the exit status. */
+async function runRequest(r: Request, out: (b: Buffer) => void): Promise<number> {
+  const env = { ...process.env };
+  const cwd = process.cwd();
+  const writes = { o: process.stdout.write, e: process.stderr.write };
+  const relay =
+    (kind: 'o' | 'e') =>
+    (chunk: string | Uint8Array, enc?: unknown, cb?: unknown): boolean => {
+      const b = typeof chunk === 'string' ? Buffer.from(chunk, enc as BufferEncoding) : chunk;
+      out(frame(kind, Buffer.from(b)));
+      const done = typeof enc === 'function' ? enc : cb;
+      if (typeof done === 'function') process.nextTick(done as () => void);
+      return true;
+    };
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, r.env);
+  process.stdout.write = relay('o') as typeof process.stdout.write;
+  process.stderr.write = relay('e') as typeof process.stderr.write;
+  try {
+    process.chdir(r.cwd);
+    return await runCli(r.argv);
+  } catch (e) {
+    // A bug: its stack, as the CLI would print it.
+    out(frame('e', `${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`));
+    return 1;
+  } finally {
+    process.stdout.write = writes.o;
+    process.stderr.write = writes.e;
+    for (const k of Object.keys(process.env)) delete process.env[k];
+    Object.assign(process.env, env);
+    process.chdir(cwd);
+  }
+}
+
+/** Reads one request off `sock` (undefined: the client went away or sent too much). */
+function readRequest(sock: Socket): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let have = 0;
+    const done = (b: Buffer | undefined) => {
+      sock.removeAllListeners('data');
+      resolve(b);
+    };
+    sock.on('data', (d: Buffer) => {
+      parts.push(d);
+      have += d.length;
+      if (have < 4) return;
+      const all = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+      const len = all.readUInt32LE(0);
+      if (len > MAX_REQUEST) return done(undefined);
+      if (all.length >= 4 + len) done(all.subarray(4, 4 + len));
+    });
+    sock.once('end', () => done(undefined));
+    sock.once('error', () => done(undefined));
+  });
+}
+
+/** Serves requests at `socketPath` until idle for `idleSec` seconds. */
+export async function serve(socketPath: string, idleSec: number): Promise<void> {
+  const id = helperCodeId();
+  const server = createServer({ allowHalfOpen: true });
+  let queue = Promise.resolve();
+  let pending = 0;
+  let stopping = false;
+  let timer: NodeJS.Timeout | undefined;
+  const ino = () => {
+    try {
+      return statSync(socketPath).ino;
+    } catch {
+      return -1;
+    }
+  };
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    if (timer) clearTimeout(timer);
+    server.close();
+    // Only our own socket: another server may have taken the name.
+    if (ino() === mine) unlinkSync(socketPath);
+  };
+  const idle = () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      if (!pending) stop();
+    }, idleSec * 1000);
+    timer.unref();
+  };
+  server.on('connection', (sock) => {
+    pending++;
+    sock.on('error', () => {});
+    const send = (b: Buffer) => {
+      if (!sock.destroyed) sock.write(b);
+    };
+    queue = queue
+      .then(async () => {
+        const body = await readRequest(sock);
+        if (!body) return;
+        const r = parseRequest(body);
+        // A rebuilt helper, or a server taken over or stopping: the client runs it itself.
+        if (typeof r === 'string' || stopping || ino() !== mine || codeIdOnDisk() !== id) {
+          send(frame('r', typeof r === 'string' ? r : 'stale'));
+          if (typeof r !== 'string') stop();
+          return;
+        }
+        const t = performance.now();
+        const code = await runRequest(r, send);
+        const ms = (performance.now() - t).toFixed(0);
+        process.stderr.write(`served: ${r.argv[0] ?? ''} (exit ${code}) in ${ms} ms\n`);
+        send(exitFrame(code));
+        if (process.memoryUsage().rss > MAX_RSS) stop();
+      })
+      .catch(() => {})
+      .finally(() => {
+        pending--;
+        sock.end();
+        if (!stopping) idle();
+      });
+  });
+  if (!(await listen(server, socketPath))) return;
+  const mine = ino();
+  idle();
+  process.stderr.write(`spacer server: pid ${process.pid} at ${socketPath}, helper ${id}\n`);
+}

@@ -1,0 +1,164 @@
+// The link server (#14): make runs the client (helper/dist/spacer-client), which hands `spacer
+// link` and `spacer finish` to one long-lived Node process. What the server gives is what a Node
+// process per command gives: the same scripts, images and map bytes, the same output and exit
+// status; a rebuilt helper, SPACER_SERVER=off or an idle spell sends the client back to Node.
+import test from 'ava';
+import { execa } from 'execa';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, relative } from 'node:path';
+import { helperRunner, linkStepOnce, startServer } from '../helper/bench/linkstep.js';
+import {
+  compileWorkspace,
+  loadApps,
+  objectsFor,
+  type CompiledWorkspace,
+} from '../helper/workspace/index.js';
+import { root, tempDir } from './_fixtures.js';
+
+const dist = join(root, 'helper', 'dist');
+const client = join(dist, 'spacer-client');
+const out = tempDir('server');
+const apps = loadApps().slice(0, 2);
+let compiled: CompiledWorkspace;
+
+test.before(async () => {
+  compiled = await compileWorkspace(join(out, 'objects'), { apps });
+});
+
+/** The socket folder the client uses under `runDir`, and the server's log lines. */
+const sockets = (runDir: string) => join(runDir, `spacer-${process.getuid?.() ?? 0}`);
+const served = (runDir: string) =>
+  readdirSync(sockets(runDir))
+    .filter((f) => f.endsWith('.log'))
+    .flatMap((f) => readFileSync(join(sockets(runDir), f), 'utf8').split('\n'))
+    .filter((l) => l.startsWith('served: '));
+
+/** Every file under `dir`, by relative path, with its bytes. */
+function files(dir: string): Map<string, Buffer> {
+  const m = new Map<string, Buffer>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else m.set(relative(dir, p), readFileSync(p));
+    }
+  };
+  walk(dir);
+  return m;
+}
+
+test.serial(
+  'through the link server, link and finish give the bytes Node per command gives',
+  async (t) => {
+    t.true(existsSync(client), `${client}: not built (npm run build builds it with cc)`);
+    const runDir = join(out, 'run');
+    await startServer(runDir);
+    for (const aslr of [false, true]) {
+      const got: Record<string, Map<string, Buffer>> = {};
+      for (const server of [false, true]) {
+        // One folder for both (the plan names the map and script by path), made afresh.
+        const dir = join(out, aslr ? 'aslr' : 'spacer');
+        rmSync(dir, { recursive: true, force: true });
+        const map = join(dir, 'map', 'map.json');
+        mkdirSync(join(dir, 'map'), { recursive: true });
+        for (const app of apps) {
+          const objects = objectsFor(app, compiled);
+          await linkStepOnce({ image: app.name, objects, dir, map, aslr, runDir, server });
+        }
+        // The images, scripts and plans, and the map (its cache aside: entries carry no output).
+        got[String(server)] = new Map(
+          [...files(dir)].filter(([p]) => !p.startsWith('map/cache/') && !p.endsWith('.log')),
+        );
+      }
+      const [node, srv] = [got.false, got.true];
+      t.true(node.size > 8, `${node.size} files`);
+      t.deepEqual([...srv.keys()].sort(), [...node.keys()].sort());
+      for (const [p, b] of node) t.true(b.equals(srv.get(p)!), `${aslr ? 'aslr' : 'spacer'}: ${p}`);
+    }
+    // Both layouts' link and finish of both apps went through the server.
+    const lines = served(runDir);
+    t.true(lines.filter((l) => l.startsWith('served: link ')).length >= 4, lines.join('\n'));
+    t.true(lines.filter((l) => l.startsWith('served: finish ')).length >= 4, lines.join('\n'));
+  },
+);
+
+test.serial(
+  'errors through the server: the same line and exit status as Node per command',
+  async (t) => {
+    const runDir = join(out, 'run-errors');
+    await startServer(runDir);
+    const before = served(runDir).length;
+    const viaServer = helperRunner(runDir);
+    const viaNode = helperRunner(runDir, false);
+    const cases = [
+      ['bogus'], // usage: 2
+      ['verify', join(out, 'no-such.dbg')], // a user's error: 1
+      ['map', 'show', '--map', join(out, 'no-such', 'map.json')],
+      ['link', '--help'],
+    ];
+    for (const args of cases) {
+      const [a, b] = await Promise.all([
+        viaServer.run(args).catch((e: unknown) => e as Awaited<ReturnType<typeof viaServer.run>>),
+        viaNode.run(args).catch((e: unknown) => e as Awaited<ReturnType<typeof viaNode.run>>),
+      ]);
+      t.is(a.exitCode, b.exitCode, args.join(' '));
+      t.is(a.stdout, b.stdout, args.join(' '));
+      t.is(a.stderr, b.stderr, args.join(' '));
+    }
+    for (let i = 0; i < 50 && served(runDir).length - before < cases.length; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    t.is(served(runDir).length - before, cases.length);
+  },
+);
+
+test.serial(
+  'a rebuilt helper, SPACER_SERVER=off or an idle spell: the client runs Node itself',
+  async (t) => {
+    // A copy of the package whose code id this test can change, as `npm run build` would.
+    const pkg = join(out, 'pkg');
+    mkdirSync(join(pkg, 'helper'), { recursive: true });
+    cpSync(dist, join(pkg, 'helper', 'dist'), { recursive: true });
+    for (const f of ['package.json', 'linker-templates', 'node_modules'])
+      symlinkSync(join(root, f), join(pkg, f));
+    const bundle = join(pkg, 'helper', 'dist', 'spacer.mjs');
+    const pkgClient = join(pkg, 'helper', 'dist', 'spacer-client');
+    const runDir = join(out, 'run-stale');
+    mkdirSync(runDir, { mode: 0o700 });
+    const env = { XDG_RUNTIME_DIR: runDir, SPACER_SERVER_IDLE: '2' };
+    const run = (extra: Record<string, string> = {}) =>
+      execa(pkgClient, [process.execPath, bundle, 'cache', 'show', '--help'], {
+        env: { ...env, ...extra },
+      });
+    const sock = () => readdirSync(sockets(runDir)).filter((f) => f.endsWith('.sock'));
+    const wait = async (what: () => boolean) => {
+      for (let i = 0; i < 100 && !what(); i++) await new Promise((r) => setTimeout(r, 100));
+      return what();
+    };
+    const help = (await run()).stdout;
+    t.true(await wait(() => sock().length === 1), 'the first run starts a server');
+    t.is((await run()).stdout, help);
+    t.true(await wait(() => served(runDir).length === 1), 'the second run is served');
+    // The helper rebuilt: the server hands the request back and stops; the client runs Node.
+    const id = join(pkg, 'helper', 'dist', 'code-id');
+    writeFileSync(id, `${readFileSync(id, 'utf8').trim()}0\n`);
+    t.is((await run()).stdout, help);
+    t.true(await wait(() => sock().length === 0), 'the stale server stops');
+    // Off: Node only, no server started.
+    t.is((await run({ SPACER_SERVER: 'off' })).stdout, help);
+    await new Promise((r) => setTimeout(r, 500));
+    t.is(sock().length, 0);
+    // A new server (the next run starts it) stops after SPACER_SERVER_IDLE seconds.
+    await run();
+    t.true(await wait(() => sock().length === 1), 'started again');
+    t.true(await wait(() => sock().length === 0), 'stopped when idle');
+  },
+);
