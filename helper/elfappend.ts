@@ -16,11 +16,16 @@ export interface AddedSection {
 const align = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /**
- * `elf` with `sections` added (SHT_PROGBITS, no flags: not loaded), or undefined when this file
+ * `elf` with `sections` added (SHT_PROGBITS, no flags: not loaded; with `inPlace`, in the room
+ * after `elf.data` when its memory has it), or undefined when this file
  * needs objcopy's general path (not ELF64, no section name table, a name already present, too
  * many sections for the header's 16-bit count).
  */
-export function appendSections(elf: ElfFile, added: AddedSection[]): Buffer | undefined {
+export function appendSections(
+  elf: ElfFile,
+  added: AddedSection[],
+  inPlace = false,
+): Buffer | undefined {
   // objcopy puts each --add-section before the ones given earlier: the same order here.
   const sections = [...added].reverse();
   const h = elf.header;
@@ -51,10 +56,15 @@ export function appendSections(elf: ElfFile, added: AddedSection[]): Buffer | un
     return o;
   });
   const shoff = align(at, 8);
-  // Every byte is written below but the padding before the table (zeroed here).
-  const out = Buffer.allocUnsafe(shoff + (n + sections.length) * 64);
+  // Every byte is written below but the padding before the table (zeroed here). With `inPlace`
+  // and room after the input in its memory, the sections go there: the input is not copied (its
+  // ELF header is then rewritten too).
+  const size = shoff + (n + sections.length) * 64;
+  const d = elf.data;
+  const room = inPlace && d.byteOffset + size <= d.buffer.byteLength;
+  const out = room ? Buffer.from(d.buffer, d.byteOffset, size) : Buffer.allocUnsafe(size);
   out.fill(0, at, shoff);
-  elf.data.copy(out, 0);
+  if (!room) d.copy(out, 0);
   names.copy(out, namesOff);
   bodies.forEach((b, i) => b.copy(out, bodyOff[i]));
   // The old headers, the name table's pointing at its new copy, then one per added section.

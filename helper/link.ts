@@ -335,9 +335,13 @@ export async function tableBytesFor(
   pinned = false,
   content?: { key: string; cache?: string },
 ): Promise<Needs> {
-  const key = `${mode}\0${ownAbs}\0${pinned}\0${path}\0${statSync(path).mtimeMs}`;
+  const st = statSync(path, { bigint: true });
+  // By the file as it is now (the link server lives across builds that rewrite objects).
+  const key = `${mode}\0${ownAbs}\0${pinned}\0${path}\0${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
   let n = needsCache.get(key);
   if (n !== undefined) return n;
+  // Bounded: the link server keeps it across builds.
+  if (needsCache.size > 10000) needsCache.clear();
   // On disk, by the object's content: an ASLR link measures every µlib's tables each time.
   const disk =
     content?.cache &&

@@ -14,6 +14,7 @@ import { cacheCommand } from './commands/cache.js';
 import { mapCommand } from './commands/map.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { serverCommand } from './commands/server.js';
+import { resetCacheUse } from './cache/store.js';
 
 const USAGE =
   '$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every ' +
@@ -70,6 +71,7 @@ async function parse(argv: string[]): Promise<void> {
  */
 export async function runCli(argv: string[]): Promise<number> {
   process.exitCode = undefined;
+  resetCacheUse();
   try {
     await parse(argv);
   } catch (e: unknown) {

@@ -162,3 +162,18 @@ test.serial(
     t.true(await wait(() => sock().length === 0), 'stopped when idle');
   },
 );
+
+test('each command line starts with the cache off and its counters at zero', async (t) => {
+  const { runCli } = await import('../helper/run.js');
+  const { cacheUse } = await import('../helper/cache/store.js');
+  Object.assign(cacheUse, { dir: join(out, 'cache'), hits: 5, misses: 3 });
+  const run = cacheUse.run;
+  const write = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    t.is(await runCli(['cache', 'show', '--help']), 0);
+  } finally {
+    process.stdout.write = write;
+  }
+  t.like(cacheUse, { dir: undefined, hits: 0, misses: 0, run: run + 1 });
+});

@@ -35,8 +35,19 @@ export const cacheUse = {
   misses: 0,
   /** Entries this process wrote, and their bytes, per cache folder. */
   added: 0,
+  /** Which command line of this process (resetCacheUse). */
+  run: 0,
   addedBytes: new Map<string, number>(),
 };
+
+/**
+ * A new command line: no cache in use, the counters at zero, the decodes kept in memory dropped
+ * (the link server runs many command lines in one process; each starts as a process would).
+ */
+export function resetCacheUse(): void {
+  Object.assign(cacheUse, { dir: undefined, hits: 0, misses: 0, added: 0, run: cacheUse.run + 1 });
+  cacheUse.addedBytes.clear();
+}
 
 /** Turns the cache on at `dir` (undefined: off) for this process. */
 export function useCache(dir: string | undefined): void {

@@ -86,9 +86,11 @@ export function foundKey(x: FoundInputs): string {
   return h.digest('hex');
 }
 
-// The verify pass asks again for what the rewrite pass just read or computed (per cache folder).
+// The verify pass asks again for what the rewrite pass just read or computed (per cache folder
+// and command line).
 const memo = new Map<string, Found>();
 let memoDir: string | undefined;
+let memoRun = 0;
 
 /** A field of `size` bytes at `off`, sign-extended. */
 function signed(v: Buffer, off: number, size: number): bigint {
@@ -164,9 +166,10 @@ export function namedBack(f: Found, names: readonly string[]): Found {
 export function cachedFound(x: FoundInputs, key: string | undefined, compute: () => Found): Found {
   const dir = cacheUse.dir;
   if (!dir || !key) return compute();
-  if (dir !== memoDir) {
+  if (dir !== memoDir || cacheUse.run !== memoRun) {
     memo.clear();
     memoDir = dir;
+    memoRun = cacheUse.run;
   }
   // The verify pass asks again for what the rewrite pass just read or computed.
   const seen = memo.get(key) ?? readEntry<Found>(dir, 'analysis', key);

@@ -68,6 +68,9 @@ export async function rewriteImageWith(
  * that already carries this rewrite gives its recorded figures (alreadyDone); another rewrite is
  * a user's error.
  */
+/** Room left after an image of `n` bytes for the sections the rewrite adds. */
+const APPEND_ROOM = (n: number) => (4 << 20) + (n >> 1);
+
 export function prepareRewrite(
   dbgPath: string,
   plan: RewritePlan,
@@ -90,7 +93,13 @@ export function prepareRewrite(
   }
   checkRewritable(elf, plan);
 
-  const out = Buffer.from(elf.data);
+  // The patched image, with room after it for the record and plan sections: elfappend.ts adds
+  // them in place instead of copying the image once more (untouched room costs no memory).
+  const out = Buffer.allocUnsafe(elf.data.length + APPEND_ROOM(elf.data.length)).subarray(
+    0,
+    elf.data.length,
+  );
+  out.set(elf.data);
   const perUlib: Record<string, UlibRewriteStats> = {};
   const records: RecordUlib[] = [];
   let allData: bigint[] = [];

@@ -32,8 +32,9 @@ export async function stageWrite(
   const mode = statSync(path).mode & 0o7777;
   try {
     const a = new ElfFile(path, data);
-    // The sections added in memory (elfappend.ts), else by objcopy.
-    const appended = appendSections(a, sections);
+    // The sections added in memory (elfappend.ts; in the room prepareRewrite left after `data`,
+    // whose ELF header then changes: `a` was parsed before), else by objcopy.
+    const appended = appendSections(a, sections, true);
     if (appended) writeFileSync(tmpOut, appended);
     else {
       writeFileSync(tmpElf, data);
