@@ -178,5 +178,12 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   if (!(await listen(server, socketPath))) return;
   const mine = ino();
   idle();
+  // Killed: the socket goes with the process (a request under way is lost; its files land
+  // whole or not at all).
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
+    process.once(sig, () => {
+      stop();
+      process.exit(128 + (sig === 'SIGHUP' ? 1 : sig === 'SIGINT' ? 2 : 15));
+    });
   process.stderr.write(`spacer server: pid ${process.pid} at ${socketPath}, helper ${id}\n`);
 }
