@@ -36,6 +36,15 @@ export function optionsLine(o: PrecompactOptions): string {
 }
 
 /**
+ * The words of a command that needs no shell to run (Unikraft's is `""strip -s
+ * --remove-section=.spacer.rewrite`: empty quotes, then plain words), else undefined.
+ */
+export function plainWords(cmd: string): string[] | undefined {
+  const words = cmd.trim().split(/\s+/).map((w) => w.replaceAll('""', ''));
+  return words[0] && words.every((w) => /^[\w./=,+:@%-]+$/.test(w)) ? words : undefined;
+}
+
+/**
  * Strips `dbg` with `strip` (a shell command; the input and `-o OUT` are appended), compacts the
  * copy with `compact` (which logs through `say`) and leaves the three files. Any failure removes
  * them: the image rule then runs `spacer compact`, which reports it.
@@ -53,7 +62,9 @@ export async function precompact(
   for (const f of files) rmSync(f, { force: true });
   const tmp = tempPath(out);
   try {
-    await run('sh', ['-c', `${strip} "$1" -o "$2"`, 'sh', dbg, tmp]);
+    const words = plainWords(strip);
+    if (words) await run(words[0], [...words.slice(1), dbg, '-o', tmp]);
+    else await run('sh', ['-c', `${strip} "$1" -o "$2"`, 'sh', dbg, tmp]);
     const sum = createHash('sha256').update(readFileSync(tmp)).digest('hex');
     const lines: string[] = [];
     await compact(tmp, (line) => lines.push(line));

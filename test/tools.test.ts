@@ -17,3 +17,18 @@ test('a failing or missing binutil is one error line naming the file', async (t)
   t.is(missing!.message, 'no-such-binutil-here not found; install binutils');
   await t.notThrowsAsync(binutil('true', [], file));
 });
+
+test("precompact runs the image rule's strip without a shell only when it is plain words", async (t) => {
+  const { plainWords } = await import('../helper/precompact.js');
+  t.deepEqual(plainWords('""strip -s --remove-section=.spacer.rewrite'), [
+    'strip',
+    '-s',
+    '--remove-section=.spacer.rewrite',
+  ]);
+  t.deepEqual(plainWords(' /usr/bin/x86_64-linux-gnu-strip  -s '), [
+    '/usr/bin/x86_64-linux-gnu-strip',
+    '-s',
+  ]);
+  for (const cmd of ['strip $FLAGS', "strip 'a b'", 'strip -s; rm x', 'strip `x`', '""', ''])
+    t.is(plainWords(cmd), undefined, cmd);
+});

@@ -33,22 +33,30 @@ export interface FoundInputs {
   refs: readonly CodeRef[];
 }
 
+const T = R_X86_64;
+const SIZES: [number, number[]][] = [
+  [1, [T._8, T.PC8]],
+  [2, [T._16, T.PC16]],
+  [8, [T._64, T.PC64, T.GOTOFF64, T.GOT64, T.GOTPCREL64, T.GOTPC64, T.SIZE64]],
+  [4, [T.PC32, T.PLT32, T.GOTPCREL, T._32, T._32S, T.GOTPCRELX, T.REX_GOTPCRELX, T.GOTTPOFF]],
+  [4, [T.TPOFF32, T.DTPOFF32, T.GOTPC32, T.SIZE32, T.GOT32]],
+];
+const FIELD_SIZE = new Map<number, number>(SIZES.flatMap(([n, ts]) => ts.map((t) => [t, n])));
+
 /** Bytes of the field a relocation of `type` patches; 0 when unsure (the field stays keyed). */
 function fieldSize(type: number): number {
-  const T = R_X86_64;
-  if (type === T._8 || type === T.PC8) return 1;
-  if (type === T._16 || type === T.PC16) return 2;
-  const eight: number[] = [T._64, T.PC64, T.GOTOFF64, T.GOT64, T.GOTPCREL64, T.GOTPC64, T.SIZE64];
-  const four: number[] = [T.PC32, T.PLT32, T.GOTPCREL, T._32, T._32S, T.GOTPCRELX];
-  four.push(T.REX_GOTPCRELX, T.GOTTPOFF, T.TPOFF32, T.DTPOFF32, T.GOTPC32, T.SIZE32, T.GOT32);
-  return eight.includes(type) ? 8 : four.includes(type) ? 4 : 0;
+  return FIELD_SIZE.get(type) ?? 0;
 }
 
+// Where the code is copied to have its fields zeroed (kept: the link server hashes every µlib of
+// every link, and a fresh image-sized buffer costs its page faults each time).
+let scratch = Buffer.alloc(0);
+
 /**
- * The code with every relocated field zeroed, fed to `h` piece by piece (no copy): what a field
- * holds (an address elsewhere, which moves when another µlib does) changes no instruction's
- * length, kind or operands, so the decode is keyed without it and its values are read again from
- * the code on a hit (`refreshed`).
+ * The code with every relocated field zeroed, fed to `h`: what a field holds (an address
+ * elsewhere, which moves when another µlib does) changes no instruction's length, kind or
+ * operands, so the decode is keyed without it and its values are read again from the code on a
+ * hit (`refreshed`).
  */
 function hashMasked(
   h: ReturnType<typeof createHash>,
@@ -56,19 +64,16 @@ function hashMasked(
   lo: bigint,
   refs: readonly CodeRef[],
 ): void {
-  const fields = refs
-    .map((r) => [Number(r.at - lo), fieldSize(r.type)] as const)
-    .filter(([off, n]) => n && off >= 0 && off + n <= bytes.length)
-    .sort((a, b) => a[0] - b[0]);
-  const zeros = new Uint8Array(8);
-  let at = 0;
-  for (const [off, n] of fields) {
-    if (off > at) h.update(bytes.subarray(at, off));
-    const from = Math.max(at, off);
-    if (off + n > from) h.update(zeros.subarray(0, off + n - from));
-    at = Math.max(at, off + n);
+  if (scratch.length < bytes.length)
+    scratch = Buffer.allocUnsafe(Math.max(bytes.length, 2 * scratch.length));
+  const m = scratch.subarray(0, bytes.length);
+  m.set(bytes);
+  for (const r of refs) {
+    const off = Number(r.at - lo),
+      n = fieldSize(r.type);
+    if (n && off >= 0 && off + n <= m.length) m.fill(0, off, off + n);
   }
-  h.update(bytes.subarray(at));
+  h.update(m);
 }
 
 /** The key of a decode: SHA-256 of its inputs and the helper's code. */
@@ -79,10 +84,14 @@ export function foundKey(x: FoundInputs): string {
   );
   h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`);
   hashMasked(h, x.bytes, x.lo, x.refs);
+  const lines: string[] = [];
   for (const e of x.extents)
-    h.update(`e ${e.start.toString(16)} ${e.end.toString(16)} ${e.name}\n`);
+    lines.push(`e ${e.start.toString(16)} ${e.end.toString(16)} ${e.name}\n`);
   for (const r of x.refs)
-    h.update(`r ${r.at.toString(16)} ${r.type} ${r.place} ${r.addend.toString(16)} ${r.symKey}\n`);
+    lines.push(
+      `r ${r.at.toString(16)} ${r.type} ${r.place} ${r.addend.toString(16)} ${r.symKey}\n`,
+    );
+  h.update(lines.join(''));
   return h.digest('hex');
 }
 
