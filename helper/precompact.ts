@@ -40,7 +40,10 @@ export function optionsLine(o: PrecompactOptions): string {
  * --remove-section=.spacer.rewrite`: empty quotes, then plain words), else undefined.
  */
 export function plainWords(cmd: string): string[] | undefined {
-  const words = cmd.trim().split(/\s+/).map((w) => w.replaceAll('""', ''));
+  const words = cmd
+    .trim()
+    .split(/\s+/)
+    .map((w) => w.replaceAll('""', ''));
   return words[0] && words.every((w) => /^[\w./=,+:@%-]+$/.test(w)) ? words : undefined;
 }
 
