@@ -459,11 +459,81 @@ export function loadedMemory(e: ElfFile): { lo: bigint; mem: Buffer }[] {
   return out.map((r) => ({ lo: r.lo, mem: Buffer.concat(r.parts) }));
 }
 
+/** One contiguous range of loaded memory: its segments' file bytes, each then zeros to its size. */
+interface LoadRun {
+  lo: bigint;
+  hi: bigint;
+  pieces: { bytes: Buffer; size: number }[];
+}
+
+/** The runs loadedMemory builds, without building them (nothing copied). */
+function loadRuns(e: ElfFile): LoadRun[] {
+  const out: LoadRun[] = [];
+  for (const p of e.loads
+    .filter((x) => x.memsz > 0n)
+    .sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0))) {
+    const size = Number(p.memsz);
+    const from = Number(p.offset);
+    const bytes = e.data.subarray(from, Math.min(from + Number(p.filesz), from + size));
+    const last = out[out.length - 1];
+    if (last && last.hi === p.vaddr) {
+      last.pieces.push({ bytes, size });
+      last.hi += p.memsz;
+    } else out.push({ lo: p.vaddr, hi: p.vaddr + p.memsz, pieces: [{ bytes, size }] });
+  }
+  return out;
+}
+
+const ZEROS = Buffer.alloc(1 << 16);
+
+/** Whether `b` is all zeros. */
+function allZero(b: Buffer): boolean {
+  for (let at = 0; at < b.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - at);
+    if (!b.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+/** A run's bytes as (offset, bytes or undefined for zeros, length) spans, in order. */
+function spans(r: LoadRun): { at: number; bytes?: Buffer; len: number }[] {
+  const out: { at: number; bytes?: Buffer; len: number }[] = [];
+  let at = 0;
+  for (const p of r.pieces) {
+    if (p.bytes.length) out.push({ at, bytes: p.bytes, len: p.bytes.length });
+    if (p.size > p.bytes.length)
+      out.push({ at: at + p.bytes.length, len: p.size - p.bytes.length });
+    at += p.size;
+  }
+  return out;
+}
+
+/** Whether two runs of equal extent hold the same bytes (compared span by span, no copies). */
+function sameRun(a: LoadRun, b: LoadRun): boolean {
+  const x = spans(a),
+    y = spans(b);
+  let i = 0,
+    j = 0;
+  while (i < x.length && j < y.length) {
+    const from = Math.max(x[i].at, y[j].at);
+    const to = Math.min(x[i].at + x[i].len, y[j].at + y[j].len);
+    const u = x[i].bytes?.subarray(from - x[i].at, to - x[i].at);
+    const v = y[j].bytes?.subarray(from - y[j].at, to - y[j].at);
+    if (u && v ? !u.equals(v) : u ? !allZero(u) : v ? !allZero(v) : false) return false;
+    if (x[i].at + x[i].len === to) i++;
+    if (y[j].at + y[j].len === to) j++;
+  }
+  return true;
+}
+
 /** Whether two images load the same bytes over the same ranges. */
 export function sameLoadedMemory(a: ElfFile, b: ElfFile): boolean {
-  const x = loadedMemory(a),
-    y = loadedMemory(b);
-  return x.length === y.length && x.every((r, i) => r.lo === y[i].lo && r.mem.equals(y[i].mem));
+  const x = loadRuns(a),
+    y = loadRuns(b);
+  return (
+    x.length === y.length &&
+    x.every((r, i) => r.lo === y[i].lo && r.hi === y[i].hi && sameRun(r, y[i]))
+  );
 }
 
 /** The loaded memory of both files must be the same bytes over the same ranges. */

@@ -185,3 +185,31 @@ test('a compacted image loads the same bytes, drops the holes, and reports like 
   t.regex(bad.stderr, /three\.dbg: .*strip/);
   t.is(bad.stderr.trim().split('\n').length, 1);
 });
+
+test('the loaded-memory check compares span by span as the whole memory would', async (t) => {
+  const { loadedMemory, sameLoadedMemory } = await import('../helper/pack.js');
+  const whole = (a: ElfFile, b: ElfFile) => {
+    const x = loadedMemory(a),
+      y = loadedMemory(b);
+    return x.length === y.length && x.every((r, i) => r.lo === y[i].lo && r.mem.equals(y[i].mem));
+  };
+  const base = ElfFile.load(stripped);
+  const data = base.data;
+  const withByte = (off: number, v: number) => {
+    const d = Buffer.from(data);
+    d[off] = v;
+    return new ElfFile('x', d);
+  };
+  const seg = base.loads.find((p) => p.filesz > 0n && p.memsz > p.filesz) ?? base.loads[0];
+  const inside = Number(seg.offset) + Number(seg.filesz) - 1;
+  const cases = [
+    base,
+    withByte(inside, data[inside] ^ 0xff), // a loaded byte
+    withByte(Number(seg.offset), data[Number(seg.offset)] ^ 1),
+    withByte(data.length - 1, data[data.length - 1] ^ 0xff), // the section headers: not loaded
+  ];
+  for (const [i, c] of cases.entries())
+    t.is(sameLoadedMemory(base, c), whole(base, c), `case ${i}`);
+  t.true(sameLoadedMemory(base, cases[3]));
+  t.false(sameLoadedMemory(base, cases[1]));
+});
