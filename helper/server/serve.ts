@@ -154,7 +154,9 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
       .then(async () => {
         const body = await readRequest(sock);
         if (!body) return;
-        const r = parseRequest(body);
+        const p = parseRequest(body);
+        // A server is started by the client, never through another one.
+        const r = typeof p !== 'string' && p.argv[0] === 'server' ? 'not through the server' : p;
         // A rebuilt helper, or a server taken over or stopping: the client runs it itself.
         if (typeof r === 'string' || stopping || ino() !== mine || codeIdOnDisk() !== id) {
           send(frame('r', typeof r === 'string' ? r : 'stale'));
