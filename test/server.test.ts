@@ -16,6 +16,7 @@ import {
 } from 'node:fs';
 import { join, relative } from 'node:path';
 import { helperRunner, linkStepOnce, startServer } from '../helper/bench/linkstep.js';
+import { socketFolder } from '../helper/server/protocol.js';
 import {
   compileWorkspace,
   loadApps,
@@ -35,7 +36,7 @@ test.before(async () => {
 });
 
 /** The socket folder the client uses under `runDir`, and the server's log lines. */
-const sockets = (runDir: string) => join(runDir, `spacer-${process.getuid?.() ?? 0}`);
+const sockets = socketFolder;
 const served = (runDir: string) =>
   readdirSync(sockets(runDir))
     .filter((f) => f.endsWith('.log'))

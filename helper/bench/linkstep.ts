@@ -23,6 +23,7 @@ import type { Workload } from './build.js';
 import type { LayoutPlan } from './layouts.js';
 import { lap, median, Progress, r1, r3 } from './progress.js';
 import type { BenchResult, BenchRun, LinkStepFigures } from './types.js';
+import { socketFolder } from '../server/protocol.js';
 
 /** The command line that runs the CLI: the bundle when built, else the sources through tsx. */
 export function spacerCommand(): { argv: string[]; entry: string } {
@@ -37,15 +38,16 @@ export function spacerCommand(): { argv: string[]; entry: string } {
 
 /**
  * How make runs a helper command: through the link server's client when it is built (Linker.uk's
- * LIBSPACER_RUN), else Node. `server` false: Node, as with SPACER_SERVER=off. The bench's server
- * has a socket folder of its own (`runDir`) and stops a minute after the bench.
+ * LIBSPACER_RUN), else Node. `server` false, or no socket folder `runDir`: Node, as with
+ * SPACER_SERVER=off. The bench's server has a socket folder of its own and stops a minute after
+ * the bench.
  */
-export function helperRunner(runDir: string, server = true) {
+export function helperRunner(runDir: string | undefined, server = true) {
   const cli = spacerCommand().argv;
   const client = join(packageRoot(), 'helper', 'dist', 'spacer-client');
-  const viaClient = server && cli.length === 1 && existsSync(client);
-  mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  const env = { XDG_RUNTIME_DIR: runDir, SPACER_SERVER_IDLE: '60' };
+  const viaClient = !!runDir && server && cli.length === 1 && existsSync(client);
+  if (viaClient) mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  const env = { XDG_RUNTIME_DIR: runDir ?? '', SPACER_SERVER_IDLE: '60' };
   return {
     viaClient,
     run: (args: string[], extra: Record<string, string> = {}) =>
@@ -61,12 +63,7 @@ export async function startServer(runDir: string): Promise<void> {
   if (!r.viaClient) return;
   for (let i = 0; i < 100; i++) {
     await r.run(['cache', 'show', '--help']);
-    if (
-      readdirSync(join(runDir, `spacer-${process.getuid?.() ?? 0}`)).some((f) =>
-        f.endsWith('.sock'),
-      )
-    )
-      return;
+    if (readdirSync(socketFolder(runDir)).some((f) => f.endsWith('.sock'))) return;
     await new Promise((res) => setTimeout(res, 50));
   }
 }
@@ -108,9 +105,8 @@ export async function linkStepOnce(o: {
 }): Promise<StepTimes> {
   const cli = spacerCommand().argv;
   const env: Record<string, string> = o.cache ? { SPACER_CACHE: o.cache } : {};
-  const runner = o.runDir ? helperRunner(o.runDir, o.server !== false) : undefined;
-  const spacer = (args: string[]) =>
-    runner ? runner.run(args, env) : execa(process.execPath, [...cli, ...args], { env });
+  const runner = helperRunner(o.runDir, o.server !== false);
+  const spacer = (args: string[]) => runner.run(args, env);
   const s = platformScripts();
   mkdirSync(join(o.dir, 'spacer'), { recursive: true });
   const out = join(o.dir, o.image);
@@ -285,8 +281,9 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
     'cold: the image new to the workspace map, its analysis cache empty; new image: the same with ' +
       "the workspace's cache (its other images' analyses); warm: relinked after only its app µlib " +
       'changed. compact: what the image rule adds to strip (taking the file `spacer finish ' +
-      '--precompact` left, else `spacer compact`). Node per command: the warm relink with ' +
-      'SPACER_SERVER=off (a Node process per helper command, no link server).',
+      '--precompact` left, else `spacer compact`). Node per command: a warm relink with ' +
+      'SPACER_SERVER=off (a Node process per helper command, no link server), the app changed ' +
+      'back to the version the cold link decoded (so nothing is decoded: it favours Node).',
     '',
   );
   const S = r.map_scaling;

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertConsistent } from '../layout/map-check.js';
+import { gc } from '../layout/relayout.js';
 import { encodeMap } from '../layout/map-file.js';
 import { parseMapFile, removeMap, saveMap } from '../layout/map-store.js';
 import type { SpacerMap } from '../layout/map-types.js';
@@ -23,14 +24,19 @@ import type { BenchResult, BenchRun } from './types.js';
 export const MAP_SIZES = [100, 1000, 10000];
 
 /**
- * `base` with at least `n` images: copies of `template` named synth-<i>, using its shared variants
- * and, for each µlib it uses in a variant of its own (its app, per-app µlibs), a new variant of
- * the same sizes used by the copy alone.
+ * `base` with `n` images: a larger workspace's map keeps `template` and the first others by
+ * name (the rest forgotten, as `spacer map gc` would); a smaller one gains copies of `template`
+ * named synth-<i>, using its shared variants and, for each µlib it uses in a variant of its own
+ * (its app, per-app µlibs), a new variant of the same sizes used by the copy alone.
  */
 export function synthesizeMap(base: SpacerMap, n: number, template: string): SpacerMap {
   const m = structuredClone(base);
   const t = m.images[template];
   if (!t) throw new Error(`bench: no image ${template} in the map to copy`);
+  const others = Object.keys(m.images)
+    .filter((i) => i !== template)
+    .sort();
+  if (others.length + 1 > n) gc(m, others.slice(Math.max(0, n - 1)));
   const have = Object.keys(m.images).length;
   for (let i = 0; have + i < n; i++) {
     const name = `synth-${i}`;

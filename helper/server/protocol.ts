@@ -7,6 +7,14 @@
 //                    (the server is stale or stopping: the client runs the command directly)
 export const REQUEST_MAGIC = 'spacer-request 1';
 
+/**
+ * The folder of this user's sockets and server logs under `base` (client.c: `$XDG_RUNTIME_DIR`,
+ * else /tmp): `<base>/spacer-<uid>`.
+ */
+export function socketFolder(base: string): string {
+  return `${base}/spacer-${process.getuid?.() ?? 0}`;
+}
+
 /** One command line to run as the client would have run it. */
 export interface Request {
   cwd: string;
