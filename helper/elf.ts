@@ -132,10 +132,12 @@ export class ElfFile {
     this.segments = this.readSegments();
   }
 
-  static load(path: string): ElfFile {
+  /** The file at `path`, read whole by `read` (util/buffers.ts's `readWhole` for an image the
+   *  link server may read into a kept buffer). */
+  static load(path: string, read: (path: string) => Buffer = readFileSync): ElfFile {
     let data: Buffer;
     try {
-      data = readFileSync(path);
+      data = read(path);
     } catch (e) {
       throw new SpacerError(
         `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e}); check the path`,

@@ -17,6 +17,7 @@ import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from
 import { prepareRewrite, type PreparedRewrite } from './rewrite/image.js';
 import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
 import { commitStaged, stageWrite } from './rewrite/write.js';
+import { readWhole } from './util/buffers.js';
 import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
 import { objcopy } from './util/tools.js';
 import { hex, PAGE_N } from './util/units.js';
@@ -122,7 +123,7 @@ export interface FinishResult {
  */
 export function checkLayout(imagePath: string, planPath: string): FinishState {
   const plan = readPlan(planPath);
-  const elf = ElfFile.load(imagePath);
+  const elf = ElfFile.load(imagePath, readWhole);
   if (elf.header.class !== 64)
     throw new SpacerError(
       `${imagePath}: not the ELF64 debug image; run 'spacer finish' on the .dbg before strip`,

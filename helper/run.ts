@@ -15,6 +15,7 @@ import { mapCommand } from './commands/map.js';
 import { SpacerError, isSpacerError } from './errors.js';
 import { serverCommand } from './commands/server.js';
 import { resetCacheUse } from './cache/store.js';
+import { reuseBuffers } from './util/buffers.js';
 
 const USAGE =
   '$0 <command> [options]\n\nLays out Unikraft µlibs at page-aligned addresses shared by every ' +
@@ -72,6 +73,7 @@ async function parse(argv: string[]): Promise<void> {
 export async function runCli(argv: string[]): Promise<number> {
   process.exitCode = undefined;
   resetCacheUse();
+  reuseBuffers();
   try {
     await parse(argv);
   } catch (e: unknown) {

@@ -4,12 +4,17 @@
 # after -o): with --pack the file keeps the loaded bytes, not the padding, and
 # one section header per run of µlib sections. Loaded memory is unchanged. With
 # --vmm=firecracker it then checks the rules of Firecracker's ELF loader.
-# Usage: spacer-strip.sh NODE CLI --pack|--no-pack [--vmm=firecracker] STRIP [strip arguments...]
+# With --client=PATH, `spacer compact` goes through the link server's client
+# (helper/server/client.c) instead of a Node process of its own.
+# Usage: spacer-strip.sh NODE CLI [--client=PATH] --pack|--no-pack [--vmm=firecracker] STRIP [strip arguments...]
 node=$1 cli=$2
 shift 2
-flags=
+flags= client=
 while [ "${1#--}" != "$1" ]; do
-	flags="$flags $1"
+	case $1 in
+	--client=*) client=${1#--client=} ;;
+	*) flags="$flags $1" ;;
+	esac
 	shift
 done
 strip=$1
@@ -23,8 +28,9 @@ done
 [ -n "$out" ] || exit 0
 # `spacer finish --precompact` may have compacted this very file already (helper/precompact.ts):
 # take its result when our stripped output has the hash it started from and the options match.
+# (Through the link server, the finish does not precompact: the compaction is served.)
 pre="$(dirname "$out")/spacer/$(basename "$out").compact"
-if [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
+if [ -z "$client" ] && [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
 	pack=1 holes=0 vmm=qemu known=1
 	for f in $flags; do
 		case $f in
@@ -51,4 +57,6 @@ if [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
 	fi
 fi
 # shellcheck disable=SC2086 # the flags are single words, one per option
+[ -n "$client" ] && exec "$client" "$node" "$cli" compact $flags "$out"
+# shellcheck disable=SC2086
 exec "$node" "$cli" compact $flags "$out"

@@ -239,7 +239,7 @@ test('two finishes at once on one cache: both images are the ones the cache-off 
   t.true(readdirSync(join(dir, 'cache')).length > 0);
 });
 
-test('precompact: the strip wrapper takes the file only when it is the same file and options', async (t) => {
+test('precompact: the strip wrapper takes the file only when it is the same file and options, and never with --client', async (t) => {
   const { precompact, optionsLine } = await import('../helper/precompact.js');
   const { compactFile } = await import('../helper/commands/build.js');
   const app = apps[0].name;
@@ -273,6 +273,27 @@ test('precompact: the strip wrapper takes the file only when it is the same file
   await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--no-pack', ...strip]));
   const other = ['strip', '-s', dbg, '-o', image];
   await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--pack', ...other]));
+  // With --client (through the link server), compact goes to the client even though the key
+  // matches: the finish does not precompact then, so a key is an old build's.
+  // A client that notes its arguments, then runs them as the real one would with no server.
+  const log = join(dir, 'client.args');
+  const client = join(dir, 'client.sh');
+  writeFileSync(
+    client,
+    `#!/bin/sh\necho "$@" > '${log}'\nshift 2\nexec '${process.execPath}' --import tsx '${cli}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  const c = await execa('sh', [
+    wrapper,
+    'node',
+    'spacer.mjs',
+    `--client=${client}`,
+    '--pack',
+    ...strip,
+  ]);
+  t.is(readFileSync(log, 'utf8').trim(), `node spacer.mjs compact --pack ${image}`);
+  t.true(readFileSync(image).equals(readFileSync(ref)), 'the same bytes as spacer compact');
+  t.regex(c.stderr, /packed/);
 });
 
 test('spacer cache show and gc: what the cache holds, and emptied with --max-mb 0', async (t) => {

@@ -75,9 +75,13 @@ test.serial(
           const objects = objectsFor(app, compiled);
           await linkStepOnce({ image: app.name, objects, dir, map, aslr, runDir, server });
         }
-        // The images, scripts and plans, and the map (its cache aside: entries carry no output).
+        // The images, scripts and plans, and the map (its cache aside: entries carry no output;
+        // the precompacted copy aside: only Node per command makes one, the server compacts
+        // the image rule's strip itself).
         got[String(server)] = new Map(
-          [...files(dir)].filter(([p]) => !p.startsWith('map/cache/') && !p.endsWith('.log')),
+          [...files(dir)].filter(
+            ([p]) => !p.startsWith('map/cache/') && !p.endsWith('.log') && !/\.compact/.test(p),
+          ),
         );
       }
       const [node, srv] = [got.false, got.true];
@@ -89,6 +93,7 @@ test.serial(
     const lines = served(runDir);
     t.true(lines.filter((l) => l.startsWith('served: link ')).length >= 4, lines.join('\n'));
     t.true(lines.filter((l) => l.startsWith('served: finish ')).length >= 4, lines.join('\n'));
+    t.true(lines.filter((l) => l.startsWith('served: compact ')).length >= 4, lines.join('\n'));
   },
 );
 

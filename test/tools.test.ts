@@ -32,3 +32,28 @@ test("precompact runs the image rule's strip without a shell only when it is pla
   for (const cmd of ['strip $FLAGS', "strip 'a b'", 'strip -s; rm x', 'strip `x`', '""', ''])
     t.is(plainWords(cmd), undefined, cmd);
 });
+
+test('kept buffers (the link server): a command line never gets one buffer twice; the next reuses them', async (t) => {
+  const { keepBuffers, reuseBuffers, takeBuffer, readWhole } =
+    await import('../helper/util/buffers.js');
+  // Not kept (the CLI): every take is a buffer of its own.
+  t.not(takeBuffer(1 << 20).buffer, takeBuffer(1 << 20).buffer);
+  keepBuffers();
+  reuseBuffers();
+  const a = takeBuffer(1 << 20),
+    b = takeBuffer(1 << 20);
+  t.not(a.buffer, b.buffer);
+  reuseBuffers();
+  const a2 = takeBuffer((1 << 20) - 5);
+  t.is(a2.buffer, a.buffer, 'the next command line reuses the first buffer');
+  t.is(a2.length, (1 << 20) - 5);
+  // A file read into a kept buffer larger than it: exactly its bytes.
+  const file = join(dir, 'whole.bin');
+  const bytes = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) & 0xff));
+  writeFileSync(file, bytes);
+  reuseBuffers();
+  t.true(readWhole(file).equals(bytes));
+  reuseBuffers();
+  t.true(readWhole(file).equals(bytes), 'again, in the same (now dirty) buffer');
+  t.throws(() => readWhole(join(dir, 'no-such-file')), { code: 'ENOENT' });
+});

@@ -1,6 +1,7 @@
-// The link step as make runs it (issue #14): `spacer link`, ld, `spacer finish --precompact`, and
-// the image rule's strip through scripts/spacer-strip.sh (which takes the precompacted file, else
-// runs `spacer compact`), each helper command a process of the bundled CLI
+// The link step as make runs it (issue #14): `spacer link`, ld, `spacer finish`, and the image
+// rule's strip through scripts/spacer-strip.sh, which runs `spacer compact` (through the link
+// server; with Node per command, the finish's --precompact left the file it takes), each helper
+// command a process of the bundled CLI
 // (helper/dist/spacer.mjs), so Node's start-up counts as it does for a user. Per layout: ld's
 // time, and the helper's on a cold link (the image new to the workspace map, its cache empty), on
 // a new image of a workspace whose cache holds its other images' analyses, and on a warm relink
@@ -47,13 +48,22 @@ export function helperRunner(runDir: string | undefined, server = true) {
   const client = join(packageRoot(), 'helper', 'dist', 'spacer-client');
   const viaClient = !!runDir && server && cli.length === 1 && existsSync(client);
   if (viaClient) mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  const env = { XDG_RUNTIME_DIR: runDir ?? '', SPACER_SERVER_IDLE: '60' };
+  const env: Record<string, string> = viaClient
+    ? { XDG_RUNTIME_DIR: runDir, SPACER_SERVER_IDLE: '60' }
+    : { SPACER_SERVER: 'off' };
+  const argv = (args: string[]) =>
+    viaClient ? [client, process.execPath, ...cli, ...args] : [process.execPath, ...cli, ...args];
   return {
     viaClient,
-    run: (args: string[], extra: Record<string, string> = {}) =>
-      viaClient
-        ? execa(client, [process.execPath, ...cli, ...args], { env: { ...env, ...extra } })
-        : execa(process.execPath, [...cli, ...args], { env: extra }),
+    /** The client, for a script that runs the helper itself (spacer-strip.sh --client). */
+    client,
+    /** The environment of every helper command, and one's command line. */
+    env,
+    argv,
+    run: (args: string[], extra: Record<string, string> = {}) => {
+      const [cmd, ...rest] = argv(args);
+      return execa(cmd, rest, { env: { ...env, ...extra } });
+    },
   };
 }
 
@@ -68,11 +78,35 @@ export async function startServer(runDir: string): Promise<void> {
   }
 }
 
-/** Milliseconds `fn` took. */
-async function ms(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
+/** One command of a link step, with the environment it adds. */
+interface Step {
+  name: string;
+  argv: string[];
+  env?: Record<string, string>;
+}
+
+const quote = (a: string) => `'${a.replaceAll("'", "'\\''")}'`;
+
+/**
+ * Runs `steps` one after another in one bash process and gives each one's milliseconds. As make
+ * runs a rule's commands: each a child of a small process. Started from the bench's own process
+ * (hundreds of MB at N = 1000), each fork would cost 10 to 20 ms that make never pays, and ld and
+ * the helper would carry it alike. A failing step fails the whole, with its output.
+ */
+async function timedSteps(steps: Step[]): Promise<Record<string, number>> {
+  const lines = steps.map((st, i) => {
+    const env = Object.entries(st.env ?? {}).map(([k, v]) => `${k}=${quote(v)} `);
+    return `a=$EPOCHREALTIME; ${env.join('')}${st.argv.map(quote).join(' ')}; b=$EPOCHREALTIME; echo "${i} \${a//[!0-9]/} \${b//[!0-9]/}"`;
+  });
+  const r = await execa('bash', ['-c', ['set -e', ...lines].join('\n')]);
+  const ms: Record<string, number> = {};
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(\d+) (\d+) (\d+)$/.exec(line);
+    if (m) ms[steps[Number(m[1])].name] = (Number(m[3]) - Number(m[2])) / 1000;
+  }
+  for (const st of steps)
+    if (ms[st.name] === undefined) throw new Error(`bench: no time for ${st.name} (bash >= 5?)`);
+  return ms;
 }
 
 /** Milliseconds of one image's link step: ld and each helper command. */
@@ -104,43 +138,57 @@ export async function linkStepOnce(o: {
   server?: boolean;
 }): Promise<StepTimes> {
   const cli = spacerCommand().argv;
-  const env: Record<string, string> = o.cache ? { SPACER_CACHE: o.cache } : {};
+  const cache: Record<string, string> = o.cache ? { SPACER_CACHE: o.cache } : {};
   const runner = helperRunner(o.runDir, o.server !== false);
-  const spacer = (args: string[]) => runner.run(args, env);
+  const spacer = (name: string, args: string[]): Step => ({
+    name,
+    argv: runner.argv(args),
+    env: { ...runner.env, ...cache },
+  });
   const s = platformScripts();
   mkdirSync(join(o.dir, 'spacer'), { recursive: true });
   const out = join(o.dir, o.image);
   const lds = `${out}.lds`,
     dbg = `${out}.dbg`,
     elf = `${out}.elf`;
-  const t: StepTimes = { link: 0, ld: 0, finish: 0, compact: 0 };
+  const steps: Step[] = [];
   if (o.map) {
     const aslr = o.aslr ? ['--aslr', '--seed', o.image] : [];
     const args = ['link', '--image', o.image, '--lds', s.defaultLds, '--out', lds];
-    t.link = await ms(() => spacer([...args, '--map', o.map!, ...aslr, '--', ...o.objects]));
+    steps.push(spacer('link', [...args, '--map', o.map, ...aslr, '--', ...o.objects]));
   }
   const req = { objects: o.objects, extraLds: s.extraLds, out: dbg, extraArgs: o.extraArgs };
   const ldArgs = linkCommand({ ...req, defaultLds: o.map ? lds : s.defaultLds }, dbg);
   if (o.map) ldArgs.splice(ldArgs.indexOf('-o'), 0, '-Wl,--emit-relocs');
-  t.ld = await ms(() => execa('gcc', ldArgs));
-  if (!o.map) return t;
-  // As Linker.uk runs it: the finish also strips and compacts a copy for the image rule.
-  const pre = o.compact === false ? [] : ['--precompact', elf, '--pack'];
-  t.finish = await ms(() => spacer(['finish', '--plan', `${lds}.json`, dbg, ...pre]));
-  if (o.compact === false) return t;
-  const strip = ['strip', '-s', '--remove-section=.spacer.rewrite', dbg, '-o'];
-  const alone = await ms(() => execa(strip[0], [...strip.slice(1), `${elf}.stripped`]));
-  if (cli.length !== 1) {
-    // No bundle (sources through tsx): the wrapper cannot name the CLI; compact as before.
-    t.compact = await ms(() => spacer(['compact', `${elf}.stripped`]));
-    return t;
+  steps.push({ name: 'ld', argv: ['gcc', ...ldArgs] });
+  const compact = o.map && o.compact !== false;
+  if (o.map) {
+    // As Linker.uk runs it: with Node per command, the finish also strips and compacts a copy
+    // for the image rule; through the link server, that rule's `spacer compact` is served.
+    const pre = compact && !runner.viaClient ? ['--precompact', elf, '--pack'] : [];
+    steps.push(spacer('finish', ['finish', '--plan', `${lds}.json`, dbg, ...pre]));
   }
-  const wrapper = join(packageRoot(), 'scripts', 'spacer-strip.sh');
-  const rule = await ms(() =>
-    execa('sh', [wrapper, process.execPath, cli[0], '--pack', ...strip, elf], { env }),
-  );
-  t.compact = Math.max(0, rule - alone);
-  return t;
+  const strip = ['strip', '-s', '--remove-section=.spacer.rewrite', dbg, '-o'];
+  if (compact) {
+    steps.push({ name: 'strip', argv: [...strip, `${elf}.stripped`] });
+    if (cli.length !== 1)
+      // No bundle (sources through tsx): the wrapper cannot name the CLI; compact as before.
+      steps.push(spacer('compact', ['compact', `${elf}.stripped`]));
+    else {
+      const wrapper = join(packageRoot(), 'scripts', 'spacer-strip.sh');
+      const client = runner.viaClient ? [`--client=${runner.client}`] : [];
+      const rule = ['sh', wrapper, process.execPath, cli[0], ...client, '--pack', ...strip, elf];
+      steps.push({ name: 'rule', argv: rule, env: { ...runner.env, ...cache } });
+    }
+  }
+  const ms = await timedSteps(steps);
+  return {
+    link: ms.link ?? 0,
+    ld: ms.ld,
+    finish: ms.finish ?? 0,
+    // What the image rule's strip adds to strip alone.
+    compact: ms.rule !== undefined ? Math.max(0, ms.rule - ms.strip) : (ms.compact ?? 0),
+  };
 }
 
 /**
@@ -280,8 +328,10 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
     '',
     'cold: the image new to the workspace map, its analysis cache empty; new image: the same with ' +
       "the workspace's cache (its other images' analyses); warm: relinked after only its app µlib " +
-      'changed. compact: what the image rule adds to strip (taking the file `spacer finish ' +
-      '--precompact` left, else `spacer compact`). Node per command: a warm relink with ' +
+      'changed. compact: what the image rule adds to strip (`spacer compact`, served; with Node ' +
+      'per command, taking the file `spacer finish --precompact` left). Each command is timed in ' +
+      'one bash process per link step, as make runs them (not forked from the bench). ' +
+      'Node per command: a warm relink with ' +
       'SPACER_SERVER=off (a Node process per helper command, no link server), the app changed ' +
       'back to the version the cold link decoded (so nothing is decoded: it favours Node).',
     '',

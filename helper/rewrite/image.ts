@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { ElfFile, SHF_ALLOC, SHT_REL, SHT_RELA, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
+import { takeBuffer } from '../util/buffers.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
 import { cacheUse, readEntry, writeEntry } from '../cache/store.js';
@@ -95,7 +96,7 @@ export function prepareRewrite(
 
   // The patched image, with room after it for the record and plan sections: elfappend.ts adds
   // them in place instead of copying the image once more (untouched room costs no memory).
-  const out = Buffer.allocUnsafe(elf.data.length + APPEND_ROOM(elf.data.length)).subarray(
+  const out = takeBuffer(elf.data.length + APPEND_ROOM(elf.data.length)).subarray(
     0,
     elf.data.length,
   );

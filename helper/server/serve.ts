@@ -17,6 +17,7 @@ import { runCli } from '../run.js';
 import { helperCodeId, CODE_ID_FILE } from '../cache/code-id.js';
 import { packageRoot } from '../paths.js';
 import { join } from 'node:path';
+import { keepBuffers } from '../util/buffers.js';
 
 const MAX_REQUEST = 64 << 20;
 const MAX_RSS = 2 * 2 ** 30;
@@ -117,6 +118,8 @@ function readRequest(sock: Socket): Promise<Buffer | undefined> {
 /** Serves requests at `socketPath` until idle for `idleSec` seconds. */
 export async function serve(socketPath: string, idleSec: number): Promise<void> {
   const id = helperCodeId();
+  // Requests run one at a time (`queue`): each may take the image buffers the last one used.
+  keepBuffers();
   const server = createServer({ allowHalfOpen: true });
   let queue = Promise.resolve();
   let pending = 0;
