@@ -94,6 +94,12 @@ test.serial(
     t.true(lines.filter((l) => l.startsWith('served: link ')).length >= 4, lines.join('\n'));
     t.true(lines.filter((l) => l.startsWith('served: finish ')).length >= 4, lines.join('\n'));
     t.true(lines.filter((l) => l.startsWith('served: compact ')).length >= 4, lines.join('\n'));
+    // And none of them started a program from the server (a fork costs its next requests).
+    const log = readdirSync(sockets(runDir))
+      .filter((f) => f.endsWith('.log'))
+      .map((f) => readFileSync(join(sockets(runDir), f), 'utf8'))
+      .join('');
+    t.notRegex(log, /spacer server: started /);
   },
 );
 

@@ -4,8 +4,12 @@
 import { execFile } from 'node:child_process';
 import { SpacerError } from '../errors.js';
 
+/** Told of every program the helper starts (the link server logs them: design.md). */
+export const started: { note?: (cmd: string) => void } = {};
+
 /** Runs `cmd` with `args`; rejects with the child's stderr (and `code` ENOENT when not found). */
 export function run(cmd: string, args: string[]): Promise<void> {
+  started.note?.(cmd);
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, _stdout, stderr) => {
       if (err) reject(Object.assign(err, { stderr: String(stderr) }));
