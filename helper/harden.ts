@@ -3,10 +3,10 @@
 // the page to learn the layout (docs/security.md). Runs after the rewrite on the .dbg, before the
 // bootable image is made from it; the file is replaced atomically. The same seed gives the same
 // bytes, and a hardened image is left as it is.
-import { readFileSync } from 'node:fs';
 import { type AslrImage, fileOffset, readAslrImage } from './audit/analyze.js';
 import { SALT_BYTES, SALT_SECTION, saltPlace, wordSalt, type SaltPlace } from './audit/salt.js';
-import { type ElfFile, SHF_ALLOC, SHT_PROGBITS, SHT_REL, SHT_RELA, SHT_SYMTAB } from './elf.js';
+import { ElfFile, SHF_ALLOC, SHT_PROGBITS, SHT_REL, SHT_RELA, SHT_SYMTAB } from './elf.js';
+import { readWhole, takeBuffer } from './util/buffers.js';
 import { loadImage } from './rewrite/record.js';
 import { writeFileAtomic } from './util/files.js';
 import { alignUp, hex } from './util/units.js';
@@ -23,9 +23,11 @@ export interface HardenResult {
 
 /** Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg). */
 export function hardenImage(path: string): HardenResult {
-  const img: AslrImage = readAslrImage(loadImage(path));
+  // Read once, into buffers the link server keeps (util/buffers.ts): the image, the salted copy.
+  const img: AslrImage = readAslrImage(loadImage(path, ElfFile.load(path, readWhole)));
   const { elf } = img;
-  const data = Buffer.from(readFileSync(path));
+  const data = takeBuffer(elf.data.length);
+  elf.data.copy(data);
   let written = 0;
   const unplaced: string[] = [];
   const named = new Set(
@@ -55,8 +57,9 @@ export function hardenImage(path: string): HardenResult {
     if (place.extend !== undefined) extendSegment(elf, data, place.extend, place.words[0]);
     if (changed) written++;
   }
+  // Replaced as the rewrite replaced it one pass before (renamed whole; no fsync of the image).
   if (written || sections.length)
-    writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data);
+    writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data, false);
   return { image: path, pages: img.pages.length, written, unplaced };
 }
 
