@@ -64,14 +64,14 @@ export async function rewriteImageWith(
   return { ...p.stats, ms: performance.now() - p.t0, alreadyDone: false };
 }
 
+/** Room left after an image of `n` bytes for the sections the rewrite adds. */
+const APPEND_ROOM = (n: number) => (4 << 20) + (n >> 1);
+
 /**
  * The rewrite in memory: each µlib analysed and its sites redirected, the record built. An image
  * that already carries this rewrite gives its recorded figures (alreadyDone); another rewrite is
  * a user's error.
  */
-/** Room left after an image of `n` bytes for the sections the rewrite adds. */
-const APPEND_ROOM = (n: number) => (4 << 20) + (n >> 1);
-
 export function prepareRewrite(
   dbgPath: string,
   plan: RewritePlan,
