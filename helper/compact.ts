@@ -53,6 +53,8 @@ export interface CompactResult {
   /** Zero pages no longer in the file. */
   holePages: number;
   alreadyCompact: boolean;
+  /** The compacted file (the input's bytes when already compact). */
+  file: Buffer;
 }
 
 interface Run {
@@ -70,10 +72,15 @@ interface Hole {
 /** A run's flags are its region's (ld marks the tables writable; they sit in the code segment). */
 const RUN_FLAGS: Record<string, bigint> = { text: 0x6n, rodata: 0x2n, data: 0x3n, bss: 0x3n };
 
-/** Compacts a stripped ELF64 image in place; running it twice is a no-op. */
-/** Compacts a stripped ELF64 image in place; running it twice is a no-op. */
-export function compactImage(path: string, opts: { holes?: boolean } = {}): CompactResult {
-  const elf = ElfFile.load(path);
+/**
+ * Compacts a stripped ELF64 image in place; running it twice is a no-op. `elf`: the file as
+ * already read (or packed in memory); `write: false` only gives the file.
+ */
+export function compactImage(
+  path: string,
+  opts: { holes?: boolean; elf?: ElfFile; write?: boolean } = {},
+): CompactResult {
+  const elf = opts.elf ?? ElfFile.load(path);
   const before = elf.data.length,
     headersBefore = elf.sections.length;
   const unchanged = {
@@ -84,6 +91,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     headersAfter: headersBefore,
     holePages: 0,
     alreadyCompact: true,
+    file: elf.data,
   };
   refuseUncompactable(path, elf);
   if (elf.sections.some((s) => COMPACTED.test(s.name))) return unchanged;
@@ -96,7 +104,8 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
   const file = compactedFile(path, elf, segs, holes, runs);
   // 4. Every loaded byte must be what it was.
   checkLoadedBytes(path, elf, file, holes);
-  writeFileAtomic(path, file);
+  // A build product: replaced whole, not synced (util/files.ts).
+  if (opts.write !== false) writeFileAtomic(path, file, false);
   const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE_N);
   return {
     image: path,
@@ -106,6 +115,7 @@ export function compactImage(path: string, opts: { holes?: boolean } = {}): Comp
     headersAfter: runs.length + 2,
     holePages,
     alreadyCompact: false,
+    file,
   };
 }
 

@@ -193,7 +193,7 @@ export async function recordStep(s: FinishState): Promise<void> {
     return;
   }
   const tmpPlan = tempPath(s.image, 'plan');
-  writeFileAtomic(tmpPlan, s.planBytes);
+  writeFileAtomic(tmpPlan, s.planBytes, false);
   try {
     await replaceAtomically(s.image, (tmpImage) =>
       objcopy(

@@ -57,7 +57,7 @@ export function hardenImage(path: string): HardenResult {
     if (place.extend !== undefined) extendSegment(elf, data, place.extend, place.words[0]);
     if (changed) written++;
   }
-  // Replaced as the rewrite replaced it one pass before (renamed whole; no fsync of the image).
+  // Replaced as the rewrite replaced it one pass before (renamed whole; a build product: no sync).
   if (written || sections.length)
     writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data, false);
   return { image: path, pages: img.pages.length, written, unplaced };

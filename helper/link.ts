@@ -254,8 +254,9 @@ export function writeScript(s: LinkState): Plan {
     rewrite: mode,
     ...(o.aslrSeed !== undefined ? { aslr: { seed: o.aslrSeed, order: order! } } : {}),
   };
-  writeFileAtomic(o.out, script);
-  writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n');
+  // Build products: replaced whole, not synced (files.ts).
+  writeFileAtomic(o.out, script, false);
+  writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n', false);
   const shared = placed.filter((p) => p.shared).length;
   const named = placed.filter((p) => p.named).length;
   log(

@@ -49,6 +49,8 @@ export interface PackResult {
   /** Zero bytes of loaded memory that the file no longer stores. */
   dropped: number;
   alreadyPacked: boolean;
+  /** The packed file (the input's bytes when already packed). */
+  file: Buffer;
 }
 
 /** A PT_LOAD of the packed file: file bytes [vaddr, fileEnd), zero fill up to memEnd. */
@@ -100,13 +102,13 @@ function isZero(data: Buffer, from: bigint, to: bigint): boolean {
 
 /**
  * Packs a stripped ELF executable (ELF32 or ELF64) in place (`write: false`: only says how small it
- * would be).
+ * would be, and gives the file; `elf`: the file as already read).
  */
 export function packImage(
   path: string,
-  opts: { minGap?: number; write?: boolean } = {},
+  opts: { minGap?: number; write?: boolean; elf?: ElfFile } = {},
 ): PackResult {
-  const elf = ElfFile.load(path);
+  const elf = opts.elf ?? ElfFile.load(path);
   refuseUnpackable(path, elf);
   const loads = elf.loads;
   const result = (file: Buffer, pieces: number, dropped: bigint): PackResult => ({
@@ -117,6 +119,7 @@ export function packImage(
     loadsAfter: pieces,
     dropped: Number(dropped),
     alreadyPacked: file === elf.data,
+    file,
   });
   const unchanged = result(elf.data, loads.length, 0n);
   // 1. Pieces: what each PT_LOAD must keep in the file, cut where zeros cross pages.
@@ -127,7 +130,8 @@ export function packImage(
   if (!file || file.length >= elf.data.length) return unchanged;
   // 3. Every loaded byte, before and after: the same memory, the same coverage.
   check(path, elf, new ElfFile(path, file));
-  if (opts.write !== false) writeFileAtomic(path, file);
+  // A build product: replaced whole, not synced (util/files.ts).
+  if (opts.write !== false) writeFileAtomic(path, file, false);
   return result(file, cut.pieces.length, cut.dropped);
 }
 

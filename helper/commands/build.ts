@@ -101,7 +101,7 @@ async function aslrSeed(a: Args): Promise<string | undefined> {
   const { writeFileAtomic } = await import('../util/files.js');
   const seed = a.seed ? String(a.seed) : randomBytes(8).toString('hex');
   // SPACER_ASLR_SEED=<this> gives the same image.
-  writeFileAtomic(`${a.out}.seed`, seed + '\n');
+  writeFileAtomic(`${a.out}.seed`, seed + '\n', false);
   if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${seed} (written to ${a.out}.seed)`);
   return seed;
 }
@@ -237,6 +237,7 @@ export async function compactFile(
   const { ElfFile } = await import('../elf.js');
   const { packImage } = await import('../pack.js');
   const { compactImage } = await import('../compact.js');
+  const { writeFileAtomic } = await import('../util/files.js');
   // Refuse an ELF32 image before touching it (compaction reads ELF64 only).
   const input = ElfFile.load(image);
   if (input.header.class !== 64)
@@ -244,13 +245,22 @@ export async function compactFile(
       `${shown}: not an ELF64 image; run 'spacer compact' on the stripped image, ` +
         'before any ELF32 conversion',
     );
-  const p = o.pack ? await timed(times, 'pack', () => packImage(image)) : undefined;
+  // Read once, packed and compacted in memory, written once (the bytes of the two steps on disk).
+  const w = { write: false };
+  const p = o.pack
+    ? await timed(times, 'pack', () => packImage(image, { ...w, elf: input }))
+    : undefined;
   if (p && !p.alreadyPacked)
     say(
       `spacer: ${shown}: packed, ${p.loadsBefore} -> ${p.loadsAfter} loaded segments, ` +
         `${p.dropped} zero bytes out of the file, ${p.before} -> ${p.after} bytes`,
     );
-  const r = await timed(times, 'compact', () => compactImage(image, { holes: o.holes }));
+  const packed = p && !p.alreadyPacked ? new ElfFile(image, p.file) : input;
+  const r = await timed(times, 'compact', () =>
+    compactImage(image, { ...w, holes: o.holes, elf: packed }),
+  );
+  // A build product: replaced whole, not synced (util/files.ts).
+  if (r.file !== input.data) writeFileAtomic(image, r.file, false);
   say(
     r.alreadyCompact
       ? `spacer: ${shown}: already compact`
@@ -274,7 +284,7 @@ async function checkFirecracker(
   const { writeFileAtomic } = await import('../util/files.js');
   const problems = checkFirecrackerImage(image, input);
   if (problems.length) {
-    writeFileAtomic(image, input.data);
+    writeFileAtomic(image, input.data, false);
     const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
     throw new SpacerError(
       `${shown}: Firecracker would not load this image ` +

@@ -26,9 +26,11 @@ export function isTempPath(file: string): boolean {
 }
 
 /**
- * Writes the whole file to a temporary name, syncs it (unless `sync` is false: a caller whose
- * journal is synced), then renames it over `path`; a file that was there keeps its permissions
- * (an executable stays executable).
+ * Writes the whole file to a temporary name, syncs it, then renames it over `path`; a file that
+ * was there keeps its permissions (an executable stays executable). `sync` false skips the sync:
+ * for a caller whose journal is synced, and for build products (script, plan, seed, image), which
+ * make remakes and which ld and strip never sync either. Either way the file lands whole or not
+ * at all; only the workspace's own state (the map, its lock) must also survive a power cut.
  */
 export function writeFileAtomic(path: string, data: string | Buffer, sync = true): void {
   mkdirSync(dirname(path), { recursive: true });
