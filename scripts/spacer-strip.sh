@@ -4,17 +4,14 @@
 # after -o): with --pack the file keeps the loaded bytes, not the padding, and
 # one section header per run of µlib sections. Loaded memory is unchanged. With
 # --vmm=firecracker it then checks the rules of Firecracker's ELF loader.
-# With --client=PATH, `spacer compact` goes through the link server's client
-# (helper/server/client.c) instead of a Node process of its own.
-# Usage: spacer-strip.sh NODE CLI [--client=PATH] --pack|--no-pack [--vmm=firecracker] STRIP [strip arguments...]
+# Used when Node runs each command; through the link server, the server's client
+# does the same in one process (helper/server/client.c, --strip).
+# Usage: spacer-strip.sh NODE CLI --pack|--no-pack [--vmm=firecracker] STRIP [strip arguments...]
 node=$1 cli=$2
 shift 2
-flags= client=
+flags=
 while [ "${1#--}" != "$1" ]; do
-	case $1 in
-	--client=*) client=${1#--client=} ;;
-	*) flags="$flags $1" ;;
-	esac
+	flags="$flags $1"
 	shift
 done
 strip=$1
@@ -28,9 +25,8 @@ done
 [ -n "$out" ] || exit 0
 # `spacer finish --precompact` may have compacted this very file already (helper/precompact.ts):
 # take its result when our stripped output has the hash it started from and the options match.
-# (Through the link server, the finish does not precompact: the compaction is served.)
 pre="$(dirname "$out")/spacer/$(basename "$out").compact"
-if [ -z "$client" ] && [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
+if [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1; then
 	pack=1 holes=0 vmm=qemu known=1
 	for f in $flags; do
 		case $f in
@@ -57,6 +53,4 @@ if [ -z "$client" ] && [ -f "$pre.key" ] && command -v sha256sum >/dev/null 2>&1
 	fi
 fi
 # shellcheck disable=SC2086 # the flags are single words, one per option
-[ -n "$client" ] && exec "$client" "$node" "$cli" compact $flags "$out"
-# shellcheck disable=SC2086
 exec "$node" "$cli" compact $flags "$out"

@@ -7,9 +7,11 @@ import test from 'ava';
 import { execa } from 'execa';
 import {
   copyFileSync,
+  existsSync,
   mkdirSync,
   readFileSync,
   readdirSync,
+  rmSync,
   statSync,
   utimesSync,
   writeFileSync,
@@ -239,7 +241,7 @@ test('two finishes at once on one cache: both images are the ones the cache-off 
   t.true(readdirSync(join(dir, 'cache')).length > 0);
 });
 
-test('precompact: the strip wrapper takes the file only when it is the same file and options, and never with --client', async (t) => {
+test('precompact: the strip wrapper takes the file only when it is the same file and options; the client strips, then compacts', async (t) => {
   const { precompact, optionsLine } = await import('../helper/precompact.js');
   const { compactFile } = await import('../helper/commands/build.js');
   const app = apps[0].name;
@@ -273,27 +275,35 @@ test('precompact: the strip wrapper takes the file only when it is the same file
   await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--no-pack', ...strip]));
   const other = ['strip', '-s', dbg, '-o', image];
   await t.throwsAsync(execa('sh', [wrapper, 'false', cli, '--pack', ...other]));
-  // With --client (through the link server), compact goes to the client even though the key
-  // matches: the finish does not precompact then, so a key is an old build's.
-  // A client that notes its arguments, then runs them as the real one would with no server.
-  const log = join(dir, 'client.args');
-  const client = join(dir, 'client.sh');
+  // Through the link server, the image rule's STRIP is `spacer-client --strip` (Linker.uk): it
+  // runs strip, then `spacer compact` (here with no server, so as Node would run it, through a
+  // "node" that notes its arguments); it never looks for a precompacted file (the finish makes
+  // none then, so a key on disk is an old build's).
+  const client = join(root, 'helper', 'dist', 'spacer-client');
+  t.true(existsSync(client), `${client}: not built (npm run build builds it with cc)`);
+  const log = join(dir, 'node.args');
+  const node = join(dir, 'node.sh');
   writeFileSync(
-    client,
-    `#!/bin/sh\necho "$@" > '${log}'\nshift 2\nexec '${process.execPath}' --import tsx '${cli}' "$@"\n`,
+    node,
+    `#!/bin/sh\necho "$@" > '${log}'\nexec '${process.execPath}' --import tsx "$@"\n`,
     { mode: 0o755 },
   );
-  const c = await execa('sh', [
-    wrapper,
-    'node',
-    'spacer.mjs',
-    `--client=${client}`,
-    '--pack',
-    ...strip,
-  ]);
-  t.is(readFileSync(log, 'utf8').trim(), `node spacer.mjs compact --pack ${image}`);
+  const env = { SPACER_SERVER: 'off' };
+  const c = await execa(client, ['--strip', node, cli, '--pack', '--', ...strip], { env });
+  t.is(readFileSync(log, 'utf8').trim(), `${cli} compact --pack ${image}`);
   t.true(readFileSync(image).equals(readFileSync(ref)), 'the same bytes as spacer compact');
   t.regex(c.stderr, /packed/);
+  // A strip that fails: its status, and no compaction; no -o: nothing to compact.
+  rmSync(log);
+  const bad = await execa(client, ['--strip', node, cli, '--pack', '--', 'sh', '-c', 'exit 3'], {
+    env,
+    reject: false,
+  });
+  t.is(bad.exitCode, 3);
+  t.false(existsSync(log), 'no compaction after a failed strip');
+  const none = await execa(client, ['--strip', node, cli, '--pack', '--', 'true'], { env });
+  t.is(none.exitCode, 0);
+  t.false(existsSync(log), 'nothing to compact without -o');
 });
 
 test('spacer cache show and gc: what the cache holds, and emptied with --max-mb 0', async (t) => {

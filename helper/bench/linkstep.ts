@@ -1,8 +1,9 @@
 // The link step as make runs it (issue #14): `spacer link`, ld, `spacer finish`, and the image
-// rule's strip through scripts/spacer-strip.sh, which runs `spacer compact` (through the link
-// server; with Node per command, the finish's --precompact left the file it takes), each helper
-// command a process of the bundled CLI
-// (helper/dist/spacer.mjs), so Node's start-up counts as it does for a user. Per layout: ld's
+// rule's strip, which also compacts: through the link server, the client runs strip, then hands
+// the server `spacer compact` (`spacer-client --strip`); with Node per command,
+// scripts/spacer-strip.sh takes the file the finish's --precompact left. Each helper command is
+// a process of the client or of the bundled CLI (helper/dist/spacer.mjs), so Node's start-up
+// counts as it does for a user. Per layout: ld's
 // time, and the helper's on a cold link (the image new to the workspace map, its cache empty), on
 // a new image of a workspace whose cache holds its other images' analyses, and on a warm relink
 // (only the app's code changed). The map-size scaling is in mapscale.ts.
@@ -55,7 +56,7 @@ export function helperRunner(runDir: string | undefined, server = true) {
     viaClient ? [client, process.execPath, ...cli, ...args] : [process.execPath, ...cli, ...args];
   return {
     viaClient,
-    /** The client, for a script that runs the helper itself (spacer-strip.sh --client). */
+    /** The client, which also runs the image rule's strip (`--strip`). */
     client,
     /** The environment of every helper command, and one's command line. */
     env,
@@ -175,9 +176,11 @@ export async function linkStepOnce(o: {
       // No bundle (sources through tsx): the wrapper cannot name the CLI; compact as before.
       steps.push(spacer('compact', ['compact', `${elf}.stripped`]));
     else {
+      // As Linker.uk's STRIP for the image rule.
       const wrapper = join(packageRoot(), 'scripts', 'spacer-strip.sh');
-      const client = runner.viaClient ? [`--client=${runner.client}`] : [];
-      const rule = ['sh', wrapper, process.execPath, cli[0], ...client, '--pack', ...strip, elf];
+      const rule = runner.viaClient
+        ? [runner.client, '--strip', process.execPath, cli[0], '--pack', '--', ...strip, elf]
+        : ['sh', wrapper, process.execPath, cli[0], '--pack', ...strip, elf];
       steps.push({ name: 'rule', argv: rule, env: { ...runner.env, ...cache } });
     }
   }

@@ -6,6 +6,10 @@
  * does when the server says so (a rebuilt helper) or when SPACER_SERVER=off.
  *
  * Usage: spacer-client NODE CLI ARGS...   (as `NODE CLI ARGS...` would run)
+ *        spacer-client --strip NODE CLI FLAGS... -- STRIP STRIP-ARGS...
+ * The second form is the kvm image rule's STRIP through the server (Linker.uk): it runs strip,
+ * then `NODE CLI compact FLAGS... OUT` (OUT: strip's argument after -o) as the first form, in
+ * one process (scripts/spacer-strip.sh does the same with a shell, when Node runs each command).
  * Socket: $XDG_RUNTIME_DIR (else /tmp) / spacer-<uid> / <hash of NODE and CLI>.sock
  * Wire format: server/protocol.ts.
  */
@@ -125,6 +129,67 @@ static void start_server(char **cmd, const char *path, const char *log)
 	_exit(127);
 }
 
+/*
+ * `--strip NODE CLI FLAGS... -- STRIP ARGS...`: runs strip and gives its status (-1: it went
+ * well); then `*cmd` is `NODE CLI compact FLAGS... OUT`, or NULL when strip writes no -o file.
+ */
+static int strip_first(int argc, char **argv, char ***cmd)
+{
+	int sep = 4;
+
+	while (sep < argc && strcmp(argv[sep], "--"))
+		sep++;
+	if (sep + 1 >= argc) {
+		fprintf(stderr, "usage: spacer-client --strip NODE CLI FLAGS... -- STRIP ARGS...\n");
+		return 2;
+	}
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0) {
+		fprintf(stderr, "spacer: %s: %s\n", argv[sep + 1], strerror(errno));
+		return 1;
+	}
+	if (!pid) {
+		execvp(argv[sep + 1], argv + sep + 1);
+		fprintf(stderr, "spacer: %s: %s\n", argv[sep + 1], strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	if (!WIFEXITED(status))
+		return 128 + WTERMSIG(status);
+	if (WEXITSTATUS(status))
+		return WEXITSTATUS(status);
+	const char *out = NULL;
+
+	for (int i = sep + 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "-o"))
+			out = argv[i + 1];
+	*cmd = NULL;
+	if (!out)
+		return 0;
+	/* argv[0], NODE, CLI, "compact", the FLAGS, OUT, NULL */
+	char **c = calloc((size_t)(sep - 4) + 6, sizeof(*c));
+
+	if (!c) {
+		fprintf(stderr, "spacer: out of memory\n");
+		return 1;
+	}
+	int n = 0;
+
+	c[n++] = argv[0];
+	c[n++] = argv[2];
+	c[n++] = argv[3];
+	c[n++] = "compact";
+	for (int i = 4; i < sep; i++)
+		c[n++] = argv[i];
+	c[n++] = (char *)out;
+	*cmd = c;
+	return -1;
+}
+
 /* Appends `s` and its NUL to the request. */
 static int put(char **buf, size_t *len, size_t *cap, const char *s)
 {
@@ -149,9 +214,22 @@ static int put(char **buf, size_t *len, size_t *cap, const char *s)
 
 int main(int argc, char **argv)
 {
-	char **cmd = argv + 1;
 	char dir[256], path[sizeof(((struct sockaddr_un *)0)->sun_path)], log[300], num[32];
 	const char *off = getenv("SPACER_SERVER");
+
+	if (argc > 1 && !strcmp(argv[1], "--strip")) {
+		if (argc < 4) {
+			fprintf(stderr, "usage: spacer-client --strip NODE CLI FLAGS... -- STRIP ARGS...\n");
+			return 2;
+		}
+		int code = strip_first(argc, argv, &argv);
+
+		if (code >= 0)
+			return code;
+		for (argc = 0; argv[argc]; argc++)
+			;
+	}
+	char **cmd = argv + 1;
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: spacer-client NODE CLI ARGS...\n");
