@@ -123,9 +123,15 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
   const sum = createHash('sha256').update(body).digest();
   const tmp = tempPath(p);
   try {
-    mkdirSync(dirname(p), { recursive: true });
     const entry = Buffer.concat([MAGIC, sum, body]);
-    writeFileSync(tmp, entry);
+    // Its folder is made the first time only (a link writes tens of entries).
+    try {
+      writeFileSync(tmp, entry);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(dirname(p), { recursive: true });
+      writeFileSync(tmp, entry);
+    }
     renameSync(tmp, p);
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
@@ -240,7 +246,6 @@ export function cacheLimit(): number {
   return (Number.isFinite(mb) && mb >= 0 ? mb : DEFAULT_CACHE_MB) * 1024 * 1024;
 }
 
-/** After a link that added entries: the cache back under its limit. */
 /**
  * After a link that added entries: the cache back under its limit. A gc reads every entry's size,
  * so it runs only once the links since the last one (each adds what it wrote to

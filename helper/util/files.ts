@@ -33,7 +33,6 @@ export function isTempPath(file: string): boolean {
  * at all; only the workspace's own state (the map, its lock) must also survive a power cut.
  */
 export function writeFileAtomic(path: string, data: string | Buffer, sync = true): void {
-  mkdirSync(dirname(path), { recursive: true });
   let mode: number | undefined;
   try {
     mode = statSync(path).mode & 0o7777;
@@ -41,7 +40,15 @@ export function writeFileAtomic(path: string, data: string | Buffer, sync = true
     mode = undefined;
   }
   const tmp = tempPath(path);
-  const fd = openSync(tmp, 'w');
+  let fd: number;
+  try {
+    fd = openSync(tmp, 'w');
+  } catch (e) {
+    // The folder is made when it is not there (not tried first: most writes replace a file).
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(dirname(path), { recursive: true });
+    fd = openSync(tmp, 'w');
+  }
   try {
     if (mode !== undefined) fchmodSync(fd, mode);
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
