@@ -22,7 +22,7 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { isTempPath, tempPath } from '../util/files.js';
 
@@ -75,9 +75,93 @@ function entryPath(dir: string, kind: CacheKind, key: string): string {
   return join(dir, kind, key.slice(0, 2), key);
 }
 
+/**
+ * Entries the link server read or wrote, by absolute path (keepEntries; a process of its own
+ * keeps none). A warm relink reads some fifty entries; a kept one costs a stat instead of an open,
+ * a read, a hash and a touch. The file must still be there as the same file (inode and size): an
+ * entry a gc removed is a miss, as for any process. Its time of use is set again once a minute at
+ * most (the gc's order is by the minute). The value is deserialized afresh on every read, so no
+ * caller shares an object with another.
+ */
+const kept = new Map<string, { body: Buffer; ino: number; size: number; touched: number }>();
+let keptMax = 0,
+  keptBytes = 0;
+const TOUCH_MS = 60_000;
+
+/** The link server: keep up to `maxBytes` of entries in memory between command lines. */
+export function keepEntries(maxBytes = 64 << 20): void {
+  keptMax = maxBytes;
+}
+
+function keep(p: string, body: Buffer, touched: number): void {
+  const st = statSync(p, { throwIfNoEntry: false });
+  if (!st || body.length > keptMax) return;
+  forget(p);
+  kept.set(p, { body, ino: st.ino, size: st.size, touched });
+  keptBytes += body.length;
+  for (const [q, k] of kept) {
+    if (keptBytes <= keptMax) break;
+    kept.delete(q);
+    keptBytes -= k.body.length;
+  }
+}
+
+function forget(p: string): void {
+  const k = kept.get(p);
+  if (!k) return;
+  kept.delete(p);
+  keptBytes -= k.body.length;
+}
+
+/** Least recently used goes first: a hit counts as a use. */
+function touch(p: string): void {
+  try {
+    const now = new Date();
+    utimesSync(p, now, now);
+  } catch {
+    // Removed by a concurrent gc: the entry read is still whole.
+  }
+}
+
 /** The entry of `key`, if whole and not tampered with. */
 export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | undefined {
   const p = entryPath(dir, kind, key);
+  const body = keptMax ? keptBody(resolve(p)) : readBody(p);
+  if (!body) return undefined;
+  try {
+    return deserialize(body) as T;
+  } catch {
+    removeQuietly(p);
+    if (keptMax) forget(resolve(p));
+    return undefined;
+  }
+}
+
+/** The body of the entry at `p` (absolute): kept, else read and kept. */
+function keptBody(p: string): Buffer | undefined {
+  const k = kept.get(p);
+  if (k) {
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st && st.ino === k.ino && st.size === k.size) {
+      const now = Date.now();
+      if (now - k.touched > TOUCH_MS) {
+        touch(p);
+        k.touched = now;
+      }
+      // Most recently used last (evicted last).
+      kept.delete(p);
+      kept.set(p, k);
+      return k.body;
+    }
+    forget(p);
+  }
+  const body = readBody(p);
+  if (body) keep(p, body, Date.now());
+  return body;
+}
+
+/** The body of the entry file at `p`, checked against its hash (undefined: none, or removed). */
+function readBody(p: string): Buffer | undefined {
   let file: Buffer;
   try {
     file = readFileSync(p);
@@ -91,19 +175,8 @@ export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | und
     removeQuietly(p);
     return undefined;
   }
-  try {
-    // Least recently used goes first: a hit counts as a use.
-    const now = new Date();
-    utimesSync(p, now, now);
-  } catch {
-    // Removed by a concurrent gc: the entry read is still whole.
-  }
-  try {
-    return deserialize(body) as T;
-  } catch {
-    removeQuietly(p);
-    return undefined;
-  }
+  touch(p);
+  return body;
 }
 
 const unwritable = new Set<string>();
@@ -133,6 +206,7 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
       writeFileSync(tmp, entry);
     }
     renameSync(tmp, p);
+    if (keptMax) keep(resolve(p), body, Date.now());
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
   } catch (e) {

@@ -18,6 +18,7 @@ import { helperCodeId, CODE_ID_FILE } from '../cache/code-id.js';
 import { packageRoot } from '../paths.js';
 import { join } from 'node:path';
 import { keepBuffers } from '../util/buffers.js';
+import { keepEntries } from '../cache/store.js';
 import { started } from '../util/tools.js';
 
 const MAX_REQUEST = 64 << 20;
@@ -121,6 +122,8 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   const id = helperCodeId();
   // Requests run one at a time (`queue`): each may take the image buffers the last one used.
   keepBuffers();
+  // Cache entries read or written stay in memory: a relink stats them instead of reading them.
+  keepEntries();
   // A program started from here forks this process: its next requests fault on every page they
   // write (design.md, "The link server"). None of make's commands does; if one ever does, the log
   // says so (test/server.test.ts looks).
