@@ -1,6 +1,6 @@
 // The binutils the helper runs (util/tools.ts): a failure is one line naming the file and the tool.
 import test from 'ava';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { binutil, objcopy } from '../helper/util/tools.js';
 import { tempDir } from './_fixtures.js';
@@ -56,4 +56,35 @@ test('kept buffers (the link server): a command line never gets one buffer twice
   reuseBuffers();
   t.true(readWhole(file).equals(bytes), 'again, in the same (now dirty) buffer');
   t.throws(() => readWhole(join(dir, 'no-such-file')), { code: 'ENOENT' });
+});
+
+test('kept cache entries (the link server): read once, then served from memory while the file is the same', async (t) => {
+  const { keepEntries, readEntry, writeEntry } = await import('../helper/cache/store.js');
+  const dir = join(tempDir('kept-entries'), 'cache');
+  const key = 'ab'.repeat(32);
+  const path = join(dir, 'proof', 'ab', key);
+  keepEntries();
+  try {
+    writeEntry(dir, 'proof', key, { proved: 'libfoo', n: 1n });
+    t.deepEqual(readEntry(dir, 'proof', key), { proved: 'libfoo', n: 1n });
+    // Each read is a fresh object: a caller that changes one changes no other.
+    const a = readEntry<{ proved: string }>(dir, 'proof', key)!;
+    a.proved = 'changed';
+    t.is(readEntry<{ proved: string }>(dir, 'proof', key)!.proved, 'libfoo');
+    // Kept: a file that still is the same file is not read again (its bytes are not looked at).
+    const bytes = readFileSync(path);
+    const tampered = Buffer.from(bytes);
+    tampered[tampered.length - 1] ^= 0xff;
+    writeFileSync(path, tampered); // the same inode and size
+    t.is(readEntry<{ proved: string }>(dir, 'proof', key)!.proved, 'libfoo');
+    // Removed (a gc): a miss, as for a process of its own.
+    rmSync(path);
+    t.is(readEntry(dir, 'proof', key), undefined);
+    // Replaced by another file: read again, and checked by its hash (a bad one is a miss).
+    writeFileSync(path, tampered);
+    t.is(readEntry(dir, 'proof', key), undefined);
+    t.false(existsSync(path), 'an entry whose hash does not match is removed');
+  } finally {
+    keepEntries(0);
+  }
 });
