@@ -117,6 +117,41 @@ test("an ASLR link keeps each object's table sizes by its content: the next link
   t.is(cacheSummary(join(dir, 'cache')).kinds.needs.entries, n, 'the same objects: nothing new');
 });
 
+test('the glue runs no mkdir and no touch: link makes its folders, finish --stamp writes the stamp only on success', async (t) => {
+  // Linker.uk: `spacer link` into a build folder and a map folder that do not exist yet, ld, then
+  // `spacer finish --stamp` (make's stamp of the finished image).
+  const dir = join(out, 'glue');
+  rmSync(dir, { recursive: true, force: true });
+  const s = platformScripts();
+  const objects = objectsFor(apps[0], compiled);
+  const lds = join(dir, 'build', 'spacer', 'one.lds');
+  const dbg = join(dir, 'build', 'one.dbg');
+  const map = join(dir, 'workspace', 'map.json');
+  const env = { SPACER_CACHE: 'off' };
+  const spacer = (args: string[]) =>
+    execa(process.execPath, ['--import', 'tsx', cli, ...args], { env, reject: false });
+  const l = await spacer(
+    ['link', '--image', 'one', '--lds', s.defaultLds, '--out', lds, '--map', map, '--'].concat(
+      objects,
+    ),
+  );
+  t.is(l.exitCode, 0, l.stderr);
+  t.true(existsSync(lds) && existsSync(map));
+  const ldArgs = linkCommand({ objects, extraLds: s.extraLds, out: dbg, defaultLds: lds }, dbg);
+  ldArgs.splice(ldArgs.indexOf('-o'), 0, '-Wl,--emit-relocs');
+  await execa('gcc', ldArgs);
+  const stamp = join(dir, 'build', 'spacer', 'one.finished');
+  // A finish that fails (its plan is not there) leaves no stamp.
+  const bad = await spacer(['finish', '--plan', `${lds}.missing`, dbg, '--stamp', stamp]);
+  t.is(bad.exitCode, 1);
+  t.false(existsSync(stamp));
+  const ok = await spacer(['finish', '--plan', `${lds}.json`, dbg, '--stamp', stamp]);
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.true(existsSync(stamp));
+  // Newer than the finished image, as make needs of a stamp that depends on it.
+  t.true(statSync(stamp).mtimeMs >= statSync(dbg).mtimeMs);
+});
+
 test('a relink after only the app changed moves nothing else: the rest of the image comes from the cache', async (t) => {
   // kvstore's app compiled twice, the second time with one function and read-only data more; one
   // image, so every

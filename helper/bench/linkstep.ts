@@ -167,7 +167,8 @@ export async function linkStepOnce(o: {
     // As Linker.uk runs it: with Node per command, the finish also strips and compacts a copy
     // for the image rule; through the link server, that rule's `spacer compact` is served.
     const pre = compact && !runner.viaClient ? ['--precompact', elf, '--pack'] : [];
-    steps.push(spacer('finish', ['finish', '--plan', `${lds}.json`, dbg, ...pre]));
+    const stamp = ['--stamp', join(o.dir, 'spacer', `${o.image}.finished`)];
+    steps.push(spacer('finish', ['finish', '--plan', `${lds}.json`, dbg, ...pre, ...stamp]));
   }
   const strip = ['strip', '-s', '--remove-section=.spacer.rewrite', dbg, '-o'];
   if (compact) {

@@ -1,5 +1,6 @@
 // The commands make runs around ld: `link` before it (objects → map → script), `finish` after it
 // on the .dbg (layout check → rewrite → verify → record → harden), `compact` on the stripped image.
+import { writeFileSync } from 'node:fs';
 import type { ElfFile } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { defaultMapPath } from '../paths.js';
@@ -149,6 +150,11 @@ export const finishCommand: Command = {
         choices: ['qemu', 'firecracker'],
         describe: 'with --precompact: as compact',
       })
+      .option('stamp', {
+        type: 'string',
+        describe:
+          "when it succeeds, write this file (make's stamp of the finished image; no touch)",
+      })
       .option('timings', TIMINGS),
   handler: async (a) => {
     const { finish } = await import('../pipeline.js');
@@ -170,6 +176,8 @@ export const finishCommand: Command = {
         ),
       );
     }
+    // Last: the stamp says the whole finish succeeded (make runs no `touch` for it).
+    if (a.stamp) writeFileSync(a.stamp, '');
     if (a.timings) {
       log(formatTimings(times));
       const { cacheUse } = await import('../cache/store.js');
