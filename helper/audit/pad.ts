@@ -35,7 +35,49 @@ const NO_FALL_THROUGH = onFirstUse(
     ]),
 );
 
-const symbolsOf = new WeakMap<ElfFile, ElfSymbol[]>();
+/** What sectionRuns reads of a section, once per image (harden asks for every salted page). */
+interface SectionFacts {
+  /** Its sized functions, by address. */
+  funcs: ElfSymbol[];
+  /** Addresses of its symbols and offsets of its relocations, sorted. */
+  named: number[];
+  relocs: number[];
+  /** Per function (index in funcs): whether it ends without falling through (decoded once). */
+  ends: Map<number, boolean>;
+}
+const factsOf = new WeakMap<ElfFile, Map<number, SectionFacts>>();
+
+function sectionFacts(elf: ElfFile, index: number): SectionFacts {
+  let bySec = factsOf.get(elf);
+  if (!bySec) factsOf.set(elf, (bySec = new Map()));
+  let f = bySec.get(index);
+  if (f) return f;
+  const inSec = elf
+    .symbols()
+    .filter((s) => s.shndx === index && s.type !== STT_SECTION && s.type !== STT_FILE);
+  const funcs = inSec
+    .filter((s) => s.type === STT_FUNC && s.size > 0n)
+    .sort((a, b) => Number(a.value - b.value));
+  const named = inSec.map((s) => Number(s.value)).sort((a, b) => a - b);
+  const relocs = elf
+    .relocationsFor(elf.sections[index])
+    .map((r) => Number(r.offset))
+    .sort((a, b) => a - b);
+  bySec.set(index, (f = { funcs, named, relocs, ends: new Map() }));
+  return f;
+}
+
+/** Whether sorted `xs` holds a value in [from, to). */
+function anyIn(xs: number[], from: number, to: number): boolean {
+  let lo = 0,
+    hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < from) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < xs.length && xs[lo] < to;
+}
 
 /** Dead bytes on a page: [start, end) addresses. */
 type Run = readonly [number, number];
@@ -80,17 +122,8 @@ function deadRuns(img: AslrImage, page: number): Run[] {
 
 /** The dead runs of section `index` on [lo, hi) (see the file's comment). */
 function sectionRuns(elf: ElfFile, index: number, lo: number, hi: number): Run[] {
-  let syms = symbolsOf.get(elf);
-  if (!syms) symbolsOf.set(elf, (syms = elf.symbols()));
-  const inSec = syms.filter(
-    (s) => s.shndx === index && s.type !== STT_SECTION && s.type !== STT_FILE,
-  );
-  const funcs = inSec
-    .filter((s) => s.type === STT_FUNC && s.size > 0n)
-    .sort((a, b) => Number(a.value - b.value));
-  const named = inSec.map((s) => Number(s.value));
+  const { funcs, named, relocs, ends } = sectionFacts(elf, index);
   const sec = elf.sections[index];
-  const relocs = elf.relocationsFor(sec).map((r) => Number(r.offset));
   const runs: Run[] = [];
   for (let i = 0; i < funcs.length - 1; i++) {
     const f = funcs[i];
@@ -99,9 +132,11 @@ function sectionRuns(elf: ElfFile, index: number, lo: number, hi: number): Run[]
     const a = Math.max(end, lo),
       b = Math.min(next, hi);
     if (b <= a) continue;
-    if (named.some((v) => v >= end && v < next)) continue;
-    if (relocs.some((o) => o >= end && o < next)) continue;
-    if (endsWithoutFallThrough(elf, sec.offset, sec.addr, f)) runs.push([a, b]);
+    if (anyIn(named, end, next) || anyIn(relocs, end, next)) continue;
+    let dead = ends.get(i);
+    if (dead === undefined)
+      ends.set(i, (dead = endsWithoutFallThrough(elf, sec.offset, sec.addr, f)));
+    if (dead) runs.push([a, b]);
   }
   return runs;
 }
