@@ -122,6 +122,8 @@ export class ElfFile {
   readonly segments: ProgramHeader[];
   private symtabCache?: ElfSymbol[];
   private relocIndex?: Map<number, Section[]>;
+  /** Relocations per target section, parsed once (callers only read them). */
+  private relocsOf = new Map<number, readonly Relocation[]>();
 
   constructor(
     readonly path: string,
@@ -432,8 +434,14 @@ export class ElfFile {
     return out;
   }
 
-  /** Relocation sections that apply to section `target`. */
-  relocationsFor(target: Section): Relocation[] {
+  /**
+   * The relocations that apply to section `target` (from every relocation section that does),
+   * parsed on the first call: the finish asks again for each µlib's check, and an image of ld's
+   * with --emit-relocs holds some hundred thousand. Read-only: the same array every call.
+   */
+  relocationsFor(target: Section): readonly Relocation[] {
+    const known = this.relocsOf.get(target.index);
+    if (known) return known;
     if (!this.relocIndex) {
       // Built once: an object with function sections has thousands of sections to look through.
       this.relocIndex = new Map();
@@ -444,6 +452,8 @@ export class ElfFile {
         else this.relocIndex.set(s.info, [s]);
       }
     }
-    return (this.relocIndex.get(target.index) ?? []).flatMap((s) => this.relocations(s));
+    const all = (this.relocIndex.get(target.index) ?? []).flatMap((s) => this.relocations(s));
+    this.relocsOf.set(target.index, all);
+    return all;
   }
 }

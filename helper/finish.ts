@@ -16,7 +16,7 @@ import { SpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
 import { prepareRewrite, type PreparedRewrite } from './rewrite/image.js';
 import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
-import { commitStaged, stageWrite } from './rewrite/write.js';
+import { commitStaged, stageWrite, type Staged } from './rewrite/write.js';
 import { readWhole } from './util/buffers.js';
 import { replaceAtomically, tempPath, writeFileAtomic } from './util/files.js';
 import { objcopy } from './util/tools.js';
@@ -103,7 +103,9 @@ export interface FinishState {
   /** The rewrite, done in memory (rewrite pass), then written and verified (verify pass). */
   prepared?: PreparedRewrite;
   /** The verified file, waiting beside the image to replace it (record pass). */
-  staged?: string;
+  staged?: Staged;
+  /** The image as the record pass left it, parsed (harden reads it instead of the file). */
+  finished?: ElfFile;
   rewrite?: RewriteStats;
   /** ASLR hardening: seed-dependent pages, salted by this run, with no room for a salt. */
   hardened?: { pages: number; written: number; unplaced: number };
@@ -187,7 +189,8 @@ export async function recordStep(s: FinishState): Promise<void> {
   if (s.alreadyDone) return;
   if (s.prepared && !s.staged) throw new Error(`${s.image}: the record pass ran before verify`);
   if (s.staged && s.prepared) {
-    commitStaged(s.staged, s.image);
+    commitStaged(s.staged.path, s.image);
+    s.finished = s.staged.elf;
     s.rewrite = { ...s.prepared.stats, ms: performance.now() - s.prepared.t0, alreadyDone: false };
     s.staged = s.prepared = undefined;
     return;
@@ -222,7 +225,7 @@ export async function recordStep(s: FinishState): Promise<void> {
  */
 export function hardenStep(s: FinishState): void {
   if (s.plan.rewrite !== 'aslr') return;
-  const r = hardenImage(s.image);
+  const r = hardenImage(s.image, s.finished);
   s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
 }
 

@@ -21,10 +21,13 @@ export interface HardenResult {
   unplaced: string[];
 }
 
-/** Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg). */
-export function hardenImage(path: string): HardenResult {
-  // Read once, into buffers the link server keeps (util/buffers.ts): the image, the salted copy.
-  const img: AslrImage = readAslrImage(loadImage(path, ElfFile.load(path, readWhole)));
+/**
+ * Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg); `finished`: its
+ * bytes as the finish just wrote them, parsed (else it is read, into a buffer the link server
+ * keeps: util/buffers.ts).
+ */
+export function hardenImage(path: string, finished?: ElfFile): HardenResult {
+  const img: AslrImage = readAslrImage(loadImage(path, finished ?? ElfFile.load(path, readWhole)));
   const { elf } = img;
   const data = takeBuffer(elf.data.length);
   elf.data.copy(data);

@@ -35,7 +35,7 @@ import { type ImageSite, type RewriteUlib, type UlibAnalysis } from './types.js'
 /** The targets of a site's outside operands, by operand. */
 /** The code's relocations as findSites reads them: where the symbol lies, and which it is. */
 export function codeRefs(
-  relocs: Relocation[],
+  relocs: readonly Relocation[],
   syms: ElfSymbol[],
   place: (shndx: number) => Place,
 ): CodeRef[] {

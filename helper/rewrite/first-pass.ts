@@ -201,7 +201,7 @@ function placeFromText(ctx: ObjectContext) {
 }
 
 /** The sites of one code section: decoded (code only, x86/extents.ts), found and bounded. */
-function tallyCode(ctx: ObjectContext, s: Section, relocs: Relocation[], t: Tally): void {
+function tallyCode(ctx: ObjectContext, s: Section, relocs: readonly Relocation[], t: Tally): void {
   const { objPath, elf, syms, mode } = ctx;
   const code0 = elf.contents(s);
   // Only what the object says is code is decoded (x86/extents.ts); the rest is data.
@@ -304,7 +304,7 @@ function tallyAslrEntry(ctx: ObjectContext, site: Site, code0: Buffer, t: Tally)
 }
 
 /** Relocations in the object's data that point outside: counted, not rewritable. */
-function tallyData(ctx: ObjectContext, relocs: Relocation[], t: Tally): void {
+function tallyData(ctx: ObjectContext, relocs: readonly Relocation[], t: Tally): void {
   const place = placeFromText(ctx);
   for (const r of relocs) {
     // Judged from the code's side: a pointer to the µlib's own code moves with it in ASLR mode.

@@ -25,7 +25,7 @@ export async function stageWrite(
   sections: ExtraSection[],
   changed: string[],
   check: CheckFile,
-): Promise<string> {
+): Promise<Staged> {
   const tmpElf = tempPath(path, 'elf');
   const tmpSecs = sections.map((_, i) => tempPath(path, `${i}.sec`));
   const tmpOut = tempPath(path);
@@ -63,13 +63,20 @@ export async function stageWrite(
         `${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`,
       );
     chmodSync(tmpOut, mode);
-    return tmpOut;
+    return { path: tmpOut, elf: b };
   } catch (e) {
     rmSync(tmpOut, { force: true });
     throw e;
   } finally {
     for (const f of [tmpElf, ...tmpSecs]) rmSync(f, { force: true });
   }
+}
+
+/** A file stageWrite wrote and checked, and the image it holds as read for the check. */
+export interface Staged {
+  path: string;
+  /** Its bytes, parsed (what the passes after the record read instead of the file). */
+  elf: ElfFile;
 }
 
 /** Renames a file stageWrite checked over `path` (the file is removed if that fails). */
