@@ -1,7 +1,8 @@
 /*
- * spacer-client: what make runs for `spacer link` and `spacer finish` (Linker.uk). It hands the
- * command line, folder and environment to the link server (server/serve.ts) over a Unix socket
- * and relays its output and exit status, so that a link step does not start Node twice. With no
+ * spacer-client: what make runs for `spacer link`, `spacer finish` and the image rule's strip and
+ * `spacer compact` (Linker.uk). It hands the command line, folder and environment to the link
+ * server (server/serve.ts) over a Unix socket and relays its output and exit status, so that a
+ * link step does not start Node three times. With no
  * server, it starts one in the background for the next link and runs this command itself; so it
  * does when the server says so (a rebuilt helper) or when SPACER_SERVER=off.
  *

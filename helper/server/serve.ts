@@ -1,6 +1,7 @@
-// The link server: one Node process that runs `spacer link` and `spacer finish` for every build
-// of a workspace, so that a link step does not pay, twice per link, for Node's start, the bundle's
-// compile, iced-x86's WebAssembly and a cold JIT (together most of a warm relink's helper time).
+// The link server: one Node process that runs `spacer link`, `spacer finish` and `spacer compact`
+// for every build of a workspace, so that a link step does not pay, three times per link, for
+// Node's start, the bundle's compile, iced-x86's WebAssembly and a cold JIT (together most of a
+// warm relink's helper time).
 // Make starts the C client (server/client.c) instead of Node; the client hands its command line,
 // folder and environment to this process over a Unix socket and relays the output and the exit
 // status. Without a server the client runs the command itself and starts one in the background.
