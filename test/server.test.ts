@@ -14,9 +14,11 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createConnection } from 'node:net';
+import { once } from 'node:events';
 import { join, relative } from 'node:path';
 import { helperRunner, linkStepOnce, startServer } from '../helper/bench/linkstep.js';
-import { socketFolder } from '../helper/server/protocol.js';
+import { encodeRequest, exitFrame, socketFolder } from '../helper/server/protocol.js';
 import {
   compileWorkspace,
   loadApps,
@@ -129,6 +131,54 @@ test.serial(
     for (let i = 0; i < 50 && served(runDir).length - before < cases.length; i++)
       await new Promise((r) => setTimeout(r, 100));
     t.is(served(runDir).length - before, cases.length);
+  },
+);
+
+test.serial(
+  'a connection that closes at once, or says nothing, holds up no request after it',
+  async (t) => {
+    const runDir = join(out, 'run-probe');
+    await startServer(runDir);
+    const name = readdirSync(sockets(runDir)).find((f) => f.endsWith('.sock'))!;
+    const path = join(sockets(runDir), name);
+    const connect = async () => {
+      const c = createConnection(path);
+      c.on('error', () => {});
+      await once(c, 'connect');
+      return c;
+    };
+    const r = helperRunner(runDir);
+    const command = () => {
+      const [cmd, ...rest] = r.argv(['cache', 'show', '--help']);
+      return execa(cmd, rest, { env: r.env, timeout: 40_000, reject: false });
+    };
+    const before = served(runDir).length;
+    // A: a request sent in two parts, so that it holds the head of the queue meanwhile.
+    const req = encodeRequest({ cwd: out, argv: ['cache', 'show', '--help'], env: {} });
+    const a = await connect();
+    a.write(req.subarray(0, 2));
+    // B: connects and closes at once, as another server does to check that this one answers.
+    (await connect()).destroy();
+    await new Promise((res) => setTimeout(res, 300));
+    const answer: Buffer[] = [];
+    a.on('data', (d: Buffer) => answer.push(d));
+    a.write(req.subarray(2));
+    await once(a, 'end');
+    t.true(Buffer.concat(answer).subarray(-9).equals(exitFrame(0)), 'A is answered');
+    // The next command is served: B did not stop the queue.
+    const c = await command();
+    t.is(c.exitCode, 0, c.stderr);
+    t.false(c.timedOut);
+    // D: connects and sends nothing; it is dropped after the server's wait (10 s), and the command
+    // after it is served.
+    const d = await connect();
+    const e = await command();
+    t.is(e.exitCode, 0, e.stderr);
+    t.false(e.timedOut);
+    d.destroy();
+    for (let i = 0; i < 50 && served(runDir).length - before < 3; i++)
+      await new Promise((res) => setTimeout(res, 100));
+    t.is(served(runDir).length - before, 3, 'A, C and E through the server');
   },
 );
 

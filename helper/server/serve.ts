@@ -23,6 +23,8 @@ import { keepEntries } from '../cache/store.js';
 import { started } from '../util/tools.js';
 
 const MAX_REQUEST = 64 << 20;
+/** A client sends its request as soon as it connects; one silent this long is dropped. */
+const REQUEST_MS = 10_000;
 const MAX_RSS = 2 * 2 ** 30;
 
 /** The code id as the bundle on disk has it now (undefined: not a bundle build). */
@@ -95,15 +97,26 @@ async function runRequest(r: Request, out: (b: Buffer) => void): Promise<number>
   }
 }
 
-/** Reads one request off `sock` (undefined: the client went away or sent too much). */
+/**
+ * Reads one request off `sock` (undefined: the client went away, sent too much, or sent nothing
+ * for REQUEST_MS). Called as the connection comes in, not when its turn in the queue comes: a
+ * client that connects and closes at once (another server checking that this one answers) has
+ * ended by then, and an `end` missed would hold the queue, and every build after it, forever.
+ */
 function readRequest(sock: Socket): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const parts: Buffer[] = [];
-    let have = 0;
+    let have = 0,
+      settled = false;
     const done = (b: Buffer | undefined) => {
+      if (settled) return;
+      settled = true;
+      sock.setTimeout(0);
       sock.removeAllListeners('data');
+      if (!b) sock.destroy();
       resolve(b);
     };
+    sock.setTimeout(REQUEST_MS, () => done(undefined));
     sock.on('data', (d: Buffer) => {
       parts.push(d);
       have += d.length;
@@ -114,6 +127,7 @@ function readRequest(sock: Socket): Promise<Buffer | undefined> {
       if (all.length >= 4 + len) done(all.subarray(4, 4 + len));
     });
     sock.once('end', () => done(undefined));
+    sock.once('close', () => done(undefined));
     sock.once('error', () => done(undefined));
   });
 }
@@ -161,12 +175,13 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   server.on('connection', (sock) => {
     pending++;
     sock.on('error', () => {});
+    const request = readRequest(sock);
     const send = (b: Buffer) => {
       if (!sock.destroyed) sock.write(b);
     };
     queue = queue
       .then(async () => {
-        const body = await readRequest(sock);
+        const body = await request;
         if (!body) return;
         const p = parseRequest(body);
         // A server is started by the client, never through another one.
