@@ -150,6 +150,18 @@ test('the glue runs no mkdir and no touch: link makes its folders, finish --stam
   t.true(existsSync(stamp));
   // Newer than the finished image, as make needs of a stamp that depends on it.
   t.true(statSync(stamp).mtimeMs >= statSync(dbg).mtimeMs);
+  // A stamp that cannot be written: one line naming it, exit 1.
+  const nowhere = join(dir, 'no-such-folder', 'one.finished');
+  const unwritable = await spacer(['finish', '--plan', `${lds}.json`, dbg, '--stamp', nowhere]);
+  t.is(unwritable.exitCode, 1);
+  t.regex(
+    unwritable.stderr,
+    /^spacer: .*no-such-folder\/one\.finished: cannot write the stamp \(ENOENT\)/m,
+  );
+  t.is(
+    unwritable.stderr.split('\n').filter((l) => l.startsWith('spacer: ') && /stamp/.test(l)).length,
+    1,
+  );
 });
 
 test('a relink after only the app changed moves nothing else: the rest of the image comes from the cache', async (t) => {

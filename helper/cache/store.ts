@@ -13,7 +13,6 @@
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
 import { createHash } from 'node:crypto';
 import {
-  mkdirSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -24,7 +23,7 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
-import { isTempPath, tempPath } from '../util/files.js';
+import { isTempPath, tempPath, writeFileAtomic } from '../util/files.js';
 
 export const DEFAULT_CACHE_MB = 256;
 
@@ -194,24 +193,16 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
   const p = entryPath(dir, kind, key);
   const body = serialize(value);
   const sum = createHash('sha256').update(body).digest();
-  const tmp = tempPath(p);
   try {
     const entry = Buffer.concat([MAGIC, sum, body]);
-    // Its folder is made the first time only (a link writes tens of entries).
-    try {
-      writeFileSync(tmp, entry);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      mkdirSync(dirname(p), { recursive: true });
-      writeFileSync(tmp, entry);
-    }
-    renameSync(tmp, p);
+    // Whole or not at all, its folder made the first time only; not synced: an entry lost to a
+    // power cut is only a miss, and one torn is a miss too (its hash).
+    writeFileAtomic(p, entry, false);
     if (keptMax) keep(resolve(p), body, Date.now());
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
   } catch (e) {
     // A cache that cannot be written is only slower: said once per folder, the link goes on.
-    removeQuietly(tmp);
     if (!unwritable.has(dir)) {
       unwritable.add(dir);
       const why = (e as NodeJS.ErrnoException).code ?? String(e);

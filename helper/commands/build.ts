@@ -177,7 +177,15 @@ export const finishCommand: Command = {
       );
     }
     // Last: the stamp says the whole finish succeeded (make runs no `touch` for it).
-    if (a.stamp) writeFileSync(a.stamp, '');
+    if (a.stamp)
+      try {
+        writeFileSync(a.stamp, '');
+      } catch (e) {
+        throw new SpacerError(
+          `${a.stamp}: cannot write the stamp (${(e as NodeJS.ErrnoException).code ?? e}); ` +
+            'check that its folder exists and is writable (the image itself is finished)',
+        );
+      }
     if (a.timings) {
       log(formatTimings(times));
       const { cacheUse } = await import('../cache/store.js');

@@ -3,7 +3,7 @@
 // checked, then renamed over the image; on any failure the image is left as it was. `spacer
 // finish` runs the two halves as its verify and record passes; rewriteImageWith runs them back to
 // back.
-import { chmodSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { ElfFile } from '../elf.js';
 import { appendSections } from '../elfappend.js';
 import { SpacerError } from '../errors.js';
@@ -17,7 +17,8 @@ export type CheckFile = (path: string, elf?: ElfFile) => string[];
 /**
  * Writes `data` plus `sections` to a temporary file beside `path`, checks that objcopy moved none
  * of the `changed` sections and that `check` accepts the file, and returns the file's name (with
- * `path`'s mode): commitStaged renames it over `path`. On any failure nothing is left behind.
+ * `path`'s mode) and its bytes, parsed: commitStaged renames it over `path`. On any failure
+ * nothing is left behind.
  */
 export async function stageWrite(
   path: string,
@@ -48,7 +49,9 @@ export async function stageWrite(
       await objcopy([...args, tmpElf, tmpOut], path);
     }
     // Nothing that was patched may have moved.
-    const b = appended ? new ElfFile(tmpOut, appended) : ElfFile.load(tmpOut);
+    // Named as the image it becomes: the passes after the record read it (harden), and any
+    // problem they find names the image, not this temporary file.
+    const b = new ElfFile(path, appended ?? readFileSync(tmpOut));
     for (const name of changed) {
       const x = a.section(name),
         y = b.section(name);

@@ -53,9 +53,13 @@ export function writeFileAtomic(path: string, data: string | Buffer, sync = true
     if (mode !== undefined) fchmodSync(fd, mode);
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     if (sync) fsyncSync(fd);
-  } finally {
+  } catch (e) {
+    // A full disk: no temporary file left behind, and what was at `path` stays.
     closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw e;
   }
+  closeSync(fd);
   try {
     renameSync(tmp, path);
   } catch (e) {
