@@ -179,6 +179,14 @@ export function readPlan(path: string): Plan {
 
 /** The image's `.spacer.plan`, validated; null when it has none (default layout). */
 export function readImagePlan(elf: ElfFile): ImagePlan | null {
+  // Read once per parsed image: the checks of a finish ask for it once per µlib.
+  let plan = imagePlans.get(elf);
+  if (plan === undefined) imagePlans.set(elf, (plan = parseImagePlan(elf)));
+  return plan;
+}
+const imagePlans = new WeakMap<ElfFile, ImagePlan | null>();
+
+function parseImagePlan(elf: ElfFile): ImagePlan | null {
   const sec = elf.section(PLAN_SECTION);
   if (!sec) return null;
   const bad = (what: string): never => {

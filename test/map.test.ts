@@ -1,6 +1,6 @@
 // The workspace map under concurrency, corruption, stale locks and overflow; determinism.
 import test from 'ava';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
@@ -70,6 +70,17 @@ test('a corrupt, truncated or newer-schema map is one error line and is left as 
   const ok = await spacer(spacerLinkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)));
   t.is(ok.exitCode, 0, ok.stderr);
   const good = readFileSync(map, 'utf8');
+  // A header the journal still holds (no checkpoint yet) is restored from it by the next link.
+  const journal = join(dir, 'corrupt', 'map.json.d', 'journal.json');
+  t.is(JSON.parse(readFileSync(journal, 'utf8')).write[''], good);
+  writeFileSync(map, good.slice(0, 40));
+  const again = await spacer(
+    spacerLinkArgs(map, 'img0', join(dir, 'corrupt', 'a.lds'), objectsOf(0)),
+  );
+  t.is(again.exitCode, 0, again.stderr);
+  t.is(readFileSync(map, 'utf8'), good);
+  // Past a checkpoint (30 s, or 32 files), no journal holds it: a damaged header is an error.
+  rmSync(journal);
   const cases: [string, RegExp][] = [
     [good.slice(0, good.length / 2), /corrupt map/],
     ['', /corrupt map \(empty file\)/],

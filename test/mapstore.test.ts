@@ -2,7 +2,15 @@
 // link reads and writes only its own files, and an update interrupted after its journal lands.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
 import { allocateAslr } from '../helper/layout/aslr.js';
@@ -125,18 +133,24 @@ test('a relink writes only its image and the variants it moved between', async (
   const changed = [...after.keys()]
     .filter((f) => before.get(f) !== after.get(f))
     .map((f) => f.slice(mapDir(map).length + 1));
-  t.deepEqual(changed.sort(), [
+  const files3 = [
     'images/img3.json',
     `ulibs/appmain/${'app3v0'.padEnd(16, 'a')}.json`,
     `ulibs/appmain/${'app3v1'.padEnd(16, 'a')}.json`,
-  ]);
-  t.false(existsSync(join(mapDir(map), 'journal.json')));
+  ];
+  t.deepEqual(changed.sort(), [...files3, 'journal.json'].sort());
+  // The journal (synced) holds them until a checkpoint syncs the files.
+  const jn = JSON.parse(readFileSync(join(mapDir(map), 'journal.json'), 'utf8'));
+  for (const rel of files3) t.is(jn.write[rel], readFileSync(join(mapDir(map), rel), 'utf8'));
+  t.true(Object.keys(jn.write).length + jn.remove.length <= 32);
   const m = readMap(map)!;
   t.deepEqual(m.ulibs.appmain.variants['app3v0'.padEnd(16, 'a')].images, []);
   t.deepEqual(m.ulibs.appmain.variants['app3v1'.padEnd(16, 'a')].images, ['img3']);
   // The counts a link's view relies on are checked by `spacer map check`.
   t.deepEqual(checkMapFile(map), []);
   const v = join(mapDir(map), 'ulibs', 'appmain', `${'app3v1'.padEnd(16, 'a')}.json`);
+  // A hand edit of a file the journal holds would be read through (and undone by the next update).
+  rmSync(join(mapDir(map), 'journal.json'));
   writeFileSync(v, readFileSync(v, 'utf8').replace('"users": 1', '"users": 2'));
   t.deepEqual(checkMapFile(map), [
     `variant ${'app3v1'.padEnd(16, 'a')} of appmain counts 2 images, 1 use it`,
@@ -167,14 +181,61 @@ test('an update interrupted after its journal is read through, then finished by 
   // A reader without the lock sees the update whole.
   t.deepEqual(Object.keys(loadWhole(map)!.map.images).sort(), ['img0', 'img1']);
   t.is(encodeMap(parseMapFile(map)!), encodeMap(parseMapFile(staged)!));
-  // The next update lands it first.
+  // The next update lands it first (and keeps it, with its own files, until a checkpoint).
   await updateMap(map, () => freshMap(a), fn(a));
-  t.false(existsSync(join(mapDir(map), 'journal.json')));
+  for (const [rel, text] of Object.entries(write))
+    t.is(readFileSync(rel ? join(mapDir(map), rel) : map, 'utf8'), text);
   t.is(encodeMap(readMap(map)!), encodeMap(readMap(staged)!));
   // A damaged journal is one error line naming it and the fix.
   writeFileSync(join(mapDir(map), 'journal.json'), '{"write": ');
   const err = await t.throwsAsync(updateMap(map, () => freshMap(a), fn(a)));
   t.regex(err!.message, /journal\.json: damaged map journal; delete it/);
+});
+
+test('files a power cut lost after their update are read through the journal and landed again; checkpoints bound it', async (t) => {
+  const map = join(dir, 'powercut', 'map.json');
+  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+  const view = (req: AllocRequest) => ({
+    image: req.image,
+    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+  });
+  const journal = join(mapDir(map), 'journal.json');
+  const held = () => {
+    const j = JSON.parse(readFileSync(journal, 'utf8'));
+    return { j, n: Object.keys(j.write).length + j.remove.length };
+  };
+  for (let ver = 0; ver < 12; ver++) {
+    const r = request(ver % 4, ver, () => 0.5);
+    await updateMap(map, () => freshMap(r), fn(r), view(r));
+    // Bounded: what is held past 32 files is synced and dropped by the next update.
+    t.true(held().n <= 32 || ver < 4, `update ${ver} leaves ${held().n} files in the journal`);
+  }
+  const whole = encodeMap(readMap(map)!);
+  // A power cut: the unsynced files the journal holds came back empty, or not at all.
+  const rels = Object.keys(held().j.write).filter((rel) => rel.startsWith('images/'));
+  t.true(rels.length >= 1);
+  writeFileSync(join(mapDir(map), rels[0]), '');
+  rmSync(join(mapDir(map), rels.at(-1)!), { force: true });
+  t.is(encodeMap(readMap(map)!), whole, 'a reader reads through the journal');
+  const r = request(3, 11, () => 0.5); // the last update again: the map is unchanged
+  await updateMap(map, () => freshMap(r), fn(r), view(r));
+  t.is(encodeMap(readMap(map)!), whole);
+  for (const rel of rels)
+    t.is(readFileSync(join(mapDir(map), rel), 'utf8'), held().j.write[rel], `${rel} landed again`);
+  // A journal older than the checkpoint's age is synced and replaced by the next update's alone.
+  const { j } = held();
+  writeFileSync(journal, JSON.stringify({ ...j, since: 0 }));
+  const r2 = request(2, 12, () => 0.5);
+  await updateMap(map, () => freshMap(r2), fn(r2), view(r2));
+  const after = held().j;
+  t.true(after.since > 0);
+  t.deepEqual(Object.keys(after.write).sort(), [
+    '',
+    'images/img2.json',
+    `ulibs/appmain/${'app2v10'.padEnd(16, 'a')}.json`,
+    `ulibs/appmain/${'app2v12'.padEnd(16, 'a')}.json`,
+  ]);
+  t.deepEqual(checkMapFile(map), []);
 });
 
 test('a map of the single-file form is read whole and written split by the next link', async (t) => {

@@ -10,14 +10,21 @@
 // (loadWhole). Which images use a variant is read from the image files; a variant file keeps only
 // the count.
 //
-// Every update lands whole: the changed files go first into one journal (written to a temporary
-// name and renamed), then each into place by a rename, the header last, then the journal goes. A
-// journal left by a crash is finished by the next update (under the lock); readers without the lock
-// read through it. A map of the single-file form (schema 1) is read whole and written split.
+// Every update lands whole: the changed files go first into one journal (synced, written to a
+// temporary name and renamed), then each into place by a rename, the header last. The files are not
+// synced one by one: the journal stays, and holds every update since the last checkpoint, until the
+// files it landed are synced (a checkpoint: at 32 files, after 30 s, or before a large update).
+// One fsync per link instead of one per file; after a power cut the journal still has them.
+// Under the lock, each update first checks that the journal's files hold what it says (a crash
+// between the journal and its files) and lands what they do not; readers without the lock read
+// through it. A map of the single-file form (schema 1) is read whole and written split.
 /* eslint-disable @typescript-eslint/no-explicit-any -- JSON, validated field by field */
 import {
+  closeSync,
   cpSync,
   existsSync,
+  fsyncSync,
+  openSync,
   mkdirSync,
   readFileSync,
   readdirSync,
@@ -94,7 +101,13 @@ export interface MapState {
 interface Journal {
   write: Record<string, string>;
   remove: string[];
+  /** When the first update it holds was written (ms since the epoch). */
+  since?: number;
 }
+
+/** A journal holding this many files, or this old, is checkpointed by the next update. */
+const CHECKPOINT_FILES = 32;
+const CHECKPOINT_MS = 30_000;
 
 /** The journal a crashed update left, if any. */
 function readJournal(path: string): Journal | undefined {
@@ -448,37 +461,102 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
   return true;
 }
 
-/** Lands a journal: its files by rename (the header last), removals, then the journal goes. */
-function apply(path: string, jn: Journal): void {
+/** The files of a journal, the header last (readers without the lock read through it anyway). */
+function journalFiles(jn: Journal): string[] {
+  return Object.keys(jn.write)
+    .filter((r) => r !== CORE)
+    .sort()
+    .concat(CORE in jn.write ? [CORE] : []);
+}
+
+const fileOf = (path: string, rel: string) => (rel === CORE ? path : join(mapDir(path), rel));
+
+/** Lands a journal's files by rename (the header last) and its removals; `sync` each file. */
+function land(path: string, jn: Journal, sync: boolean): void {
+  for (const rel of journalFiles(jn)) writeFileAtomic(fileOf(path, rel), jn.write[rel], sync);
+  removeAll(path, jn.remove);
+}
+
+function removeAll(path: string, rels: string[]): void {
   const dir = mapDir(path);
-  const rels = Object.keys(jn.write).filter((r) => r !== CORE);
-  // A large update (relayout, gc, a map's first split) syncs its journal, not each of its files.
-  const sync = rels.length <= 256;
-  for (const rel of rels.sort()) writeFileAtomic(join(dir, rel), jn.write[rel], sync);
-  for (const rel of jn.remove) rmSync(join(dir, rel), { force: true });
+  for (const rel of rels) rmSync(join(dir, rel), { force: true });
   // A µlib whose last variant went leaves no folder.
-  for (const folder of new Set(jn.remove.map((rel) => dirname(join(dir, rel)))))
+  for (const folder of new Set(rels.map((rel) => dirname(join(dir, rel)))))
     try {
       rmdirSync(folder);
     } catch {
       /* not empty */
     }
-  if (CORE in jn.write) writeFileAtomic(path, jn.write[CORE]);
-  rmSync(join(dir, JOURNAL), { force: true });
+}
+
+/** Makes the files a journal landed durable, so that the journal may go or be replaced. */
+function checkpoint(path: string, jn: Journal): void {
+  for (const rel of journalFiles(jn)) {
+    let fd: number;
+    try {
+      fd = openSync(fileOf(path, rel), 'r');
+    } catch {
+      continue; // gone since: a later update removed it, and its journal says so
+    }
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/** `old`, then `jn` on top of it. */
+function merged(old: Journal, jn: Journal): Journal {
+  const write = { ...old.write };
+  for (const rel of jn.remove) delete write[rel];
+  Object.assign(write, jn.write);
+  const remove = [...new Set([...old.remove, ...jn.remove])].filter((rel) => !(rel in jn.write));
+  return { write, remove, ...(old.since !== undefined ? { since: old.since } : {}) };
 }
 
 function commit(path: string, jn: Journal): void {
   const dir = mapDir(path);
+  const file = join(dir, JOURNAL);
   mkdirSync(dir, { recursive: true });
-  writeFileAtomic(join(dir, JOURNAL), JSON.stringify(jn));
-  apply(path, jn);
+  // Under the lock, finishJournal has landed what the journal holds; it is checked, not re-read.
+  const old = readJournal(path);
+  // A large update (relayout, gc, a map's first split) syncs its journal, not each of its files,
+  // and does not keep it.
+  const large = Object.keys(jn.write).length > 256;
+  const next = old && !large ? merged(old, jn) : { ...jn, since: Date.now() };
+  const keep =
+    !large &&
+    Object.keys(next.write).length + next.remove.length <= CHECKPOINT_FILES &&
+    Date.now() - (next.since ?? 0) < CHECKPOINT_MS;
+  if (old && (large || !keep)) checkpoint(path, old);
+  const jnext = keep ? next : { ...jn, since: Date.now() };
+  writeFileAtomic(file, JSON.stringify(jnext));
+  land(path, jn, false);
+  if (large) rmSync(file, { force: true });
 }
 
-/** Under the lock: lands the journal a crashed update left. */
+/**
+ * Under the lock, before an update: the journal's files must hold what it says (a crash between
+ * the journal and its files leaves them old or missing, a power cut may leave them empty).
+ * What differs is landed again; the journal stays until a checkpoint.
+ */
 export function finishJournal(path: string): void {
   if (!existsSync(join(mapDir(path), JOURNAL))) return;
   const jn = readJournal(path);
-  if (jn) apply(path, jn);
+  if (!jn) return;
+  const stale: Journal = { write: {}, remove: [] };
+  for (const rel of journalFiles(jn)) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(fileOf(path, rel), 'utf8');
+    } catch {
+      text = undefined;
+    }
+    if (text !== jn.write[rel]) stale.write[rel] = jn.write[rel];
+  }
+  stale.remove = jn.remove.filter((rel) => existsSync(join(mapDir(path), rel)));
+  land(path, stale, false);
 }
 
 /** The whole map, parsed, without the consistency check (undefined when there is none yet). */
