@@ -162,6 +162,37 @@ test('the glue runs no mkdir and no touch: link makes its folders, finish --stam
     unwritable.stderr.split('\n').filter((l) => l.startsWith('spacer: ') && /stamp/.test(l)).length,
     1,
   );
+  // Through the link server, the .dbg rule's LD is `spacer-client --link` (Linker.uk): link, ld,
+  // then finish on ld's -o file, in one process. Here with no server (Node runs each command, as
+  // the client does when none answers): the same bytes as the three steps above.
+  const client = join(root, 'helper', 'dist', 'spacer-client');
+  t.true(existsSync(client), `${client}: not built (npm run build builds it with cc)`);
+  const node = join(dir, 'node.sh');
+  writeFileSync(node, `#!/bin/sh\nexec '${process.execPath}' --import tsx "$@"\n`, {
+    mode: 0o755,
+  });
+  const finished = readFileSync(dbg);
+  rmSync(dbg);
+  const linkArgs = ['link', '--image', 'one', '--lds', s.defaultLds, '--out', lds, '--map', map];
+  const step = (finish: string[], ld = ['gcc', ...ldArgs]) =>
+    execa(
+      client,
+      ['--link', node, cli, ...linkArgs, '--', ...objects]
+        .concat(['--spacer-finish', 'finish', ...finish])
+        .concat(['--spacer-ld', ...ld]),
+      { env: { ...env, SPACER_SERVER: 'off' }, reject: false },
+    );
+  const one = await step(['--plan', `${lds}.json`]);
+  t.is(one.exitCode, 0, one.stderr);
+  t.true(readFileSync(dbg).equals(finished), 'the same finished image as link, ld and finish');
+  // A finish that fails removes ld's output (make links again); a failing ld is its own status.
+  const failed = await step(['--plan', `${lds}.missing`]);
+  t.is(failed.exitCode, 1);
+  t.regex(failed.stderr, /lds\.missing/);
+  t.false(existsSync(dbg), 'no unfinished image left for make to take as up to date');
+  const ldFails = await step(['--plan', `${lds}.json`], ['sh', '-c', 'exit 4', 'ld', '-o', dbg]);
+  t.is(ldFails.exitCode, 4);
+  t.false(existsSync(dbg));
 });
 
 test('a relink after only the app changed moves nothing else: the rest of the image comes from the cache', async (t) => {

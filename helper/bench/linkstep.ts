@@ -1,13 +1,14 @@
 // The link step as make runs it (issue #14): `spacer link`, ld, `spacer finish`, and the image
-// rule's strip, which also compacts: through the link server, the client runs strip, then hands
-// the server `spacer compact` (`spacer-client --strip`); with Node per command,
+// rule's strip, which also compacts. Through the link server, the client runs link, ld and finish
+// (`spacer-client --link`, the .dbg rule's LD), then strip and the served `spacer compact`
+// (`spacer-client --strip`); with Node per command, each is a command of its own and
 // scripts/spacer-strip.sh takes the file the finish's --precompact left. Each helper command is
 // a process of the client or of the bundled CLI (helper/dist/spacer.mjs), so Node's start-up
 // counts as it does for a user. Per layout: ld's
 // time, and the helper's on a cold link (the image new to the workspace map, its cache empty), on
 // a new image of a workspace whose cache holds its other images' analyses, and on a warm relink
 // (only the app's code changed). The map-size scaling is in mapscale.ts.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { execa } from 'execa';
 import { copyMap } from '../layout/map-store.js';
@@ -153,20 +154,38 @@ export async function linkStepOnce(o: {
     dbg = `${out}.dbg`,
     elf = `${out}.elf`;
   const steps: Step[] = [];
-  if (o.map) {
-    const aslr = o.aslr ? ['--aslr', '--seed', o.image] : [];
-    const args = ['link', '--image', o.image, '--lds', s.defaultLds, '--out', lds];
-    steps.push(spacer('link', [...args, '--map', o.map, ...aslr, '--', ...o.objects]));
-  }
+  const aslr = o.aslr ? ['--aslr', '--seed', o.image] : [];
+  const linkArgs = ['link', '--image', o.image, '--lds', s.defaultLds, '--out', lds];
+  const link = o.map ? [...linkArgs, '--map', o.map, ...aslr, '--', ...o.objects] : [];
   const req = { objects: o.objects, extraLds: s.extraLds, out: dbg, extraArgs: o.extraArgs };
   const ldArgs = linkCommand({ ...req, defaultLds: o.map ? lds : s.defaultLds }, dbg);
   if (o.map) ldArgs.splice(ldArgs.indexOf('-o'), 0, '-Wl,--emit-relocs');
-  steps.push({ name: 'ld', argv: ['gcc', ...ldArgs] });
   const compact = o.map && o.compact !== false;
-  if (o.map) {
-    // As Linker.uk runs it: with Node per command, the finish also strips and compacts a copy
-    // for the image rule; through the link server, that rule's `spacer compact` is served.
-    const pre = compact && !runner.viaClient ? ['--precompact', elf, '--pack'] : [];
+  // Through the link server, the .dbg rule's LD is the client, which runs link, ld and finish in
+  // one process (Linker.uk) and notes how long each took (SPACER_CLIENT_TIMES).
+  const times = join(o.dir, 'spacer', `${o.image}.client-times`);
+  const together = !!o.map && runner.viaClient;
+  if (together) {
+    rmSync(times, { force: true });
+    const finish = ['finish', '--plan', `${lds}.json`];
+    steps.push({
+      name: 'step',
+      argv: [runner.client, '--link', process.execPath, cli[0], ...link].concat([
+        '--spacer-finish',
+        ...finish,
+        '--spacer-ld',
+        'gcc',
+        ...ldArgs,
+      ]),
+      env: { ...runner.env, ...cache, SPACER_CLIENT_TIMES: times },
+    });
+  } else {
+    if (o.map) steps.push(spacer('link', link));
+    steps.push({ name: 'ld', argv: ['gcc', ...ldArgs] });
+  }
+  if (o.map && !together) {
+    // With Node per command, the finish also strips and compacts a copy for the image rule.
+    const pre = compact ? ['--precompact', elf, '--pack'] : [];
     const stamp = ['--stamp', join(o.dir, 'spacer', `${o.image}.finished`)];
     steps.push(spacer('finish', ['finish', '--plan', `${lds}.json`, dbg, ...pre, ...stamp]));
   }
@@ -186,6 +205,19 @@ export async function linkStepOnce(o: {
     }
   }
   const ms = await timedSteps(steps);
+  if (together) {
+    // The client's own figures: ld, and the finish's request; the link is the rest of the step
+    // (the client's start, and the link's request).
+    const t = Object.fromEntries(
+      readFileSync(times, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => [l.split(' ')[0], Number(l.split(' ')[1]) / 1000]),
+    );
+    ms.ld = t.ld;
+    ms.finish = t.finish;
+    ms.link = ms.step - t.ld - t.finish;
+  }
   return {
     link: ms.link ?? 0,
     ld: ms.ld,

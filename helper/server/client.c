@@ -8,9 +8,14 @@
  *
  * Usage: spacer-client NODE CLI ARGS...   (as `NODE CLI ARGS...` would run)
  *        spacer-client --strip NODE CLI FLAGS... -- STRIP STRIP-ARGS...
+ *        spacer-client --link NODE CLI LINK-ARGS... --spacer-finish FINISH-ARGS... --spacer-ld LD LD-ARGS...
  * The second form is the kvm image rule's STRIP through the server (Linker.uk): it runs strip,
  * then `NODE CLI compact FLAGS... OUT` (OUT: strip's argument after -o) as the first form, in
  * one process (scripts/spacer-strip.sh does the same with a shell, when Node runs each command).
+ * The third is the `.dbg` rule's LD: `NODE CLI LINK-ARGS...` (the script ld reads), then ld, then
+ * `NODE CLI FINISH-ARGS... OUT` (OUT: ld's -o), the link step in one process. A failing link runs
+ * no ld; a failing finish removes OUT, so that make links again. SPACER_CLIENT_TIMES=FILE appends
+ * `link US`, `ld US` and `finish US` lines to FILE, microseconds each took (the bench's figures).
  * Socket: $XDG_RUNTIME_DIR (else /tmp) / spacer-<uid> / <hash of NODE and CLI>.sock
  * Wire format: server/protocol.ts.
  */
@@ -25,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -36,6 +42,37 @@ static void direct(char **cmd)
 	fprintf(stderr, "spacer: %s: %s; install Node.js >= 20 or set SPACER_NODE\n",
 		cmd[0], strerror(errno));
 	_exit(127);
+}
+
+/* Runs `argv` as a child and gives its exit status as a shell would. */
+static int run_child(char **argv)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0) {
+		fprintf(stderr, "spacer: %s: %s\n", argv[0], strerror(errno));
+		return 1;
+	}
+	if (!pid) {
+		execvp(argv[0], argv);
+		fprintf(stderr, "spacer: %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	if (!WIFEXITED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+/* Without the server: `cmd` replaces this process when it is the last thing to run, else a child. */
+static int fallback(char **cmd, int last)
+{
+	if (last)
+		direct(cmd);
+	return run_child(cmd);
 }
 
 static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
@@ -144,25 +181,10 @@ static int strip_first(int argc, char **argv, char ***cmd)
 		fprintf(stderr, "usage: spacer-client --strip NODE CLI FLAGS... -- STRIP ARGS...\n");
 		return 2;
 	}
-	pid_t pid = fork();
-	int status;
+	int code = run_child(argv + sep + 1);
 
-	if (pid < 0) {
-		fprintf(stderr, "spacer: %s: %s\n", argv[sep + 1], strerror(errno));
-		return 1;
-	}
-	if (!pid) {
-		execvp(argv[sep + 1], argv + sep + 1);
-		fprintf(stderr, "spacer: %s: %s\n", argv[sep + 1], strerror(errno));
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return 1;
-	if (!WIFEXITED(status))
-		return 128 + WTERMSIG(status);
-	if (WEXITSTATUS(status))
-		return WEXITSTATUS(status);
+	if (code)
+		return code;
 	const char *out = NULL;
 
 	for (int i = sep + 1; i + 1 < argc; i++)
@@ -213,39 +235,28 @@ static int put(char **buf, size_t *len, size_t *cap, const char *s)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/*
+ * Runs `cmd` (`NODE CLI ARGS...`, NULL-terminated) through the server and gives its exit status;
+ * without one (none answers, SPACER_SERVER=off, a stale server), Node runs it (fallback).
+ */
+static int serve(char **cmd, int last)
 {
 	char dir[256], path[sizeof(((struct sockaddr_un *)0)->sun_path)], log[300], num[32];
 	const char *off = getenv("SPACER_SERVER");
+	int argc = 0;
 
-	if (argc > 1 && !strcmp(argv[1], "--strip")) {
-		if (argc < 4) {
-			fprintf(stderr, "usage: spacer-client --strip NODE CLI FLAGS... -- STRIP ARGS...\n");
-			return 2;
-		}
-		int code = strip_first(argc, argv, &argv);
-
-		if (code >= 0)
-			return code;
-		for (argc = 0; argv[argc]; argc++)
-			;
-	}
-	char **cmd = argv + 1;
-
-	if (argc < 3) {
-		fprintf(stderr, "usage: spacer-client NODE CLI ARGS...\n");
-		return 2;
-	}
+	while (cmd[argc])
+		argc++;
 	if (off && (!strcmp(off, "off") || !strcmp(off, "0")))
-		direct(cmd);
+		return fallback(cmd, last);
 	if (socket_dir(dir, sizeof(dir)))
-		direct(cmd);
+		return fallback(cmd, last);
 	uint64_t h = fnv1a(0xcbf29ce484222325ULL, cmd[0], strlen(cmd[0]) + 1);
 
 	h = fnv1a(h, cmd[1], strlen(cmd[1]));
 	if ((size_t)snprintf(path, sizeof(path), "%s/%016llx.sock", dir,
 			     (unsigned long long)h) >= sizeof(path))
-		direct(cmd);
+		return fallback(cmd, last);
 	snprintf(log, sizeof(log), "%s/%016llx.log", dir, (unsigned long long)h);
 
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -253,8 +264,10 @@ int main(int argc, char **argv)
 
 	strcpy(sa.sun_path, path);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		if (fd >= 0)
+			close(fd);
 		start_server(cmd, path, log);
-		direct(cmd);
+		return fallback(cmd, last);
 	}
 
 	/* The request: magic, folder, argv, environment. */
@@ -264,10 +277,10 @@ int main(int argc, char **argv)
 
 	len = 4;
 	bad = bad || put(&buf, &len, &cap, "spacer-request 1") || put(&buf, &len, &cap, cwd);
-	snprintf(num, sizeof(num), "%d", argc - 3);
+	snprintf(num, sizeof(num), "%d", argc - 2);
 	bad = bad || put(&buf, &len, &cap, num);
-	for (int i = 3; i < argc && !bad; i++)
-		bad = put(&buf, &len, &cap, argv[i]);
+	for (int i = 2; i < argc && !bad; i++)
+		bad = put(&buf, &len, &cap, cmd[i]);
 	int envc = 0;
 
 	for (char **e = environ; *e; e++)
@@ -276,13 +289,15 @@ int main(int argc, char **argv)
 	bad = bad || put(&buf, &len, &cap, num);
 	for (char **e = environ; *e && !bad; e++)
 		bad = put(&buf, &len, &cap, *e);
-	if (bad)
-		direct(cmd);
 	uint32_t body = (uint32_t)(len - 4);
 
-	memcpy(buf, &body, 4); /* little-endian hosts (x86-64, arm64) */
-	if (write_all(fd, buf, len))
-		direct(cmd);
+	if (!bad)
+		memcpy(buf, &body, 4); /* little-endian hosts (x86-64, arm64) */
+	if (bad || write_all(fd, buf, len)) {
+		free(buf);
+		close(fd);
+		return fallback(cmd, last);
+	}
 	free(buf);
 
 	/* The answer: output frames, then the exit status. */
@@ -295,8 +310,10 @@ int main(int argc, char **argv)
 		memcpy(&n, head + 1, 4);
 		char *data = malloc(n ? n : 1);
 
-		if (!data || read_all(fd, data, n))
+		if (!data || read_all(fd, data, n)) {
+			free(data);
 			break;
+		}
 		if (head[0] == 'o' || head[0] == 'e') {
 			said = 1;
 			write_all(head[0] == 'o' ? 1 : 2, data, n);
@@ -304,16 +321,122 @@ int main(int argc, char **argv)
 			int32_t code;
 
 			memcpy(&code, data, 4);
+			free(data);
+			close(fd);
 			return code;
 		} else if (head[0] == 'r' && !said) {
+			free(data);
 			close(fd);
-			direct(cmd);
+			return fallback(cmd, last);
 		}
 		free(data);
 	}
+	close(fd);
 	if (!said)
-		direct(cmd);
+		return fallback(cmd, last);
 	fprintf(stderr, "spacer: the link server (%s) stopped during the command; run make "
 		"again, or set SPACER_SERVER=off to run without it (its log: %s)\n", path, log);
 	return 1;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/*
+ * `--link NODE CLI LINK-ARGS... --spacer-finish FINISH-ARGS... --spacer-ld LD LD-ARGS...`: the
+ * link (served), ld, then the finish of ld's -o file (served).
+ */
+static int link_step(int argc, char **argv)
+{
+	int fin = 4, ld;
+
+	while (fin < argc && strcmp(argv[fin], "--spacer-finish"))
+		fin++;
+	for (ld = fin; ld < argc && strcmp(argv[ld], "--spacer-ld"); ld++)
+		;
+	if (argc < 4 || ld + 1 >= argc) {
+		fprintf(stderr, "usage: spacer-client --link NODE CLI LINK-ARGS... --spacer-finish "
+			"FINISH-ARGS... --spacer-ld LD LD-ARGS...\n");
+		return 2;
+	}
+	const char *out = NULL;
+
+	for (int i = ld + 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "-o"))
+			out = argv[i + 1];
+	if (!out) {
+		fprintf(stderr, "spacer: the link command has no -o: %s\n", argv[ld + 1]);
+		return 2;
+	}
+	/* NODE CLI + the larger of the two argument lists + OUT + NULL */
+	char **cmd = calloc((size_t)argc + 4, sizeof(*cmd));
+
+	if (!cmd) {
+		fprintf(stderr, "spacer: out of memory\n");
+		return 1;
+	}
+	int n = 0;
+
+	cmd[n++] = argv[2];
+	cmd[n++] = argv[3];
+	for (int i = 4; i < fin; i++)
+		cmd[n++] = argv[i];
+	cmd[n] = NULL;
+	int64_t t0 = now_us();
+	int code = serve(cmd, 0);
+	int64_t t1 = now_us();
+
+	if (code)
+		return code;
+	code = run_child(argv + ld + 1);
+	int64_t t2 = now_us();
+
+	if (!code) {
+		n = 2;
+		for (int i = fin + 1; i < ld; i++)
+			cmd[n++] = argv[i];
+		cmd[n++] = (char *)out;
+		cmd[n] = NULL;
+		code = serve(cmd, 0);
+		/* Not finished: make must not take this image as up to date. */
+		if (code)
+			unlink(out);
+	}
+	const char *times = getenv("SPACER_CLIENT_TIMES");
+	FILE *f = times && *times ? fopen(times, "a") : NULL;
+
+	if (f) {
+		fprintf(f, "link %lld\nld %lld\nfinish %lld\n", (long long)(t1 - t0),
+			(long long)(t2 - t1), (long long)(now_us() - t2));
+		fclose(f);
+	}
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "--link"))
+		return link_step(argc, argv);
+	if (argc > 1 && !strcmp(argv[1], "--strip")) {
+		if (argc < 4) {
+			fprintf(stderr, "usage: spacer-client --strip NODE CLI FLAGS... -- STRIP ARGS...\n");
+			return 2;
+		}
+		int code = strip_first(argc, argv, &argv);
+
+		if (code >= 0)
+			return code;
+		for (argc = 0; argv[argc]; argc++)
+			;
+	}
+	if (argc < 3) {
+		fprintf(stderr, "usage: spacer-client NODE CLI ARGS...\n");
+		return 2;
+	}
+	return serve(argv + 1, 1);
 }
