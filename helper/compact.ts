@@ -105,7 +105,7 @@ export function compactImage(
   // 4. Every loaded byte must be what it was.
   checkLoadedBytes(path, elf, file, holes);
   // A build product: replaced whole, not synced (util/files.ts).
-  if (opts.write !== false) writeFileAtomic(path, file, false);
+  if (opts.write !== false) writeFileAtomic(path, file, 'product');
   const holePages = Number(holes.reduce((n, h) => n + (h.to - h.from), 0n) / PAGE_N);
   return {
     image: path,

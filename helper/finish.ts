@@ -196,7 +196,7 @@ export async function recordStep(s: FinishState): Promise<void> {
     return;
   }
   const tmpPlan = tempPath(s.image, 'plan');
-  writeFileAtomic(tmpPlan, s.planBytes, false);
+  writeFileAtomic(tmpPlan, s.planBytes, 'product');
   try {
     await replaceAtomically(s.image, (tmpImage) =>
       objcopy(

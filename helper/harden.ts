@@ -62,7 +62,7 @@ export function hardenImage(path: string, finished?: ElfFile): HardenResult {
   }
   // Replaced as the rewrite replaced it one pass before (renamed whole; a build product: no sync).
   if (written || sections.length)
-    writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data, false);
+    writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data, 'product');
   return { image: path, pages: img.pages.length, written, unplaced };
 }
 

@@ -255,8 +255,8 @@ export function writeScript(s: LinkState): Plan {
     ...(o.aslrSeed !== undefined ? { aslr: { seed: o.aslrSeed, order: order! } } : {}),
   };
   // Build products: replaced whole, not synced (files.ts).
-  writeFileAtomic(o.out, script, false);
-  writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n', false);
+  writeFileAtomic(o.out, script, 'product');
+  writeFileAtomic(`${o.out}.json`, JSON.stringify(plan, null, 2) + '\n', 'product');
   const shared = placed.filter((p) => p.shared).length;
   const named = placed.filter((p) => p.named).length;
   log(

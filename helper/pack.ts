@@ -131,7 +131,7 @@ export function packImage(
   // 3. Every loaded byte, before and after: the same memory, the same coverage.
   check(path, elf, new ElfFile(path, file));
   // A build product: replaced whole, not synced (util/files.ts).
-  if (opts.write !== false) writeFileAtomic(path, file, false);
+  if (opts.write !== false) writeFileAtomic(path, file, 'product');
   return result(file, cut.pieces.length, cut.dropped);
 }
 

@@ -1,7 +1,7 @@
 // The whole Spacer link of one image, as one list of passes. The Unikraft glue runs the same
 // passes split around make's own link command (`spacer link` before it, `spacer finish` after);
 // the example workspace, the demo and the benchmark run them here in one go.
-import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { SpacerError } from './errors.js';
@@ -19,7 +19,7 @@ import {
 } from './finish.js';
 import { placeInMap, readObjects, writeScript, type LinkState, type Plan } from './link.js';
 import { cacheDirFor, trimCache, useCache } from './cache/store.js';
-import { tempPath } from './util/files.js';
+import { landProduct, tempPath } from './util/files.js';
 import type { RewriteStats } from './rewrite.js';
 
 export type Layout = 'default' | 'spacer' | 'spacer-aslr';
@@ -218,7 +218,7 @@ async function runLinker(c: PassContext): Promise<void> {
     const args = r.linkArgs(r.objects, c.script, r.extraLds, tmp);
     if (c.spacer) args.splice(args.indexOf('-o'), 0, '-Wl,--emit-relocs');
     await execa('gcc', args);
-    renameSync(tmp, c.dbg);
+    landProduct(tmp, c.dbg);
   } catch (e) {
     rmSync(tmp, { force: true });
     const err = e as { stderr?: string };
@@ -250,7 +250,7 @@ export async function bootableImage(
     if (opts.pack) packImage(stripped);
     compactImage(stripped);
     await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
-    renameSync(tmp, elf);
+    landProduct(tmp, elf);
   } finally {
     rmSync(stripped, { force: true });
     rmSync(tmp, { force: true });

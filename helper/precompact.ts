@@ -73,7 +73,7 @@ export async function precompact(
     await compact(tmp, (line) => lines.push(line));
     renameSync(tmp, out);
     writeFileSync(`${out}.log`, lines.map((l) => `${l}\n`).join(''));
-    writeFileAtomic(`${out}.key`, `${sum}\n${optionsLine(o)}\n`, false);
+    writeFileAtomic(`${out}.key`, `${sum}\n${optionsLine(o)}\n`, 'product');
     return true;
   } catch {
     for (const f of files) rmSync(f, { force: true });

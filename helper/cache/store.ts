@@ -12,18 +12,10 @@
 // The cache lives next to the workspace map (`<map folder>/cache`); SPACER_CACHE=off, or
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
 import { createHash } from 'node:crypto';
-import {
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
-import { isTempPath, tempPath, writeFileAtomic } from '../util/files.js';
+import { isTempPath, writeFileAtomic } from '../util/files.js';
 
 export const DEFAULT_CACHE_MB = 256;
 
@@ -197,7 +189,7 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
     const entry = Buffer.concat([MAGIC, sum, body]);
     // Whole or not at all, its folder made the first time only; not synced: an entry lost to a
     // power cut is only a miss, and one torn is a miss too (its hash).
-    writeFileAtomic(p, entry, false);
+    writeFileAtomic(p, entry, 'product');
     if (keptMax) keep(resolve(p), body, Date.now());
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
@@ -332,13 +324,12 @@ export function trimCache(): void {
       gcCache(dir, limit);
       pending = 0;
     }
-    // Two links at once may each miss the other's count: the bound is loose, never wrong.
-    const tmp = tempPath(file);
+    // Two links at once may each miss the other's count, and a torn write reads as 0: the bound
+    // is loose, never wrong. Written in place (a rename over it costs a writeback on ext4).
     try {
-      writeFileSync(tmp, String(pending));
-      renameSync(tmp, file);
+      writeFileSync(file, String(pending));
     } catch {
-      removeQuietly(tmp);
+      // A cache folder gone or read-only: the next link counts again.
     }
   }
   cacheUse.addedBytes.clear();

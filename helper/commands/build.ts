@@ -102,7 +102,7 @@ async function aslrSeed(a: Args): Promise<string | undefined> {
   const { writeFileAtomic } = await import('../util/files.js');
   const seed = a.seed ? String(a.seed) : randomBytes(8).toString('hex');
   // SPACER_ASLR_SEED=<this> gives the same image.
-  writeFileAtomic(`${a.out}.seed`, seed + '\n', false);
+  writeFileAtomic(`${a.out}.seed`, seed + '\n', 'product');
   if (!a.seed) log(`spacer: ${a.image}: ASLR seed ${seed} (written to ${a.out}.seed)`);
   return seed;
 }
@@ -276,7 +276,7 @@ export async function compactFile(
     compactImage(image, { ...w, holes: o.holes, elf: packed }),
   );
   // A build product: replaced whole, not synced (util/files.ts).
-  if (r.file !== input.data) writeFileAtomic(image, r.file, false);
+  if (r.file !== input.data) writeFileAtomic(image, r.file, 'product');
   say(
     r.alreadyCompact
       ? `spacer: ${shown}: already compact`
@@ -300,7 +300,7 @@ async function checkFirecracker(
   const { writeFileAtomic } = await import('../util/files.js');
   const problems = checkFirecrackerImage(image, input);
   if (problems.length) {
-    writeFileAtomic(image, input.data, false);
+    writeFileAtomic(image, input.data, 'product');
     const more = problems.length > 3 ? `; ${problems.length - 3} more` : '';
     throw new SpacerError(
       `${shown}: Firecracker would not load this image ` +

@@ -473,7 +473,8 @@ const fileOf = (path: string, rel: string) => (rel === CORE ? path : join(mapDir
 
 /** Lands a journal's files by rename (the header last) and its removals; `sync` each file. */
 function land(path: string, jn: Journal, sync: boolean): void {
-  for (const rel of journalFiles(jn)) writeFileAtomic(fileOf(path, rel), jn.write[rel], sync);
+  for (const rel of journalFiles(jn))
+    writeFileAtomic(fileOf(path, rel), jn.write[rel], sync ? 'synced' : 'unsynced');
   removeAll(path, jn.remove);
 }
 

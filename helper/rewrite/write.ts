@@ -3,11 +3,11 @@
 // checked, then renamed over the image; on any failure the image is left as it was. `spacer
 // finish` runs the two halves as its verify and record passes; rewriteImageWith runs them back to
 // back.
-import { chmodSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { ElfFile } from '../elf.js';
 import { appendSections } from '../elfappend.js';
 import { SpacerError } from '../errors.js';
-import { tempPath } from '../util/files.js';
+import { landProduct, tempPath } from '../util/files.js';
 import { objcopy } from '../util/tools.js';
 import { type ExtraSection } from './types.js';
 
@@ -82,10 +82,10 @@ export interface Staged {
   elf: ElfFile;
 }
 
-/** Renames a file stageWrite checked over `path` (the file is removed if that fails). */
+/** Lands a file stageWrite checked at `path`, as a build product (removed if that fails). */
 export function commitStaged(staged: string, path: string): void {
   try {
-    renameSync(staged, path);
+    landProduct(staged, path);
   } catch (e) {
     rmSync(staged, { force: true });
     throw e;

@@ -26,13 +26,27 @@ export function isTempPath(file: string): boolean {
 }
 
 /**
- * Writes the whole file to a temporary name, syncs it, then renames it over `path`; a file that
- * was there keeps its permissions (an executable stays executable). `sync` false skips the sync:
- * for a caller whose journal is synced, and for build products (script, plan, seed, image), which
- * make remakes and which ld and strip never sync either. Either way the file lands whole or not
- * at all; only the workspace's own state (the map, its lock) must also survive a power cut.
+ * How writeFileAtomic lands a file; in every case it lands whole or not at all.
+ * - `synced`: the workspace's own state (the map's journal and header, the lock): synced, then
+ *   renamed over the old file, so that it also survives a power cut.
+ * - `unsynced`: files a synced journal holds (the map's files): renamed over the old file, so
+ *   that a reader without the lock never finds the name missing.
+ * - `product`: build products (script, plan, seed, image) and cache entries, which make remakes
+ *   and ld and strip never sync either: the old file is removed first, then the new one renamed
+ *   to its name, as ld replaces its output. ext4 starts writing a file back when it is renamed
+ *   over another (auto_da_alloc): a third of a millisecond per file here, three times the cost.
  */
-export function writeFileAtomic(path: string, data: string | Buffer, sync = true): void {
+export type Landing = 'synced' | 'unsynced' | 'product';
+
+/**
+ * Writes the whole file to a temporary name, then lands it at `path` (Landing); a file that was
+ * there keeps its permissions (an executable stays executable).
+ */
+export function writeFileAtomic(
+  path: string,
+  data: string | Buffer,
+  how: Landing = 'synced',
+): void {
   let mode: number | undefined;
   try {
     mode = statSync(path).mode & 0o7777;
@@ -52,7 +66,7 @@ export function writeFileAtomic(path: string, data: string | Buffer, sync = true
   try {
     if (mode !== undefined) fchmodSync(fd, mode);
     writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    if (sync) fsyncSync(fd);
+    if (how === 'synced') fsyncSync(fd);
   } catch (e) {
     // A full disk: no temporary file left behind, and what was at `path` stays.
     closeSync(fd);
@@ -61,7 +75,8 @@ export function writeFileAtomic(path: string, data: string | Buffer, sync = true
   }
   closeSync(fd);
   try {
-    renameSync(tmp, path);
+    if (how === 'product') landProduct(tmp, path, mode !== undefined);
+    else renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
@@ -69,8 +84,17 @@ export function writeFileAtomic(path: string, data: string | Buffer, sync = true
 }
 
 /**
- * Runs `make(tmp)` to produce a file at a temporary name beside `path`, then renames it over
- * `path`; on any failure the temporary file is removed and `path` is left as it was.
+ * Puts the finished file `tmp` at `path` as a build product (Landing): the old file goes first
+ * (`existed` false: there was none to remove), then `tmp` is renamed to the name.
+ */
+export function landProduct(tmp: string, path: string, existed = true): void {
+  if (existed) rmSync(path, { force: true });
+  renameSync(tmp, path);
+}
+
+/**
+ * Runs `make(tmp)` to produce a build product at a temporary name beside `path`, then lands it
+ * there (landProduct); on any failure the temporary file is removed and `path` is left as it was.
  */
 export async function replaceAtomically(
   path: string,
@@ -79,7 +103,7 @@ export async function replaceAtomically(
   const tmp = tempPath(path);
   try {
     await make(tmp);
-    renameSync(tmp, path);
+    landProduct(tmp, path);
   } finally {
     rmSync(tmp, { force: true });
   }
