@@ -262,11 +262,12 @@ export async function linkStep(
   rmSync(base, { recursive: true, force: true });
   const runDir = join(base, 'run');
   await startServer(runDir);
-  // A server that has linked before, as a user's is after the first link of a session (its
-  // modules loaded, its code compiled): one link step and one relink per layout, not counted.
+  // A server that has linked before, as a user's is after the first links of a session (its
+  // modules loaded, its code compiled by the JIT): per layout, one link step and three relinks,
+  // each with other app code, not counted.
   for (const q of plans.filter((x) => x.map)) {
     const compiled = q.dce ? w.compiled.dce : w.compiled.normal;
-    const [app, other] = [w.faas[0], w.faas[1 % w.faas.length]];
+    const app = w.faas[0];
     const dir = join(base, 'warm-up', q.layout);
     const map = join(dir, 'map.json');
     mkdirSync(dir, { recursive: true });
@@ -274,8 +275,12 @@ export async function linkStep(
     const objects = objectsFor(app, compiled);
     const o = { image: app.name, dir, map, aslr: q.layout === 'spacer-aslr', runDir };
     await linkStepOnce({ ...o, objects, cache: join(dir, 'cache') });
-    const changed = appChanged(app, objects, objectsFor(other, compiled), other, join(dir, 'o'));
-    await linkStepOnce({ ...o, objects: changed, cache: join(dir, 'cache') });
+    for (let k = 1; k <= 3; k++) {
+      const other = w.faas[k % w.faas.length];
+      const o2 = objectsFor(other, compiled);
+      const changed = appChanged(app, objects, o2, other, join(dir, `o${k}`));
+      await linkStepOnce({ ...o, objects: changed, cache: join(dir, 'cache') });
+    }
   }
   const p = new Progress('link step (CLI processes)', n * plans.length, run.log);
   const fig: BenchResult['link_step'] = {};
@@ -287,7 +292,6 @@ export async function linkStep(
       warmDirect: StepTimes[] = [],
       fresh: StepTimes[] = [];
     for (const [k, app] of apps.entries()) {
-      const other = w.faas[(k + 1) % w.faas.length];
       const objects = objectsFor(app, compiled);
       const dir = join(base, q.layout, app.name);
       let map: string | undefined;
@@ -307,8 +311,12 @@ export async function linkStep(
           ...{ runDir, server },
         });
       cold.push(await step(objects, q.map ? own : undefined));
-      const changed = appChanged(app, objects, objectsFor(other, compiled), other, join(dir, 'o'));
-      warm.push(await step(changed, q.map ? own : undefined));
+      // Three relinks, each after the app changed (to another app's code).
+      for (let r = 0; r < 3; r++) {
+        const o2 = w.faas[(k + 1 + r) % w.faas.length];
+        const changed = appChanged(app, objects, objectsFor(o2, compiled), o2, join(dir, `o${r}`));
+        warm.push(await step(changed, q.map ? own : undefined));
+      }
       // The same relink again (the app changed back) with Node started for each command.
       if (q.map) warmDirect.push(await step(objects, own, false));
       // A new image of a workspace whose cache holds its other images' analyses.
@@ -379,7 +387,8 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
     '',
     'cold: the image new to the workspace map, its analysis cache empty; new image: the same with ' +
       "the workspace's cache (its other images' analyses); warm: relinked after only its app µlib " +
-      'changed. compact: what the image rule adds to strip (`spacer compact`, served; with Node ' +
+      'changed (three relinks per app, each to other app code; the server has served a link and ' +
+      'three relinks per layout before the first sample). compact: what the image rule adds to strip (`spacer compact`, served; with Node ' +
       'per command, taking the file `spacer finish --precompact` left). Each command is timed in ' +
       'one bash process per link step, as make runs them (not forked from the bench). ' +
       'Node per command: a warm relink with ' +
