@@ -136,9 +136,16 @@ static int read_all(int fd, void *p, size_t n)
 	return 0;
 }
 
-/* Starts `NODE CLI server --socket PATH` in the background, detached from make's files. */
+/*
+ * Starts `NODE CLI server --socket PATH` in the background, detached from make's files; once per
+ * client (the link step's second request finds the one its first started, or runs Node itself).
+ */
 static void start_server(char **cmd, const char *path, const char *log)
 {
+	static int started;
+
+	if (started++)
+		return;
 	pid_t pid = fork();
 
 	if (pid < 0)
