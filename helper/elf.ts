@@ -346,8 +346,15 @@ export class ElfFile {
   }
 
   section(name: string): Section | undefined {
-    return this.sections.find((s) => s.name === name);
+    // By name, built on first use (the first of a name, as a search would find): a finish asks
+    // for each µlib's sections again and again.
+    if (!this.byName) {
+      this.byName = new Map();
+      for (const s of this.sections) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
+    }
+    return this.byName.get(name);
   }
+  private byName?: Map<string, Section>;
 
   /** Bytes of a section (empty for NOBITS). */
   contents(s: Section): Buffer {
