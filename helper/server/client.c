@@ -174,6 +174,17 @@ static void start_server(char **cmd, const char *path, const char *log)
 	_exit(127);
 }
 
+/* The file a tool's command line `argv[from..argc)` writes: its last `-o` argument (NULL: none). */
+static const char *output_of(int argc, char **argv, int from)
+{
+	const char *out = NULL;
+
+	for (int i = from; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "-o"))
+			out = argv[i + 1];
+	return out;
+}
+
 /*
  * `--strip NODE CLI FLAGS... -- STRIP ARGS...`: runs strip and gives its status (-1: it went
  * well); then `*cmd` is `NODE CLI compact FLAGS... OUT`, or NULL when strip writes no -o file.
@@ -192,11 +203,8 @@ static int strip_first(int argc, char **argv, char ***cmd)
 
 	if (code)
 		return code;
-	const char *out = NULL;
+	const char *out = output_of(argc, argv, sep + 1);
 
-	for (int i = sep + 1; i + 1 < argc; i++)
-		if (!strcmp(argv[i], "-o"))
-			out = argv[i + 1];
 	*cmd = NULL;
 	if (!out)
 		return 0;
@@ -371,11 +379,8 @@ static int link_step(int argc, char **argv)
 			"FINISH-ARGS... --spacer-ld LD LD-ARGS...\n");
 		return 2;
 	}
-	const char *out = NULL;
+	const char *out = output_of(argc, argv, ld + 1);
 
-	for (int i = ld + 1; i + 1 < argc; i++)
-		if (!strcmp(argv[i], "-o"))
-			out = argv[i + 1];
 	if (!out) {
 		fprintf(stderr, "spacer: the link command has no -o: %s\n", argv[ld + 1]);
 		return 2;
