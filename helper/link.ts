@@ -7,7 +7,7 @@ import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
 import { allocateAslr, isPlatform } from './layout/aslr.js';
-import { loadLinkView } from './layout/map-store.js';
+import { loadLinkView, peekVariants } from './layout/map-store.js';
 import { updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
@@ -93,14 +93,16 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
     image: o.image,
     want: Object.fromEntries(ulibs.map((u) => [u.name, u.variant])),
   };
-  const known = peekMap(o.map, view);
+  // ASLR mode also asks the µlibs' name slots (the header); the classic layout only the variants.
+  const known = mode === 'aslr' ? peekMap(o.map, view) : undefined;
+  const peeked = mode === 'external' ? peekVariantsOf(o.map, view) : {};
   const content = (u: UlibObject) => ({ key: u.contentKey, cache });
   const ulibReqs: UlibRequest[] = [];
   const calls = new Map<string, string[]>();
   for (const u of ulibs) {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
-    const recorded = known?.ulibs[u.name]?.variants[u.variant];
+    const recorded = known?.ulibs[u.name]?.variants[u.variant] ?? peeked[u.name];
     // ASLR tables are not map slots (they follow their code), so ASLR sizes are measured each time.
     let ptr = 0,
       pinned = false;
@@ -375,5 +377,13 @@ function peekMap(path: string, view: LinkView): SpacerMap | undefined {
     return loadLinkView(path, view.image, view.want)?.map;
   } catch {
     return undefined; // a bad map is reported, with its fix, when the link takes the lock
+  }
+}
+
+function peekVariantsOf(path: string, view: LinkView): ReturnType<typeof peekVariants> {
+  try {
+    return peekVariants(path, view.want);
+  } catch {
+    return {}; // as peekMap
   }
 }
