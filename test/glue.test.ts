@@ -75,12 +75,14 @@ test('through the link server, the link step is one LD; nothing on a second make
   t.is(again.exitCode, 0, again.stderr);
   t.deepEqual(again.steps, [], 'nothing to do');
   const dbgTime = statSync(`${image}.dbg`).mtimeMs;
-  // What 'spacer map relayout' runs first: the script goes, and the next make links again.
+  // What 'spacer map relayout' runs first: the script goes, and the next make links again; an LD
+  // and a STRIP on make's command line are the tools the client runs, not replacements for it.
   rmSync(join(build, 'spacer', 'hello_qemu-x86_64.lds'));
-  const relink = await make(build);
+  const relink = await make(build, { LD: 'gcc', STRIP: 'strip' });
   t.is(relink.exitCode, 0, relink.stderr);
   t.deepEqual(relink.steps, ['  LD hello_qemu-x86_64.dbg', '  SCSTRIP hello_qemu-x86_64']);
   t.true(statSync(`${image}.dbg`).mtimeMs > dbgTime);
+  t.truthy(ElfFile.load(`${image}.dbg`).section(PLAN_SECTION), 'finished by the client');
 });
 
 test('with Node per command, link, finish and the stamp are rules of their own; the image is the same', async (t) => {

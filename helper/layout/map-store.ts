@@ -585,6 +585,8 @@ function commit(path: string, jn: Journal): void {
   writeFileAtomic(file, JSON.stringify(jnext));
   land(path, jn, false);
   if (large) {
+    // Its files land unsynced, and the header synced, as before the journal was kept.
+    if (CORE in jn.write) checkpoint(path, { write: { [CORE]: jn.write[CORE] }, remove: [] });
     rmSync(file, { force: true });
     journalSeen = undefined;
     return;
