@@ -330,6 +330,28 @@ function readImage(
 
 /** The whole map (undefined when there is none yet). */
 export function loadWhole(path: string): MapState | undefined {
+  // Read without the lock (`spacer map show`, a test's check), the files of one update may be
+  // half landed; every update replaces or removes the journal first, so a read during which the
+  // journal changed is read again.
+  for (let attempt = 1; ; attempt++) {
+    const journal = join(mapDir(path), JOURNAL);
+    const before = fileId(journal);
+    let st: MapState | undefined, err: unknown;
+    try {
+      st = loadWholeOnce(path);
+    } catch (e) {
+      err = e;
+    }
+    const after = fileId(journal);
+    const steady = before ? sameId(before, after) : !after;
+    if (steady || attempt >= 20) {
+      if (err) throw err;
+      return st;
+    }
+  }
+}
+
+function loadWholeOnce(path: string): MapState | undefined {
   const files = new MapFiles(path);
   const st = readHead(path, files);
   if (!st || st.whole1) return st;
