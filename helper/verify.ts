@@ -81,17 +81,26 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): 
     canonOf: (v) => canon.get(v) ?? v,
   };
   for (const ru of rec.ulibs) {
-    // A µlib whose every input was proved before (the cache's proof) is not decoded again.
-    const key = cache && !canon.size ? proofKey(shared, ru) : undefined;
-    if (key && readEntry(cache!, 'proof', key)) {
+    // A µlib whose every input was proved before (the cache's proof) is not decoded again; in ASLR
+    // mode that includes the entry stubs its check asked about, each still where it was.
+    const key = cache ? proofKey(shared, ru) : undefined;
+    const proof = key ? readEntry<Proof>(cache!, 'proof', key) : undefined;
+    if (proof && (proof.asked ?? []).every(([v, c]) => (canon.get(v) ?? v) === c)) {
       cacheUse.hits++;
       continue;
     }
     const before = problems.length;
+    const asked = new Map<bigint, bigint>();
+    const canonOf = (v: bigint) => {
+      const c = canon.get(v) ?? v;
+      asked.set(v, c);
+      return c;
+    };
+    shared.canonOf = canonOf;
     verifyUlib(shared, ru, (msg) => problems.push(`${ru.name}: ${msg}`));
     if (key && problems.length === before) {
       cacheUse.misses++;
-      writeEntry(cache!, 'proof', key, { proved: ru.name });
+      writeEntry(cache!, 'proof', key, { proved: ru.name, asked: [...asked] } satisfies Proof);
     }
   }
   // Data fields redirected to stubs hold the stub of what they held; none still holds an entry.
@@ -104,18 +113,26 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): 
   return problems;
 }
 
+/** A cached proof: the µlib it proved, and each address its check asked `canonOf` with the answer. */
+interface Proof {
+  proved: string;
+  asked?: [bigint, bigint][];
+}
+
 /**
- * The key of a µlib's proof: everything verifyUlib reads for a µlib with a classic table (no
- * pointer area, no copies, no entry stubs in the image): its record, its code and table as they
- * are, where its sections lie, its plan entry and the key of its original code's analysis.
- * Undefined when the µlib reads more than that.
+ * The key of a µlib's proof: everything verifyUlib reads but the entry stubs of other µlibs (the
+ * proof keeps the ones it asked about): its record (its own stubs included), its code, table and
+ * pointer area as they are, where its sections lie, its plan entry and the key of its original
+ * code's analysis, and the functions it copies. Undefined for the image's own code, and when
+ * one of its areas is missing.
  */
 function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
-  if (ru.ptr || ru.clones?.length) return undefined;
   const u = sh.plan.ulibs.find((x) => x.name === ru.name);
   const text = sh.elf.section(ru.text),
-    ind = sh.elf.section(ru.ind.section);
-  if (!u || !text || !ind) return undefined;
+    ind = sh.elf.section(ru.ind.section),
+    ptr = ru.ptr && sh.elf.section(ru.ptr.section);
+  // The image's own code (ASLR mode) moves whenever the app changes size: its proof would miss.
+  if (!u || u.own || !text || !ind || (ru.ptr && !ptr)) return undefined;
   const code = unsaltedContents(sh.elf, text);
   const { orig, outside } = putBack(ru, code, text.addr);
   if (outside.length) return undefined;
@@ -131,12 +148,21 @@ function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
     const x = sh.elf.section(n);
     return x ? `${n} ${x.addr} ${x.size}` : n;
   });
-  return createHash('sha256')
-    .update(`spacer-proof 1 ${analysis} ${sh.rec.mode}\n`)
+  const h = createHash('sha256');
+  // The functions it copies after its table: where each is, its bytes and whether it may be.
+  for (const c of ru.clones ?? []) {
+    const src = (sh.sources ??= cloneSources(sh.elf))(c.sym);
+    h.update(`clone ${c.sym} ${src ? `${hex(src.addr)} ${src.refusal ?? ''}` : '-'}\n`);
+    if (src) h.update(src.bytes);
+  }
+  return h
+    .update(`spacer-proof 2 ${analysis} ${sh.rec.mode}\n`)
     .update(`${JSON.stringify(ru)}\n${JSON.stringify(u, big)}\n${ranges.join(',')}\n`)
     .update(`${text.addr} ${text.size} ${ind.addr} ${ind.size}\n`)
     .update(code)
     .update(sh.elf.contents(ind))
+    .update(ptr ? `${ptr.addr} ${ptr.size}\n` : '-\n')
+    .update(ptr ? sh.elf.contents(ptr) : '')
     .digest('hex');
 }
 

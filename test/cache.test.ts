@@ -27,6 +27,8 @@ import {
   writeEntry,
 } from '../helper/cache/store.js';
 import { icedLoaded } from '../helper/x86/iced.js';
+import { verifyImage } from '../helper/verify.js';
+import { readRecord } from '../helper/rewrite/record.js';
 import { ElfFile, SHF_ALLOC } from '../helper/elf.js';
 import {
   appSpecOf,
@@ -90,11 +92,47 @@ for (const layout of ['spacer', 'spacer-aslr'] as const)
     t.true(cold.misses > 0, 'the cold link decodes');
     t.true(warm.hits > warm.misses, `warm: ${warm.hits} reused, ${warm.misses} decoded`);
     t.true(warm.misses < cold.misses, `warm decoded ${warm.misses}, cold ${cold.misses}`);
-    // Analyses in both layouts; rewrites and proofs of classic tables (ASLR's are rebuilt).
+    // Analyses, rewrites and proofs in both layouts (ASLR's hold the seed's addresses: the example
+    // links each app with a seed of its own, the same in both rounds).
     const kinds = cacheSummary(join(out, `${layout}-on`, 'cache')).kinds;
-    const used = layout === 'spacer' ? (['analysis', 'rewrite', 'proof'] as const) : ['analysis'];
-    for (const k of used) t.true(kinds[k as 'analysis'].entries > 0, `${layout}: ${k}`);
+    for (const k of ['analysis', 'rewrite', 'proof'] as const)
+      t.true(kinds[k].entries > 0, `${layout}: ${k}`);
   });
+
+test("an ASLR proof stands only while the entry stubs its check asked about are where they were", (t) => {
+  const dir = join(out, 'spacer-aslr-on', 'cache');
+  const dbg = join(out, 'spacer-aslr-warm', `${apps[0].name}.dbg`);
+  // A first verify through the cache proves nothing anew: every µlib's proof is there.
+  const m0 = cacheUse.misses;
+  t.deepEqual(verifyImage(dbg, undefined, dir), []);
+  t.is(cacheUse.misses, m0, 'every proof reused');
+  // Each proof that asked about a stub now remembers another answer: each is proved again.
+  type Proof = { proved: string; asked?: [bigint, bigint][] };
+  let moved = 0;
+  const proofs = join(dir, 'proof');
+  for (const sub of readdirSync(proofs))
+    for (const key of readdirSync(join(proofs, sub))) {
+      const p = readEntry<Proof>(dir, 'proof', key);
+      if (!p?.asked?.some(([v, c]) => v !== c)) continue;
+      p.asked = p.asked.map(([v, c]) => [v, v === c ? c : c + 0x10n]);
+      writeEntry(dir, 'proof', key, p);
+      moved++;
+    }
+  t.true(moved > 0, 'some proofs asked about entry stubs');
+  const m1 = cacheUse.misses;
+  t.deepEqual(verifyImage(dbg, undefined, dir), []);
+  t.true(cacheUse.misses > m1, `${cacheUse.misses - m1} µlibs proved again`);
+  // A pointer slot changed by hand is found, cache or not: the area is part of the proof's key.
+  const elf = ElfFile.load(dbg);
+  const ru = readRecord(elf)!.ulibs.find((x) => x.ptr && x.ptr.used >= 16)!;
+  const ptr = elf.section(ru.ptr!.section)!;
+  const at = Number(ptr.offset) + ru.ptr!.used - 8;
+  const bad = join(out, 'bad-ptr.dbg');
+  const data = Buffer.from(readFileSync(dbg));
+  data.writeBigUInt64LE(data.readBigUInt64LE(at) ^ 0x40n, at);
+  writeFileSync(bad, data);
+  t.true(verifyImage(bad, undefined, dir).length > 0, 'the changed slot is a problem');
+});
 
 test("an ASLR link keeps each object's table sizes by its content: the next link decodes none", async (t) => {
   const dir = join(out, 'needs');

@@ -129,7 +129,11 @@ function entryStubs(
  * Rewrites one µlib with position-independent entries: the table is the same in every image, the
  * pointer area is not.
  */
-export function rewriteAslr(job: UlibJob, ctx: AslrContext): UlibResult {
+export function rewriteAslr(
+  job: UlibJob,
+  ctx: AslrContext,
+  asked?: Map<bigint, bigint>,
+): UlibResult {
   const { elf, u, a, ind, where, out } = job;
   const uPtr = u.ptr!,
     uInd = u.ind!;
@@ -146,7 +150,13 @@ export function rewriteAslr(job: UlibJob, ctx: AslrContext): UlibResult {
   // Copies of leaf callees after the table (planned by spacer link): calls reach them directly.
   const cap = uInd.clones?.length ? (uInd.table ?? uInd.size) : uInd.size;
   const { clones, copyOf } = placeClones(job, cap, ctx);
-  const { table, copied } = tableAndPatches(job, ctx, code, { cap, slots, stubPart, copyOf });
+  const { table, copied } = tableAndPatches(job, ctx, code, {
+    cap,
+    slots,
+    stubPart,
+    copyOf,
+    asked,
+  });
   code.copy(out, num(a.text.offset));
   table.bytes.copy(out, num(ind.offset));
   const sources = clones.length ? ctx.sources() : undefined;
@@ -175,6 +185,8 @@ interface AslrLayout {
   stubPart: number;
   /** A copied function's address -> its copy's. */
   copyOf: Map<bigint, bigint>;
+  /** Each address asked of `ctx.canon`, with the answer (what a cached rewrite depends on). */
+  asked?: Map<bigint, bigint>;
 }
 
 /**
@@ -185,7 +197,7 @@ function tableAndPatches(
   job: UlibJob,
   ctx: AslrContext,
   code: Buffer,
-  { cap, slots, stubPart, copyOf }: AslrLayout,
+  { cap, slots, stubPart, copyOf, asked }: AslrLayout,
 ): { table: PiTable; copied: (bigint | undefined)[] } {
   const { u, a, ind, where } = job;
   const uPtr = u.ptr!,
@@ -207,7 +219,11 @@ function tableAndPatches(
         ownData: x.ownData,
       })),
       what: where,
-      canon: (v) => ctx.canon.get(v) ?? v,
+      canon: (v) => {
+        const c = ctx.canon.get(v) ?? v;
+        asked?.set(v, c);
+        return c;
+      },
       plans: ctx.plansOf.get(u.name),
       direct: u.own,
     });

@@ -8,7 +8,7 @@ import { takeBuffer } from '../util/buffers.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
 import { cacheUse, readEntry, writeEntry } from '../cache/store.js';
-import { aslrContext, redirectData, rewriteAslr } from './aslr.js';
+import { aslrContext, redirectData, rewriteAslr, type AslrContext } from './aslr.js';
 import { rewriteExternal, type UlibJob, type UlibResult } from './external.js';
 import {
   canonicalPlan,
@@ -17,7 +17,7 @@ import {
   type RecordUlib,
   type RewriteRecord,
 } from './record.js';
-import { checkInd } from './reserved.js';
+import { checkInd, checkPtr } from './reserved.js';
 import {
   checkMode,
   COUNT_KEYS,
@@ -123,7 +123,7 @@ export function prepareRewrite(
     if (!u.ind) continue;
     const where = `${dbgPath}: ${u.name}`;
     const job: UlibJob = { elf, u, a, ind: checkInd(elf, u, a, where), where, out };
-    const r: UlibResult = aslr && u.ptr ? rewriteAslr(job, aslr) : cachedRewrite(job, mode);
+    const r: UlibResult = aslr && u.ptr ? cachedAslr(job, aslr) : cachedRewrite(job, mode);
     Object.assign(st, r.stats);
     records.push(r.record);
   }
@@ -187,6 +187,75 @@ function cachedRewrite(job: UlibJob, mode: Mode): UlibResult {
   const code = out.subarray(textOff, textOff + num(a.text.size));
   const table = out.subarray(indOff, indOff + u.ind!.size);
   writeEntry(dir, 'rewrite', key, { code, table, r } satisfies Entry);
+  return r;
+}
+
+/**
+ * A µlib's position-independent rewrite (rewriteAslr) from the cache when the same code, with the
+ * same sites, stubs and places, was rewritten before and every entry stub it asked about is where
+ * it was: its code, table (with the copies after it) and pointer area are written as they were.
+ * The places hold the seed's addresses, so this finds what a relink with the same seed
+ * (CONFIG_SPACER_ASLR_SEED) wrote; a fresh seed moves every µlib, and the image's own code moves
+ * whenever the app changes size.
+ */
+function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
+  const { u, a, elf, out, where } = job;
+  const dir = cacheUse.dir;
+  // The image's own code moves with the seed's gap and with the app's size: it would miss.
+  if (!dir || !a.key || u.own) return rewriteAslr(job, ctx);
+  const ptr = checkPtr(elf, u, where);
+  const stubs = ctx.stubsOf.get(u.name)!;
+  const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? hex(v) : v);
+  const sites = a.sites.map((x) => [x.kind, x.insn.ip, x.target, x.outside, x.targets, x.ownData]);
+  const h = createHash('sha256');
+  // The functions it copies after its table: where each is, its bytes and whether it may be.
+  for (const name of u.ind!.clones ?? []) {
+    const src = ctx.sources()(name);
+    h.update(`clone ${name} ${src ? `${hex(src.addr)} ${src.refusal ?? ''}` : '-'}\n`);
+    if (src) h.update(src.bytes);
+  }
+  const key = h
+    .update(`spacer-rewrite-aslr 1 ${a.key} ${u.name} ${u.text}\n`)
+    .update(`${+!!u.named}${+!!u.own}${+!!u.ownAbs}${+!!u.pinned}\n`)
+    .update(`${u.ind!.section} ${hex(job.ind.addr)} ${u.ind!.size} ${u.ind!.table ?? ''}\n`)
+    .update(`${u.ptr!.section} ${hex(ptr.addr)} ${u.ptr!.size}\n`)
+    .update(`${JSON.stringify(stubs, big)}\n${JSON.stringify(sites, big)}\n`)
+    .update(elf.contents(a.text))
+    .digest('hex');
+  type Entry = {
+    code: Uint8Array;
+    table: Uint8Array;
+    ptr: Uint8Array;
+    asked: [bigint, bigint][];
+    r: UlibResult;
+  };
+  const hit = readEntry<Entry>(dir, 'rewrite', key);
+  const textOff = num(a.text.offset),
+    indOff = num(job.ind.offset),
+    ptrOff = num(ptr.offset);
+  if (
+    hit &&
+    hit.code.length === num(a.text.size) &&
+    hit.table.length === u.ind!.size &&
+    hit.ptr.length === u.ptr!.size &&
+    hit.asked.every(([v, c]) => (ctx.canon.get(v) ?? v) === c)
+  ) {
+    cacheUse.hits++;
+    out.set(hit.code, textOff);
+    out.set(hit.table, indOff);
+    out.set(hit.ptr, ptrOff);
+    return hit.r;
+  }
+  cacheUse.misses++;
+  const asked = new Map<bigint, bigint>();
+  const r = rewriteAslr(job, ctx, asked);
+  writeEntry(dir, 'rewrite', key, {
+    code: out.subarray(textOff, textOff + num(a.text.size)),
+    table: out.subarray(indOff, indOff + u.ind!.size),
+    ptr: out.subarray(ptrOff, ptrOff + u.ptr!.size),
+    asked: [...asked],
+    r,
+  } satisfies Entry);
   return r;
 }
 
