@@ -99,7 +99,7 @@ for (const layout of ['spacer', 'spacer-aslr'] as const)
       t.true(kinds[k].entries > 0, `${layout}: ${k}`);
   });
 
-test("an ASLR proof stands only while the entry stubs its check asked about are where they were", (t) => {
+test('an ASLR proof stands only while the entry stubs its check asked about are where they were', (t) => {
   const dir = join(out, 'spacer-aslr-on', 'cache');
   const dbg = join(out, 'spacer-aslr-warm', `${apps[0].name}.dbg`);
   // A first verify through the cache proves nothing anew: every µlib's proof is there.
