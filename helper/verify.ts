@@ -113,7 +113,7 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): 
   return problems;
 }
 
-/** A cached proof: the µlib it proved, and each address its check asked `canonOf` with the answer. */
+/** A cached proof: the µlib it proved, and each address its check asked `canonOf`, answered. */
 interface Proof {
   proved: string;
   asked?: [bigint, bigint][];
