@@ -9,6 +9,7 @@
 // The last 8 bytes of such a run on the page carry the salt; when no run on the page has 8 bytes,
 // several runs' bytes together. Only code the rewrite left as linked (not in the rewrite record,
 // so `spacer verify` never compares it) is salted this way.
+import { createHash } from 'node:crypto';
 import {
   type ElfFile,
   type ElfSymbol,
@@ -141,6 +142,12 @@ function sectionRuns(elf: ElfFile, index: number, lo: number, hi: number): Run[]
   return runs;
 }
 
+// Functions already decoded, by their address and bytes: harden and audit ask about every function
+// of the image's own code, the same functions on every relink of one app with one seed (the link
+// server keeps this between command lines). Bounded: emptied when it grows past ENDS_MAX.
+const endsKnown = new Map<string, boolean>();
+const ENDS_MAX = 1 << 16;
+
 /** Whether the function's last instruction ends it and does not fall through. */
 function endsWithoutFallThrough(
   elf: ElfFile,
@@ -149,12 +156,18 @@ function endsWithoutFallThrough(
   f: ElfSymbol,
 ): boolean {
   const from = Number(secOffset + (f.value - secAddr));
-  const insns = decodeRange(elf.data.subarray(from, from + Number(f.size)), f.value);
+  const bytes = elf.data.subarray(from, from + Number(f.size));
+  const key = createHash('sha256').update(`${f.value} ${f.size}\n`).update(bytes).digest('hex');
+  const known = endsKnown.get(key);
+  if (known !== undefined) return known;
+  const insns = decodeRange(bytes, f.value);
   const last = insns.at(-1);
-  return (
+  const ends =
     !!last &&
     !last.invalid &&
     last.ip + BigInt(last.len) === f.value + f.size &&
-    NO_FALL_THROUGH().has(last.flow)
-  );
+    NO_FALL_THROUGH().has(last.flow);
+  if (endsKnown.size >= ENDS_MAX) endsKnown.clear();
+  endsKnown.set(key, ends);
+  return ends;
 }

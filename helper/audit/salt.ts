@@ -119,16 +119,30 @@ function tailOf(elf: ElfFile, lo: number, a: number): number | null {
   return i;
 }
 
+// Per parsed image: the pages a page-table symbol starts (`<section index> <address>`), found once
+// (verify and harden ask for every page of every µlib's code).
+const pageTablesOf = new WeakMap<ElfFile, Set<string>>();
+
+function pageTables(elf: ElfFile): Set<string> {
+  let named = pageTablesOf.get(elf);
+  if (!named) {
+    named = new Set(
+      elf
+        .symbols()
+        .filter((s) => PAGE_TABLE.test(s.name))
+        .map((s) => `${s.shndx} ${Number(s.value)}`),
+    );
+    pageTablesOf.set(elf, named);
+  }
+  return named;
+}
+
 function ptePlace(elf: ElfFile, page: number, seed: string): SaltPlace | null {
   const lo = page * PAGE;
   const sec = elf.sections.find(
     (s) => s.flags & SHF_ALLOC && s.addr <= BigInt(lo) && s.addr + s.size >= BigInt(lo + PAGE),
   );
-  if (!sec) return null;
-  const named = elf
-    .symbols()
-    .some((s) => Number(s.value) === lo && s.shndx === sec.index && PAGE_TABLE.test(s.name));
-  if (!named) return null;
+  if (!sec || !pageTables(elf).has(`${sec.index} ${lo}`)) return null;
   const words = [lo + PAGE - 16, lo + PAGE - 8];
   const relocated = elf
     .relocationsFor(sec)

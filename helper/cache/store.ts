@@ -74,7 +74,12 @@ function entryPath(dir: string, kind: CacheKind, key: string): string {
  * most (the gc's order is by the minute). The value is deserialized afresh on every read, so no
  * caller shares an object with another.
  */
-const kept = new Map<string, { body: Buffer; ino: number; size: number; touched: number }>();
+const kept = new Map<
+  string,
+  { body: Buffer; ino: number; size: number; touched: number; value?: unknown }
+>();
+/** A deserialized value kept with its body counts as this many times the body's bytes. */
+const VALUE_WEIGHT = 4;
 let keptMax = 0,
   keptBytes = 0;
 const TOUCH_MS = 60_000;
@@ -90,10 +95,9 @@ function keep(p: string, body: Buffer, touched: number): void {
   forget(p);
   kept.set(p, { body, ino: st.ino, size: st.size, touched });
   keptBytes += body.length;
-  for (const [q, k] of kept) {
+  for (const q of kept.keys()) {
     if (keptBytes <= keptMax) break;
-    kept.delete(q);
-    keptBytes -= k.body.length;
+    forget(q);
   }
 }
 
@@ -101,7 +105,7 @@ function forget(p: string): void {
   const k = kept.get(p);
   if (!k) return;
   kept.delete(p);
-  keptBytes -= k.body.length;
+  keptBytes -= k.body.length * (k.value === undefined ? 1 : 1 + VALUE_WEIGHT);
 }
 
 /** Least recently used goes first: a hit counts as a use. */
@@ -126,6 +130,43 @@ export function readEntry<T>(dir: string, kind: CacheKind, key: string): T | und
     if (keptMax) forget(resolve(p));
     return undefined;
   }
+}
+
+/**
+ * As readEntry, for a value its callers only read: deep-frozen, and in the link server kept with
+ * the entry's body, so that the next command line that asks for it gets the same object and
+ * deserializes nothing (a warm relink of a 39-µlib image asks for some fifty decodes).
+ */
+export function readEntryShared<T>(dir: string, kind: CacheKind, key: string): T | undefined {
+  if (!keptMax) {
+    const v = readEntry<T>(dir, kind, key);
+    return v === undefined ? v : deepFreeze(v);
+  }
+  const p = resolve(entryPath(dir, kind, key));
+  const body = keptBody(p);
+  if (!body) return undefined;
+  const k = kept.get(p);
+  if (k?.value !== undefined) return k.value as T;
+  let v: T;
+  try {
+    v = deepFreeze(deserialize(body) as T);
+  } catch {
+    removeQuietly(p);
+    forget(p);
+    return undefined;
+  }
+  if (k && k.body === body) {
+    k.value = v;
+    keptBytes += body.length * VALUE_WEIGHT;
+  }
+  return v;
+}
+
+/** `v` and everything it holds, frozen (typed arrays cannot be: callers must not write them). */
+function deepFreeze<T>(v: T): T {
+  if (typeof v !== 'object' || v === null || Object.isFrozen(v) || ArrayBuffer.isView(v)) return v;
+  for (const x of Object.values(v as object)) deepFreeze(x);
+  return Object.freeze(v);
 }
 
 /** The body of the entry at `p` (absolute): kept, else read and kept. */

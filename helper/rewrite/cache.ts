@@ -10,7 +10,7 @@
 // fields' values are read again from the code, the symbols named back.
 import { createHash } from 'node:crypto';
 import { helperCodeId } from '../cache/code-id.js';
-import { cacheUse, readEntry, writeEntry } from '../cache/store.js';
+import { cacheUse, readEntryShared, writeEntry } from '../cache/store.js';
 import { R_X86_64, type CodeRef, type Site } from '../x86/classify.js';
 import type { Extent } from '../x86/extents.js';
 
@@ -181,7 +181,7 @@ export function cachedFound(x: FoundInputs, key: string | undefined, compute: ()
     memoRun = cacheUse.run;
   }
   // The verify pass asks again for what the rewrite pass just read or computed.
-  const seen = memo.get(key) ?? readEntry<Found>(dir, 'analysis', key);
+  const seen = memo.get(key) ?? readEntryShared<Found>(dir, 'analysis', key);
   const hit = seen && refreshed(seen, x.bytes, x.lo);
   if (seen) memo.set(key, seen);
   if (hit) {

@@ -139,8 +139,20 @@ export function loadImage(path: string, loaded?: ElfFile): ElfFile {
   return elf;
 }
 
+// Records already read, per parsed image: the finish's verify and harden passes read the same
+// file's record (the record of a large image is a megabyte of JSON). Callers do not change it.
+const recordOf = new WeakMap<ElfFile, RewriteRecord>();
+
 /** The record of an earlier rewrite, if any; a record that does not parse is an error. */
 export function readRecord(elf: ElfFile): RewriteRecord | undefined {
+  const seen = recordOf.get(elf);
+  if (seen) return seen;
+  const rec = parseRecord(elf);
+  if (rec) recordOf.set(elf, rec);
+  return rec;
+}
+
+function parseRecord(elf: ElfFile): RewriteRecord | undefined {
   const s = elf.section(REWRITE_SECTION);
   if (!s) return undefined;
   const bad = (what: string): never => {
