@@ -177,7 +177,10 @@ export async function verifyStep(s: FinishState): Promise<void> {
   const p = s.prepared;
   if (!p) return;
   // The finish's check may take proofs from the cache (a standalone `spacer verify` never does).
-  const check = (path: string, elf?: ElfFile) => verifyImage(path, elf, cacheUse.dir);
+  // The rewrite's analysis keys stand for those of the code verify rebuilds when it is the same
+  // code (by its hash): the staged file has the original's symbols and relocations.
+  const check = (path: string, elf?: ElfFile) =>
+    verifyImage(path, elf, cacheUse.dir, p.analysisKeys);
   s.staged = await stageWrite(s.image, p.data, p.sections, p.changed, check);
 }
 

@@ -49,7 +49,12 @@ import { checkSite, type SiteCheck } from './verify/sites.js';
  * `loaded`: the file, already parsed; `cache`: a cache folder whose proofs may stand for µlibs
  * proved before (spacer finish; `spacer verify` proves every µlib).
  */
-export function verifyImage(dbgPath: string, loaded?: ElfFile, cache?: string): string[] {
+export function verifyImage(
+  dbgPath: string,
+  loaded?: ElfFile,
+  cache?: string,
+  analysisKeys?: Map<string, string>,
+): string[] {
   const elf = loadImage(dbgPath, loaded);
   let rec: RewriteRecord | undefined;
   try {
@@ -59,11 +64,16 @@ export function verifyImage(dbgPath: string, loaded?: ElfFile, cache?: string): 
     throw e;
   }
   if (!rec) return [`${dbgPath}: no ${REWRITE_SECTION} section: the image was not rewritten`];
-  return verifyRecord(elf, rec, cache);
+  return verifyRecord(elf, rec, cache, analysisKeys);
 }
 
 /** Checks `elf` against a rewrite record (also run by the rewriter before it writes anything). */
-export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): string[] {
+export function verifyRecord(
+  elf: ElfFile,
+  rec: RewriteRecord,
+  cache?: string,
+  analysisKeys?: Map<string, string>,
+): string[] {
   const problems: string[] = [];
   // ASLR mode: the entry stubs every µlib agrees on (an address of code -> its stub's).
   const stubs = rec.ulibs
@@ -83,7 +93,7 @@ export function verifyRecord(elf: ElfFile, rec: RewriteRecord, cache?: string): 
   for (const ru of rec.ulibs) {
     // A µlib whose every input was proved before (the cache's proof) is not decoded again; in ASLR
     // mode that includes the entry stubs its check asked about, each still where it was.
-    const key = cache ? proofKey(shared, ru) : undefined;
+    const key = cache ? proofKey(shared, ru, analysisKeys) : undefined;
     const proof = key ? readEntry<Proof>(cache!, 'proof', key) : undefined;
     if (proof && (proof.asked ?? []).every(([v, c]) => (canon.get(v) ?? v) === c)) {
       cacheUse.hits++;
@@ -126,7 +136,11 @@ interface Proof {
  * code's analysis, and the functions it copies. Undefined for the image's own code, and when
  * one of its areas is missing.
  */
-function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
+function proofKey(
+  sh: Shared,
+  ru: RecordUlib,
+  analysisKeys?: Map<string, string>,
+): string | undefined {
   const u = sh.plan.ulibs.find((x) => x.name === ru.name);
   const text = sh.elf.section(ru.text),
     ind = sh.elf.section(ru.ind.section),
@@ -136,12 +150,16 @@ function proofKey(sh: Shared, ru: RecordUlib): string | undefined {
   const code = unsaltedContents(sh.elf, text);
   const { orig, outside } = putBack(ru, code, text.addr);
   if (outside.length) return undefined;
+  // The rewrite's key of this very code (its hash is the record's), else computed.
+  const known = analysisKeys?.get(`${ru.name} ${ru.textSha256}`);
   let analysis: string | undefined;
-  try {
-    analysis = analysisKey(sh.elf, u, sh.rec.mode, orig);
-  } catch {
-    return undefined;
-  }
+  if (known && createHash('sha256').update(orig).digest('hex') === ru.textSha256) analysis = known;
+  else
+    try {
+      analysis = analysisKey(sh.elf, u, sh.rec.mode, orig);
+    } catch {
+      return undefined;
+    }
   if (!analysis) return undefined;
   const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
   const ranges = u.sections.map((n) => {

@@ -43,6 +43,8 @@ export interface PreparedRewrite {
   stats: Omit<RewriteStats, 'ms' | 'alreadyDone'>;
   /** When the rewrite started (performance.now()): its `ms` runs until the write. */
   t0: number;
+  /** `<µlib> <SHA-256 of its original code>` (as its record holds them) -> its analysis's key. */
+  analysisKeys: Map<string, string>;
 }
 
 /**
@@ -155,6 +157,12 @@ export function prepareRewrite(
     ],
     stats,
     t0,
+    analysisKeys: new Map(
+      records.flatMap((r) => {
+        const k = analyses.get(r.name)?.key;
+        return k ? [[`${r.name} ${r.textSha256}`, k] as const] : [];
+      }),
+    ),
   };
 }
 
