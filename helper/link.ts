@@ -290,8 +290,18 @@ async function planClones(
   if (!calls.size) return out;
   const { cloneSources } = await import('./rewrite.js');
   const { cloneLayout } = await import('./x86/clone.js');
-  // Each name to the object that defines it (the first in link order, as ld resolves it).
-  const sources = ulibs.map((u) => ({ name: u.name, find: cloneSources(u.elf) }));
+  // Each name to the object that defines it (the first in link order, as ld resolves it). An
+  // object is read only when this process has not asked it for that name before.
+  const finders = new Map<UlibObject, ReturnType<typeof cloneSources>>();
+  const sources = ulibs.map((u) => ({
+    name: u.name,
+    find: (name: string) =>
+      offered(u, name, () => {
+        let f = finders.get(u);
+        if (!f) finders.set(u, (f = cloneSources(u.elf)));
+        return f(name);
+      }),
+  }));
   for (const a of placed) {
     const want = calls.get(a.ulib),
       ind = a.at.ind;
@@ -306,10 +316,10 @@ async function planClones(
       let src;
       for (const x of sources) if (x.name !== a.ulib && (src = x.find(name))) break;
       if (!src || src.refusal) continue;
-      const { at } = cloneLayout(tableEnd, [...sizes, src.bytes.length]);
-      if (at[at.length - 1] + BigInt(src.bytes.length) > room) continue;
+      const { at } = cloneLayout(tableEnd, [...sizes, src.size]);
+      if (at[at.length - 1] + BigInt(src.size) > room) continue;
       chosen.push(name);
-      sizes.push(src.bytes.length);
+      sizes.push(src.size);
     }
     if (!chosen.length) continue;
     out.set(a.ulib, chosen);
@@ -317,6 +327,35 @@ async function planClones(
     ind.size = Number(end < room ? end : room) - ind.addr;
   }
   return out;
+}
+
+/** A function an object offers for a copy: its size, or why it may not be copied. */
+type Offer = { size: number; refusal?: string } | null;
+const offers = new Map<string, Map<string, Offer>>();
+
+/**
+ * What `u` offers under `name` (null: it defines no such function), by the object's content: a
+ * link server's next link asks the same objects for the same callees, and reading each object
+ * again (with its symbols, and a decode of the function) was most of an ASLR link's map pass.
+ */
+function offered(
+  u: UlibObject,
+  name: string,
+  find: () => { bytes: Buffer; refusal?: string } | undefined,
+): Offer {
+  let byName = offers.get(u.contentKey);
+  if (!byName) {
+    // Bounded: the link server keeps it across builds.
+    if (offers.size > 10000) offers.clear();
+    offers.set(u.contentKey, (byName = new Map()));
+  }
+  let o = byName.get(name);
+  if (o === undefined) {
+    const src = find();
+    o = src ? { size: src.bytes.length, ...(src.refusal ? { refusal: src.refusal } : {}) } : null;
+    byName.set(name, o);
+  }
+  return o;
 }
 
 type Needs = {

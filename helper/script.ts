@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './paths.js';
 import { SpacerError } from './errors.js';
+import { deepFreeze } from './util/freeze.js';
 import {
   globMatch,
   parseScript,
@@ -52,6 +53,9 @@ interface Claimer {
   patterns: string[];
 }
 
+/** The platform scripts this process analysed, by their text (a server reuses them). */
+const platforms = new Map<string, Platform>();
+
 export function loadPlatform(path: string): Platform {
   let src: string;
   try {
@@ -61,8 +65,14 @@ export function loadPlatform(path: string): Platform {
       `${path}: cannot read the platform linker script (${(e as NodeJS.ErrnoException).code}); build the platform first`,
     );
   }
+  const seen = platforms.get(src);
+  if (seen) return seen;
   try {
-    return analyzePlatform(src);
+    // Frozen: a link server's later links get the same object.
+    const p = deepFreeze(analyzePlatform(src));
+    if (platforms.size >= 8) platforms.delete(platforms.keys().next().value!);
+    platforms.set(src, p);
+    return p;
   } catch (e) {
     if (e instanceof SpacerError)
       throw new SpacerError(

@@ -11,6 +11,7 @@
 //
 // The cache lives next to the workspace map (`<map folder>/cache`); SPACER_CACHE=off, or
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
+import { deepFreeze } from '../util/freeze.js';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -160,13 +161,6 @@ export function readEntryShared<T>(dir: string, kind: CacheKind, key: string): T
     keptBytes += body.length * VALUE_WEIGHT;
   }
   return v;
-}
-
-/** `v` and everything it holds, frozen (typed arrays cannot be: callers must not write them). */
-function deepFreeze<T>(v: T): T {
-  if (typeof v !== 'object' || v === null || Object.isFrozen(v) || ArrayBuffer.isView(v)) return v;
-  for (const x of Object.values(v as object)) deepFreeze(x);
-  return Object.freeze(v);
 }
 
 /** The body of the entry at `p` (absolute): kept, else read and kept. */

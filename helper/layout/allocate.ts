@@ -324,7 +324,7 @@ function nameSlots(
 }
 
 /** The application's own library (Unikraft's `app<name>`), the µlib most likely to change. */
-const isApp = (name: string) => name.startsWith('app');
+export const isApp = (name: string) => name.startsWith('app');
 
 /**
  * The image's own variants of one area, packed from `start` (the end of the last shared slot it

@@ -4,6 +4,7 @@ import { SpacerError } from '../errors.js';
 import { PAGE, alignUp, hex } from '../util/units.js';
 import {
   allocate,
+  isApp,
   type AllocRequest,
   type AllocResult,
   type Placement,
@@ -130,16 +131,16 @@ function place(c: CodeCursor, n: string, addr: number): void {
 /**
  * The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
  * the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
- * taking pages of its own.
+ * taking pages of its own. The app comes last, and the gap counts its size by the kilobyte: a
+ * relink where only the app changed (by less than that) moves none of the rest, so the shared
+ * µlibs that call into it (ukboot's main caller, a name slot's users) keep their cached rewrites.
  */
 function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): void {
-  const ownBytes = ownCode.reduce(
-    (a, n) =>
-      alignUp(a, 64) +
-      alignUp(c.byName.get(n)!.sizes.text!, 16) +
-      (c.byName.get(n)!.sizes.ind ?? 0),
-    0,
-  );
+  const ordered = [...ownCode.filter((n) => !isApp(n)), ...ownCode.filter(isApp)];
+  const ownBytes = ordered.reduce((a, n) => {
+    const bytes = alignUp(c.byName.get(n)!.sizes.text!, 16) + (c.byName.get(n)!.sizes.ind ?? 0);
+    return alignUp(a, 64) + (isApp(n) ? alignUp(bytes, APP_STEP) : bytes);
+  }, 0);
   const start = alignUp(c.next, 64);
   const slack = alignUp(start, PAGE) - start - ownBytes;
   c.next =
@@ -147,9 +148,12 @@ function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): voi
     (slack > 0
       ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
       : Math.floor(rand() * 16) * 64);
-  for (const n of ownCode)
+  for (const n of ordered)
     place(c, n, alignUp(c.next, Math.max(64, c.byName.get(n)!.align.text ?? 1)));
 }
+
+/** The app's code size as the own code's gap counts it. */
+const APP_STEP = 1024;
 
 /**
  * ASLR mode: the code of one build's µlibs in an order shuffled from the seed. Each µlib's code

@@ -215,6 +215,15 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
   const stubs = ctx.stubsOf.get(u.name)!;
   const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? hex(v) : v);
   const sites = a.sites.map((x) => [x.kind, x.insn.ip, x.target, x.outside, x.targets, x.ownData]);
+  // A target names a local symbol by its number in the image's table (`.LC2#401`), which changes
+  // when any µlib before it does; what the rewrite reads of it is only which sites name the same
+  // one (they share a pointer slot), so the key numbers them by first use.
+  const ids = new Map<string, number>();
+  const renumber = (t: string) => {
+    if (!ids.has(t)) ids.set(t, ids.size);
+    return `${t[0]}${ids.get(t)}`;
+  };
+  const sitesKey = JSON.stringify(sites, big).replace(/[#§]\d+/g, renumber);
   const h = createHash('sha256');
   // The functions it copies after its table: where each is, its bytes and whether it may be.
   for (const name of u.ind!.clones ?? []) {
@@ -223,11 +232,11 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
     if (src) h.update(src.bytes);
   }
   const key = h
-    .update(`spacer-rewrite-aslr 1 ${a.key} ${u.name} ${u.text}\n`)
+    .update(`spacer-rewrite-aslr 2 ${a.key} ${u.name} ${u.text}\n`)
     .update(`${+!!u.named}${+!!u.own}${+!!u.ownAbs}${+!!u.pinned}\n`)
     .update(`${u.ind!.section} ${hex(job.ind.addr)} ${u.ind!.size} ${u.ind!.table ?? ''}\n`)
     .update(`${u.ptr!.section} ${hex(ptr.addr)} ${u.ptr!.size}\n`)
-    .update(`${JSON.stringify(stubs, big)}\n${JSON.stringify(sites, big)}\n`)
+    .update(`${JSON.stringify(stubs, big)}\n${sitesKey}\n`)
     .update(elf.contents(a.text))
     .digest('hex');
   type Entry = {
