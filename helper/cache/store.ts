@@ -13,7 +13,17 @@
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
 import { deepFreeze } from '../util/freeze.js';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { isTempPath, writeFileAtomic } from '../util/files.js';
@@ -344,6 +354,9 @@ export function cacheLimit(): number {
  * `<cache>/pending`) have added a sixteenth of the limit: the cache exceeds its limit by about
  * that much at most, and a workspace of thousands of images does not scan it on every link.
  */
+/** The width of the count in `<cache>/pending` (spaces after the digits). */
+const PENDING_WIDTH = 20;
+
 export function trimCache(): void {
   for (const [dir, bytes] of cacheUse.addedBytes) {
     const limit = cacheLimit(),
@@ -360,9 +373,15 @@ export function trimCache(): void {
       pending = 0;
     }
     // Two links at once may each miss the other's count, and a torn write reads as 0: the bound
-    // is loose, never wrong. Written in place (a rename over it costs a writeback on ext4).
+    // is loose, never wrong. Written in place at a fixed width, not truncated: on ext4 a rename
+    // over a file, or a truncate then a write, starts its writeback (auto_da_alloc).
     try {
-      writeFileSync(file, String(pending));
+      const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT, 0o644);
+      try {
+        writeSync(fd, String(pending).padEnd(PENDING_WIDTH), 0);
+      } finally {
+        closeSync(fd);
+      }
     } catch {
       // A cache folder gone or read-only: the next link counts again.
     }
