@@ -137,15 +137,18 @@ function place(c: CodeCursor, n: string, addr: number): void {
  */
 function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): void {
   const ordered = [...ownCode.filter((n) => !isApp(n)), ...ownCode.filter(isApp)];
-  const ownBytes = ordered.reduce((a, n) => {
-    const bytes = alignUp(c.byName.get(n)!.sizes.text!, 16) + (c.byName.get(n)!.sizes.ind ?? 0);
-    return alignUp(a, 64) + (isApp(n) ? alignUp(bytes, APP_STEP) : bytes);
-  }, 0);
+  const bytesOf = (n: string) =>
+    alignUp(c.byName.get(n)!.sizes.text!, 16) + (c.byName.get(n)!.sizes.ind ?? 0);
+  const total = (step: number) =>
+    ordered.reduce((a, n) => alignUp(a, 64) + alignUp(bytesOf(n), isApp(n) ? step : 1), 0);
   const start = alignUp(c.next, 64);
-  const slack = alignUp(start, PAGE) - start - ownBytes;
+  const room = alignUp(start, PAGE) - start;
+  // The gap's range: what the page leaves with the app counted by the kilobyte, else (an app
+  // within a kilobyte of filling the page) with the app as it is, else a kilobyte at most.
+  const slack = [room - total(APP_STEP), room - total(1)].find((x) => x > 0);
   c.next =
     start +
-    (slack > 0
+    (slack !== undefined
       ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
       : Math.floor(rand() * 16) * 64);
   for (const n of ordered)
