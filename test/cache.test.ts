@@ -237,9 +237,9 @@ for (const layout of ['spacer', 'spacer-aslr'] as const)
   test.serial(
     `${layout}: a relink after only the app changed moves nothing else: the rest of the image comes from the cache`,
     async (t) => {
-      // kvstore's app compiled twice, the second time with one function and read-only data more; one
-      // image, so every µlib is in its own area, where the app goes last (in ASLR mode too, with the
-      // same seed: its own code's gap counts the app by the kilobyte).
+      // kvstore's app compiled twice, the second time with one function and read-only data
+      // more; one image, so every µlib is in its own area, where the app goes last (in ASLR
+      // mode too, with the same seed: its own code's gap counts the app by the kilobyte).
       const kv = apps.find((a) => a.name === 'kvstore')!;
       const src = readFileSync(join(root, 'example', 'apps', 'kvstore', 'main.c'), 'utf8');
       const build = async (tag: string, extra: string) => {
@@ -290,8 +290,8 @@ for (const layout of ['spacer', 'spacer-aslr'] as const)
         b = places('v2');
       t.true(a.size > 10, `${a.size} µlib sections`);
       t.deepEqual(b, a, 'every µlib section other than the app at the same address');
-      // The app's entries only (its analyses, its rewrite, its proof); with every µlib after the app
-      // moved, each of them would miss too.
+      // The app's entries only (its analyses, its rewrite, its proof); with every µlib after
+      // the app moved, each of them would miss too.
       t.true(decoded <= 5, `${decoded} cache misses`);
     },
   );
