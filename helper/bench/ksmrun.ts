@@ -232,7 +232,10 @@ async function ksmGuests(
       procs.push(
         await spawnReady(
           tools.nothp,
-          ['qemu-system-x86_64', ...qemuArgs(b.elf, { extraArgs: ['-append', 'stay'] })],
+          [
+            'qemu-system-x86_64',
+            ...qemuArgs(b.elf, { extraArgs: ['-append', 'stay'], mergeable: true }),
+          ],
           /stay: halted/,
           120_000,
         ),

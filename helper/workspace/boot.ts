@@ -12,6 +12,11 @@ export interface BootOptions {
   marks?: string[];
   /** Extra qemu arguments. */
   extraArgs?: string[];
+  /**
+   * Offer the guest's memory to KSM (qemu's default; the bench's guests). Off by default: a boot
+   * that runs while the bench measures KSM would add its pages to the host's counters.
+   */
+  mergeable?: boolean;
 }
 
 export interface BootResult {
@@ -42,7 +47,7 @@ export interface BootResult {
 export function qemuArgs(elfPath: string, opts: BootOptions = {}): string[] {
   return [
     '-machine',
-    'pc',
+    opts.mergeable ? 'pc' : 'pc,mem-merge=off',
     '-accel',
     'tcg',
     '-cpu',
