@@ -11,7 +11,6 @@
 //
 // The cache lives next to the workspace map (`<map folder>/cache`); SPACER_CACHE=off, or
 // `spacer finish --no-cache`, turns it off, SPACER_CACHE=<dir> moves it.
-import { deepFreeze } from '../util/freeze.js';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -27,6 +26,7 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { isTempPath, writeFileAtomic } from '../util/files.js';
+import { deepFreeze } from '../util/freeze.js';
 
 export const DEFAULT_CACHE_MB = 256;
 
@@ -348,15 +348,15 @@ export function cacheLimit(): number {
   return (Number.isFinite(mb) && mb >= 0 ? mb : DEFAULT_CACHE_MB) * 1024 * 1024;
 }
 
+/** The width of the count in `<cache>/pending` (spaces after the digits). */
+const PENDING_WIDTH = 20;
+
 /**
  * After a link that added entries: the cache back under its limit. A gc reads every entry's size,
  * so it runs only once the links since the last one (each adds what it wrote to
  * `<cache>/pending`) have added a sixteenth of the limit: the cache exceeds its limit by about
  * that much at most, and a workspace of thousands of images does not scan it on every link.
  */
-/** The width of the count in `<cache>/pending` (spaces after the digits). */
-const PENDING_WIDTH = 20;
-
 export function trimCache(): void {
   for (const [dir, bytes] of cacheUse.addedBytes) {
     const limit = cacheLimit(),

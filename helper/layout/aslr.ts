@@ -133,7 +133,7 @@ function place(c: CodeCursor, n: string, addr: number): void {
  * the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
  * taking pages of its own. The app comes last, and the gap counts its size by the kilobyte: a
  * relink where only the app changed (by less than that) moves none of the rest, so the shared
- * µlibs that call into it (ukboot's main caller, a name slot's users) keep their cached rewrites.
+ * µlibs whose code refers to the rest of the own code keep their cached rewrites.
  */
 function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): void {
   const ordered = [...ownCode.filter((n) => !isApp(n)), ...ownCode.filter(isApp)];
