@@ -6,9 +6,17 @@
 // helper/dist/spacer.mjs, keeps them in chunks of their own): `spacer --help`, `map show` or
 // `report` do not load iced-x86's WebAssembly, and `link` loads it only when a new variant's table
 // has to be measured.
-import { hideBin } from 'yargs/helpers';
-import { runCli } from './run.js';
+import { packageRoot } from './paths.js';
 
-runCli(hideBin(process.argv)).then((code) => {
+// yargs, on every command line, looks for a package.json from the folder the process was in when
+// yargs loaded (to guess a version we turn off). In a build folder it finds none, walks up to `/`
+// and builds an assertion error on the way: half a millisecond for each of the link server's
+// requests. Loaded from our own folder, it finds ours at once.
+const cwd = process.cwd();
+process.chdir(packageRoot());
+const { runCli } = await import('./run.js');
+process.chdir(cwd);
+
+runCli(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

@@ -245,3 +245,43 @@ test('each command line starts with the cache off and its counters at zero', asy
   }
   t.like(cacheUse, { dir: undefined, hits: 0, misses: 0, run: run + 1 });
 });
+
+test('a link step command line seen before runs on the options it was parsed to, and no other', async (t) => {
+  const { runCli, parsedAgain } = await import('../helper/run.js');
+  const err = process.stderr.write,
+    std = process.stdout.write;
+  let said: string[] = [];
+  process.stderr.write = ((s: string) => (said.push(String(s)), true)) as typeof err;
+  process.stdout.write = (() => true) as typeof std;
+  const run = async (argv: string[]) => {
+    said = [];
+    const code = await runCli(argv);
+    return { code, said: said.join(''), again: parsedAgain.runs };
+  };
+  try {
+    const missing = join(out, 'no-such-image.elf');
+    const first = await run(['compact', missing, '--no-pack']);
+    t.is(first.code, 1);
+    t.regex(first.said, /no-such-image\.elf/);
+    // The same command line: the same line and status, without yargs.
+    const second = await run(['compact', missing, '--no-pack']);
+    t.deepEqual({ ...second, again: second.again - first.again }, { ...first, again: 1 });
+    // Another command line is parsed.
+    const other = await run(['compact', `${missing}.2`, '--no-pack']);
+    t.is(other.again, second.again);
+    t.regex(other.said, /no-such-image\.elf\.2/);
+    // A usage error is never remembered: it stays one.
+    for (let i = 0; i < 2; i++) {
+      const bad = await run(['compact', missing, '--no-such-option']);
+      t.is(bad.code, 2);
+      t.is(bad.again, other.again);
+    }
+    // Only the link step's commands are remembered.
+    await run(['cache', 'show', '--help']);
+    const help = await run(['cache', 'show', '--help']);
+    t.is(help.again, other.again);
+  } finally {
+    process.stderr.write = err;
+    process.stdout.write = std;
+  }
+});

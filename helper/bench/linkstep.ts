@@ -229,7 +229,8 @@ export async function linkStepOnce(o: {
 
 /**
  * `app`'s objects with its own µlib's code replaced by `other`'s (same name, same µlibs): what a
- * relink sees when only the app changed. The copy goes to `dir`.
+ * relink sees when only the app changed. The copy goes to `dir`, over the previous one: make
+ * rebuilds the app's object where it was, and relinks with the same command lines.
  */
 export function appChanged(
   app: AppSpec,
@@ -278,7 +279,7 @@ export async function linkStep(
     for (let k = 1; k <= 3; k++) {
       const other = w.faas[k % w.faas.length];
       const o2 = objectsFor(other, compiled);
-      const changed = appChanged(app, objects, o2, other, join(dir, `o${k}`));
+      const changed = appChanged(app, objects, o2, other, join(dir, 'app'));
       await linkStepOnce({ ...o, objects: changed, cache: join(dir, 'cache') });
     }
   }
@@ -310,20 +311,20 @@ export async function linkStep(
           ...{ image: app.name, objects: objs, dir, map, aslr, extraArgs, cache },
           ...{ runDir, server },
         });
-      cold.push(await step(objects, q.map ? own : undefined));
+      // The app's object where make builds it: every link of this image has one command line.
+      const built = (other: AppSpec) =>
+        appChanged(app, objects, objectsFor(other, compiled), other, join(dir, 'app'));
+      cold.push(await step(built(app), q.map ? own : undefined));
       // Three relinks, each after the app changed (to another app's code).
-      for (let r = 0; r < 3; r++) {
-        const o2 = w.faas[(k + 1 + r) % w.faas.length];
-        const changed = appChanged(app, objects, objectsFor(o2, compiled), o2, join(dir, `o${r}`));
-        warm.push(await step(changed, q.map ? own : undefined));
-      }
+      for (let r = 0; r < 3; r++)
+        warm.push(await step(built(w.faas[(k + 1 + r) % w.faas.length]), q.map ? own : undefined));
       // The same relink again (the app changed back) with Node started for each command.
-      if (q.map) warmDirect.push(await step(objects, own, false));
+      if (q.map) warmDirect.push(await step(built(app), own, false));
       // A new image of a workspace whose cache holds its other images' analyses.
       if (q.map) {
         copyMap(q.map, map!);
         await mapGc(map!, [app.name]);
-        fresh.push(await step(objects, cacheDirFor(q.map)));
+        fresh.push(await step(built(app), cacheDirFor(q.map)));
       }
       p.tick();
     }
@@ -387,7 +388,8 @@ export function linkStepTables(r: BenchResult, out: string[]): void {
     '',
     'cold: the image new to the workspace map, its analysis cache empty; new image: the same with ' +
       "the workspace's cache (its other images' analyses); warm: relinked after only its app µlib " +
-      'changed (three relinks per app, each to other app code; the server has served a link and ' +
+      'changed (three relinks per app, each to other app code, its object rebuilt in place as make ' +
+      'does, so every link of an image has one command line; the server has served a link and ' +
       'three relinks per layout before the first sample). compact: what the image rule adds to strip (`spacer compact`, served; with Node ' +
       'per command, taking the file `spacer finish --precompact` left). Each command is timed in ' +
       'one bash process per link step, as make runs them (not forked from the bench). ' +

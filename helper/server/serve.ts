@@ -63,9 +63,19 @@ async function listen(server: Server, path: string): Promise<boolean> {
   return false;
 }
 
+/**
+ * Makes process.env exactly `to`, touching only the variables that differ: each write or delete
+ * is a setenv, and the requests of one build come with one environment.
+ */
+function setEnv(to: Record<string, string | undefined>): void {
+  for (const k of Object.keys(process.env)) if (!Object.hasOwn(to, k)) delete process.env[k];
+  for (const [k, v] of Object.entries(to))
+    if (v === undefined) delete process.env[k];
+    else if (process.env[k] !== v) process.env[k] = v;
+}
+
 /** Runs `r` as the CLI would, its output sent to `out` as frames; gives the exit status. */
 async function runRequest(r: Request, out: (b: Buffer) => void): Promise<number> {
-  const env = { ...process.env };
   const cwd = process.cwd();
   const writes = { o: process.stdout.write, e: process.stderr.write };
   const relay =
@@ -77,8 +87,7 @@ async function runRequest(r: Request, out: (b: Buffer) => void): Promise<number>
       if (typeof done === 'function') process.nextTick(done as () => void);
       return true;
     };
-  for (const k of Object.keys(process.env)) delete process.env[k];
-  Object.assign(process.env, r.env);
+  setEnv(r.env);
   process.stdout.write = relay('o') as typeof process.stdout.write;
   process.stderr.write = relay('e') as typeof process.stderr.write;
   try {
@@ -91,8 +100,7 @@ async function runRequest(r: Request, out: (b: Buffer) => void): Promise<number>
   } finally {
     process.stdout.write = writes.o;
     process.stderr.write = writes.e;
-    for (const k of Object.keys(process.env)) delete process.env[k];
-    Object.assign(process.env, env);
+    // The environment stays the client's until the next request sets its own.
     process.chdir(cwd);
   }
 }
@@ -197,7 +205,8 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
         const ms = (performance.now() - t).toFixed(0);
         process.stderr.write(`served: ${r.argv[0] ?? ''} (exit ${code}) in ${ms} ms\n`);
         send(exitFrame(code));
-        if (process.memoryUsage().rss > MAX_RSS) stop();
+        // The peak, which getrusage gives in one system call (the current size reads /proc).
+        if (process.resourceUsage().maxRSS * 1024 > MAX_RSS) stop();
       })
       .catch(() => {})
       .finally(() => {
