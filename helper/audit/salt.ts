@@ -119,19 +119,20 @@ function tailOf(elf: ElfFile, lo: number, a: number): number | null {
   return i;
 }
 
-// Per parsed image: the pages a page-table symbol starts (`<section index> <address>`), found once
+// Per parsed image: the pages a page-table symbol starts (address -> section indices), found once
 // (verify and harden ask for every page of every µlib's code).
-const pageTablesOf = new WeakMap<ElfFile, Set<string>>();
+const pageTablesOf = new WeakMap<ElfFile, Map<number, Set<number>>>();
 
-function pageTables(elf: ElfFile): Set<string> {
+function pageTables(elf: ElfFile): Map<number, Set<number>> {
   let named = pageTablesOf.get(elf);
   if (!named) {
-    named = new Set(
-      elf
-        .symbols()
-        .filter((s) => PAGE_TABLE.test(s.name))
-        .map((s) => `${s.shndx} ${Number(s.value)}`),
-    );
+    named = new Map();
+    for (const s of elf.symbols())
+      if (PAGE_TABLE.test(s.name)) {
+        const at = Number(s.value);
+        if (!named.has(at)) named.set(at, new Set());
+        named.get(at)!.add(s.shndx);
+      }
     pageTablesOf.set(elf, named);
   }
   return named;
@@ -139,10 +140,13 @@ function pageTables(elf: ElfFile): Set<string> {
 
 function ptePlace(elf: ElfFile, page: number, seed: string): SaltPlace | null {
   const lo = page * PAGE;
+  // Most pages start no page table: asked first, it spares the search for the page's section.
+  const tables = pageTables(elf).get(lo);
+  if (!tables) return null;
   const sec = elf.sections.find(
     (s) => s.flags & SHF_ALLOC && s.addr <= BigInt(lo) && s.addr + s.size >= BigInt(lo + PAGE),
   );
-  if (!sec || !pageTables(elf).has(`${sec.index} ${lo}`)) return null;
+  if (!sec || !tables.has(sec.index)) return null;
   const words = [lo + PAGE - 16, lo + PAGE - 8];
   const relocated = elf
     .relocationsFor(sec)

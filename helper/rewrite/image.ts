@@ -214,7 +214,11 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
   const ptr = checkPtr(elf, u, where);
   const stubs = ctx.stubsOf.get(u.name)!;
   const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? hex(v) : v);
-  const sites = a.sites.map((x) => [x.kind, x.insn.ip, x.target, x.outside, x.targets, x.ownData]);
+  // One line per site (JSON.stringify with a replacer for the bigints took a millisecond a finish).
+  const sites = a.sites.map(
+    (x) =>
+      `${x.kind} ${hex(x.insn.ip)} ${hex(x.target)} ${x.outside.join()} ${JSON.stringify(x.targets)} ${+!!x.ownData}`,
+  );
   // A target names a local symbol by its number in the image's table (`.LC2#401`), which changes
   // when any µlib before it does; what the rewrite reads of it is only which sites name the same
   // one (they share a pointer slot), so the key numbers them by first use.
@@ -223,7 +227,7 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
     if (!ids.has(t)) ids.set(t, ids.size);
     return `${t[0]}${ids.get(t)}`;
   };
-  const sitesKey = JSON.stringify(sites, big).replace(/[#§]\d+/g, renumber);
+  const sitesKey = sites.join('\n').replace(/[#§]\d+/g, renumber);
   const h = createHash('sha256');
   // The functions it copies after its table: where each is, its bytes and whether it may be.
   for (const name of u.ind!.clones ?? []) {
@@ -232,7 +236,7 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
     if (src) h.update(src.bytes);
   }
   const key = h
-    .update(`spacer-rewrite-aslr 2 ${a.key} ${u.name} ${u.text}\n`)
+    .update(`spacer-rewrite-aslr 3 ${a.key} ${u.name} ${u.text}\n`)
     .update(`${+!!u.named}${+!!u.own}${+!!u.ownAbs}${+!!u.pinned}\n`)
     .update(`${u.ind!.section} ${hex(job.ind.addr)} ${u.ind!.size} ${u.ind!.table ?? ''}\n`)
     .update(`${u.ptr!.section} ${hex(ptr.addr)} ${u.ptr!.size}\n`)
