@@ -125,11 +125,13 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
     }
     // ASLR mode, a µlib with a name slot (or about to get one: another image has a variant of its
     // own): also the sizes for the form that sends its own data's absolute addresses through the
-    // table (allocateAslr takes it when the slot has room; the map sizes name slots for it).
+    // table (allocateAslr takes it when the slot has room; the map sizes name slots for it). A
+    // µlib that keeps its place never takes it.
     let ownAbs: UlibRequest['ownAbs'];
     if (
       mode === 'aslr' &&
       !o.tableBytes &&
+      !pinned &&
       nameSlotCandidate(known?.ulibs[u.name], u.variant, o.image)
     ) {
       const need = await tableBytesFor(u.path, 'aslr', true, false, content(u));

@@ -76,6 +76,7 @@ function pointerAreas(
   at: At,
   byName: Map<string, UlibRequest>,
   isOwn: Set<string>,
+  fixed: Set<string>,
 ): { own: string[]; ownAbs: Set<string> } {
   const own: string[] = [];
   const ownAbs = new Set<string>();
@@ -91,10 +92,12 @@ function pointerAreas(
     // A name slot's variant lays its data out its own way, so its code differs between images
     // wherever it holds an absolute address of that data. With those addresses in its pointer
     // area too (when the slot has room for the larger area), its code and table are the same in
-    // every image whose variant differs only in data.
+    // every image whose variant differs only in data. Not a µlib that keeps its place (the
+    // platform): built per app too on real Unikraft (its setup code holds the image's name), it is
+    // rewritten for its place as ever, so its variants' pages differ only where their bytes do.
     const u = byName.get(p.ulib)!,
       cap = m.ulibs[p.ulib]?.slot?.ind?.size ?? 0;
-    if (p.named && u.ownAbs && a.ptr && u.ownAbs.ptr <= cap) {
+    if (p.named && u.ownAbs && a.ptr && u.ownAbs.ptr <= cap && !fixed.has(p.ulib)) {
       a.ptr = { addr: a.ptr.addr, size: u.ownAbs.ptr };
       u.sizes.ind = u.ownAbs.ind;
       ownAbs.add(p.ulib);
@@ -190,7 +193,7 @@ export function allocateAslr(
   const { pinned, order } = shuffled(req, fixed, rand);
   const at: At = new Map(base.placements.map((p) => [p.ulib, { ...p.at }]));
   const byName = new Map(req.ulibs.map((u) => [u.name, { ...u, sizes: { ...u.sizes } }]));
-  const { own, ownAbs } = pointerAreas(m, base, at, byName, isOwn);
+  const { own, ownAbs } = pointerAreas(m, base, at, byName, isOwn, fixed);
   const r = m.regions.text;
   // The pages of pointer areas differ per image, and so do the image's own code's: the own code
   // follows this image's last pointer area (on its page, not on pages of its own), after the

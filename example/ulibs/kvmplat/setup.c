@@ -10,6 +10,11 @@
 #include <string.h>
 #include "io.h"
 
+/* The image name (compiled per app, as in Unikraft: CONFIG_UK_NAME). */
+#ifndef CONFIG_UK_NAME
+#define CONFIG_UK_NAME "unikraft"
+#endif
+
 /* pagetable.S: base, length and flags of the region the boot page tables map. */
 extern const uint64_t _boot_map_region[3];
 
@@ -103,6 +108,14 @@ static void parse_multiboot(uint32_t mbi_addr, uint32_t magic)
 		bootinfo.cmdline[i] = '\0';
 		stay_mode = cmdline_has(cl, "stay");
 		info_end = MAX(info_end, (uint64_t)mbi->cmdline + i + 1);
+	} else {
+		/* No command line: the image's name, as Unikraft's kvm platform does (its length is
+		 * compiled into the code, so the platform is built per app).
+		 */
+		size_t len = MIN(sizeof(CONFIG_UK_NAME), sizeof(bootinfo.cmdline)) - 1;
+
+		memcpy(bootinfo.cmdline, CONFIG_UK_NAME, len);
+		bootinfo.cmdline[len] = '\0';
 	}
 	if (mbi->flags & MBI_FLAG_MMAP) {
 		uint32_t off = 0;
