@@ -55,7 +55,10 @@ test('bench.json has the figures of every supported layout and the curves', (t) 
     t.is(f.instances, 30, l);
     for (const k of ['pages', 'distinct_pages', 'content_bound_pages', 'elf_bytes'] as const)
       t.true(Number.isInteger(f[k]) && f[k]! > 0, `${l}.${k}`);
-    t.true(f.distinct_pages >= f.content_bound_pages!, `${l}: no layout beats the content bound`);
+    // L counts the platform's per-app variants once each; a Spacer layout keeps them at one
+    // address and shares the pages where they agree (docs/metrics.md): it may go under L.
+    if (!l.startsWith('spacer'))
+      t.true(f.distinct_pages >= f.content_bound_pages!, `${l}: keeps at least the content bound`);
     const c = j.curves[l]!;
     t.deepEqual(
       c.map((p) => p.instances),
