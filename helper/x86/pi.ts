@@ -38,7 +38,6 @@ import {
 } from './iced.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
-import { deepFreeze } from '../util/freeze.js';
 
 export type PiForm =
   'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem' | 'abs';
@@ -177,25 +176,6 @@ export function piPlan(
   kind: SiteKind,
   outside: Operand[],
   ownData = false,
-): PiPlan | undefined {
-  // A function of its arguments alone: a link server asks again for every site of every µlib
-  // that did not move (a millisecond of a warm ASLR finish). The answer is shared: frozen.
-  const key = `${Buffer.from(orig).toString('hex')} ${ip} ${kind} ${outside.join()} ${+ownData}`;
-  if (plans.has(key)) return plans.get(key);
-  if (plans.size >= PLANS_MAX) plans.clear();
-  const plan = deepFreeze(fitPlan(orig, ip, kind, outside, ownData));
-  plans.set(key, plan);
-  return plan;
-}
-const plans = new Map<string, PiPlan | undefined>();
-const PLANS_MAX = 50_000;
-
-function fitPlan(
-  orig: Uint8Array,
-  ip: bigint,
-  kind: SiteKind,
-  outside: Operand[],
-  ownData: boolean,
 ): PiPlan | undefined {
   const two = outside.length === 2 && outside.includes('disp') && outside.includes('imm');
   if (outside.length !== 1 && !two) return undefined;
