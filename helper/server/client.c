@@ -158,7 +158,13 @@ static void start_server(char **cmd, const char *path, const char *log)
 	if (fork())
 		_exit(0);
 	int in = open("/dev/null", O_RDONLY);
-	int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct stat st;
+	/*
+	 * Appended to: two clients may each start a server at once (the second finds the first's
+	 * socket and stops), and a truncate would cut the first's log under it. Emptied past 1 MiB.
+	 */
+	int big = !stat(log, &st) && st.st_size > (1 << 20);
+	int out = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | (big ? O_TRUNC : O_APPEND), 0600);
 
 	if (in < 0 || out < 0)
 		_exit(1);
