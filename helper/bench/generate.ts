@@ -284,13 +284,26 @@ function mainLines(
   return L;
 }
 
+/** Words that make the generated apps' names differ in length, as real functions' names do. */
+const NAME_WORDS = ['a', 'io', 'sum', 'json', 'resize', 'thumbnail', 'wordcount', 'checksum-crc'];
+
+/**
+ * The name of generated app `index`: unique, and of one of eight lengths. Unikraft's kvm platform
+ * compiles the image's name and its length into its code (the example's does too), so apps whose
+ * names differ in length have platforms that differ in code, as a real FaaS set's do.
+ */
+export function appName(seed: number, index: number): string {
+  const word = NAME_WORDS[(index * 5 + seed) % NAME_WORDS.length];
+  return `faas-${word}-${String(index + 1).padStart(4, '0')}`;
+}
+
 /**
  * C source of one generated app (deterministic in `seed` and `index`). The pieces are generated
  * in file order from one PRNG: header, input, rodata, functions, main.
  */
 export function generateApp(seed: number, index: number): GeneratedApp {
   const r = prng((seed * 0x9e3779b1 + index * 0x85ebca6b + 1) >>> 0);
-  const name = `faas-g${String(index + 1).padStart(4, '0')}`;
+  const name = appName(seed, index);
   const libs: string[] = [...FAAS_LIBS];
   const variants: Record<string, string> = {};
   const g: AppGen = { r, name, has: (l: string) => libs.includes(l) };
