@@ -292,7 +292,7 @@ const NAME_WORDS = ['a', 'io', 'sum', 'json', 'resize', 'thumbnail', 'wordcount'
  * compiles the image's name and its length into its code (the example's does too), so apps whose
  * names differ in length have platforms that differ in code, as a real FaaS set's do.
  */
-export function appName(seed: number, index: number): string {
+function appName(seed: number, index: number): string {
   const word = NAME_WORDS[(index * 5 + seed) % NAME_WORDS.length];
   return `faas-${word}-${String(index + 1).padStart(4, '0')}`;
 }
