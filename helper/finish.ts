@@ -14,6 +14,7 @@ import { deflateSync } from 'node:zlib';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
+import { sendsOwnAbs } from './layout/aslr.js';
 import { prepareRewrite, type PreparedRewrite } from './rewrite/image.js';
 import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
 import { commitStaged, stageWrite, type Staged } from './rewrite/write.js';
@@ -84,7 +85,10 @@ export function rewritePlan(plan: Plan): RewritePlan {
           : undefined,
         ...(plan.rewrite === 'aslr' && (!u.shared || u.named) && !u.pinned ? { own: true } : {}),
         ...(plan.rewrite === 'aslr' && u.named ? { named: true } : {}),
-        ...(plan.rewrite === 'aslr' && u.ownAbs ? { ownAbs: true } : {}),
+        ...((plan.rewrite === 'aslr' && u.ownAbs) ||
+        (plan.rewrite !== 'none' && u.slots.ind && sendsOwnAbs(u.name))
+          ? { ownAbs: true }
+          : {}),
         ...(plan.rewrite === 'aslr' && u.pinned ? { pinned: true } : {}),
       })),
   };

@@ -6,7 +6,7 @@ import { statSync } from 'node:fs';
 import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
-import { allocateAslr, isPlatform } from './layout/aslr.js';
+import { allocateAslr, isPlatform, sendsOwnAbs } from './layout/aslr.js';
 import { loadLinkView, peekVariants } from './layout/map-store.js';
 import { updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
@@ -111,14 +111,16 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
         ? 0
         : o.tableBytes
           ? o.tableBytes(u.path)
-          : mode === 'external' && recorded?.modes?.includes(mode)
+          : mode === 'external' && recorded?.modes?.includes(mode) && !sendsOwnAbs(u.name)
             ? (recorded.sizes.ind ?? 0)
             : -1;
     if (ind < 0) {
-      let need = await tableBytesFor(u.path, mode as 'external' | 'aslr', false, false, content(u));
+      // The platform's own data's absolute addresses go through its table in both layouts.
+      const abs = sendsOwnAbs(u.name);
+      let need = await tableBytesFor(u.path, mode as 'external' | 'aslr', abs, false, content(u));
       // ASLR: a µlib that keeps its place is sized (and rewritten) for it.
       pinned = mode === 'aslr' && (need.pinned || isPlatform(u.name));
-      if (pinned) need = await tableBytesFor(u.path, 'aslr', false, true, content(u));
+      if (pinned) need = await tableBytesFor(u.path, 'aslr', abs, true, content(u));
       ({ bytes: ind, ptrBytes: ptr } = need);
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);

@@ -132,7 +132,7 @@ function prepare(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buffer): Prepa
         `${where}: relocation at ${hex(r.offset)} lies outside ${u.text}; pass the executable linked with -Wl,--emit-relocs`,
       );
   }
-  const forms = { ownAbs: mode === 'aslr' && !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
+  const forms = { ownAbs: !!u.ownAbs, pinned: mode === 'aslr' && !!u.pinned };
   const extents = codeExtents(syms, text.index, lo, hi);
   // Symbols named by their order in this code, not by the image's symbol numbers (which change
   // when any other µlib does): the same code at the same address gives the same key everywhere.
@@ -242,9 +242,7 @@ function dataRefs(
     const data = elf.contents(s);
     for (const r of elf.relocationsFor(s)) {
       if (relocClass(r.type) === 'ignore') continue;
-      if (
-        dataOutside(r, syms, place, mode, mode === 'aslr' && u.ownAbs, mode === 'aslr' && u.pinned)
-      )
+      if (dataOutside(r, syms, place, mode, !!u.ownAbs, mode === 'aslr' && u.pinned))
         dataPointers.push(r.offset);
       const off = r.offset - s.addr;
       if (off >= 0n && off + 8n <= BigInt(data.length) && r.type === R_X86_64._64)

@@ -197,9 +197,11 @@ export function isOutside(
       return mode === 'external' || pinned ? place === 'foreign' : place !== 'same';
     // ASLR moves a µlib's code per build, but its read-only data, data and bss keep their map
     // slots: an absolute address of those is the same in every build and stays in place.
-    // A name slot's variant (`ownAbs`) lays its data out per image: those addresses differ too.
+    // A name slot's variant, or the platform (`ownAbs`), lays its data out per image: those
+    // addresses differ too (its own code's stay: its code is at one address in every image).
     case 'abs':
-      return mode === 'external' ? place === 'foreign' : ownAbs || place !== 'own';
+      if (mode === 'external') return ownAbs ? place !== 'same' : place === 'foreign';
+      return ownAbs || place !== 'own';
   }
 }
 

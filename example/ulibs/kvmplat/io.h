@@ -40,6 +40,8 @@ static inline uint64_t rdtsc(void)
 void kvmplat_serial_init(void);
 void kvmplat_tls_init(void);
 void kvmplat_traps_init(void);
+/* diag.c: says why the boot stops, dumps what is known, and stops with `code`. */
+void kvmplat_crash(int code, const uint64_t *regs) __attribute__((noreturn));
 /* Takes memory from the start of the heap region (before ukalloc runs). */
 void *kvmplat_reserve(size_t size, size_t align);
 

@@ -26,7 +26,7 @@ void kvmplat_tls_init(void)
 	uintptr_t tp;
 
 	if (!area)
-		ukplat_terminate(0x7e);
+		kvmplat_crash(0x7e, NULL);
 
 	memcpy(area, _tls_start, tdata);
 	memset(area + tdata, 0, block - tdata);

@@ -63,5 +63,5 @@ void kvmplat_traps_init(void)
 	RAISE(255);
 	if (uk_console_irq_count(32) != 1 || uk_console_irq_count(128) != 2 ||
 	    uk_console_irq_count(255) != 1 || uk_console_irq_count(33) != 0)
-		ukplat_terminate(0x3e);
+		kvmplat_crash(0x3e, NULL);
 }
