@@ -1,11 +1,14 @@
 // The example workspace end to end through the same path the Unikraft glue uses: every app in
 // the default and the Spacer layout, booted under qemu, compared with the page model.
 import test from 'ava';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runDemo, type DemoResult } from '../helper/demo.js';
 import { ElfFile, PT_LOAD } from '../helper/elf.js';
 import { scanPages } from '../helper/pages.js';
+import { readRecord } from '../helper/rewrite/record.js';
+import { verifyImage } from '../helper/verify.js';
+import { decodeOne } from '../helper/x86/decode.js';
 import { spacer, tempDir } from './_fixtures.js';
 
 const out = tempDir('demo');
@@ -138,6 +141,60 @@ test('a µlib with identical bytes in two Spacer images sits at the same address
     }
   }
   t.true(compared > 50, `compared ${compared} sections`);
+});
+
+test("the per-app platform's code differs between apps on one page at most, in both layouts: its own data's addresses go through its table", (t) => {
+  // The example's platform is built per app (CONFIG_UK_NAME), and its messages are merged after
+  // the name's string: with names of other lengths they sit at other offsets. Only the name's
+  // length, compiled into its setup code, may still differ in the code itself.
+  const lengths = new Set(demo.apps.map((a) => a.name.length));
+  t.true(lengths.size > 1, 'the demo has names of more than one length');
+  for (const layout of ['spacer', 'spacer-aslr']) {
+    const images = demo.apps.map((a) => ElfFile.load(join(out, layout, `${a.name}.dbg`)));
+    const code = images.map((e) => e.section('.text.libkvmplat')!);
+    let pairs = 0;
+    for (let i = 0; i < images.length; i++)
+      for (let j = i + 1; j < images.length; j++) {
+        const x = code[i],
+          y = code[j];
+        const what = `${layout}: ${demo.apps[i].name} vs ${demo.apps[j].name}`;
+        t.is(x.addr, y.addr, `${what}: the platform's code at one address`);
+        const a = images[i].contents(x),
+          b = images[j].contents(y);
+        t.is(a.length, b.length, what);
+        const pages = new Set<number>();
+        for (let k = 0; k < a.length; k++)
+          if (a[k] !== b[k]) pages.add(Number(x.addr + BigInt(k)) >> 12);
+        t.true(pages.size <= 1, `${what}: ${pages.size} code pages differ`);
+        pairs++;
+      }
+    t.is(pairs, (images.length * (images.length - 1)) / 2);
+  }
+});
+
+test("the plain layout loads the platform's own-data addresses from GOT slots: verify checks each slot and each load", (t) => {
+  const src = join(out, 'spacer', `${demo.apps[0].name}.dbg`);
+  const elf = ElfFile.load(src);
+  const plat = readRecord(elf)!.ulibs.find((u) => u.name === 'libkvmplat')!;
+  const loads = plat.sites.filter((x) => x.g !== undefined);
+  t.true(loads.length > 20, `${loads.length} slot loads`);
+  // Each holds the original's address, once per address: the slots of one value are shared.
+  t.is(new Set(loads.map((x) => x.g)).size, new Set(loads.map((x) => x.t)).size);
+  t.deepEqual(verifyImage(src), []);
+  const ind = elf.section('.ind.libkvmplat')!;
+  const fileOff = (addr: bigint) => Number(ind.offset + (addr - ind.addr));
+  const corrupt = (off: number) => {
+    const p = join(tempDir('slotload'), 'image.dbg');
+    const b = readFileSync(src);
+    b[off] ^= 0x01;
+    writeFileSync(p, b);
+    return verifyImage(p);
+  };
+  const x = loads[0];
+  t.true(corrupt(fileOff(BigInt(x.g!))).some((m) => m.includes(`slot ${x.g} holds`)));
+  // The load's displacement (its last four bytes before the jump back).
+  const disp = BigInt(x.e) + (decodeOne(Buffer.from(x.o, 'hex'), 0n).len === 5 ? 2n : 3n);
+  t.true(corrupt(fileOff(disp)).some((m) => m.includes('does not load slot')));
 });
 
 test('the default layout shares less of the shared µlibs than Spacer: a µlib after the app shifts', (t) => {

@@ -6,6 +6,7 @@ import { type ElfFile, type Section, num } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { buildTable, TableError, type Move } from '../x86/table.js';
 import { patchSite } from '../x86/tactics.js';
+import { slotLoadCode } from '../x86/classify.js';
 import { hex } from '../util/units.js';
 import { type RecordSite, type RecordUlib } from './record.js';
 import { type RewriteUlib, type UlibAnalysis, type UlibRewriteStats } from './types.js';
@@ -57,10 +58,29 @@ export function rewriteExternal(job: UlibJob): UlibResult {
   const got = new Set<bigint>(),
     stubs = new Set<bigint>(),
     moves: Move[] = [];
+  // A µlib whose own data's addresses differ per image (the platform, `ownAbs`): its `mov reg,
+  // addr` trampolines load the address from a GOT slot, so they are the same in every image and
+  // only the slots (next to each other) differ.
+  // Only addresses of its own data: distinct there in every variant alike, while two foreign
+  // addresses may be equal in one image (an empty table's start and end) and not in another, which
+  // would merge their slots and move every entry after them.
+  const ownData = u.sections
+    .filter((n) => n !== u.text)
+    .map((n) => elf.section(n))
+    .filter((x) => x !== undefined && x.size > 0n)
+    .map((x) => [x!.addr, x!.addr + x!.size] as const);
+  const slotLoad = (s: (typeof a.sites)[number]) =>
+    !!u.ownAbs &&
+    s.kind === 'trampoline' &&
+    slotLoadCode(s.insn, s.outside) !== undefined &&
+    ownData.some(([lo, hi]) => s.target >= lo && s.target < hi);
   for (const s of a.sites) {
     if (s.kind === 'got') got.add(s.target);
     else if (s.kind === 'stub') stubs.add(s.target);
-    else moves.push({ kind: s.kind, ip: s.insn.ip, orig: s.orig });
+    else if (slotLoad(s)) {
+      got.add(s.target);
+      moves.push({ kind: 'trampoline', ip: s.insn.ip, orig: s.orig, slot: s.target });
+    } else moves.push({ kind: s.kind, ip: s.insn.ip, orig: s.orig });
   }
   let table;
   const code = Buffer.from(elf.contents(a.text));
@@ -73,6 +93,7 @@ export function rewriteExternal(job: UlibJob): UlibResult {
       stubs: [...stubs],
       moves,
       what: where,
+      gotOnOnePage: moves.some((m) => m.slot !== undefined),
     });
     let m = 0;
     for (const s of a.sites) {
@@ -89,6 +110,7 @@ export function rewriteExternal(job: UlibJob): UlibResult {
         k: s.kind,
         e: hex(entry),
         t: hex(s.target),
+        ...(slotLoad(s) ? { g: hex(table.gotAt.get(s.target)!) } : {}),
       });
     }
   } catch (e) {

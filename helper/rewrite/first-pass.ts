@@ -13,7 +13,15 @@ import {
   type Section,
 } from '../elf.js';
 import { SpacerError } from '../errors.js';
-import { entryBound, R_X86_64, type Mode, type Place, type Site } from '../x86/classify.js';
+import {
+  entryBound,
+  R_X86_64,
+  SLOT_LOAD_BOUND,
+  slotLoadCode,
+  type Mode,
+  type Place,
+  type Site,
+} from '../x86/classify.js';
 import { Code } from '../x86/decode.js';
 import { codeExtents, decodeCode, undecidedLine } from '../x86/extents.js';
 import { piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
@@ -90,6 +98,8 @@ interface Tally {
   undecided: string[];
   /** Relocations left as linked in the code that change with its position. */
   linked: number;
+  /** External mode: trampolines that load an address from a GOT slot (their slots share a page). */
+  slotLoads: number;
 }
 
 /** The object being sized: where it is, its symbols, and the slot each section lands in. */
@@ -146,6 +156,7 @@ export function indirectionNeeds(
     calls: new Set(),
     undecided: [],
     linked: 0,
+    slotLoads: 0,
   };
   for (const s of elf.sections) {
     const k = ctx.slot[s.index];
@@ -159,7 +170,9 @@ export function indirectionNeeds(
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
   if (mode !== 'aslr')
     t.bytes +=
-      t.stubs.size * entryBound('stub', 5) + t.got.size * entryBound('got', 7) + (t.sites ? 7 : 0);
+      t.stubs.size * entryBound('stub', 5) +
+      t.got.size * entryBound('got', 7) * (t.slotLoads ? 2 : 1) +
+      (t.sites ? 7 : 0);
   else t.ptrBytes += (pinned ? 0 : entryCount(ctx)) * STUB + 7;
   return {
     bytes: t.bytes,
@@ -238,11 +251,25 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: readonly Relocation[]
       if (mode !== 'aslr') t.bytes += entryBound('trampoline', site.insn.len);
     } else if (site.kind === 'stub') t.stubs.add(site.key);
     else if (site.kind === 'got') t.got.add(site.key);
-    else {
+    else if (mode !== 'aslr' && ctx.ownAbs && slotLoadOf(site)) {
+      // Its trampoline loads the address from a GOT slot (rewrite/external.ts).
+      t.trampolines++;
+      t.slotLoads++;
+      t.got.add(site.key);
+      t.bytes += SLOT_LOAD_BOUND;
+    } else {
       t.trampolines++;
       if (mode !== 'aslr') t.bytes += entryBound(site.kind, site.insn.len);
     }
   }
+}
+
+/** The load a slot-load trampoline would hold for this site (x86/classify.ts), or undefined. */
+function slotLoadOf(site: Site) {
+  return slotLoadCode(
+    site.insn,
+    site.refs.filter((x) => x.outside).map((x) => x.op),
+  );
 }
 
 /** A direct call or tail jump to the start of a function another µlib defines: its name. */

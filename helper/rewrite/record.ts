@@ -55,6 +55,8 @@ export interface RecordSite {
   p?: string;
   /** A call or jump that reaches a copy of its target instead of its entry: the copy's address. */
   c?: string;
+  /** A slot-load trampoline (external mode): the GOT slot its load reads. */
+  g?: string;
 }
 
 export interface CanonicalPlan {
@@ -264,5 +266,6 @@ function checkRecordUlib(ru: unknown, i: number, bad: Bad): void {
     )
       bad(`µlib entry ${i} site ${j} pointer`);
     if (x.c !== undefined && !isHex(x.c)) bad(`µlib entry ${i} site ${j} copy`);
+    if (x.g !== undefined && !isHex(x.g)) bad(`µlib entry ${i} site ${j} slot`);
   }
 }

@@ -4,7 +4,7 @@
 import { retarget } from '../rewrite/clones.js';
 import { type RewriteRecord } from '../rewrite/record.js';
 import { type ImageSite } from '../rewrite/types.js';
-import { type SiteKind } from '../x86/classify.js';
+import { slotLoadValue, type SiteKind } from '../x86/classify.js';
 import { Code, FlowControl, decodeOne, withInstruction } from '../x86/decode.js';
 import { hex } from '../util/units.js';
 import { patchSite } from '../x86/tactics.js';
@@ -45,17 +45,20 @@ export function reencode(
       stubs = new Set<bigint>(),
       moves: Move[] = [];
     const targets = sites.map((s) => {
-      const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
+      const ob = Buffer.from(s.o, 'hex'),
+        O = decodeOne(ob, BigInt(s.a));
+      if (s.g !== undefined) return slotLoadValue(O, ob);
       return s.k === 'stub' ? O.target : s.k === 'got' ? O.memAddr : 0n;
     });
     sites.forEach((s, i) => {
-      if (s.k === 'got') got.add(targets[i]);
+      if (s.k === 'got' || s.g !== undefined) got.add(targets[i]);
       else if (s.k === 'stub') stubs.add(targets[i]);
-      else
+      if (s.k !== 'got' && s.k !== 'stub')
         moves.push({
           kind: s.k as Extract<SiteKind, 'trampoline' | 'callind'>,
           ip: BigInt(s.a),
           orig: Buffer.from(s.o, 'hex'),
+          ...(s.g !== undefined ? { slot: targets[i] } : {}),
         });
     });
     const t = buildTable({
@@ -65,6 +68,7 @@ export function reencode(
       stubs: [...stubs],
       moves,
       what: name,
+      gotOnOnePage: moves.some((m) => m.slot !== undefined),
     });
     const code = Buffer.from(orig);
     let m = 0;

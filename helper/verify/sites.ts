@@ -6,6 +6,7 @@
 import { isDirect, retarget } from '../rewrite/clones.js';
 import { type RecordSite } from '../rewrite/record.js';
 import { Code, decodeOne, withInstruction, type Insn } from '../x86/decode.js';
+import { slotLoadCode, slotLoadValue } from '../x86/classify.js';
 import { hex } from '../util/units.js';
 import { checkAbs, checkPi, isJmp } from './encode.js';
 
@@ -155,6 +156,10 @@ function jumpsToEntry(x: Site): boolean {
 function checkTrampoline(c: SiteCheck, x: Site): void {
   const { s, a, e, ob, O, p } = x;
   if (!jumpsToEntry(x)) return;
+  if (s.g !== undefined) {
+    checkSlotLoad(c, x, BigInt(s.g));
+    return;
+  }
   const T = c.at(e);
   const T1 = decodeOne(T, e);
   if (T1.invalid || !withInstruction(ob, a, (i) => withInstruction(T, e, (y) => y.equals(i)))) {
@@ -162,6 +167,40 @@ function checkTrampoline(c: SiteCheck, x: Site): void {
     return;
   }
   if (T1.len > O.len) p('the moved instruction is longer than the original');
+  const next = a + BigInt(O.len);
+  const T2 = decodeOne(T.subarray(T1.len), e + BigInt(T1.len));
+  if (!isJmp(T2) || T2.target !== next) {
+    p(`trampoline ${s.e} does not jump back to ${hex(next)}`);
+    return;
+  }
+  c.entry(e, T1.len + T2.len, x.what);
+}
+
+/** A slot-load trampoline: a load of slot `g` (which holds the original's immediate) into the
+ * original's register, of its width, then a jump back. */
+function checkSlotLoad(c: SiteCheck, x: Site, g: bigint): void {
+  const { s, a, e, ob, O, p } = x;
+  const load = slotLoadCode(O, ['imm']);
+  if (load === undefined) {
+    p('the original is not a mov of an immediate into a register');
+    return;
+  }
+  const T = c.at(e);
+  const T1 = decodeOne(T, e);
+  if (
+    T1.invalid ||
+    T1.code !== load ||
+    T1.op0Register !== O.op0Register ||
+    !T1.ipRel ||
+    T1.memAddr !== g
+  ) {
+    p(`trampoline ${s.e} does not load slot ${s.g} into the original's register`);
+    return;
+  }
+  if (!c.entry(g, 8, x.what)) return;
+  const imm = slotLoadValue(O, ob);
+  const v = c.table.readBigUInt64LE(Number(g - c.tlo));
+  if (v !== imm) p(`slot ${s.g} holds ${hex(v)}, the original loaded ${hex(imm)}`);
   const next = a + BigInt(O.len);
   const T2 = decodeOne(T.subarray(T1.len), e + BigInt(T1.len));
   if (!isJmp(T2) || T2.target !== next) {

@@ -257,6 +257,28 @@ export function siteKind(i: Insn, ops: Operand[]): SiteKind | { error: string } 
   return i.flow === FlowControl.IndirectCall ? 'callind' : 'trampoline';
 }
 
+/**
+ * A `mov reg, imm32` whose immediate is its one outside reference (an address): its trampoline may
+ * load the address from a GOT slot instead of holding it (`mov reg, [rip+G]`), so the entry is the
+ * same in every image and only the slot differs. The load's instruction code, or undefined.
+ */
+export function slotLoadCode(i: Insn, outside: Operand[]): Code | undefined {
+  if (outside.length !== 1 || outside[0] !== 'imm' || i.immSize !== 4) return undefined;
+  if (i.code === Code.Mov_r32_imm32) return Code.Mov_r32_rm32;
+  if (i.code === Code.Mov_rm64_imm32 && !i.hasMem) return Code.Mov_r64_rm64;
+  return undefined;
+}
+
+/** The value a slot-load site's original `mov` puts in its register (decoded from `orig`). */
+export function slotLoadValue(i: Insn, orig: Buffer): bigint {
+  return i.code === Code.Mov_r32_imm32
+    ? BigInt(orig.readUInt32LE(i.immOff))
+    : BigInt.asUintN(64, BigInt(orig.readInt32LE(i.immOff)));
+}
+
+/** The longest slot-load trampoline: REX, 8B, ModRM, disp32, then `jmp` back. */
+export const SLOT_LOAD_BOUND = 7 + JMP_REL32;
+
 /** Upper bound of the table bytes one site's own entry takes (stubs and GOT slots are shared). */
 export function entryBound(kind: SiteKind, len: number): number {
   switch (kind) {

@@ -12,8 +12,8 @@
 // are copied with their RIP-relative displacement recomputed instead, so a moved instruction is
 // never longer than the original, which is what the first pass's size bound relies on.
 import { BlockEncoder, BlockEncoderOptions, Code, type Instruction } from './iced.js';
-import { GOT_SLOT, JMP_REL32, PUSH_IMM32, type SiteKind } from './classify.js';
-import { decodeOne, withInstruction } from './decode.js';
+import { GOT_SLOT, JMP_REL32, PUSH_IMM32, slotLoadCode, type SiteKind } from './classify.js';
+import { decodeOne, Register, withInstruction } from './decode.js';
 
 export class TableError extends Error {
   /** For an overflow: the bytes the table would need. */
@@ -106,6 +106,8 @@ export interface Move {
   kind: Extract<SiteKind, 'trampoline' | 'callind'>;
   ip: bigint;
   orig: Buffer;
+  /** A slot-load trampoline (classify.ts slotLoadCode): the GOT slot's value, its immediate. */
+  slot?: bigint;
 }
 
 export interface TableRequest {
@@ -113,6 +115,12 @@ export interface TableRequest {
   size: number;
   /** Distinct GOT slot values, stub targets, and the moves, each in a deterministic order. */
   got: bigint[];
+  /**
+   * The GOT slots on one page (when they fit one): with slot loads they are all of the table that
+   * differs between variants, so they must not straddle two pages. They start on the next page
+   * when they would (the first pass reserves their size once more for it).
+   */
+  gotOnOnePage?: boolean;
   stubs: bigint[];
   moves: Move[];
   /** Names the table in errors ("image: µlib"). */
@@ -147,6 +155,25 @@ export function encodeTrampoline(m: Move, at: bigint, what: string): Buffer {
     const moved = moveInstruction(m.orig, i, at, w);
     return Buffer.concat([moved, jmpRel32(at + BigInt(moved.length), next, w)]);
   });
+}
+
+/**
+ * A slot-load trampoline: `mov reg, [rip+G]` (G the GOT slot holding the original's immediate, of
+ * the original's width and register), then `jmp` back.
+ */
+export function encodeSlotLoad(m: Move, at: bigint, slot: bigint, what: string): Buffer {
+  const w = `${what}: site 0x${m.ip.toString(16)}`;
+  const O = decodeOne(m.orig, m.ip);
+  const load = slotLoadCode(O, ['imm']);
+  if (O.invalid || O.len !== m.orig.length || load === undefined || slot === undefined)
+    throw new TableError(`${w}: not a mov of an address into a register`);
+  const wide = load === Code.Mov_r64_rm64;
+  const reg = O.op0Register - (wide ? Register.RAX : Register.EAX);
+  if (reg < 0 || reg > 15) throw new TableError(`${w}: unexpected register`);
+  const rex = (wide ? 0x48 : 0) | (reg >= 8 ? 0x44 : 0);
+  const head = Buffer.from([...(rex ? [rex] : []), 0x8b, ((reg & 7) << 3) | 5, 0, 0, 0, 0]);
+  head.writeInt32LE(rel32(at + BigInt(head.length), slot, w), head.length - 4);
+  return Buffer.concat([head, jmpRel32(at + BigInt(head.length), m.ip + BigInt(O.len), w)]);
 }
 
 /** A table's entries, laid out one after the other from its address. */
@@ -197,6 +224,10 @@ export function buildTable(r: TableRequest): Table {
     moveAt: bigint[] = [];
   if (r.got.length) {
     t.align8();
+    const bytes = BigInt(r.got.length * GOT_SLOT),
+      page = 4096n;
+    if (r.gotOnOnePage && bytes <= page && t.cur / page !== (t.cur + bytes - 1n) / page)
+      t.put(Buffer.alloc(Number(page - (t.cur % page)), 0xcc));
     for (const v of r.got) {
       const b = Buffer.alloc(GOT_SLOT);
       b.writeBigUInt64LE(BigInt.asUintN(64, v));
@@ -210,7 +241,11 @@ export function buildTable(r: TableRequest): Table {
   }
   for (const m of r.moves) {
     moveAt.push(t.cur);
-    t.put(encodeTrampoline(m, t.cur, r.what));
+    t.put(
+      m.slot === undefined
+        ? encodeTrampoline(m, t.cur, r.what)
+        : encodeSlotLoad(m, t.cur, gotAt.get(m.slot)!, r.what),
+    );
   }
   const bytes = t.bytes(r.size, r.what);
   return { bytes, used: t.used, gotAt, stubAt, moveAt };
