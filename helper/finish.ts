@@ -15,6 +15,7 @@ import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
 import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
 import { sendsOwnAbs } from './layout/aslr.js';
+import { noteVariants } from './rewrite/variants.js';
 import { prepareRewrite, type PreparedRewrite } from './rewrite/image.js';
 import { type RewritePlan, type RewriteStats } from './rewrite/types.js';
 import { commitStaged, stageWrite, type Staged } from './rewrite/write.js';
@@ -90,6 +91,7 @@ export function rewritePlan(plan: Plan): RewritePlan {
           ? { ownAbs: true }
           : {}),
         ...(plan.rewrite === 'aslr' && u.pinned ? { pinned: true } : {}),
+        ...(plan.rewrite === 'external' && u.moved?.length ? { moved: u.moved } : {}),
       })),
   };
 }
@@ -161,6 +163,9 @@ export function checkLayout(imagePath: string, planPath: string): FinishState {
 export function rewriteStep(s: FinishState): void {
   const mode = s.plan.rewrite;
   if (s.alreadyDone || !mode || mode === 'none') return;
+  // The platform's code against its first variant's: what differs without a relocation is moved
+  // from the next link on (layout/moved.ts).
+  if (s.elf) noteVariants(s.elf, s.plan);
   const p = prepareRewrite(
     s.image,
     rewritePlan(s.plan),

@@ -7,6 +7,8 @@ import { SpacerError } from './errors.js';
 import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
 import { allocateAslr, isPlatform, sendsOwnAbs } from './layout/aslr.js';
+import { readMoved, type MovedInsn } from './layout/moved.js';
+import { JMP_REL32 } from './x86/classify.js';
 import { loadLinkView, peekVariants } from './layout/map-store.js';
 import { updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
@@ -51,6 +53,8 @@ export interface LinkState {
   mode: Plan['rewrite'];
   ulibReqs: UlibRequest[];
   calls: Map<string, string[]>;
+  /** The platform's instructions to move that differ between its variants (layout/moved.ts). */
+  moved: Map<string, MovedInsn[]>;
   req: AllocRequest;
   /** What the link touches of the map: its image and the variant of each µlib. */
   view: LinkView;
@@ -99,6 +103,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
   const content = (u: UlibObject) => ({ key: u.contentKey, cache });
   const ulibReqs: UlibRequest[] = [];
   const calls = new Map<string, string[]>();
+  const moved = new Map<string, MovedInsn[]>();
   for (const u of ulibs) {
     const sizes: UlibRequest['sizes'] = { ...measured.sizes[u.name] };
     const align: UlibRequest['align'] = { ...measured.align[u.name] };
@@ -122,6 +127,13 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       pinned = mode === 'aslr' && (need.pinned || isPlatform(u.name));
       if (pinned) need = await tableBytesFor(u.path, 'aslr', abs, true, content(u));
       ({ bytes: ind, ptrBytes: ptr } = need);
+      // The platform's instructions that differ between its variants without a relocation go to
+      // its table too (layout/moved.ts): an entry of the longest instruction, and a jump back.
+      if (mode === 'external' && sendsOwnAbs(u.name)) {
+        const m = readMoved(o.map, u.name, sizes.text ?? 0);
+        if (m.length) moved.set(u.name, m);
+        ind += m.length * (15 + JMP_REL32);
+      }
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);
     }
@@ -162,7 +174,7 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
     textBase: platform.textBase,
     ...(o.origin ? { origin: o.origin } : {}),
   };
-  return { o, log, ulibs, platform, mode, ulibReqs, calls, req, view };
+  return { o, log, ulibs, platform, mode, ulibReqs, calls, moved, req, view };
 }
 
 /** The map pass: places every variant under the map lock (ASLR: copies of leaf callees too). */
@@ -235,6 +247,7 @@ export function writeScript(s: LinkState): Plan {
       ...(a.named ? { named: true } : {}),
       ...(a.ownAbs ? { ownAbs: true } : {}),
       ...(a.pinned ? { pinned: true } : {}),
+      ...(s.moved.has(a.ulib) ? { moved: s.moved.get(a.ulib)!.map(([at]) => at) } : {}),
       slots: Object.fromEntries(
         SLOT_KINDS.filter((k) => a.at[k]).map((k) => {
           const r = ulibReqs.find((x) => x.name === a.ulib)!;

@@ -38,6 +38,9 @@ export interface PlanUlib {
   ownAbs?: boolean;
   /** ASLR mode: it keeps its place (the platform, code with data holding addresses). */
   pinned?: boolean;
+  /** The plain layout, the platform: offsets in its code of instructions that differ between its
+   *  variants without a relocation; they are moved to its table (layout/moved.ts). */
+  moved?: number[];
   /** Per area: the output section, its address and size, and the bytes measured from the object. */
   slots: Partial<Record<SlotKind, PlanSlot>>;
 }
@@ -130,6 +133,11 @@ export function checkPlan(plan: any, form: PlanForm, bad: (what: string) => neve
       u.slots === null
     )
       bad(`µlib entry ${i}`);
+    if (
+      u.moved !== undefined &&
+      !(Array.isArray(u.moved) && u.moved.every((x: unknown) => Number.isSafeInteger(x)))
+    )
+      bad(`${u.name} has a bad list of moved instructions`);
     for (const [k, s] of Object.entries<any>(u.slots))
       if (image) checkRecordedSlot(u.name, k, s, bad);
       else if (

@@ -13,6 +13,7 @@ import { SpacerError } from '../errors.js';
 import {
   findSites,
   isOutside,
+  siteKind,
   refersToOwnData,
   relocClass,
   symbolKey,
@@ -56,12 +57,39 @@ export function sitesIn(
   where: (at: bigint) => string,
   code: CodeMap,
   forms: { ownAbs: boolean; pinned: boolean },
+  moved: readonly bigint[] = [],
 ): Site[] {
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where(at)}: ${msg}; the µlib cannot be rewritten`);
   };
   const find = (a: bigint) => findInsn(insns, a);
-  return findSites(insns, refs, mode, find, fail, code, forms.ownAbs, forms.pinned);
+  const sites = findSites(insns, refs, mode, find, fail, code, forms.ownAbs, forms.pinned);
+  return moved.length ? withMoved(sites, insns, moved, find) : sites;
+}
+
+/**
+ * Adds the instructions at `at` (moved though no relocation names them: they differ between the
+ * µlib's variants, layout/moved.ts) as trampoline sites, in address order. One that is not a whole
+ * instruction here, or that cannot be moved, is left as it is (its page then differs).
+ */
+function withMoved(
+  sites: Site[],
+  insns: Insn[],
+  at: readonly bigint[],
+  find: (a: bigint) => number,
+): Site[] {
+  const have = new Set(sites.map((s) => s.insn.ip));
+  const extra: Site[] = [];
+  for (const a of at) {
+    const k = find(a);
+    const i = k < 0 ? undefined : insns[k];
+    if (!i || i.invalid || i.ip !== a || have.has(a) || siteKind(i, []) !== 'trampoline') continue;
+    extra.push({ insn: i, kind: 'trampoline', refs: [], relaxable: false, key: `moved:${hex(a)}` });
+    have.add(a);
+  }
+  return [...sites, ...extra].sort((x, y) =>
+    x.insn.ip < y.insn.ip ? -1 : x.insn.ip > y.insn.ip ? 1 : 0,
+  );
 }
 
 /** A data relocation that points outside the µlib, judged from its code's side. */
@@ -137,7 +165,7 @@ function prepare(elf: ElfFile, u: RewriteUlib, mode: Mode, code?: Buffer): Prepa
   // Symbols named by their order in this code, not by the image's symbol numbers (which change
   // when any other µlib does): the same code at the same address gives the same key everywhere.
   const canon = canonicalSymbols(codeRefs(relocs, syms, place));
-  const inputs = { mode, forms, lo, bytes, extents, refs: canon.refs };
+  const inputs = { mode, forms, lo, bytes, extents, refs: canon.refs, moved: u.moved ?? [] };
   return { where, text, hi, place, inputs, names: canon.names };
 }
 
@@ -176,7 +204,8 @@ export function analyzeUlib(
   const cached = cachedFound(x, key, () => {
     const d = decodeCode(bytes, lo, x.extents, x.refs);
     const where1 = (at: bigint) => `${where}: ${hex(at)}`;
-    const sites = sitesIn(d.insns, [...x.refs], mode, where1, d.code, x.forms);
+    const moved = x.moved.map((o) => lo + BigInt(o));
+    const sites = sitesIn(d.insns, [...x.refs], mode, where1, d.code, x.forms, moved);
     const inside = d.insns.filter((i) => i.nearBranch && i.target > lo && i.target < hi);
     return { sites, data: d.code.data, targets: inside.map((i) => i.target) };
   });
@@ -199,9 +228,10 @@ function imageSite(s: Site, bytes: Buffer, lo: bigint, ownDataCounts: boolean): 
   if (s.kind === 'stub') target = i.target;
   else if (s.kind === 'got') target = i.memAddr;
   else {
-    const r = s.refs.find((x) => x.outside)!;
-    target =
-      r.op === 'disp'
+    const r = s.refs.find((x) => x.outside);
+    target = !r
+      ? i.ip // moved though no relocation names it (withMoved)
+      : r.op === 'disp'
         ? i.memAddr
         : r.op === 'imm'
           ? readField(bytes, off + i.immOff, i.immSize, r.type)

@@ -31,6 +31,8 @@ export interface FoundInputs {
   bytes: Uint8Array;
   extents: readonly Extent[];
   refs: readonly CodeRef[];
+  /** Offsets of instructions moved though no relocation names them (RewriteUlib.moved). */
+  moved: readonly number[];
 }
 
 const T = R_X86_64;
@@ -44,7 +46,7 @@ const SIZES: [number, number[]][] = [
 const FIELD_SIZE = new Map<number, number>(SIZES.flatMap(([n, ts]) => ts.map((t) => [t, n])));
 
 /** Bytes of the field a relocation of `type` patches; 0 when unsure (the field stays keyed). */
-function fieldSize(type: number): number {
+export function fieldSize(type: number): number {
   return FIELD_SIZE.get(type) ?? 0;
 }
 
@@ -83,6 +85,7 @@ export function foundKey(x: FoundInputs): string {
     `spacer-analysis 2 ${helperCodeId()} ${process.version} ${x.mode} ${+x.forms.ownAbs}${+x.forms.pinned}\n`,
   );
   h.update(`${x.lo.toString(16)} ${x.bytes.length}\n`);
+  if (x.moved.length) h.update(`moved ${x.moved.join(' ')}\n`);
   hashMasked(h, x.bytes, x.lo, x.refs);
   const lines: string[] = [];
   for (const e of x.extents)

@@ -70,6 +70,7 @@ export interface CanonicalPlan {
     named?: boolean;
     ownAbs?: boolean;
     pinned?: boolean;
+    moved?: number[];
   }[];
 }
 
@@ -94,6 +95,7 @@ export function canonicalPlan(plan: RewritePlan): CanonicalPlan {
       ...(u.named ? { named: true } : {}),
       ...(u.ownAbs ? { ownAbs: true } : {}),
       ...(u.pinned ? { pinned: true } : {}),
+      ...(u.moved?.length ? { moved: [...u.moved] } : {}),
     })),
   };
 }
@@ -119,6 +121,7 @@ export function planFromRecord(rec: RewriteRecord): RewritePlan {
       ...(u.named ? { named: true } : {}),
       ...(u.ownAbs ? { ownAbs: true } : {}),
       ...(u.pinned ? { pinned: true } : {}),
+      ...(u.moved?.length ? { moved: [...u.moved] } : {}),
     })),
   };
 }
@@ -233,6 +236,11 @@ function checkRecordPlan(recPlan: unknown, bad: Bad): void {
       (pu.pinned !== undefined && pu.pinned !== true)
     )
       bad(`plan entry ${i} own`);
+    if (
+      pu.moved !== undefined &&
+      !(Array.isArray(pu.moved) && pu.moved.every((x: unknown) => isCount(x)))
+    )
+      bad(`plan entry ${i} moved`);
   }
 }
 

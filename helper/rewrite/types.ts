@@ -44,6 +44,9 @@ export interface RewriteUlib {
   ownAbs?: boolean;
   /** ASLR mode: it keeps its place in every image, so references to its own data stay as linked. */
   pinned?: boolean;
+  /** Offsets in its code of instructions moved to its table though no relocation names them: they
+   *  differ between its variants (layout/moved.ts). */
+  moved?: number[];
 }
 
 export interface RewritePlan {

@@ -1,0 +1,48 @@
+// The plain layout, after each link of the platform: its code, relocation fields masked, compared
+// with its first variant's, so the instructions that differ though no relocation names them (the
+// name's length) are moved to its table from the next link on (layout/moved.ts).
+import { type ElfFile } from '../elf.js';
+import { sendsOwnAbs } from '../layout/aslr.js';
+import { noteVariant, type MovedInsn } from '../layout/moved.js';
+import { type Plan } from '../plan.js';
+import { findInsn } from '../x86/decode.js';
+import { codeExtents, decodeCode } from '../x86/extents.js';
+import { fieldSize } from './cache.js';
+
+/** Notes the platform's code of this freshly linked image; returns what it added, by µlib. */
+export function noteVariants(elf: ElfFile, plan: Plan): Map<string, MovedInsn[]> {
+  const out = new Map<string, MovedInsn[]>();
+  if (plan.rewrite !== 'external') return out;
+  for (const u of plan.ulibs) {
+    const slot = u.slots.text;
+    if (!sendsOwnAbs(u.name) || !slot) continue;
+    const text = elf.section(slot.section);
+    // Keyed by the measured size, as the link reads it; a section of another size is not compared.
+    if (!text || Number(text.size) !== slot.bytes || !slot.bytes) continue;
+    const orig = elf.contents(text);
+    const masked = Buffer.from(orig);
+    const relocs = elf.relocationsFor(text);
+    for (const r of relocs) {
+      const off = Number(r.offset - text.addr),
+        n = fieldSize(r.type);
+      if (n && off >= 0 && off + n <= masked.length) masked.fill(0, off, off + n);
+    }
+    const added = noteVariant(plan.map, u.name, masked, () => {
+      const lo = text.addr;
+      const d = decodeCode(
+        orig,
+        lo,
+        codeExtents(elf.symbols(), text.index, lo, lo + text.size),
+        relocs.map((r) => ({ at: r.offset, type: r.type })),
+      );
+      return (off: number) => {
+        const i = d.insns[findInsn(d.insns, lo + BigInt(off))];
+        if (!i || i.invalid || !d.code.isCode(i.ip) || lo + BigInt(off) >= i.ip + BigInt(i.len))
+          return undefined;
+        return [Number(i.ip - lo), i.len];
+      };
+    });
+    if (added.length) out.set(u.name, added);
+  }
+  return out;
+}
