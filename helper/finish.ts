@@ -115,6 +115,8 @@ export interface FinishState {
   rewrite?: RewriteStats;
   /** ASLR hardening: seed-dependent pages, salted by this run, with no room for a salt. */
   hardened?: { pages: number; written: number; unplaced: number };
+  /** µlib → instructions this link found differing from its first variant. */
+  moved?: Map<string, number>;
 }
 
 export interface FinishResult {
@@ -123,6 +125,8 @@ export interface FinishResult {
   alreadyDone: boolean;
   rewrite?: RewriteStats;
   hardened?: FinishState['hardened'];
+  /** µlib → instructions this link found differing from its first variant (layout/moved.ts). */
+  moved?: Map<string, number>;
 }
 
 /**
@@ -165,7 +169,9 @@ export function rewriteStep(s: FinishState): void {
   if (s.alreadyDone || !mode || mode === 'none') return;
   // The platform's code against its first variant's: what differs without a relocation is moved
   // from the next link on (layout/moved.ts).
-  if (s.elf) noteVariants(s.elf, s.plan);
+  if (s.elf)
+    for (const [ulib, added] of noteVariants(s.elf, s.plan))
+      (s.moved ??= new Map()).set(ulib, added.length);
   const p = prepareRewrite(
     s.image,
     rewritePlan(s.plan),
@@ -248,5 +254,6 @@ export function finishResult(s: FinishState): FinishResult {
     alreadyDone: s.alreadyDone,
     ...(s.rewrite ? { rewrite: s.rewrite } : {}),
     ...(s.hardened ? { hardened: s.hardened } : {}),
+    ...(s.moved ? { moved: s.moved } : {}),
   };
 }

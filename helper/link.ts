@@ -8,7 +8,7 @@ import type { Plan, PlanUlib } from './plan.js';
 import { allocate, freshMap, type AllocRequest, type UlibRequest } from './layout/allocate.js';
 import { allocateAslr, isPlatform, sendsOwnAbs } from './layout/aslr.js';
 import { readMoved, type MovedInsn } from './layout/moved.js';
-import { JMP_REL32 } from './x86/classify.js';
+import { GOT_SLOT, JMP_REL32 } from './x86/classify.js';
 import { loadLinkView, peekVariants } from './layout/map-store.js';
 import { updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
@@ -128,11 +128,12 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       if (pinned) need = await tableBytesFor(u.path, 'aslr', abs, true, content(u));
       ({ bytes: ind, ptrBytes: ptr } = need);
       // The platform's instructions that differ between its variants without a relocation go to
-      // its table too (layout/moved.ts): an entry of the longest instruction, and a jump back.
+      // its table too (layout/moved.ts): an entry of the longest instruction, a jump back, and
+      // a slot for its immediate (twice: the slots keep to one page).
       if (mode === 'external' && sendsOwnAbs(u.name)) {
         const m = readMoved(o.map, u.name, sizes.text ?? 0);
         if (m.length) moved.set(u.name, m);
-        ind += m.length * (15 + JMP_REL32);
+        ind += m.length * (15 + JMP_REL32 + 2 * GOT_SLOT);
       }
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);

@@ -173,6 +173,12 @@ export const finishCommand: Command = {
     const r = await finish(a.image, a.plan, times, a.cache);
     const again = r.alreadyDone ? ' (already finished)' : '';
     log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${again}`);
+    for (const [ulib, n] of r.moved ?? [])
+      log(
+        `spacer: ${a.image}: ${ulib}: ${n} more instruction${n > 1 ? 's' : ''} differ from its first ` +
+          `variant without a relocation (the image name's length); its table takes them from the ` +
+          `next link: relink the images linked before to share its code pages again`,
+      );
     if (r.hardened?.unplaced)
       log(
         `spacer: ${a.image}: warning: ${r.hardened.unplaced} of ${r.hardened.pages} ` +

@@ -14,6 +14,8 @@ import {
   findSites,
   isOutside,
   siteKind,
+  slotLoadCode,
+  slotLoadValue,
   refersToOwnData,
   relocClass,
   symbolKey,
@@ -26,7 +28,7 @@ import {
   type Place,
   type Site,
 } from '../x86/classify.js';
-import { findInsn, type Insn } from '../x86/decode.js';
+import { decodeOne, findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
 import { cacheUse } from '../cache/store.js';
@@ -58,13 +60,15 @@ export function sitesIn(
   code: CodeMap,
   forms: { ownAbs: boolean; pinned: boolean },
   moved: readonly bigint[] = [],
+  /** The whole decode of an instruction (decodeCode details only those with relocations). */
+  full: (i: Insn) => Insn = (i) => i,
 ): Site[] {
   const fail = (at: bigint, msg: string): never => {
     throw new SpacerError(`${where(at)}: ${msg}; the µlib cannot be rewritten`);
   };
   const find = (a: bigint) => findInsn(insns, a);
   const sites = findSites(insns, refs, mode, find, fail, code, forms.ownAbs, forms.pinned);
-  return moved.length ? withMoved(sites, insns, moved, find) : sites;
+  return moved.length ? withMoved(sites, insns, moved, find, full) : sites;
 }
 
 /**
@@ -77,13 +81,14 @@ function withMoved(
   insns: Insn[],
   at: readonly bigint[],
   find: (a: bigint) => number,
+  full: (i: Insn) => Insn,
 ): Site[] {
   const have = new Set(sites.map((s) => s.insn.ip));
   const extra: Site[] = [];
   for (const a of at) {
     const k = find(a);
-    const i = k < 0 ? undefined : insns[k];
-    if (!i || i.invalid || i.ip !== a || have.has(a) || siteKind(i, []) !== 'trampoline') continue;
+    const i = k < 0 || insns[k].ip !== a || insns[k].invalid ? undefined : full(insns[k]);
+    if (!i || i.invalid || have.has(a) || siteKind(i, []) !== 'trampoline') continue;
     extra.push({ insn: i, kind: 'trampoline', refs: [], relaxable: false, key: `moved:${hex(a)}` });
     have.add(a);
   }
@@ -205,7 +210,9 @@ export function analyzeUlib(
     const d = decodeCode(bytes, lo, x.extents, x.refs);
     const where1 = (at: bigint) => `${where}: ${hex(at)}`;
     const moved = x.moved.map((o) => lo + BigInt(o));
-    const sites = sitesIn(d.insns, [...x.refs], mode, where1, d.code, x.forms, moved);
+    const full = (i: Insn) =>
+      decodeOne(bytes.subarray(Number(i.ip - lo), Number(i.ip - lo) + i.len), i.ip);
+    const sites = sitesIn(d.insns, [...x.refs], mode, where1, d.code, x.forms, moved, full);
     const inside = d.insns.filter((i) => i.nearBranch && i.target > lo && i.target < hi);
     return { sites, data: d.code.data, targets: inside.map((i) => i.target) };
   });
@@ -229,8 +236,11 @@ function imageSite(s: Site, bytes: Buffer, lo: bigint, ownDataCounts: boolean): 
   else if (s.kind === 'got') target = i.memAddr;
   else {
     const r = s.refs.find((x) => x.outside);
+    // Moved though no relocation names it (withMoved): its immediate, if it loads one.
     target = !r
-      ? i.ip // moved though no relocation names it (withMoved)
+      ? slotLoadCode(i, ['imm']) !== undefined
+        ? slotLoadValue(i, bytes.subarray(off, off + i.len))
+        : i.ip
       : r.op === 'disp'
         ? i.memAddr
         : r.op === 'imm'

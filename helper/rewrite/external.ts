@@ -69,11 +69,15 @@ export function rewriteExternal(job: UlibJob): UlibResult {
     .map((n) => elf.section(n))
     .filter((x) => x !== undefined && x.size > 0n)
     .map((x) => [x!.addr, x!.addr + x!.size] as const);
+  // So do its moved instructions (layout/moved.ts) that put an immediate in a register: the
+  // immediate is what differs between its variants.
   const slotLoad = (s: (typeof a.sites)[number]) =>
     !!u.ownAbs &&
     s.kind === 'trampoline' &&
-    slotLoadCode(s.insn, s.outside) !== undefined &&
-    ownData.some(([lo, hi]) => s.target >= lo && s.target < hi);
+    (s.outside.length === 0
+      ? slotLoadCode(s.insn, ['imm']) !== undefined
+      : slotLoadCode(s.insn, s.outside) !== undefined &&
+        ownData.some(([lo, hi]) => s.target >= lo && s.target < hi));
   for (const s of a.sites) {
     if (s.kind === 'got') got.add(s.target);
     else if (s.kind === 'stub') stubs.add(s.target);
