@@ -175,7 +175,7 @@ export const finishCommand: Command = {
     log(`spacer: ${a.image}: ${r.ulibs} µlibs at their slots${again}`);
     for (const [ulib, n] of r.moved ?? [])
       log(
-        `spacer: ${a.image}: ${ulib}: ${n} more instruction${n > 1 ? 's' : ''} differ from its first ` +
+        `spacer: ${a.image}: ${ulib}: ${n} more instruction${n > 1 ? 's differ' : ' differs'} from its first ` +
           `variant without a relocation (the image name's length); its table takes them from the ` +
           `next link: relink the images linked before to share its code pages again`,
       );
