@@ -91,7 +91,7 @@ export function rewritePlan(plan: Plan): RewritePlan {
           ? { ownAbs: true }
           : {}),
         ...(plan.rewrite === 'aslr' && u.pinned ? { pinned: true } : {}),
-        ...(plan.rewrite === 'external' && u.moved?.length ? { moved: u.moved } : {}),
+        ...(plan.rewrite !== 'none' && u.moved?.length ? { moved: u.moved } : {}),
       })),
   };
 }

@@ -130,10 +130,13 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       // The platform's instructions that differ between its variants without a relocation go to
       // its table too (layout/moved.ts): an entry of the longest instruction, a jump back, and
       // a slot for its immediate (twice: the slots keep to one page).
-      if (mode === 'external' && sendsOwnAbs(u.name)) {
+      // ASLR mode (the platform keeps its place): an entry that loads the immediate from a
+      // pointer slot, and the slot.
+      if (sendsOwnAbs(u.name)) {
         const m = readMoved(o.map, u.name, sizes.text ?? 0);
         if (m.length) moved.set(u.name, m);
-        ind += m.length * (15 + JMP_REL32 + 2 * GOT_SLOT);
+        ind += m.length * (15 + JMP_REL32 + (mode === 'external' ? 2 * GOT_SLOT : 0));
+        if (mode === 'aslr') ptr += m.length * GOT_SLOT;
       }
       if (need.calls.length) calls.set(u.name, need.calls);
       for (const line of need.undecided) log(`spacer: warning: ${line}`);

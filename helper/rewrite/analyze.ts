@@ -28,7 +28,7 @@ import {
   type Place,
   type Site,
 } from '../x86/classify.js';
-import { decodeOne, findInsn, type Insn } from '../x86/decode.js';
+import { Code, decodeOne, findInsn, type Insn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
 import { hex } from '../util/units.js';
 import { cacheUse } from '../cache/store.js';
@@ -68,7 +68,7 @@ export function sitesIn(
   };
   const find = (a: bigint) => findInsn(insns, a);
   const sites = findSites(insns, refs, mode, find, fail, code, forms.ownAbs, forms.pinned);
-  return moved.length ? withMoved(sites, insns, moved, find, full) : sites;
+  return moved.length ? withMoved(sites, insns, moved, find, full, mode) : sites;
 }
 
 /**
@@ -82,6 +82,7 @@ function withMoved(
   at: readonly bigint[],
   find: (a: bigint) => number,
   full: (i: Insn) => Insn,
+  mode: Mode,
 ): Site[] {
   const have = new Set(sites.map((s) => s.insn.ip));
   const extra: Site[] = [];
@@ -89,7 +90,19 @@ function withMoved(
     const k = find(a);
     const i = k < 0 || insns[k].ip !== a || insns[k].invalid ? undefined : full(insns[k]);
     if (!i || i.invalid || have.has(a) || siteKind(i, []) !== 'trampoline') continue;
-    extra.push({ insn: i, kind: 'trampoline', refs: [], relaxable: false, key: `moved:${hex(a)}` });
+    const key = `moved:${hex(a)}`;
+    // ASLR mode: a `mov reg, imm32` takes its immediate from a pointer slot of its own (the
+    // entry is then the same in every app, the slot is in the image's pointer area), as if a
+    // relocation named it; the plain layout's rewrite gives it a GOT slot (external.ts).
+    const load = mode === 'aslr' && slotLoadCode(i, ['imm']) !== undefined;
+    const type = i.code === Code.Mov_r32_imm32 ? R_X86_64._32 : R_X86_64._32S;
+    extra.push({
+      insn: i,
+      kind: 'trampoline',
+      refs: load ? [{ type, op: 'imm', outside: true, target: key, place: 'own' }] : [],
+      relaxable: false,
+      key,
+    });
     have.add(a);
   }
   return [...sites, ...extra].sort((x, y) =>

@@ -1,4 +1,4 @@
-// The plain layout, after each link of the platform: its code, relocation fields masked, compared
+// After each link of the platform (both layouts; in ASLR mode it keeps its place): its code, relocation fields masked, compared
 // with its first variant's, so the instructions that differ though no relocation names them (the
 // name's length) are moved to its table from the next link on (layout/moved.ts).
 import { type ElfFile } from '../elf.js';
@@ -12,7 +12,7 @@ import { fieldSize } from './cache.js';
 /** Notes the platform's code of this freshly linked image; returns what it added, by µlib. */
 export function noteVariants(elf: ElfFile, plan: Plan): Map<string, MovedInsn[]> {
   const out = new Map<string, MovedInsn[]>();
-  if (plan.rewrite !== 'external') return out;
+  if (plan.rewrite !== 'external' && plan.rewrite !== 'aslr') return out;
   for (const u of plan.ulibs) {
     const slot = u.slots.text;
     if (!sendsOwnAbs(u.name) || !slot) continue;
