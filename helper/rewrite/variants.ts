@@ -1,6 +1,7 @@
-// After each link of the platform (both layouts; in ASLR mode it keeps its place): its code, relocation fields masked, compared
-// with its first variant's, so the instructions that differ though no relocation names them (the
-// name's length) are moved to its table from the next link on (layout/moved.ts).
+// After each link of the platform (both layouts; in ASLR mode it keeps its place): its code,
+// relocation fields masked, compared with its first variant's, so the instructions that differ
+// though no relocation names them (the name's length) are moved to its table from the next link
+// on (layout/moved.ts).
 import { type ElfFile } from '../elf.js';
 import { sendsOwnAbs } from '../layout/aslr.js';
 import { noteVariant, type MovedInsn } from '../layout/moved.js';
