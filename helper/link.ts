@@ -128,10 +128,9 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       if (pinned) need = await tableBytesFor(u.path, 'aslr', abs, true, content(u));
       ({ bytes: ind, ptrBytes: ptr } = need);
       // The platform's instructions that differ between its variants without a relocation go to
-      // its table too (layout/moved.ts): an entry of the longest instruction, a jump back, and
-      // a slot for its immediate (twice: the slots keep to one page).
-      // ASLR mode (the platform keeps its place): an entry that loads the immediate from a
-      // pointer slot, and the slot.
+      // its table too (layout/moved.ts): an entry of the longest instruction and a jump back,
+      // and a slot for its immediate: a GOT slot in the table (twice: the slots keep to one
+      // page), or in ASLR mode, where the platform keeps its place, a pointer slot.
       if (sendsOwnAbs(u.name)) {
         const m = readMoved(o.map, u.name, sizes.text ?? 0);
         if (m.length) moved.set(u.name, m);

@@ -64,4 +64,10 @@ test('a damaged list stops the link with one line naming the file and the fix', 
     t.regex(e!.message, /moved\.json: not a list of instructions to move; delete it/);
     t.false(e!.message.includes('\n'));
   }
+  // Beside a map whose folder is a file: one line naming the reference.
+  const notDir = join(tempDir('moved'), 'file');
+  writeFileSync(notDir, '');
+  const w = t.throws(() => noteVariant(join(notDir, 'map.json'), 'libkvmplat', v, fives));
+  t.regex(w!.message, /libkvmplat\.50\.ref: cannot (read|write) it \(ENOTDIR\)/);
+  t.false(w!.message.includes('\n'));
 });

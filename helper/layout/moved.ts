@@ -37,6 +37,18 @@ function readOrNone(path: string): Buffer | undefined {
   }
 }
 
+/** Writes one of the files whole; a failure is one line naming it (the map's folder must be
+ *  writable for the link anyway). */
+function writeWhole(path: string, data: string | Buffer): void {
+  try {
+    writeFileAtomic(path, data, 'unsynced');
+  } catch (e) {
+    throw new SpacerError(
+      `${path}: cannot write it (${(e as NodeJS.ErrnoException).code ?? 'error'}); make the folder beside the map writable`,
+    );
+  }
+}
+
 /** The instructions to move in `ulib`'s code of `code` bytes (none recorded: empty). */
 export function readMoved(mapPath: string, ulib: string, code: number): MovedInsn[] {
   const path = paths(mapPath, ulib, code).moved;
@@ -82,7 +94,7 @@ export function noteVariant(
   const p = paths(mapPath, ulib, masked.length);
   const ref = readOrNone(p.ref);
   if (!ref || ref.length !== masked.length) {
-    if (!ref) writeFileAtomic(p.ref, masked, 'unsynced');
+    if (!ref) writeWhole(p.ref, masked);
     return [];
   }
   if (ref.equals(masked)) return [];
@@ -104,6 +116,6 @@ export function noteVariant(
   const all = [...now];
   for (const a of [...known, ...added]) if (!all.some(([o]) => o === a[0])) all.push(a);
   all.sort((a, b) => a[0] - b[0]);
-  writeFileAtomic(p.moved, `${JSON.stringify({ at: all })}\n`, 'unsynced');
+  writeWhole(p.moved, `${JSON.stringify({ at: all })}\n`);
   return added;
 }

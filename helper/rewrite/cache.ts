@@ -46,8 +46,22 @@ const SIZES: [number, number[]][] = [
 const FIELD_SIZE = new Map<number, number>(SIZES.flatMap(([n, ts]) => ts.map((t) => [t, n])));
 
 /** Bytes of the field a relocation of `type` patches; 0 when unsure (the field stays keyed). */
-export function fieldSize(type: number): number {
+function fieldSize(type: number): number {
   return FIELD_SIZE.get(type) ?? 0;
+}
+
+/** Zeroes in `m` (code loaded at `lo`) every field a relocation patches. */
+export function maskFields(
+  m: Buffer,
+  lo: bigint,
+  refs: readonly { at: bigint; type: number }[],
+): Buffer {
+  for (const r of refs) {
+    const off = Number(r.at - lo),
+      n = fieldSize(r.type);
+    if (n && off >= 0 && off + n <= m.length) m.fill(0, off, off + n);
+  }
+  return m;
 }
 
 // Where the code is copied to have its fields zeroed (kept: the link server hashes every µlib of
@@ -70,12 +84,7 @@ function hashMasked(
     scratch = Buffer.allocUnsafe(Math.max(bytes.length, 2 * scratch.length));
   const m = scratch.subarray(0, bytes.length);
   m.set(bytes);
-  for (const r of refs) {
-    const off = Number(r.at - lo),
-      n = fieldSize(r.type);
-    if (n && off >= 0 && off + n <= m.length) m.fill(0, off, off + n);
-  }
-  h.update(m);
+  h.update(maskFields(m, lo, refs));
 }
 
 /** The key of a decode: SHA-256 of its inputs and the helper's code. */

@@ -64,24 +64,30 @@ export function rewriteExternal(job: UlibJob): UlibResult {
   // Only addresses of its own data: distinct there in every variant alike, while two foreign
   // addresses may be equal in one image (an empty table's start and end) and not in another, which
   // would merge their slots and move every entry after them.
-  const ownData = u.sections
-    .filter((n) => n !== u.text)
-    .map((n) => elf.section(n))
-    .filter((x) => x !== undefined && x.size > 0n)
-    .map((x) => [x!.addr, x!.addr + x!.size] as const);
+  const ownData = !u.ownAbs
+    ? []
+    : u.sections
+        .filter((n) => n !== u.text)
+        .map((n) => elf.section(n))
+        .filter((x) => x !== undefined && x.size > 0n)
+        .map((x) => [x!.addr, x!.addr + x!.size] as const);
   // So do its moved instructions (layout/moved.ts) that put an immediate in a register: the
   // immediate is what differs between its variants.
-  const slotLoad = (s: (typeof a.sites)[number]) =>
-    !!u.ownAbs &&
-    s.kind === 'trampoline' &&
-    (s.outside.length === 0
-      ? slotLoadCode(s.insn, ['imm']) !== undefined
-      : slotLoadCode(s.insn, s.outside) !== undefined &&
-        ownData.some(([lo, hi]) => s.target >= lo && s.target < hi));
+  const slotLoads = new Set(
+    a.sites.filter(
+      (s) =>
+        !!u.ownAbs &&
+        s.kind === 'trampoline' &&
+        (s.outside.length === 0
+          ? slotLoadCode(s.insn, ['imm']) !== undefined
+          : slotLoadCode(s.insn, s.outside) !== undefined &&
+            ownData.some(([lo, hi]) => s.target >= lo && s.target < hi)),
+    ),
+  );
   for (const s of a.sites) {
     if (s.kind === 'got') got.add(s.target);
     else if (s.kind === 'stub') stubs.add(s.target);
-    else if (slotLoad(s)) {
+    else if (slotLoads.has(s)) {
       got.add(s.target);
       moves.push({ kind: 'trampoline', ip: s.insn.ip, orig: s.orig, slot: s.target });
     } else moves.push({ kind: s.kind, ip: s.insn.ip, orig: s.orig });
@@ -114,7 +120,7 @@ export function rewriteExternal(job: UlibJob): UlibResult {
         k: s.kind,
         e: hex(entry),
         t: hex(s.target),
-        ...(slotLoad(s) ? { g: hex(table.gotAt.get(s.target)!) } : {}),
+        ...(slotLoads.has(s) ? { g: hex(table.gotAt.get(s.target)!) } : {}),
       });
     }
   } catch (e) {

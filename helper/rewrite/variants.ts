@@ -8,7 +8,7 @@ import { noteVariant, type MovedInsn } from '../layout/moved.js';
 import { type Plan } from '../plan.js';
 import { findInsn } from '../x86/decode.js';
 import { codeExtents, decodeCode } from '../x86/extents.js';
-import { fieldSize } from './cache.js';
+import { maskFields } from './cache.js';
 
 /** Notes the platform's code of this freshly linked image; returns what it added, by µlib. */
 export function noteVariants(elf: ElfFile, plan: Plan): Map<string, MovedInsn[]> {
@@ -20,21 +20,16 @@ export function noteVariants(elf: ElfFile, plan: Plan): Map<string, MovedInsn[]>
     const text = elf.section(slot.section);
     // Keyed by the measured size, as the link reads it; a section of another size is not compared.
     if (!text || Number(text.size) !== slot.bytes || !slot.bytes) continue;
-    const orig = elf.contents(text);
-    const masked = Buffer.from(orig);
-    const relocs = elf.relocationsFor(text);
-    for (const r of relocs) {
-      const off = Number(r.offset - text.addr),
-        n = fieldSize(r.type);
-      if (n && off >= 0 && off + n <= masked.length) masked.fill(0, off, off + n);
-    }
+    const orig = elf.contents(text),
+      lo = text.addr;
+    const fields = elf.relocationsFor(text).map((r) => ({ at: r.offset, type: r.type }));
+    const masked = maskFields(Buffer.from(orig), lo, fields);
     const added = noteVariant(plan.map, u.name, masked, () => {
-      const lo = text.addr;
       const d = decodeCode(
         orig,
         lo,
         codeExtents(elf.symbols(), text.index, lo, lo + text.size),
-        relocs.map((r) => ({ at: r.offset, type: r.type })),
+        fields,
       );
       return (off: number) => {
         const i = d.insns[findInsn(d.insns, lo + BigInt(off))];
