@@ -23,6 +23,7 @@ import {
 } from './map-types.js';
 import { allocateRecord } from './record.js';
 import { fitsNameSlot, growNameSlots, headroom, wantsNameSlot } from './name-slots.js';
+import { isApp, sendsOwnAbs } from './platform.js';
 
 const MiB = 1 << 20;
 /** Smallest capacity a region gets when a map is created; every loaded address must be RAM. */
@@ -222,7 +223,13 @@ export function packExtents(
 export function allocate(m: SpacerMap, mapPath: string, req: AllocRequest): AllocResult {
   const { notes, entries } = allocateRecord(m, mapPath, req);
   promoteShared(m, mapPath, entries, notes);
-  const { named, ownAt } = nameSlots(m, mapPath, entries, notes);
+  // The platform's classic table in its name slot takes the slot's whole capacity: its GOT slots,
+  // the part that differs per image, sit at its end (x86/table.ts gotAtEnd), at one address in
+  // every image, next to what follows (the per-image code).
+  const whole = new Set(
+    req.ulibs.filter((u) => u.mode === 'external' && sendsOwnAbs(u.name)).map((u) => u.name),
+  );
+  const { named, ownAt } = nameSlots(m, mapPath, entries, notes, whole);
   const ownEnd = placeOwn(m, mapPath, entries, named, ownAt, notes, !!req.saltRoom);
   checkSlotSizes(m, mapPath, req, entries, named);
   return {
@@ -282,6 +289,7 @@ function nameSlots(
   mapPath: string,
   entries: Entry[],
   notes: string[],
+  wholeTable: Set<string>,
 ): { named: Set<VariantEntry>; ownAt: OwnAt } {
   const single = entries.filter((x) => !x.v.slot && wantsNameSlot(m.ulibs[x.name]));
   const grow = single.filter(
@@ -315,7 +323,10 @@ function nameSlots(
       Object.fromEntries(
         AREAS.filter((a) => x.v.sizes[a]).map((a) => [
           a,
-          { addr: lib.slot![a]!.addr, size: x.v.sizes[a]! },
+          {
+            addr: lib.slot![a]!.addr,
+            size: a === 'ind' && wholeTable.has(x.name) ? lib.slot!.ind!.size : x.v.sizes[a]!,
+          },
         ]),
       ),
     );
@@ -323,8 +334,7 @@ function nameSlots(
   return { named, ownAt };
 }
 
-/** The application's own library (Unikraft's `app<name>`), the µlib most likely to change. */
-export const isApp = (name: string) => name.startsWith('app');
+export { isApp } from './platform.js';
 
 /**
  * The image's own variants of one area, packed from `start` (the end of the last shared slot it

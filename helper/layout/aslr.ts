@@ -12,6 +12,7 @@ import {
 } from './allocate.js';
 import type { Region, SpacerMap } from './map-types.js';
 import { headroom } from './name-slots.js';
+import { isPlatform } from './platform.js';
 
 /** A deterministic generator from a seed string (splitmix32 over a hash of the seed). */
 function seededRandom(seed: string): () => number {
@@ -26,20 +27,7 @@ function seededRandom(seed: string): () => number {
   };
 }
 
-/** Unikraft's platform µlib (`libkvmplat`, `libxenplat`, ...). */
-export function isPlatform(name: string): boolean {
-  return /^lib[a-z0-9]*plat$/.test(name);
-}
-
-/**
- * Does this µlib send the absolute addresses of its own read-only data, data and bss through its
- * table, in every layout? The platform does: Unikraft builds it per app (its setup code holds the
- * image's name, `CONFIG_UK_NAME`), so the strings merged after the name sit at other offsets in
- * each app, and every `mov reg, imm32` loading one would make its code pages differ.
- */
-export function sendsOwnAbs(name: string): boolean {
-  return isPlatform(name);
-}
+export { isPlatform, sendsOwnAbs } from './platform.js';
 
 /** Where each µlib goes, per slot kind; what allocateAslr moves. */
 type At = Map<string, Placement['at']>;

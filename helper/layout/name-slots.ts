@@ -11,6 +11,7 @@ import {
   type UlibEntry,
   type VariantEntry,
 } from './map-types.js';
+import { isApp, sendsOwnAbs } from './platform.js';
 
 /**
  * Capacity of a name slot for variants of up to `size` bytes: a quarter more (at least 64 bytes).
@@ -106,12 +107,22 @@ function ownAreas(m: SpacerMap, region: Exclude<Area, 'ind'>, names: string[]): 
 export function growNameSlots(m: SpacerMap, mapPath: string, names: string[]): void {
   // Sized for every variant known, and packed against every image's own area.
   if (m.partial) throw new NeedWholeMap(`name slots of ${names.join(', ')} grow`);
-  const same = names.filter((n) => sameCodeInSlot(m.ulibs[n]));
+  // The platform's code is the same in every image too: what differs between its variants goes
+  // to its table (sendsOwnAbs, layout/moved.ts).
+  const same = names.filter((n) => sameCodeInSlot(m.ulibs[n]) || sendsOwnAbs(n));
   const code = (ns: string[]) => ns.map((name): Item => ({ name, area: 'text' }));
+  const table = (ns: string[]) => ns.map((name): Item => ({ name, area: 'ind' }));
   placeItems(m, mapPath, 'text', code(same), false);
+  // The per-image block, what differs in one run: the platform's table, whose per-image part (its
+  // GOT slots) is at its end; the code that differs, the app's last; the other tables, the app's
+  // first. The app's code and table, and the image's own area after the block, then sit next to
+  // the GOT slots and to each other, on as few pages as they can.
+  const apps = names.filter(isApp),
+    rest = names.filter((n) => !isApp(n));
   const perImage = [
-    ...code(names.filter((n) => !same.includes(n))),
-    ...names.map((name): Item => ({ name, area: 'ind' })),
+    ...table(names.filter(sendsOwnAbs)),
+    ...code([...rest, ...apps].filter((n) => !same.includes(n))),
+    ...table([...apps, ...rest].filter((n) => !sendsOwnAbs(n))),
   ];
   placeItems(m, mapPath, 'text', perImage, true);
   for (const a of ['rodata', 'data', 'bss'] as const)

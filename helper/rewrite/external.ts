@@ -103,7 +103,7 @@ export function rewriteExternal(job: UlibJob): UlibResult {
       stubs: [...stubs],
       moves,
       what: where,
-      gotOnOnePage: moves.some((m) => m.slot !== undefined),
+      gotAtEnd: moves.some((m) => m.slot !== undefined),
     });
     let m = 0;
     for (const s of a.sites) {

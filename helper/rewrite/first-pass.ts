@@ -98,8 +98,6 @@ interface Tally {
   undecided: string[];
   /** Relocations left as linked in the code that change with its position. */
   linked: number;
-  /** External mode: trampolines that load an address from a GOT slot (their slots share a page). */
-  slotLoads: number;
 }
 
 /** The object being sized: where it is, its symbols, and the slot each section lands in. */
@@ -156,7 +154,6 @@ export function indirectionNeeds(
     calls: new Set(),
     undecided: [],
     linked: 0,
-    slotLoads: 0,
   };
   for (const s of elf.sections) {
     const k = ctx.slot[s.index];
@@ -170,9 +167,7 @@ export function indirectionNeeds(
   // Stubs and GOT slots are shared per target; up to 7 bytes align the GOT slots.
   if (mode !== 'aslr')
     t.bytes +=
-      t.stubs.size * entryBound('stub', 5) +
-      t.got.size * entryBound('got', 7) * (t.slotLoads ? 2 : 1) +
-      (t.sites ? 7 : 0);
+      t.stubs.size * entryBound('stub', 5) + t.got.size * entryBound('got', 7) + (t.sites ? 7 : 0);
   else t.ptrBytes += (pinned ? 0 : entryCount(ctx)) * STUB + 7;
   return {
     bytes: t.bytes,
@@ -254,7 +249,6 @@ function tallyCode(ctx: ObjectContext, s: Section, relocs: readonly Relocation[]
     else if (mode !== 'aslr' && ctx.ownAbs && slotLoadOf(site)) {
       // Its trampoline loads the address from a GOT slot (rewrite/external.ts).
       t.trampolines++;
-      t.slotLoads++;
       t.got.add(site.key);
       t.bytes += SLOT_LOAD_BOUND;
     } else {

@@ -68,7 +68,7 @@ export function reencode(
       stubs: [...stubs],
       moves,
       what: name,
-      gotOnOnePage: moves.some((m) => m.slot !== undefined),
+      gotAtEnd: moves.some((m) => m.slot !== undefined),
     });
     const code = Buffer.from(orig);
     let m = 0;

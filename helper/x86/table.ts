@@ -3,6 +3,7 @@
 //   [pad to 8] GOT slots (8 bytes each, value = address)      one per distinct lea target
 //              stubs     `E9 rel32`      -> target             one per distinct branch target
 //              trampolines, in site order:
+//   (with slot loads, the GOT slots go last instead, at the table's very end: see gotAtEnd)
 // trampoline: <the instruction, re-encoded here> `E9 rel32` -> next original instruction
 // callind: `68 imm32` (push return address) <jmp through the call's memory operand>
 //   unused bytes stay 0xCC (int3)
@@ -116,11 +117,12 @@ export interface TableRequest {
   /** Distinct GOT slot values, stub targets, and the moves, each in a deterministic order. */
   got: bigint[];
   /**
-   * The GOT slots on one page (when they fit one): with slot loads they are all of the table that
-   * differs between variants, so they must not straddle two pages. They start on the next page
-   * when they would (the first pass reserves their size once more for it).
+   * The GOT slots at the table's end (its last 8-aligned bytes), after the entries: with slot loads
+   * they are all of the table that differs between variants, and what follows the table (the
+   * image's own code) differs too, so they share that page instead of costing one of their own.
+   * The table then takes its name slot's whole capacity, so they sit at one address in every image.
    */
-  gotOnOnePage?: boolean;
+  gotAtEnd?: boolean;
   stubs: bigint[];
   moves: Move[];
   /** Names the table in errors ("image: µlib"). */
@@ -191,6 +193,12 @@ export class TableWriter {
     this.cur += BigInt(b.length);
   }
 
+  /** int3 from the next entry up to `at`, then `b` there. */
+  putAt(b: Buffer, at: bigint): void {
+    if (at > this.cur) this.put(Buffer.alloc(Number(at - this.cur), 0xcc));
+    this.put(b);
+  }
+
   /** int3 up to the next 8-byte boundary, where an address slot goes. */
   align8(): void {
     const pad = Number((8n - (this.cur % 8n)) % 8n);
@@ -222,19 +230,16 @@ export function buildTable(r: TableRequest): Table {
   const gotAt = new Map<bigint, bigint>(),
     stubAt = new Map<bigint, bigint>(),
     moveAt: bigint[] = [];
-  if (r.got.length) {
-    t.align8();
-    const bytes = BigInt(r.got.length * GOT_SLOT),
-      page = 4096n;
-    if (r.gotOnOnePage && bytes <= page && t.cur / page !== (t.cur + bytes - 1n) / page)
-      t.put(Buffer.alloc(Number(page - (t.cur % page)), 0xcc));
-    for (const v of r.got) {
-      const b = Buffer.alloc(GOT_SLOT);
-      b.writeBigUInt64LE(BigInt.asUintN(64, v));
-      gotAt.set(v, t.cur);
-      t.put(b);
-    }
-  }
+  const slots = Buffer.alloc(r.got.length * GOT_SLOT);
+  // The GOT's address first (the slot-load trampolines encode it): the table's start, or its end.
+  const atEnd = !!r.gotAtEnd && r.got.length > 0;
+  if (!atEnd && r.got.length) t.align8();
+  const gotStart = atEnd ? ((r.addr + BigInt(r.size)) & ~7n) - BigInt(slots.length) : t.cur;
+  r.got.forEach((v, i) => {
+    slots.writeBigUInt64LE(BigInt.asUintN(64, v), i * GOT_SLOT);
+    gotAt.set(v, gotStart + BigInt(i * GOT_SLOT));
+  });
+  if (!atEnd && r.got.length) t.put(slots);
   for (const x of r.stubs) {
     stubAt.set(x, t.cur);
     t.put(jmpRel32(t.cur, x, `${r.what}: stub`));
@@ -246,6 +251,15 @@ export function buildTable(r: TableRequest): Table {
         ? encodeTrampoline(m, t.cur, r.what)
         : encodeSlotLoad(m, t.cur, gotAt.get(m.slot)!, r.what),
     );
+  }
+  if (atEnd) {
+    const need = t.used + 7 + slots.length;
+    if (t.cur > gotStart)
+      throw new TableError(
+        `${r.what}: the indirection table needs ${need} bytes, the plan reserves ${r.size}`,
+        need,
+      );
+    t.putAt(slots, gotStart);
   }
   const bytes = t.bytes(r.size, r.what);
   return { bytes, used: t.used, gotAt, stubAt, moveAt };
