@@ -198,6 +198,29 @@ test("the plain layout loads the platform's own-data addresses from GOT slots: v
   t.true(corrupt(fileOff(disp)).some((m) => m.includes('does not load slot')));
 });
 
+test("the platform's GOT slots end its table, at one address in every app, on the page of the per-image code after it", (t) => {
+  // What differs in the platform's table between apps is its GOT slots (the addresses of its own
+  // data): at the table's end they share the page of the per-image code that follows (ukboot's,
+  // the app's), instead of costing a page of their own.
+  const ends = new Set<string>();
+  for (const a of demo.apps) {
+    const elf = ElfFile.load(join(out, 'spacer', `${a.name}.dbg`));
+    const plat = readRecord(elf)!.ulibs.find((u) => u.name === 'libkvmplat')!;
+    const ind = elf.section('.ind.libkvmplat')!;
+    const slots = plat.sites.filter((x) => x.g !== undefined).map((x) => BigInt(x.g!));
+    t.true(slots.length > 0, a.name);
+    const last = slots.reduce((x, y) => (y > x ? y : x));
+    const end = (ind.addr + ind.size) & ~7n;
+    t.true(last + 8n <= end && end - last <= 8n * 64n, `${a.name}: the last slot ends the table`);
+    const next = elf.sections
+      .filter((s) => s.addr >= ind.addr + ind.size && s.size > 0n && s.name.startsWith('.text'))
+      .sort((x, y) => Number(x.addr - y.addr))[0];
+    t.is(last >> 12n, next.addr >> 12n, `${a.name}: ${next.name} follows on the slots' page`);
+    ends.add(`${ind.addr}+${ind.size}`);
+  }
+  t.is(ends.size, 1, 'the table takes its name slot whole: one place in every app');
+});
+
 test('the default layout shares less of the shared µlibs than Spacer: a µlib after the app shifts', (t) => {
   // In the default layout every library linked after the app moves with the app's size.
   const sha = ElfFile.load(join(out, 'default', 'faas-sha.dbg'));
