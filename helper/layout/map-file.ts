@@ -59,7 +59,9 @@ export function variantJson(v: VariantEntry, users: 'images' | 'count'): string 
   const fields = [
     `"sizes": ${perArea(v.sizes, (x) => x)}`,
     `"align": ${perArea(v.align, (x) => x)}`,
-    users === 'images' ? `"images": ${j([...v.images].sort())}` : `"users": ${v.images.length}`,
+    users === 'images'
+      ? `"images": ${j([...v.images].sort())}`
+      : `"users": ${v.images.length + (v.others ?? 0)}`,
   ];
   if (v.modes?.length) fields.push(`"modes": ${j([...v.modes].sort())}`);
   if (v.abs_ptr) fields.push(`"abs_ptr": ${v.abs_ptr}`);

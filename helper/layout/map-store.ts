@@ -428,7 +428,11 @@ export function loadLinkView(
       const mine = uses[lib] === h ? 1 : 0;
       if (got.users < mine)
         fields(join(mapDir(path), variantRel(lib, h))).bad(`users: image ${image} uses it`);
-      got.v.images = [...Array<string>(got.users - mine).fill(OTHER_IMAGE)];
+      // At most two others listed, the rest counted (VariantEntry.others): an array of every user
+      // was most of a link's map pass with 10 000 images in the map.
+      const listed = Math.min(got.users - mine, 2);
+      got.v.images = new Array<string>(listed).fill(OTHER_IMAGE);
+      if (got.users - mine > listed) got.v.others = got.users - mine - listed;
       if (mine) got.v.images.push(image);
       u.variants[h] = got.v;
       used += got.users > 0 ? 1 : 0;

@@ -42,6 +42,12 @@ export interface VariantEntry {
   align: Partial<Record<Area, number>>;
   /** Images whose last link used this variant. */
   images: string[];
+  /**
+   * A link's view: its users beyond those `images` lists. The view lists the linking image and at
+   * most two OTHER_IMAGE (what the allocator asks: none, one or two and more users); a shared
+   * variant of a map of 10 000 images would otherwise be an array of 10 000 on every link.
+   */
+  others?: number;
   /** Rewrite modes whose table size was measured (`sizes.ind` is the largest). */
   modes?: ('external' | 'aslr')[];
   /** ASLR mode, a µlib with a name slot: pointer-area bytes when its own data's absolute addresses
@@ -103,7 +109,8 @@ export interface SpacerMap {
   images: Record<string, ImageEntry>;
   /**
    * A link's view (map-store.ts): only the linking image and the variants it touches are loaded;
-   * `VariantEntry.images` then names only that image, the other users being OTHER_IMAGE.
+   * `VariantEntry.images` then names only that image, the other users being OTHER_IMAGE (and
+   * `VariantEntry.others`).
    */
   partial?: boolean;
 }
