@@ -149,14 +149,23 @@ function placeGroups(
   const ind = m.regions.ind,
     text = m.regions.text;
   text.base = Math.min(ind.base, text.base);
+  // An ASLR map places no code (each image shuffles its own): its table region holds the pointer
+  // areas, every page of which is the image's own, and the name slots' pointer areas and the own
+  // code follow it. No headroom there: a quarter more was a gap inside the pages each image keeps
+  // (1.5 KB on real Unikraft). A µlib shared later puts its pointer area after them instead.
+  const aslr = !Object.values(m.ulibs).some((u) =>
+    Object.values(u.variants).some((v) => v.sizes.text),
+  );
+  const end = (base: number) =>
+    aslr ? alignUp(base + indNeed(base), 64) : indEnd(base, indNeed(base));
   for (const a of ['text', 'ind', 'rodata', 'data', 'bss'] as const) {
     const r = m.regions[a];
     if (a === 'ind') {
       ind.base = alignUp(text.next, 64);
-      ind.end = indEnd(ind.base, indNeed(ind.base));
+      ind.end = end(ind.base);
       if (pageAligned && Math.floor(ind.base / PAGE) !== Math.floor((ind.end - 1) / PAGE)) {
         ind.base = alignUp(ind.base, PAGE);
-        ind.end = indEnd(ind.base, indNeed(ind.base));
+        ind.end = end(ind.base);
       }
       if (ind.end >= text.end)
         throw new SpacerError(

@@ -335,20 +335,31 @@ function tallyData(ctx: ObjectContext, relocs: readonly Relocation[], t: Tally):
 
 /**
  * ASLR mode, a bound on the µlib's entry stubs: its global code symbols and every address of its
- * code it takes (each relocation into its code that is not a call). The slots then start on 8
- * bytes.
+ * code it takes (each relocation into its code that is not a call), one per distinct address, as
+ * the rewrite makes them (a switch table's cases repeat: nolibc's 384 fields name 182 places, and
+ * a bound per field cost every image a kilobyte of pointer area). The slots then start on 8 bytes.
  */
 function entryCount({ elf, syms, slot }: ObjectContext): number {
   const isCode = (shndx: number) =>
     slot[shndx] === 'text' &&
     !!elf.sections[shndx] &&
     (elf.sections[shndx].flags & SHF_EXECINSTR) !== 0n;
-  let entries = syms.filter((y) => isCode(y.shndx) && isEntrySymbol(y, y.shndx)).length;
+  const at = new Set<string>();
+  for (const y of syms)
+    if (isCode(y.shndx) && isEntrySymbol(y, y.shndx)) at.add(`${y.shndx}:${y.value}`);
   for (const sec of elf.sections) {
     // its slots, and its parts of global tables (.uk_inittab, ...)
     if (!(sec.flags & SHF_ALLOC)) continue;
-    for (const r of elf.relocationsFor(sec))
-      if (r.type !== R_X86_64.PLT32 && isCode(syms[r.sym]?.shndx ?? -1)) entries++;
+    for (const r of elf.relocationsFor(sec)) {
+      const y = syms[r.sym];
+      if (r.type === R_X86_64.PLT32 || !y || !isCode(y.shndx)) continue;
+      // An absolute field holds S + A; where a PC-relative one points depends on its instruction:
+      // each of those counts on its own.
+      const abs = r.type === R_X86_64._64 || r.type === R_X86_64._32 || r.type === R_X86_64._32S;
+      at.add(
+        abs ? `${y.shndx}:${BigInt(y.value) + BigInt(r.addend)}` : `pc:${sec.index}:${r.offset}`,
+      );
+    }
   }
-  return entries;
+  return at.size;
 }
