@@ -12,6 +12,8 @@ import { buildTable, type Move } from '../x86/table.js';
 import {
   loadDestination,
   PI_FORMS,
+  NARROW_SLOT,
+  narrowLoad,
   PTR_SLOT,
   usedFull,
   type PiForm,
@@ -140,11 +142,16 @@ export function checkPi(
     return 0;
   }
   const off = P - ptr.addr;
-  if (off < 0n || off % BigInt(PTR_SLOT) !== 0n || off + BigInt(PTR_SLOT) > BigInt(ptr.used)) {
+  // A load into a 32-bit register reads a 4-byte slot (pi-table.ts).
+  const size = form === 'load' && narrowLoad(decodeOne(ob, a).code) ? NARROW_SLOT : PTR_SLOT;
+  if (off < 0n || off % BigInt(size) !== 0n || off + BigInt(size) > BigInt(ptr.used)) {
     p(`pointer slot ${hex(P)} lies outside the used pointer area`);
     return 0;
   }
-  const v = ptr.bytes.readBigUInt64LE(Number(off));
+  const v =
+    size === NARROW_SLOT
+      ? BigInt(ptr.bytes.readUInt32LE(Number(off)))
+      : ptr.bytes.readBigUInt64LE(Number(off));
   const two = form === 'mem2';
   if (two && off + BigInt(2 * PTR_SLOT) > BigInt(ptr.used)) {
     p(`pointer slots ${hex(P)}.. lie outside the used pointer area`);

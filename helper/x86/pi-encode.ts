@@ -10,7 +10,7 @@ import {
   Register,
 } from './iced.js';
 import { withInstruction } from './decode.js';
-import { PI_PATCH, PTR_SLOT, regFormOf, type PiForm, type PiPlan } from './pi.js';
+import { PI_PATCH, PTR_SLOT, narrowLoad, regFormOf, type PiForm, type PiPlan } from './pi.js';
 import { TableError, jmpRel32, rel32 } from './table.js';
 
 const reg32 = (r: Register) => (Register.EAX + (r - Register.RAX)) as Register;
@@ -83,12 +83,12 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
     case 'jmpptr':
       return [Instruction.createMem(Code.Jmp_rm64, P)];
     case 'load': {
-      const wide =
-        i.code === Code.Lea_r64_m ||
-        i.code === Code.Mov_rm64_imm32 ||
-        i.code === Code.Mov_r64_imm64;
       return [
-        Instruction.createRegMem(wide ? Code.Mov_r64_rm64 : Code.Mov_r32_rm32, i.op0Register, P),
+        Instruction.createRegMem(
+          narrowLoad(i.code) ? Code.Mov_r32_rm32 : Code.Mov_r64_rm64,
+          i.op0Register,
+          P,
+        ),
       ];
     }
     case 'mem':

@@ -5,7 +5,7 @@ import { SpacerError } from '../errors.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { directEntry, encodePi } from './pi-encode.js';
-import { piPlan, PTR_SLOT, type PiForm, type PiPlan } from './pi.js';
+import { NARROW_SLOT, narrowLoad, piPlan, PTR_SLOT, type PiForm, type PiPlan } from './pi.js';
 import { TableError, TableWriter, encodeTrampoline } from './table.js';
 
 /** Forms whose entry reads no pointer slot. */
@@ -93,6 +93,12 @@ export function buildPiTable(r: PiTableRequest): PiTable {
   const entryAt: bigint[] = new Array(n),
     ptrAt: (bigint | undefined)[] = new Array(n).fill(undefined);
   const plans = canonicalPlans(r);
+  // The slots first (8-byte ones, then the 4-byte ones after them), the entries then encode them.
+  r.sites.forEach((s, k) => {
+    const plan = plans[k];
+    if (plan && hasSlot(plan.form)) area.want(k, plan, s);
+  });
+  area.place();
   r.sites.forEach((s, k) => {
     const plan = plans[k];
     if (!plan) return;
@@ -101,7 +107,7 @@ export function buildPiTable(r: PiTableRequest): PiTable {
       t.put(encodePi(s.orig, s.ip, plan, t.cur, 0n, r.what));
       return;
     }
-    const p = (ptrAt[k] = area.slot(plan, s));
+    const p = (ptrAt[k] = area.at(k));
     t.put(
       r.direct && plan.form === 'jmpptr'
         ? directEntry(t.cur, plan.value, r.what)
@@ -136,40 +142,66 @@ function canonicalPlans(r: PiTableRequest): (PiPlan | undefined)[] {
   return plans;
 }
 
-/** The pointer area: one slot per distinct slot key (two for mem2), the rest one per site. */
+/**
+ * The pointer area: one slot per distinct slot key (two for mem2), the rest one per site. A `load`
+ * that reads 32 bits (narrowLoad) gets a 4-byte slot, after every 8-byte one; its key is its own
+ * (an 8-byte reader of the same address gets another slot).
+ */
 class PointerArea {
-  private readonly vals: bigint[] = [];
-  private readonly shared = new Map<string, bigint>();
+  private readonly wide: bigint[] = [];
+  private readonly narrow: bigint[] = [];
+  private readonly shared = new Map<string, { narrow: boolean; i: number }>();
+  /** Per site: which list and index. */
+  private readonly of = new Map<number, { narrow: boolean; i: number }>();
 
   constructor(
     private readonly addr: bigint,
     private readonly what: string,
   ) {}
 
-  /** The site's slot: a new one, or the one its key already has. */
-  slot(plan: PiPlan, s: PiSite): bigint {
-    const key = slotKey(plan, s.outside, s.targets);
-    const p = key === undefined ? undefined : this.shared.get(key);
-    if (p === undefined) {
-      const at = this.addr + BigInt(this.vals.length * PTR_SLOT);
-      this.vals.push(plan.value);
-      if (plan.form === 'mem2') this.vals.push(plan.value2!);
+  /** Site `k` reads a slot: a new one, or the one its key already has. */
+  want(k: number, plan: PiPlan, s: PiSite): void {
+    const narrow = plan.form === 'load' && withInstruction(s.orig, s.ip, (i) => narrowLoad(i.code));
+    const base = slotKey(plan, s.outside, s.targets);
+    const key = base === undefined ? undefined : `${narrow ? 'narrow ' : ''}${base}`;
+    const had = key === undefined ? undefined : this.shared.get(key);
+    if (had === undefined) {
+      const list = narrow ? this.narrow : this.wide;
+      const at = { narrow, i: list.length };
+      list.push(plan.value);
+      if (plan.form === 'mem2') list.push(plan.value2!);
       if (key !== undefined) this.shared.set(key, at);
-      return at;
+      this.of.set(k, at);
+      return;
     }
     // Same symbol, class and addend: the same value. Another value means the code's bytes do not
     // say what its relocations say (an image changed after the link).
-    const i = Number((p - this.addr) / BigInt(PTR_SLOT));
-    if (this.vals[i] !== plan.value || (plan.form === 'mem2' && this.vals[i + 1] !== plan.value2)) {
+    const list = had.narrow ? this.narrow : this.wide;
+    if (list[had.i] !== plan.value || (plan.form === 'mem2' && list[had.i + 1] !== plan.value2)) {
       throw new SpacerError(
         `${this.what}: the site at 0x${s.ip.toString(16)} reaches another address than its relocation (${key}) says; the code was changed after the link: relink the image`,
       );
     }
-    return p;
+    this.of.set(k, had);
+  }
+
+  /** Every slot wanted: the 4-byte ones start after the 8-byte ones. */
+  place(): void {
+    for (const v of this.narrow)
+      if (BigInt.asUintN(64, v) >= 1n << 32n)
+        throw new SpacerError(`${this.what}: a 32-bit load reaches 0x${v.toString(16)}`);
+  }
+
+  /** Site `k`'s slot. */
+  at(k: number): bigint {
+    const x = this.of.get(k)!;
+    return x.narrow
+      ? this.addr + BigInt(this.wide.length * PTR_SLOT + x.i * NARROW_SLOT)
+      : this.addr + BigInt(x.i * PTR_SLOT);
   }
 
   get used(): number {
-    return this.vals.length * PTR_SLOT;
+    return this.wide.length * PTR_SLOT + this.narrow.length * NARROW_SLOT;
   }
 
   /** The area's `size` bytes, the slots then 0xCC; TableError when they do not fit. */
@@ -181,7 +213,9 @@ class PointerArea {
         this.used,
       );
     const ptr = Buffer.alloc(size, 0xcc);
-    this.vals.forEach((v, k) => ptr.writeBigUInt64LE(BigInt.asUintN(64, v), k * PTR_SLOT));
+    this.wide.forEach((v, k) => ptr.writeBigUInt64LE(BigInt.asUintN(64, v), k * PTR_SLOT));
+    const from = this.wide.length * PTR_SLOT;
+    this.narrow.forEach((v, k) => ptr.writeUInt32LE(Number(v), from + k * NARROW_SLOT));
     return ptr;
   }
 }

@@ -53,6 +53,17 @@ export const PI_FORMS: readonly PiForm[] = [
   'abs',
 ];
 export const PTR_SLOT = 8;
+/** A `load` entry that puts a 32-bit value in a 32-bit register reads a slot of this size. */
+export const NARROW_SLOT = 4;
+
+/**
+ * Does the `load` entry for this original read 32 bits (`mov r32, [P]`)? Its original put a
+ * 32-bit value in a 32-bit register (`mov r32, imm32`, `lea r32`), so the value fits a 4-byte
+ * slot: the platform's 358 addresses of its own data took 8 bytes each on real Unikraft.
+ */
+export function narrowLoad(code: number): boolean {
+  return code !== Code.Lea_r64_m && code !== Code.Mov_rm64_imm32 && code !== Code.Mov_r64_imm64;
+}
 /** How the site itself is patched: its branch retargeted, a jmp to the entry, or a call to it. */
 export type PiPatch = 'branch' | 'jmp' | 'call';
 export const PI_PATCH: Record<PiForm, PiPatch> = {
