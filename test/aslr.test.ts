@@ -7,6 +7,8 @@ import type { BuiltImage } from '../helper/pipeline.js';
 import { readRecord } from '../helper/rewrite.js';
 import { verifyImage } from '../helper/verify.js';
 import { cloneRefusal } from '../helper/x86/clone.js';
+import { decodeOne } from '../helper/x86/decode.js';
+import { narrowLoad } from '../helper/x86/pi.js';
 import { codeExtents, codeMapOf } from '../helper/x86/extents.js';
 import {
   bootExpecting,
@@ -231,6 +233,40 @@ test('sites that name the same target share one pointer slot, and only those', (
   t.true(sharing > 10, `${sharing} slots shared`);
   t.true(slots < piSites, `${slots} slots for ${piSites} position-independent sites`);
   t.log(`${piSites} position-independent sites read ${slots} pointer slots (${sharing} shared)`);
+});
+
+test('a load into a 32-bit register reads a 4-byte pointer slot, after the 8-byte ones; verify reads it as such', (t) => {
+  let narrow = 0;
+  for (const img of built.s1) {
+    const elf = ElfFile.load(img.dbg);
+    for (const u of readRecord(elf)!.ulibs) {
+      const sites = u.sites.filter((s) => s.p !== undefined);
+      const isNarrow = (s: (typeof sites)[number]) =>
+        s.f === 'load' && narrowLoad(decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a)).code);
+      const four = sites.filter(isNarrow).map((s) => BigInt(s.p!));
+      const eight = sites.filter((s) => !isNarrow(s)).map((s) => BigInt(s.p!));
+      narrow += four.length;
+      for (const p of four) {
+        t.is(p % 4n, 0n);
+        t.true(
+          eight.every((q) => q + 8n <= p),
+          `${img.image} ${u.name}: 4-byte slot ${p} after the 8-byte ones`,
+        );
+      }
+      if (!four.length || narrow !== four.length) continue;
+      // The first µlib with such slots: a byte of one changed is caught.
+      const ptr = elf.section(`.ptr.${u.name}`)!;
+      const copy = join(out, 'narrow.dbg');
+      const b = readFileSync(img.dbg);
+      b[Number(ptr.offset + (four[0] - ptr.addr))] ^= 0x10;
+      writeFileSync(copy, b);
+      t.true(
+        verifyImage(copy).some((m) => m.includes('holds')),
+        `${img.image} ${u.name}: a changed 4-byte slot is caught`,
+      );
+    }
+  }
+  t.true(narrow > 20, `${narrow} sites read 4-byte slots`);
 });
 
 test("calls to small leaf functions of other µlibs reach copies after the caller's table; a changed copy is caught", async (t) => {

@@ -24,7 +24,7 @@ import {
 } from '../x86/classify.js';
 import { Code } from '../x86/decode.js';
 import { codeExtents, decodeCode, undecidedLine } from '../x86/extents.js';
-import { piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
+import { NARROW_SLOT, narrowLoad, piBound, piPlan, PTR_SLOT } from '../x86/pi.js';
 import { encodePi } from '../x86/pi-encode.js';
 import { slotKey } from '../x86/pi-table.js';
 import { STUB, isEntrySymbol } from '../x86/entries.js';
@@ -316,11 +316,14 @@ function tallyAslrEntry(ctx: ObjectContext, site: Site, code0: Buffer, t: Tally)
       ? Math.max(exact, classic)
       : Math.max(piBound(site.insn.len, outsideOps.length), classic);
   // Sites that name the same target share its slot (a site ld may relax keeps its own).
-  const key = plan && slotKey(plan, outsideOps, targetsOf(site.refs));
+  // A load into a 32-bit register reads a 4-byte slot of its own key (x86/pi-table.ts).
+  const narrow = plan?.form === 'load' && narrowLoad(site.insn.code);
+  const base = plan && slotKey(plan, outsideOps, targetsOf(site.refs));
+  const key = base === undefined ? undefined : `${narrow ? 'narrow ' : ''}${base}`;
   if (key === undefined) t.ptrBytes += Math.max(1, outsideOps.length) * PTR_SLOT;
   else if (!t.slotKeys.has(key)) {
     t.slotKeys.add(key);
-    t.ptrBytes += (plan!.form === 'mem2' ? 2 : 1) * PTR_SLOT;
+    t.ptrBytes += narrow ? NARROW_SLOT : (plan!.form === 'mem2' ? 2 : 1) * PTR_SLOT;
   }
 }
 
