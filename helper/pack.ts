@@ -123,7 +123,7 @@ export function packImage(
   });
   const unchanged = result(elf.data, loads.length, 0n);
   // 1. Pieces: what each PT_LOAD must keep in the file, cut where zeros cross pages.
-  const cut = cutPieces(elf, BigInt(opts.minGap ?? PACK_MIN_GAP));
+  const cut = cutPieces(elf, BigInt(opts.minGap ?? minGapOf(elf)));
   if (!cut) return unchanged;
   // 2. The file: headers, pieces, non-loaded sections, names, section headers.
   const file = layoutFile(elf, cut.pieces);
@@ -133,6 +133,17 @@ export function packImage(
   // A build product: replaced whole, not synced (util/files.ts).
   if (opts.write !== false) writeFileAtomic(path, file, 'product');
   return result(file, cut.pieces.length, cut.dropped);
+}
+
+/**
+ * The shortest run of zeros cut out. In ASLR mode (an image with seed salt, harden.ts) only whole
+ * pages of zeros: each shuffled µlib's code starts on a page, so cutting the tail of each one's
+ * last page would give the image one loaded segment per µlib in the seed's order, and Unikraft's
+ * build lists every loaded segment in the image's boot info (`.uk_bootinfo`, mkbootinfo): a page
+ * of data that would differ in every image. Kept whole, the segments are the same under every seed.
+ */
+function minGapOf(elf: ElfFile): number {
+  return elf.sections.some((s) => s.name === '.spacer.salt') ? Number(PAGE_N) + 1 : PACK_MIN_GAP;
 }
 
 /** Only a stripped executable is packed (the .dbg keeps its layout for verify and report). */
