@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { SpacerError } from './errors.js';
 import { compactImage } from './compact.js';
 import { packImage } from './pack.js';
+import { writeBootInfo } from './workspace/bootinfo.js';
 import {
   checkLayout,
   finishResult,
@@ -249,6 +250,8 @@ export async function bootableImage(
     // sections: the loader reads program headers only.
     if (opts.pack) packImage(stripped);
     compactImage(stripped);
+    // As Unikraft's build does: the loaded segments into the platform's boot record.
+    writeBootInfo(stripped);
     await execa('objcopy', ['-O', 'elf32-i386', stripped, tmp]);
     landProduct(tmp, elf);
   } finally {

@@ -235,6 +235,23 @@ test('sites that name the same target share one pointer slot, and only those', (
   t.log(`${piSites} position-independent sites read ${slots} pointer slots (${sharing} shared)`);
 });
 
+test('the loaded segments, and the boot record that lists them, are the same under every seed', (t) => {
+  // The build writes one memory region per loaded segment into .uk_bootinfo, as Unikraft's does:
+  // segments cut in the seed's order would make that page differ in every image.
+  for (const [k, app] of apps.entries()) {
+    const a = ElfFile.load(built.s1[k].elf),
+      b = ElfFile.load(built.s2[k].elf);
+    // Their pages, as the record counts them (the last µlib's bytes end where the seed says).
+    const segs = (e: ElfFile) =>
+      e.loads.map((p) => `${p.vaddr}+${(p.memsz + 4095n) / 4096n}`).join(' ');
+    t.is(segs(a), segs(b), `${app.name}: the same segments under both seeds`);
+    const info = (e: ElfFile) => e.contents(e.section('.uk_bootinfo')!);
+    const regions = info(a).readUInt32LE(24);
+    t.is(regions, a.loads.filter((p) => p.memsz > 0n).length, `${app.name}: one region each`);
+    t.true(info(a).equals(info(b)), `${app.name}: the same boot record under both seeds`);
+  }
+});
+
 test('a load into a 32-bit register reads a 4-byte pointer slot, after the 8-byte ones; verify reads it as such', (t) => {
   let narrow = 0;
   for (const img of built.s1) {

@@ -1,7 +1,7 @@
 // Compaction of the final image (spacer compact): fewer section headers and no zero pages in the
 // file between µlib groups, every loaded byte unchanged, and the report reads it like the .dbg.
 import test from 'ava';
-import { copyFileSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { ElfFile } from '../helper/elf.js';
@@ -212,4 +212,36 @@ test('the loaded-memory check compares span by span as the whole memory would', 
     t.is(sameLoadedMemory(base, c), whole(base, c), `case ${i}`);
   t.true(sameLoadedMemory(base, cases[3]));
   t.false(sameLoadedMemory(base, cases[1]));
+});
+
+test('with seed salt (ASLR mode) only whole pages of zeros are cut out: the segments do not follow the order of the µlibs', async (t) => {
+  const { packImage } = await import('../helper/pack.js');
+  // A cut between two pieces of one segment: the zeros from one piece's file end to the next.
+  const orig = ElfFile.load(stripped).loads;
+  const within = (a: bigint, b: bigint) => orig.some((p) => a >= p.vaddr && b <= p.vaddr + p.memsz);
+  const cuts = (file: Buffer) => {
+    const e = new ElfFile('packed', file);
+    const l = [...e.loads].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1));
+    return l
+      .slice(1)
+      .map((p, i) => [l[i], p] as const)
+      .filter(([a, b]) => within(a.vaddr, b.vaddr + b.memsz))
+      .map(([a, b]) => b.vaddr - (a.vaddr + a.filesz));
+  };
+  const plain = packImage(stripped, { write: false });
+  const salted = join(dir, 'three.salted');
+  const word = join(dir, 'salt.bin');
+  writeFileSync(word, Buffer.alloc(8, 0x5a));
+  await execa('objcopy', ['--add-section', `.spacer.salt=${word}`, stripped, salted]);
+  const aslr = packImage(salted, { write: false });
+  t.true(
+    cuts(plain.file).some((g) => g > 0n && g < 4096n),
+    'without salt: a cut of less than a page',
+  );
+  t.deepEqual(
+    cuts(aslr.file).filter((g) => g > 0n && g < 4096n),
+    [],
+    'with salt: no cut of less than a page',
+  );
+  t.true(aslr.loadsAfter < plain.loadsAfter, `${aslr.loadsAfter} < ${plain.loadsAfter} segments`);
 });
