@@ -5,7 +5,7 @@
 #include <uk/essentials.h>
 
 #define UKPLAT_BOOTINFO_MAGIC 0x42494e46U /* "BINF" */
-#define UKPLAT_MEMREGION_MAX  32
+#define UKPLAT_MEMREGION_MAX  16
 
 #define UKPLAT_MEMRF_FREE     0x1 /* usable RAM */
 #define UKPLAT_MEMRF_KERNEL   0x2 /* image (text .. _end) */
