@@ -129,8 +129,8 @@ export async function readObjects(o: LinkOptions): Promise<LinkState> {
       ({ bytes: ind, ptrBytes: ptr } = need);
       // The platform's instructions that differ between its variants without a relocation go to
       // its table too (layout/moved.ts): an entry of the longest instruction and a jump back,
-      // and a slot for its immediate: a GOT slot in the table, or in
-      // ASLR mode, where the platform keeps its place, a pointer slot.
+      // and a slot for its immediate: a GOT slot in the table, or in ASLR mode, where the platform
+      // keeps its place, a pointer slot.
       if (sendsOwnAbs(u.name)) {
         const m = readMoved(o.map, u.name, sizes.text ?? 0);
         if (m.length) moved.set(u.name, m);

@@ -318,8 +318,7 @@ function tallyAslrEntry(ctx: ObjectContext, site: Site, code0: Buffer, t: Tally)
   // Sites that name the same target share its slot (a site ld may relax keeps its own).
   // A load into a 32-bit register reads a 4-byte slot of its own key (x86/pi-table.ts).
   const narrow = plan?.form === 'load' && narrowLoad(site.insn.code);
-  const base = plan && slotKey(plan, outsideOps, targetsOf(site.refs));
-  const key = base === undefined ? undefined : `${narrow ? 'narrow ' : ''}${base}`;
+  const key = plan && slotKey(plan, outsideOps, targetsOf(site.refs), narrow);
   if (key === undefined) t.ptrBytes += Math.max(1, outsideOps.length) * PTR_SLOT;
   else if (!t.slotKeys.has(key)) {
     t.slotKeys.add(key);

@@ -3,7 +3,7 @@
 // image, written into the file (Unikraft's kvm build does it with its own script, from the program
 // headers). Its page is data like any other: two images with different segment lists differ
 // there, as they do on real Unikraft, so the demo and the bench see it.
-import { ElfFile } from '../elf.js';
+import { ElfFile, SHT_NOBITS } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { writeFileAtomic } from '../util/files.js';
 
@@ -20,7 +20,7 @@ const PAGE = 0x1000n;
 export function writeBootInfo(path: string): void {
   const elf = ElfFile.load(path);
   const sec = elf.section('.uk_bootinfo');
-  if (!sec || sec.type === 8)
+  if (!sec || sec.type === SHT_NOBITS)
     throw new SpacerError(`${path}: no .uk_bootinfo with file bytes to write the regions into`);
   const data = Buffer.from(elf.data);
   const at = Number(sec.offset);
@@ -29,7 +29,7 @@ export function writeBootInfo(path: string): void {
   // The platform adds its own two at boot (the image as a whole, the heap).
   if (loads.length + 2 > max || REGIONS + max * REGION > Number(sec.size))
     throw new SpacerError(
-      `${path}: ${loads.length} loaded segments, the boot record holds ${max - 2}; raise UKPLAT_MEMREGION_MAX`,
+      `${path}: ${loads.length} loaded segments, the boot record holds ${max - 2}; raise UKPLAT_MEMREGION_MAX in example/include/uk/plat.h`,
     );
   loads.forEach((p, i) => {
     const r = at + REGIONS + i * REGION;

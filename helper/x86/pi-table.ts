@@ -35,8 +35,14 @@ export function slotKey(
   plan: PiPlan,
   outside: Operand[],
   targets?: Partial<Record<Operand, string>>,
+  narrow = false,
 ): string | undefined {
   if (!targets) return undefined;
+  // A 4-byte slot (a load into a 32-bit register) is never an 8-byte reader's.
+  if (narrow) {
+    const k = slotKey(plan, outside, targets);
+    return k === undefined ? undefined : `narrow ${k}`;
+  }
   const taken = plan.form === 'load' || plan.form === 'immreg';
   if (plan.form === 'mem2') {
     const d = targets.disp,
@@ -162,8 +168,7 @@ class PointerArea {
   /** Site `k` reads a slot: a new one, or the one its key already has. */
   want(k: number, plan: PiPlan, s: PiSite): void {
     const narrow = plan.form === 'load' && withInstruction(s.orig, s.ip, (i) => narrowLoad(i.code));
-    const base = slotKey(plan, s.outside, s.targets);
-    const key = base === undefined ? undefined : `${narrow ? 'narrow ' : ''}${base}`;
+    const key = slotKey(plan, s.outside, s.targets, narrow);
     const had = key === undefined ? undefined : this.shared.get(key);
     if (had === undefined) {
       const list = narrow ? this.narrow : this.wide;
