@@ -84,7 +84,7 @@ test('a corrupt, truncated or newer-schema map is one error line and is left as 
   const cases: [string, RegExp][] = [
     [good.slice(0, good.length / 2), /corrupt map/],
     ['', /corrupt map \(empty file\)/],
-    [good.replace('"schema": 2', '"schema": 7'), /map schema 7 is newer/],
+    [good.replace('"schema": 3', '"schema": 7'), /map schema 7 is newer/],
     [good.replace(/"base": "0x[0-9a-f]+"/, '"base": "0x123"'), /inconsistent map|not page-aligned/],
     ['[1,2,3]', /corrupt map/],
   ];

@@ -3,6 +3,7 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -125,6 +126,7 @@ test('a relink writes only its image and the variants it moved between', async (
   const times = () =>
     new Map(files(mapDir(map)).map((f) => [f, statSync(f, { bigint: true }).mtimeNs]));
   const before = times();
+  const header = statSync(map, { bigint: true }).mtimeNs;
   await new Promise((r) => setTimeout(r, 20));
   // img3 relinks with a changed app.
   const r = request(3, 1, () => 0.5);
@@ -135,10 +137,14 @@ test('a relink writes only its image and the variants it moved between', async (
     .map((f) => f.slice(mapDir(map).length + 1));
   const files3 = [
     'images/img3.json',
+    // The app µlib's counts of variants (a file of its own: a header listing every µlib grew with
+    // the workspace's apps).
+    'ulibs/appmain.json',
     `ulibs/appmain/${'app3v0'.padEnd(16, 'a')}.json`,
     `ulibs/appmain/${'app3v1'.padEnd(16, 'a')}.json`,
   ];
   t.deepEqual(changed.sort(), [...files3, 'journal.json'].sort());
+  t.is(statSync(map, { bigint: true }).mtimeNs, header, 'the header is not written');
   // The journal (synced) holds them until a checkpoint syncs the files.
   const jn = JSON.parse(readFileSync(join(mapDir(map), 'journal.json'), 'utf8'));
   for (const rel of files3) t.is(jn.write[rel], readFileSync(join(mapDir(map), rel), 'utf8'));
@@ -172,10 +178,9 @@ test('an update interrupted after its journal is read through, then finished by 
   const write: Record<string, string> = { '': readFileSync(staged, 'utf8') };
   for (const rel of ['images/img1.json'])
     write[rel] = readFileSync(join(mapDir(staged), rel), 'utf8');
-  for (const u of b.ulibs) {
-    const rel = `ulibs/${u.name}/${u.variant}.json`;
-    write[rel] = readFileSync(join(mapDir(staged), rel), 'utf8');
-  }
+  for (const u of b.ulibs)
+    for (const rel of [`ulibs/${u.name}.json`, `ulibs/${u.name}/${u.variant}.json`])
+      write[rel] = readFileSync(join(mapDir(staged), rel), 'utf8');
   writeFileSync(join(mapDir(map), 'journal.json'), JSON.stringify({ write, remove: [] }));
   t.is(readFileSync(map, 'utf8'), core, 'the header as before the interrupted update');
   // A reader without the lock sees the update whole.
@@ -230,8 +235,8 @@ test('files a power cut lost after their update are read through the journal and
   const after = held().j;
   t.true(after.since > 0);
   t.deepEqual(Object.keys(after.write).sort(), [
-    '',
     'images/img2.json',
+    'ulibs/appmain.json',
     `ulibs/appmain/${'app2v10'.padEnd(16, 'a')}.json`,
     `ulibs/appmain/${'app2v12'.padEnd(16, 'a')}.json`,
   ]);
@@ -254,8 +259,46 @@ test('a map of the single-file form is read whole and written split by the next 
   t.regex(readFileSync(old, 'utf8'), /"schema": 1/);
   for (const p of [split, old])
     await updateMap(p, () => freshMap(reqs[3]), fn(reqs[3]), view(reqs[3]));
-  t.regex(readFileSync(old, 'utf8'), /"schema": 2/);
+  t.regex(readFileSync(old, 'utf8'), /"schema": 3/);
   t.true(existsSync(join(mapDir(old), 'images', 'img3.json')));
+  t.is(encodeMap(readMap(old)!), encodeMap(readMap(split)!));
+  t.deepEqual(checkMapFile(old), []);
+});
+
+test('a header of schema 2 (every µlib listed in it) gives each µlib its file at the next link', async (t) => {
+  const split = join(dir, 'form3', 'map.json'),
+    old = join(dir, 'form2', 'map.json');
+  // The first three use a µlib the fourth does not.
+  const reqs = [4, 5, 6, 3].map((i) => request(i, 0, () => 0.5));
+  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+  const view = (req: AllocRequest) => ({
+    image: req.image,
+    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+  });
+  for (const r of reqs.slice(0, 3)) await updateMap(split, () => freshMap(r), fn(r), view(r));
+  // The same map as the previous helper wrote it: its µlibs' lines in the header, no µlib files.
+  mkdirSync(join(dir, 'form2'), { recursive: true });
+  cpSync(mapDir(split), mapDir(old), { recursive: true });
+  rmSync(join(mapDir(old), 'journal.json'), { force: true });
+  const libs = readdirSync(join(mapDir(old), 'ulibs')).filter((f) => f.endsWith('.json'));
+  t.true(libs.length >= 3);
+  const lines = libs.map(
+    (f) =>
+      `    ${JSON.stringify(f.slice(0, -5))}: ${readFileSync(join(mapDir(old), 'ulibs', f), 'utf8').trim()}`,
+  );
+  for (const f of libs) rmSync(join(mapDir(old), 'ulibs', f));
+  const head = readFileSync(split, 'utf8')
+    .replace('"schema": 3', '"schema": 2')
+    .replace(/\n}\n$/, `,\n  "ulibs": {\n${lines.join(',\n')}\n  }\n}\n`);
+  writeFileSync(old, head);
+  t.is(encodeMap(readMap(old)!), encodeMap(readMap(split)!), 'read as it was written');
+  t.deepEqual(checkMapFile(old), []);
+  // A link's view: the µlibs it does not use get their files too, and the header loses its list.
+  for (const p of [split, old])
+    await updateMap(p, () => freshMap(reqs[3]), fn(reqs[3]), view(reqs[3]));
+  t.regex(readFileSync(old, 'utf8'), /"schema": 3/);
+  t.notRegex(readFileSync(old, 'utf8'), /"ulibs"/);
+  for (const f of libs) t.true(existsSync(join(mapDir(old), 'ulibs', f)), f);
   t.is(encodeMap(readMap(old)!), encodeMap(readMap(split)!));
   t.deepEqual(checkMapFile(old), []);
 });

@@ -10,6 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertConsistent } from '../layout/map-check.js';
 import { gc } from '../layout/relayout.js';
+import { isApp } from '../layout/platform.js';
 import { encodeMap } from '../layout/map-file.js';
 import { parseMapFile, removeMap, saveMap } from '../layout/map-store.js';
 import type { SpacerMap } from '../layout/map-types.js';
@@ -26,8 +27,10 @@ export const MAP_SIZES = [100, 1000, 10000];
 /**
  * `base` with `n` images: a larger workspace's map keeps `template` and the first others by
  * name (the rest forgotten, as `spacer map gc` would); a smaller one gains copies of `template`
- * named synth-<i>, using its shared variants and, for each µlib it uses in a variant of its own
- * (its app, per-app µlibs), a new variant of the same sizes used by the copy alone.
+ * named synth-<i>, using its shared variants and, for each µlib it uses in a variant of its own,
+ * a new variant of the same sizes used by the copy alone: of its app µlib under a name of the
+ * copy's own (app<name>_<i>, as each app of a workspace has its own), of a per-app µlib (the
+ * platform, ukboot) under the same name.
  */
 export function synthesizeMap(base: SpacerMap, n: number, template: string): SpacerMap {
   const m = structuredClone(base);
@@ -49,14 +52,18 @@ export function synthesizeMap(base: SpacerMap, n: number, template: string): Spa
         continue;
       }
       const nh = createHash('sha256').update(`${name}\0${u}`).digest('hex').slice(0, 16);
-      m.ulibs[u].variants[nh] = {
+      // Each app of a real workspace has an app µlib of its own name (app<name>), the others a
+      // variant of the same µlib (the platform, ukboot built per app).
+      const lib = isApp(u) ? `${u}_${i}` : u;
+      m.ulibs[lib] ??= { variants: {} };
+      m.ulibs[lib].variants[nh] = {
         sizes: { ...v.sizes },
         align: { ...v.align },
         images: [name],
         ...(v.modes ? { modes: [...v.modes] } : {}),
         ...(v.abs_ptr ? { abs_ptr: v.abs_ptr } : {}),
       };
-      ulibs[u] = nh;
+      ulibs[lib] = nh;
     }
     m.images[name] = { ulibs, ...(t.origin ? { origin: { ...t.origin } } : {}) };
   }

@@ -1,7 +1,7 @@
 // The workspace map's JSON: the single-file form (schema 1: one line per variant and per image,
 // keys sorted), which older helpers wrote and `encodeMap` still gives whole, and the field readers
-// and decoders that the split form (schema 2, map-store.ts) shares. Each problem is one error line
-// naming the file.
+// and decoders that the split form (schemas 2 and 3, map-store.ts) shares. Each problem is one
+// error line naming the file.
 // Reading JSON: each field is validated where it is read, so the parsed value is `any` until then.
 /* eslint-disable @typescript-eslint/no-explicit-any */
 import { SpacerError } from '../errors.js';

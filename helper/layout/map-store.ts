@@ -1,14 +1,16 @@
 // The workspace map on disk, split so that a link reads and writes only what it touches (issue
 // #14: a relink with 10 000 images in the map costs what it costs with 100):
-//   <map>                          the header, the regions, the own-area reserves, and per µlib its
-//                                  name slot and how many variants it has (in all, used by some
-//                                  image, used by exactly one)
+//   <map>                          the header: the regions, the own-area reserves, how many images
+//   <map>.d/ulibs/<µlib>.json      one µlib: its name slot and how many variants it has (in all,
+//                                  used by some image, used by exactly one)
 //   <map>.d/ulibs/<µlib>/<v>.json  one variant: sizes, alignments, slot, how many images use it
 //   <map>.d/images/<image>.json    one image: the variant of each of its µlibs, where it was built
 // A link loads the header, its image and the variants it uses and used (loadLinkView); the commands
 // that need everything (show, check, relayout, gc) and a link that grows a name slot load it whole
 // (loadWhole). Which images use a variant is read from the image files; a variant file keeps only
-// the count.
+// the count. Nothing a link reads or writes grows with the workspace: each app has a µlib of its
+// own (app<name>), so a header listing every µlib (schema 2) grew by a line per app, and with
+// 10 000 apps every relink read, rewrote and journaled 700 KB of it.
 //
 // Every update lands whole: the changed files go first into one journal (synced, written to a
 // temporary name and renamed), then each into place by a rename, the header last. The files are not
@@ -17,7 +19,8 @@
 // One fsync per link instead of one per file; after a power cut the journal still has them.
 // Under the lock, each update first checks that the journal's files hold what it says (a crash
 // between the journal and its files) and lands what they do not; readers without the lock read
-// through it. A map of the single-file form (schema 1) is read whole and written split.
+// through it. A map of the single-file form (schema 1) is read whole and written split; a header
+// of schema 2 (the µlibs listed in it) gives each µlib its file at the next update.
 /* eslint-disable @typescript-eslint/no-explicit-any -- JSON, validated field by field */
 import {
   closeSync,
@@ -68,13 +71,14 @@ import {
 export const mapDir = (path: string) => `${path}.d`;
 const variantRel = (lib: string, h: string) => `ulibs/${lib}/${h}.json`;
 const imageRel = (name: string) => `images/${name}.json`;
+const libRel = (lib: string) => `ulibs/${lib}.json`;
 const JOURNAL = 'journal.json';
 /** The header's key among a state's file texts. */
 const CORE = '';
 /** Names that become file names: µlibs (object names), variants (hex), images (checked by link). */
 const SAFE = /^[\w.+-]+$/;
 
-/** A µlib as the header records it. */
+/** A µlib as its file (schema 2: the header) records it. */
 interface CoreUlib {
   slot?: Partial<Record<Area, Extent>>;
   variants: number;
@@ -87,8 +91,10 @@ export interface MapState {
   map: SpacerMap;
   /** Relative path (CORE for the header) → text as read. */
   texts: Map<string, string>;
-  /** The header's µlibs as read (split form): kept as they are for µlibs a view does not load. */
+  /** The µlibs as read (split form): every µlib of a header of schema 2, else those read. */
   core?: Record<string, CoreUlib>;
+  /** A header of schema 2, which lists every µlib (the next update gives each its file). */
+  coreInHeader?: boolean;
   /** Read from the single-file form (schema 1). */
   whole1?: boolean;
   /** Images the header counts (split form). */
@@ -203,12 +209,15 @@ class MapFiles {
   libs(): string[] {
     const names = new Set<string>();
     try {
-      for (const d of readdirSync(join(mapDir(this.path), 'ulibs'))) names.add(d);
+      for (const d of readdirSync(join(mapDir(this.path), 'ulibs'), { withFileTypes: true }))
+        if (d.isDirectory()) names.add(d.name);
     } catch {
       /* none yet */
     }
-    for (const rel of Object.keys(this.journal?.write ?? {}))
-      if (rel.startsWith('ulibs/')) names.add(rel.split('/')[1]);
+    for (const rel of Object.keys(this.journal?.write ?? {})) {
+      const parts = rel.split('/');
+      if (parts[0] === 'ulibs' && parts.length === 3) names.add(parts[1]);
+    }
     return [...names].sort();
   }
 }
@@ -231,21 +240,29 @@ interface Core {
   ulibs: Record<string, CoreUlib>;
 }
 
+/** A µlib's entry: its file (`at` empty), or its line in a header of schema 2. */
+function decodeLib(u: any, at: string, f: Fields): CoreUlib {
+  const c: CoreUlib = {
+    variants: f.count(u?.variants, at, `${at ? '.' : ''}variants`),
+    used: f.count(u.used, at, `${at ? '.' : ''}used`),
+    single: f.count(u.single, at, `${at ? '.' : ''}single`),
+  };
+  if (c.used > c.variants || c.single > c.used)
+    f.bad(`${at ? `${at}: ` : ''}counts of variants disagree`);
+  if (u.slot !== undefined) c.slot = decodeSlot(u.slot, `${at ? `${at}.` : ''}slot`, f);
+  return c;
+}
+
 function decodeCore(raw: any, f: Fields): Core {
   const own = decodeOwn(raw, f);
   const ulibs: Record<string, CoreUlib> = {};
-  if (typeof raw.ulibs !== 'object' || raw.ulibs === null) f.bad('ulibs');
-  for (const [name, u] of Object.entries<any>(raw.ulibs)) {
-    const at = `ulibs.${name}`;
-    if (!SAFE.test(name)) f.bad(`${at} is not a µlib name`);
-    const c: CoreUlib = {
-      variants: f.count(u?.variants, at, '.variants'),
-      used: f.count(u.used, at, '.used'),
-      single: f.count(u.single, at, '.single'),
-    };
-    if (c.used > c.variants || c.single > c.used) f.bad(`${at}: counts of variants disagree`);
-    if (u.slot !== undefined) c.slot = decodeSlot(u.slot, `${at}.slot`, f);
-    ulibs[name] = c;
+  if (raw.schema < 3) {
+    if (typeof raw.ulibs !== 'object' || raw.ulibs === null) f.bad('ulibs');
+    for (const [name, u] of Object.entries<any>(raw.ulibs)) {
+      const at = `ulibs.${name}`;
+      if (!SAFE.test(name)) f.bad(`${at} is not a µlib name`);
+      ulibs[name] = decodeLib(u, at, f);
+    }
   }
   return {
     map: {
@@ -275,7 +292,25 @@ function readHead(path: string, files: MapFiles): MapState | undefined {
   const texts = new Map([[CORE, text]]);
   if (raw.schema < 2) return { map: decodeWhole(raw, f), texts, whole1: true };
   const core = decodeCore(raw, f);
-  return { map: core.map, texts, core: core.ulibs, images: f.count(raw.images, 'images') };
+  return {
+    map: core.map,
+    texts,
+    core: core.ulibs,
+    ...(raw.schema < 3 ? { coreInHeader: true } : {}),
+    images: f.count(raw.images, 'images'),
+  };
+}
+
+/** A µlib's entry (undefined: it has none), from its file or a header of schema 2. */
+function readLib(path: string, files: MapFiles, st: MapState, lib: string): CoreUlib | undefined {
+  if (st.coreInHeader || !SAFE.test(lib)) return st.core![lib];
+  if (lib in st.core!) return st.core![lib];
+  const rel = libRel(lib);
+  const text = files.read(rel);
+  if (text === undefined) return undefined;
+  st.texts.set(rel, text);
+  const f = fields(join(mapDir(path), rel));
+  return (st.core![lib] = decodeLib(parseFile(text, f), '', f));
 }
 
 /** A variant file, decoded; `users`: its count of images. */
@@ -357,6 +392,7 @@ function loadWholeOnce(path: string): MapState | undefined {
   if (!st || st.whole1) return st;
   const m = st.map;
   const counted = new Map<VariantEntry, number>();
+  for (const name of files.list('ulibs')) readLib(path, files, st, name);
   for (const name of Object.keys(st.core!)) m.ulibs[name] = { variants: {} };
   for (const lib of files.libs()) {
     const hs = files.list(`ulibs/${lib}`);
@@ -390,7 +426,9 @@ function loadWholeOnce(path: string): MapState | undefined {
     const c = st.core![name];
     const have = JSON.stringify({ variants: c?.variants, used: c?.used, single: c?.single });
     if (want !== have)
-      st.issues.push(`the header's counts of ${name}'s variants are not its files'`);
+      st.issues.push(
+        `${st.coreInHeader ? "the header's" : `${libRel(name)}'s`} counts of ${name}'s variants are not its variant files'`,
+      );
   }
   return st;
 }
@@ -416,7 +454,7 @@ export function loadLinkView(
   st.viewImages = Object.keys(m.images);
   const uses = before?.ulibs ?? {};
   for (const lib of new Set([...Object.keys(want), ...Object.keys(uses)])) {
-    const c = st.core![lib];
+    const c = readLib(path, files, st, lib);
     const u: UlibEntry = { variants: {} };
     if (c?.slot) u.slot = c.slot;
     let used = 0,
@@ -445,7 +483,9 @@ export function loadLinkView(
         single: c.single - single,
       };
       if (hidden.variants < 0 || hidden.used < 0 || hidden.single < 0)
-        fields(path).bad(`ulibs.${lib}: counts of variants disagree with its variant files`);
+        fields(st.coreInHeader ? path : join(mapDir(path), libRel(lib))).bad(
+          `counts of ${lib}'s variants disagree with its variant files`,
+        );
       u.hidden = hidden;
     }
     m.ulibs[lib] = u;
@@ -455,19 +495,16 @@ export function loadLinkView(
 
 // ---- writing ----
 
-function encodeCore(m: SpacerMap, ulibs: Record<string, CoreUlib>, images: number): string {
+function encodeCore(m: SpacerMap, images: number): string {
   const out = headLines(m, MAP_SCHEMA);
-  out.push(`  "images": ${images},`, '  "ulibs": {');
-  const names = Object.keys(ulibs).sort();
-  names.forEach((name, i) => {
-    const c = ulibs[name];
-    const slot = c.slot ? `, "slot": ${perArea(c.slot, extentJson)}` : '';
-    out.push(
-      `    ${JSON.stringify(name)}: {"variants": ${c.variants}, "used": ${c.used}, "single": ${c.single}${slot}}${i < names.length - 1 ? ',' : ''}`,
-    );
-  });
-  out.push('  }', '}');
+  out.push(`  "images": ${images}`, '}');
   return out.join('\n') + '\n';
+}
+
+/** A µlib's file. */
+function encodeLib(c: CoreUlib): string {
+  const slot = c.slot ? `, "slot": ${perArea(c.slot, extentJson)}` : '';
+  return `{"variants": ${c.variants}, "used": ${c.used}, "single": ${c.single}${slot}}\n`;
 }
 
 /** The header's entry of a µlib: its name slot, its variants counted (those not loaded too). */
@@ -500,7 +537,9 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
   const put = (rel: string, text: string) => {
     if (old.get(rel) !== text) write[rel] = text;
   };
-  const libs: Record<string, CoreUlib> = m.partial ? { ...before!.core! } : {};
+  // A header of schema 2 lists every µlib: each gets its file now (the view's and all others).
+  const libs: Record<string, CoreUlib> =
+    m.partial && before!.coreInHeader ? { ...before!.core! } : {};
   for (const [name, u] of Object.entries(m.ulibs)) {
     checkName(path, 'µlib', name);
     for (const [h, v] of Object.entries(u.variants)) {
@@ -526,8 +565,10 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
       for (const h of files.list(`ulibs/${lib}`))
         if (!m.ulibs[lib]?.variants[h]) remove.push(variantRel(lib, h));
     for (const name of files.list('images')) if (!m.images[name]) remove.push(imageRel(name));
+    for (const lib of files.list('ulibs')) if (!m.ulibs[lib]) remove.push(libRel(lib));
   }
-  put(CORE, encodeCore(m, libs, images));
+  for (const [name, c] of Object.entries(libs)) put(libRel(name), encodeLib(c));
+  put(CORE, encodeCore(m, images));
   if (!Object.keys(write).length && !remove.length) return false;
   commit(path, { write, remove });
   return true;

@@ -3,8 +3,9 @@
 // map-lock.ts; the allocator that fills it in allocate.ts, relayout.ts and aslr.ts.
 
 /** Schema 1: one JSON file. Schema 2: that file holds the header, regions and µlibs (with counts of
- *  their variants); each variant and each image is a file of its own beside it (map-store.ts). */
-export const MAP_SCHEMA = 2;
+ *  their variants); each variant and each image is a file of its own beside it. Schema 3: each µlib
+ *  too, so the header no longer grows with the apps of the workspace (map-store.ts). */
+export const MAP_SCHEMA = 3;
 /** Section kinds of the platform script that hold µlib code and data. */
 export const KINDS = ['text', 'rodata', 'data', 'bss'] as const;
 export type Kind = (typeof KINDS)[number];
