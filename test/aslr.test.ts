@@ -17,6 +17,7 @@ import {
   type CompiledWorkspace,
 } from '../helper/workspace/index.js';
 import { buildExample, tempDir } from './_fixtures.js';
+import { hex } from '../helper/util/units.js';
 
 const out = tempDir('aslr');
 const apps = loadApps().filter((a) => ['faas-sha', 'faas-lz', 'kvstore'].includes(a.name));
@@ -364,4 +365,52 @@ test('only a function that runs the same anywhere is copied', (t) => {
   // falls off its end
   t.regex(cloneRefusal(Buffer.from([0x48, 0x89, 0xf8]), 0x1000n, [])!, /does not end/);
   t.regex(cloneRefusal(Buffer.from([0x48, 0x89]), 0x1000n, [])!, /no whole instruction/);
+});
+
+test("a call or jump through a function pointer in the µlib's own data jumps through it at its absolute address (no slot, no unmatched ret); a changed entry is caught", (t) => {
+  let through = 0,
+    tried = false;
+  for (const img of built.s1) {
+    const elf = ElfFile.load(img.dbg);
+    for (const u of readRecord(elf)!.ulibs) {
+      for (const s of u.sites) {
+        if (s.f !== 'callabs' && s.f !== 'jmpabs') continue;
+        through++;
+        t.is(s.p, undefined, 'no pointer slot');
+        const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
+        // The entry: jmp qword ptr [X], X what the original's RIP-relative operand reached.
+        const ind = elf.section(`.ind.${u.name}`)!;
+        const at = Number(ind.offset + (BigInt(s.e) - ind.addr));
+        const entry = elf.data.subarray(at, at + 7);
+        t.deepEqual([...entry.subarray(0, 3)], [0xff, 0x24, 0x25], `${s.e}: jmp [disp32]`);
+        t.is(BigInt(entry.readInt32LE(3)), O.memAddr, `${s.e}: through ${hex(O.memAddr)}`);
+        if (tried) continue;
+        tried = true;
+        const copy = join(out, 'callabs.dbg');
+        const b = readFileSync(img.dbg);
+        b[at + 3] ^= 0x08;
+        writeFileSync(copy, b);
+        t.true(
+          verifyImage(copy).some((m) => m.includes('is not jmp [')),
+          `${img.image} ${u.name}: a changed entry is caught`,
+        );
+      }
+      // No call or jump through the µlib's own data is left to the forms that end in `ret`.
+      for (const s of u.sites)
+        if (s.f === 'callptr' || s.f === 'jmpmem') {
+          const O = decodeOne(Buffer.from(s.o, 'hex'), BigInt(s.a));
+          const own =
+            u.name &&
+            elf.sections.some(
+              (x) =>
+                x.name.endsWith(`.${u.name}`) &&
+                !x.name.startsWith('.text') &&
+                O.memAddr >= x.addr &&
+                O.memAddr < x.addr + x.size,
+            );
+          t.false(own, `${img.image} ${u.name}: ${s.a} calls through its own data with a ret`);
+        }
+    }
+  }
+  t.true(through >= 2, `${through} calls and jumps through own function pointers`);
 });

@@ -6,7 +6,7 @@
 import { ElfFile, EM_X86_64, ET_EXEC, ET_REL } from '../elf.js';
 import { SpacerError } from '../errors.js';
 import { MODES, type Mode, type SiteKind } from '../x86/classify.js';
-import { type PiForm } from '../x86/pi.js';
+import { slotless, type PiForm } from '../x86/pi.js';
 import { hex } from '../util/units.js';
 import { REWRITE_SECTION, type RewritePlan, type RewriteStats } from './types.js';
 
@@ -270,7 +270,7 @@ function checkRecordUlib(ru: unknown, i: number, bad: Bad): void {
       (x.f !== undefined || x.p !== undefined) &&
       (typeof x.f !== 'string' ||
         !/^[a-z0-9]{1,16}$/.test(x.f) ||
-        (x.f === 'abs' ? x.p !== undefined : !isHex(x.p)))
+        (slotless(x.f) ? x.p !== undefined : !isHex(x.p)))
     )
       bad(`µlib entry ${i} site ${j} pointer`);
     if (x.c !== undefined && !isHex(x.c)) bad(`µlib entry ${i} site ${j} copy`);

@@ -335,12 +335,14 @@ function sequenceLength(
 }
 
 /**
- * Checks one `abs` site: it jumps to its entry (int3 padding after), the entry is the original
- * instruction on the absolute address the original's RIP-relative operand reached, that address is
- * the µlib's own data (the same in every image), and the entry jumps back. Returns its length, or
- * 0.
+ * Checks one site whose entry holds the µlib's own data's address (`abs`, `callabs`, `jmpabs`): the
+ * original's RIP-relative operand reached that data (the same address in every image); the site
+ * jumps to its entry (int3 padding after), or for `callabs` calls it (nop padding after, where the
+ * call returns); the entry is the original instruction on that absolute address and a jump back,
+ * or for an original `call`/`jmp [rip+X]`, `jmp [X]`. Returns the entry's length, or 0.
  */
 export function checkAbs(
+  form: PiForm,
   ob: Buffer,
   a: bigint,
   cur: Buffer,
@@ -359,24 +361,40 @@ export function checkAbs(
       p(`${hex(X)} is not the µlib's own data`);
       return 0;
     }
+    const through = form === 'callabs' || form === 'jmpabs';
+    const want = form === 'callabs' ? Code.Call_rm64 : Code.Jmp_rm64;
+    if (through && o.code !== want) {
+      p(`the original is not ${form === 'callabs' ? 'a call' : 'a jump'} through memory`);
+      return 0;
+    }
+    const call = form === 'callabs';
     const C = decodeOne(cur, a);
-    if (C.code !== Code.Jmp_rel32_64 || C.len !== 5 || C.target !== e) {
-      p(`the site does not jump to its entry ${hex(e)}`);
+    if (
+      C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) ||
+      C.len !== 5 ||
+      C.target !== e
+    ) {
+      p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
       return 0;
     }
-    if (!cur.subarray(5).every((b) => b === 0xcc)) {
-      p('the rest of the site is not int3 padding');
+    if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
+      p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
       return 0;
     }
-    const expect = piInstructions(o, { form: 'abs', value: X }, 0n);
+    const expect = piInstructions(o, { form, value: X }, 0n);
     try {
       const len = withInstruction(T, e, (y) =>
         !y.isInvalid && y.equals(expect[0]) ? y.length : 0,
       );
       if (!len) {
-        p(`entry ${hex(e)} is not the original instruction on [${hex(X)}]`);
+        p(
+          through
+            ? `entry ${hex(e)} is not jmp [${hex(X)}]`
+            : `entry ${hex(e)} is not the original instruction on [${hex(X)}]`,
+        );
         return 0;
       }
+      if (through) return len;
       const J = decodeOne(T.subarray(len), e + BigInt(len));
       if (!isJmp(J) || J.target !== o.nextIP) {
         p(`entry ${hex(e)} does not jump back to ${hex(o.nextIP)}`);

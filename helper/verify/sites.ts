@@ -9,6 +9,7 @@ import { Code, decodeOne, withInstruction, type Insn } from '../x86/decode.js';
 import { slotLoadCode, slotLoadValue } from '../x86/classify.js';
 import { hex } from '../util/units.js';
 import { checkAbs, checkPi, isJmp } from './encode.js';
+import { slotless } from '../x86/pi.js';
 
 /** What the checks of one µlib's sites share. */
 export interface SiteCheck {
@@ -97,8 +98,8 @@ function checkPiSite(c: SiteCheck, x: Site): void {
     retarget(site, a, O, e, x.what);
   }
   const len =
-    s.f === 'abs'
-      ? checkAbs(ob, a, site, e, c.at(e), c.ownData, p)
+    s.f !== undefined && slotless(s.f)
+      ? checkAbs(s.f, ob, a, site, e, c.at(e), c.ownData, p)
       : checkPi(s.f!, BigInt(s.p!), ob, a, site, e, c.at(e), c.ptr, c.canonOf, p, c.own);
   if (len) c.entry(e, len, x.what);
 }

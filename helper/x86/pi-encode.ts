@@ -99,6 +99,10 @@ export function piInstructions(i: Instruction, plan: PiPlan, ptr: bigint): Instr
       ];
     case 'loadmem':
       return [Instruction.createRegMem(Code.Mov_r64_rm64, r, P), onScratchBase(i, r)];
+    case 'callabs':
+    case 'jmpabs':
+      // The site's call pushed the return address (or its jmp kept the caller's): jump on.
+      return [Instruction.createMem(Code.Jmp_rm64, absMem(plan.value))];
     case 'abs': {
       // The same instruction on [disp32] (SIB, no base, no index): RIP-relative no more.
       const x = i.clone();

@@ -5,11 +5,19 @@ import { SpacerError } from '../errors.js';
 import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 import { directEntry, encodePi } from './pi-encode.js';
-import { NARROW_SLOT, narrowLoad, piPlan, PTR_SLOT, type PiForm, type PiPlan } from './pi.js';
+import {
+  NARROW_SLOT,
+  narrowLoad,
+  piPlan,
+  PTR_SLOT,
+  slotless,
+  type PiForm,
+  type PiPlan,
+} from './pi.js';
 import { TableError, TableWriter, encodeTrampoline } from './table.js';
 
 /** Forms whose entry reads no pointer slot. */
-const hasSlot = (form: PiForm) => form !== 'abs';
+const hasSlot = (form: PiForm) => !slotless(form);
 
 export interface PiSite {
   kind: SiteKind;

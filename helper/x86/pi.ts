@@ -19,11 +19,17 @@
 //                                  the µlib's own data: X keeps its slot in every image, no slot P)
 //   callptr  call entry; nop...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
 //   jmpmem   jmp entry; int3...    push r; mov r,[P]; mov r,[r+index]; xchg [rsp],r; ret
+//   callabs  call entry; nop...    jmp [X]  (call [rip+X], X a function pointer in the µlib's own
+//   jmpabs   jmp entry; int3...    jmp [X]   data: at one absolute address in every image)
 //
-// `callptr` keeps the return address inside the µlib (the site's `call`; nops lead to the next
-// instruction). The push/pop pairs need code built without a red zone (-mno-red-zone, as Unikraft
-// builds). A site no form fits keeps its classic, position-dependent entry (table.ts): correct,
-// but its table page then differs between images; the rewrite counts them.
+// `callptr` and `callabs` keep the return address inside the µlib (the site's `call`; nops lead
+// to the next instruction). `callptr` and `jmpmem` end in a `ret` that no `call` matched: the
+// processor's return predictions go wrong for it and for every return of the call chain above it
+// (SQLite reaches its allocator through `call [rip+sqlite3Config.m.xMalloc]`); `callabs` and
+// `jmpabs` need neither a slot nor a `ret`. The push/pop pairs need code built without a red zone
+// (-mno-red-zone, as Unikraft builds). A site no form fits keeps its classic, position-dependent
+// entry (table.ts): correct, but its table page then differs between images; the rewrite counts
+// them.
 //
 // This file: the forms and which one fits a site (piPlan); pi-encode.ts encodes an entry and
 // patches its site, pi-table.ts lays out a µlib's table and pointer area.
@@ -40,7 +46,17 @@ import { type Operand, type SiteKind } from './classify.js';
 import { withInstruction } from './decode.js';
 
 export type PiForm =
-  'jmpptr' | 'load' | 'mem' | 'loadmem' | 'immreg' | 'mem2' | 'callptr' | 'jmpmem' | 'abs';
+  | 'jmpptr'
+  | 'load'
+  | 'mem'
+  | 'loadmem'
+  | 'immreg'
+  | 'mem2'
+  | 'callptr'
+  | 'jmpmem'
+  | 'abs'
+  | 'callabs'
+  | 'jmpabs';
 export const PI_FORMS: readonly PiForm[] = [
   'jmpptr',
   'load',
@@ -51,7 +67,11 @@ export const PI_FORMS: readonly PiForm[] = [
   'callptr',
   'jmpmem',
   'abs',
+  'callabs',
+  'jmpabs',
 ];
+/** Forms whose entry holds the µlib's own data's address itself (no pointer slot). */
+export const slotless = (form: PiForm) => form === 'abs' || form === 'callabs' || form === 'jmpabs';
 export const PTR_SLOT = 8;
 /** A `load` entry that puts a 32-bit value in a 32-bit register reads a slot of this size. */
 export const NARROW_SLOT = 4;
@@ -76,6 +96,8 @@ export const PI_PATCH: Record<PiForm, PiPatch> = {
   callptr: 'call',
   jmpmem: 'jmp',
   abs: 'jmp',
+  callabs: 'call',
+  jmpabs: 'jmp',
 };
 
 /** Loads into a general register that read nothing else: the destination can carry the address. */
@@ -267,9 +289,25 @@ function mem2Plan(s: Fit): PiPlan | undefined {
   };
 }
 
-/** The outside address is the memory operand's: callptr, jmpmem, abs, loadmem or mem. */
+/** A RIP-relative operand to the µlib's own data, which an absolute [disp32] reaches. */
+const ownAbsolute = (s: Fit) =>
+  s.ownData &&
+  s.i.memoryBase === Register.RIP &&
+  s.i.memoryIndex === Register.None &&
+  s.i.ipRelMemoryAddress < 0x8000_0000n;
+
+/**
+ * The outside address is the memory operand's: callabs, jmpabs, callptr, jmpmem, abs, loadmem or
+ * mem.
+ */
 function dispPlan(s: Fit): PiPlan | undefined {
   const { i, scratch } = s;
+  // A function pointer in its own data: the entry jumps through it at its absolute address.
+  if (
+    ownAbsolute(s) &&
+    (s.kind === 'callind' ? i.code === Code.Call_rm64 : i.code === Code.Jmp_rm64)
+  )
+    return { form: s.kind === 'callind' ? 'callabs' : 'jmpabs', value: i.ipRelMemoryAddress };
   if (!memFits(i) || !scratch) return undefined;
   if (s.kind === 'callind')
     return i.code === Code.Call_rm64 && noBase(i)
@@ -279,15 +317,8 @@ function dispPlan(s: Fit): PiPlan | undefined {
     return noBase(i) ? { form: 'jmpmem' as const, value: memValue(i), scratch } : undefined;
   if (!plainFlow(s)) return undefined;
   // Its own data: the same absolute address in every image, so the entry holds it (no slot).
-  if (
-    s.ownData &&
-    s.kind === 'trampoline' &&
-    i.memoryBase === Register.RIP &&
-    i.memoryIndex === Register.None &&
-    i.ipRelMemoryAddress < 0x8000_0000n
-  ) {
+  if (ownAbsolute(s) && s.kind === 'trampoline')
     return { form: 'abs' as const, value: i.ipRelMemoryAddress };
-  }
   const d = loadDestination(i);
   if (d !== undefined) return { form: 'loadmem' as const, value: memValue(i), scratch: d };
   return { form: 'mem' as const, value: memValue(i), scratch };

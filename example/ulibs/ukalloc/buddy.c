@@ -123,7 +123,7 @@ static unsigned int order_for(size_t size)
 	return order;
 }
 
-void *uk_malloc(size_t size)
+static void *buddy_malloc(size_t size)
 {
 	unsigned int order, k;
 	struct free_blk *b;
@@ -177,7 +177,7 @@ static void buddy_free(struct blk_hdr *h)
 	list_push((struct free_blk *)addr, order);
 }
 
-void uk_free(void *ptr)
+static void buddy_free_ptr(void *ptr)
 {
 	struct blk_hdr *h;
 
@@ -185,7 +185,7 @@ void uk_free(void *ptr)
 		return;
 	h = (struct blk_hdr *)((uint8_t *)ptr - HDR_SIZE);
 	if (h->magic == MAGIC_ALIGNED) {
-		uk_free((uint8_t *)ptr - h->aux);
+		buddy_free_ptr((uint8_t *)ptr - h->aux);
 		return;
 	}
 	if (h->magic != MAGIC_USED) {
@@ -194,6 +194,27 @@ void uk_free(void *ptr)
 	}
 	stats.nb_free++;
 	buddy_free(h);
+}
+
+/*
+ * The allocator's entry points, which a library may replace (as SQLite's sqlite3_config() does
+ * for its own): every other function calls through them, so the code reaches its own data's
+ * function pointers with `call`/`jmp [rip+...]`.
+ */
+struct uk_alloc_ops {
+	void *(*malloc)(size_t size);
+	void (*free)(void *ptr);
+};
+struct uk_alloc_ops uk_alloc_ops = { buddy_malloc, buddy_free_ptr };
+
+void *uk_malloc(size_t size)
+{
+	return uk_alloc_ops.malloc(size);
+}
+
+void uk_free(void *ptr)
+{
+	uk_alloc_ops.free(ptr);
 }
 
 void *uk_calloc(size_t n, size_t size)
