@@ -198,7 +198,7 @@ test('per-app variants share one name slot, and what follows the own area starts
   const objects = (i: number) => [objs.libboot, libuse, per[i], apps[i]];
   for (const i of [0, 1, 2, 0]) await linkImage(`ns${i}`, objects(i), map);
   const imgs = await Promise.all([0, 1, 2].map((i) => linkImage(`ns${i}`, objects(i), map)));
-  const m = JSON.parse(readFileSync(map, 'utf8'));
+  const m = readMap(map)!;
   t.truthy(m.ulibs.libper.slot, 'libper has a name slot');
   const at = (x: (typeof imgs)[number], s: string) => x.elf.section(s)?.addr;
   for (const x of imgs.slice(1)) {
