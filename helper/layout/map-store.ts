@@ -133,8 +133,8 @@ const sameId = (a: FileId | undefined, b: FileId | undefined) =>
 
 /**
  * The journal this process last read or wrote, by its file's identity: a link reads it four
- * times (finishing, its view, its peek, its commit), and with 10 000 images it holds a header of
- * a megabyte. `landed`: files this process found or made to hold what it says, by identity.
+ * times (finishing, its view, its peek, its commit), and it holds up to 32 files of the map.
+ * `landed`: files this process found or made to hold what it says, by identity.
  */
 let journalSeen: { file: string; id: FileId; jn: Journal; landed: Map<string, FileId> } | undefined;
 
