@@ -12,6 +12,7 @@ import { buildTable, type Move } from '../x86/table.js';
 import {
   loadDestination,
   PI_FORMS,
+  PI_PATCH,
   NARROW_SLOT,
   narrowLoad,
   PTR_SLOT,
@@ -238,7 +239,7 @@ function reachesEntry(
     }
     return true;
   }
-  const call = form === 'callptr';
+  const call = PI_PATCH[form] === 'call';
   if (C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) || C.len !== 5 || C.target !== e) {
     p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
     return false;
@@ -362,25 +363,12 @@ export function checkAbs(
       return 0;
     }
     const through = form === 'callabs' || form === 'jmpabs';
-    const want = form === 'callabs' ? Code.Call_rm64 : Code.Jmp_rm64;
-    if (through && o.code !== want) {
-      p(`the original is not ${form === 'callabs' ? 'a call' : 'a jump'} through memory`);
+    if (form === 'jmpabs' && o.code !== Code.Jmp_rm64) {
+      p('the original is not a jump through memory');
       return 0;
     }
-    const call = form === 'callabs';
-    const C = decodeOne(cur, a);
-    if (
-      C.code !== (call ? Code.Call_rel32_64 : Code.Jmp_rel32_64) ||
-      C.len !== 5 ||
-      C.target !== e
-    ) {
-      p(`the site does not ${call ? 'call' : 'jump to'} its entry ${hex(e)}`);
-      return 0;
-    }
-    if (!cur.subarray(5).every((b) => b === (call ? 0x90 : 0xcc))) {
-      p(`the rest of the site is not ${call ? 'nop' : 'int3'} padding`);
-      return 0;
-    }
+    // The site calls (callabs: its original an indirect call) or jumps to its entry, padded.
+    if (!reachesEntry(form, o, cur, a, e, p)) return 0;
     const expect = piInstructions(o, { form, value: X }, 0n);
     try {
       const len = withInstruction(T, e, (y) =>
