@@ -39,6 +39,14 @@ const sig = (s: string) => createHash('sha256').update(s).digest('hex').slice(0,
 const SHARED = ['libplat', 'liba', 'libb', 'libc', 'libd'];
 
 /** Image `i`'s request in version `ver`: shared µlibs (some in another variant), per-app ones. */
+/** The classic allocator on the map, for `req`. */
+const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
+/** The link view of `req`: its image and the variant of each of its µlibs. */
+const view = (req: AllocRequest) => ({
+  image: req.image,
+  want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
+});
+
 function request(i: number, ver: number, pick: () => number): AllocRequest {
   const ulibs: AllocRequest['ulibs'] = SHARED.filter((_, k) => k < 2 || (i >> k) & 1).map(
     (name, k) => {
@@ -113,11 +121,6 @@ test('a link view of the map allocates as the whole map does, in both layouts', 
 test('a relink writes only its image and the variants it moved between', async (t) => {
   const map = join(dir, 'touch', 'map.json');
   const reqs = Array.from({ length: 10 }, (_, i) => request(i, 0, () => 0.5));
-  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
-  const view = (req: AllocRequest) => ({
-    image: req.image,
-    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
-  });
   for (const r of reqs) await updateMap(map, () => freshMap(r), fn(r), view(r));
   const files = (d: string): string[] =>
     readdirSync(d, { withFileTypes: true }).flatMap((e) =>
@@ -167,7 +170,6 @@ test('an update interrupted after its journal is read through, then finished by 
   const map = join(dir, 'journal', 'map.json');
   const a = request(0, 0, () => 0.5),
     b = request(1, 0, () => 0.5);
-  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
   await updateMap(map, () => freshMap(a), fn(a));
   const core = readFileSync(map, 'utf8');
   // What an update of img1 would write, left as a journal only (its process died before landing).
@@ -199,11 +201,6 @@ test('an update interrupted after its journal is read through, then finished by 
 
 test('files a power cut lost after their update are read through the journal and landed again; checkpoints bound it', async (t) => {
   const map = join(dir, 'powercut', 'map.json');
-  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
-  const view = (req: AllocRequest) => ({
-    image: req.image,
-    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
-  });
   const journal = join(mapDir(map), 'journal.json');
   const held = () => {
     const j = JSON.parse(readFileSync(journal, 'utf8'));
@@ -247,11 +244,6 @@ test('a map of the single-file form is read whole and written split by the next 
   const split = join(dir, 'form-split', 'map.json'),
     old = join(dir, 'form-old', 'map.json');
   const reqs = Array.from({ length: 4 }, (_, i) => request(i, 0, () => 0.5));
-  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
-  const view = (req: AllocRequest) => ({
-    image: req.image,
-    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
-  });
   for (const r of reqs.slice(0, 3)) await updateMap(split, () => freshMap(r), fn(r), view(r));
   // The same map as an older helper wrote it: one file.
   mkdirSync(join(dir, 'form-old'), { recursive: true });
@@ -270,11 +262,6 @@ test('a header of schema 2 (every µlib listed in it) gives each µlib its file 
     old = join(dir, 'form2', 'map.json');
   // The first three use a µlib the fourth does not.
   const reqs = [4, 5, 6, 3].map((i) => request(i, 0, () => 0.5));
-  const fn = (req: AllocRequest) => (m: SpacerMap) => allocate(m, 'map.json', req);
-  const view = (req: AllocRequest) => ({
-    image: req.image,
-    want: Object.fromEntries(req.ulibs.map((u) => [u.name, u.variant])),
-  });
   for (const r of reqs.slice(0, 3)) await updateMap(split, () => freshMap(r), fn(r), view(r));
   // The same map as the previous helper wrote it: its µlibs' lines in the header, no µlib files.
   mkdirSync(join(dir, 'form2'), { recursive: true });

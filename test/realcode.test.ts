@@ -41,6 +41,8 @@ const SQLITE_DEFS = [
   '-DSQLITE_LIKE_DOESNT_MATCH_BLOBS',
 ];
 const SCALE = '3000';
+/** Interleaved runs of each image: a run takes about 0.1 s; a few percent needs more than five. */
+const RUNS = 15;
 const SEEDS = [
   'sqlite-1',
   'sqlite-2',
@@ -410,7 +412,7 @@ run(
     const order = [images.default, images.spacer, images.aslrA, images.aslrB];
     const ms: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
     const cpu: Record<string, number[]> = Object.fromEntries(order.map((i) => [i.name, []]));
-    for (let k = 0; k < 5; k++) {
+    for (let k = 0; k < RUNS; k++) {
       for (const img of order) {
         const r = await runImage(img.path);
         t.is(r.exitCode, 0, img.name);
@@ -428,7 +430,7 @@ run(
         )
         .join(', ');
     };
-    t.log(`workload (scale ${SCALE}), median of 5 interleaved runs: wall ${show(ms)}`);
+    t.log(`workload (scale ${SCALE}), median of ${RUNS} interleaved runs: wall ${show(ms)}`);
     t.log(`                                           CPU (user+sys) ${show(cpu)}`);
     t.log(
       `build: spacer link+gcc+finish ${(times.spacer / 1000).toFixed(1)} s, aslr ${(times.aslr / 1000).toFixed(1)} s`,
