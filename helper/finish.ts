@@ -13,6 +13,8 @@ import { rmSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import { ElfFile, PT_LOAD } from './elf.js';
 import { SpacerError } from './errors.js';
+import { failedLater } from './util/after-reply.js';
+import { mapWriteKey } from './layout/map-lock.js';
 import { PLAN_SECTION, planSectionText, readPlan, recordedPlan, type Plan } from './plan.js';
 import { sendsOwnAbs } from './layout/aslr.js';
 import { noteVariants } from './rewrite/variants.js';
@@ -135,6 +137,12 @@ export interface FinishResult {
  */
 export function checkLayout(imagePath: string, planPath: string): FinishState {
   const plan = readPlan(planPath);
+  // Through the link server, the link's map write ran after its answer: it must have landed.
+  const unsaved = failedLater(mapWriteKey(plan.map, plan.image));
+  if (unsaved)
+    throw new SpacerError(
+      `${plan.map}: this image's placements could not be written to the map (${unsaved}); the map is as it was before the link. Fix that and run make again`,
+    );
   const elf = ElfFile.load(imagePath, readWhole);
   if (elf.header.class !== 64)
     throw new SpacerError(

@@ -10,7 +10,7 @@ import { allocateAslr, isPlatform, sendsOwnAbs } from './layout/aslr.js';
 import { readMoved, type MovedInsn } from './layout/moved.js';
 import { GOT_SLOT, JMP_REL32 } from './x86/classify.js';
 import { loadLinkView, peekVariants } from './layout/map-store.js';
-import { updateMap, type LinkView } from './layout/map-lock.js';
+import { mapWriteKey, updateMap, type LinkView } from './layout/map-lock.js';
 import { SLOT_KINDS, type ImageOrigin, type SlotKind, type SpacerMap } from './layout/map-types.js';
 import { nameSlotCandidate } from './layout/name-slots.js';
 import { readObjectCached, type UlibObject } from './objects.js';
@@ -201,6 +201,8 @@ export async function placeInMap(s: LinkState) {
       return { ...r, map: { regions: structuredClone(m.regions) } };
     },
     view,
+    // Through the link server the map lands while ld runs (finish asks whether it did).
+    mapWriteKey(o.map, o.image),
   );
   for (const n of notes) log(`spacer: ${o.image}: ${n}`);
   // ASLR mode: copies of leaf callees after each page-aligned µlib's table, in its last page.

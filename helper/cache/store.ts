@@ -27,6 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { isTempPath, writeFileAtomic } from '../util/files.js';
 import { deepFreeze } from '../util/freeze.js';
+import { afterReply, deferring } from '../util/after-reply.js';
 
 export const DEFAULT_CACHE_MB = 256;
 
@@ -175,6 +176,8 @@ export function readEntryShared<T>(dir: string, kind: CacheKind, key: string): T
 
 /** The body of the entry at `p` (absolute): kept, else read and kept. */
 function keptBody(p: string): Buffer | undefined {
+  const u = unwritten.get(p);
+  if (u) return u;
   const k = kept.get(p);
   if (k) {
     const st = statSync(p, { throwIfNoEntry: false });
@@ -226,20 +229,45 @@ function removeQuietly(path: string): void {
   }
 }
 
+/** Cache folders this process has written an entry to (later ones may wait: writeEntry). */
+const writable = new Set<string>();
+/** Entries the link server has made but not yet written (absolute path -> body). */
+const unwritten = new Map<string, Buffer>();
+
+/**
+ * Keeps `value` as the entry of `key`. In the link server, once a first entry of `dir` was
+ * written (so a folder that cannot be written is said while the build waits), the file is written
+ * after the request's answer (util/after-reply.ts) and the entry is read from memory until then.
+ */
 export function writeEntry(dir: string, kind: CacheKind, key: string, value: unknown): void {
   const p = entryPath(dir, kind, key);
   const body = serialize(value);
+  if (keptMax && deferring() && writable.has(dir)) {
+    const abs = resolve(p);
+    unwritten.set(abs, body);
+    afterReply(`cache ${dir}`, () => {
+      unwritten.delete(abs);
+      storeEntry(dir, p, body);
+    });
+    return;
+  }
+  storeEntry(dir, p, body);
+}
+
+function storeEntry(dir: string, p: string, body: Buffer): void {
   const sum = createHash('sha256').update(body).digest();
   try {
     const entry = Buffer.concat([MAGIC, sum, body]);
     // Whole or not at all, its folder made the first time only; not synced: an entry lost to a
     // power cut is only a miss, and one torn is a miss too (its hash).
     writeFileAtomic(p, entry, 'product');
+    writable.add(dir);
     if (keptMax) keep(resolve(p), body, Date.now());
     cacheUse.added++;
     cacheUse.addedBytes.set(dir, (cacheUse.addedBytes.get(dir) ?? 0) + entry.length);
   } catch (e) {
     // A cache that cannot be written is only slower: said once per folder, the link goes on.
+    writable.delete(dir);
     if (!unwritable.has(dir)) {
       unwritable.add(dir);
       const why = (e as NodeJS.ErrnoException).code ?? String(e);
@@ -358,6 +386,11 @@ const PENDING_WIDTH = 20;
  * that much at most, and a workspace of thousands of images does not scan it on every link.
  */
 export function trimCache(): void {
+  // Through the link server, after the answer (and after the entries it waits to write).
+  afterReply('cache trim', trimNow);
+}
+
+function trimNow(): void {
   for (const [dir, bytes] of cacheUse.addedBytes) {
     const limit = cacheLimit(),
       file = join(dir, 'pending');

@@ -528,9 +528,15 @@ function checkName(path: string, what: string, name: string): void {
 
 /**
  * Writes what changed of `m` (a whole map or a link's view) against `before`, the state it was read
- * as (none: a new map). Returns whether anything was written.
+ * as (none: a new map). Returns whether anything was written. The files' text is made now; `at`
+ * runs their commit (the journal, then the files: now, or later through the link server).
  */
-export function saveMap(path: string, before: MapState | undefined, m: SpacerMap): boolean {
+export function saveMap(
+  path: string,
+  before: MapState | undefined,
+  m: SpacerMap,
+  at: (commitIt: () => void) => void = (f) => f(),
+): boolean {
   const write: Record<string, string> = {};
   const remove: string[] = [];
   const old = before?.texts ?? new Map<string, string>();
@@ -570,7 +576,7 @@ export function saveMap(path: string, before: MapState | undefined, m: SpacerMap
   for (const [name, c] of Object.entries(libs)) put(libRel(name), encodeLib(c));
   put(CORE, encodeCore(m, images));
   if (!Object.keys(write).length && !remove.length) return false;
-  commit(path, { write, remove });
+  at(() => commit(path, { write, remove }));
   return true;
 }
 

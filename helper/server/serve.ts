@@ -21,6 +21,9 @@ import { join } from 'node:path';
 import { keepBuffers } from '../util/buffers.js';
 import { keepEntries } from '../cache/store.js';
 import { started } from '../util/tools.js';
+import { deferAfterReply, runAfterReply } from '../util/after-reply.js';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const MAX_REQUEST = 64 << 20;
 /** A client sends its request as soon as it connects; one silent this long is dropped. */
@@ -140,9 +143,29 @@ function readRequest(sock: Socket): Promise<Buffer | undefined> {
   });
 }
 
+/** V8's collector, as `--expose-gc` gives it (undefined where V8 refuses). */
+let gc: ((o?: { type?: 'minor' | 'major' }) => void) | undefined;
+
+/** A minor collection (the young generation only: a few milliseconds), where V8 allows it. */
+function collectYoung(): void {
+  try {
+    gc?.({ type: 'minor' });
+  } catch {
+    gc = undefined;
+  }
+}
+
 /** Serves requests at `socketPath` until idle for `idleSec` seconds. */
 export async function serve(socketPath: string, idleSec: number): Promise<void> {
   const id = helperCodeId();
+  // Work a request leaves for after its answer waits for it (util/after-reply.ts).
+  deferAfterReply();
+  try {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as typeof gc;
+  } catch {
+    gc = undefined;
+  }
   // Requests run one at a time (`queue`): each may take the image buffers the last one used.
   keepBuffers();
   // Cache entries read or written stay in memory: a relink stats them instead of reading them.
@@ -203,8 +226,16 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
         const t = performance.now();
         const code = await runRequest(r, send);
         const ms = (performance.now() - t).toFixed(0);
-        process.stderr.write(`served: ${r.argv[0] ?? ''} (exit ${code}) in ${ms} ms\n`);
         send(exitFrame(code));
+        // The client has its answer (make runs ld, or strip, now): what the request left for
+        // later lands before the next request is read (util/after-reply.ts), then the young
+        // objects it dropped are collected, so that the next request does not stop for them.
+        runAfterReply((line) => void process.stderr.write(`spacer server: ${line}\n`));
+        const done = (performance.now() - t).toFixed(0);
+        process.stderr.write(
+          `served: ${r.argv[0] ?? ''} (exit ${code}) in ${ms} ms, ${done} ms with its later work\n`,
+        );
+        if (pending === 1) collectYoung();
         // The peak, which getrusage gives in one system call (the current size reads /proc).
         if (process.resourceUsage().maxRSS * 1024 > MAX_RSS) stop();
       })
