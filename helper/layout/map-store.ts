@@ -136,7 +136,16 @@ const sameId = (a: FileId | undefined, b: FileId | undefined) =>
  * times (finishing, its view, its peek, its commit), and it holds up to 32 files of the map.
  * `landed`: files this process found or made to hold what it says, by identity.
  */
-let journalSeen: { file: string; id: FileId; jn: Journal; landed: Map<string, FileId> } | undefined;
+let journalSeen:
+  | {
+      file: string;
+      id: FileId;
+      jn: Journal;
+      landed: Map<string, FileId>;
+      /** This process wrote the journal and landed every file it holds: nothing to check. */
+      ours?: boolean;
+    }
+  | undefined;
 
 /** The journal (undefined: there is none). */
 function readJournal(path: string): Journal | undefined {
@@ -670,7 +679,10 @@ function commit(path: string, jn: Journal): void {
     if (id) landed.set(rel, id);
   }
   const id = fileId(file);
-  journalSeen = id && { file, id, jn: jnext, landed };
+  // Every file of the journal landed by this process (now or before): while the journal is this
+  // very file (any other update rewrites it), finishJournal has nothing to check.
+  const ours = journalFiles(jnext).every((rel) => landed.has(rel));
+  journalSeen = id && { file, id, jn: jnext, landed, ours };
 }
 
 /**
@@ -682,7 +694,7 @@ function commit(path: string, jn: Journal): void {
 export function finishJournal(path: string): void {
   if (!existsSync(join(mapDir(path), JOURNAL))) return;
   const jn = readJournal(path);
-  if (!jn) return;
+  if (!jn || (journalSeen?.jn === jn && journalSeen.ours)) return;
   const landed = journalSeen?.jn === jn ? journalSeen.landed : new Map<string, FileId>();
   const stale: Journal = { write: {}, remove: [] };
   for (const rel of journalFiles(jn)) {

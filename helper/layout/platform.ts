@@ -6,8 +6,12 @@ export const isApp = (name: string) => name.startsWith('app');
 
 /** Unikraft's platform µlib (`libkvmplat`, `libxenplat`, ...). */
 export function isPlatform(name: string): boolean {
-  return /^lib[a-z0-9]*plat$/.test(name);
+  // Asked per µlib and symbol by the finish's passes: answered once per name.
+  let v = platformNames.get(name);
+  if (v === undefined) platformNames.set(name, (v = /^lib[a-z0-9]*plat$/.test(name)));
+  return v;
 }
+const platformNames = new Map<string, boolean>();
 
 /**
  * Does this µlib send the absolute addresses of its own read-only data, data and bss through its
