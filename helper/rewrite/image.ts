@@ -7,7 +7,7 @@ import { SpacerError } from '../errors.js';
 import { takeBuffer } from '../util/buffers.js';
 import { hex, PAGE_N } from '../util/units.js';
 import { analyzeUlib } from './analyze.js';
-import { cacheUse, readEntry, writeEntry } from '../cache/store.js';
+import { cacheUse, readEntryShared, writeEntry } from '../cache/store.js';
 import { aslrContext, redirectData, rewriteAslr, type AslrContext } from './aslr.js';
 import { rewriteExternal, type UlibJob, type UlibResult } from './external.js';
 import {
@@ -181,7 +181,7 @@ function cachedRewrite(job: UlibJob, mode: Mode): UlibResult {
     .update(elf.contents(a.text))
     .digest('hex');
   type Entry = { code: Uint8Array; table: Uint8Array; r: UlibResult };
-  const hit = readEntry<Entry>(dir, 'rewrite', key);
+  const hit = readEntryShared<Entry>(dir, 'rewrite', key);
   const textOff = num(a.text.offset),
     indOff = num(job.ind.offset);
   if (hit && hit.code.length === num(a.text.size) && hit.table.length <= u.ind!.size) {
@@ -250,7 +250,7 @@ function cachedAslr(job: UlibJob, ctx: AslrContext): UlibResult {
     asked: [bigint, bigint][];
     r: UlibResult;
   };
-  const hit = readEntry<Entry>(dir, 'rewrite', key);
+  const hit = readEntryShared<Entry>(dir, 'rewrite', key);
   const textOff = num(a.text.offset),
     indOff = num(job.ind.offset),
     ptrOff = num(ptr.offset);
