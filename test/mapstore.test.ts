@@ -289,3 +289,45 @@ test('a header of schema 2 (every µlib listed in it) gives each µlib its file 
   t.is(encodeMap(readMap(old)!), encodeMap(readMap(split)!));
   t.deepEqual(checkMapFile(old), []);
 });
+
+test('ASLR: the own code other than the app keeps its place when the app grows, unless the app would then leave the page', (t) => {
+  // One image (so its µlibs are its own code): ukboot, then the app, after a gap from the seed.
+  const req = (app: number): AllocRequest => ({
+    image: 'one',
+    head: 0x200,
+    textBase: 0x100000,
+    ulibs: [
+      ['ukboot', 0x100],
+      ['appone', app],
+    ].map(([name, text], k) => ({
+      name: name as string,
+      variant: `${k}`.repeat(16),
+      sizes: { text: text as number, rodata: 0x40, ind: 0x40 },
+      align: { text: 16, rodata: 8, ind: 16 },
+      codeSig: sig(name as string),
+      mode: 'aslr' as const,
+      ptr: 0x40,
+    })),
+  });
+  const text = (app: number, seed: string) =>
+    Object.fromEntries(
+      allocateAslr(freshMap(req(app)), 'map.json', req(app), seed).placements.map((p) => [
+        p.ulib,
+        p.at.text!.addr,
+      ]),
+    );
+  let stayed = 0;
+  for (let s = 0; s < 12; s++) {
+    // The app from 128 bytes to 1152 (a kilobyte more, as the gap counts it).
+    const small = text(0x80, `seed${s}`),
+      big = text(0x480, `seed${s}`);
+    const page = (small.ukboot & ~0xfff) + 0x1000;
+    t.true(big.appone + 0x480 <= page, `seed${s}: the app still fits on the page`);
+    // Would the app, by the kilobyte, still fit after ukboot where ukboot was?
+    if (small.ukboot + 0x100 + 0x800 <= page) {
+      t.is(big.ukboot, small.ukboot, `seed${s}: ukboot did not move`);
+      stayed++;
+    }
+  }
+  t.true(stayed >= 2, 'some seeds leave the app room where the rest was');
+});

@@ -132,26 +132,35 @@ function place(c: CodeCursor, n: string, addr: number): void {
 /**
  * The image's own code (an app, a library only it uses) has pages of its own anyway: it follows
  * the pointer areas on their page, in shuffled order after a gap drawn from the seed, instead of
- * taking pages of its own. The app comes last, and the gap counts its size by the kilobyte: a
- * relink where only the app changed (by less than that) moves none of the rest, so the shared
- * µlibs whose code refers to the rest of the own code keep their cached rewrites.
+ * taking pages of its own. The app comes last, and the gap does not depend on its size: it is
+ * drawn over what the page leaves for the rest of the own code, then shortened only as far as the
+ * app (counted by the kilobyte) needs to fit on the page. So a relink where only the app changed
+ * moves none of the rest unless the app grew into the gap, and the shared µlibs whose code refers
+ * to the rest of the own code keep their cached rewrites (a gap drawn over what the page leaves
+ * after the app moved the rest whenever the app's size crossed a kilobyte: a third of the bench's
+ * warm relinks rewrote and proved every µlib again).
  */
 function placeOwnCode(c: CodeCursor, ownCode: string[], rand: () => number): void {
   const ordered = [...ownCode.filter((n) => !isApp(n)), ...ownCode.filter(isApp)];
   const bytesOf = (n: string) =>
     alignUp(c.byName.get(n)!.sizes.text!, 16) + (c.byName.get(n)!.sizes.ind ?? 0);
+  /** The own code's bytes with the app counted by `step` (0: left out). */
   const total = (step: number) =>
-    ordered.reduce((a, n) => alignUp(a, 64) + alignUp(bytesOf(n), isApp(n) ? step : 1), 0);
+    ordered.reduce(
+      (a, n) => (isApp(n) && !step ? a : alignUp(a, 64) + alignUp(bytesOf(n), isApp(n) ? step : 1)),
+      0,
+    );
   const start = alignUp(c.next, 64);
   const room = alignUp(start, PAGE) - start;
-  // The gap's range: what the page leaves with the app counted by the kilobyte, else (an app
-  // within a kilobyte of filling the page) with the app as it is, else a kilobyte at most.
+  const r = rand();
+  // Drawn over what the rest leaves; then at most what the page leaves with the app counted by
+  // the kilobyte, else (an app within a kilobyte of filling the page) with the app as it is, else
+  // (the own code runs past the page anyway) a kilobyte at most.
+  const drawn = Math.floor(r * (Math.floor(Math.max(0, room - total(0)) / 64) + 1)) * 64;
   const slack = [room - total(APP_STEP), room - total(1)].find((x) => x > 0);
   c.next =
     start +
-    (slack !== undefined
-      ? Math.floor(rand() * (Math.floor(slack / 64) + 1)) * 64
-      : Math.floor(rand() * 16) * 64);
+    (slack !== undefined ? Math.min(drawn, Math.floor(slack / 64) * 64) : Math.floor(r * 16) * 64);
   for (const n of ordered)
     place(c, n, alignUp(c.next, Math.max(64, c.byName.get(n)!.align.text ?? 1)));
 }
