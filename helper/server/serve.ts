@@ -250,10 +250,11 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   const mine = ino();
   idle();
   // Killed: the socket goes with the process (a request under way is lost; its files land
-  // whole or not at all).
+  // whole or not at all). What an answered request left for later lands first (a link's map).
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
     process.once(sig, () => {
       stop();
+      runAfterReply((line) => void process.stderr.write(`spacer server: ${line}\n`));
       process.exit(128 + (sig === 'SIGHUP' ? 1 : sig === 'SIGINT' ? 2 : 15));
     });
   process.stderr.write(`spacer server: pid ${process.pid} at ${socketPath}, helper ${id}\n`);
