@@ -27,7 +27,7 @@ import { objcopy } from './util/tools.js';
 import { hex, PAGE_N } from './util/units.js';
 import { verifyImage } from './verify.js';
 import { cacheUse } from './cache/store.js';
-import { hardenImage } from './harden.js';
+import { hardenBytes, hardenImage } from './harden.js';
 
 export { PLAN_SECTION, planSectionText, readPlan };
 
@@ -110,10 +110,8 @@ export interface FinishState {
   elf?: ElfFile;
   /** The rewrite, done in memory (rewrite pass), then written and verified (verify pass). */
   prepared?: PreparedRewrite;
-  /** The verified file, waiting beside the image to replace it (record pass). */
+  /** The verified bytes (salted by harden in ASLR mode), waiting to replace the image (record). */
   staged?: Staged;
-  /** The image as the record pass left it, parsed (harden reads it instead of the file). */
-  finished?: ElfFile;
   rewrite?: RewriteStats;
   /** ASLR hardening: seed-dependent pages, salted by this run, with no room for a salt. */
   hardened?: { pages: number; written: number; unplaced: number };
@@ -193,8 +191,9 @@ export function rewriteStep(s: FinishState): void {
 }
 
 /**
- * Verify: the rewritten image is written beside the original and must verify (verify.ts, from
- * its record: one verification, of what will really be on disk) before it may replace it.
+ * Verify: the rewritten image, put together with its record and plan sections in memory, must
+ * verify (verify.ts, from its record: one verification, of the bytes that will be on disk) before
+ * it may replace the image.
  */
 export async function verifyStep(s: FinishState): Promise<void> {
   const p = s.prepared;
@@ -209,14 +208,14 @@ export async function verifyStep(s: FinishState): Promise<void> {
 
 /**
  * Record: the plan in the image (not loaded: pages and boot are unchanged), atomically. After a
- * rewrite the verified file, which carries the plan, replaces the image.
+ * rewrite the verified bytes, which carry the plan (salted by harden in ASLR mode), are written
+ * once and replace the image.
  */
 export async function recordStep(s: FinishState): Promise<void> {
   if (s.alreadyDone) return;
   if (s.prepared && !s.staged) throw new Error(`${s.image}: the record pass ran before verify`);
   if (s.staged && s.prepared) {
-    commitStaged(s.staged.path, s.image);
-    s.finished = s.staged.elf;
+    commitStaged(s.staged, s.image);
     s.rewrite = { ...s.prepared.stats, ms: performance.now() - s.prepared.t0, alreadyDone: false };
     s.staged = s.prepared = undefined;
     return;
@@ -246,12 +245,19 @@ export async function recordStep(s: FinishState): Promise<void> {
 /**
  * Harden (ASLR): every page whose bytes depend on the seed gets 64 bits of seed-derived salt
  * (harden.ts, docs/security.md), so guessing that page's content costs 2^64 tries, not one per
- * layout. Runs on the recorded image; the same seed gives the same bytes, a hardened image is left
- * as it is.
+ * layout. Salts the verified bytes before the record pass writes them (one write of the image);
+ * an image finished before (no rewrite staged) is salted in place. The same seed gives the same
+ * bytes, a hardened image is left as it is.
  */
 export function hardenStep(s: FinishState): void {
   if (s.plan.rewrite !== 'aslr') return;
-  const r = hardenImage(s.image, s.finished);
+  if (s.staged) {
+    const r = hardenBytes(s.image, s.staged.elf);
+    if (r.data) s.staged.elf = new ElfFile(s.image, r.data);
+    s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
+    return;
+  }
+  const r = hardenImage(s.image);
   s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
 }
 

@@ -22,12 +22,21 @@ export interface HardenResult {
 }
 
 /**
- * Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg); `finished`: its
- * bytes as the finish just wrote them, parsed (else it is read, into a buffer the link server
- * keeps: util/buffers.ts).
+ * Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg) and replaces the
+ * file when that changed it (renamed whole; a build product: no sync).
  */
-export function hardenImage(path: string, finished?: ElfFile): HardenResult {
-  const img: AslrImage = readAslrImage(loadImage(path, finished ?? ElfFile.load(path, readWhole)));
+export function hardenImage(path: string): HardenResult {
+  const r = hardenBytes(path, ElfFile.load(path, readWhole));
+  if (r.data) writeFileAtomic(path, r.data, 'product');
+  return r;
+}
+
+/**
+ * The salted bytes of the ASLR image `elf` (named `path` in errors), or no `data` when every salt
+ * is in place already: `spacer finish` salts the rewritten bytes before their one write.
+ */
+export function hardenBytes(path: string, elf0: ElfFile): HardenResult & { data?: Buffer } {
+  const img: AslrImage = readAslrImage(loadImage(path, elf0));
   const { elf } = img;
   const data = takeBuffer(elf.data.length);
   elf.data.copy(data);
@@ -60,10 +69,13 @@ export function hardenImage(path: string, finished?: ElfFile): HardenResult {
     if (place.extend !== undefined) extendSegment(elf, data, place.extend, place.words[0]);
     if (changed) written++;
   }
-  // Replaced as the rewrite replaced it one pass before (renamed whole; a build product: no sync).
-  if (written || sections.length)
-    writeFileAtomic(path, sections.length ? withSections(elf, data, sections) : data, 'product');
-  return { image: path, pages: img.pages.length, written, unplaced };
+  const out =
+    written || sections.length
+      ? sections.length
+        ? withSections(elf, data, sections)
+        : data
+      : undefined;
+  return { image: path, pages: img.pages.length, written, unplaced, ...(out ? { data: out } : {}) };
 }
 
 /** The file offset of salt word `w` (past its segment's file bytes for an extension). */

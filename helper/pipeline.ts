@@ -104,12 +104,13 @@ export const FINISH_PASSES: readonly Pass<FinishContext>[] = [
   },
   // rewrite: references leaving a µlib go through its table, so its code pages match everywhere.
   { name: 'rewrite', run: spacerOnly((c) => rewriteStep(c.fin!)) },
-  // verify: the rewritten file must prove every site reaches what it did before it replaces all.
+  // verify: the rewritten bytes must prove every site reaches what it did before they replace all.
   { name: 'verify', run: spacerOnly((c) => verifyStep(c.fin!)) },
-  // record: the plan in the image, so report and explain can attribute its pages to µlibs.
-  { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
   // harden: in ASLR mode, each page that depends on the seed carries 64 bits of salt from it.
   { name: 'harden', run: spacerOnly((c) => hardenStep(c.fin!)) },
+  // record: the plan in the image, so report and explain can attribute its pages to µlibs; the
+  // one write of the finished image.
+  { name: 'record', run: spacerOnly((c) => recordStep(c.fin!)) },
   // trim: what this link added to the cache counts towards its bound (a gc now and then).
   { name: 'trim', run: spacerOnly(() => trimCache()) },
 ];
@@ -131,7 +132,7 @@ export const PASSES: readonly Pass[] = [
   },
   // link: the real GNU linker, with the platform's extension scripts as they are.
   { name: 'link', run: runLinker },
-  // layout check, rewrite, verify, record, harden: the post-link passes above.
+  // layout check, rewrite, verify, harden, record: the post-link passes above.
   ...FINISH_PASSES,
   // strip, pack, compact, ELF32: the bootable file (pack: Spacer layouts only).
   { name: 'image', run: (c) => bootableImage(c.dbg, c.elf, { pack: c.spacer }) },

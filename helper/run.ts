@@ -69,7 +69,7 @@ async function parse(argv: string[]): Promise<void> {
     .parserConfiguration({ 'populate--': true })
     .usage(USAGE)
     .command(remembered(linkCommand, key)) // before ld: objects → map → script
-    .command(remembered(finishCommand, key)) // after ld: check → rewrite → verify → record → harden
+    .command(remembered(finishCommand, key)) // after ld: check → rewrite → verify → harden → record
     .command(remembered(compactCommand, key)) // after strip: pack the file, merge section headers
     .command(planCommand)
     .command(verifyCommand)

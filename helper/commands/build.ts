@@ -1,5 +1,5 @@
 // The commands make runs around ld: `link` before it (objects → map → script), `finish` after it
-// on the .dbg (layout check → rewrite → verify → record → harden), `compact` on the stripped image.
+// on the .dbg (layout check → rewrite → verify → harden → record), `compact` on the stripped image.
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { ElfFile } from '../elf.js';
 import { SpacerError } from '../errors.js';
@@ -128,7 +128,7 @@ const origin = (a: Args) => ({
 export const finishCommand: Command = {
   command: 'finish <image>',
   describe:
-    'post-link step on the .dbg: layout check, rewrite, verify, record, harden (the image is replaced atomically); reuses the cache next to the map',
+    'post-link step on the .dbg: layout check, rewrite, verify, harden, record (the image is replaced atomically); reuses the cache next to the map',
   builder: (y) =>
     imageArg(y, 'the linked ELF64 debug image')
       .option('plan', {

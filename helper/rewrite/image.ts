@@ -62,7 +62,7 @@ export async function rewriteImageWith(
   const p = prepareRewrite(dbgPath, plan, mode, extra);
   if (!('data' in p)) return p;
   const staged = await stageWrite(dbgPath, p.data, p.sections, p.changed, check);
-  commitStaged(staged.path, dbgPath);
+  commitStaged(staged, dbgPath);
   return { ...p.stats, ms: performance.now() - p.t0, alreadyDone: false };
 }
 

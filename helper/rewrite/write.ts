@@ -1,8 +1,8 @@
 // The rewrite's one write: the patched bytes plus the record (and any extra) sections, added in
-// memory (elfappend.ts; objcopy for a file that needs it) into a file beside the image (staged),
-// checked, then renamed over the image; on any failure the image is left as it was. `spacer
-// finish` runs the two halves as its verify and record passes; rewriteImageWith runs them back to
-// back.
+// memory (elfappend.ts; objcopy for a file that needs it), checked (staged), then written once to
+// a file beside the image and renamed over it; on any failure the image is left as it was.
+// `spacer finish` runs the two halves as its verify and record passes (harden salts the staged
+// bytes between them in ASLR mode); rewriteImageWith runs them back to back.
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { ElfFile } from '../elf.js';
 import { appendSections } from '../elfappend.js';
@@ -15,10 +15,11 @@ import { type ExtraSection } from './types.js';
 export type CheckFile = (path: string, elf?: ElfFile) => string[];
 
 /**
- * Writes `data` plus `sections` to a temporary file beside `path`, checks that objcopy moved none
- * of the `changed` sections and that `check` accepts the file, and returns the file's name (with
- * `path`'s mode) and its bytes, parsed: commitStaged renames it over `path`. On any failure
- * nothing is left behind.
+ * Puts `data` plus `sections` together (in memory; objcopy into a temporary file beside `path`
+ * when the sections cannot be added in place), checks that objcopy moved none of the `changed`
+ * sections and that `check` accepts the bytes, and returns them, parsed, with the temporary name
+ * they will be written to: commitStaged writes them there once (ASLR mode salts them first,
+ * harden.ts) and renames the file over `path`. On any failure nothing is left behind.
  */
 export async function stageWrite(
   path: string,
@@ -36,8 +37,7 @@ export async function stageWrite(
     // The sections added in memory (elfappend.ts; in the room prepareRewrite left after `data`,
     // whose ELF header then changes: `a` was parsed before), else by objcopy.
     const appended = appendSections(a, sections, true);
-    if (appended) writeFileSync(tmpOut, appended);
-    else {
+    if (!appended) {
       writeFileSync(tmpElf, data);
       sections.forEach((sec, i) => writeFileSync(tmpSecs[i], sec.data));
       const args = sections.flatMap((sec, i) => [
@@ -58,15 +58,14 @@ export async function stageWrite(
       if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y)))
         throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
     }
-    // The file as written must verify too, before it replaces the image.
+    // The bytes as they will be written must verify too, before they replace the image.
     const problems = check(tmpOut, b);
     if (problems.length)
       throw new SpacerError(
         // eslint-disable-next-line no-control-regex -- control characters are what it replaces
         `${path}: the rewritten file did not verify (${problems[0].replace(/[\x00-\x1f\x7f]/g, '?')}); the image was left unchanged`,
       );
-    chmodSync(tmpOut, mode);
-    return { path: tmpOut, elf: b };
+    return { path: tmpOut, elf: b, mode };
   } catch (e) {
     rmSync(tmpOut, { force: true });
     throw e;
@@ -75,19 +74,26 @@ export async function stageWrite(
   }
 }
 
-/** A file stageWrite wrote and checked, and the image it holds as read for the check. */
+/** The bytes stageWrite checked, parsed, and the temporary file they go to. */
 export interface Staged {
   path: string;
-  /** Its bytes, parsed (what the passes after the record read instead of the file). */
+  /** The bytes, parsed (what the passes after verify read; harden may replace them). */
   elf: ElfFile;
+  /** The image's mode, which the file gets. */
+  mode: number;
 }
 
-/** Lands a file stageWrite checked at `path`, as a build product (removed if that fails). */
-export function commitStaged(staged: string, path: string): void {
+/**
+ * Writes the staged bytes to their temporary file, once, and lands it at `path` as a build
+ * product; on a failure the temporary file is removed and `path` is left as it was.
+ */
+export function commitStaged(staged: Staged, path: string): void {
   try {
-    landProduct(staged, path);
+    writeFileSync(staged.path, staged.elf.data);
+    chmodSync(staged.path, staged.mode);
+    landProduct(staged.path, path);
   } catch (e) {
-    rmSync(staged, { force: true });
+    rmSync(staged.path, { force: true });
     throw e;
   }
 }
