@@ -192,8 +192,8 @@ export function rewriteStep(s: FinishState): void {
 
 /**
  * Verify: the rewritten image, put together with its record and plan sections in memory, must
- * verify (verify.ts, from its record: one verification, of the bytes that will be on disk) before
- * it may replace the image.
+ * verify (verify.ts, from its record: one verification, of the bytes that will be on disk but for
+ * the salt words harden fills next) before it may replace the image.
  */
 export async function verifyStep(s: FinishState): Promise<void> {
   const p = s.prepared;

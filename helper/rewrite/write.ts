@@ -58,7 +58,8 @@ export async function stageWrite(
       if (!x || !y || x.addr !== y.addr || !a.contents(x).equals(b.contents(y)))
         throw new SpacerError(`${path}: objcopy changed ${name}; the image was left unchanged`);
     }
-    // The bytes as they will be written must verify too, before they replace the image.
+    // The bytes must verify before they replace the image (harden, after this, only fills salt
+    // words, which verify reads past: audit/salt.ts unsaltedContents).
     const problems = check(tmpOut, b);
     if (problems.length)
       throw new SpacerError(
