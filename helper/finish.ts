@@ -251,13 +251,9 @@ export async function recordStep(s: FinishState): Promise<void> {
  */
 export function hardenStep(s: FinishState): void {
   if (s.plan.rewrite !== 'aslr') return;
-  if (s.staged) {
-    const r = hardenBytes(s.image, s.staged.elf);
-    if (r.data) s.staged.elf = new ElfFile(s.image, r.data);
-    s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
-    return;
-  }
-  const r = hardenImage(s.image);
+  const staged = s.staged;
+  const r = staged ? hardenBytes(s.image, staged.elf) : hardenImage(s.image);
+  if (staged && r.data) staged.elf = new ElfFile(s.image, r.data);
   s.hardened = { pages: r.pages, written: r.written, unplaced: r.unplaced.length };
 }
 

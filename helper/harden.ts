@@ -25,7 +25,7 @@ export interface HardenResult {
  * Salts every seed-dependent page of the ASLR image at `path` (an ELF64 .dbg) and replaces the
  * file when that changed it (renamed whole; a build product: no sync).
  */
-export function hardenImage(path: string): HardenResult {
+export function hardenImage(path: string): HardenResult & { data?: Buffer } {
   const r = hardenBytes(path, ElfFile.load(path, readWhole));
   if (r.data) writeFileAtomic(path, r.data, 'product');
   return r;
@@ -35,8 +35,8 @@ export function hardenImage(path: string): HardenResult {
  * The salted bytes of the ASLR image `elf` (named `path` in errors), or no `data` when every salt
  * is in place already: `spacer finish` salts the rewritten bytes before their one write.
  */
-export function hardenBytes(path: string, elf0: ElfFile): HardenResult & { data?: Buffer } {
-  const img: AslrImage = readAslrImage(loadImage(path, elf0));
+export function hardenBytes(path: string, image: ElfFile): HardenResult & { data?: Buffer } {
+  const img: AslrImage = readAslrImage(loadImage(path, image));
   const { elf } = img;
   const data = takeBuffer(elf.data.length);
   elf.data.copy(data);
@@ -69,12 +69,7 @@ export function hardenBytes(path: string, elf0: ElfFile): HardenResult & { data?
     if (place.extend !== undefined) extendSegment(elf, data, place.extend, place.words[0]);
     if (changed) written++;
   }
-  const out =
-    written || sections.length
-      ? sections.length
-        ? withSections(elf, data, sections)
-        : data
-      : undefined;
+  const out = sections.length ? withSections(elf, data, sections) : written ? data : undefined;
   return { image: path, pages: img.pages.length, written, unplaced, ...(out ? { data: out } : {}) };
 }
 

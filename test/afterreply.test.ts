@@ -3,7 +3,7 @@
 // that image's finish, and the map stays as it was. This file's process defers as the link server
 // does (each test file runs in a process of its own).
 import test from 'ava';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allocate, freshMap, type AllocRequest } from '../helper/layout/allocate.js';
 import { mapWriteKey, updateMap } from '../helper/layout/map-lock.js';
@@ -116,5 +116,31 @@ test.serial(
     runAfterReply(() => {});
     t.true(existsSync(later));
     t.deepEqual(readEntry(cache, 'proof', 'b'.repeat(64)), { n: 2 });
+  },
+);
+
+test.serial(
+  'a cache entry that cannot be written after the answer: the next one is written at once, and its failure is said to that build',
+  (t) => {
+    const cache = join(dir, 'cache-fail');
+    keepEntries();
+    writeEntry(cache, 'proof', 'a'.repeat(64), { n: 1 });
+    // A file where the folder of keys starting `cc` goes: such an entry cannot be written (even as
+    // root).
+    writeFileSync(join(cache, 'proof', 'cc'), 'in the way\n');
+    const said: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string) => (said.push(String(s)), true)) as typeof write;
+    try {
+      writeEntry(cache, 'proof', 'c'.repeat(64), { n: 3 });
+      runAfterReply(() => {});
+      t.deepEqual(said, [], 'after the answer no build is there to be told');
+      // The folder's next entry is written at once, and its failure is the link's warning.
+      writeEntry(cache, 'proof', 'c'.repeat(64), { n: 3 });
+      t.is(said.length, 1);
+      t.regex(said[0], /cache-fail: the cache cannot be written \(ENOTDIR\)/);
+    } finally {
+      process.stderr.write = write;
+    }
   },
 );

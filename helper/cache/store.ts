@@ -247,14 +247,18 @@ export function writeEntry(dir: string, kind: CacheKind, key: string, value: unk
     unwritten.set(abs, body);
     afterReply(`cache ${dir}`, () => {
       unwritten.delete(abs);
-      storeEntry(dir, p, body);
+      storeEntry(dir, p, body, true);
     });
     return;
   }
   storeEntry(dir, p, body);
 }
 
-function storeEntry(dir: string, p: string, body: Buffer): void {
+/**
+ * Writes one entry. `later`: after the answer, when no build sees a warning: a failure then only
+ * makes the folder's next entry a write at once, whose failure the next link is told.
+ */
+function storeEntry(dir: string, p: string, body: Buffer, later = false): void {
   const sum = createHash('sha256').update(body).digest();
   try {
     const entry = Buffer.concat([MAGIC, sum, body]);
@@ -268,7 +272,7 @@ function storeEntry(dir: string, p: string, body: Buffer): void {
   } catch (e) {
     // A cache that cannot be written is only slower: said once per folder, the link goes on.
     writable.delete(dir);
-    if (!unwritable.has(dir)) {
+    if (!later && !unwritable.has(dir)) {
       unwritable.add(dir);
       const why = (e as NodeJS.ErrnoException).code ?? String(e);
       process.stderr.write(

@@ -174,6 +174,8 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   // write (design.md, "The link server"). None of make's commands does; if one ever does, the log
   // says so (test/server.test.ts looks).
   const log = process.stderr.write.bind(process.stderr);
+  // A job left for after an answer that failed: a line in the log (its command is told).
+  const later = (line: string) => void log(`spacer server: ${line}\n`);
   started.note = (cmd) =>
     void log(`spacer server: started ${cmd}: a fork of the server slows its next requests\n`);
   const server = createServer({ allowHalfOpen: true });
@@ -230,7 +232,7 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
         // The client has its answer (make runs ld, or strip, now): what the request left for
         // later lands before the next request is read (util/after-reply.ts), then the young
         // objects it dropped are collected, so that the next request does not stop for them.
-        runAfterReply((line) => void process.stderr.write(`spacer server: ${line}\n`));
+        runAfterReply(later);
         const done = (performance.now() - t).toFixed(0);
         process.stderr.write(
           `served: ${r.argv[0] ?? ''} (exit ${code}) in ${ms} ms, ${done} ms with its later work\n`,
@@ -254,7 +256,7 @@ export async function serve(socketPath: string, idleSec: number): Promise<void> 
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
     process.once(sig, () => {
       stop();
-      runAfterReply((line) => void process.stderr.write(`spacer server: ${line}\n`));
+      runAfterReply(later);
       process.exit(128 + (sig === 'SIGHUP' ? 1 : sig === 'SIGINT' ? 2 : 15));
     });
   process.stderr.write(`spacer server: pid ${process.pid} at ${socketPath}, helper ${id}\n`);
